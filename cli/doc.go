@@ -1,0 +1,2 @@
+// Package cli implements the keyline command line.
+package cli
