@@ -1,0 +1,348 @@
+// Package vrf implements ECVRF-EDWARDS25519-SHA512-TAI, the elliptic curve
+// verifiable random function of RFC 9381 (section 5, cipher suite 0x03), on
+// top of filippo.io/edwards25519 and crypto/sha512.
+//
+// A PrivateKey proves, for an input alpha, the output beta = ProofToHash(pi)
+// with an 80-byte proof pi. Anyone holding the 32-byte PublicKey checks the
+// proof with Verify and learns beta; nobody without the private key can
+// compute beta for an alpha. Keyline uses alpha = user id and derives the map
+// index with Index(beta), so the log and the map never reveal user ids.
+//
+// Verify performs full validation (RFC 9381 section 5.3 with validate_key =
+// TRUE): the public key and Gamma must be canonical RFC 8032 point encodings,
+// the public key must not have small order, and s must be reduced mod q.
+package vrf
+
+import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"io"
+
+	"filippo.io/edwards25519"
+)
+
+// Sizes of the encodings defined by RFC 9381 for this suite.
+const (
+	SeedSize      = 32 // RFC 8032 secret key (the "seed")
+	PublicKeySize = 32 // RFC 8032 point encoding of Y = x*B
+	ProofSize     = 80 // Gamma (32) || c (16) || s (32)
+	OutputSize    = 64 // beta, the SHA-512 output of ProofToHash
+	IndexSize     = 32 // Keyline map index, see Index
+)
+
+const (
+	suiteString = 0x03 // ECVRF-EDWARDS25519-SHA512-TAI
+	cLen        = 16
+)
+
+// IndexContext is the domain-separation context of Index.
+const IndexContext = "keyline/vrf/index"
+
+// Errors returned by this package. Callers match them with errors.Is.
+var (
+	// ErrInvalidPublicKey means the public key is not a canonical encoding
+	// of a point of edwards25519, or the point has small order.
+	ErrInvalidPublicKey = errors.New("vrf: invalid public key")
+	// ErrMalformedProof means the proof does not decode: wrong length,
+	// Gamma not a canonical point encoding, or s not reduced mod q.
+	ErrMalformedProof = errors.New("vrf: malformed proof")
+	// ErrInvalidProof means the proof decodes but does not verify for
+	// this public key and alpha.
+	ErrInvalidProof = errors.New("vrf: proof does not verify")
+	// ErrInvalidSeed means a secret key seed has the wrong length or encoding.
+	ErrInvalidSeed = errors.New("vrf: invalid seed")
+	// ErrEncodeToCurve means try-and-increment found no point in 256 tries
+	// (probability about 2^-256; never observed).
+	ErrEncodeToCurve = errors.New("vrf: encode_to_curve failed")
+)
+
+// PrivateKey is an ECVRF secret key. The zero value is not usable; build it
+// with GenerateKey or NewKeyFromSeed.
+type PrivateKey struct {
+	seed   [SeedSize]byte
+	x      edwards25519.Scalar // secret scalar, clamped h[0:32] reduced mod q
+	prefix [32]byte            // h[32:64], the nonce-generation key (RFC 8032 5.1.6)
+	pub    PublicKey
+}
+
+// PublicKey is an ECVRF public key: a point Y of edwards25519 that is not of
+// small order, with its canonical 32-byte encoding.
+type PublicKey struct {
+	enc [PublicKeySize]byte
+	y   edwards25519.Point
+}
+
+// GenerateKey returns a new private key with a seed read from rand.
+func GenerateKey(rand io.Reader) (*PrivateKey, error) {
+	var seed [SeedSize]byte
+	if _, err := io.ReadFull(rand, seed[:]); err != nil {
+		return nil, fmt.Errorf("vrf: reading random seed: %w", err)
+	}
+	return NewKeyFromSeed(seed[:])
+}
+
+// NewKeyFromSeed derives the private key from a 32-byte RFC 8032 secret key,
+// as RFC 9381 section 5.5 specifies for this suite: h = SHA-512(seed),
+// x = clamp(h[0:32]), Y = x*B.
+func NewKeyFromSeed(seed []byte) (*PrivateKey, error) {
+	if len(seed) != SeedSize {
+		return nil, fmt.Errorf("%w: length %d, want %d", ErrInvalidSeed, len(seed), SeedSize)
+	}
+	sk := new(PrivateKey)
+	copy(sk.seed[:], seed)
+	h := sha512.Sum512(seed)
+	if _, err := sk.x.SetBytesWithClamping(h[:32]); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidSeed, err)
+	}
+	copy(sk.prefix[:], h[32:])
+	sk.pub.y.ScalarBaseMult(&sk.x)
+	copy(sk.pub.enc[:], sk.pub.y.Bytes())
+	return sk, nil
+}
+
+// Seed returns a copy of the 32-byte secret seed.
+func (sk *PrivateKey) Seed() []byte { return append([]byte(nil), sk.seed[:]...) }
+
+// Public returns the public key of sk.
+func (sk *PrivateKey) Public() *PublicKey {
+	pk := new(PublicKey)
+	pk.enc = sk.pub.enc
+	pk.y.Set(&sk.pub.y)
+	return pk
+}
+
+// NewPublicKey decodes a 32-byte public key. It rejects non-canonical
+// encodings, encodings of points not on the curve, and points of small
+// order (RFC 9381 section 5.4.5, validate_key).
+func NewPublicKey(b []byte) (*PublicKey, error) {
+	if len(b) != PublicKeySize {
+		return nil, fmt.Errorf("%w: length %d, want %d", ErrInvalidPublicKey, len(b), PublicKeySize)
+	}
+	pk := new(PublicKey)
+	if !decodePoint(&pk.y, b) {
+		return nil, fmt.Errorf("%w: not a canonical point encoding", ErrInvalidPublicKey)
+	}
+	var t edwards25519.Point
+	if t.MultByCofactor(&pk.y).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return nil, fmt.Errorf("%w: point of small order", ErrInvalidPublicKey)
+	}
+	copy(pk.enc[:], b)
+	return pk, nil
+}
+
+// Bytes returns the canonical 32-byte encoding of pk.
+func (pk *PublicKey) Bytes() []byte { return append([]byte(nil), pk.enc[:]...) }
+
+// Equal reports whether pk and other encode the same key.
+func (pk *PublicKey) Equal(other *PublicKey) bool {
+	return other != nil && pk.enc == other.enc
+}
+
+// decodePoint is RFC 8032 section 5.1.3 decoding (string_to_point): it
+// accepts only canonical encodings (y < p, and no "negative zero" x), which
+// edwards25519.Point.SetBytes alone does not enforce.
+func decodePoint(p *edwards25519.Point, b []byte) bool {
+	if _, err := p.SetBytes(b); err != nil {
+		return false
+	}
+	var buf [32]byte
+	copy(buf[:], p.Bytes())
+	return string(buf[:]) == string(b)
+}
+
+// encodeToCurve is ECVRF_encode_to_curve_try_and_increment (RFC 9381
+// section 5.4.1.1) with encode_to_curve_salt = PK_string. It returns the
+// cofactor-cleared point H and the counter value that succeeded.
+func encodeToCurve(pk []byte, alpha []byte) (*edwards25519.Point, int, error) {
+	h := sha512.New()
+	var sum [64]byte
+	var p edwards25519.Point
+	for ctr := 0; ctr < 256; ctr++ {
+		h.Reset()
+		h.Write([]byte{suiteString, 0x01})
+		h.Write(pk)
+		h.Write(alpha)
+		h.Write([]byte{byte(ctr), 0x00})
+		h.Sum(sum[:0])
+		if decodePoint(&p, sum[:32]) {
+			return new(edwards25519.Point).MultByCofactor(&p), ctr, nil
+		}
+	}
+	return nil, 0, ErrEncodeToCurve
+}
+
+// nonce is ECVRF_nonce_generation_RFC8032 (RFC 9381 section 5.4.2.2):
+// k = SHA-512(h[32:64] || point_to_string(H)) mod q. kString is returned
+// for the test vectors.
+func (sk *PrivateKey) nonce(hString []byte) (k *edwards25519.Scalar, kString [64]byte) {
+	h := sha512.New()
+	h.Write(sk.prefix[:])
+	h.Write(hString)
+	h.Sum(kString[:0])
+	k, err := new(edwards25519.Scalar).SetUniformBytes(kString[:])
+	if err != nil {
+		panic("vrf: SetUniformBytes rejected 64 bytes: " + err.Error()) // unreachable
+	}
+	return k, kString
+}
+
+// challenge is ECVRF_challenge_generation (RFC 9381 section 5.4.3) with
+// P1..P5 = Y, H, Gamma, U, V: the first cLen bytes of
+// SHA-512(suite || 0x02 || P1 || ... || P5 || 0x00).
+func challenge(points ...[]byte) [cLen]byte {
+	h := sha512.New()
+	h.Write([]byte{suiteString, 0x02})
+	for _, p := range points {
+		h.Write(p)
+	}
+	h.Write([]byte{0x00})
+	var sum [64]byte
+	h.Sum(sum[:0])
+	var c [cLen]byte
+	copy(c[:], sum[:cLen])
+	return c
+}
+
+// challengeScalar interprets the 16-byte challenge as a little-endian integer.
+func challengeScalar(c [cLen]byte) *edwards25519.Scalar {
+	var b [32]byte
+	copy(b[:], c[:])
+	s, err := new(edwards25519.Scalar).SetCanonicalBytes(b[:])
+	if err != nil {
+		panic("vrf: 128-bit challenge not canonical") // unreachable: c < 2^128 < q
+	}
+	return s
+}
+
+// Prove returns the VRF output beta (64 bytes) and the proof pi (80 bytes)
+// for alpha (RFC 9381 section 5.1). Prove is deterministic.
+func (sk *PrivateKey) Prove(alpha []byte) (beta, pi []byte) {
+	pi, _ = sk.prove(alpha)
+	beta, err := ProofToHash(pi)
+	if err != nil {
+		panic("vrf: own proof does not decode: " + err.Error()) // unreachable
+	}
+	return beta, pi
+}
+
+// proveTrace holds the intermediate values of one Prove, for test vectors.
+type proveTrace struct {
+	ctr     int
+	h       []byte
+	kString [64]byte
+	u, v    []byte
+}
+
+func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
+	var tr proveTrace
+	H, ctr, err := encodeToCurve(sk.pub.enc[:], alpha)
+	if err != nil {
+		// Probability 2^-256 per alpha; treat as a broken invariant.
+		panic(err)
+	}
+	tr.ctr = ctr
+	hString := H.Bytes()
+	tr.h = hString
+	gamma := new(edwards25519.Point).ScalarMult(&sk.x, H)
+	k, kString := sk.nonce(hString)
+	tr.kString = kString
+	u := new(edwards25519.Point).ScalarBaseMult(k).Bytes()
+	v := new(edwards25519.Point).ScalarMult(k, H).Bytes()
+	tr.u, tr.v = u, v
+	gammaString := gamma.Bytes()
+	c := challenge(sk.pub.enc[:], hString, gammaString, u, v)
+	s := new(edwards25519.Scalar).MultiplyAdd(challengeScalar(c), &sk.x, k)
+	pi := make([]byte, 0, ProofSize)
+	pi = append(pi, gammaString...)
+	pi = append(pi, c[:]...)
+	pi = append(pi, s.Bytes()...)
+	return pi, tr
+}
+
+// decodedProof is the result of ECVRF_decode_proof (RFC 9381 section 5.4.4).
+type decodedProof struct {
+	gamma edwards25519.Point
+	c     [cLen]byte
+	s     edwards25519.Scalar
+}
+
+func decodeProof(pi []byte) (*decodedProof, error) {
+	if len(pi) != ProofSize {
+		return nil, fmt.Errorf("%w: length %d, want %d", ErrMalformedProof, len(pi), ProofSize)
+	}
+	d := new(decodedProof)
+	if !decodePoint(&d.gamma, pi[:32]) {
+		return nil, fmt.Errorf("%w: Gamma is not a canonical point encoding", ErrMalformedProof)
+	}
+	copy(d.c[:], pi[32:48])
+	if _, err := d.s.SetCanonicalBytes(pi[48:80]); err != nil {
+		return nil, fmt.Errorf("%w: s is not reduced mod q", ErrMalformedProof)
+	}
+	return d, nil
+}
+
+// ProofToHash returns beta for a proof (RFC 9381 section 5.2):
+// SHA-512(suite || 0x03 || point_to_string(8*Gamma) || 0x00). It does not
+// verify the proof; use PublicKey.Verify for that.
+func ProofToHash(pi []byte) ([]byte, error) {
+	d, err := decodeProof(pi)
+	if err != nil {
+		return nil, err
+	}
+	return gammaToHash(&d.gamma), nil
+}
+
+func gammaToHash(gamma *edwards25519.Point) []byte {
+	var cg edwards25519.Point
+	cg.MultByCofactor(gamma)
+	h := sha512.New()
+	h.Write([]byte{suiteString, 0x03})
+	h.Write(cg.Bytes())
+	h.Write([]byte{0x00})
+	return h.Sum(nil)
+}
+
+// Verify checks the proof pi for alpha under pk (RFC 9381 section 5.3) and
+// returns beta. Every failure returns a nil beta and an error matching
+// ErrMalformedProof or ErrInvalidProof.
+func (pk *PublicKey) Verify(alpha, pi []byte) (beta []byte, err error) {
+	d, err := decodeProof(pi)
+	if err != nil {
+		return nil, err
+	}
+	H, _, err := encodeToCurve(pk.enc[:], alpha)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidProof, err)
+	}
+	c := challengeScalar(d.c)
+	negC := new(edwards25519.Scalar).Negate(c)
+	// U = s*B - c*Y; V = s*H - c*Gamma.
+	u := new(edwards25519.Point).VarTimeDoubleScalarBaseMult(negC, &pk.y, &d.s)
+	v := new(edwards25519.Point).VarTimeMultiScalarMult(
+		[]*edwards25519.Scalar{&d.s, negC}, []*edwards25519.Point{H, &d.gamma})
+	c2 := challenge(pk.enc[:], H.Bytes(), pi[:32], u.Bytes(), v.Bytes())
+	if c2 != d.c {
+		return nil, ErrInvalidProof
+	}
+	return gammaToHash(&d.gamma), nil
+}
+
+// Index returns Keyline's map index for a VRF output:
+// SHA-256("keyline/vrf/index" || 0x00 || beta). Hashing (rather than
+// truncating beta) keeps the index domain-separated from every other use of
+// beta. It panics if beta is not OutputSize bytes, which only a caller bug
+// can cause (Verify and Prove always return 64 bytes).
+func Index(beta []byte) [IndexSize]byte {
+	if len(beta) != OutputSize {
+		panic(fmt.Sprintf("vrf: Index of %d-byte beta, want %d", len(beta), OutputSize))
+	}
+	h := sha256.New()
+	h.Write([]byte(IndexContext))
+	h.Write([]byte{0x00})
+	h.Write(beta)
+	var out [IndexSize]byte
+	h.Sum(out[:0])
+	return out
+}
