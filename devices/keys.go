@@ -1,0 +1,146 @@
+package devices
+
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+
+	"golang.org/x/crypto/hkdf"
+)
+
+// IdentityKey is an account's Ed25519 identity key (IK). It signs
+// AccountStates and DeviceCerts. Safety numbers depend only on its public
+// key and the user id.
+type IdentityKey struct {
+	priv ed25519.PrivateKey
+}
+
+// DeriveIdentityKey derives the identity key from a recovery secret:
+// seed = HKDF-SHA256(ikm = secret, salt = empty, info = "keyline identity-key v1"),
+// 32 bytes, used as the Ed25519 seed (RFC 8032).
+func DeriveIdentityKey(secret RecoverySecret) *IdentityKey {
+	seed := make([]byte, ed25519.SeedSize)
+	r := hkdf.New(sha256.New, secret[:], nil, []byte(ctxIdentityHKDF))
+	if _, err := io.ReadFull(r, seed); err != nil {
+		panic("devices: hkdf: " + err.Error()) // cannot happen: 32 bytes is far below the HKDF limit
+	}
+	return &IdentityKey{priv: ed25519.NewKeyFromSeed(seed)}
+}
+
+// IdentityKeyFromSeed returns the identity key with the given Ed25519 seed
+// (as stored in a keystore by a device that holds IK but not the paper key).
+func IdentityKeyFromSeed(seed [32]byte) *IdentityKey {
+	return &IdentityKey{priv: ed25519.NewKeyFromSeed(seed[:])}
+}
+
+// Public returns the identity public key.
+func (k *IdentityKey) Public() [32]byte {
+	var p [32]byte
+	copy(p[:], k.priv[32:])
+	return p
+}
+
+// Seed returns the Ed25519 seed of the identity key.
+func (k *IdentityKey) Seed() [32]byte {
+	var s [32]byte
+	copy(s[:], k.priv.Seed())
+	return s
+}
+
+func (k *IdentityKey) sign(msg []byte) (sig [64]byte) {
+	copy(sig[:], ed25519.Sign(k.priv, msg))
+	return sig
+}
+
+// DeviceID identifies a device: the first 16 bytes of
+// SHA-256("keyline device-id v1" || 0x00 || Ed25519 signing public key).
+// Because it is bound to the key, a revoked device's key can never come
+// back under a new id.
+type DeviceID [16]byte
+
+// DeviceIDFor returns the device id of an Ed25519 device signing public key.
+func DeviceIDFor(signingKey [32]byte) DeviceID {
+	h := domainHash(ctxDeviceID, signingKey[:])
+	var id DeviceID
+	copy(id[:], h[:16])
+	return id
+}
+
+// String returns the id in lowercase hex.
+func (id DeviceID) String() string { return hex.EncodeToString(id[:]) }
+
+// DeviceKey is a device's private keys: an Ed25519 signing key and an X25519
+// key agreement key.
+type DeviceKey struct {
+	sign ed25519.PrivateKey
+	dh   *ecdh.PrivateKey
+}
+
+// NewDeviceKey generates device keys from rand (crypto/rand.Reader in
+// production): 32 bytes of Ed25519 seed, then 32 bytes of X25519 private key.
+func NewDeviceKey(rand io.Reader) (*DeviceKey, error) {
+	var seed, x [32]byte
+	if _, err := io.ReadFull(rand, seed[:]); err != nil {
+		return nil, fmt.Errorf("devices: reading device key: %w", err)
+	}
+	if _, err := io.ReadFull(rand, x[:]); err != nil {
+		return nil, fmt.Errorf("devices: reading device key: %w", err)
+	}
+	return DeviceKeyFromSeeds(seed, x)
+}
+
+// DeviceKeyFromSeeds returns the device key with the given Ed25519 seed and
+// X25519 private key (RFC 7748 scalar bytes, clamped when used).
+func DeviceKeyFromSeeds(signingSeed, x25519Private [32]byte) (*DeviceKey, error) {
+	dh, err := ecdh.X25519().NewPrivateKey(x25519Private[:])
+	if err != nil {
+		return nil, fmt.Errorf("devices: X25519 key: %w", err)
+	}
+	return &DeviceKey{sign: ed25519.NewKeyFromSeed(signingSeed[:]), dh: dh}, nil
+}
+
+// ID returns the device id.
+func (k *DeviceKey) ID() DeviceID { return DeviceIDFor(k.SigningPublic()) }
+
+// SigningPublic returns the Ed25519 public key.
+func (k *DeviceKey) SigningPublic() [32]byte {
+	var p [32]byte
+	copy(p[:], k.sign[32:])
+	return p
+}
+
+// X25519Public returns the X25519 public key.
+func (k *DeviceKey) X25519Public() [32]byte {
+	var p [32]byte
+	copy(p[:], k.dh.PublicKey().Bytes())
+	return p
+}
+
+// SigningSeed returns the Ed25519 seed.
+func (k *DeviceKey) SigningSeed() [32]byte {
+	var s [32]byte
+	copy(s[:], k.sign.Seed())
+	return s
+}
+
+// X25519Private returns the X25519 private key bytes.
+func (k *DeviceKey) X25519Private() [32]byte {
+	var s [32]byte
+	copy(s[:], k.dh.Bytes())
+	return s
+}
+
+// ECDH returns the X25519 private key for key agreement.
+func (k *DeviceKey) ECDH() *ecdh.PrivateKey { return k.dh }
+
+// Sign signs msg with the device's Ed25519 key. Callers must domain-separate
+// msg themselves (protocol.md section 2).
+func (k *DeviceKey) Sign(msg []byte) []byte { return ed25519.Sign(k.sign, msg) }
+
+func (k *DeviceKey) sig(msg []byte) (sig [64]byte) {
+	copy(sig[:], ed25519.Sign(k.sign, msg))
+	return sig
+}

@@ -1,0 +1,274 @@
+package devices
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"time"
+)
+
+// Bounds on AccountState lists.
+const (
+	MaxDevices     = 64   // device certs per AccountState
+	MaxRevocations = 1024 // revocations per AccountState
+)
+
+const stateFormat = 0x01
+
+// RevocationReason says why a device was revoked.
+type RevocationReason uint8
+
+// Revocation reasons. Decoders reject any other value.
+const (
+	ReasonUnspecified RevocationReason = 0
+	ReasonLost        RevocationReason = 1 // device lost or stolen
+	ReasonCompromised RevocationReason = 2 // key known or suspected to be compromised
+	ReasonRetired     RevocationReason = 3 // device retired by its owner
+)
+
+func (r RevocationReason) valid() bool { return r <= ReasonRetired }
+
+func (r RevocationReason) String() string {
+	switch r {
+	case ReasonUnspecified:
+		return "unspecified"
+	case ReasonLost:
+		return "lost"
+	case ReasonCompromised:
+		return "compromised"
+	case ReasonRetired:
+		return "retired"
+	}
+	return fmt.Sprintf("RevocationReason(%d)", uint8(r))
+}
+
+// Revocation records that a device was removed from an account. Once
+// present in an AccountState it stays in every later state.
+type Revocation struct {
+	Device DeviceID
+	Time   time.Time // whole seconds, UTC
+	Reason RevocationReason
+}
+
+// AccountState is version Version of an account: its identity key, its
+// current devices and every device ever revoked, signed by the identity key.
+type AccountState struct {
+	UserID      string        // canonical (NormalizeUserID)
+	Version     uint64        // 1 for the first state, then +1 per update
+	PrevHash    [32]byte      // Hash of version-1; zero for version 1
+	IdentityKey [32]byte      // Ed25519 public key of IK
+	Devices     []*DeviceCert // 1..64, sorted by ID ascending, unique
+	Revocations []Revocation  // 0..1024, sorted by Device ascending, unique
+	Timestamp   time.Time     // whole seconds, UTC
+	Signature   [64]byte      // IK over "keyline account-state v1" || 0x00 || body
+}
+
+// checkFields checks everything the encoding requires: bounds, canonical
+// user id, order and uniqueness of lists, and whole-second times.
+func (s *AccountState) checkFields() error {
+	if err := checkUserID(s.UserID); err != nil {
+		return err
+	}
+	if s.Version == 0 {
+		return fmt.Errorf("devices: %w: AccountState version 0 (versions start at 1)", ErrVersion)
+	}
+	if len(s.Devices) == 0 {
+		return fmt.Errorf("devices: %w: AccountState has no devices", ErrMalformed)
+	}
+	if len(s.Devices) > MaxDevices {
+		return fmt.Errorf("devices: %w: AccountState has %d devices, over the limit of %d", ErrMalformed, len(s.Devices), MaxDevices)
+	}
+	if len(s.Revocations) > MaxRevocations {
+		return fmt.Errorf("devices: %w: AccountState has %d revocations, over the limit of %d", ErrMalformed, len(s.Revocations), MaxRevocations)
+	}
+	for i, c := range s.Devices {
+		if c == nil {
+			return fmt.Errorf("devices: %w: device %d is nil", ErrMalformed, i)
+		}
+		if err := c.checkFields(); err != nil {
+			return err
+		}
+		if i > 0 {
+			if err := checkOrder("device", s.Devices[i-1].ID, c.ID); err != nil {
+				return err
+			}
+		}
+	}
+	for i, rv := range s.Revocations {
+		if !rv.Reason.valid() {
+			return fmt.Errorf("devices: %w: revocation of %s has unknown reason %d", ErrMalformed, rv.Device, rv.Reason)
+		}
+		if err := checkTime("revocation time", rv.Time); err != nil {
+			return err
+		}
+		if i > 0 {
+			if err := checkOrder("revocation", s.Revocations[i-1].Device, rv.Device); err != nil {
+				return err
+			}
+		}
+	}
+	return checkTime("AccountState timestamp", s.Timestamp)
+}
+
+func checkOrder(what string, prev, cur DeviceID) error {
+	switch bytes.Compare(prev[:], cur[:]) {
+	case 0:
+		return fmt.Errorf("devices: %w: %w: %s list has device %s twice", ErrMalformed, ErrDuplicateDevice, what, cur)
+	case 1:
+		return fmt.Errorf("devices: %w: %s list not sorted: %s after %s", ErrMalformed, what, cur, prev)
+	}
+	return nil
+}
+
+// body returns the signed part of the encoding.
+func (s *AccountState) body() ([]byte, error) {
+	if err := s.checkFields(); err != nil {
+		return nil, err
+	}
+	var w builder
+	w.u8(stateFormat)
+	w.string16(s.UserID)
+	w.u64(s.Version)
+	w.raw(s.PrevHash[:])
+	w.raw(s.IdentityKey[:])
+	w.u16(uint16(len(s.Devices)))
+	for _, c := range s.Devices {
+		c.appendTo(&w)
+	}
+	w.u16(uint16(len(s.Revocations)))
+	for _, rv := range s.Revocations {
+		w.raw(rv.Device[:])
+		w.time(rv.Time)
+		w.u8(uint8(rv.Reason))
+	}
+	w.time(s.Timestamp)
+	return w.b, nil
+}
+
+// MarshalBinary returns the canonical signed encoding: body || signature.
+func (s *AccountState) MarshalBinary() ([]byte, error) {
+	b, err := s.body()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, s.Signature[:]...), nil
+}
+
+// Hash returns SHA-256("keyline account-state hash v1" || 0x00 || the signed
+// encoding). The next version's PrevHash must equal it.
+func (s *AccountState) Hash() ([32]byte, error) {
+	b, err := s.MarshalBinary()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return domainHash(ctxAccountHash, b), nil
+}
+
+// Sign sets s.Signature with the identity key. It fails unless
+// s.IdentityKey is that key's public key and s encodes.
+func (s *AccountState) Sign(ik *IdentityKey) error {
+	if s.IdentityKey != ik.Public() {
+		return fmt.Errorf("devices: %w: signing key is not the state's identity key", ErrSigner)
+	}
+	b, err := s.body()
+	if err != nil {
+		return err
+	}
+	s.Signature = ik.sign(signedMessage(ctxAccountState, b))
+	return nil
+}
+
+// Device returns the cert of the device with the given id, or nil.
+func (s *AccountState) Device(id DeviceID) *DeviceCert {
+	for _, c := range s.Devices {
+		if c.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// Revoked returns the revocation of the device with the given id, or nil.
+func (s *AccountState) Revoked(id DeviceID) *Revocation {
+	for i := range s.Revocations {
+		if s.Revocations[i].Device == id {
+			return &s.Revocations[i]
+		}
+	}
+	return nil
+}
+
+// VerifyAccountState checks that s is self-consistent: well formed, signed
+// by its own identity key, every DeviceCert doubly signed (VerifyDeviceCert)
+// and no device both present and revoked. It does not check s against any
+// previous state; see VerifyCreate, VerifyTransition and VerifyReset.
+func VerifyAccountState(s *AccountState) error {
+	b, err := s.body()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(s.IdentityKey[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
+		return fmt.Errorf("devices: %w: AccountState %s v%d: signature by its identity key does not verify", ErrSigner, s.UserID, s.Version)
+	}
+	for _, c := range s.Devices {
+		if err := VerifyDeviceCert(s.IdentityKey, c); err != nil {
+			return err
+		}
+		if rv := s.Revoked(c.ID); rv != nil {
+			return fmt.Errorf("devices: %w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
+		}
+	}
+	return nil
+}
+
+// ParseAccountState decodes a signed AccountState encoding. It checks the
+// format only; use VerifyAccountState and the transition rules to check
+// signatures.
+func ParseAccountState(b []byte) (*AccountState, error) {
+	r := &reader{what: "AccountState", b: b}
+	s := readAccountState(r)
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func readAccountState(r *reader) *AccountState {
+	s := new(AccountState)
+	r.format(stateFormat)
+	s.UserID = r.string16("user id", MaxUserIDLen)
+	s.Version = r.u64("version")
+	s.PrevHash = r.array32("previous hash")
+	s.IdentityKey = r.array32("identity key")
+	n := int(r.u16("device count"))
+	if r.err == nil && (n == 0 || n > MaxDevices) {
+		r.fail("device count %d outside 1..%d", n, MaxDevices)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		if c := readDeviceCert(r); c != nil {
+			s.Devices = append(s.Devices, c)
+		}
+	}
+	n = int(r.u16("revocation count"))
+	if r.err == nil && n > MaxRevocations {
+		r.fail("revocation count %d over the limit of %d", n, MaxRevocations)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		var rv Revocation
+		copy(rv.Device[:], r.take(16, "revoked device id"))
+		rv.Time = r.time("revocation time")
+		rv.Reason = RevocationReason(r.u8("revocation reason"))
+		s.Revocations = append(s.Revocations, rv)
+	}
+	s.Timestamp = r.time("timestamp")
+	s.Signature = r.array64("signature")
+	if r.err == nil {
+		if err := s.checkFields(); err != nil {
+			r.failErr(err)
+		}
+	}
+	if r.err != nil {
+		return nil
+	}
+	return s
+}
