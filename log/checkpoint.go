@@ -33,8 +33,9 @@ type Checkpoint struct {
 
 // Bounds on checkpoint text accepted by ParseCheckpoint and produced by Marshal.
 const (
-	MaxCheckpointSize       = 8192 // bytes of checkpoint text
-	MaxCheckpointExtensions = 16   // extension lines
+	MaxCheckpointSize       = 8192  // bytes of checkpoint text
+	MaxCheckpointExtensions = 16    // extension lines
+	MaxSignedCheckpointSize = 65536 // bytes of signed note, signatures included
 )
 
 // ErrMalformedCheckpoint is wrapped by every ParseCheckpoint and Marshal error.
@@ -159,6 +160,9 @@ func SignCheckpoint(c Checkpoint, signer note.Signer) ([]byte, error) {
 func OpenCheckpoint(msg []byte, verifier note.Verifier, origin string) (Checkpoint, *note.Note, error) {
 	if verifier.Name() != origin {
 		return Checkpoint{}, nil, fmt.Errorf("log: open checkpoint: verifier %q is not the origin %q", verifier.Name(), origin)
+	}
+	if len(msg) > MaxSignedCheckpointSize {
+		return Checkpoint{}, nil, fmt.Errorf("log: open checkpoint: %w: signed note of %d bytes, over the limit of %d", ErrMalformedCheckpoint, len(msg), MaxSignedCheckpointSize)
 	}
 	n, err := note.Open(msg, note.VerifierList(verifier))
 	if err != nil {
