@@ -1,0 +1,502 @@
+package vmap
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite golden files in testdata/vmap")
+
+func idx(i int) Index {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(i))
+	return sha256.Sum256(append([]byte("test index "), b[:]...))
+}
+
+func val(i, v int) Value {
+	return MapValue(uint64(v), uint64(i), sha256.Sum256([]byte{byte(i), byte(v)}))
+}
+
+// refRoot computes the root from the full set of entries directly from the
+// hash definitions (docs/protocol-map.md), independently of the stored tree.
+func refRoot(m map[Index]Value) Hash {
+	keys := make([]Index, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b Index) int { return bytes.Compare(a[:], b[:]) })
+	if len(keys) == 0 {
+		return EmptyRoot
+	}
+	var rec func(ks []Index) Hash
+	rec = func(ks []Index) Hash {
+		if len(ks) == 1 {
+			return LeafHash(ks[0], m[ks[0]])
+		}
+		// Branching depth: first bit where the keys are not all equal.
+		d := 0
+		for ; d < 256; d++ {
+			b0 := bit(&ks[0], d)
+			same := true
+			for _, k := range ks {
+				if bit(&k, d) != b0 {
+					same = false
+					break
+				}
+			}
+			if !same {
+				break
+			}
+		}
+		var l, r []Index
+		for _, k := range ks {
+			if bit(&k, d) == 0 {
+				l = append(l, k)
+			} else {
+				r = append(r, k)
+			}
+		}
+		return NodeHash(uint8(d), ks[0], rec(l), rec(r))
+	}
+	return rec(keys)
+}
+
+func mustApply(t testing.TB, s Store, ups []Update) Hash {
+	t.Helper()
+	r, err := Apply(s, ups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestEmptyAndSingle(t *testing.T) {
+	s := NewMemStore()
+	r, err := Root(s)
+	if err != nil || r != EmptyRoot {
+		t.Fatalf("empty root = %x, %v", r, err)
+	}
+	if want := sha256.Sum256([]byte(EmptyContext + "\x00")); EmptyRoot != want {
+		t.Fatalf("EmptyRoot = %x, want %x", EmptyRoot, want)
+	}
+	p, err := Prove(s, idx(1))
+	if err != nil || p.Kind != AbsentEmpty {
+		t.Fatalf("empty proof %v %v", p, err)
+	}
+	if err := VerifyNonInclusion(EmptyRoot, idx(1), p); err != nil {
+		t.Fatal(err)
+	}
+	r = mustApply(t, s, []Update{{idx(1), val(1, 1)}})
+	if r != LeafHash(idx(1), val(1, 1)) {
+		t.Fatal("single-entry root is not the leaf hash")
+	}
+	p, _ = Prove(s, idx(1))
+	if err := VerifyInclusion(r, idx(1), val(1, 1), p); err != nil || len(p.Siblings) != 0 {
+		t.Fatal(err, len(p.Siblings))
+	}
+	p, _ = Prove(s, idx(2))
+	if p.Kind != AbsentLeaf {
+		t.Fatalf("kind %v", p.Kind)
+	}
+	if err := VerifyNonInclusion(r, idx(2), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyNonInclusion(r, idx(1), p); !errors.Is(err, ErrWrongPath) {
+		t.Fatalf("absent-leaf proof for its own leaf: %v", err)
+	}
+}
+
+func TestAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	s := NewMemStore()
+	model := map[Index]Value{}
+	next := 0
+	for batch := 0; batch < 30; batch++ {
+		var ups []Update
+		n := 1 + rng.IntN(200)
+		seen := map[Index]bool{}
+		for j := 0; j < n; j++ {
+			var k Index
+			if len(model) > 0 && rng.IntN(3) == 0 {
+				k = idx(rng.IntN(next))
+			} else {
+				k = idx(next)
+				next++
+			}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			v := val(batch, j)
+			ups = append(ups, Update{k, v})
+			model[k] = v
+		}
+		root := mustApply(t, s, ups)
+		if want := refRoot(model); root != want {
+			t.Fatalf("batch %d: root %x, reference %x", batch, root, want)
+		}
+		if got, _ := Root(s); got != root {
+			t.Fatal("Root differs from Apply result")
+		}
+		for j := 0; j < 20; j++ {
+			k := idx(rng.IntN(next + 50))
+			p, err := Prove(s, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, found, err := Verify(root, k, p)
+			if err != nil {
+				t.Fatalf("proof for %x: %v", k[:4], err)
+			}
+			want, ok := model[k]
+			if found != ok || v != want {
+				t.Fatalf("proof says (%x,%v), model (%x,%v)", v[:4], found, want[:4], ok)
+			}
+			enc, err := p.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p2, err := ParseProof(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if enc2, _ := p2.MarshalBinary(); !bytes.Equal(enc, enc2) {
+				t.Fatal("proof round trip differs")
+			}
+		}
+	}
+	// A handcrafted absent-node case: all keys share the first byte 0xAA
+	// except where the query diverges inside the shared prefix.
+	s2 := NewMemStore()
+	var a, b, q Index
+	a[0], b[0], q[0] = 0xAA, 0xAA, 0xAB
+	a[31], b[31] = 1, 2
+	r := mustApply(t, s2, []Update{{a, val(1, 1)}, {b, val(2, 2)}})
+	p, _ := Prove(s2, q)
+	if p.Kind != AbsentNode || len(p.Siblings) != 0 {
+		t.Fatalf("want absent-node at root, got %v with %d siblings", p.Kind, len(p.Siblings))
+	}
+	if err := VerifyNonInclusion(r, q, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyNonInclusion(r, a, p); !errors.Is(err, ErrWrongPath) {
+		t.Fatalf("absent-node proof used for a key under the node: %v", err)
+	}
+}
+
+func TestBatchSplitIndependent(t *testing.T) {
+	var all []Update
+	for i := 0; i < 500; i++ {
+		all = append(all, Update{idx(i), val(i, 1)})
+	}
+	s1 := NewMemStore()
+	r1 := mustApply(t, s1, all)
+	s2 := NewMemStore()
+	var r2 Hash
+	for i := 0; i < len(all); i += 37 {
+		r2 = mustApply(t, s2, all[i:min(i+37, len(all))])
+	}
+	if r1 != r2 {
+		t.Fatal("root depends on batching")
+	}
+	if _, err := Apply(s1, []Update{{idx(1), val(1, 2)}, {idx(1), val(1, 3)}}); !errors.Is(err, ErrDuplicateIndex) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if r, _ := Root(s1); r != r1 {
+		t.Fatal("failed batch changed the root")
+	}
+}
+
+// TestProofProbes mutates valid proofs every way the brief lists and
+// checks that each mutation is rejected.
+func TestProofProbes(t *testing.T) {
+	s := NewMemStore()
+	var ups []Update
+	for i := 0; i < 1000; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	root := mustApply(t, s, ups)
+	otherRoot := mustApply(t, NewMemStore(), ups[:999])
+	for _, k := range []Index{idx(5), idx(777), idx(5000), idx(5001)} {
+		p, err := Prove(s, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, found, err := Verify(root, k, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, _ := p.MarshalBinary()
+		// accepted reports whether enc verifies with the same answer.
+		accepted := func(enc []byte, root Hash, k Index) bool {
+			q, err := ParseProof(enc)
+			if err != nil {
+				return false
+			}
+			v2, f2, err := Verify(root, k, q)
+			if err != nil {
+				return false
+			}
+			if f2 == found && v2 == v {
+				return true
+			}
+			t.Fatalf("mutated proof verified with a different answer")
+			return true
+		}
+		for i := 0; i < len(enc)*8; i++ {
+			m := bytes.Clone(enc)
+			m[i/8] ^= 1 << (i % 8)
+			if accepted(m, root, k) {
+				t.Fatalf("key %x: bit flip %d accepted", k[:4], i)
+			}
+		}
+		for l := 0; l < len(enc); l++ {
+			if accepted(enc[:l], root, k) {
+				t.Fatalf("truncation to %d accepted", l)
+			}
+		}
+		if accepted(append(bytes.Clone(enc), 0), root, k) {
+			t.Fatal("trailing byte accepted")
+		}
+		// Extra sibling (at the end and at the start).
+		q, _ := ParseProof(enc)
+		q.Siblings = append(q.Siblings, Sibling{Depth: 255, Hash: EmptyRoot})
+		if _, _, err := Verify(root, k, q); err == nil {
+			t.Fatal("extra sibling accepted")
+		}
+		q, _ = ParseProof(enc)
+		if len(q.Siblings) > 0 && q.Siblings[0].Depth > 0 {
+			q.Siblings = append([]Sibling{{Depth: 0, Hash: EmptyRoot}}, q.Siblings...)
+			if _, _, err := Verify(root, k, q); err == nil {
+				t.Fatal("prepended sibling accepted")
+			}
+		}
+		// Dropped sibling.
+		q, _ = ParseProof(enc)
+		if len(q.Siblings) > 0 {
+			q.Siblings = q.Siblings[1:]
+			if _, _, err := Verify(root, k, q); err == nil {
+				t.Fatal("dropped sibling accepted")
+			}
+		}
+		if _, _, err := Verify(otherRoot, k, p); !errors.Is(err, ErrRootMismatch) {
+			t.Fatalf("swapped root: %v", err)
+		}
+		wrongKey := idx(6)
+		if k == wrongKey {
+			wrongKey = idx(7)
+		}
+		if accepted(enc, root, wrongKey) {
+			t.Fatal("proof accepted for another index")
+		}
+		if found {
+			if err := VerifyInclusion(root, k, val(0, 99), p); err == nil {
+				t.Fatal("wrong value accepted")
+			}
+			if err := VerifyNonInclusion(root, k, p); !errors.Is(err, ErrIncluded) {
+				t.Fatal("inclusion proof accepted as non-inclusion")
+			}
+		} else {
+			if err := VerifyInclusion(root, k, val(0, 99), p); !errors.Is(err, ErrNotIncluded) {
+				t.Fatal("non-inclusion proof accepted as inclusion")
+			}
+		}
+	}
+}
+
+func TestParseProofRejects(t *testing.T) {
+	good := (&Proof{Kind: AbsentNode, Siblings: []Sibling{{Depth: 3}, {Depth: 9}}, NodeDepth: 12}).appendEncoding(nil)
+	if _, err := ParseProof(good); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"kind4":       {4, 0, 0},
+		"count257":    append([]byte{3, 1, 1}, make([]byte, 257*33)...),
+		"emptysibs":   append([]byte{3, 0, 1}, make([]byte, 33)...),
+		"unordered":   (&Proof{Kind: AbsentEmpty - 1, Siblings: []Sibling{{Depth: 9}, {Depth: 3}}, NodeDepth: 12}).appendEncoding(nil),
+		"equaldepth":  (&Proof{Kind: Inclusion, Siblings: []Sibling{{Depth: 9}, {Depth: 9}}}).appendEncoding(nil),
+		"nodeshallow": (&Proof{Kind: AbsentNode, Siblings: []Sibling{{Depth: 9}}, NodeDepth: 9}).appendEncoding(nil),
+		"prefixbits":  (&Proof{Kind: AbsentNode, NodeDepth: 4, NodePrefix: Index{0x08}}).appendEncoding(nil),
+		"short":       {0},
+	}
+	for name, b := range cases {
+		if _, err := ParseProof(b); !errors.Is(err, ErrMalformedProof) {
+			t.Errorf("%s: err = %v, want ErrMalformedProof", name, err)
+		}
+	}
+}
+
+type goldenProof struct {
+	Index string `json:"index"`
+	Found bool   `json:"found"`
+	Proof string `json:"proof"`
+}
+
+type golden struct {
+	Description string        `json:"description"`
+	EmptyRoot   string        `json:"empty_root"`
+	MapValue    string        `json:"map_value_1_2_sha256_abc"`
+	Roots       []string      `json:"roots_after_batch"`
+	Proofs      []goldenProof `json:"proofs_after_last_batch"`
+}
+
+// TestGolden pins roots after fixed batches and a few encoded proofs.
+func TestGolden(t *testing.T) {
+	const path = "../../testdata/vmap/golden.json"
+	g := golden{Description: "index i = SHA-256(\"test index \" || u64 i); batch b sets indexes " +
+		"[8b, 8b+12) (batch 3 also updates 0..3) to MapValue(version=b+1, logIndex=i, SHA-256(u8 i || u8 (b+1)))",
+		EmptyRoot: hex.EncodeToString(EmptyRoot[:])}
+	mv := MapValue(1, 2, sha256.Sum256([]byte("abc")))
+	g.MapValue = hex.EncodeToString(mv[:])
+	s := NewMemStore()
+	var root Hash
+	for b := 0; b < 4; b++ {
+		var ups []Update
+		for i := 8 * b; i < 8*b+12; i++ {
+			ups = append(ups, Update{idx(i), val(i, b+1)})
+		}
+		if b == 3 {
+			for i := 0; i < 4; i++ {
+				ups = append(ups, Update{idx(i), val(i, b+1)})
+			}
+		}
+		root = mustApply(t, s, ups)
+		g.Roots = append(g.Roots, hex.EncodeToString(root[:]))
+	}
+	for _, i := range []int{0, 17, 36, 100} {
+		p, err := Prove(s, idx(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, _ := p.MarshalBinary()
+		k := idx(i)
+		g.Proofs = append(g.Proofs, goldenProof{hex.EncodeToString(k[:]), p.Kind == Inclusion, hex.EncodeToString(enc)})
+	}
+	if *updateGolden {
+		b, _ := json.MarshalIndent(g, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want golden
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	if want.EmptyRoot != g.EmptyRoot || want.MapValue != g.MapValue || !slices.Equal(want.Roots, g.Roots) {
+		t.Fatalf("golden roots differ:\n got %+v\nwant %+v", g, want)
+	}
+	if len(want.Proofs) != len(g.Proofs) {
+		t.Fatal("golden proof count differs")
+	}
+	var wantRoot Hash
+	hex.Decode(wantRoot[:], []byte(want.Roots[len(want.Roots)-1]))
+	for i, wp := range want.Proofs {
+		if wp != g.Proofs[i] {
+			t.Errorf("proof %d differs:\n got %+v\nwant %+v", i, g.Proofs[i], wp)
+		}
+		enc, _ := hex.DecodeString(wp.Proof)
+		var k Index
+		hex.Decode(k[:], []byte(wp.Index))
+		p, err := ParseProof(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, found, err := Verify(wantRoot, k, p); err != nil || found != wp.Found {
+			t.Errorf("golden proof %d: found=%v err=%v", i, found, err)
+		}
+	}
+}
+
+func fuzzFixture() (*MemStore, Hash) {
+	s := NewMemStore()
+	var ups []Update
+	for i := 0; i < 64; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	r, _ := Apply(s, ups)
+	return s, r
+}
+
+func FuzzParseProof(f *testing.F) {
+	s, _ := fuzzFixture()
+	for _, i := range []int{0, 3, 70, 71} {
+		p, _ := Prove(s, idx(i))
+		enc, _ := p.MarshalBinary()
+		f.Add(enc)
+	}
+	f.Add([]byte{3, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseProof(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedProof) {
+				t.Fatalf("error %v is not ErrMalformedProof", err)
+			}
+			return
+		}
+		enc, err := p.MarshalBinary()
+		if err != nil {
+			t.Fatalf("decoded proof does not re-encode: %v", err)
+		}
+		if !bytes.Equal(enc, b) {
+			t.Fatalf("round trip:\n in %x\nout %x", b, enc)
+		}
+	})
+}
+
+func FuzzVerify(f *testing.F) {
+	s, root := fuzzFixture()
+	for _, i := range []int{0, 3, 70, 71} {
+		p, _ := Prove(s, idx(i))
+		enc, _ := p.MarshalBinary()
+		f.Add(uint8(i), enc)
+	}
+	f.Fuzz(func(t *testing.T, i uint8, b []byte) {
+		k := idx(int(i))
+		p, err := ParseProof(b)
+		if err != nil {
+			return
+		}
+		v, found, err := Verify(root, k, p)
+		if err != nil {
+			return
+		}
+		want, _ := Prove(s, k)
+		if found != (want.Kind == Inclusion) || v != want.Value {
+			t.Fatalf("forged answer accepted: found=%v value=%x", found, v[:4])
+		}
+	})
+}
+
+func BenchmarkVerify(b *testing.B) {
+	s := NewMemStore()
+	var ups []Update
+	for i := 0; i < 1<<16; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	root := mustApply(b, s, ups)
+	p, _ := Prove(s, idx(12345))
+	enc, _ := p.MarshalBinary()
+	b.ReportMetric(float64(len(enc)), "proof-bytes")
+	for b.Loop() {
+		q, err := ParseProof(enc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := VerifyInclusion(root, idx(12345), val(12345, 1), q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
