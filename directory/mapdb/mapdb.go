@@ -1,0 +1,255 @@
+// Package mapdb keeps the directory's verifiable map (verifier/vmap) in a
+// bbolt database, with the map root of every epoch recorded.
+//
+// Bucket layout, inside the top-level bucket named at Open:
+//
+//	nodes/   the vmap Store: "root" and 'n' || u8 depth || [32] prefix keys
+//	         (layout in verifier/vmap and docs/protocol-map.md)
+//	epochs/  u64 epoch (big-endian) -> [32] map root after that epoch
+//	meta/    "latest" -> u64 latest applied epoch
+//
+// All updates of one epoch are applied in one bbolt read-write transaction,
+// together with its epochs/ and meta/ records: either the whole epoch is
+// stored or none of it. Lookups run in one read transaction, so a proof
+// always matches the root recorded for the epoch it reports. Only the latest
+// epoch's tree is kept: nodes are updated in place, so proofs are available
+// for the latest epoch only; roots stay available for every epoch.
+package mapdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/keyline/keyline/verifier/vmap"
+	"go.etcd.io/bbolt"
+)
+
+var (
+	nodesBucket  = []byte("nodes")
+	epochsBucket = []byte("epochs")
+	metaBucket   = []byte("meta")
+	latestKey    = []byte("latest")
+)
+
+// Errors returned by Map. Callers match with errors.Is.
+var (
+	// ErrNoEpoch means no epoch has been applied yet.
+	ErrNoEpoch = errors.New("mapdb: no epoch applied yet")
+	// ErrUnknownEpoch means the requested epoch has no recorded root.
+	ErrUnknownEpoch = errors.New("mapdb: unknown epoch")
+	// ErrEpochOrder means ApplyEpoch was called with an epoch other than
+	// latest+1.
+	ErrEpochOrder = errors.New("mapdb: epoch out of order")
+	// ErrCorrupt means the stored records are inconsistent.
+	ErrCorrupt = errors.New("mapdb: corrupt map database")
+)
+
+// Map is a persistent vmap in one top-level bbolt bucket. It is safe for
+// concurrent use (bbolt serializes writers and snapshots readers).
+type Map struct {
+	db     *bbolt.DB
+	bucket []byte
+}
+
+// Open returns the map stored in the top-level bucket named bucket of db,
+// creating the buckets if needed.
+func Open(db *bbolt.DB, bucket string) (*Map, error) {
+	if bucket == "" {
+		return nil, errors.New("mapdb: empty bucket name")
+	}
+	m := &Map{db: db, bucket: []byte(bucket)}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		top, err := tx.CreateBucketIfNotExists(m.bucket)
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{nodesBucket, epochsBucket, metaBucket} {
+			if _, err := top.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mapdb: creating buckets: %w", err)
+	}
+	return m, nil
+}
+
+// DB returns the underlying database.
+func (m *Map) DB() *bbolt.DB { return m.db }
+
+type buckets struct {
+	nodes, epochs, meta *bbolt.Bucket
+}
+
+func (m *Map) buckets(tx *bbolt.Tx) (buckets, error) {
+	top := tx.Bucket(m.bucket)
+	if top == nil {
+		return buckets{}, fmt.Errorf("%w: bucket %q missing", ErrCorrupt, m.bucket)
+	}
+	b := buckets{top.Bucket(nodesBucket), top.Bucket(epochsBucket), top.Bucket(metaBucket)}
+	if b.nodes == nil || b.epochs == nil || b.meta == nil {
+		return buckets{}, fmt.Errorf("%w: sub-bucket of %q missing", ErrCorrupt, m.bucket)
+	}
+	return b, nil
+}
+
+// bucketStore adapts a bbolt bucket to vmap.Store.
+type bucketStore struct{ b *bbolt.Bucket }
+
+func (s bucketStore) Get(key []byte) ([]byte, error) { return s.b.Get(key), nil }
+func (s bucketStore) Put(key, value []byte) error    { return s.b.Put(key, value) }
+
+func u64(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
+
+func latest(b buckets) (uint64, bool, error) {
+	v := b.meta.Get(latestKey)
+	if v == nil {
+		return 0, false, nil
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("%w: latest epoch record is %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+func rootOf(b buckets, epoch uint64) (vmap.Hash, error) {
+	v := b.epochs.Get(u64(epoch))
+	if v == nil {
+		return vmap.Hash{}, fmt.Errorf("%w: %d", ErrUnknownEpoch, epoch)
+	}
+	if len(v) != vmap.HashSize {
+		return vmap.Hash{}, fmt.Errorf("%w: root of epoch %d is %d bytes", ErrCorrupt, epoch, len(v))
+	}
+	return vmap.Hash(v), nil
+}
+
+// ApplyEpoch applies updates as epoch in one transaction and returns the
+// new map root, which it records for epoch. The first epoch applied may
+// have any number; every later one must be latest+1 (ErrEpochOrder). An
+// epoch with no updates records the unchanged root.
+func (m *Map) ApplyEpoch(epoch uint64, updates []vmap.Update) (root vmap.Hash, err error) {
+	err = m.db.Update(func(tx *bbolt.Tx) error {
+		root, err = m.ApplyEpochTx(tx, epoch, updates)
+		return err
+	})
+	return root, err
+}
+
+// ApplyEpochTx is ApplyEpoch inside the caller's read-write transaction, so
+// the directory can commit the map epoch atomically with other records
+// (for example the log's EpochRecord). If it returns an error the caller
+// must roll the transaction back.
+func (m *Map) ApplyEpochTx(tx *bbolt.Tx, epoch uint64, updates []vmap.Update) (vmap.Hash, error) {
+	if !tx.Writable() {
+		return vmap.Hash{}, errors.New("mapdb: ApplyEpochTx needs a writable transaction")
+	}
+	b, err := m.buckets(tx)
+	if err != nil {
+		return vmap.Hash{}, err
+	}
+	last, ok, err := latest(b)
+	if err != nil {
+		return vmap.Hash{}, err
+	}
+	if ok && (last == ^uint64(0) || epoch != last+1) {
+		return vmap.Hash{}, fmt.Errorf("%w: got %d, latest is %d", ErrEpochOrder, epoch, last)
+	}
+	root, err := vmap.Apply(bucketStore{b.nodes}, updates)
+	if err != nil {
+		return vmap.Hash{}, err
+	}
+	if err := b.epochs.Put(u64(epoch), bytes.Clone(root[:])); err != nil {
+		return vmap.Hash{}, err
+	}
+	if err := b.meta.Put(latestKey, u64(epoch)); err != nil {
+		return vmap.Hash{}, err
+	}
+	return root, nil
+}
+
+// Root returns the map root recorded for epoch (ErrUnknownEpoch if none).
+func (m *Map) Root(epoch uint64) (root vmap.Hash, err error) {
+	err = m.db.View(func(tx *bbolt.Tx) error {
+		b, err := m.buckets(tx)
+		if err != nil {
+			return err
+		}
+		root, err = rootOf(b, epoch)
+		return err
+	})
+	return root, err
+}
+
+// LatestEpoch returns the latest applied epoch and its root, or ErrNoEpoch.
+func (m *Map) LatestEpoch() (epoch uint64, root vmap.Hash, err error) {
+	err = m.db.View(func(tx *bbolt.Tx) error {
+		b, err := m.buckets(tx)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if epoch, ok, err = latest(b); err != nil {
+			return err
+		} else if !ok {
+			return ErrNoEpoch
+		}
+		root, err = rootOf(b, epoch)
+		return err
+	})
+	return epoch, root, err
+}
+
+// Lookup is the map's answer for one index at the latest epoch.
+type Lookup struct {
+	Epoch uint64      // epoch the proof is for
+	Root  vmap.Hash   // map root recorded for Epoch
+	Found bool        // index is in the map
+	Value vmap.Value  // value at index if Found
+	Proof *vmap.Proof // inclusion or non-inclusion proof under Root
+}
+
+// Prove returns the value and proof for index at the latest epoch, all
+// read from one snapshot. It returns ErrNoEpoch before the first epoch.
+func (m *Map) Prove(index vmap.Index) (l *Lookup, err error) {
+	err = m.db.View(func(tx *bbolt.Tx) error {
+		l, err = m.ProveTx(tx, index)
+		return err
+	})
+	return l, err
+}
+
+// ProveTx is Prove inside the caller's transaction.
+func (m *Map) ProveTx(tx *bbolt.Tx, index vmap.Index) (*Lookup, error) {
+	b, err := m.buckets(tx)
+	if err != nil {
+		return nil, err
+	}
+	epoch, ok, err := latest(b)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNoEpoch
+	}
+	root, err := rootOf(b, epoch)
+	if err != nil {
+		return nil, err
+	}
+	s := bucketStore{b.nodes}
+	treeRoot, err := vmap.Root(s)
+	if err != nil {
+		return nil, err
+	}
+	if treeRoot != root {
+		return nil, fmt.Errorf("%w: tree root %x differs from epoch %d root %x", ErrCorrupt, treeRoot[:8], epoch, root[:8])
+	}
+	p, err := vmap.Prove(s, index)
+	if err != nil {
+		return nil, err
+	}
+	return &Lookup{Epoch: epoch, Root: root, Found: p.Kind == vmap.Inclusion, Value: p.Value, Proof: p}, nil
+}
