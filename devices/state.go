@@ -126,6 +126,12 @@ func (s *AccountState) body() ([]byte, error) {
 		return nil, err
 	}
 	var w builder
+	s.appendBody(&w)
+	return w.b, nil
+}
+
+// appendBody appends the body encoding without checking it.
+func (s *AccountState) appendBody(w *builder) {
 	w.u8(stateFormat)
 	w.string16(s.UserID)
 	w.u64(s.Version)
@@ -133,7 +139,7 @@ func (s *AccountState) body() ([]byte, error) {
 	w.raw(s.IdentityKey[:])
 	w.u16(uint16(len(s.Devices)))
 	for _, c := range s.Devices {
-		c.appendTo(&w)
+		c.appendTo(w)
 	}
 	w.u16(uint16(len(s.Revocations)))
 	for _, rv := range s.Revocations {
@@ -142,7 +148,6 @@ func (s *AccountState) body() ([]byte, error) {
 		w.u8(uint8(rv.Reason))
 	}
 	w.time(s.Timestamp)
-	return w.b, nil
 }
 
 // MarshalBinary returns the canonical signed encoding: body || signature.

@@ -72,6 +72,11 @@ func checkLink(prev, next *AccountState) error {
 
 // checkRevocations checks the revocation rules between prev and next.
 func checkRevocations(prev, next *AccountState) error {
+	for _, c := range next.Devices {
+		if rv := prev.Revoked(c.ID); rv != nil {
+			return fmt.Errorf("devices: %w: device %s (%q) was revoked (%s) and is listed again", ErrRevokedDevice, c.ID, c.Name, rv.Reason)
+		}
+	}
 	for _, old := range prev.Revocations {
 		rv := next.Revoked(old.Device)
 		if rv == nil {
@@ -90,11 +95,6 @@ func checkRevocations(prev, next *AccountState) error {
 		}
 		if rv.Time.Before(prev.Timestamp) || rv.Time.After(next.Timestamp) {
 			return fmt.Errorf("devices: %w: revocation of device %s at %v is outside [%v, %v]", ErrTimestamp, rv.Device, rv.Time, prev.Timestamp, next.Timestamp)
-		}
-	}
-	for _, c := range next.Devices {
-		if rv := prev.Revoked(c.ID); rv != nil {
-			return fmt.Errorf("devices: %w: device %s (%q) was revoked (%s) and is listed again", ErrRevokedDevice, c.ID, c.Name, rv.Reason)
 		}
 	}
 	return nil
