@@ -3,6 +3,7 @@ package devices
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -106,3 +107,5 @@ func wantErr(t testing.TB, err, target error, substr string) {
 		t.Fatalf("error %q does not mention %q", err, substr)
 	}
 }
+
+func encodeB64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -1,0 +1,162 @@
+package devices
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPairing(t *testing.T) {
+	c := newChain(t)
+	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.ik.Public(), "Alice's tablet", t0.Add(3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := req.Code()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^KL1-[A-Z2-7]{5}(-[A-Z2-7]{1,5})*$`).MatchString(code) {
+		t.Fatalf("code %q not in the documented form", code)
+	}
+	qr, err := req.QR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(qr, "keyline-pair:") {
+		t.Fatalf("QR %q", qr)
+	}
+	fp, err := req.Fingerprint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^\d{4} \d{4} \d{4} \d{4} \d{4}$`).MatchString(fp) {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	// The approving device parses either form (forgiving about case and
+	// whitespace in the text code) and sees the same fingerprint.
+	for _, in := range []string{code, qr, strings.ToLower(code), " " + strings.ReplaceAll(code, "-", " - ") + "\n"} {
+		got, err := ParsePairingCode(in)
+		if err != nil {
+			t.Fatalf("ParsePairingCode(%q): %v", in, err)
+		}
+		gfp, _ := got.Fingerprint()
+		if gfp != fp {
+			t.Fatalf("fingerprint after parsing %q = %s, want %s", in, gfp, fp)
+		}
+	}
+	parsed, _ := ParsePairingCode(code)
+	v4, err := ApprovePairing(c.v3, c.ik, parsed, strings.ReplaceAll(fp, " ", ""), t0.Add(3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyTransition(c.v3, v4); err != nil {
+		t.Fatal(err)
+	}
+	if v4.Device(c.tablet.ID()) == nil {
+		t.Fatal("tablet not added")
+	}
+
+	// Rejections when approving.
+	_, err = ApprovePairing(c.v3, c.ik, parsed, "0000 0000 0000 0000 0000", t0)
+	wantErr(t, err, ErrPairingCode, "fingerprint")
+	other, _ := NewPairingRequest(c.tablet, "alice@example.org", testIK("mallory").Public(), "tablet", t0)
+	ofp, _ := other.Fingerprint()
+	_, err = ApprovePairing(c.v3, c.ik, other, ofp, t0)
+	wantErr(t, err, ErrIdentityChanged, "another identity key")
+	bob, _ := NewPairingRequest(c.tablet, "bob", c.ik.Public(), "tablet", t0)
+	bfp, _ := bob.Fingerprint()
+	_, err = ApprovePairing(c.v3, c.ik, bob, bfp, t0)
+	wantErr(t, err, ErrUserMismatch, `"bob"`)
+	forged := *parsed
+	fc := *parsed.Cert
+	fc.Name = "evil"
+	forged.Cert = &fc
+	ffp, _ := forged.Fingerprint()
+	_, err = ApprovePairing(c.v3, c.ik, &forged, ffp, t0)
+	wantErr(t, err, ErrDeviceCert, "back-signature")
+	revived, _ := NewPairingRequest(c.phone, "alice@example.org", c.ik.Public(), "phone", t0)
+	rfp, _ := revived.Fingerprint()
+	_, err = ApprovePairing(c.v3, c.ik, revived, rfp, t0.Add(3*time.Hour))
+	wantErr(t, err, ErrRevokedDevice, "")
+}
+
+func TestParsePairingCodeRejects(t *testing.T) {
+	c := newChain(t)
+	req, _ := NewPairingRequest(c.tablet, "alice@example.org", c.ik.Public(), "tablet", t0)
+	code, _ := req.Code()
+	qr, _ := req.QR()
+	flip := func(s string, i int) string {
+		b := []byte(s)
+		if b[i] == 'A' {
+			b[i] = 'B'
+		} else {
+			b[i] = 'A'
+		}
+		return string(b)
+	}
+	cases := []struct{ name, in, substr string }{
+		{"empty", "", "does not start with"},
+		{"wrong prefix", "KL2-" + code[4:], `does not start with "KL1-"`},
+		{"typo", flip(code, 10), "checksum mismatch"},
+		{"typo at end", flip(code, len(code)-3), "checksum mismatch"},
+		{"bad character", code[:8] + "1" + code[9:], `character 5 '1' is not base32`},
+		{"missing character", code[:8] + code[9:], ""},
+		{"truncated", code[:len(code)-6], ""},
+		{"QR corrupted", qr[:20] + "A" + qr[21:], "checksum mismatch"},
+		{"QR not base64", qr + "!", "not base64url"},
+		{"QR truncated", "keyline-pair:AA", "too short"},
+		{"too long", "KL1-" + strings.Repeat("A", 5000), "over the limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParsePairingCode(tc.in)
+			wantErr(t, err, ErrPairingCode, tc.substr)
+		})
+	}
+	// A checksummed but malformed payload is rejected by the decoder.
+	bad := PairingQRPrefix + encodeB64(withCheck([]byte{0x01, 0x00}))
+	_, err := ParsePairingCode(bad)
+	wantErr(t, err, ErrMalformed, "truncated")
+}
+
+func TestSafetyNumber(t *testing.T) {
+	alice, bob := testIK("alice"), testIK("bob")
+	a, err := NewSafetyNumber("alice", alice.Public(), "bob", bob.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewSafetyNumber("bob", bob.Public(), "alice", alice.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.String() != b.String() {
+		t.Fatalf("sides differ: %s vs %s", a, b)
+	}
+	if !regexp.MustCompile(`^(\d{5} ){11}\d{5}$`).MatchString(a.String()) || len(a.Digits()) != 60 {
+		t.Fatalf("bad form %q", a)
+	}
+	if err := a.VerifyQR(b.QR()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.VerifyQR(a.QR()); err != nil {
+		t.Fatal(err)
+	}
+	// Scanning your own code is not a match.
+	wantErr(t, a.VerifyQR(a.QR()), ErrSafetyNumberMismatch, "")
+	// A different key or user id changes the number and fails the scan.
+	m, _ := NewSafetyNumber("bob", testIK("mallory").Public(), "alice", alice.Public())
+	if m.String() == a.String() {
+		t.Fatal("different IK, same safety number")
+	}
+	wantErr(t, a.VerifyQR(m.QR()), ErrSafetyNumberMismatch, "")
+	u, _ := NewSafetyNumber("bob2", bob.Public(), "alice", alice.Public())
+	if u.String() == a.String() {
+		t.Fatal("different user id, same safety number")
+	}
+	wantErr(t, a.VerifyQR("keyline-safety:AQ"), ErrMalformed, "truncated")
+	wantErr(t, a.VerifyQR("otherapp:AQ"), ErrMalformed, "prefix")
+	_, err = NewSafetyNumber("Alice", alice.Public(), "bob", bob.Public())
+	wantErr(t, err, ErrUserID, "")
+}
