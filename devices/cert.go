@@ -86,6 +86,9 @@ func (k *IdentityKey) IssueCert(c *DeviceCert) error {
 // and from ikPub, that ikPub signed it, and that the device back-signed
 // (ikPub, body). Errors wrap ErrDeviceCert (or ErrDeviceName).
 func VerifyDeviceCert(ikPub [32]byte, c *DeviceCert) error {
+	if c == nil {
+		return fmt.Errorf("devices: %w: nil cert", ErrDeviceCert)
+	}
 	if err := c.checkKeys(ikPub); err != nil {
 		return err
 	}

@@ -142,6 +142,9 @@ func NewResetState(prev *AccountState, newIK *IdentityKey, first *DeviceCert, no
 // reset key, that replaces prev by newState (see NewResetState). It checks
 // the result with VerifyReset.
 func SignReset(resetKey ed25519.PrivateKey, prev, newState *AccountState, reason ResetReason, now time.Time) (*ResetAuthorization, error) {
+	if len(resetKey) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("devices: %w: reset private key is %d bytes", ErrReset, len(resetKey))
+	}
 	h, err := prev.Hash()
 	if err != nil {
 		return nil, err
@@ -178,6 +181,9 @@ func SignReset(resetKey ed25519.PrivateKey, prev, newState *AccountState, reason
 //     revoked device is listed;
 //   - the reset time is not before prev's timestamp.
 func VerifyReset(prev *AccountState, reset *ResetAuthorization, resetKeyPub ed25519.PublicKey) error {
+	if reset == nil || prev == nil {
+		return fmt.Errorf("devices: %w: nil reset or previous state", ErrMalformed)
+	}
 	if len(resetKeyPub) != ed25519.PublicKeySize {
 		return fmt.Errorf("devices: %w: reset public key is %d bytes", ErrReset, len(resetKeyPub))
 	}

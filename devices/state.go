@@ -208,6 +208,9 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 // and no device both present and revoked. It does not check s against any
 // previous state; see VerifyCreate, VerifyTransition and VerifyReset.
 func VerifyAccountState(s *AccountState) error {
+	if s == nil {
+		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+	}
 	b, err := s.body()
 	if err != nil {
 		return err

@@ -10,6 +10,9 @@ import (
 // VerifyCreate checks a first AccountState: version 1, zero PrevHash, no
 // revocations, and self-consistent (VerifyAccountState).
 func VerifyCreate(next *AccountState) error {
+	if next == nil {
+		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+	}
 	if next.Version != 1 {
 		return fmt.Errorf("devices: %w: create has version %d, want 1", ErrVersion, next.Version)
 	}
@@ -51,6 +54,9 @@ func VerifyTransition(prev, next *AccountState) error {
 
 // checkLink checks user id, version, previous hash and timestamp.
 func checkLink(prev, next *AccountState) error {
+	if prev == nil || next == nil {
+		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+	}
 	if next.UserID != prev.UserID {
 		return fmt.Errorf("devices: %w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
 	}
