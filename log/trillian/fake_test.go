@@ -1,0 +1,462 @@
+package trillian
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/trillian"
+	"github.com/google/trillian/types"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/logtest"
+	"github.com/transparency-dev/merkle/testonly"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+// fakeTrillian is an in-process stand-in for trillian_log_server plus
+// trillian_log_signer serving one PREORDERED_LOG tree, with the storage
+// semantics of Trillian's MySQL backend (identity-hash and index conflicts,
+// GetLeavesByRange capped at the tree size) and hooks to make it lie. It lets
+// the backend's verification run in every `go test`, without servers.
+type fakeTrillian struct {
+	trillian.UnimplementedTrillianLogServer
+	trillian.UnimplementedTrillianAdminServer
+
+	mu        sync.Mutex
+	treeType  trillian.TreeType
+	stored    map[int64]*trillian.LogLeaf // by leaf index
+	ids       map[string]bool             // stored identity hashes
+	tree      *testonly.Tree              // integrated leaves
+	values    [][]byte                    // integrated leaf values
+	integrate bool                        // integrate on every GetLatestSignedLogRoot
+	maxLeaves int                         // GetLeavesByRange returns at most this many
+
+	// Hooks, called with mu held, to tamper with answers.
+	onRoot        func(size uint64, hash []byte) (uint64, []byte)
+	onInclusion   func(p [][]byte) [][]byte
+	onConsistency func(p [][]byte) [][]byte
+	onLeaf        func(l *trillian.LogLeaf)
+	onIntegrate   func(value []byte) []byte
+}
+
+func newFake() *fakeTrillian {
+	return &fakeTrillian{
+		treeType:  trillian.TreeType_PREORDERED_LOG,
+		stored:    map[int64]*trillian.LogLeaf{},
+		ids:       map[string]bool{},
+		tree:      testonly.New(hasher),
+		integrate: true,
+		maxLeaves: 7, // forces Entries to loop over partial responses
+	}
+}
+
+func (f *fakeTrillian) GetTree(ctx context.Context, req *trillian.GetTreeRequest) (*trillian.Tree, error) {
+	if req.TreeId != 1 {
+		return nil, status.Errorf(codes.NotFound, "tree %d not found", req.TreeId)
+	}
+	return &trillian.Tree{TreeId: 1, TreeType: f.treeType, TreeState: trillian.TreeState_ACTIVE}, nil
+}
+
+func (f *fakeTrillian) integrateLocked() {
+	for {
+		l, ok := f.stored[int64(f.tree.Size())]
+		if !ok {
+			return
+		}
+		v := l.LeafValue
+		if f.onIntegrate != nil {
+			v = f.onIntegrate(v)
+		}
+		f.values = append(f.values, v)
+		f.tree.AppendData(v)
+	}
+}
+
+func (f *fakeTrillian) GetLatestSignedLogRoot(ctx context.Context, req *trillian.GetLatestSignedLogRootRequest) (*trillian.GetLatestSignedLogRootResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.integrate {
+		f.integrateLocked()
+	}
+	size, hash := f.tree.Size(), f.tree.Hash()
+	var p [][]byte
+	if req.FirstTreeSize > 0 && uint64(req.FirstTreeSize) <= size {
+		var err error
+		if p, err = f.tree.ConsistencyProof(uint64(req.FirstTreeSize), size); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	if f.onRoot != nil {
+		size, hash = f.onRoot(size, hash)
+	}
+	lr, err := (&types.LogRootV1{TreeSize: size, RootHash: hash}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return &trillian.GetLatestSignedLogRootResponse{
+		SignedLogRoot: &trillian.SignedLogRoot{LogRoot: lr},
+		Proof:         &trillian.Proof{Hashes: p},
+	}, nil
+}
+
+func (f *fakeTrillian) AddSequencedLeaves(ctx context.Context, req *trillian.AddSequencedLeavesRequest) (*trillian.AddSequencedLeavesResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res := make([]*trillian.QueuedLogLeaf, len(req.Leaves))
+	for i, l := range req.Leaves {
+		if len(l.LeafValue) == 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "Leaves[%d].LeafValue: empty", i)
+		}
+		switch {
+		case f.ids[string(l.LeafIdentityHash)]:
+			res[i] = &trillian.QueuedLogLeaf{Status: status.New(codes.FailedPrecondition, "conflicting LeafIdentityHash").Proto()}
+		case f.stored[l.LeafIndex] != nil:
+			res[i] = &trillian.QueuedLogLeaf{Status: status.New(codes.FailedPrecondition, "conflicting LeafIndex").Proto()}
+		default:
+			f.ids[string(l.LeafIdentityHash)] = true
+			f.stored[l.LeafIndex] = &trillian.LogLeaf{LeafValue: bytes.Clone(l.LeafValue), LeafIndex: l.LeafIndex, LeafIdentityHash: l.LeafIdentityHash}
+			res[i] = &trillian.QueuedLogLeaf{Status: status.New(codes.OK, "OK").Proto()}
+		}
+	}
+	return &trillian.AddSequencedLeavesResponse{Results: res}, nil
+}
+
+func (f *fakeTrillian) GetLeavesByRange(ctx context.Context, req *trillian.GetLeavesByRangeRequest) (*trillian.GetLeavesByRangeResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	size := int64(len(f.values))
+	var out []*trillian.LogLeaf
+	for i := req.StartIndex; i < req.StartIndex+req.Count && i < size && len(out) < f.maxLeaves; i++ {
+		v := bytes.Clone(f.values[i])
+		l := &trillian.LogLeaf{LeafValue: v, LeafIndex: i, MerkleLeafHash: hasher.HashLeaf(v)}
+		if f.onLeaf != nil {
+			f.onLeaf(l)
+		}
+		out = append(out, l)
+	}
+	return &trillian.GetLeavesByRangeResponse{Leaves: out}, nil
+}
+
+func (f *fakeTrillian) GetInclusionProof(ctx context.Context, req *trillian.GetInclusionProofRequest) (*trillian.GetInclusionProofResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req.TreeSize <= 0 || req.LeafIndex < 0 || req.LeafIndex >= req.TreeSize {
+		return nil, status.Errorf(codes.InvalidArgument, "bad request %v", req)
+	}
+	if uint64(req.TreeSize) > f.tree.Size() {
+		return &trillian.GetInclusionProofResponse{}, nil
+	}
+	p, err := f.tree.InclusionProof(uint64(req.LeafIndex), uint64(req.TreeSize))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if f.onInclusion != nil {
+		p = f.onInclusion(p)
+	}
+	return &trillian.GetInclusionProofResponse{Proof: &trillian.Proof{LeafIndex: req.LeafIndex, Hashes: p}}, nil
+}
+
+func (f *fakeTrillian) GetConsistencyProof(ctx context.Context, req *trillian.GetConsistencyProofRequest) (*trillian.GetConsistencyProofResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req.FirstTreeSize <= 0 || req.SecondTreeSize < req.FirstTreeSize {
+		return nil, status.Errorf(codes.InvalidArgument, "bad request %v", req)
+	}
+	if uint64(req.SecondTreeSize) > f.tree.Size() {
+		return &trillian.GetConsistencyProofResponse{}, nil
+	}
+	p, err := f.tree.ConsistencyProof(uint64(req.FirstTreeSize), uint64(req.SecondTreeSize))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if f.onConsistency != nil {
+		p = f.onConsistency(p)
+	}
+	return &trillian.GetConsistencyProofResponse{Proof: &trillian.Proof{Hashes: p}}, nil
+}
+
+func (f *fakeTrillian) set(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
+// serve starts f on an in-memory listener and returns a connection to it.
+func (f *fakeTrillian) serve(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	s := grpc.NewServer()
+	trillian.RegisterTrillianLogServer(s, f)
+	trillian.RegisterTrillianAdminServer(s, f)
+	go s.Serve(lis)
+	conn, err := grpc.NewClient("passthrough:///fake-trillian",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); s.Stop() })
+	return conn
+}
+
+func openFake(t *testing.T, f *fakeTrillian, opts *Options) *Backend {
+	t.Helper()
+	b, err := New(t.Context(), f.serve(t), 1, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// TestConformanceFake runs the conformance suite against the fake Trillian,
+// so the backend's logic is tested in every `go test` run.
+func TestConformanceFake(t *testing.T) {
+	logtest.RunConformance(t, func(t *testing.T) klog.Backend {
+		b, err := New(t.Context(), newFake().serve(t), 1, nil)
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		return b
+	})
+}
+
+// TestPrefixFromInclusion checks the root derivation used by RootHash: the
+// compact range from an inclusion proof of leaf m-1 in a tree of size n has
+// the root of the first m leaves, for every 1 <= m <= n <= 70.
+func TestPrefixFromInclusion(t *testing.T) {
+	tree := testonly.New(hasher)
+	for i := 0; i < 70; i++ {
+		tree.AppendData([]byte(fmt.Sprintf("leaf %d", i)))
+	}
+	for n := uint64(1); n <= 70; n++ {
+		for m := uint64(1); m <= n; m++ {
+			p, err := tree.InclusionProof(m-1, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := prefixFromInclusion(m-1, n, tree.LeafHash(m-1), p)
+			if err != nil {
+				t.Fatalf("prefixFromInclusion(%d, %d): %v", m-1, n, err)
+			}
+			got, err := r.GetRootHash(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tree.HashAt(m); !bytes.Equal(got, want) {
+				t.Fatalf("root of first %d leaves from proof in size %d = %x; want %x", m, n, got, want)
+			}
+		}
+	}
+	if _, err := prefixFromInclusion(5, 9, tree.LeafHash(5), nil); err == nil {
+		t.Error("prefixFromInclusion accepted a proof of the wrong length")
+	}
+}
+
+func appendN(t *testing.T, b *Backend, from, n int) {
+	t.Helper()
+	leaves := make([][]byte, n)
+	for i := range leaves {
+		leaves[i] = logtest.Leaf(uint64(from + i))
+	}
+	first, err := b.Append(t.Context(), leaves)
+	if err != nil || first != uint64(from) {
+		t.Fatalf("Append(%d leaves) = %d, %v; want %d", n, first, err, from)
+	}
+}
+
+func wantCorrupt(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, klog.ErrCorrupt) {
+		t.Fatalf("%s = %v; want an error wrapping log.ErrCorrupt", what, err)
+	}
+}
+
+func flipFirst(p [][]byte) [][]byte {
+	if len(p) > 0 {
+		p[0] = bytes.Clone(p[0])
+		p[0][0] ^= 1
+	}
+	return p
+}
+
+// TestDetectsLyingTrillian makes the fake lie in each way the backend must
+// catch and checks that the lie surfaces as log.ErrCorrupt.
+func TestDetectsLyingTrillian(t *testing.T) {
+	ctx := context.Background()
+	t.Run("InclusionProof", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 20)
+		f.set(func() { f.onInclusion = flipFirst })
+		_, err := b.InclusionProof(ctx, 3, 20)
+		wantCorrupt(t, "InclusionProof with a bad proof", err)
+		_, err = b.RootHash(ctx, 9)
+		wantCorrupt(t, "RootHash(9) from a bad inclusion proof", err)
+	})
+	t.Run("ConsistencyProof", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 20)
+		f.set(func() { f.onConsistency = flipFirst })
+		_, err := b.ConsistencyProof(ctx, 5, 20)
+		wantCorrupt(t, "ConsistencyProof with a bad proof", err)
+	})
+	t.Run("RootNotConsistent", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 5)
+		// The next root comes with a bad consistency proof from size 5.
+		f.set(func() { f.onConsistency = flipFirst })
+		f.set(func() {
+			f.stored[5] = &trillian.LogLeaf{LeafValue: []byte("x"), LeafIndex: 5}
+			f.onRoot = func(size uint64, hash []byte) (uint64, []byte) { h := bytes.Clone(hash); h[1] ^= 1; return size, h }
+		})
+		_, err := b.Size(ctx)
+		wantCorrupt(t, "Size with a root inconsistent with the trusted one", err)
+	})
+	t.Run("Rollback", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 10)
+		f.set(func() {
+			f.onRoot = func(size uint64, hash []byte) (uint64, []byte) { return f.tree.Size() - 3, f.tree.HashAt(f.tree.Size() - 3) }
+		})
+		_, err := b.Size(ctx)
+		wantCorrupt(t, "Size after a rollback", err)
+	})
+	t.Run("Fork", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 10)
+		f.set(func() {
+			f.onRoot = func(size uint64, hash []byte) (uint64, []byte) { h := bytes.Clone(hash); h[0] ^= 1; return size, h }
+		})
+		_, err := b.Size(ctx)
+		wantCorrupt(t, "Size after a fork", err)
+	})
+	t.Run("LeafValue", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 10)
+		f.set(func() {
+			f.onLeaf = func(l *trillian.LogLeaf) { l.LeafValue = append(l.LeafValue, 'x'); l.MerkleLeafHash = nil }
+		})
+		_, err := b.InclusionProof(ctx, 4, 10)
+		wantCorrupt(t, "InclusionProof of a tampered leaf", err)
+		f.set(func() {
+			f.onLeaf = func(l *trillian.LogLeaf) { l.LeafValue = append(l.LeafValue, 'x') }
+		})
+		_, err = b.Entries(ctx, 0, 10)
+		wantCorrupt(t, "Entries with a leaf not matching its Merkle leaf hash", err)
+		f.set(func() { f.onLeaf = func(l *trillian.LogLeaf) { l.LeafIndex++ } })
+		_, err = b.Entries(ctx, 0, 10)
+		wantCorrupt(t, "Entries with wrong leaf indices", err)
+	})
+	t.Run("NoLeaves", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 10)
+		f.set(func() { f.maxLeaves = 0 })
+		_, err := b.Entries(ctx, 0, 10)
+		wantCorrupt(t, "Entries when the server returns no leaves", err)
+	})
+	t.Run("IntegratesOtherLeaves", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 4)
+		f.set(func() { f.onIntegrate = func(v []byte) []byte { return append(bytes.Clone(v), '!') } })
+		_, err := b.Append(ctx, [][]byte{[]byte("a"), []byte("b")})
+		wantCorrupt(t, "Append when Trillian integrates different leaves", err)
+	})
+}
+
+// TestAppendNotIntegrated checks the bounded wait: with no signer, Append
+// fails with ErrNotIntegrated after the integration timeout.
+func TestAppendNotIntegrated(t *testing.T) {
+	f := newFake()
+	f.integrate = false
+	b := openFake(t, f, &Options{IntegrationTimeout: 150 * time.Millisecond})
+	start := time.Now()
+	_, err := b.Append(t.Context(), [][]byte{[]byte("a")})
+	if !errors.Is(err, ErrNotIntegrated) {
+		t.Fatalf("Append without a signer = %v; want ErrNotIntegrated", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Append waited %v with a 150ms integration timeout", d)
+	}
+	// A context deadline shorter than the timeout wins.
+	b.opts.IntegrationTimeout = time.Hour
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	f.set(func() { f.stored = map[int64]*trillian.LogLeaf{}; f.ids = map[string]bool{} })
+	if _, err := b.Append(ctx, [][]byte{[]byte("a")}); !errors.Is(err, ErrNotIntegrated) {
+		t.Fatalf("Append with a short context = %v; want ErrNotIntegrated", err)
+	}
+}
+
+// TestAppendConflictAndRetry covers Trillian's per-leaf conflict statuses: a
+// different leaf already stored at the next index gives ErrConflict and
+// stores nothing; the same leaf (same identity hash) is a successful retry.
+func TestAppendConflictAndRetry(t *testing.T) {
+	f := newFake()
+	f.integrate = false
+	b := openFake(t, f, &Options{IntegrationTimeout: 5 * time.Second})
+	other := []byte("left over from an interrupted Append")
+	f.set(func() {
+		f.stored[0] = &trillian.LogLeaf{LeafValue: other, LeafIndex: 0}
+		f.ids[string(identityHash(0, other))] = true
+	})
+	_, err := b.Append(t.Context(), [][]byte{[]byte("new 0"), []byte("new 1"), []byte("new 2")})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("Append over a stored leaf = %v; want ErrConflict", err)
+	}
+	f.set(func() {
+		if len(f.stored) != 1 {
+			t.Errorf("after a conflicting Append %d leaves are stored; want only the old one", len(f.stored))
+		}
+		f.integrate = true
+	})
+	// Retrying exactly the stored leaf at its index succeeds.
+	f.set(func() { f.integrate = false })
+	go func() { time.Sleep(50 * time.Millisecond); f.set(func() { f.integrate = true }) }()
+	first, err := b.Append(t.Context(), [][]byte{other, []byte("next")})
+	if err != nil {
+		t.Fatalf("Append retrying the stored leaf: %v", err)
+	}
+	if first != 0 {
+		t.Fatalf("Append retrying the stored leaf returned %d, want 0", first)
+	}
+	got, err := b.Entries(t.Context(), 0, 2)
+	if err != nil || !bytes.Equal(got[0], other) || string(got[1]) != "next" {
+		t.Fatalf("Entries = %q, %v", got, err)
+	}
+}
+
+func TestRejects(t *testing.T) {
+	f := newFake()
+	b := openFake(t, f, nil)
+	if _, err := b.Append(t.Context(), [][]byte{[]byte("a"), {}}); err == nil {
+		t.Error("Append of an empty leaf succeeded")
+	}
+	if n, _ := b.Size(t.Context()); n != 0 {
+		t.Errorf("Size after rejected Append = %d", n)
+	}
+	f2 := newFake()
+	f2.treeType = trillian.TreeType_LOG
+	if _, err := New(t.Context(), f2.serve(t), 1, nil); !errors.Is(err, ErrTree) {
+		t.Errorf("New on a LOG tree = %v; want ErrTree", err)
+	}
+	if _, err := New(t.Context(), newFake().serve(t), 2, nil); status.Code(errors.Unwrap(err)) != codes.NotFound {
+		t.Errorf("New on a missing tree = %v; want NotFound", err)
+	}
+}
