@@ -208,3 +208,21 @@ func FuzzParseCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+func FuzzOpenCheckpoint(f *testing.F) {
+	signer, verifier, _, _ := testKeys(f, "fuzz")
+	c := Checkpoint{Origin: testOrigin, Size: 3, Extensions: []string{"ext"}}
+	msg, _ := SignCheckpoint(c, signer)
+	f.Add(msg)
+	f.Add([]byte("keyline.example/log\n1\nAAAA\n\n— keyline.example/log AAAAAAAA\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, n, err := OpenCheckpoint(b, verifier, testOrigin)
+		if err != nil {
+			return
+		}
+		text, err := c.Marshal()
+		if err != nil || string(text) != n.Text || c.Origin != testOrigin {
+			t.Fatalf("opened checkpoint does not re-encode to its note text: %v", err)
+		}
+	})
+}
