@@ -44,7 +44,11 @@ var (
 // Storage layout (all keys inside the Store's own key space):
 //
 //	"root"                 -> ref of the root (kind 0 when the map is empty)
-//	'n' || u8 depth || [32] prefix (masked) -> interior node record
+//	'n' || [32] prefix (masked) || u8 depth -> interior node record
+//
+// Keys put the prefix first so that every subtree is one contiguous key
+// range: the nodes of a path's lower levels share database pages, which
+// keeps the pages a batch dirties (and rewrites) close to one per update.
 //
 // An interior node record is ref(left) || ref(right). A ref is
 //
@@ -140,8 +144,9 @@ func (n *node) hash() Hash {
 
 func nodeKey(depth uint8, prefix Index) []byte {
 	k := make([]byte, 0, 34)
-	k = append(k, 'n', depth)
-	return append(k, prefix[:]...)
+	k = append(k, 'n')
+	k = append(k, prefix[:]...)
+	return append(k, depth)
 }
 
 func loadNode(s Reader, r *ref) (*node, error) {
