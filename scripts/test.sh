@@ -15,3 +15,11 @@ go vet ./...
 
 echo "== go test -race"
 go test -race -count=1 ./...
+
+# ---- BEGIN integration: Trillian log backend (owner: log/trillian) ----------
+# Starts a private MariaDB + trillian_log_server + trillian_log_signer on
+# loopback and runs log/trillian's conformance tests against them (installs
+# mariadb-server with apt-get if missing). See docs/operations-trillian.md.
+echo "== integration: Trillian log backend"
+./scripts/integration-trillian.sh
+# ---- END integration: Trillian log backend ----------------------------------

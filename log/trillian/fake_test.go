@@ -329,7 +329,9 @@ func TestDetectsLyingTrillian(t *testing.T) {
 		b := openFake(t, f, nil)
 		appendN(t, b, 0, 10)
 		f.set(func() {
-			f.onRoot = func(size uint64, hash []byte) (uint64, []byte) { return f.tree.Size() - 3, f.tree.HashAt(f.tree.Size() - 3) }
+			f.onRoot = func(size uint64, hash []byte) (uint64, []byte) {
+				return f.tree.Size() - 3, f.tree.HashAt(f.tree.Size() - 3)
+			}
 		})
 		_, err := b.Size(ctx)
 		wantCorrupt(t, "Size after a rollback", err)
