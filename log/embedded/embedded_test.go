@@ -21,3 +21,27 @@ func openTemp(t *testing.T) *embedded.Log {
 func TestConformance(t *testing.T) {
 	logtest.RunConformance(t, func(t *testing.T) log.Backend { return openTemp(t) })
 }
+
+func TestReopen(t *testing.T) {
+	logtest.RunReopen(t, func(t *testing.T) func() log.Backend {
+		path := filepath.Join(t.TempDir(), "log.db")
+		return func() log.Backend {
+			l, err := embedded.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+	})
+}
+
+func TestAppendRejectsOversizedLeaf(t *testing.T) {
+	l := openTemp(t)
+	defer l.Close()
+	if _, err := l.Append(t.Context(), [][]byte{{1}, make([]byte, embedded.MaxLeafSize+1)}); err == nil {
+		t.Fatal("oversized leaf accepted")
+	}
+	if n, _ := l.Size(t.Context()); n != 0 {
+		t.Fatalf("a failed Append changed the size to %d", n)
+	}
+}
