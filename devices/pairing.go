@@ -136,7 +136,11 @@ func ParsePairingCode(s string) (*PairingRequest, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(s, PairingQRPrefix):
-		raw, err = base64.RawURLEncoding.Strict().DecodeString(s[len(PairingQRPrefix):])
+		enc := s[len(PairingQRPrefix):]
+		if i := strings.IndexFunc(enc, notBase64URL); i >= 0 {
+			return nil, fmt.Errorf("devices: %w: QR payload is not base64url: character %d %q", ErrPairingCode, i+1, enc[i])
+		}
+		raw, err = base64.RawURLEncoding.Strict().DecodeString(enc)
 		if err != nil {
 			return nil, fmt.Errorf("devices: %w: QR payload is not base64url: %v", ErrPairingCode, err)
 		}
@@ -185,6 +189,12 @@ func (p *PairingRequest) Fingerprint() (string, error) {
 		groups[i] = fmt.Sprintf("%04d", uint40(h[i*5:])%10000)
 	}
 	return strings.Join(groups, " "), nil
+}
+
+// notBase64URL reports characters outside the base64url alphabet (Go's
+// decoder would silently skip CR and LF).
+func notBase64URL(r rune) bool {
+	return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_')
 }
 
 func uint40(b []byte) uint64 {

@@ -107,7 +107,11 @@ func parseSafetyQR(payload string) (local, remote [32]byte, err error) {
 	if !strings.HasPrefix(payload, SafetyQRPrefix) {
 		return local, remote, fmt.Errorf("devices: %w: not a Keyline safety-number payload (want prefix %q)", ErrMalformed, SafetyQRPrefix)
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(payload[len(SafetyQRPrefix):])
+	enc := payload[len(SafetyQRPrefix):]
+	if i := strings.IndexFunc(enc, notBase64URL); i >= 0 {
+		return local, remote, fmt.Errorf("devices: %w: safety-number payload is not base64url: character %d %q", ErrMalformed, i+1, enc[i])
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(enc)
 	if err != nil {
 		return local, remote, fmt.Errorf("devices: %w: safety-number payload is not base64url: %v", ErrMalformed, err)
 	}
