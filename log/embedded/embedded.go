@@ -238,16 +238,17 @@ func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) 
 			return fmt.Errorf("%w: entries [%d, %d) of a log of size %d", log.ErrRange, start, end, size)
 		}
 		out = make([][]byte, 0, end-start)
+		if start == end {
+			return nil
+		}
 		c := tx.Bucket(bucketLeaves).Cursor()
-		k, v := c.Seek(u64(start))
-		for i := start; i < end; i, k, v = i+1, nil, nil {
-			if i > start {
-				k, v = c.Next()
-			}
+		i := start
+		for k, v := c.Seek(u64(start)); i < end; k, v = c.Next() {
 			if len(k) != 8 || binary.BigEndian.Uint64(k) != i {
 				return fmt.Errorf("%w: leaf %d missing", log.ErrCorrupt, i)
 			}
 			out = append(out, bytes.Clone(v))
+			i++
 		}
 		return nil
 	})
