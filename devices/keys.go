@@ -136,10 +136,6 @@ func (k *DeviceKey) X25519Private() [32]byte {
 // ECDH returns the X25519 private key for key agreement.
 func (k *DeviceKey) ECDH() *ecdh.PrivateKey { return k.dh }
 
-// Sign signs msg with the device's Ed25519 key. Callers must domain-separate
-// msg themselves (protocol.md section 2).
-func (k *DeviceKey) Sign(msg []byte) []byte { return ed25519.Sign(k.sign, msg) }
-
 func (k *DeviceKey) sig(msg []byte) (sig [64]byte) {
 	copy(sig[:], ed25519.Sign(k.sign, msg))
 	return sig

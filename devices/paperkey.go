@@ -15,7 +15,7 @@ import (
 //go:embed wordlist_english.txt
 var wordlistEnglish string
 
-// WordlistSHA256 is the SHA-256 of the published BIP39 English word list.
+// wordlistSHA256 is the SHA-256 of the published BIP39 English word list.
 const wordlistSHA256 = "2f5eed53a4727b4bf8880d8f3f199efc90e58503646d9ff8eff3a2ed3b24dbda"
 
 var (
