@@ -123,9 +123,11 @@ find_mysqld() {
 }
 
 # ---- 1. MariaDB installation ------------------------------------------------
+WORK=$(mktemp -d /tmp/keyline-trillian-it.XXXXXX)
+chmod 755 "$WORK"
 phase "install MariaDB"
 if ! MYSQLD=$(find_mysqld); then
-	log "no mariadbd/mysqld found: installing mariadb-server with apt-get"
+	log "no mariadbd/mysqld found: installing mariadb-server with apt-get (output in $WORK/apt.log)"
 	# Keep the package from starting a system service: we run our own.
 	POLICY=/usr/sbin/policy-rc.d
 	ADDED_POLICY=0
@@ -133,12 +135,13 @@ if ! MYSQLD=$(find_mysqld); then
 		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY && chmod 755 $POLICY"
 		ADDED_POLICY=1
 	fi
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$WORK/apt.log" 2>&1 ||
 		die "apt-get update"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		mariadb-server mariadb-client || die "apt-get install mariadb-server"
+		mariadb-server mariadb-client >>"$WORK/apt.log" 2>&1 || die "apt-get install mariadb-server"
 	[ "$ADDED_POLICY" = 1 ] && as_root rm -f "$POLICY"
 	MYSQLD=$(find_mysqld) || die "mariadb-server installed but no mariadbd/mysqld found"
+	log "installed $("$MYSQLD" --version | head -1)"
 else
 	log "using installed $MYSQLD"
 fi
@@ -149,8 +152,6 @@ MYSQLADMIN=$(command -v mariadb-admin || command -v mysqladmin) || die "mariadb-
 
 # ---- 2. private MariaDB instance ---------------------------------------------
 phase "start MariaDB"
-WORK=$(mktemp -d /tmp/keyline-trillian-it.XXXXXX)
-chmod 755 "$WORK"
 DB_PORT=$(free_port)
 DB_SOCK="$WORK/mysqld.sock"
 DB_USER_OPT=()
@@ -243,6 +244,10 @@ KEYLINE_TRILLIAN_ADDR="127.0.0.1:$RPC_PORT" KEYLINE_TRILLIAN_TREE_ID="$TREE_ID" 
 grep -E '^(=== RUN|--- (FAIL|SKIP)|ok|FAIL|PASS)' "$WORK/go-test.log" | grep -v '^=== RUN' || true
 grep -q -- '--- SKIP' "$WORK/go-test.log" && { cat "$WORK/go-test.log"; die "a Trillian test skipped although servers were running"; }
 grep -E -- '^--- PASS' "$WORK/go-test.log" | sed 's/^/[trillian-it]   /'
+for want in TestConformanceTrillian TestCreatetreeTreeReopen; do
+	grep -q -- "^--- PASS: $want " "$WORK/go-test.log" ||
+		{ cat "$WORK/go-test.log"; die "$want did not run and pass against the real Trillian"; }
+done
 phase ""
 
 TOTAL_MS=$((($(date +%s%N) - SCRIPT_START) / 1000000))
