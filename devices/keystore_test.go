@@ -168,3 +168,17 @@ func TestKeystoreContentsRejects(t *testing.T) {
 	_, err = decodeContents(bad)
 	wantErr(t, err, ErrKeystore, "unknown identity kind 7")
 }
+
+func TestSaveKeystoreFailsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	err := SaveKeystore(filepath.Join(dir, "missing", "ks"), testKeystore(t), []byte("pw"), testKDF)
+	if err == nil {
+		t.Fatal("saved into a missing directory")
+	}
+	// Invalid contents are refused before anything is written.
+	err = SaveKeystore(filepath.Join(dir, "ks"), &Keystore{UserID: "Bad"}, []byte("pw"), testKDF)
+	wantErr(t, err, ErrUserID, "")
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("left %d files behind", len(entries))
+	}
+}
