@@ -500,3 +500,55 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestCorruptStore checks that damaged node records give ErrCorruptStore,
+// never a panic or a wrong proof.
+func TestCorruptStore(t *testing.T) {
+	s := NewMemStore()
+	var ups []Update
+	for i := 0; i < 50; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	mustApply(t, s, ups)
+	var nodeKeys []string
+	for k := range s.m {
+		if k[0] == 'n' {
+			nodeKeys = append(nodeKeys, k)
+		}
+	}
+	slices.Sort(nodeKeys)
+	if len(nodeKeys) != 49 {
+		t.Fatalf("%d interior records for 50 entries, want 49", len(nodeKeys))
+	}
+	corruptions := map[string]func([]byte) []byte{
+		"truncated": func(b []byte) []byte { return b[:len(b)-1] },
+		"trailing":  func(b []byte) []byte { return append(b, 0) },
+		"kind":      func(b []byte) []byte { b[0] = 9; return b },
+		"empty":     func(b []byte) []byte { return []byte{0, 0} },
+		"misplaced": func(b []byte) []byte { b[1] ^= 0x80; return b }, // first byte of left child's key
+	}
+	for name, corrupt := range corruptions {
+		for _, k := range nodeKeys {
+			s2 := NewMemStore()
+			for kk, v := range s.m {
+				s2.m[kk] = bytes.Clone(v)
+			}
+			s2.m[k] = corrupt(bytes.Clone(s.m[k]))
+			sawErr := false
+			for i := 0; i < 50; i++ {
+				if _, err := Prove(s2, idx(i)); err != nil {
+					if !errors.Is(err, ErrCorruptStore) {
+						t.Fatalf("%s: error %v is not ErrCorruptStore", name, err)
+					}
+					sawErr = true
+				}
+			}
+			if !sawErr {
+				t.Fatalf("%s of %x not detected", name, k)
+			}
+			if _, err := Apply(s2, []Update{{idx(0), val(0, 2)}}); err != nil && !errors.Is(err, ErrCorruptStore) {
+				t.Fatalf("%s: Apply error %v", name, err)
+			}
+		}
+	}
+}
