@@ -28,8 +28,13 @@ func benchLeaf(i uint64) []byte {
 
 // BenchmarkAppend measures durable appends (fsync on every commit) of
 // batches of 1000 leaves of 300 bytes to a store that grows during the run.
-func BenchmarkAppend(b *testing.B) {
-	l, err := embedded.Open(filepath.Join(b.TempDir(), "log.db"), nil)
+func BenchmarkAppend(b *testing.B) { benchAppend(b, nil) }
+
+// BenchmarkAppendNoSync is BenchmarkAppend without fsync, to show its cost.
+func BenchmarkAppendNoSync(b *testing.B) { benchAppend(b, &embedded.Options{NoSync: true}) }
+
+func benchAppend(b *testing.B, opts *embedded.Options) {
+	l, err := embedded.Open(filepath.Join(b.TempDir(), "log.db"), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

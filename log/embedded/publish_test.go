@@ -220,7 +220,8 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
-// corruption rewrites one stored value of a closed store through bbolt.
+// corruption rewrites (or, if mutate is nil, deletes) one stored value of a
+// closed store through bbolt.
 type corruption struct {
 	name   string
 	bucket string
@@ -273,6 +274,9 @@ func TestPublishRefusesCorruption(t *testing.T) {
 	}
 	cases = append(cases,
 		corruption{"truncated node", "nodes", nodeKey(0, 70), func(v []byte) []byte { return v[:31] }},
+		corruption{"deleted leaf", "leaves", binary.BigEndian.AppendUint64(nil, 75), nil},
+		corruption{"deleted node", "nodes", nodeKey(0, 75), nil},
+		corruption{"deleted subtree node", "nodes", nodeKey(4, 4), nil},
 		corruption{"size shrunk below checkpoint", "meta", []byte("size"), func([]byte) []byte { return binary.BigEndian.AppendUint64(nil, signed-1) }},
 		corruption{"signed checkpoint bit flip", "checkpoints", []byte("latest"), func(v []byte) []byte { v = bytes.Clone(v); v[len(origin)+2] ^= 1; return v }},
 		corruption{"checkpoint signature bit flip", "checkpoints", []byte("latest"), func(v []byte) []byte { v = bytes.Clone(v); v[len(v)-10] ^= 4; return v }},
@@ -290,6 +294,9 @@ func TestPublishRefusesCorruption(t *testing.T) {
 			v := b.Get(c.key)
 			if v == nil {
 				return fmt.Errorf("no stored value %s/%x", c.bucket, c.key)
+			}
+			if c.mutate == nil {
+				return b.Delete(c.key)
 			}
 			return b.Put(c.key, c.mutate(v))
 		})
