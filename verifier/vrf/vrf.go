@@ -144,12 +144,47 @@ func (pk *PublicKey) Equal(other *PublicKey) bool {
 // accepts only canonical encodings (y < p, and no "negative zero" x), which
 // edwards25519.Point.SetBytes alone does not enforce.
 func decodePoint(p *edwards25519.Point, b []byte) bool {
-	if _, err := p.SetBytes(b); err != nil {
+	if len(b) != 32 || !isCanonicalEncoding(b) {
 		return false
 	}
-	var buf [32]byte
-	copy(buf[:], p.Bytes())
-	return string(buf[:]) == string(b)
+	_, err := p.SetBytes(b)
+	return err == nil
+}
+
+// isCanonicalEncoding reports whether the 32-byte little-endian encoding b
+// has y < p = 2^255 - 19 and does not set the sign bit on x = 0. x = 0 only
+// for y = 1 and y = p - 1, so both checks work on the bytes alone.
+func isCanonicalEncoding(b []byte) bool {
+	// y >= p iff y = 0x7fff...ff(ed..ff): top byte 0x7f, middle bytes 0xff,
+	// low byte >= 0xed.
+	if b[31]&0x7f == 0x7f && b[0] >= 0xed {
+		allFF := true
+		for _, c := range b[1:31] {
+			if c != 0xff {
+				allFF = false
+				break
+			}
+		}
+		if allFF {
+			return false
+		}
+	}
+	if b[31]&0x80 != 0 {
+		// Sign bit set: reject y = 1 and y = p - 1 (where x = 0).
+		mid := b[1:31]
+		zeros, ffs := true, true
+		for _, c := range mid {
+			zeros = zeros && c == 0
+			ffs = ffs && c == 0xff
+		}
+		if b[0] == 0x01 && zeros && b[31]&0x7f == 0 {
+			return false
+		}
+		if b[0] == 0xec && ffs && b[31]&0x7f == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // encodeToCurve is ECVRF_encode_to_curve_try_and_increment (RFC 9381

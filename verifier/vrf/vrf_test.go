@@ -357,3 +357,41 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodePointCanonical compares the byte-level canonicity check with
+// the definition: SetBytes succeeds and re-encoding gives the same bytes.
+func TestDecodePointCanonical(t *testing.T) {
+	reference := func(b []byte) bool {
+		p, err := new(edwards25519.Point).SetBytes(b)
+		return err == nil && bytes.Equal(p.Bytes(), b)
+	}
+	var cases [][]byte
+	// Every y in [p-3, 2^255-1] and y in {0, 1, 2} with both sign bits.
+	for low := 0xe9; low <= 0xff; low++ {
+		for _, sign := range []byte{0, 0x80} {
+			b := bytes.Repeat([]byte{0xff}, 32)
+			b[0] = byte(low)
+			b[31] = 0x7f | sign
+			cases = append(cases, b)
+		}
+	}
+	for y := 0; y < 3; y++ {
+		for _, sign := range []byte{0, 0x80} {
+			b := make([]byte, 32)
+			b[0] = byte(y)
+			b[31] = sign
+			cases = append(cases, b)
+		}
+	}
+	rnd := make([]byte, 32*4000)
+	rand.Read(rnd)
+	for i := 0; i < 4000; i++ {
+		cases = append(cases, rnd[32*i:32*i+32])
+	}
+	for _, b := range cases {
+		var p edwards25519.Point
+		if got, want := decodePoint(&p, b), reference(b); got != want {
+			t.Fatalf("decodePoint(%x) = %v, reference %v", b, got, want)
+		}
+	}
+}
