@@ -13,7 +13,8 @@
 #
 # Any failing step fails the script. Run as root (as CI does) or as a user
 # that can run apt-get through sudo when MariaDB is missing.
-# KEYLINE_TRILLIAN_INTEGRATION=skip skips the whole script (say so loudly).
+# KEYLINE_TRILLIAN_INTEGRATION=skip skips the whole script (say so loudly);
+# KEYLINE_TRILLIAN_BENCH=1 also runs the benchmarks against the real servers.
 # See docs/operations-trillian.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -248,6 +249,12 @@ for want in TestConformanceTrillian TestCreatetreeTreeReopen; do
 	grep -q -- "^--- PASS: $want " "$WORK/go-test.log" ||
 		{ cat "$WORK/go-test.log"; die "$want did not run and pass against the real Trillian"; }
 done
+if [ "${KEYLINE_TRILLIAN_BENCH:-}" = 1 ]; then
+	phase "benchmarks"
+	KEYLINE_TRILLIAN_ADDR="127.0.0.1:$RPC_PORT" \
+		go test -run='^$' -bench=. -benchtime="${KEYLINE_TRILLIAN_BENCHTIME:-2s}" ./log/trillian/ ||
+		die "benchmarks"
+fi
 phase ""
 
 TOTAL_MS=$((($(date +%s%N) - SCRIPT_START) / 1000000))

@@ -360,6 +360,21 @@ func TestDetectsLyingTrillian(t *testing.T) {
 		})
 		_, err = b.Entries(ctx, 0, 10)
 		wantCorrupt(t, "Entries with a leaf not matching its Merkle leaf hash", err)
+		f.set(func() {
+			f.onLeaf = func(l *trillian.LogLeaf) {
+				if l.LeafIndex == 6 {
+					l.LeafValue = []byte("substituted")
+					l.MerkleLeafHash = hasher.HashLeaf(l.LeafValue)
+				}
+			}
+		})
+		for _, r := range [][2]uint64{{0, 10}, {6, 7}, {3, 8}, {6, 10}} {
+			_, err = b.Entries(ctx, r[0], r[1])
+			wantCorrupt(t, fmt.Sprintf("Entries(%d, %d) with a consistently substituted leaf 6", r[0], r[1]), err)
+		}
+		if _, err := b.Entries(ctx, 0, 6); err != nil {
+			t.Fatalf("Entries(0, 6) not touching the substituted leaf: %v", err)
+		}
 		f.set(func() { f.onLeaf = func(l *trillian.LogLeaf) { l.LeafIndex++ } })
 		_, err = b.Entries(ctx, 0, 10)
 		wantCorrupt(t, "Entries with wrong leaf indices", err)

@@ -27,7 +27,7 @@ const (
 	envTreeID = "KEYLINE_TRILLIAN_TREE_ID" // a PREORDERED_LOG tree made by createtree
 )
 
-func realTrillian(t *testing.T) *grpc.ClientConn {
+func realTrillian(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	addr := os.Getenv(envAddr)
 	if addr == "" {
@@ -42,7 +42,7 @@ func realTrillian(t *testing.T) *grpc.ClientConn {
 }
 
 // treeName fits Trillian's 20-character DisplayName column.
-func treeName(t *testing.T) string {
+func treeName(t testing.TB) string {
 	n := fmt.Sprintf("kl-%d", time.Now().UnixNano()%1e15)
 	_ = t
 	return n

@@ -303,7 +303,9 @@ func (b *Backend) Size(ctx context.Context) (uint64, error) {
 }
 
 // Entries returns leaves [start, end), read with GetLeavesByRange until the
-// whole range has arrived. It checks every leaf's index and Merkle leaf hash.
+// whole range has arrived. It checks every leaf's index and Merkle leaf hash,
+// and that the leaves, appended to the compact range of the first start
+// leaves, give the verified root at size end.
 func (b *Backend) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	t, err := b.latest(ctx)
 	if err != nil {
@@ -312,7 +314,35 @@ func (b *Backend) Entries(ctx context.Context, start, end uint64) ([][]byte, err
 	if start > end || end > t.size {
 		return nil, fmt.Errorf("%w: Entries(%d, %d) on a log of size %d", klog.ErrRange, start, end, t.size)
 	}
-	return b.readLeaves(ctx, start, end)
+	leaves, err := b.readLeaves(ctx, start, end)
+	if err != nil || start == end {
+		return leaves, err
+	}
+	// The leaves must extend the first start leaves to the verified root at
+	// size end.
+	rng := factory.NewEmptyRange(0)
+	if start > 0 {
+		if rng, err = b.prefixRange(ctx, start, t); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range leaves {
+		if err := rng.Append(hasher.HashLeaf(l), nil); err != nil {
+			return nil, fmt.Errorf("trillian: compact range: %w", err)
+		}
+	}
+	got, err := rng.GetRootHash(nil)
+	if err != nil {
+		return nil, fmt.Errorf("trillian: compact range root: %w", err)
+	}
+	want, err := b.rootAt(ctx, end, t)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(got, want) {
+		return nil, corrupt("GetLeavesByRange(tree %d) leaves [%d, %d) do not match the root at size %d", b.treeID, start, end, end)
+	}
+	return leaves, nil
 }
 
 func (b *Backend) readLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
