@@ -254,12 +254,8 @@ func challengeScalar(c [cLen]byte) *edwards25519.Scalar {
 // Prove returns the VRF output beta (64 bytes) and the proof pi (80 bytes)
 // for alpha (RFC 9381 section 5.1). Prove is deterministic.
 func (sk *PrivateKey) Prove(alpha []byte) (beta, pi []byte) {
-	pi, _ = sk.prove(alpha)
-	beta, err := ProofToHash(pi)
-	if err != nil {
-		panic("vrf: own proof does not decode: " + err.Error()) // unreachable
-	}
-	return beta, pi
+	pi, tr := sk.prove(alpha)
+	return gammaToHash(tr.gamma), pi
 }
 
 // proveTrace holds the intermediate values of one Prove, for test vectors.
@@ -268,6 +264,7 @@ type proveTrace struct {
 	h       []byte
 	kString [64]byte
 	u, v    []byte
+	gamma   *edwards25519.Point
 }
 
 func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
@@ -281,6 +278,7 @@ func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	hString := H.Bytes()
 	tr.h = hString
 	gamma := new(edwards25519.Point).ScalarMult(&sk.x, H)
+	tr.gamma = gamma
 	k, kString := sk.nonce(hString)
 	tr.kString = kString
 	u := new(edwards25519.Point).ScalarBaseMult(k).Bytes()
