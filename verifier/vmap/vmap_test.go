@@ -552,3 +552,59 @@ func TestCorruptStore(t *testing.T) {
 		}
 	}
 }
+
+// FuzzApply drives batches of keys drawn from a small family (so they share
+// long prefixes, down to 255 bits) and compares every root with the
+// reference computation and every proof with the model.
+func FuzzApply(f *testing.F) {
+	f.Add([]byte{31, 1, 1, 31, 0, 2, 0xff, 0, 31, 3, 3})
+	f.Add([]byte{0, 0x80, 1, 0, 0x00, 2, 31, 1, 3, 0xff, 15, 0x10, 4})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewMemStore()
+		model := map[Index]Value{}
+		var probes []Index
+		var ups []Update
+		seen := map[Index]bool{}
+		flush := func() {
+			root, err := Apply(s, ups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := refRoot(model); root != want {
+				t.Fatalf("root %x, reference %x", root, want)
+			}
+			for _, k := range probes {
+				p, err := Prove(s, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, found, err := Verify(root, k, p)
+				want, ok := model[k]
+				if err != nil || found != ok || v != want {
+					t.Fatalf("key %x: proof (%v,%v) model %v, err %v", k, found, v == want, ok, err)
+				}
+			}
+			ups, seen = nil, map[Index]bool{}
+		}
+		for len(data) >= 3 {
+			op := data[:3]
+			data = data[3:]
+			if op[0] == 0xff {
+				flush()
+				continue
+			}
+			var k Index
+			k[int(op[0])%32] = op[1]
+			k[31] ^= op[0] & 0x03 // vary the last bits too
+			probes = append(probes, k, Index{op[1]})
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			v := Value{op[2]}
+			ups = append(ups, Update{k, v})
+			model[k] = v
+		}
+		flush()
+	})
+}
