@@ -365,12 +365,9 @@ func (pk *PublicKey) Verify(alpha, pi []byte) (beta []byte, err error) {
 // Index returns Keyline's map index for a VRF output:
 // SHA-256("keyline/vrf/index" || 0x00 || beta). Hashing (rather than
 // truncating beta) keeps the index domain-separated from every other use of
-// beta. It panics if beta is not OutputSize bytes, which only a caller bug
-// can cause (Verify and Prove always return 64 bytes).
+// beta. beta must be the 64-byte output of Prove, Verify or ProofToHash;
+// clients should use VerifyIndex, which cannot be given anything else.
 func Index(beta []byte) [IndexSize]byte {
-	if len(beta) != OutputSize {
-		panic(fmt.Sprintf("vrf: Index of %d-byte beta, want %d", len(beta), OutputSize))
-	}
 	h := sha256.New()
 	h.Write([]byte(IndexContext))
 	h.Write([]byte{0x00})
@@ -378,4 +375,14 @@ func Index(beta []byte) [IndexSize]byte {
 	var out [IndexSize]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// VerifyIndex verifies pi for alpha under pk and returns Index(beta): the
+// map index a lookup for alpha must be answered at.
+func (pk *PublicKey) VerifyIndex(alpha, pi []byte) ([IndexSize]byte, error) {
+	beta, err := pk.Verify(alpha, pi)
+	if err != nil {
+		return [IndexSize]byte{}, err
+	}
+	return Index(beta), nil
 }

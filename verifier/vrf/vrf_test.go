@@ -395,3 +395,15 @@ func TestDecodePointCanonical(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyIndex(t *testing.T) {
+	sk, _ := NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	beta, pi := sk.Prove([]byte("alice"))
+	got, err := sk.Public().VerifyIndex([]byte("alice"), pi)
+	if err != nil || got != Index(beta) {
+		t.Fatalf("VerifyIndex = %x, %v", got, err)
+	}
+	if _, err := sk.Public().VerifyIndex([]byte("bob"), pi); !errors.Is(err, ErrInvalidProof) {
+		t.Fatalf("VerifyIndex for another id: %v", err)
+	}
+}
