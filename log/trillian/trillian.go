@@ -72,15 +72,15 @@ type Options struct {
 	IntegrationTimeout time.Duration
 
 	// PollInterval is the first interval between GetLatestSignedLogRoot
-	// polls while Append waits (default 10ms); it grows by half each time
-	// up to 250ms.
+	// polls while Append waits (default 10ms); it grows by a quarter each time
+	// up to 100ms.
 	PollInterval time.Duration
 }
 
 const (
 	defaultIntegrationTimeout = 30 * time.Second
 	defaultPollInterval       = 10 * time.Millisecond
-	maxPollInterval           = 250 * time.Millisecond
+	maxPollInterval           = 100 * time.Millisecond
 
 	// leavesPerRead bounds one GetLeavesByRange request; the server may
 	// return fewer, and Entries loops until it has the whole range.
@@ -705,7 +705,7 @@ func (b *Backend) waitFor(ctx context.Context, first, end uint64) (root, error) 
 				ErrNotIntegrated, first, end, b.treeID, time.Since(start).Round(time.Millisecond), ctx.Err())
 		case <-timer.C:
 		}
-		interval = min(interval*3/2, maxPollInterval)
+		interval = min(interval*5/4, maxPollInterval)
 	}
 }
 
