@@ -89,7 +89,11 @@ func (f *fakeTrillian) GetLatestSignedLogRoot(ctx context.Context, req *trillian
 	}
 	size, hash := f.tree.Size(), f.tree.Hash()
 	var p [][]byte
-	if req.FirstTreeSize > 0 && uint64(req.FirstTreeSize) <= size {
+	if req.FirstTreeSize > 0 && uint64(req.FirstTreeSize) > size {
+		// As Trillian: no consistency proof from beyond the tree.
+		return nil, status.Errorf(codes.InvalidArgument, "SecondTreeSize: %d < FirstTreeSize: %d", size, req.FirstTreeSize)
+	}
+	if req.FirstTreeSize > 0 {
 		var err error
 		if p, err = f.tree.ConsistencyProof(uint64(req.FirstTreeSize), size); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
@@ -335,6 +339,21 @@ func TestDetectsLyingTrillian(t *testing.T) {
 		})
 		_, err := b.Size(ctx)
 		wantCorrupt(t, "Size after a rollback", err)
+	})
+	t.Run("RollbackTruncated", func(t *testing.T) {
+		f := newFake()
+		b := openFake(t, f, nil)
+		appendN(t, b, 0, 10)
+		f.set(func() {
+			f.integrate = false
+			f.values = f.values[:7]
+			f.tree = testonly.New(hasher)
+			for _, v := range f.values {
+				f.tree.AppendData(v)
+			}
+		})
+		_, err := b.Size(ctx)
+		wantCorrupt(t, "Size after the server lost leaves", err)
 	})
 	t.Run("Fork", func(t *testing.T) {
 		f := newFake()

@@ -241,6 +241,14 @@ func (b *Backend) latest(ctx context.Context) (root, error) {
 		req.FirstTreeSize = int64(prev.size) // ask for a consistency proof from prev
 	}
 	resp, err := b.log.GetLatestSignedLogRoot(ctx, req)
+	if err != nil && prev.size > 0 && status.Code(err) == codes.InvalidArgument {
+		// Trillian refuses a consistency proof from a size beyond its
+		// tree: ask for the bare root so that a rollback is reported as one.
+		if r2, err2 := b.log.GetLatestSignedLogRoot(ctx, &trillian.GetLatestSignedLogRootRequest{LogId: b.treeID}); err2 == nil {
+			resp, err = r2, nil
+			resp.Proof = nil
+		}
+	}
 	if err != nil {
 		return root{}, b.rpcErr("GetLatestSignedLogRoot", err)
 	}
