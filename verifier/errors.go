@@ -1,0 +1,117 @@
+package verifier
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+// Errors of VerifyLookup, one per check. Every error VerifyLookup returns
+// wraps exactly one of them (and, where there is one, the underlying error of
+// the package that did the check, so errors.Is works for both).
+var (
+	// ErrUserID: the user id looked up is not a valid user id.
+	ErrUserID = errors.New("verifier: invalid user id")
+	// ErrCheckpoint: the checkpoint does not open under the trust
+	// configuration (log signature, origin, witness quorum, encoding).
+	ErrCheckpoint = errors.New("verifier: checkpoint rejected")
+	// ErrRollback: the checkpoint is smaller than the last one the client
+	// verified.
+	ErrRollback = errors.New("verifier: checkpoint rolls back the log")
+	// ErrSplitView: two validly signed checkpoints of the same size have
+	// different roots. The error is a *SplitViewError holding both notes.
+	ErrSplitView = errors.New("verifier: split view: two signed checkpoints disagree")
+	// ErrConsistency: the consistency proof from the client's last verified
+	// checkpoint does not verify.
+	ErrConsistency = errors.New("verifier: checkpoint not consistent with the last verified one")
+	// ErrEpochRecord: the EpochRecord is malformed or not proven to be the
+	// checkpoint's last leaf.
+	ErrEpochRecord = errors.New("verifier: epoch record not proven")
+	// ErrStale: the epoch's timestamp is older than Trust.MaxAge, or too
+	// far in the future.
+	ErrStale = errors.New("verifier: checkpoint not fresh")
+	// ErrVRF: the VRF proof does not verify for the user id.
+	ErrVRF = errors.New("verifier: VRF proof rejected")
+	// ErrMapProof: the map proof is malformed or does not lead from the
+	// user's index to the epoch's map root.
+	ErrMapProof = errors.New("verifier: map proof rejected")
+	// ErrPresence: the bundle carries an AccountUpdate while the map proves
+	// the index absent, or none while the map proves it present.
+	ErrPresence = errors.New("verifier: account presence does not match the map")
+	// ErrAccountUpdate: the AccountUpdate leaf is malformed, or its
+	// inclusion proof does not verify.
+	ErrAccountUpdate = errors.New("verifier: account update not proven")
+	// ErrIndexMismatch: the AccountUpdate is for another VRF index than the
+	// one computed from the user id.
+	ErrIndexMismatch = errors.New("verifier: account update is for another index")
+	// ErrMapValue: the map value is not MapValue(version, log index, entry
+	// hash) of the AccountUpdate served.
+	ErrMapValue = errors.New("verifier: map value does not match the account update")
+	// ErrAccountState: the payload is not a valid signed AccountState (IK
+	// signature, device certs, encoding).
+	ErrAccountState = errors.New("verifier: account state rejected")
+	// ErrUserMismatch: the AccountState is for another user id.
+	ErrUserMismatch = errors.New("verifier: account state is for another user")
+	// ErrVersionMismatch: the AccountState's version differs from the
+	// AccountUpdate's.
+	ErrVersionMismatch = errors.New("verifier: account state version differs from the log entry")
+	// ErrRevokedDevice: a revoked device is served as current.
+	ErrRevokedDevice = errors.New("verifier: revoked device served")
+	// ErrReset: a reset entry's authorization does not verify under the
+	// directory reset key.
+	ErrReset = errors.New("verifier: reset authorization rejected")
+	// ErrAccountMissing: a pinned contact's account is proven absent. Map
+	// entries are never deleted, so the directory is hiding it (or the pin
+	// was made for an account that was never published).
+	ErrAccountMissing = errors.New("verifier: pinned contact is absent from the directory")
+	// ErrSafetyNumberChanged: a verified contact's identity key differs
+	// from the pinned one. The error is a *SafetyNumberChangedError.
+	ErrSafetyNumberChanged = errors.New("verifier: SAFETY NUMBER CHANGED")
+)
+
+// SplitViewError is transferable evidence of a split view: two checkpoint
+// notes of the same log and size with different roots, both validly signed
+// by the log key.
+type SplitViewError struct {
+	Size     uint64
+	Old, New []byte // the signed notes
+	OldRoot  [32]byte
+	NewRoot  [32]byte
+}
+
+func (e *SplitViewError) Error() string {
+	return fmt.Sprintf("%v: size %d has root %x in the last verified checkpoint and %x in the new one", ErrSplitView, e.Size, e.OldRoot[:8], e.NewRoot[:8])
+}
+
+// Unwrap returns ErrSplitView.
+func (e *SplitViewError) Unwrap() error { return ErrSplitView }
+
+// SafetyNumberChangedError reports that a verified contact now has another
+// identity key. Result is the otherwise fully verified lookup.
+type SafetyNumberChangedError struct {
+	UserID string
+	Old    [32]byte // pinned, verified IK
+	New    [32]byte // IK served now
+	Reset  bool     // the change is a directory reset entry
+	Result *LookupResult
+}
+
+func (e *SafetyNumberChangedError) Error() string {
+	how := "an update"
+	if e.Reset {
+		how = "a directory reset"
+	}
+	return fmt.Sprintf("%v for %s (via %s): verified identity key %s, now %s", ErrSafetyNumberChanged, e.UserID, how, hex.EncodeToString(e.Old[:]), hex.EncodeToString(e.New[:]))
+}
+
+// Unwrap returns ErrSafetyNumberChanged.
+func (e *SafetyNumberChangedError) Unwrap() error { return ErrSafetyNumberChanged }
+
+// fail wraps a sentinel with a message and, if non-nil, a cause.
+func fail(sentinel error, cause error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if cause != nil {
+		return fmt.Errorf("%w: %s: %w", sentinel, msg, cause)
+	}
+	return fmt.Errorf("%w: %s", sentinel, msg)
+}

@@ -1,0 +1,357 @@
+package verifier
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// MaxFutureSkew bounds how far in the future (relative to the verifier's
+// clock) an epoch timestamp may lie.
+const MaxFutureSkew = 5 * time.Minute
+
+// PinStatus says how the identity key served compares with the client's pin
+// for that contact.
+type PinStatus int
+
+const (
+	// PinNone: nothing to compare (the account does not exist).
+	PinNone PinStatus = iota
+	// PinNew: the contact was not pinned; the client pins the key served as
+	// unverified (trust on first use).
+	PinNew
+	// PinMatch: the key equals the pinned, unverified key.
+	PinMatch
+	// PinMatchVerified: the key equals the pinned key the user verified
+	// (compared safety numbers).
+	PinMatchVerified
+	// PinChanged: the key differs from the pinned but unverified key. This
+	// is a warning, not an error: the client re-pins the new key as
+	// unverified and must show the user that the safety number changed.
+	// (A changed verified key is the error ErrSafetyNumberChanged.)
+	PinChanged
+)
+
+func (s PinStatus) String() string {
+	switch s {
+	case PinNone:
+		return "none"
+	case PinNew:
+		return "new (unverified, trust on first use)"
+	case PinMatch:
+		return "matches unverified pin"
+	case PinMatchVerified:
+		return "matches verified pin"
+	case PinChanged:
+		return "CHANGED (unverified pin)"
+	}
+	return fmt.Sprintf("PinStatus(%d)", int(s))
+}
+
+// LookupResult is a fully verified lookup.
+type LookupResult struct {
+	UserID     string   // normalized
+	Index      [32]byte // VRF index of UserID
+	Checkpoint *VerifiedCheckpoint
+	Epoch      klog.EpochRecord
+
+	// Found reports whether the account exists. The fields below are set
+	// only if it does.
+	Found     bool
+	Version   uint64
+	LogIndex  uint64
+	Leaf      []byte
+	EntryHash [32]byte
+	Update    *klog.AccountUpdate
+	// State is the account's current AccountState (for a reset, the new
+	// state the authorization installs).
+	State *devices.AccountState
+	// Reset is the reset authorization if the latest entry is a directory
+	// reset. Clients must show it loudly: the identity key was replaced by
+	// the directory, not by the user.
+	Reset       *devices.ResetAuthorization
+	IdentityKey [32]byte
+
+	Pin      PinStatus
+	PinnedIK [32]byte // the previously pinned key, if there was one
+	// Warnings lists everything the user should be told even though the
+	// lookup verified (reset, changed unverified key).
+	Warnings []string
+}
+
+// VerifyLookup verifies a lookup bundle for userID against the trust
+// configuration and the client's state (nil: a client with no state). It is
+// pure: it changes nothing, and returns a result only if every check passed:
+//
+//  1. the checkpoint: log signature, origin, witness quorum (Trust.OpenCheckpoint);
+//  2. against st's last verified checkpoint: no smaller size (ErrRollback),
+//     the same root at the same size (*SplitViewError), a valid consistency
+//     proof (ErrConsistency);
+//  3. the EpochRecord is leaf size-1 of the checkpoint (ErrEpochRecord) and
+//     its timestamp lies in [now-MaxAge, now+MaxFutureSkew] (ErrStale);
+//  4. the VRF proof for the normalized user id under Trust.VRF; the index is
+//     vrf.Index(beta) (ErrVRF);
+//  5. the map proof for exactly that index under the epoch's map root
+//     (ErrMapProof);
+//  6. an AccountUpdate is served iff the map holds the index (ErrPresence);
+//     it is a leaf before the EpochRecord with a valid inclusion proof
+//     (ErrAccountUpdate), for the same index (ErrIndexMismatch), and the map
+//     value is vmap.MapValue(version, log index, entry hash) (ErrMapValue);
+//  7. the payload: a create or update carries an AccountState that verifies
+//     (ErrAccountState, ErrRevokedDevice) for this user (ErrUserMismatch)
+//     at the entry's version (ErrVersionMismatch); a reset carries a
+//     ResetAuthorization signed by Trust.ResetKey whose new state verifies
+//     (ErrReset), reported in Result.Reset and Warnings;
+//  8. the pin: a verified contact must keep its identity key
+//     (*SafetyNumberChangedError); an unverified pin that changed is a
+//     warning (PinChanged); a pinned contact must exist (ErrAccountMissing).
+func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
+	if t == nil || b == nil {
+		return nil, errors.New("verifier: VerifyLookup: nil trust or bundle")
+	}
+	uid, err := devices.NormalizeUserID(userID)
+	if err != nil {
+		return nil, fail(ErrUserID, err, "%q", userID)
+	}
+	res := &LookupResult{UserID: uid}
+
+	// 1. Checkpoint.
+	cp, err := t.OpenCheckpoint(b.Checkpoint)
+	if err != nil {
+		return nil, fail(ErrCheckpoint, err, "lookup of %s", uid)
+	}
+	res.Checkpoint = cp
+
+	// 2. Consistency with the last verified checkpoint.
+	if st != nil && st.Checkpoint != nil {
+		if err := verifyAdvance(t, st.Checkpoint, cp, b.Consistency); err != nil {
+			return nil, err
+		}
+	}
+
+	// 3. EpochRecord: last leaf, fresh.
+	if cp.Size == 0 {
+		return nil, fail(ErrEpochRecord, nil, "checkpoint has an empty tree")
+	}
+	er, err := klog.ParseEpochRecord(b.EpochRecord)
+	if err != nil {
+		return nil, fail(ErrEpochRecord, err, "leaf %d", cp.Size-1)
+	}
+	if err := verifyInclusion(cp, cp.Size-1, b.EpochRecord, b.EpochRecordInclusion); err != nil {
+		return nil, fail(ErrEpochRecord, err, "epoch %d record is not leaf %d of the checkpoint", er.Epoch, cp.Size-1)
+	}
+	res.Epoch = *er
+	if err := checkFresh(t, er, now); err != nil {
+		return nil, err
+	}
+
+	// 4. VRF.
+	idx, err := t.VRF.VerifyIndex([]byte(uid), b.VRFProof)
+	if err != nil {
+		return nil, fail(ErrVRF, err, "user %s", uid)
+	}
+	res.Index = idx
+
+	// 5. Map proof for exactly idx.
+	mp, err := vmap.ParseProof(b.MapProof)
+	if err != nil {
+		return nil, fail(ErrMapProof, err, "user %s", uid)
+	}
+	value, found, err := vmap.Verify(er.MapRoot, idx, mp)
+	if err != nil {
+		return nil, fail(ErrMapProof, err, "user %s in epoch %d", uid, er.Epoch)
+	}
+
+	// 6. Presence and the AccountUpdate.
+	if !found {
+		if b.AccountUpdate != nil {
+			return nil, fail(ErrPresence, nil, "map proves %s absent but an account update is served", uid)
+		}
+		if c := st.contact(uid); c != nil {
+			return nil, fail(ErrAccountMissing, nil, "%s (pinned %s) is proven absent in epoch %d", uid, c.PinnedAt.Format(time.RFC3339), er.Epoch)
+		}
+		return res, nil
+	}
+	if b.AccountUpdate == nil {
+		return nil, fail(ErrPresence, nil, "map proves %s present but no account update is served", uid)
+	}
+	if b.AccountUpdateIndex >= cp.Size-1 {
+		return nil, fail(ErrAccountUpdate, nil, "account update index %d is not before the epoch record at %d", b.AccountUpdateIndex, cp.Size-1)
+	}
+	up, err := klog.ParseAccountUpdate(b.AccountUpdate)
+	if err != nil {
+		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
+	}
+	if err := verifyInclusion(cp, b.AccountUpdateIndex, b.AccountUpdate, b.AccountUpdateProof); err != nil {
+		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
+	}
+	if up.Index != idx {
+		return nil, fail(ErrIndexMismatch, nil, "leaf %d is for index %x, %s has %x", b.AccountUpdateIndex, up.Index[:8], uid, idx[:8])
+	}
+	eh := klog.EntryHash(b.AccountUpdate)
+	if want := vmap.MapValue(up.Version, b.AccountUpdateIndex, eh); want != value {
+		return nil, fail(ErrMapValue, nil, "map holds %x, leaf %d (v%d) implies %x", value[:8], b.AccountUpdateIndex, up.Version, want[:8])
+	}
+	res.Found, res.Version, res.LogIndex, res.Leaf, res.EntryHash, res.Update = true, up.Version, b.AccountUpdateIndex, b.AccountUpdate, eh, up
+
+	// 7. Payload.
+	if err := verifyPayload(t, res, up); err != nil {
+		return nil, err
+	}
+
+	// 8. Pin.
+	return res, checkPin(st, res)
+}
+
+// verifyAdvance checks that cp may follow the last verified checkpoint
+// oldNote: not smaller, same root at the same size, consistent if larger.
+func verifyAdvance(t *Trust, oldNote []byte, cp *VerifiedCheckpoint, consistency [][]byte) error {
+	old, _, err := klog.OpenCheckpoint(oldNote, t.Log, t.Origin)
+	if err != nil {
+		return fmt.Errorf("%w: last verified checkpoint: %w", ErrState, err)
+	}
+	switch {
+	case cp.Size < old.Size:
+		return fail(ErrRollback, nil, "size %d after verified size %d", cp.Size, old.Size)
+	case cp.Size == old.Size:
+		if cp.Hash != old.Hash {
+			return &SplitViewError{Size: cp.Size, Old: oldNote, New: cp.Note, OldRoot: old.Hash, NewRoot: cp.Hash}
+		}
+		if len(consistency) != 0 {
+			return fail(ErrConsistency, nil, "non-empty consistency proof between equal sizes %d", cp.Size)
+		}
+	case old.Size == 0:
+		if len(consistency) != 0 {
+			return fail(ErrConsistency, nil, "non-empty consistency proof from size 0")
+		}
+	default:
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, cp.Size, consistency, old.Hash[:], cp.Hash[:]); err != nil {
+			return fail(ErrConsistency, err, "from size %d to %d", old.Size, cp.Size)
+		}
+	}
+	return nil
+}
+
+func verifyInclusion(cp *VerifiedCheckpoint, index uint64, leaf []byte, p [][]byte) error {
+	h := klog.EntryHash(leaf)
+	return proof.VerifyInclusion(rfc6962.DefaultHasher, index, cp.Size, h[:], p, cp.Hash[:])
+}
+
+func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {
+	if er.Timestamp > 1<<62 {
+		return fail(ErrStale, nil, "epoch %d timestamp %d out of range", er.Epoch, er.Timestamp)
+	}
+	ts := time.Unix(int64(er.Timestamp), 0)
+	maxAge := t.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxCheckpointAge
+	}
+	if age := now.Sub(ts); age > maxAge {
+		return fail(ErrStale, nil, "epoch %d is from %s, %s old (max %s)", er.Epoch, ts.UTC().Format(time.RFC3339), age.Truncate(time.Second), maxAge)
+	}
+	if ahead := ts.Sub(now); ahead > MaxFutureSkew {
+		return fail(ErrStale, nil, "epoch %d is from %s, %s in the future", er.Epoch, ts.UTC().Format(time.RFC3339), ahead.Truncate(time.Second))
+	}
+	return nil
+}
+
+// verifyPayload checks the AccountUpdate's payload and fills res.State,
+// res.Reset and res.IdentityKey.
+func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
+	var st *devices.AccountState
+	switch up.Update {
+	case klog.UpdateCreate, klog.UpdateUpdate:
+		s, err := devices.ParseAccountState(up.Payload)
+		if err != nil {
+			return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
+		}
+		st = s
+	case klog.UpdateReset:
+		a, err := devices.ParseResetAuthorization(up.Payload)
+		if err != nil {
+			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
+		}
+		if err := VerifyResetSignature(a, t.ResetKey); err != nil {
+			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
+		}
+		if a.UserID != a.NewState.UserID || a.Version != a.NewState.Version || a.PrevHash != a.NewState.PrevHash {
+			return fail(ErrReset, nil, "%s v%d: authorization does not match its new state", res.UserID, up.Version)
+		}
+		st = a.NewState
+		res.Reset = a
+	default:
+		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
+	}
+	if err := devices.VerifyAccountState(st); err != nil {
+		if errors.Is(err, devices.ErrRevokedDevice) {
+			return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
+		}
+		return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
+	}
+	if st.UserID != res.UserID {
+		return fail(ErrUserMismatch, nil, "looked up %s, state is for %s", res.UserID, st.UserID)
+	}
+	if st.Version != up.Version {
+		return fail(ErrVersionMismatch, nil, "%s: log entry v%d carries state v%d", res.UserID, up.Version, st.Version)
+	}
+	if up.Update == klog.UpdateCreate && st.Version != 1 {
+		return fail(ErrVersionMismatch, nil, "%s: create with state v%d", res.UserID, st.Version)
+	}
+	res.State, res.IdentityKey = st, st.IdentityKey
+	if res.Reset != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("IDENTITY RESET: %s v%d was reset by the directory (%s) at %s; the safety number changed",
+			res.UserID, up.Version, res.Reset.Reason, res.Reset.Time.UTC().Format(time.RFC3339)))
+	}
+	return nil
+}
+
+// checkPin compares res.IdentityKey with st's pin (policy: see PinStatus).
+func checkPin(st *ClientState, res *LookupResult) error {
+	c := st.contact(res.UserID)
+	switch {
+	case c == nil:
+		res.Pin = PinNew
+	case c.IK == res.IdentityKey && c.Verified:
+		res.Pin, res.PinnedIK = PinMatchVerified, c.IK
+	case c.IK == res.IdentityKey:
+		res.Pin, res.PinnedIK = PinMatch, c.IK
+	case c.Verified:
+		return &SafetyNumberChangedError{UserID: res.UserID, Old: c.IK, New: res.IdentityKey, Reset: res.Reset != nil, Result: res}
+	default:
+		res.Pin, res.PinnedIK = PinChanged, c.IK
+		res.Warnings = append(res.Warnings, fmt.Sprintf("SAFETY NUMBER CHANGED for %s (key was not verified): %x... is now %x...", res.UserID, c.IK[:8], res.IdentityKey[:8]))
+	}
+	return nil
+}
+
+// VerifyResetSignature checks only the directory reset key's signature on a
+// ResetAuthorization: Ed25519 over "keyline reset v1" || 0x00 || body, where
+// body is its encoding without the final 64-byte signature (see
+// docs/protocol-devices.md). devices.VerifyReset checks it too, together
+// with the link to the previous state, which a lookup does not have.
+func VerifyResetSignature(a *devices.ResetAuthorization, resetKey ed25519.PublicKey) error {
+	if len(resetKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("reset key is %d bytes", len(resetKey))
+	}
+	enc, err := a.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	body := enc[:len(enc)-ed25519.SignatureSize]
+	msg := make([]byte, 0, len(resetContext)+1+len(body))
+	msg = append(append(append(msg, resetContext...), 0), body...)
+	if !ed25519.Verify(resetKey, msg, a.Signature[:]) {
+		return fmt.Errorf("%w: signature by the directory reset key does not verify", devices.ErrReset)
+	}
+	return nil
+}
+
+const resetContext = "keyline reset v1"
