@@ -1,0 +1,403 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
+)
+
+// Monitor errors.
+var (
+	// ErrNoOwnAccount: the client state has no own account to monitor.
+	ErrNoOwnAccount = errors.New("verifier: no own account recorded (Client.SetOwn)")
+	// ErrHistory: the directory's history of the account does not verify
+	// (inclusion, index, version sequence, hash chain, or a transition
+	// that breaks the account rules).
+	ErrHistory = errors.New("verifier: account history rejected")
+)
+
+// AlertKind classifies what a monitor check found.
+type AlertKind int
+
+const (
+	// AlertUnexpectedUpdate: a version the owner did not make, signed by
+	// the account's identity key (someone holds the IK or the paper key).
+	AlertUnexpectedUpdate AlertKind = iota + 1
+	// AlertReset: a directory reset replaced the identity key.
+	AlertReset
+	// AlertVersionBackwards: the map serves a version older than the one
+	// the owner published.
+	AlertVersionBackwards
+	// AlertHiddenEntry: a version the owner made is missing from the log
+	// history or was replaced by another entry.
+	AlertHiddenEntry
+	// AlertHistoryTruncated: the history does not reach the latest entry
+	// the lookup served.
+	AlertHistoryTruncated
+	// AlertAccountMissing: the map proves the owner's account absent.
+	AlertAccountMissing
+)
+
+func (k AlertKind) String() string {
+	switch k {
+	case AlertUnexpectedUpdate:
+		return "unexpected update"
+	case AlertReset:
+		return "identity reset"
+	case AlertVersionBackwards:
+		return "version went backwards"
+	case AlertHiddenEntry:
+		return "own entry hidden or rewritten"
+	case AlertHistoryTruncated:
+		return "history truncated"
+	case AlertAccountMissing:
+		return "account missing"
+	}
+	return fmt.Sprintf("AlertKind(%d)", int(k))
+}
+
+// Alert is one problem a monitor check found.
+type Alert struct {
+	Kind     AlertKind
+	Version  uint64
+	LogIndex uint64
+	Message  string
+}
+
+// DeviceInfo names a device that appeared or disappeared.
+type DeviceInfo struct {
+	ID   devices.DeviceID
+	Name string
+	// Revocation is set for a removed device that the new state revokes.
+	Revocation *devices.Revocation
+}
+
+// Change is one account version the owner did not make, verified against
+// the version before it.
+type Change struct {
+	Version   uint64
+	LogIndex  uint64
+	Kind      klog.UpdateKind
+	EntryHash [32]byte
+	// SignerIK is the identity key that signed the new AccountState; for a
+	// reset it is the new IK, and ByResetKey is true (the directory reset
+	// key authorized it).
+	SignerIK   [32]byte
+	ByResetKey bool
+	Added      []DeviceInfo
+	Removed    []DeviceInfo
+	State      *devices.AccountState
+}
+
+// MonitorReport is the result of one Monitor.Check.
+type MonitorReport struct {
+	UserID     string
+	Checked    time.Time
+	Checkpoint *VerifiedCheckpoint
+	Expected   OwnAccount
+	// Latest is the verified lookup of the own account.
+	Latest *LookupResult
+	// OK is true iff the directory serves exactly the expected version
+	// and entry; then Changes and Alerts are empty.
+	OK      bool
+	Changes []Change
+	Alerts  []Alert
+}
+
+// Monitor checks the owner's own account with one lookup per check.
+type Monitor struct {
+	Client *Client
+}
+
+// NewMonitor returns a Monitor using c (its state's Own account).
+func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
+
+// Check looks up the own account (verified like any lookup) and compares
+// the map's value with the expected own version and entry hash. Because
+// auditors check that the map is exactly what the log implies, equality
+// under a verified checkpoint means nobody else changed the account. If
+// they differ, Check fetches the history from the expected version,
+// verifies it (inclusion proofs, index, consecutive versions, entry hash
+// chain, devices.VerifyTransition / VerifyReset) and reports every version
+// the owner did not make: devices added and removed, the signer (IK or the
+// directory reset key), version and log index. It also flags a version
+// that went backwards and an own entry missing or rewritten in the history.
+//
+// Verification failures are errors; what verified but is unexpected is in
+// the report (OK false).
+func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
+	st, err := m.Client.State()
+	if err != nil {
+		return nil, err
+	}
+	if st.Own == nil {
+		return nil, ErrNoOwnAccount
+	}
+	own := *st.Own
+	rep := &MonitorReport{UserID: own.UserID, Checked: m.Client.now(), Expected: own}
+	res, err := m.Client.Lookup(ctx, own.UserID)
+	var snc *SafetyNumberChangedError
+	switch {
+	case errors.As(err, &snc):
+		res = snc.Result // fully verified; only the pin differs
+	case errors.Is(err, ErrAccountMissing):
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertAccountMissing, Version: own.Version, Message: err.Error()})
+		return rep, nil
+	case err != nil:
+		return nil, err
+	}
+	rep.Latest, rep.Checkpoint = res, res.Checkpoint
+	if !res.Found {
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertAccountMissing, Version: own.Version,
+			Message: fmt.Sprintf("%s is proven absent in epoch %d; the owner published v%d", own.UserID, res.Epoch.Epoch, own.Version)})
+		return rep, nil
+	}
+	if matchesOwn(own, res.Version, res.EntryHash, res.State) {
+		rep.OK = true
+		return rep, nil
+	}
+	if res.Version < own.Version {
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertVersionBackwards, Version: res.Version, LogIndex: res.LogIndex,
+			Message: fmt.Sprintf("the map serves v%d (log index %d), the owner published v%d", res.Version, res.LogIndex, own.Version)})
+	}
+	from := own.Version
+	if res.Version < from {
+		from = res.Version
+	}
+	hist, err := m.Client.Source.History(ctx, own.UserID, from)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: history of %s: %w", own.UserID, err)
+	}
+	entries, err := verifyHistory(ctx, m.Client.Trust, m.Client.Source, res, hist, from)
+	if err != nil {
+		return nil, err
+	}
+	m.analyze(rep, own, res, entries)
+	return rep, nil
+}
+
+// Accept makes the latest verified version in rep the expected own
+// version, after the owner acknowledged the changes it reports.
+func (m *Monitor) Accept(rep *MonitorReport) error {
+	if rep.Latest == nil || !rep.Latest.Found {
+		return errors.New("verifier: report has no verified latest entry to accept")
+	}
+	return m.Client.SetOwn(OwnAccount{UserID: rep.UserID, Version: rep.Latest.Version, EntryHash: rep.Latest.EntryHash})
+}
+
+func matchesOwn(own OwnAccount, version uint64, entryHash [32]byte, st *devices.AccountState) bool {
+	if version != own.Version {
+		return false
+	}
+	if own.EntryHash != ([32]byte{}) && entryHash != own.EntryHash {
+		return false
+	}
+	if own.StateHash != ([32]byte{}) {
+		h, err := st.Hash()
+		if err != nil || h != own.StateHash {
+			return false
+		}
+	}
+	return true
+}
+
+// historyEntry is a verified history entry.
+type historyEntry struct {
+	HistoryEntry
+	update    *klog.AccountUpdate
+	entryHash [32]byte
+	state     *devices.AccountState
+	reset     *devices.ResetAuthorization
+}
+
+// verifyHistory verifies h for res's account: its checkpoint (trust,
+// consistent with res's), VRF index, every entry's inclusion, index, version
+// sequence from `from`, hash chain, payload and transitions.
+func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult, h *HistoryBundle, from uint64) ([]historyEntry, error) {
+	cp, err := t.OpenCheckpoint(h.Checkpoint)
+	if err != nil {
+		return nil, fail(ErrCheckpoint, err, "history of %s", res.UserID)
+	}
+	lcp := res.Checkpoint
+	switch {
+	case cp.Size < lcp.Size:
+		return nil, fail(ErrRollback, nil, "history checkpoint size %d is older than the lookup's %d", cp.Size, lcp.Size)
+	case cp.Size == lcp.Size:
+		if cp.Hash != lcp.Hash {
+			return nil, &SplitViewError{Size: cp.Size, Old: lcp.Note, New: cp.Note, OldRoot: lcp.Hash, NewRoot: cp.Hash}
+		}
+	default:
+		p, err := src.ConsistencyProof(ctx, lcp.Size, cp.Size)
+		if err != nil {
+			return nil, fmt.Errorf("verifier: consistency proof %d -> %d: %w", lcp.Size, cp.Size, err)
+		}
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, lcp.Size, cp.Size, p, lcp.Hash[:], cp.Hash[:]); err != nil {
+			return nil, fail(ErrConsistency, err, "history checkpoint %d -> %d", lcp.Size, cp.Size)
+		}
+	}
+	idx, err := t.VRF.VerifyIndex([]byte(res.UserID), h.VRFProof)
+	if err != nil {
+		return nil, fail(ErrVRF, err, "history of %s", res.UserID)
+	}
+	if idx != res.Index {
+		return nil, fail(ErrIndexMismatch, nil, "history VRF index differs from the lookup's")
+	}
+	out := make([]historyEntry, 0, len(h.Entries))
+	for i, e := range h.Entries {
+		he := historyEntry{HistoryEntry: e}
+		if e.LogIndex >= cp.Size {
+			return nil, fail(ErrHistory, nil, "entry %d: log index %d outside the tree of size %d", i, e.LogIndex, cp.Size)
+		}
+		if err := verifyInclusion(cp, e.LogIndex, e.Leaf, e.Inclusion); err != nil {
+			return nil, fail(ErrHistory, err, "entry %d (log index %d) not included", i, e.LogIndex)
+		}
+		up, err := klog.ParseAccountUpdate(e.Leaf)
+		if err != nil {
+			return nil, fail(ErrHistory, err, "entry %d (log index %d)", i, e.LogIndex)
+		}
+		if up.Index != idx {
+			return nil, fail(ErrIndexMismatch, nil, "history entry %d (log index %d) is for another index", i, e.LogIndex)
+		}
+		he.update, he.entryHash = up, klog.EntryHash(e.Leaf)
+		if i == 0 {
+			if up.Version < from {
+				return nil, fail(ErrHistory, nil, "history starts at v%d, asked from v%d", up.Version, from)
+			}
+		} else {
+			p := out[i-1]
+			if e.LogIndex <= p.LogIndex {
+				return nil, fail(ErrHistory, nil, "entry %d: log index %d not after %d", i, e.LogIndex, p.LogIndex)
+			}
+			if up.Version != p.update.Version+1 {
+				return nil, fail(ErrHistory, nil, "version skip: v%d follows v%d (log index %d)", up.Version, p.update.Version, e.LogIndex)
+			}
+			if up.PrevHash != p.entryHash {
+				return nil, fail(ErrHistory, nil, "v%d (log index %d) does not chain to v%d's entry hash", up.Version, e.LogIndex, p.update.Version)
+			}
+		}
+		switch up.Update {
+		case klog.UpdateReset:
+			a, err := devices.ParseResetAuthorization(up.Payload)
+			if err != nil {
+				return nil, fail(ErrHistory, err, "v%d reset authorization", up.Version)
+			}
+			if i > 0 {
+				if err := devices.VerifyReset(out[i-1].state, a, t.ResetKey); err != nil {
+					return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
+				}
+			} else if err := VerifyResetSignature(a, t.ResetKey); err != nil {
+				return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
+			}
+			he.reset, he.state = a, a.NewState
+		default:
+			s, err := devices.ParseAccountState(up.Payload)
+			if err != nil {
+				return nil, fail(ErrHistory, err, "v%d account state", up.Version)
+			}
+			if i > 0 {
+				err = devices.VerifyTransition(out[i-1].state, s)
+			} else if up.Update == klog.UpdateCreate {
+				err = devices.VerifyCreate(s)
+			} else {
+				err = devices.VerifyAccountState(s)
+			}
+			if err != nil {
+				return nil, fail(ErrHistory, err, "v%d (log index %d)", up.Version, e.LogIndex)
+			}
+			he.state = s
+		}
+		if he.state.UserID != res.UserID || he.state.Version != up.Version {
+			return nil, fail(ErrHistory, nil, "v%d (log index %d) carries the state of %s v%d", up.Version, e.LogIndex, he.state.UserID, he.state.Version)
+		}
+		out = append(out, he)
+	}
+	return out, nil
+}
+
+// analyze fills rep's Changes and Alerts from the verified history.
+func (m *Monitor) analyze(rep *MonitorReport, own OwnAccount, res *LookupResult, entries []historyEntry) {
+	prevOf := func(i int) *historyEntry {
+		if i == 0 {
+			return nil
+		}
+		return &entries[i-1]
+	}
+	ownAt := -1
+	for i, e := range entries {
+		if e.update.Version == own.Version {
+			ownAt = i
+		}
+	}
+	switch {
+	case ownAt < 0:
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertHiddenEntry, Version: own.Version,
+			Message: fmt.Sprintf("the history has no v%d, which the owner published", own.Version)})
+	case !matchesOwn(own, own.Version, entries[ownAt].entryHash, entries[ownAt].state):
+		e := entries[ownAt]
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertHiddenEntry, Version: own.Version, LogIndex: e.LogIndex,
+			Message: fmt.Sprintf("v%d at log index %d is not the entry the owner published", own.Version, e.LogIndex)})
+		rep.Changes = append(rep.Changes, describe(prevOf(ownAt), e))
+	}
+	for i, e := range entries {
+		if e.update.Version <= own.Version {
+			continue
+		}
+		c := describe(prevOf(i), e)
+		rep.Changes = append(rep.Changes, c)
+		kind, who := AlertUnexpectedUpdate, fmt.Sprintf("signed by the identity key %x...", c.SignerIK[:8])
+		if c.ByResetKey {
+			kind, who = AlertReset, fmt.Sprintf("authorized by the DIRECTORY RESET KEY, new identity key %x...", c.SignerIK[:8])
+		}
+		rep.Alerts = append(rep.Alerts, Alert{Kind: kind, Version: c.Version, LogIndex: c.LogIndex,
+			Message: fmt.Sprintf("v%d at log index %d was not made by this owner: %s; %s", c.Version, c.LogIndex, who, deviceSummary(c))})
+	}
+	var found bool
+	for _, e := range entries {
+		if e.update.Version == res.Version {
+			found = e.entryHash == res.EntryHash && e.LogIndex == res.LogIndex
+		}
+	}
+	if !found {
+		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertHistoryTruncated, Version: res.Version, LogIndex: res.LogIndex,
+			Message: fmt.Sprintf("the history does not contain the served v%d at log index %d", res.Version, res.LogIndex)})
+	}
+}
+
+func describe(prev *historyEntry, e historyEntry) Change {
+	c := Change{Version: e.update.Version, LogIndex: e.LogIndex, Kind: e.update.Update, EntryHash: e.entryHash,
+		SignerIK: e.state.IdentityKey, ByResetKey: e.reset != nil, State: e.state}
+	for _, d := range e.state.Devices {
+		if prev == nil || prev.state.Device(d.ID) == nil {
+			c.Added = append(c.Added, DeviceInfo{ID: d.ID, Name: d.Name})
+		}
+	}
+	if prev != nil {
+		for _, d := range prev.state.Devices {
+			if e.state.Device(d.ID) == nil {
+				c.Removed = append(c.Removed, DeviceInfo{ID: d.ID, Name: d.Name, Revocation: e.state.Revoked(d.ID)})
+			}
+		}
+	}
+	return c
+}
+
+func deviceSummary(c Change) string {
+	s := ""
+	for _, d := range c.Added {
+		s += fmt.Sprintf("added device %s %q; ", d.ID, d.Name)
+	}
+	for _, d := range c.Removed {
+		s += fmt.Sprintf("removed device %s %q; ", d.ID, d.Name)
+	}
+	if s == "" {
+		return "devices unchanged"
+	}
+	return s[:len(s)-2]
+}
