@@ -1,0 +1,140 @@
+// Package client is the gRPC client of a Keyline directory. A *Client
+// implements verifier.Source (lookups and log reads, all to be verified by
+// the caller) and submits updates and resets. Errors from the server are
+// *apierr.Error values carrying the gRPC code and the ErrorInfo reason
+// (see docs/api.md); match them with apierr.Reason or errors.Is.
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/keyline/keyline/directory/apierr"
+	pb "github.com/keyline/keyline/proto"
+	"github.com/keyline/keyline/verifier"
+)
+
+// DefaultMaxRecvMsgSize bounds a response (a History of 1000 large entries
+// fits).
+const DefaultMaxRecvMsgSize = 64 << 20
+
+// Client talks to one directory.
+type Client struct {
+	conn *grpc.ClientConn
+	rpc  pb.DirectoryClient
+}
+
+// Dial returns a client for the directory at addr (host:port). Without
+// options it uses a plaintext connection (loopback, private networks or a
+// TLS-terminating proxy); pass grpc.WithTransportCredentials to use TLS.
+// The connection is made lazily.
+func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
+	o := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(DefaultMaxRecvMsgSize)),
+	}
+	conn, err := grpc.NewClient(addr, append(o, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("directory client: %w", err)
+	}
+	return &Client{conn: conn, rpc: pb.NewDirectoryClient(conn)}, nil
+}
+
+// New returns a client over an existing connection; Close closes it.
+func New(conn *grpc.ClientConn) *Client {
+	return &Client{conn: conn, rpc: pb.NewDirectoryClient(conn)}
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// UpdateResult is the directory's acknowledgement of an update or reset.
+type UpdateResult struct {
+	Epoch      uint64
+	LogIndex   uint64
+	Leaf       []byte // the AccountUpdate leaf as appended
+	Checkpoint []byte // signed checkpoint of the epoch containing it
+}
+
+// Update submits the canonical encoding of a signed AccountState and
+// returns once its epoch is published.
+func (c *Client) Update(ctx context.Context, state []byte) (*UpdateResult, error) {
+	r, err := c.rpc.Update(ctx, &pb.UpdateRequest{AccountState: state})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return &UpdateResult{Epoch: r.GetEpoch(), LogIndex: r.GetLogIndex(), Leaf: r.GetLeaf(), Checkpoint: r.GetCheckpoint()}, nil
+}
+
+// Reset asks the directory, with its admin token, to reset userID's
+// identity key to the one of state (reason "lost" or "compromised").
+func (c *Client) Reset(ctx context.Context, token, userID string, state []byte, reason string) (*UpdateResult, error) {
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	r, err := c.rpc.Reset(ctx, &pb.ResetRequest{UserId: userID, AccountState: state, Reason: reason})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return &UpdateResult{Epoch: r.GetEpoch(), LogIndex: r.GetLogIndex(), Leaf: r.GetLeaf(), Checkpoint: r.GetCheckpoint()}, nil
+}
+
+// Lookup implements verifier.Source.
+func (c *Client) Lookup(ctx context.Context, userID string, knownSize uint64) (*verifier.LookupBundle, error) {
+	r, err := c.rpc.Lookup(ctx, &pb.LookupRequest{UserId: userID, KnownTreeSize: knownSize})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return &verifier.LookupBundle{
+		Checkpoint: r.GetCheckpoint(), VRFProof: r.GetVrfProof(), MapProof: r.GetMapProof(),
+		EpochRecord: r.GetEpochRecord(), EpochRecordInclusion: r.GetEpochRecordInclusion(),
+		AccountUpdate: r.GetAccountUpdate(), AccountUpdateIndex: r.GetAccountUpdateIndex(),
+		AccountUpdateProof: r.GetAccountUpdateInclusion(), Consistency: r.GetConsistency(),
+	}, nil
+}
+
+// History implements verifier.Source. The server returns at most 1000
+// entries per call (one page, all under one checkpoint); callers wanting
+// more call again with fromVersion past the last entry's version.
+func (c *Client) History(ctx context.Context, userID string, fromVersion uint64) (*verifier.HistoryBundle, error) {
+	r, err := c.rpc.History(ctx, &pb.HistoryRequest{UserId: userID, FromVersion: fromVersion})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	h := &verifier.HistoryBundle{Checkpoint: r.GetCheckpoint(), VRFProof: r.GetVrfProof()}
+	for _, e := range r.GetEntries() {
+		h.Entries = append(h.Entries, verifier.HistoryEntry{LogIndex: e.GetLogIndex(), Leaf: e.GetLeaf(), Inclusion: e.GetInclusion()})
+	}
+	return h, nil
+}
+
+// Checkpoint implements verifier.Source.
+func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
+	r, err := c.rpc.GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return r.GetCheckpoint(), nil
+}
+
+// ConsistencyProof implements verifier.Source.
+func (c *Client) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
+	r, err := c.rpc.GetConsistencyProof(ctx, &pb.GetConsistencyProofRequest{OldSize: oldSize, NewSize: newSize})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return r.GetProof(), nil
+}
+
+// Entries implements verifier.Source (at most 1000 leaves per call).
+func (c *Client) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
+	r, err := c.rpc.GetEntries(ctx, &pb.GetEntriesRequest{Start: start, End: end})
+	if err != nil {
+		return nil, apierr.FromStatus(err)
+	}
+	return r.GetLeaves(), nil
+}
+
+var _ verifier.Source = (*Client)(nil)

@@ -1,0 +1,195 @@
+package directory
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Open to zero Config fields.
+const (
+	DefaultOrigin             = "keyline.local/dir"
+	DefaultEpochInterval      = time.Second
+	DefaultEmptyEpochInterval = time.Hour
+	DefaultMaxBatch           = 5000
+	DefaultQueueSize          = 20000
+	DefaultWitnessTimeout     = 5 * time.Second
+	DefaultMaxRecvMsgSize     = 256 << 10
+	DefaultVRFCacheSize       = 200000
+	DefaultMaxCheckpointAge   = "24h"
+)
+
+// Log backends (Config.LogBackend).
+const (
+	BackendEmbedded = "embedded"
+	BackendTrillian = "trillian"
+)
+
+// Config configures a directory server. Only DataDir is required; every
+// zero field gets the default documented on it.
+type Config struct {
+	// DataDir holds the keys, trust.json and the databases (created with
+	// mode 0700 if missing). See docs/api.md for the layout.
+	DataDir string
+
+	// Origin names the log: the first line of every checkpoint and the
+	// name of the log key. It is fixed when the data dir is created; a
+	// different non-empty Origin on a later start is an error.
+	// Default DefaultOrigin ("keyline.local/dir").
+	Origin string
+
+	// EpochInterval is how often the sequencer cuts an epoch from the
+	// queued updates (default 1s; tests use 10-50ms). An Update returns
+	// after the epoch that contains it is published, so this bounds the
+	// Update latency from below.
+	EpochInterval time.Duration
+
+	// EmptyEpochInterval is how long the sequencer waits, with no updates
+	// queued, before it still cuts an empty epoch so that the served
+	// checkpoint's EpochRecord timestamp stays fresh for clients
+	// (default 1h; keep it well under the clients' max_checkpoint_age).
+	EmptyEpochInterval time.Duration
+
+	// MaxBatch is the most updates one epoch holds; when that many are
+	// queued the epoch is cut at once (default 5000).
+	MaxBatch int
+
+	// QueueSize bounds the updates validated and waiting for an epoch.
+	// When it is full Update fails at once with ResourceExhausted,
+	// reason QUEUE_FULL (default 20000).
+	QueueSize int
+
+	// LogBackend is BackendEmbedded (default: a bbolt file log.db in
+	// DataDir) or BackendTrillian (TrillianAddr, TrillianTreeID).
+	LogBackend string
+	// TrillianAddr is the trillian_log_server host:port (plaintext gRPC).
+	TrillianAddr string
+	// TrillianTreeID is the id of a PREORDERED_LOG tree.
+	TrillianTreeID int64
+
+	// Witnesses are asked to cosign every checkpoint (C2SP tlog-witness);
+	// their vkeys and WitnessQuorum are written to trust.json.
+	Witnesses []WitnessConfig
+	// WitnessQuorum is how many witness cosignatures clients require
+	// (written to trust.json; 0 <= WitnessQuorum <= len(Witnesses)).
+	WitnessQuorum int
+	// WitnessTimeout bounds one round of cosigning requests (default 5s).
+	WitnessTimeout time.Duration
+
+	// MaxCheckpointAge is written to trust.json as max_checkpoint_age
+	// (default "24h").
+	MaxCheckpointAge string
+
+	// AdminToken authorizes Reset (metadata "authorization: Bearer
+	// <token>"). Empty: a random token is created at first start in
+	// DataDir/admin.token (mode 0600) and reused.
+	AdminToken string
+
+	// MaxRecvMsgSize bounds a gRPC request (default 256 KiB).
+	MaxRecvMsgSize int
+
+	// VRFCacheSize bounds the in-memory cache of VRF proofs by user id
+	// (default 200000 entries; proofs of existing accounts are also kept
+	// in the database).
+	VRFCacheSize int
+
+	// NoSync disables fsync of the databases. Only for tests and
+	// benchmarks: acknowledged updates may be lost on power failure.
+	NoSync bool
+
+	// Logf receives operational messages (nil: discarded).
+	Logf func(format string, args ...any)
+
+	// testHooks are fault-injection points for tests.
+	hooks *testHooks
+}
+
+// WitnessConfig is one witness.
+type WitnessConfig struct {
+	// URL is the witness's base URL; add-checkpoint is POSTed to
+	// URL + "/add-checkpoint".
+	URL string
+	// VKey is the witness's cosignature/v1 verifier key
+	// "<name>+<hex id>+<base64(0x04||pubkey)>".
+	VKey string
+	// Client, if set, is used instead of an HTTP client for URL (tests,
+	// in-process witnesses).
+	Client Cosigner
+}
+
+// testHooks lets tests inject faults between the sequencer's steps.
+type testHooks struct {
+	afterAppend  func() error // after the log Append, before Publish
+	afterPublish func() error // after Publish, before the map/index commit
+}
+
+// ErrConfig is wrapped by every configuration error from Open.
+var ErrConfig = errors.New("directory: bad config")
+
+func (c *Config) withDefaults() (Config, error) {
+	cfg := *c
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: "+f, append([]any{ErrConfig}, a...)...) }
+	if cfg.DataDir == "" {
+		return cfg, bad("DataDir is required")
+	}
+	if cfg.EpochInterval == 0 {
+		cfg.EpochInterval = DefaultEpochInterval
+	}
+	if cfg.EpochInterval < time.Millisecond {
+		return cfg, bad("EpochInterval %v is below 1ms", cfg.EpochInterval)
+	}
+	if cfg.EmptyEpochInterval == 0 {
+		cfg.EmptyEpochInterval = DefaultEmptyEpochInterval
+	}
+	if cfg.EmptyEpochInterval < cfg.EpochInterval {
+		cfg.EmptyEpochInterval = cfg.EpochInterval
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.MaxBatch < 1 || cfg.QueueSize < 1 {
+		return cfg, bad("MaxBatch and QueueSize must be positive")
+	}
+	switch cfg.LogBackend {
+	case "":
+		cfg.LogBackend = BackendEmbedded
+	case BackendEmbedded:
+	case BackendTrillian:
+		if cfg.TrillianAddr == "" || cfg.TrillianTreeID == 0 {
+			return cfg, bad("the trillian backend needs TrillianAddr and TrillianTreeID")
+		}
+	default:
+		return cfg, bad("unknown LogBackend %q (want %q or %q)", cfg.LogBackend, BackendEmbedded, BackendTrillian)
+	}
+	if cfg.WitnessQuorum < 0 || cfg.WitnessQuorum > len(cfg.Witnesses) {
+		return cfg, bad("WitnessQuorum %d not between 0 and the %d witnesses", cfg.WitnessQuorum, len(cfg.Witnesses))
+	}
+	for i, w := range cfg.Witnesses {
+		if w.VKey == "" || (w.URL == "" && w.Client == nil) {
+			return cfg, bad("witness %d needs a URL (or Client) and a VKey", i)
+		}
+	}
+	if cfg.WitnessTimeout == 0 {
+		cfg.WitnessTimeout = DefaultWitnessTimeout
+	}
+	if cfg.MaxCheckpointAge == "" {
+		cfg.MaxCheckpointAge = DefaultMaxCheckpointAge
+	}
+	if cfg.MaxRecvMsgSize == 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if cfg.VRFCacheSize == 0 {
+		cfg.VRFCacheSize = DefaultVRFCacheSize
+	}
+	if strings.ContainsAny(cfg.AdminToken, " \t\r\n") {
+		return cfg, bad("AdminToken must not contain whitespace")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	return cfg, nil
+}

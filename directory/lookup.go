@@ -1,0 +1,286 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// Bounds on read requests.
+const (
+	MaxEntriesPerCall = 1000 // GetEntries returns at most this many leaves
+	MaxHistoryEntries = 1000 // History returns at most this many entries; page with fromVersion
+	maxConsCache      = 64   // consistency proofs cached per epoch
+)
+
+// published returns the current view.
+func (s *Server) published() (*epochView, error) {
+	v := s.view.Load()
+	if v == nil {
+		return nil, apierr.New(codes.Unavailable, apierr.Unavailable, "no epoch published yet")
+	}
+	return v, nil
+}
+
+// snapshot runs f with a read transaction of directory.db whose map epoch
+// is the one of the view passed to f, so proofs from the map and index
+// always match the served checkpoint.
+func (s *Server) snapshot(ctx context.Context, f func(v *epochView, tx *bbolt.Tx) error) error {
+	for {
+		v, err := s.published()
+		if err != nil {
+			return err
+		}
+		db := s.db
+		if db == nil {
+			return apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shut down")
+		}
+		tx, err := db.Begin(false)
+		if err != nil {
+			return s.internal(err)
+		}
+		latest, err := latestEpochTx(tx)
+		if err != nil {
+			tx.Rollback()
+			return s.internal(err)
+		}
+		if latest == v.epoch {
+			err = f(v, tx)
+			tx.Rollback()
+			return err
+		}
+		tx.Rollback()
+		// The map already holds the next epoch, whose view is about to be
+		// installed: wait for it.
+		select {
+		case <-v.next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func latestEpochTx(tx *bbolt.Tx) (uint64, error) {
+	top := tx.Bucket([]byte(bucketMap))
+	if top == nil {
+		return 0, fmt.Errorf("%w: no map bucket", errCorrupt)
+	}
+	meta := top.Bucket([]byte("meta"))
+	if meta == nil {
+		return 0, fmt.Errorf("%w: no map meta bucket", errCorrupt)
+	}
+	b := meta.Get([]byte("latest"))
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: no latest epoch", errCorrupt)
+	}
+	return be64(b), nil
+}
+
+func be64(b []byte) uint64 {
+	var v uint64
+	for _, c := range b[:8] {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+func normalizeUser(userID string) (string, error) {
+	uid, err := devices.NormalizeUserID(userID)
+	if err != nil {
+		return "", apierr.New(codes.InvalidArgument, apierr.BadUserID, "%v", err)
+	}
+	return uid, nil
+}
+
+// Lookup returns the proof bundle for userID under the latest published
+// checkpoint: for an unknown user a verifiable non-inclusion proof (never
+// NotFound).
+func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*verifier.LookupBundle, error) {
+	uid, err := normalizeUser(userID)
+	if err != nil {
+		return nil, err
+	}
+	pi, index, err := s.vrf.get(s.db, uid)
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	var out *verifier.LookupBundle
+	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
+		l, err := s.m.ProveTx(tx, index)
+		if err != nil {
+			return s.internal(err)
+		}
+		if l.Epoch != v.epoch || l.Root != v.mapRoot {
+			return s.internal(fmt.Errorf("%w: map epoch %d root %x, view epoch %d root %x", errCorrupt, l.Epoch, l.Root[:8], v.epoch, v.mapRoot[:8]))
+		}
+		mp, err := l.Proof.MarshalBinary()
+		if err != nil {
+			return s.internal(err)
+		}
+		b := &verifier.LookupBundle{
+			Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
+			EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
+		}
+		if l.Found {
+			raw := tx.Bucket(bucketAccounts).Get(index[:])
+			if raw == nil {
+				return s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
+			}
+			rec, err := parseAccountRecord(raw)
+			if err != nil {
+				return s.internal(err)
+			}
+			if vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != l.Value {
+				return s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
+			}
+			incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
+			if err != nil {
+				return s.internal(err)
+			}
+			b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = rec.Leaf, rec.LogIndex, incl
+		}
+		if knownSize != 0 {
+			if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
+				return err
+			}
+		}
+		out = b
+		return nil
+	})
+	return out, err
+}
+
+// consistency returns the consistency proof from oldSize to v.size, cached
+// per view.
+func (s *Server) consistency(ctx context.Context, v *epochView, oldSize uint64) ([][]byte, error) {
+	if oldSize > v.size {
+		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "known tree size %d is larger than the published checkpoint's %d", oldSize, v.size)
+	}
+	v.consMu.Lock()
+	p, ok := v.cons[oldSize]
+	v.consMu.Unlock()
+	if ok {
+		return p, nil
+	}
+	p, err := s.backend.ConsistencyProof(ctx, oldSize, v.size)
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	v.consMu.Lock()
+	if len(v.cons) >= maxConsCache {
+		clear(v.cons)
+	}
+	v.cons[oldSize] = p
+	v.consMu.Unlock()
+	return p, nil
+}
+
+// History returns the log entries of userID's account with version >=
+// fromVersion (at most MaxHistoryEntries; ask again from the next version),
+// oldest first, with inclusion proofs in the bundle's checkpoint. An
+// unknown user has no entries.
+func (s *Server) History(ctx context.Context, userID string, fromVersion uint64) (*verifier.HistoryBundle, error) {
+	uid, err := normalizeUser(userID)
+	if err != nil {
+		return nil, err
+	}
+	pi, index, err := s.vrf.get(s.db, uid)
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	fromVersion = max(fromVersion, 1)
+	var out *verifier.HistoryBundle
+	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
+		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}
+		c := tx.Bucket(bucketHistory).Cursor()
+		var idxs []uint64
+		for k, val := c.Seek(historyKey(index, fromVersion)); k != nil && len(idxs) < MaxHistoryEntries; k, val = c.Next() {
+			if len(k) != 40 || [32]byte(k[:32]) != index {
+				break
+			}
+			if len(val) != 8 {
+				return s.internal(fmt.Errorf("%w: history value", errCorrupt))
+			}
+			idxs = append(idxs, be64(val))
+		}
+		for _, li := range idxs {
+			leaves, err := s.backend.Entries(ctx, li, li+1)
+			if err != nil {
+				return s.internal(err)
+			}
+			incl, err := s.backend.InclusionProof(ctx, li, v.size)
+			if err != nil {
+				return s.internal(err)
+			}
+			hb.Entries = append(hb.Entries, verifier.HistoryEntry{LogIndex: li, Leaf: leaves[0], Inclusion: incl})
+		}
+		out = hb
+		return nil
+	})
+	return out, err
+}
+
+// Checkpoint returns the latest published checkpoint with cosignatures.
+func (s *Server) Checkpoint(ctx context.Context) ([]byte, error) {
+	v, err := s.published()
+	if err != nil {
+		return nil, err
+	}
+	return v.checkpoint, nil
+}
+
+// ConsistencyProof proves that the tree of size oldSize is a prefix of the
+// tree of size newSize; newSize must not exceed the published checkpoint.
+func (s *Server) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
+	v, err := s.published()
+	if err != nil {
+		return nil, err
+	}
+	if oldSize > newSize || newSize > v.size {
+		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "consistency from %d to %d: need old <= new <= %d (the published size)", oldSize, newSize, v.size)
+	}
+	if newSize == v.size {
+		return s.consistency(ctx, v, oldSize)
+	}
+	p, err := s.backend.ConsistencyProof(ctx, oldSize, newSize)
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	return p, nil
+}
+
+// Entries returns published log leaves [start, end): at most
+// MaxEntriesPerCall, and none past the published checkpoint (at least one
+// when start < end). start must be below the published size.
+func (s *Server) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
+	v, err := s.published()
+	if err != nil {
+		return nil, err
+	}
+	if start > end || (start < end && start >= v.size) {
+		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "entries [%d, %d): need start <= end and start < %d (the published size)", start, end, v.size)
+	}
+	end = min(end, v.size, start+MaxEntriesPerCall)
+	leaves, err := s.backend.Entries(ctx, start, end)
+	if err != nil {
+		if errors.Is(err, klog.ErrRange) {
+			return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "%v", err)
+		}
+		return nil, s.internal(err)
+	}
+	return leaves, nil
+}
+
+// Source returns a verifier.Source that calls this server in process.
+func (s *Server) Source() verifier.Source { return s }
+
+var _ verifier.Source = (*Server)(nil)

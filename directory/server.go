@@ -1,0 +1,691 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/mapdb"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/embedded"
+	"github.com/keyline/keyline/log/trillian"
+	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// Server is a Keyline directory. Open it, serve it with Serve (gRPC) or use
+// it in process through Source, Update and Reset, and Close it.
+type Server struct {
+	cfg     Config
+	keys    *keys
+	backend klog.Backend
+	cps     klog.CheckpointStore
+	cpsDB   *bbolt.DB
+	db      *bbolt.DB
+	m       *mapdb.Map
+	vrf     *vrfCache
+
+	view atomic.Pointer[epochView]
+
+	// mu guards pending, the queue sends and failed.
+	mu      sync.Mutex
+	pending map[[32]byte]*entry // latest validated, not yet committed entry per index
+	queue   chan *entry
+	kick    chan struct{}
+	failed  error
+
+	// Sequencer state, owned by the sequencer goroutine (and Open).
+	size      uint64 // log size covered by the map and index
+	epoch     uint64 // latest epoch; valid when haveEpoch
+	haveEpoch bool
+	lastTS    uint64
+	lastCut   time.Time
+
+	witnesses []*witness
+
+	closeOnce  sync.Once
+	storesOnce sync.Once
+	closeErr   error
+	closing   chan struct{}
+	seqDone   chan struct{}
+	grpcMu    sync.Mutex
+	grpcs     []interface{ Stop() }
+}
+
+// entry is one AccountUpdate on its way through the sequencer.
+type entry struct {
+	index     [32]byte
+	userID    string
+	pi        []byte // VRF proof to remember for userID (may be nil)
+	version   uint64
+	prevHash  [32]byte
+	entryHash [32]byte
+	leaf      []byte
+	state     *devices.AccountState // the account's state after this entry
+	done      chan result           // nil for replayed entries
+
+	logIndex uint64 // set by the sequencer
+}
+
+type result struct {
+	epoch      uint64
+	logIndex   uint64
+	checkpoint []byte
+	err        error
+}
+
+// UpdateResult is the acknowledgement of an accepted update.
+type UpdateResult struct {
+	Epoch      uint64 // epoch that contains the update
+	LogIndex   uint64 // index of its AccountUpdate leaf
+	Leaf       []byte // the AccountUpdate leaf
+	Checkpoint []byte // signed checkpoint (with cosignatures) of that epoch
+}
+
+// epochView is an immutable published epoch: what lookups are served from.
+type epochView struct {
+	epoch       uint64
+	size        uint64
+	mapRoot     [32]byte
+	timestamp   uint64
+	checkpoint  []byte // signed by the log, plus witness cosignatures
+	record      []byte // EpochRecord leaf, index size-1
+	recordProof [][]byte
+	next        chan struct{} // closed when a newer view is published
+
+	consMu sync.Mutex
+	cons   map[uint64][][]byte // consistency proofs from old sizes
+}
+
+// Open opens (creating on first start) the directory in cfg.DataDir,
+// brings the map and account index up to date with the log, publishes a
+// checkpoint and starts the sequencer.
+func Open(cfg Config) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("directory: data dir: %w", err)
+	}
+	k, err := loadKeys(&c)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     c,
+		keys:    k,
+		pending: make(map[[32]byte]*entry),
+		queue:   make(chan *entry, c.QueueSize),
+		kick:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		seqDone: make(chan struct{}),
+	}
+	s.vrf = newVRFCache(k.vrf, c.VRFCacheSize)
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeStores()
+		}
+	}()
+	ctx := context.Background()
+	switch c.LogBackend {
+	case BackendEmbedded:
+		l, err := embedded.Open(filepath.Join(c.DataDir, FileLogDB), &embedded.Options{NoSync: c.NoSync, Timeout: 5 * time.Second})
+		if err != nil {
+			return nil, fmt.Errorf("directory: opening log: %w", err)
+		}
+		s.backend, s.cps = l, l
+	case BackendTrillian:
+		b, err := trillian.Dial(ctx, c.TrillianAddr, c.TrillianTreeID, nil)
+		if err != nil {
+			return nil, fmt.Errorf("directory: trillian: %w", err)
+		}
+		s.backend = b
+		s.cpsDB, err = openBolt(filepath.Join(c.DataDir, FileCheckpoint), c.NoSync)
+		if err != nil {
+			return nil, fmt.Errorf("directory: checkpoint store: %w", err)
+		}
+		s.cps = &boltCheckpoints{db: s.cpsDB}
+	}
+	s.db, err = openBolt(filepath.Join(c.DataDir, FileDirDB), c.NoSync)
+	if err != nil {
+		return nil, fmt.Errorf("directory: opening %s: %w", FileDirDB, err)
+	}
+	if err := createBuckets(s.db); err != nil {
+		return nil, err
+	}
+	if s.m, err = mapdb.Open(s.db, bucketMap); err != nil {
+		return nil, err
+	}
+	if s.witnesses, err = newWitnesses(c.Witnesses); err != nil {
+		return nil, err
+	}
+	if err := s.writeTrust(); err != nil {
+		return nil, fmt.Errorf("directory: writing %s: %w", FileTrust, err)
+	}
+	if err := s.recover(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	go s.sequencer()
+	return s, nil
+}
+
+// Trust returns the client trust configuration (the contents of
+// DataDir/trust.json).
+func (s *Server) Trust() *verifier.TrustFile { return s.trustFile() }
+
+// Origin returns the log origin.
+func (s *Server) Origin() string { return s.keys.origin }
+
+// AdminToken returns the token that authorizes Reset.
+func (s *Server) AdminToken() string { return string(s.keys.adminHash) }
+
+// Close stops the gRPC servers started by Serve and the sequencer (queued
+// updates fail with Unavailable) and closes the databases.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.grpcMu.Lock()
+		for _, g := range s.grpcs {
+			g.Stop()
+		}
+		s.grpcMu.Unlock()
+		close(s.closing)
+		<-s.seqDone
+	})
+	return s.closeStores()
+}
+
+func (s *Server) closeStores() error {
+	s.storesOnce.Do(func() {
+		var errs []error
+		if s.db != nil {
+			errs = append(errs, s.db.Close())
+		}
+		if s.backend != nil {
+			errs = append(errs, s.backend.Close())
+		}
+		if s.cpsDB != nil {
+			errs = append(errs, s.cpsDB.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// recover brings the map and index up to the log (replaying the log suffix
+// they miss), closes a trailing unfinished epoch, publishes a checkpoint at
+// the log's size and installs the published view.
+func (s *Server) recover(ctx context.Context) error {
+	if err := s.replay(ctx); err != nil {
+		return err
+	}
+	if !s.haveEpoch {
+		// First start: the genesis epoch 0 holds the empty map.
+		if _, err := s.runEpoch(ctx, nil, false); err != nil {
+			return fmt.Errorf("directory: genesis epoch: %w", err)
+		}
+		return nil
+	}
+	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	if err != nil {
+		return fmt.Errorf("directory: publishing: %w", err)
+	}
+	v, err := s.buildView(ctx, cp, s.cosign(ctx, cp))
+	if err != nil {
+		return err
+	}
+	s.install(v)
+	return nil
+}
+
+// replay applies the log leaves the map and index miss.
+func (s *Server) replay(ctx context.Context) error {
+	var applied uint64
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketMeta).Get(keyApplied); len(b) == 8 {
+			applied = be64(b)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.size = applied
+	e, _, err := s.m.LatestEpoch()
+	switch {
+	case err == nil:
+		s.epoch, s.haveEpoch = e, true
+	case errors.Is(err, mapdb.ErrNoEpoch):
+		s.haveEpoch = false
+	default:
+		return err
+	}
+	if s.haveEpoch != (applied > 0) {
+		return fmt.Errorf("%w: map has epoch=%v but index covers %d leaves", errCorrupt, s.haveEpoch, applied)
+	}
+	if applied > 0 {
+		leaves, err := s.backend.Entries(ctx, applied-1, applied)
+		if err != nil {
+			return fmt.Errorf("%w: reading leaf %d: %v", errCorrupt, applied-1, err)
+		}
+		rec, err := klog.ParseEpochRecord(leaves[0])
+		if err != nil || rec.Epoch != s.epoch {
+			return fmt.Errorf("%w: leaf %d is not the EpochRecord of epoch %d", errCorrupt, applied-1, s.epoch)
+		}
+		s.lastTS = rec.Timestamp
+	}
+	size, err := s.backend.Size(ctx)
+	if err != nil {
+		return err
+	}
+	if size < applied {
+		return fmt.Errorf("%w: log has %d leaves but the map and index cover %d", errCorrupt, size, applied)
+	}
+	if size > applied {
+		s.cfg.Logf("directory: replaying log leaves [%d, %d) into the map and index", applied, size)
+	}
+	var batch []*entry
+	latest := map[[32]byte]*entry{}
+	for pos := applied; pos < size; {
+		end := min(size, pos+1000)
+		leaves, err := s.backend.Entries(ctx, pos, end)
+		if err != nil {
+			return err
+		}
+		if len(leaves) == 0 {
+			return fmt.Errorf("%w: no leaves at %d", errCorrupt, pos)
+		}
+		for _, leaf := range leaves {
+			l, err := klog.ParseLeaf(leaf)
+			if err != nil {
+				return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
+			}
+			switch l := l.(type) {
+			case *klog.AccountUpdate:
+				prev := latest[l.Index]
+				if prev == nil {
+					if prev, err = s.committed(l.Index); err != nil {
+						return err
+					}
+				}
+				e := &entry{index: l.Index, version: l.Version, prevHash: l.PrevHash, entryHash: klog.EntryHash(leaf), leaf: leaf}
+				if err := checkChain(prev, e); err != nil {
+					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
+				}
+				if e.state, err = stateOf(l); err != nil {
+					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
+				}
+				latest[l.Index] = e
+				batch = append(batch, e)
+			case *klog.EpochRecord:
+				if s.haveEpoch && l.Epoch != s.epoch+1 || !s.haveEpoch && l.Epoch != 0 {
+					return fmt.Errorf("%w: leaf %d is EpochRecord %d after epoch %d", errCorrupt, pos, l.Epoch, s.epoch)
+				}
+				if err := s.applyReplayed(batch, l, pos); err != nil {
+					return err
+				}
+				batch, latest = nil, map[[32]byte]*entry{}
+			}
+			pos++
+		}
+	}
+	if len(batch) > 0 {
+		// The log ends inside an epoch (an append was interrupted after
+		// its first leaves): those leaves are permanent, so close the
+		// epoch over them.
+		s.cfg.Logf("directory: closing an unfinished epoch of %d log leaves", len(batch))
+		if !s.haveEpoch {
+			return fmt.Errorf("%w: account updates before the genesis epoch", errCorrupt)
+		}
+		if _, err := s.runEpoch(ctx, batch, true); err != nil {
+			return fmt.Errorf("directory: closing unfinished epoch: %w", err)
+		}
+	}
+	return nil
+}
+
+func checkChain(prev, e *entry) error {
+	if prev == nil {
+		if e.version != 1 {
+			return fmt.Errorf("index %x: version %d of an unknown account", e.index[:8], e.version)
+		}
+		return nil
+	}
+	if e.version != prev.version+1 || e.prevHash != prev.entryHash {
+		return fmt.Errorf("index %x: version %d does not follow version %d", e.index[:8], e.version, prev.version)
+	}
+	return nil
+}
+
+// stateOf returns the AccountState an AccountUpdate leaf sets.
+func stateOf(u *klog.AccountUpdate) (*devices.AccountState, error) {
+	if u.Update == klog.UpdateReset {
+		a, err := devices.ParseResetAuthorization(u.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return a.NewState, nil
+	}
+	return devices.ParseAccountState(u.Payload)
+}
+
+// applyReplayed commits a replayed epoch and checks its map root against
+// the EpochRecord.
+func (s *Server) applyReplayed(batch []*entry, rec *klog.EpochRecord, pos uint64) error {
+	first := pos - uint64(len(batch))
+	for i, e := range batch {
+		e.logIndex = first + uint64(i)
+	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	root, err := s.applyTx(tx, rec.Epoch, batch, pos+1)
+	if err != nil {
+		return err
+	}
+	if root != rec.MapRoot {
+		return fmt.Errorf("%w: epoch %d: map root %x recomputed from the log differs from the EpochRecord's %x", errCorrupt, rec.Epoch, root[:8], rec.MapRoot[:8])
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.epoch, s.haveEpoch, s.size, s.lastTS = rec.Epoch, true, pos+1, rec.Timestamp
+	return nil
+}
+
+// applyTx writes an epoch's map updates and index records in tx and returns
+// the new map root. newSize is the log size after the epoch.
+func (s *Server) applyTx(tx *bbolt.Tx, epoch uint64, batch []*entry, newSize uint64) (vmap.Hash, error) {
+	last := map[[32]byte]*entry{}
+	for _, e := range batch {
+		last[e.index] = e
+	}
+	updates := make([]vmap.Update, 0, len(last))
+	for idx, e := range last {
+		updates = append(updates, vmap.Update{Index: idx, Value: vmap.MapValue(e.version, e.logIndex, e.entryHash)})
+	}
+	root, err := s.m.ApplyEpochTx(tx, epoch, updates)
+	if err != nil {
+		return root, err
+	}
+	acc, hist, users := tx.Bucket(bucketAccounts), tx.Bucket(bucketHistory), tx.Bucket(bucketUsers)
+	for _, e := range batch {
+		if err := hist.Put(historyKey(e.index, e.version), u64(e.logIndex)); err != nil {
+			return root, err
+		}
+		if e.pi != nil && e.version == 1 {
+			if err := users.Put([]byte(e.userID), append(append([]byte(nil), e.pi...), e.index[:]...)); err != nil {
+				return root, err
+			}
+		}
+	}
+	for idx, e := range last {
+		r := accountRecord{Version: e.version, LogIndex: e.logIndex, EntryHash: e.entryHash, Leaf: e.leaf}
+		if err := acc.Put(idx[:], r.marshal()); err != nil {
+			return root, err
+		}
+	}
+	return root, tx.Bucket(bucketMeta).Put(keyApplied, u64(newSize))
+}
+
+// committed returns the latest committed entry of index, or nil.
+func (s *Server) committed(index [32]byte) (*entry, error) {
+	var rec *accountRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAccounts).Get(index[:])
+		if b == nil {
+			return nil
+		}
+		var err error
+		rec, err = parseAccountRecord(b)
+		return err
+	})
+	if err != nil || rec == nil {
+		return nil, err
+	}
+	return entryFromRecord(index, rec)
+}
+
+func entryFromRecord(index [32]byte, rec *accountRecord) (*entry, error) {
+	u, err := klog.ParseAccountUpdate(rec.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	st, err := stateOf(u)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	return &entry{index: index, version: rec.Version, prevHash: u.PrevHash, entryHash: rec.EntryHash, leaf: rec.Leaf, state: st, logIndex: rec.LogIndex}, nil
+}
+
+// errCrash is returned by a test hook to simulate a crash: the sequencer
+// stops at once without cleaning up.
+var errCrash = errors.New("directory: simulated crash")
+
+// runEpoch sequences one epoch: appends batch's leaves (unless
+// preAppended: they are already the log's last leaves) and the
+// EpochRecord, publishes the checkpoint, gathers cosignatures, commits the
+// map and index, and installs the new view.
+func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool) (*epochView, error) {
+	first := s.size
+	epoch := uint64(0)
+	if s.haveEpoch {
+		epoch = s.epoch + 1
+	}
+	for i, e := range batch {
+		e.logIndex = first + uint64(i)
+	}
+	newSize := first + uint64(len(batch)) + 1
+	ts := uint64(time.Now().Unix())
+	if ts < s.lastTS {
+		ts = s.lastTS
+	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	root, err := s.applyTx(tx, epoch, batch, newSize)
+	if err != nil {
+		return nil, err
+	}
+	rec, _ := (&klog.EpochRecord{Epoch: epoch, MapRoot: root, Timestamp: ts}).Marshal()
+	leaves := make([][]byte, 0, len(batch)+1)
+	if !preAppended {
+		for _, e := range batch {
+			leaves = append(leaves, e.leaf)
+		}
+	}
+	leaves = append(leaves, rec)
+	want := first
+	if preAppended {
+		want = first + uint64(len(batch))
+	}
+	got, err := s.backend.Append(ctx, leaves)
+	if err != nil {
+		return nil, fmt.Errorf("appending epoch %d: %w", epoch, err)
+	}
+	if got != want {
+		return nil, fmt.Errorf("%w: log appended epoch %d at %d, want %d (another writer?)", errCorrupt, epoch, got, want)
+	}
+	if h := s.cfg.hooks; h != nil && h.afterAppend != nil {
+		if err := h.afterAppend(); err != nil {
+			return nil, err
+		}
+	}
+	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	if err != nil {
+		return nil, fmt.Errorf("publishing epoch %d: %w", epoch, err)
+	}
+	if h := s.cfg.hooks; h != nil && h.afterPublish != nil {
+		if err := h.afterPublish(); err != nil {
+			return nil, err
+		}
+	}
+	served := s.cosign(ctx, cp)
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("committing epoch %d: %w", epoch, err)
+	}
+	s.epoch, s.haveEpoch, s.size, s.lastTS, s.lastCut = epoch, true, newSize, ts, time.Now()
+	v, err := s.buildView(ctx, cp, served)
+	if err != nil {
+		return nil, err
+	}
+	s.install(v)
+	return v, nil
+}
+
+// buildView checks a published checkpoint against the map and builds the
+// view lookups are served from.
+func (s *Server) buildView(ctx context.Context, cp, served []byte) (*epochView, error) {
+	c, _, err := klog.OpenCheckpoint(cp, s.keys.verifier, s.keys.origin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: own checkpoint: %v", errCorrupt, err)
+	}
+	if c.Size != s.size {
+		return nil, fmt.Errorf("%w: checkpoint size %d, map and index cover %d", errCorrupt, c.Size, s.size)
+	}
+	leaves, err := s.backend.Entries(ctx, c.Size-1, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := klog.ParseEpochRecord(leaves[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: checkpoint's last leaf: %v", errCorrupt, err)
+	}
+	mroot, err := s.m.Root(rec.Epoch)
+	if err != nil || mroot != rec.MapRoot || rec.Epoch != s.epoch {
+		return nil, fmt.Errorf("%w: EpochRecord %d does not match the map (epoch %d)", errCorrupt, rec.Epoch, s.epoch)
+	}
+	proof, err := s.backend.InclusionProof(ctx, c.Size-1, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &epochView{
+		epoch: rec.Epoch, size: c.Size, mapRoot: rec.MapRoot, timestamp: rec.Timestamp,
+		checkpoint: served, record: leaves[0], recordProof: proof,
+		next: make(chan struct{}), cons: map[uint64][][]byte{},
+	}, nil
+}
+
+func (s *Server) install(v *epochView) {
+	old := s.view.Swap(v)
+	if old != nil {
+		close(old.next)
+	}
+}
+
+// sequencer cuts epochs until Close.
+func (s *Server) sequencer() {
+	defer close(s.seqDone)
+	t := time.NewTicker(s.cfg.EpochInterval)
+	defer t.Stop()
+	s.lastCut = time.Now()
+	for {
+		select {
+		case <-s.closing:
+			s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shutting down"))
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		for {
+			batch := s.take()
+			if len(batch) == 0 && time.Since(s.lastCut) < s.cfg.EmptyEpochInterval {
+				break
+			}
+			if err := s.cut(batch); err != nil {
+				return
+			}
+			if len(s.queue) < s.cfg.MaxBatch {
+				break
+			}
+		}
+	}
+}
+
+// take removes up to MaxBatch entries from the queue.
+func (s *Server) take() []*entry {
+	var batch []*entry
+	for len(batch) < s.cfg.MaxBatch {
+		select {
+		case e := <-s.queue:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// cut runs one epoch and acknowledges its entries. A failure fails the
+// batch and everything queued; the sequencer then resynchronizes from the
+// log, or stops (returning the error) if it cannot.
+func (s *Server) cut(batch []*entry) error {
+	ctx := context.Background()
+	v, err := s.runEpoch(ctx, batch, false)
+	if err == nil {
+		s.mu.Lock()
+		for _, e := range batch {
+			if s.pending[e.index] == e {
+				delete(s.pending, e.index)
+			}
+		}
+		s.mu.Unlock()
+		for _, e := range batch {
+			e.done <- result{epoch: v.epoch, logIndex: e.logIndex, checkpoint: v.checkpoint}
+		}
+		return nil
+	}
+	s.cfg.Logf("directory: epoch failed: %v", err)
+	fail := apierr.New(codes.Unavailable, apierr.Unavailable, "the epoch holding this update failed; it may or may not be in the log: look the account up and retry")
+	for _, e := range batch {
+		e.done <- result{err: fail}
+	}
+	s.failQueued(fail)
+	if errors.Is(err, errCrash) {
+		s.setFailed(err)
+		return err
+	}
+	if rerr := s.recover(ctx); rerr != nil {
+		s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", rerr)
+		s.setFailed(rerr)
+		return rerr
+	}
+	return nil
+}
+
+func (s *Server) setFailed(err error) {
+	s.mu.Lock()
+	s.failed = err
+	s.mu.Unlock()
+	s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "the directory's sequencer stopped after a failure"))
+}
+
+// failQueued fails every queued entry and forgets every pending one.
+func (s *Server) failQueued(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		select {
+		case e := <-s.queue:
+			e.done <- result{err: err}
+		default:
+			clear(s.pending)
+			return
+		}
+	}
+}
