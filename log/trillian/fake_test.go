@@ -14,6 +14,7 @@ import (
 	"github.com/google/trillian/types"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/logtest"
+	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/testonly"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -495,4 +496,46 @@ func TestRejects(t *testing.T) {
 	if _, err := New(t.Context(), newFake().serve(t), 2, nil); status.Code(errors.Unwrap(err)) != codes.NotFound {
 		t.Errorf("New on a missing tree = %v; want NotFound", err)
 	}
+}
+
+// FuzzPrefixFromInclusion checks that prefixFromInclusion never panics and,
+// whenever it accepts a proof that verifies, returns the right root.
+func FuzzPrefixFromInclusion(f *testing.F) {
+	tree := testonly.New(hasher)
+	for i := 0; i < 40; i++ {
+		tree.AppendData([]byte{byte(i)})
+	}
+	f.Add(uint64(5), uint64(9), []byte{})
+	f.Add(uint64(0), uint64(1), []byte{1, 2, 3})
+	f.Add(uint64(39), uint64(40), bytes.Repeat([]byte{7}, 64))
+	f.Add(^uint64(0), uint64(0), []byte{})
+	f.Fuzz(func(t *testing.T, index, size uint64, junk []byte) {
+		var p [][]byte
+		if index < size && size <= tree.Size() {
+			p, _ = tree.InclusionProof(index, size)
+		}
+		// Mix junk in: as extra hashes, or replacing the first one.
+		if len(junk) > 0 {
+			if junk[0]%2 == 0 && len(p) > 0 {
+				p[0] = junk
+			} else {
+				p = append(p, junk)
+			}
+		}
+		var lh []byte
+		if index < tree.Size() {
+			lh = tree.LeafHash(index)
+		}
+		r, err := prefixFromInclusion(index, size, lh, p)
+		if err != nil || index >= size || size > tree.Size() {
+			return
+		}
+		if proof.VerifyInclusion(hasher, index, size, lh, p, tree.HashAt(size)) != nil {
+			return
+		}
+		got, err := r.GetRootHash(nil)
+		if err != nil || !bytes.Equal(got, tree.HashAt(index+1)) {
+			t.Fatalf("prefixFromInclusion(%d, %d) root = %x, %v; want %x", index, size, got, err, tree.HashAt(index+1))
+		}
+	})
 }
