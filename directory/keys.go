@@ -216,7 +216,7 @@ func (k *keys) checkAdmin(token string) bool {
 // vkeyOf derives the note verifier key from a note signer key
 // "PRIVATE+KEY+<name>+<hash>+<base64(0x01||seed)>".
 func vkeyOf(skey string) (string, error) {
-	parts := strings.Split(skey, "+")
+	parts := strings.SplitN(skey, "+", 5)
 	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
 		return "", fmt.Errorf("%w: %s is not a note signer key", ErrKeyFile, FileLogKey)
 	}

@@ -56,10 +56,10 @@ type Server struct {
 	closeOnce  sync.Once
 	storesOnce sync.Once
 	closeErr   error
-	closing   chan struct{}
-	seqDone   chan struct{}
-	grpcMu    sync.Mutex
-	grpcs     []interface{ Stop() }
+	closing    chan struct{}
+	seqDone    chan struct{}
+	grpcMu     sync.Mutex
+	grpcs      []interface{ Stop() }
 }
 
 // entry is one AccountUpdate on its way through the sequencer.

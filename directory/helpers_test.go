@@ -1,0 +1,220 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// testAccount is a client-side account: its identity key, its devices and
+// its latest state.
+type testAccount struct {
+	uid   string
+	ik    *devices.IdentityKey
+	state *devices.AccountState
+}
+
+func newTestAccount(t testing.TB, uid string) *testAccount {
+	t.Helper()
+	ik := devices.IdentityKeyFromSeed(randSeed(t))
+	dk, err := devices.NewDeviceKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dk.NewCert("phone", ik.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := devices.NewAccount(ik, uid, c, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testAccount{uid: uid, ik: ik, state: st}
+}
+
+func randSeed(t testing.TB) [32]byte {
+	var s [32]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (a *testAccount) bytes(t testing.TB) []byte {
+	t.Helper()
+	b, err := a.state.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// addDevice returns the next state with a new device (not yet applied).
+func (a *testAccount) addDevice(t testing.TB, name string) *devices.AccountState {
+	t.Helper()
+	dk, err := devices.NewDeviceKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dk.NewCert(name, a.ik.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := devices.AddDevice(a.state, a.ik, c, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next
+}
+
+func mustMarshal(t testing.TB, s *devices.AccountState) []byte {
+	t.Helper()
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// verified is what a fully verified lookup established.
+type verified struct {
+	cp      *verifier.VerifiedCheckpoint
+	epoch   *klog.EpochRecord
+	found   bool
+	update  *klog.AccountUpdate
+	state   *devices.AccountState
+	version uint64
+}
+
+// verifyLookup checks a lookup bundle the way a client must: checkpoint
+// signature, EpochRecord as the last leaf, VRF proof and index, map proof
+// under the epoch's root, AccountUpdate inclusion and map value, the
+// AccountState's signatures, and the consistency proof from knownSize.
+func verifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle, knownSize uint64, knownRoot []byte) (*verified, error) {
+	cp, err := trust.OpenCheckpoint(b.Checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	v := &verified{cp: cp}
+	if cp.Size == 0 {
+		return nil, fmt.Errorf("empty checkpoint")
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, cp.Size-1, cp.Size, rfc6962.DefaultHasher.HashLeaf(b.EpochRecord), b.EpochRecordInclusion, cp.Hash[:]); err != nil {
+		return nil, fmt.Errorf("epoch record inclusion: %w", err)
+	}
+	if v.epoch, err = klog.ParseEpochRecord(b.EpochRecord); err != nil {
+		return nil, err
+	}
+	index, err := trust.VRF.VerifyIndex([]byte(uid), b.VRFProof)
+	if err != nil {
+		return nil, fmt.Errorf("vrf: %w", err)
+	}
+	mp, err := vmap.ParseProof(b.MapProof)
+	if err != nil {
+		return nil, err
+	}
+	value, found, err := vmap.Verify(v.epoch.MapRoot, index, mp)
+	if err != nil {
+		return nil, fmt.Errorf("map proof: %w", err)
+	}
+	v.found = found
+	if knownSize != 0 {
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, knownSize, cp.Size, b.Consistency, knownRoot, cp.Hash[:]); err != nil {
+			return nil, fmt.Errorf("consistency: %w", err)
+		}
+	}
+	if !found {
+		if b.AccountUpdate != nil {
+			return nil, fmt.Errorf("absent user with an AccountUpdate")
+		}
+		return v, nil
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, b.AccountUpdateIndex, cp.Size, rfc6962.DefaultHasher.HashLeaf(b.AccountUpdate), b.AccountUpdateProof, cp.Hash[:]); err != nil {
+		return nil, fmt.Errorf("account update inclusion: %w", err)
+	}
+	u, err := klog.ParseAccountUpdate(b.AccountUpdate)
+	if err != nil {
+		return nil, err
+	}
+	if u.Index != index {
+		return nil, fmt.Errorf("account update for another index")
+	}
+	if vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate)) != value {
+		return nil, fmt.Errorf("map value does not match the account update")
+	}
+	v.update, v.version = u, u.Version
+	if u.Update == klog.UpdateReset {
+		a, err := devices.ParseResetAuthorization(u.Payload)
+		if err != nil {
+			return nil, err
+		}
+		v.state = a.NewState // the reset signature needs the previous state: see TestEndToEnd
+	} else if v.state, err = devices.ParseAccountState(u.Payload); err != nil {
+		return nil, err
+	}
+	if v.state.UserID != uid || v.state.Version != u.Version {
+		return nil, fmt.Errorf("state is %s v%d, want %s v%d", v.state.UserID, v.state.Version, uid, u.Version)
+	}
+	if err := devices.VerifyAccountState(v.state); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func trustOf(t testing.TB, s *Server) *verifier.Trust {
+	t.Helper()
+	tr, err := s.Trust().Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func openTest(t testing.TB, dir string, mod func(*Config)) *Server {
+	t.Helper()
+	cfg := Config{DataDir: dir, EpochInterval: 10 * time.Millisecond, NoSync: true}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustLookup(t testing.TB, s verifier.Source, trust *verifier.Trust, uid string) *verified {
+	t.Helper()
+	b, err := s.Lookup(context.Background(), uid, 0)
+	if err != nil {
+		t.Fatalf("Lookup(%q): %v", uid, err)
+	}
+	norm, err := devices.NormalizeUserID(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verifyLookup(trust, norm, b, 0, nil)
+	if err != nil {
+		t.Fatalf("Lookup(%q) does not verify: %v", uid, err)
+	}
+	return v
+}
+
+type randReader struct{}
+
+func (randReader) Read(p []byte) (int, error) { return rand.Read(p) }
+
+func verifyInclusion(index, size uint64, leaf []byte, p [][]byte, root []byte) error {
+	return proof.VerifyInclusion(rfc6962.DefaultHasher, index, size, rfc6962.DefaultHasher.HashLeaf(leaf), p, root)
+}
