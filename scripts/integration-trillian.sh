@@ -245,7 +245,7 @@ KEYLINE_TRILLIAN_ADDR="127.0.0.1:$RPC_PORT" KEYLINE_TRILLIAN_TREE_ID="$TREE_ID" 
 grep -E '^(=== RUN|--- (FAIL|SKIP)|ok|FAIL|PASS)' "$WORK/go-test.log" | grep -v '^=== RUN' || true
 grep -q -- '--- SKIP' "$WORK/go-test.log" && { cat "$WORK/go-test.log"; die "a Trillian test skipped although servers were running"; }
 grep -E -- '^--- PASS' "$WORK/go-test.log" | sed 's/^/[trillian-it]   /'
-for want in TestConformanceTrillian TestCreatetreeTreeReopen TestTrillianConflictStatuses; do
+for want in TestConformanceTrillian TestReopenTrillian TestCreatetreeTreeReopen TestTrillianConflictStatuses; do
 	grep -q -- "^--- PASS: $want " "$WORK/go-test.log" ||
 		{ cat "$WORK/go-test.log"; die "$want did not run and pass against the real Trillian"; }
 done

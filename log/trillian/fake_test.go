@@ -539,3 +539,17 @@ func FuzzPrefixFromInclusion(f *testing.F) {
 		}
 	})
 }
+
+// TestReopenFake runs logtest.RunReopen: new Backends on the same fake tree.
+func TestReopenFake(t *testing.T) {
+	logtest.RunReopen(t, func(t *testing.T) func() klog.Backend {
+		conn := newFake().serve(t)
+		return func() klog.Backend {
+			b, err := New(t.Context(), conn, 1, nil)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			return b
+		}
+	})
+}

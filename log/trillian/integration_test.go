@@ -65,6 +65,25 @@ func TestConformanceTrillian(t *testing.T) {
 	})
 }
 
+// TestReopenTrillian runs logtest.RunReopen on a real Trillian: each handle
+// is a new Dial to the same tree, as after a process restart.
+func TestReopenTrillian(t *testing.T) {
+	conn := realTrillian(t)
+	logtest.RunReopen(t, func(t *testing.T) func() klog.Backend {
+		id, err := CreateTree(t.Context(), conn, treeName(t))
+		if err != nil {
+			t.Fatalf("CreateTree: %v", err)
+		}
+		return func() klog.Backend {
+			b, err := Dial(t.Context(), os.Getenv(envAddr), id, nil)
+			if err != nil {
+				t.Fatalf("Dial(tree %d): %v", id, err)
+			}
+			return b
+		}
+	})
+}
+
 // TestCreatetreeTreeReopen uses the tree made by Trillian's createtree: it
 // appends, closes, reopens with Dial and checks that the state persisted and
 // that a second backend (a restarted process) continues at the right index.
