@@ -100,9 +100,6 @@ type Config struct {
 
 	// Logf receives operational messages (nil: discarded).
 	Logf func(format string, args ...any)
-
-	// testHooks are fault-injection points for tests.
-	hooks *testHooks
 }
 
 // WitnessConfig is one witness.

@@ -52,6 +52,7 @@ type Server struct {
 	lastCut   time.Time
 
 	witnesses []*witness
+	hooks     atomic.Pointer[testHooks] // fault injection (tests)
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
@@ -521,7 +522,7 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 	if got != want {
 		return nil, fmt.Errorf("%w: log appended epoch %d at %d, want %d (another writer?)", errCorrupt, epoch, got, want)
 	}
-	if h := s.cfg.hooks; h != nil && h.afterAppend != nil {
+	if h := s.hooks.Load(); h != nil && h.afterAppend != nil {
 		if err := h.afterAppend(); err != nil {
 			return nil, err
 		}
@@ -530,7 +531,7 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 	if err != nil {
 		return nil, fmt.Errorf("publishing epoch %d: %w", epoch, err)
 	}
-	if h := s.cfg.hooks; h != nil && h.afterPublish != nil {
+	if h := s.hooks.Load(); h != nil && h.afterPublish != nil {
 		if err := h.afterPublish(); err != nil {
 			return nil, err
 		}

@@ -138,3 +138,6 @@ func (c *Client) Entries(ctx context.Context, start, end uint64) ([][]byte, erro
 }
 
 var _ verifier.Source = (*Client)(nil)
+
+// Conn returns the underlying connection.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
