@@ -553,3 +553,9 @@ func TestReopenFake(t *testing.T) {
 		}
 	})
 }
+
+func TestCreateTreeNameLimit(t *testing.T) {
+	if _, err := CreateTree(t.Context(), newFake().serve(t), "a-display-name-of-21c"); err == nil {
+		t.Fatal("CreateTree accepted a 21-byte display name")
+	}
+}

@@ -90,6 +90,9 @@ const (
 	bytesPerWrite  = 2 << 20
 	// maxCachedRoots bounds the cache of verified roots at past sizes.
 	maxCachedRoots = 4096
+	// maxDisplayName is the size of the Trees.DisplayName column in
+	// Trillian's MySQL schema.
+	maxDisplayName = 20
 	// maxRecvMsgSize is the gRPC receive limit set by Dial.
 	maxRecvMsgSize = 64 << 20
 )
@@ -189,6 +192,9 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, treeID int64, opts 
 // the admin and log API served over conn and returns its id. It is what
 // Trillian's createtree tool does with --tree_type=PREORDERED_LOG.
 func CreateTree(ctx context.Context, conn grpc.ClientConnInterface, displayName string) (int64, error) {
+	if len(displayName) > maxDisplayName {
+		return 0, fmt.Errorf("trillian: CreateTree: display name %q is longer than %d bytes (Trillian's MySQL schema limit)", displayName, maxDisplayName)
+	}
 	tree, err := trillian.NewTrillianAdminClient(conn).CreateTree(ctx, &trillian.CreateTreeRequest{Tree: &trillian.Tree{
 		TreeState:       trillian.TreeState_ACTIVE,
 		TreeType:        trillian.TreeType_PREORDERED_LOG,
