@@ -159,7 +159,7 @@ DB_USER_OPT=()
 [ "$(id -u)" = 0 ] && DB_USER_OPT=(--user=root)
 "$INSTALL_DB" --no-defaults --datadir="$WORK/db" "${DB_USER_OPT[@]}" \
 	--auth-root-authentication-method=normal --skip-test-db >"$WORK/install-db.log" 2>&1 ||
-	die "$INSTALL_DB (see output above)"
+	die "$INSTALL_DB (its log is printed below)"
 "$MYSQLD" --no-defaults --datadir="$WORK/db" "${DB_USER_OPT[@]}" \
 	--bind-address=127.0.0.1 --port="$DB_PORT" --socket="$DB_SOCK" \
 	--pid-file="$WORK/mysqld.pid" --log-error="$WORK/mysqld.log" \
