@@ -1,0 +1,240 @@
+// Package loadgen drives a Keyline directory over gRPC: it bulk-creates
+// synthetic accounts and then measures lookups (throughput, latency, proof
+// size), optionally verifying every proof. `keyline bench` exposes it.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/client"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+)
+
+// Options configures Run.
+type Options struct {
+	Addr        string        // directory gRPC address host:port
+	Accounts    int           // accounts to create (existing ones are skipped); default 1000
+	Concurrency int           // concurrent lookups (creates use max(Concurrency, 256)); default 16
+	Duration    time.Duration // lookup phase length; default 10s
+	Prefix      string        // user ids are "<Prefix>-<i>"; default "loadgen"
+	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
+	// inclusion proofs, AccountState signatures); a failure ends Run with
+	// an error. Verification costs client CPU and lowers the rate.
+	Trust *verifier.Trust
+	// Progress, if set, is called as accounts are created (done of total).
+	Progress func(done, total int)
+}
+
+// Report is what Run measured.
+type Report struct {
+	Accounts      int           // accounts in the directory under Prefix (created or existing)
+	Created       int           // accounts created by this run
+	CreateTime    time.Duration // wall time of the create phase
+	UpdatesPerSec float64       // created accounts per second (each a full signed create)
+	Lookups       int           // lookups completed in the lookup phase
+	LookupsPerSec float64
+	P50, P99      time.Duration // lookup latency
+	// ProofBytes is the mean size of a lookup bundle without the
+	// AccountUpdate payload (checkpoint, VRF proof, map proof, EpochRecord,
+	// inclusion proofs, AccountUpdate header); PayloadBytes the mean payload
+	// (the signed AccountState).
+	ProofBytes   float64
+	PayloadBytes float64
+	Verified     int // bundles verified (with Options.Trust)
+}
+
+func (r *Report) String() string {
+	return fmt.Sprintf("accounts %d (created %d in %v, %.0f creates/s); lookups %d: %.0f/s, p50 %v, p99 %v; proof %.0f B + payload %.0f B per lookup; verified %d",
+		r.Accounts, r.Created, r.CreateTime.Round(time.Millisecond), r.UpdatesPerSec, r.Lookups, r.LookupsPerSec, r.P50, r.P99, r.ProofBytes, r.PayloadBytes, r.Verified)
+}
+
+// Run creates the accounts and measures lookups.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Accounts <= 0 {
+		o.Accounts = 1000
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Duration <= 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Prefix == "" {
+		o.Prefix = "loadgen"
+	}
+	c, err := client.Dial(o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	r := &Report{Accounts: o.Accounts}
+	if err := create(ctx, c, o, r); err != nil {
+		return r, err
+	}
+	return r, lookups(ctx, c, o, r)
+}
+
+func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
+	start := time.Now()
+	var next, done, created atomic.Int64
+	var firstErr error
+	var once sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range max(o.Concurrency, 256) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= o.Accounts || ctx.Err() != nil {
+					return
+				}
+				err := createOne(ctx, c, o.Prefix, i)
+				if err == nil {
+					created.Add(1)
+				} else if apierr.Reason(err) != apierr.AccountExists {
+					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", i, err); cancel() })
+					return
+				}
+				d := int(done.Add(1))
+				if o.Progress != nil && (d%1000 == 0 || d == o.Accounts) {
+					o.Progress(d, o.Accounts)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	r.Created, r.CreateTime = int(created.Load()), time.Since(start)
+	if r.Created > 0 {
+		r.UpdatesPerSec = float64(r.Created) / r.CreateTime.Seconds()
+	}
+	return firstErr
+}
+
+func createOne(ctx context.Context, c *client.Client, prefix string, i int) error {
+	a, err := NewAccount(prefix, i)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		st, err := a.Create(time.Now())
+		if err != nil {
+			return err
+		}
+		b, err := st.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		_, err = c.Update(ctx, b)
+		if apierr.Reason(err) == apierr.QueueFull && attempt < 100 {
+			time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
+			continue
+		}
+		return err
+	}
+}
+
+func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	var mu sync.Mutex
+	var lat []time.Duration
+	var proofBytes, payloadBytes, verified int64
+	var firstErr error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var my []time.Duration
+			var pb, pl, ver int64
+			for ctx.Err() == nil {
+				uid := fmt.Sprintf("%s-%d", o.Prefix, rand.IntN(o.Accounts))
+				t0 := time.Now()
+				b, err := c.Lookup(ctx, uid, 0)
+				if err != nil {
+					if ctx.Err() != nil || apierr.Code(err) == codes.DeadlineExceeded || apierr.Code(err) == codes.Canceled {
+						break // the lookup phase ended (the server may see the deadline first)
+					}
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					cancel()
+					break
+				}
+				my = append(my, time.Since(t0))
+				p, n := BundleSize(b)
+				pb, pl = pb+int64(p), pl+int64(n)
+				if o.Trust != nil {
+					if _, err := VerifyLookup(o.Trust, uid, b); err != nil {
+						mu.Lock()
+						firstErr = errors.Join(firstErr, fmt.Errorf("lookup of %s does not verify: %w", uid, err))
+						mu.Unlock()
+						cancel()
+						break
+					}
+					ver++
+				}
+			}
+			mu.Lock()
+			lat = append(lat, my...)
+			proofBytes, payloadBytes, verified = proofBytes+pb, payloadBytes+pl, verified+ver
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	r.Lookups = len(lat)
+	r.Verified = int(verified)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.LookupsPerSec = float64(len(lat)) / el.Seconds()
+		r.P50, r.P99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		r.ProofBytes = float64(proofBytes) / float64(len(lat))
+		r.PayloadBytes = float64(payloadBytes) / float64(len(lat))
+	}
+	return firstErr
+}
+
+// BundleSize returns the bytes of a lookup bundle without the
+// AccountUpdate's payload, and the payload's size.
+func BundleSize(b *verifier.LookupBundle) (proof, payload int) {
+	proof = len(b.Checkpoint) + len(b.VRFProof) + len(b.MapProof) + len(b.EpochRecord) + 8
+	for _, l := range [][][]byte{b.EpochRecordInclusion, b.AccountUpdateProof, b.Consistency} {
+		for _, h := range l {
+			proof += len(h)
+		}
+	}
+	if u, err := klog.ParseAccountUpdate(b.AccountUpdate); err == nil {
+		payload = len(u.Payload)
+		proof += len(b.AccountUpdate) - payload
+	}
+	return proof, payload
+}
+
+// stateOf returns the AccountState an AccountUpdate sets.
+func stateOf(u *klog.AccountUpdate) (*devices.AccountState, error) {
+	if u.Update == klog.UpdateReset {
+		a, err := devices.ParseResetAuthorization(u.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return a.NewState, nil
+	}
+	return devices.ParseAccountState(u.Payload)
+}

@@ -1,0 +1,74 @@
+package loadgen
+
+import (
+	"fmt"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// VerifyLookup checks a lookup bundle for the canonical user id uid:
+// checkpoint signature and witness quorum, the EpochRecord as the
+// checkpoint's last leaf, the VRF proof and index, the map proof under the
+// epoch's map root, and for a present account the AccountUpdate's
+// inclusion, its map value and its AccountState's signatures. It returns
+// the account's state, or nil for an absent account. (The client library
+// in verifier/ does more: freshness, consistency, pinning.)
+func VerifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle) (*devices.AccountState, error) {
+	cp, err := trust.OpenCheckpoint(b.Checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cp.Size == 0 {
+		return nil, fmt.Errorf("empty checkpoint")
+	}
+	h := rfc6962.DefaultHasher
+	if err := proof.VerifyInclusion(h, cp.Size-1, cp.Size, h.HashLeaf(b.EpochRecord), b.EpochRecordInclusion, cp.Hash[:]); err != nil {
+		return nil, fmt.Errorf("epoch record inclusion: %w", err)
+	}
+	rec, err := klog.ParseEpochRecord(b.EpochRecord)
+	if err != nil {
+		return nil, err
+	}
+	index, err := trust.VRF.VerifyIndex([]byte(uid), b.VRFProof)
+	if err != nil {
+		return nil, err
+	}
+	mp, err := vmap.ParseProof(b.MapProof)
+	if err != nil {
+		return nil, err
+	}
+	value, found, err := vmap.Verify(rec.MapRoot, index, mp)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		if b.AccountUpdate != nil {
+			return nil, fmt.Errorf("absent account served with an AccountUpdate")
+		}
+		return nil, nil
+	}
+	if err := proof.VerifyInclusion(h, b.AccountUpdateIndex, cp.Size, h.HashLeaf(b.AccountUpdate), b.AccountUpdateProof, cp.Hash[:]); err != nil {
+		return nil, fmt.Errorf("account update inclusion: %w", err)
+	}
+	u, err := klog.ParseAccountUpdate(b.AccountUpdate)
+	if err != nil {
+		return nil, err
+	}
+	if u.Index != index || vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate)) != value {
+		return nil, fmt.Errorf("account update does not match the map value")
+	}
+	st, err := stateOf(u)
+	if err != nil {
+		return nil, err
+	}
+	if st.UserID != uid || st.Version != u.Version {
+		return nil, fmt.Errorf("state is %s v%d, want %s v%d", st.UserID, st.Version, uid, u.Version)
+	}
+	return st, devices.VerifyAccountState(st)
+}
