@@ -178,4 +178,10 @@ func TestQueueFull(t *testing.T) {
 			t.Fatalf("queued update at Close: %v", err)
 		}
 	}
+	if _, err := s.Update(ctx, newTestAccount(t, "q3").bytes(t)); apierr.Code(err) != codes.Unavailable {
+		t.Fatalf("update after Close: %v", err)
+	}
+	if _, err := s.Lookup(ctx, "q3", 0); apierr.Code(err) != codes.Unavailable {
+		t.Fatalf("lookup after Close: %v", err)
+	}
 }

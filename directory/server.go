@@ -598,6 +598,9 @@ func (s *Server) sequencer() {
 	for {
 		select {
 		case <-s.closing:
+			s.mu.Lock()
+			s.failed = errors.New("directory closed")
+			s.mu.Unlock()
 			s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shutting down"))
 			return
 		case <-t.C:

@@ -148,7 +148,7 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
-		return nil, apierr.New(codes.Unavailable, apierr.Unavailable, "the directory's sequencer stopped after a failure")
+		return nil, apierr.New(codes.Unavailable, apierr.Unavailable, "the directory is closed or its sequencer stopped after a failure")
 	}
 	cur, ok := s.pending[e.index]
 	if !ok {
