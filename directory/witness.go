@@ -3,10 +3,8 @@ package directory
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyline/keyline/verifier/cosign"
+	tlogwitness "github.com/keyline/keyline/verifier/witness"
 )
 
 // A Cosigner is a witness (C2SP tlog-witness): AddCheckpoint submits a
@@ -157,48 +156,21 @@ func checkpointSize(text string) (uint64, error) {
 	return strconv.ParseUint(lines[1], 10, 64)
 }
 
-// HTTPWitness is a minimal C2SP tlog-witness client: it POSTs
-// add-checkpoint requests to URL + "/add-checkpoint".
+// HTTPWitness is a C2SP tlog-witness reached over HTTP with the
+// verifier/witness client: add-checkpoint requests go to URL +
+// "/add-checkpoint".
 type HTTPWitness struct {
 	URL    string
 	Client *http.Client // nil: http.DefaultClient
 }
 
-// AddCheckpoint implements Cosigner.
+// AddCheckpoint implements Cosigner. A 409 answer becomes a
+// *WitnessConflictError with the witness's size.
 func (h *HTTPWitness) AddCheckpoint(ctx context.Context, oldSize uint64, proof [][]byte, signedCheckpoint []byte) ([]byte, error) {
-	var body bytes.Buffer
-	fmt.Fprintf(&body, "old %d\n", oldSize)
-	for _, p := range proof {
-		body.WriteString(base64.StdEncoding.EncodeToString(p) + "\n")
+	lines, err := tlogwitness.AddCheckpoint(ctx, h.Client, h.URL, oldSize, proof, signedCheckpoint)
+	var ce *tlogwitness.ConflictError
+	if errors.As(err, &ce) {
+		return nil, &WitnessConflictError{Size: ce.Size}
 	}
-	body.WriteString("\n")
-	body.Write(signedCheckpoint)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL+"/add-checkpoint", &body)
-	if err != nil {
-		return nil, err
-	}
-	c := h.Client
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, err
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return b, nil
-	case http.StatusConflict:
-		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("witness 409 with unreadable size %q", b)
-		}
-		return nil, &WitnessConflictError{Size: n}
-	}
-	return nil, fmt.Errorf("witness answered %s: %.200s", resp.Status, b)
+	return lines, err
 }

@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -128,5 +131,37 @@ func TestWitnessCosigning(t *testing.T) {
 	bad := []byte(strings.Replace(string(res.Checkpoint), "— w1.example ", "— w1.example A", 1))
 	if _, err := trust.OpenCheckpoint(bad); err == nil {
 		t.Fatal("tampered cosignature accepted")
+	}
+}
+
+// TestHTTPWitness: the HTTP client speaks add-checkpoint and maps 409 to
+// WitnessConflictError.
+func TestHTTPWitness(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = r.URL.Path + " " + string(b)
+		if strings.HasPrefix(string(b), "old 0\n") {
+			w.Header().Set("Content-Type", "text/x.tlog.size")
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, "7\n")
+			return
+		}
+		fmt.Fprint(w, "— w.example AAAA\n")
+	}))
+	defer srv.Close()
+	h := &HTTPWitness{URL: srv.URL}
+	cp := []byte("o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— o AAAA\n")
+	_, err := h.AddCheckpoint(context.Background(), 0, nil, cp)
+	var ce *WitnessConflictError
+	if !errors.As(err, &ce) || ce.Size != 7 {
+		t.Fatalf("409: %v", err)
+	}
+	if !strings.HasPrefix(got, "/add-checkpoint old 0\n\n") {
+		t.Fatalf("request %q", got)
+	}
+	lines, err := h.AddCheckpoint(context.Background(), 7, [][]byte{make([]byte, 32)}, cp)
+	if err != nil || string(lines) != "— w.example AAAA\n" {
+		t.Fatalf("200: %q %v", lines, err)
 	}
 }
