@@ -64,7 +64,7 @@ func (s *Server) snapshot(ctx context.Context, f func(v *epochView, tx *bbolt.Tx
 		select {
 		case <-v.next:
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctxError(ctx.Err(), "waiting for the next epoch")
 		}
 	}
 }

@@ -184,8 +184,17 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		}
 		return &UpdateResult{Epoch: r.epoch, LogIndex: r.logIndex, Leaf: e.leaf, Checkpoint: r.checkpoint}, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, ctxError(ctx.Err(), "waiting for the epoch; the update may still be published")
 	}
+}
+
+// ctxError converts a context error into an API error.
+func ctxError(err error, what string) error {
+	code := codes.Canceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = codes.DeadlineExceeded
+	}
+	return apierr.New(code, apierr.Canceled, "%v while %s", err, what)
 }
 
 // latest returns the account's latest accepted entry (pending or
@@ -207,7 +216,7 @@ func (s *Server) internal(err error) error {
 		return ae
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+		return ctxError(err, "serving the request")
 	}
 	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
 		return apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shut down")

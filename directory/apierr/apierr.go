@@ -44,6 +44,7 @@ const (
 	OutOfRange            = "OUT_OF_RANGE"            // a tree size or entry range outside the published log
 	Unavailable           = "UNAVAILABLE"             // server closing or sequencer stopped after a failure
 	Internal              = "INTERNAL"                // internal failure; details only in the server log
+	Canceled              = "CANCELED"                // the caller's context ended first (an update may still be published)
 )
 
 // Error is a directory API error.
