@@ -2,6 +2,7 @@ package devices
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"time"
@@ -244,4 +245,57 @@ func Recover(prev *AccountState, ik *IdentityKey, c *DeviceCert, now time.Time) 
 		}
 	}
 	return finish(prev, next, ik)
+}
+
+// VerifyTransitionFrom is VerifyTransition for a prev that was itself
+// accepted by VerifyCreate, VerifyTransition, VerifyTransitionFrom or
+// VerifyReset (the directory's latest stored state, for example). It
+// gives the same result as VerifyTransition for such a prev, faster: a
+// DeviceCert of next whose encoding is byte-identical to the cert with the
+// same id in prev is not verified again, because next must keep prev's
+// identity key (rule 5, checked first) and every check of VerifyDeviceCert
+// is a function of the IK and the cert's bytes only, so it passed when
+// prev was accepted. next's own signature and every new or changed cert
+// are verified as usual.
+//
+// It is sound only for a verified prev: with a prev from an untrusted
+// source use VerifyTransition, which re-verifies every cert.
+func VerifyTransitionFrom(prev, next *AccountState) error {
+	if err := checkLink(prev, next); err != nil {
+		return err
+	}
+	if next.IdentityKey != prev.IdentityKey {
+		return fmt.Errorf("devices: %w: %s v%d has identity key %x, v%d had %x", ErrIdentityChanged, next.UserID, next.Version, next.IdentityKey[:8], prev.Version, prev.IdentityKey[:8])
+	}
+	b, err := next.body()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(next.IdentityKey[:], signedMessage(ctxAccountState, b), next.Signature[:]) {
+		return fmt.Errorf("devices: %w: AccountState %s v%d: signature by its identity key does not verify", ErrSigner, next.UserID, next.Version)
+	}
+	for _, c := range next.Devices {
+		if !sameCert(prev.Device(c.ID), c) {
+			if err := VerifyDeviceCert(next.IdentityKey, c); err != nil {
+				return err
+			}
+		}
+		if rv := next.Revoked(c.ID); rv != nil {
+			return fmt.Errorf("devices: %w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
+		}
+	}
+	return checkRevocations(prev, next)
+}
+
+// sameCert reports whether a and b have the same canonical encoding.
+func sameCert(a, b *DeviceCert) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ea, err := a.MarshalBinary()
+	if err != nil {
+		return false
+	}
+	eb, err := b.MarshalBinary()
+	return err == nil && bytes.Equal(ea, eb)
 }

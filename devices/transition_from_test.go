@@ -1,0 +1,112 @@
+package devices
+
+import (
+	"testing"
+	"time"
+)
+
+// TestVerifyTransitionFrom checks that VerifyTransitionFrom agrees with
+// VerifyTransition for a verified prev, and re-verifies every cert that is
+// new or differs from prev's.
+func TestVerifyTransitionFrom(t *testing.T) {
+	c := newChain(t)
+	for _, tr := range [][2]*AccountState{{c.v1, c.v2}, {c.v2, c.v3}} {
+		if err := VerifyTransitionFrom(tr[0], tr[1]); err != nil {
+			t.Fatalf("v%d -> v%d: %v", tr[0].Version, tr[1].Version, err)
+		}
+	}
+	mallory := testIK("mallory")
+	cases := []struct {
+		name   string
+		mutate func(s *AccountState)
+		target error
+	}{
+		{"state signature corrupted", func(s *AccountState) { s.Signature[0] ^= 1 }, ErrSigner},
+		{"kept cert's IK signature changed", func(s *AccountState) {
+			cert := *s.Devices[0]
+			cert.Signature[0] ^= 1
+			s.Devices[0] = &cert
+			resign(s, ikPriv(c.ik))
+		}, ErrDeviceCert},
+		{"kept cert's back-signature changed", func(s *AccountState) {
+			cert := *s.Devices[0]
+			cert.BackSignature[3] ^= 1
+			s.Devices[0] = &cert
+			resign(s, ikPriv(c.ik))
+		}, ErrDeviceCert},
+		{"kept cert renamed (re-signed by another IK)", func(s *AccountState) {
+			cert := *s.Devices[0]
+			cert.Name = "renamed"
+			body, _ := cert.body()
+			cert.Signature = mallory.sign(signedMessage(ctxDeviceCert, body))
+			s.Devices[0] = &cert
+			resign(s, ikPriv(c.ik))
+		}, ErrDeviceCert},
+		{"version skip", func(s *AccountState) { s.Version = 5; resign(s, ikPriv(c.ik)) }, ErrVersion},
+		{"IK replaced", func(s *AccountState) { s.IdentityKey = mallory.Public(); resign(s, ikPriv(mallory)) }, ErrIdentityChanged},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			next := clone(t, c.v2)
+			tc.mutate(next)
+			wantErr(t, VerifyTransition(c.v1, next), tc.target, "")
+			wantErr(t, VerifyTransitionFrom(c.v1, next), tc.target, "")
+		})
+	}
+
+	// A new cert with a bad back-signature is verified (and rejected).
+	tablet := mustCert(t, c.tablet, "tablet", c.ik.Public(), t0)
+	if err := c.ik.IssueCert(tablet); err != nil {
+		t.Fatal(err)
+	}
+	tablet.BackSignature[0] ^= 1
+	next := clone(t, c.v2)
+	next.Version, next.PrevHash, next.Timestamp = 3, mustHash(t, c.v2), c.v2.Timestamp.Add(time.Minute)
+	next.Devices = append(next.Devices, tablet)
+	sortDevices(next)
+	resign(next, ikPriv(c.ik))
+	wantErr(t, VerifyTransitionFrom(c.v2, next), ErrDeviceCert, "back-signature")
+
+	// The precondition: with an unverified prev whose cert is forged,
+	// VerifyTransition rejects the next state but VerifyTransitionFrom
+	// trusts the kept cert. The directory only passes states it accepted.
+	forged := clone(t, c.v1)
+	forged.Devices[0].Signature[0] ^= 1
+	resign(forged, ikPriv(c.ik))
+	succ := clone(t, c.v2)
+	succ.PrevHash = mustHash(t, forged)
+	succ.Devices = []*DeviceCert{forged.Devices[0], succ.Device(c.laptop.ID())}
+	sortDevices(succ)
+	resign(succ, ikPriv(c.ik))
+	wantErr(t, VerifyTransition(forged, succ), ErrDeviceCert, "")
+	if err := VerifyTransitionFrom(forged, succ); err != nil {
+		t.Fatalf("VerifyTransitionFrom re-verified a kept cert: %v", err)
+	}
+}
+
+func mustHash(t *testing.T, s *AccountState) [32]byte {
+	t.Helper()
+	h, err := s.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func BenchmarkVerifyTransitionFrom(b *testing.B) {
+	c := newChain(b)
+	b.Run("VerifyTransition", func(b *testing.B) {
+		for b.Loop() {
+			if err := VerifyTransition(c.v1, c.v2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("VerifyTransitionFrom", func(b *testing.B) {
+		for b.Loop() {
+			if err := VerifyTransitionFrom(c.v1, c.v2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
