@@ -5,13 +5,16 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/client"
+	klog "github.com/keyline/keyline/log"
 	pb "github.com/keyline/keyline/proto"
 )
 
@@ -139,6 +142,33 @@ func TestGRPCRejections(t *testing.T) {
 	if v := mustLookup(t, c, trust, "carol"); v.version != 2 {
 		t.Fatalf("version %d", v.version)
 	}
+
+	// A reset with the admin token, over gRPC.
+	newIK := devices.IdentityKeyFromSeed(randSeed(t))
+	cert, err := mustDeviceKey(t).NewCert("replacement", newIK.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := devices.NewResetState(next, newIK, cert, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Reset(ctx, s.AdminToken(), "Carol", mustMarshal(t, rs), "compromised")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := klog.ParseAccountUpdate(res.Leaf)
+	if err != nil || u.Update != klog.UpdateReset || u.Version != 3 {
+		t.Fatalf("reset leaf: %+v %v", u, err)
+	}
+	if v := mustLookup(t, c, trust, "carol"); v.version != 3 || v.state.IdentityKey != newIK.Public() {
+		t.Fatalf("after reset: version %d", v.version)
+	}
+	h, err := c.History(ctx, "carol", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHistory(t, trust, h, 3)
 }
 
 func clientConn(t testing.TB, c *client.Client) *grpc.ClientConn { return c.Conn() }
