@@ -1,13 +1,19 @@
 // Command keyline is the one Keyline binary: directory server, client,
-// monitor, auditor and witness.
+// monitor, auditor and witness. See docs/cli.md.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/keyline/keyline/cli"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "keyline: not built yet")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
 }

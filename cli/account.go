@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyline/keyline/devices"
+)
+
+func (a *app) accountCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "account",
+		Short: "Create or recover an account",
+	}
+	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd())
+	return cmd
+}
+
+func defaultDeviceName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "device"
+	}
+	if len(h) > devices.MaxDeviceNameLen {
+		h = h[:devices.MaxDeviceNameLen]
+	}
+	return h
+}
+
+func normUser(arg string) (string, error) {
+	uid, err := devices.NormalizeUserID(arg)
+	if err != nil {
+		return "", &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("bad user id %q", arg), Err: err, Hint: "user ids are 1-64 characters of a-z 0-9 . _ @ + -"}
+	}
+	return uid, nil
+}
+
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("%s needs %s (got %d arguments)", cmd.CommandPath(), names, len(args))
+		}
+		return nil
+	}
+}
+
+type accountOutput struct {
+	UserID       string   `json:"user_id"`
+	Version      uint64   `json:"version"`
+	DeviceID     string   `json:"device_id"`
+	DeviceName   string   `json:"device_name"`
+	IdentityKey  string   `json:"identity_key"`
+	LogIndex     uint64   `json:"log_index"`
+	PaperKey     string   `json:"paper_key,omitempty"`
+	Revoked      []string `json:"revoked_devices,omitempty"`
+	SafetyNumber string   `json:"safety_number_unchanged,omitempty"`
+}
+
+func (a *app) accountCreateCmd() *cobra.Command {
+	var name string
+	var noConfirm bool
+	cmd := &cobra.Command{
+		Use:   "create USER",
+		Short: "Create an account: paper key, identity key, first device",
+		Long: `Create an account. Keyline generates a recovery secret and shows it ONCE as a
+24-word paper key; write it down and keep it offline. It is the only way to
+recover the account if you lose every device. You are asked to type two of
+the words back to confirm you wrote them down. Then this device's keys are
+created, version 1 of the account is published and verified, and the keys
+are stored in the keystore of --data-dir, encrypted with your passphrase.`,
+		Args: exactArgs(1, "USER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			// Fail before showing a paper key if the name is taken or the
+			// directory is unreachable.
+			res, err := s.lookup(ctx, uid)
+			if err != nil {
+				return err
+			}
+			if res.Found {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("account %s already exists (version %d)", uid, res.Version), Hint: "choose another user id; if it is yours, use `keyline account recover " + uid + "` or `keyline device request " + uid + "`"}
+			}
+
+			secret, err := devices.NewRecoverySecret(a.rand)
+			if err != nil {
+				return failf("", err, "generating the recovery secret")
+			}
+			ik := devices.DeriveIdentityKey(secret)
+			dk, err := devices.NewDeviceKey(a.rand)
+			if err != nil {
+				return failf("", err, "generating device keys")
+			}
+			now := a.now()
+			cert, err := dk.NewCert(name, ik.Public(), now)
+			if err != nil {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad --name", Err: err}
+			}
+			if err := ik.IssueCert(cert); err != nil {
+				return failf("", err, "issuing the device cert")
+			}
+			state, err := devices.NewAccount(ik, uid, cert, now)
+			if err != nil {
+				return failf("", err, "building the account state")
+			}
+
+			paper := secret.PaperKey()
+			if !a.jsonOut {
+				a.showPaperKey(paper)
+			}
+			if !noConfirm {
+				if err := a.confirmPaperKey(paper); err != nil {
+					return err
+				}
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
+				return err
+			}
+			res, err = s.publish(ctx, state)
+			if err != nil {
+				return err
+			}
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
+			if err := a.saveKeystore(ks, pass); err != nil {
+				return fmt.Errorf("%w (the account is published; recover it with the paper key: `keyline account recover %s`)", err, uid)
+			}
+			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex}
+			if a.jsonOut {
+				out.PaperKey = paper
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "Created account %s (version %d, log entry %d).\n", uid, res.Version, res.LogIndex)
+			fmt.Fprintf(a.out, "This device: %s (%s). Keystore: %s\n", name, dk.ID(), a.keystorePath())
+			fmt.Fprintf(a.out, "Next: add devices with `keyline device request %s` on the new device, compare safety numbers with `keyline safety-number CONTACT`, and run `keyline monitor`.\n", uid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this device")
+	cmd.Flags().BoolVar(&noConfirm, "no-confirm", false, "do not ask to type back two words of the paper key (scripts only)")
+	return cmd
+}
+
+// showPaperKey prints the paper key once, numbered, with a warning.
+func (a *app) showPaperKey(paper string) {
+	words := strings.Fields(paper)
+	w := a.out
+	fmt.Fprintln(w, "================================ PAPER KEY ================================")
+	fmt.Fprintln(w, "Write these 24 words down, in order, and keep them offline. They are shown")
+	fmt.Fprintln(w, "ONLY NOW. They recover your account if you lose every device; anyone who")
+	fmt.Fprintln(w, "has them can take over your account. Never type them into a website.")
+	fmt.Fprintln(w)
+	for row := 0; row < 6; row++ {
+		for col := 0; col < 4; col++ {
+			i := col*6 + row
+			fmt.Fprintf(w, "  %2d. %-10s", i+1, words[i])
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "===========================================================================")
+}
+
+// confirmPaperKey asks for two randomly chosen words by position.
+func (a *app) confirmPaperKey(paper string) error {
+	words := strings.Fields(paper)
+	p1, err := rand.Int(a.rand, big.NewInt(int64(len(words))))
+	if err != nil {
+		return failf("", err, "choosing words to confirm")
+	}
+	p2 := p1
+	for p2.Cmp(p1) == 0 {
+		if p2, err = rand.Int(a.rand, big.NewInt(int64(len(words)))); err != nil {
+			return failf("", err, "choosing words to confirm")
+		}
+	}
+	fmt.Fprintln(a.errw, "To confirm you wrote the paper key down, type the requested words.")
+	for _, p := range []int{int(p1.Int64()), int(p2.Int64())} {
+		ok := false
+		for attempt := 0; attempt < 3 && !ok; attempt++ {
+			ans, err := a.readLine(fmt.Sprintf("Word #%d: ", p+1))
+			if err != nil {
+				return err
+			}
+			ok = strings.EqualFold(strings.TrimSpace(ans), words[p])
+			if !ok {
+				fmt.Fprintf(a.errw, "That is not word #%d.\n", p+1)
+			}
+		}
+		if !ok {
+			return failf("run the command again; a new paper key will be generated", nil, "paper key not confirmed; nothing was published")
+		}
+	}
+	return nil
+}
+
+func (a *app) accountRecoverCmd() *cobra.Command {
+	var name, paperFile string
+	cmd := &cobra.Command{
+		Use:   "recover USER",
+		Short: "Recover an account on a new device with the paper key",
+		Long: `Recover an account with its 24-word paper key, on a new device (a fresh
+--data-dir). The paper key re-derives the identity key; a new device is
+added and every other device is revoked as lost. The identity key, and so
+every safety number, stays the same. The paper key is read from
+--paper-key-file or from stdin.`,
+		Args: exactArgs(1, "USER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			var words string
+			if paperFile != "" {
+				b, err := os.ReadFile(paperFile)
+				if err != nil {
+					return failf("check --paper-key-file", err, "cannot read the paper key file")
+				}
+				words = string(b)
+			} else {
+				if words, err = a.readLine("Paper key (24 words): "); err != nil {
+					return err
+				}
+			}
+			secret, err := devices.ParsePaperKey(words)
+			if err != nil {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the paper key", Err: err, Hint: "check the words against what you wrote down"}
+			}
+			ik := devices.DeriveIdentityKey(secret)
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.lookup(ctx, uid)
+			if err != nil {
+				return err
+			}
+			if !res.Found {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", uid), Hint: "check the user id; to start over use `keyline account create`"}
+			}
+			if res.IdentityKey != ik.Public() {
+				if res.Reset != nil {
+					return verificationErr(fmt.Sprintf("account %s was reset by the directory (%s); this paper key belongs to its old identity key", uid, res.Reset.Reason), "the account now has another owner key; contact the directory operator", nil)
+				}
+				return &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this paper key is not the key of account %s", uid), Hint: "check the user id and the words"}
+			}
+			dk, err := devices.NewDeviceKey(a.rand)
+			if err != nil {
+				return failf("", err, "generating device keys")
+			}
+			now := a.now()
+			if now.Before(res.State.Timestamp) {
+				now = res.State.Timestamp
+			}
+			cert, err := dk.NewCert(name, ik.Public(), now)
+			if err != nil {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad --name", Err: err}
+			}
+			if err := ik.IssueCert(cert); err != nil {
+				return failf("", err, "issuing the device cert")
+			}
+			next, err := devices.Recover(res.State, ik, cert, now)
+			if err != nil {
+				return failf("", err, "building the recovery state")
+			}
+			var revoked []string
+			for _, d := range res.State.Devices {
+				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
+				return err
+			}
+			res, err = s.publish(ctx, next)
+			if err != nil {
+				return err
+			}
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
+			if err := a.saveKeystore(ks, pass); err != nil {
+				return err
+			}
+			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, Revoked: revoked, SafetyNumber: "identity key unchanged"}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d.\n", uid, name, dk.ID(), res.Version)
+			for _, r := range revoked {
+				fmt.Fprintf(a.out, "  revoked as lost: %s\n", r)
+			}
+			fmt.Fprintln(a.out, "Your identity key is unchanged, so your contacts' safety numbers for you are unchanged.")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this new device")
+	cmd.Flags().StringVar(&paperFile, "paper-key-file", "", "read the 24 words from this file instead of stdin")
+	return cmd
+}

@@ -1,0 +1,534 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/verifier"
+)
+
+func (a *app) deviceCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "device",
+		Short: "Add, list and revoke the devices of your account",
+	}
+	cmd.AddCommand(a.deviceRequestCmd(), a.deviceApproveCmd(), a.deviceFinishCmd(), a.deviceListCmd(), a.deviceRevokeCmd())
+	return cmd
+}
+
+type pairingOutput struct {
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	DeviceName  string `json:"device_name"`
+	Code        string `json:"pairing_code"`
+	QR          string `json:"qr_payload"`
+	Fingerprint string `json:"fingerprint"`
+	Finished    bool   `json:"finished"`
+	Version     uint64 `json:"version,omitempty"`
+}
+
+func (a *app) deviceRequestCmd() *cobra.Command {
+	var name string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "request USER",
+		Short: "On a new device: ask to join USER's account (prints a pairing code)",
+		Long: `Run this on the new device, with its own --data-dir. It looks up USER's
+identity key, creates this device's keys, and prints a pairing code, a QR
+code and a fingerprint. On a device that holds the account's identity key,
+run ` + "`keyline device approve CODE`" + ` and check that it shows the same
+fingerprint. Then run ` + "`keyline device finish`" + ` here (or pass --wait to
+wait for the approval).`,
+		Args: exactArgs(1, "USER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.lookup(ctx, uid)
+			if err != nil {
+				return err
+			}
+			if !res.Found {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", uid), Hint: "create it with `keyline account create " + uid + "`"}
+			}
+			dk, err := devices.NewDeviceKey(a.rand)
+			if err != nil {
+				return failf("", err, "generating device keys")
+			}
+			req, err := devices.NewPairingRequest(dk, uid, res.IdentityKey, name, a.now())
+			if err != nil {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot build the pairing request", Err: err}
+			}
+			code, err := req.Code()
+			if err != nil {
+				return failf("", err, "encoding the pairing code")
+			}
+			qrp, err := req.QR()
+			if err != nil {
+				return failf("", err, "encoding the pairing QR payload")
+			}
+			fp, err := req.Fingerprint()
+			if err != nil {
+				return failf("", err, "computing the fingerprint")
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
+				return err
+			}
+			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
+				return err
+			}
+			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp}
+			if !a.jsonOut {
+				for _, w := range res.Warnings {
+					fmt.Fprintf(a.errw, "WARNING: %s\n", w)
+				}
+				fmt.Fprintf(a.out, "Request to add this device %q (%s) to account %s.\n\n", name, dk.ID(), uid)
+				fmt.Fprintf(a.out, "Pairing code:\n\n  %s\n\n", code)
+				if err := printQR(a.out, qrp, a.qrInvert); err != nil {
+					return failf("", err, "drawing the QR code")
+				}
+				fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", fp)
+				fmt.Fprintf(a.out, "On a device of %s that holds the identity key, run:\n\n  keyline device approve %s\n\nand check it shows the same fingerprint. Then run `keyline device finish` here.\n", uid, code)
+			}
+			if wait <= 0 {
+				if a.jsonOut {
+					return writeJSON(a.out, out)
+				}
+				return nil
+			}
+			if !a.jsonOut {
+				fmt.Fprintf(a.errw, "Waiting up to %s for the approval...\n", wait)
+			}
+			deadline := a.now().Add(wait)
+			for {
+				ver, err := a.finishPairing(ctx, s, pass)
+				if err == nil {
+					out.Finished, out.Version = true, ver
+					break
+				}
+				if _, pending := err.(*pendingErr); !pending || a.now().After(deadline) {
+					return err
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "Approved: this device is now part of %s (version %d).\n", uid, out.Version)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this device, shown to the approving device")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait this long for the approval, then finish")
+	return cmd
+}
+
+// pendingErr says the pairing is not approved yet.
+type pendingErr struct{ e *Error }
+
+func (p *pendingErr) Error() string { return p.e.Error() }
+func (p *pendingErr) Unwrap() error { return p.e }
+
+// finishPairing checks that the published account lists this device with
+// exactly its keys and stores the state in the keystore.
+func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint64, error) {
+	ks, err := devices.LoadKeystore(a.keystorePath(), pass)
+	if err != nil {
+		return 0, failf("", err, "cannot open the keystore")
+	}
+	res, err := s.lookup(ctx, ks.UserID)
+	if err != nil {
+		return 0, err
+	}
+	if !res.Found {
+		return 0, verificationErr(fmt.Sprintf("the directory proves account %s absent", ks.UserID), "", nil)
+	}
+	id := ks.Device.ID()
+	if r := res.State.Revoked(id); r != nil {
+		return 0, &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("this device %s was revoked from %s (%s, %s)", id, ks.UserID, r.Reason, fmtTime(r.Time)), Hint: "request again from a fresh --data-dir"}
+	}
+	c := res.State.Device(id)
+	if c == nil {
+		return 0, &pendingErr{e: &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this device is not (yet) part of %s (version %d)", ks.UserID, res.Version), Hint: "approve it on a device holding the identity key: `keyline device approve CODE`, then run `keyline device finish` again"}}
+	}
+	if c.SigningKey != ks.Device.SigningPublic() || c.X25519Key != ks.Device.X25519Public() {
+		return 0, verificationErr("the published cert for this device id has other keys", "do not use this account; keep this output", nil)
+	}
+	if ks.State != nil && ks.State.Version > res.Version {
+		return 0, verificationErr(fmt.Sprintf("the directory serves %s v%d, older than v%d", ks.UserID, res.Version, ks.State.Version), "", nil)
+	}
+	ks.State = res.State
+	if err := a.saveKeystore(ks, pass); err != nil {
+		return 0, err
+	}
+	h, _ := res.State.Hash()
+	if err := s.client.SetOwn(verifier.OwnAccount{UserID: ks.UserID, Version: res.Version, EntryHash: res.EntryHash, StateHash: h}); err != nil {
+		return 0, failf("", err, "saving the client state")
+	}
+	if err := s.client.Pin(ks.UserID, res.IdentityKey, true); err != nil {
+		return 0, failf("", err, "saving the client state")
+	}
+	return res.Version, nil
+}
+
+func (a *app) deviceFinishCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "finish",
+		Short: "On the new device: check the approval was published and start using the account",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ver, err := a.finishPairing(ctx, s, pass)
+			if pe, ok := err.(*pendingErr); ok {
+				return pe.e
+			}
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver})
+			}
+			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
+			return nil
+		},
+	}
+}
+
+func (a *app) deviceApproveCmd() *cobra.Command {
+	var yes bool
+	var fingerprint string
+	cmd := &cobra.Command{
+		Use:   "approve CODE",
+		Short: "On a device holding the identity key: add the device that showed CODE",
+		Long: `Approve a pairing request. Shows the new device's name and fingerprint; it
+must be the fingerprint the new device shows. Then signs and publishes the
+next version of the account with the device added. For scripts, pass
+--fingerprint with the digits read from the new device (or --yes).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErr("%s needs the pairing CODE printed by `keyline device request`", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := devices.ParsePairingCode(strings.Join(args, ""))
+			if err != nil {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the pairing code", Err: err, Hint: "copy it again from the new device (dashes and spaces do not matter)"}
+			}
+			fp, err := req.Fingerprint()
+			if err != nil {
+				return failf("", err, "computing the fingerprint")
+			}
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			ik, err := needIdentity(ks, "approving a device")
+			if err != nil {
+				return err
+			}
+			if req.UserID != ks.UserID {
+				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("the request is to join %s, but this device belongs to %s", req.UserID, ks.UserID)}
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			if !a.jsonOut {
+				fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
+			}
+			switch {
+			case fingerprint != "":
+				if normDigits(fingerprint) != normDigits(fp) {
+					return verificationErr("the fingerprint you entered does not match the pairing code", "do not approve: the code may have been altered in transit; request again", nil)
+				}
+			default:
+				ok, err := a.confirm("Does the new device show exactly this fingerprint?", yes)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return failf("nothing was published", nil, "not approved")
+				}
+			}
+			now := a.now()
+			if now.Before(res.State.Timestamp) {
+				now = res.State.Timestamp
+			}
+			next, err := devices.ApprovePairing(res.State, ik, req, fp, now)
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot approve this request", Err: err}
+			}
+			res, err = s.publish(ctx, next)
+			if err != nil {
+				return err
+			}
+			ks.State = res.State
+			if err := a.saveKeystore(ks, pass); err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp})
+			}
+			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d. Run `keyline device finish` on the new device.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (you compared the fingerprint yourself)")
+	cmd.Flags().StringVar(&fingerprint, "fingerprint", "", "the fingerprint shown on the new device (checked instead of asking)")
+	return cmd
+}
+
+func normDigits(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+type deviceRow struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Created    string `json:"created"`
+	ThisDevice bool   `json:"this_device"`
+	Revoked    bool   `json:"revoked"`
+	RevokedAt  string `json:"revoked_at,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devices.DeviceID]*devices.DeviceCert) []deviceRow {
+	var rows []deviceRow
+	for _, d := range st.Devices {
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this})
+	}
+	for _, r := range st.Revocations {
+		row := deviceRow{ID: r.Device.String(), Name: "(unknown)", Created: "-", ThisDevice: r.Device == this, Revoked: true, RevokedAt: fmtTime(r.Time), Reason: r.Reason.String()}
+		if c := names[r.Device]; c != nil {
+			row.Name, row.Created = c.Name, fmtTime(c.Created)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func (a *app) printDevices(rows []deviceRow) error {
+	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "STATUS")
+	for _, r := range rows {
+		this := ""
+		if r.ThisDevice {
+			this = "*"
+		}
+		status := "active"
+		if r.Revoked {
+			status = "REVOKED " + r.RevokedAt + " (" + r.Reason + ")"
+		}
+		t.row(r.ID, r.Name, r.Created, this, status)
+	}
+	return t.flush()
+}
+
+func (a *app) deviceListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List your account's devices as the directory serves them (verified)",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, _, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			names := map[devices.DeviceID]*devices.DeviceCert{}
+			if ks.State != nil {
+				for _, d := range ks.State.Devices {
+					names[d.ID] = d
+				}
+			}
+			rows := deviceRows(res.State, ks.Device.ID(), names)
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "devices": rows})
+			}
+			fmt.Fprintf(a.out, "%s, version %d (verified)\n", ks.UserID, res.Version)
+			return a.printDevices(rows)
+		},
+	}
+}
+
+func parseReason(s string) (devices.RevocationReason, error) {
+	switch strings.ToLower(s) {
+	case "lost":
+		return devices.ReasonLost, nil
+	case "compromised":
+		return devices.ReasonCompromised, nil
+	case "retired", "":
+		return devices.ReasonRetired, nil
+	case "unspecified":
+		return devices.ReasonUnspecified, nil
+	}
+	return 0, usageErr("--reason %q: want lost, compromised, retired or unspecified", s)
+}
+
+func (a *app) deviceRevokeCmd() *cobra.Command {
+	var yes bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke ID|NAME",
+		Short: "Remove a device from your account (on a device holding the identity key)",
+		Long: `Revoke a device by its id (or a unique prefix of at least 4 hex digits) or its
+exact name. The next version of the account no longer lists it and records
+the revocation permanently; contacts stop using its keys after their next
+lookup.`,
+		Args: exactArgs(1, "the device ID or NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			why, err := parseReason(reason)
+			if err != nil {
+				return err
+			}
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			ik, err := needIdentity(ks, "revoking a device")
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			target, err := findDevice(res.State, args[0])
+			if err != nil {
+				return err
+			}
+			if target.ID == ks.Device.ID() {
+				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
+			}
+			if !a.jsonOut {
+				fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
+			}
+			ok, err := a.confirm("Revoke this device?", yes)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return failf("nothing was published", nil, "not revoked")
+			}
+			now := a.now()
+			if now.Before(res.State.Timestamp) {
+				now = res.State.Timestamp
+			}
+			next, err := devices.RevokeDevices(res.State, ik, []devices.DeviceID{target.ID}, why, now)
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot revoke", Err: err}
+			}
+			res, err = s.publish(ctx, next)
+			if err != nil {
+				return err
+			}
+			ks.State = res.State
+			if err := a.saveKeystore(ks, pass); err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "revoked_device_id": target.ID.String(), "device_name": target.Name, "reason": why.String(), "version": res.Version})
+			}
+			fmt.Fprintf(a.out, "Revoked %q (%s): %s is now at version %d.\n", target.Name, target.ID, ks.UserID, res.Version)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().StringVar(&reason, "reason", "retired", "lost, compromised, retired or unspecified")
+	return cmd
+}
+
+// findDevice resolves an id, id prefix or exact name to one current device.
+func findDevice(st *devices.AccountState, arg string) (*devices.DeviceCert, error) {
+	var byName, byID []*devices.DeviceCert
+	low := strings.ToLower(arg)
+	isHex := len(low) >= 4
+	if _, err := hex.DecodeString(low + strings.Repeat("0", len(low)%2)); err != nil {
+		isHex = false
+	}
+	for _, d := range st.Devices {
+		if d.Name == arg {
+			byName = append(byName, d)
+		}
+		if isHex && strings.HasPrefix(d.ID.String(), low) {
+			byID = append(byID, d)
+		}
+	}
+	switch {
+	case len(byID) == 1:
+		return byID[0], nil
+	case len(byName) == 1 && len(byID) == 0:
+		return byName[0], nil
+	case len(byID) > 1 || len(byName) > 1:
+		return nil, usageErr("%q matches several devices; use a longer id prefix (see `keyline device list`)", arg)
+	}
+	for _, r := range st.Revocations {
+		if isHex && strings.HasPrefix(r.Device.String(), low) {
+			return nil, usageErr("device %s is already revoked", r.Device)
+		}
+	}
+	var names []string
+	for _, d := range st.Devices {
+		names = append(names, fmt.Sprintf("%s (%s)", d.Name, d.ID.String()[:8]))
+	}
+	sort.Strings(names)
+	return nil, usageErr("no current device %q; devices: %s", arg, strings.Join(names, ", "))
+}

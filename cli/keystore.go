@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/keyline/keyline/devices"
+)
+
+// Files in the client data dir.
+const (
+	keystoreFile    = "keystore"          // devices keystore (argon2id + XChaCha20-Poly1305)
+	clientStateFile = "client-state.json" // last verified checkpoint, pinned contacts
+)
+
+func (a *app) keystorePath() string { return filepath.Join(a.dataDir, keystoreFile) }
+
+// kdfParams are the argon2id parameters for new keystores. The environment
+// variable KEYLINE_INSECURE_TEST_KDF=1 selects tiny parameters for tests;
+// it must never be used for real keys.
+func (a *app) kdfParams() devices.KDFParams {
+	if a.getenv("KEYLINE_INSECURE_TEST_KDF") == "1" {
+		return devices.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+	}
+	return devices.DefaultKDFParams
+}
+
+// keystoreExists reports whether this data dir already holds a device.
+func (a *app) keystoreExists() bool {
+	_, err := os.Stat(a.keystorePath())
+	return err == nil
+}
+
+// ensureNoKeystore refuses to overwrite an existing device.
+func (a *app) ensureNoKeystore() error {
+	if a.keystoreExists() {
+		return failf("use another --data-dir (or $KEYLINE_HOME) for a second device, or move the old keystore away", nil, "this data dir already holds a device keystore (%s)", a.keystorePath())
+	}
+	return nil
+}
+
+// loadKeystore asks for the passphrase and opens the keystore.
+func (a *app) loadKeystore() (*devices.Keystore, []byte, error) {
+	path := a.keystorePath()
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, nil, failf("create an account (`keyline account create USER`), request to join one (`keyline device request USER`), or pass the right --data-dir", nil, "no keystore in %s", a.dataDir)
+	}
+	pass, err := a.passphrase(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	ks, err := devices.LoadKeystore(path, pass)
+	switch {
+	case errors.Is(err, devices.ErrWrongPassphrase):
+		return nil, nil, failf("check the passphrase ($KEYLINE_PASSPHRASE / --passphrase-file)", nil, "cannot open the keystore %s: wrong passphrase (or the file was modified)", path)
+	case err != nil:
+		return nil, nil, failf("restore it from a backup, or recover the account with the paper key in a new --data-dir", err, "cannot open the keystore %s", path)
+	}
+	return ks, pass, nil
+}
+
+// saveKeystore writes ks with pass (creating the data dir).
+func (a *app) saveKeystore(ks *devices.Keystore, pass []byte) error {
+	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
+		return failf("check --data-dir", err, "cannot create the data dir")
+	}
+	if err := devices.SaveKeystore(a.keystorePath(), ks, pass, a.kdfParams()); err != nil {
+		return failf("check the permissions and free space of --data-dir", err, "cannot save the keystore")
+	}
+	return nil
+}
+
+// identity returns the identity key the keystore holds, or an error saying
+// which device can do this.
+func needIdentity(ks *devices.Keystore, what string) (*devices.IdentityKey, error) {
+	if ks.Identity != nil {
+		return ks.Identity, nil
+	}
+	if ks.Secret != nil {
+		return devices.DeriveIdentityKey(*ks.Secret), nil
+	}
+	return nil, failf("run it on the device that created the account (it holds the identity key), or recover with the paper key: `keyline account recover "+ks.UserID+"`", nil, "%s needs the account's identity key, which this device does not hold", what)
+}
+
+func shortID(id devices.DeviceID) string { return fmt.Sprintf("%x", id[:4]) }

@@ -1,0 +1,354 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+)
+
+type lookupOutput struct {
+	UserID         string      `json:"user_id"`
+	Found          bool        `json:"found"`
+	Verified       bool        `json:"verified"`
+	Version        uint64      `json:"version,omitempty"`
+	IdentityKey    string      `json:"identity_key,omitempty"`
+	Pin            string      `json:"pin,omitempty"`
+	Reset          bool        `json:"reset"`
+	Devices        []deviceRow `json:"devices,omitempty"`
+	LogIndex       uint64      `json:"log_index,omitempty"`
+	CheckpointSize uint64      `json:"checkpoint_size"`
+	Epoch          uint64      `json:"epoch"`
+	EpochTime      string      `json:"epoch_time"`
+	EpochAge       string      `json:"epoch_age"`
+	Cosigners      []string    `json:"cosigners"`
+	WitnessQuorum  int         `json:"witness_quorum"`
+	Checks         []string    `json:"checks"`
+	Warnings       []string    `json:"warnings,omitempty"`
+}
+
+func (a *app) lookupCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "lookup USER",
+		Short: "Look up USER's identity key and devices, verifying every proof",
+		Long: `Fetch USER's account with its proofs and verify all of them: the checkpoint
+signature and witness cosignatures, consistency with the last checkpoint this
+client verified, freshness, the VRF proof, the map proof, the log inclusion
+proofs, the account's signatures, revocations, and the pinned identity key.
+Any failure exits with code 3 and nothing is shown as verified.`,
+		Args: exactArgs(1, "USER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.lookup(ctx, uid)
+			if err != nil {
+				return err
+			}
+			out := a.lookupOutput(s, res)
+			if a.jsonOut {
+				if err := writeJSON(a.out, out); err != nil {
+					return err
+				}
+			} else {
+				a.printLookup(out)
+			}
+			if !res.Found {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s (absence proven under checkpoint size %d)", uid, res.Checkpoint.Size)}
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput {
+	cp := res.Checkpoint
+	out := lookupOutput{
+		UserID: res.UserID, Found: res.Found, Verified: true,
+		CheckpointSize: cp.Size, Epoch: res.Epoch.Epoch,
+		EpochTime: fmtTime(epochTime(res.Epoch)), EpochAge: age(a.now(), epochTime(res.Epoch)),
+		Cosigners: append([]string{}, cp.Cosigners...), WitnessQuorum: s.trust.Quorum,
+		Warnings: res.Warnings,
+	}
+	checks := []string{
+		fmt.Sprintf("checkpoint      signed by %s, tree size %d", s.trust.Origin, cp.Size),
+	}
+	if s.trust.Quorum > 0 || len(cp.Cosigners) > 0 {
+		checks = append(checks, fmt.Sprintf("witnesses       %d of %d required cosigned: %s", len(cp.Cosigners), s.trust.Quorum, strings.Join(cp.Cosigners, ", ")))
+	} else {
+		checks = append(checks, "witnesses       none required by the trust file (no cosignatures)")
+	}
+	checks = append(checks,
+		"consistency     consistent with the last checkpoint this client verified",
+		fmt.Sprintf("freshness       epoch %d at %s (%s old, limit %s)", res.Epoch.Epoch, fmtTime(epochTime(res.Epoch)), out.EpochAge, s.trust.MaxAge),
+		"VRF proof       valid for "+res.UserID,
+	)
+	if !res.Found {
+		checks = append(checks, "map proof       proves the account ABSENT")
+		out.Checks = checks
+		return out
+	}
+	checks = append(checks,
+		fmt.Sprintf("map proof       value matches log entry %d (version %d)", res.LogIndex, res.Version),
+		fmt.Sprintf("log inclusion   entry %d and the epoch record are in the checkpoint", res.LogIndex),
+		fmt.Sprintf("signatures      account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices)),
+		fmt.Sprintf("revocations     %d revoked devices, none served", len(res.State.Revocations)),
+		"identity key    "+pinLine(res),
+	)
+	out.Checks = checks
+	out.Version, out.LogIndex = res.Version, res.LogIndex
+	out.IdentityKey = hex.EncodeToString(res.IdentityKey[:])
+	out.Pin = res.Pin.String()
+	out.Reset = res.Reset != nil
+	out.Devices = deviceRows(res.State, devices.DeviceID{}, nil)
+	return out
+}
+
+func pinLine(res *verifier.LookupResult) string {
+	switch res.Pin {
+	case verifier.PinMatchVerified:
+		return "matches the key you verified (safety number unchanged)"
+	case verifier.PinMatch:
+		return "matches the key seen before (not verified: compare safety numbers)"
+	case verifier.PinNew:
+		return "first seen now, pinned unverified (compare safety numbers)"
+	case verifier.PinChanged:
+		return "CHANGED since last seen (it was never verified) — compare safety numbers"
+	}
+	return res.Pin.String()
+}
+
+func (a *app) printLookup(out lookupOutput) {
+	w := a.out
+	for _, warn := range out.Warnings {
+		fmt.Fprintf(a.errw, "WARNING: %s\n", warn)
+	}
+	if out.Found {
+		fmt.Fprintf(w, "%s  version %d  identity key %s\n", out.UserID, out.Version, out.IdentityKey[:16]+"…")
+		if out.Reset {
+			fmt.Fprintln(w, "!!! the latest entry is a DIRECTORY RESET: the identity key was replaced by the directory, not by the user !!!")
+		}
+		t := newTable(w, "DEVICE", "NAME", "CREATED", "STATUS")
+		for _, d := range out.Devices {
+			st := "active"
+			if d.Revoked {
+				st = "revoked " + d.RevokedAt + " (" + d.Reason + ")"
+			}
+			t.row(d.ID, d.Name, d.Created, st)
+		}
+		t.flush()
+	} else {
+		fmt.Fprintf(w, "%s: no such account\n", out.UserID)
+	}
+	fmt.Fprintln(w, "verified:")
+	for _, c := range out.Checks {
+		fmt.Fprintf(w, "  ok  %s\n", c)
+	}
+}
+
+// ownIdentity returns the user id and identity key of this client's own
+// account, from the client state (no passphrase needed) or the keystore.
+func (a *app) ownIdentity(s *session) (string, [32]byte, error) {
+	st, err := s.client.State()
+	if err != nil {
+		return "", [32]byte{}, s.classify("reading the client state", err)
+	}
+	if st.Own != nil {
+		if c := st.Contacts[st.Own.UserID]; c != nil {
+			return st.Own.UserID, c.IK, nil
+		}
+	}
+	ks, _, err := a.loadKeystore()
+	if err != nil {
+		return "", [32]byte{}, err
+	}
+	if ks.State == nil {
+		return "", [32]byte{}, failf("finish joining your account first: `keyline device finish`", nil, "this device is not part of an account yet")
+	}
+	return ks.UserID, ks.State.IdentityKey, nil
+}
+
+type safetyOutput struct {
+	Local        string `json:"local_user"`
+	Remote       string `json:"remote_user"`
+	SafetyNumber string `json:"safety_number"`
+	QR           string `json:"qr_payload"`
+	Verified     bool   `json:"verified"`
+	Pin          string `json:"pin"`
+}
+
+// safetyNumber looks up peer (verified) and computes the safety number.
+func (a *app) safetyNumber(ctx context.Context, s *session, peer string) (*devices.SafetyNumber, *verifier.LookupResult, string, error) {
+	me, myIK, err := a.ownIdentity(s)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cctx, cancel := s.ctx(ctx)
+	defer cancel()
+	res, err := s.client.Lookup(cctx, peer)
+	var changed *verifier.SafetyNumberChangedError
+	if errors.As(err, &changed) && changed.Result != nil {
+		// Everything verified except the pin: show the new number (loudly)
+		// so that the users can compare again.
+		fmt.Fprintf(a.errw, "WARNING: %v\nWARNING: the safety number below is NEW; compare it again before trusting %s.\n", s.classify("lookup "+peer, err), peer)
+		res, err = changed.Result, nil
+		res.Pin = verifier.PinChanged
+	}
+	if err != nil {
+		return nil, nil, "", s.classify("lookup "+peer, err)
+	}
+	if !res.Found {
+		return nil, nil, "", &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s (absence proven)", peer)}
+	}
+	sn, err := devices.NewSafetyNumber(me, myIK, res.UserID, res.IdentityKey)
+	if err != nil {
+		return nil, nil, "", failf("", err, "computing the safety number")
+	}
+	return sn, res, me, nil
+}
+
+func groupedDigits(sn *devices.SafetyNumber) []string {
+	g := strings.Fields(sn.String())
+	var lines []string
+	for i := 0; i < len(g); i += 4 {
+		end := i + 4
+		if end > len(g) {
+			end = len(g)
+		}
+		lines = append(lines, strings.Join(g[i:end], "  "))
+	}
+	return lines
+}
+
+func (a *app) safetyNumberCmd() *cobra.Command {
+	var noQR bool
+	cmd := &cobra.Command{
+		Use:   "safety-number USER",
+		Short: "Show the safety number between you and USER (60 digits and a QR code)",
+		Long: `Show the 60-digit safety number for you and USER. Both of you see the same
+digits; compare them in person or over a trusted channel (or scan the QR
+code with ` + "`keyline verify USER --scan PAYLOAD`" + `). If they match, run
+` + "`keyline verify USER DIGITS`" + ` to pin USER's identity key as verified.`,
+		Args: exactArgs(1, "USER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			sn, res, me, err := a.safetyNumber(ctx, s, uid)
+			if err != nil {
+				return err
+			}
+			out := safetyOutput{Local: me, Remote: uid, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: res.Pin.String()}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(a.errw, "WARNING: %s\n", w)
+			}
+			fmt.Fprintf(a.out, "Safety number for %s and %s:\n\n", me, uid)
+			for _, l := range groupedDigits(sn) {
+				fmt.Fprintf(a.out, "    %s\n", l)
+			}
+			fmt.Fprintln(a.out)
+			if !noQR {
+				if err := printQR(a.out, sn.QR(), a.qrInvert); err != nil {
+					return failf("", err, "drawing the QR code")
+				}
+				fmt.Fprintf(a.out, "\nQR payload: %s\n", sn.QR())
+			}
+			if out.Verified {
+				fmt.Fprintf(a.out, "You verified %s's key before; it is unchanged.\n", uid)
+			} else {
+				fmt.Fprintf(a.out, "Not verified yet. If %s sees the same digits, run: keyline verify %s DIGITS\n", uid, uid)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&noQR, "no-qr", false, "do not draw the QR code")
+	return cmd
+}
+
+func (a *app) verifyCmd() *cobra.Command {
+	var scan string
+	cmd := &cobra.Command{
+		Use:   "verify USER [DIGITS...]",
+		Short: "Compare USER's safety number and pin USER's identity key as verified",
+		Long: `Compare the safety number USER read to you (60 digits, spaces ignored) or the
+payload of USER's QR code (--scan) with the one computed from the verified
+lookup. If they match, USER's identity key is pinned as verified: any later
+change is reported as SAFETY NUMBER CHANGED (exit code 3). If they differ,
+nothing is pinned and the command fails with exit code 3.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 {
+				return usageErr("%s needs USER and the DIGITS (or --scan PAYLOAD)", cmd.CommandPath())
+			}
+			if (len(args) > 1) == (scan != "") {
+				return usageErr("%s needs either the DIGITS or --scan PAYLOAD", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uid, err := normUser(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			sn, res, _, err := a.safetyNumber(ctx, s, uid)
+			if err != nil {
+				return err
+			}
+			if scan != "" {
+				if err := sn.VerifyQR(strings.TrimSpace(scan)); err != nil {
+					return verificationErr(fmt.Sprintf("the scanned code does NOT match the safety number for %s", uid), "do not trust this contact's keys; the directory or the code may be forged", err)
+				}
+			} else {
+				got := normDigits(strings.Join(args[1:], ""))
+				if len(got) != 60 {
+					return usageErr("a safety number has 60 digits, got %d", len(got))
+				}
+				if got != sn.Digits() {
+					return verificationErr(fmt.Sprintf("the digits do NOT match the safety number for %s", uid), "do not trust this contact's keys; compare again in person", nil)
+				}
+			}
+			if err := s.client.Pin(uid, res.IdentityKey, true); err != nil {
+				return failf("", err, "saving the pin")
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": uid, "verified": true, "identity_key": hex.EncodeToString(res.IdentityKey[:])})
+			}
+			fmt.Fprintf(a.out, "Verified: %s's identity key is pinned. Any change will be reported as SAFETY NUMBER CHANGED.\n", uid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&scan, "scan", "", "payload scanned from the other party's QR code (keyline-safety:...)")
+	return cmd
+}
+
+func epochTime(er klog.EpochRecord) time.Time { return time.Unix(int64(er.Timestamp), 0).UTC() }

@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
+)
+
+type monitorOutput struct {
+	UserID         string          `json:"user_id"`
+	OK             bool            `json:"ok"`
+	Checked        string          `json:"checked"`
+	Version        uint64          `json:"version"`
+	Expected       uint64          `json:"expected_version"`
+	CheckpointSize uint64          `json:"checkpoint_size"`
+	Cosigners      []string        `json:"cosigners"`
+	Changes        []monitorChange `json:"changes,omitempty"`
+	Alerts         []monitorAlert  `json:"alerts,omitempty"`
+	Accepted       bool            `json:"accepted,omitempty"`
+}
+
+type monitorChange struct {
+	Version    uint64   `json:"version"`
+	LogIndex   uint64   `json:"log_index"`
+	Kind       string   `json:"kind"`
+	SignerIK   string   `json:"signer_ik"`
+	ByResetKey bool     `json:"by_reset_key"`
+	Added      []string `json:"added,omitempty"`
+	Removed    []string `json:"removed,omitempty"`
+}
+
+type monitorAlert struct {
+	Kind     string `json:"kind"`
+	Version  uint64 `json:"version"`
+	LogIndex uint64 `json:"log_index"`
+	Message  string `json:"message"`
+}
+
+func monitorOut(rep *verifier.MonitorReport) monitorOutput {
+	out := monitorOutput{UserID: rep.UserID, OK: rep.OK, Checked: fmtTime(rep.Checked), Expected: rep.Expected.Version}
+	if rep.Checkpoint != nil {
+		out.CheckpointSize = rep.Checkpoint.Size
+		out.Cosigners = append([]string{}, rep.Checkpoint.Cosigners...)
+	}
+	if rep.Latest != nil {
+		out.Version = rep.Latest.Version
+	}
+	for _, c := range rep.Changes {
+		mc := monitorChange{Version: c.Version, LogIndex: c.LogIndex, Kind: updateKind(c.Kind), SignerIK: hex.EncodeToString(c.SignerIK[:]), ByResetKey: c.ByResetKey}
+		for _, d := range c.Added {
+			mc.Added = append(mc.Added, devInfo(d))
+		}
+		for _, d := range c.Removed {
+			mc.Removed = append(mc.Removed, devInfo(d))
+		}
+		out.Changes = append(out.Changes, mc)
+	}
+	for _, al := range rep.Alerts {
+		out.Alerts = append(out.Alerts, monitorAlert{Kind: al.Kind.String(), Version: al.Version, LogIndex: al.LogIndex, Message: al.Message})
+	}
+	return out
+}
+
+func (a *app) printMonitor(out monitorOutput) {
+	if out.OK {
+		fmt.Fprintf(a.out, "%s  OK  %s v%d is exactly what this device expects (checkpoint size %d", out.Checked, out.UserID, out.Version, out.CheckpointSize)
+		if len(out.Cosigners) > 0 {
+			fmt.Fprintf(a.out, ", cosigned by %s", strings.Join(out.Cosigners, ", "))
+		}
+		fmt.Fprintln(a.out, ")")
+		return
+	}
+	w := a.out
+	fmt.Fprintln(w, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!")
+	fmt.Fprintf(w, "!!! UNEXPECTED CHANGE to your account %s: expected v%d, the directory serves v%d\n", out.UserID, out.Expected, out.Version)
+	for _, al := range out.Alerts {
+		fmt.Fprintf(w, "!!! %s (v%d, log entry %d): %s\n", strings.ToUpper(al.Kind), al.Version, al.LogIndex, al.Message)
+	}
+	for _, c := range out.Changes {
+		signer := "your identity key " + c.SignerIK[:16] + "… (someone holds your paper key or a device with the identity key)"
+		if c.ByResetKey {
+			signer = "the DIRECTORY RESET KEY (new identity key " + c.SignerIK[:16] + "…)"
+		}
+		fmt.Fprintf(w, "!!! v%d (log entry %d, %s) signed by %s\n", c.Version, c.LogIndex, c.Kind, signer)
+		for _, d := range c.Added {
+			fmt.Fprintf(w, "!!!     added device   %s\n", d)
+		}
+		for _, d := range c.Removed {
+			fmt.Fprintf(w, "!!!     removed device %s\n", d)
+		}
+	}
+	fmt.Fprintln(w, "!!! If you did not make these changes, your account is compromised: recover it with")
+	fmt.Fprintln(w, "!!! your paper key (`keyline account recover`) and warn your contacts.")
+	fmt.Fprintln(w, "!!! If you made them on another device, run `keyline monitor --once --accept`.")
+	fmt.Fprintln(w, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!")
+}
+
+func (a *app) monitorCmd() *cobra.Command {
+	var interval time.Duration
+	var once, accept bool
+	cmd := &cobra.Command{
+		Use:   "monitor",
+		Short: "Watch your own account for changes you did not make",
+		Long: `Check, with one verified lookup, that the directory serves exactly the latest
+version of your account this device published or saw. On an unexpected
+version the verified history is fetched and every change is reported (devices
+added and removed, and whether your identity key or the directory reset key
+signed it); the command then exits with code 3. Without --once it checks
+every --interval until interrupted. --accept (with --once) acknowledges
+changes you made on another device.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if accept && !once {
+				return usageErr("--accept needs --once")
+			}
+			if interval <= 0 {
+				return usageErr("--interval must be positive")
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			st, err := s.client.State()
+			if err != nil {
+				return s.classify("reading the client state", err)
+			}
+			if st.Own == nil {
+				return failf("create an account, finish joining one (`keyline device finish`) or recover it in this --data-dir first", nil, "this data dir has no own account to monitor")
+			}
+			m := verifier.NewMonitor(s.client)
+			for {
+				cctx, cancel := s.ctx(ctx)
+				rep, err := m.Check(cctx)
+				cancel()
+				if err != nil {
+					return s.classify("monitor "+st.Own.UserID, err)
+				}
+				out := monitorOut(rep)
+				if !rep.OK && accept {
+					if err := m.Accept(rep); err != nil {
+						return failf("", err, "accepting the changes")
+					}
+					out.Accepted = true
+				}
+				if a.jsonOut {
+					writeJSON(a.out, out)
+				} else {
+					a.printMonitor(out)
+					if out.Accepted {
+						fmt.Fprintf(a.out, "Accepted: v%d is now the expected version.\n", out.Version)
+					}
+				}
+				if !rep.OK && !out.Accepted {
+					return verificationErr(fmt.Sprintf("monitor: unexpected change to %s (expected v%d, served v%d)", rep.UserID, out.Expected, out.Version), "see the report above", nil)
+				}
+				if once {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", time.Minute, "time between checks")
+	cmd.Flags().BoolVar(&once, "once", false, "check once and exit")
+	cmd.Flags().BoolVar(&accept, "accept", false, "with --once: acknowledge the reported changes as yours")
+	return cmd
+}
+
+func devInfo(d verifier.DeviceInfo) string {
+	s := fmt.Sprintf("%q (%s)", d.Name, d.ID)
+	if d.Revocation != nil {
+		s += fmt.Sprintf(", revoked %s (%s)", fmtTime(d.Revocation.Time), d.Revocation.Reason)
+	}
+	return s
+}
+
+func updateKind(k klog.UpdateKind) string {
+	switch k {
+	case klog.UpdateCreate:
+		return "create"
+	case klog.UpdateUpdate:
+		return "update"
+	case klog.UpdateReset:
+		return "reset"
+	}
+	return fmt.Sprintf("kind %d", k)
+}

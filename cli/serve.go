@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyline/keyline/directory"
+	"github.com/keyline/keyline/verifier/cosign"
+)
+
+// parseWitnessFlag splits "URL=VKEY" at the '=' after which a valid
+// cosignature vkey follows (URLs may contain '=' in their query).
+func parseWitnessFlag(s string) (directory.WitnessConfig, error) {
+	for i := strings.LastIndex(s, "="); i > 0; i = strings.LastIndex(s[:i], "=") {
+		url, vkey := s[:i], s[i+1:]
+		if _, err := cosign.NewVerifierFromVkey(vkey); err == nil {
+			if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+				return directory.WitnessConfig{}, fmt.Errorf("--witness %q: the URL must start with http:// or https://", s)
+			}
+			return directory.WitnessConfig{URL: strings.TrimRight(url, "/"), VKey: vkey}, nil
+		}
+	}
+	return directory.WitnessConfig{}, fmt.Errorf("--witness %q: want URL=VKEY with the witness' cosignature vkey (printed by `keyline witness`)", s)
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var (
+		cfg            directory.Config
+		listen         string
+		witnesses      []string
+		adminTokenFile string
+		noSync         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the directory server",
+		Long: `Run a Keyline directory. On first start it creates its keys (log, VRF, reset)
+and trust.json in --data-dir; give trust.json to clients (they read it from
+<their data dir>/trust.json or --trust). The admin token for resets is in
+<data-dir>/admin.token unless --admin-token-file is given.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, w := range witnesses {
+				wc, err := parseWitnessFlag(w)
+				if err != nil {
+					return usageErr("%v", err)
+				}
+				cfg.Witnesses = append(cfg.Witnesses, wc)
+			}
+			if adminTokenFile != "" {
+				b, err := os.ReadFile(adminTokenFile)
+				if err != nil {
+					return failf("check --admin-token-file", err, "cannot read the admin token")
+				}
+				cfg.AdminToken = strings.TrimSpace(string(b))
+				if cfg.AdminToken == "" {
+					return usageErr("--admin-token-file %s is empty", adminTokenFile)
+				}
+			}
+			cfg.NoSync = noSync
+			var logMu sync.Mutex
+			cfg.Logf = func(format string, args ...any) {
+				logMu.Lock()
+				defer logMu.Unlock()
+				fmt.Fprintf(a.errw, "%s %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+			}
+			srv, err := directory.Open(cfg)
+			if err != nil {
+				if errors.Is(err, directory.ErrConfig) {
+					return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad server configuration", Err: err}
+				}
+				return failf("check --data-dir and the log backend settings", err, "cannot open the directory")
+			}
+			lis, err := net.Listen("tcp", listen)
+			if err != nil {
+				srv.Close()
+				return failf("choose another --listen address, or stop the process using it", err, "cannot listen on %s", listen)
+			}
+			trustPath, _ := filepath.Abs(filepath.Join(cfg.DataDir, directory.FileTrust))
+			addr := lis.Addr().String()
+			if a.jsonOut {
+				writeJSON(a.out, map[string]any{"listen": addr, "origin": srv.Origin(), "trust_file": trustPath, "data_dir": cfg.DataDir, "log_backend": cfg.LogBackend, "witnesses": len(cfg.Witnesses), "witness_quorum": cfg.WitnessQuorum})
+			} else {
+				fmt.Fprintf(a.out, "keyline directory %s listening on %s\n", srv.Origin(), addr)
+				fmt.Fprintf(a.out, "trust file for clients: %s\n", trustPath)
+				fmt.Fprintf(a.out, "  (clients: copy it to ~/.keyline/trust.json or pass --trust; add --server %s if not the default)\n", addr)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(lis) }()
+			select {
+			case <-cmd.Context().Done():
+				if !a.jsonOut {
+					fmt.Fprintln(a.errw, "shutting down")
+				}
+				srv.Close()
+				<-errc
+				return nil
+			case err := <-errc:
+				srv.Close()
+				if err != nil {
+					return failf("", err, "serving on %s", addr)
+				}
+				return nil
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", DefaultServer, "address to listen on (host:port; port 0 picks a free one)")
+	f.StringVar(&cfg.DataDir, "data-dir", "keyline-data", "server data dir: keys, trust.json, databases")
+	f.StringVar(&cfg.Origin, "origin", "", "log origin (name in checkpoints; default "+directory.DefaultOrigin+"; fixed at creation)")
+	f.DurationVar(&cfg.EpochInterval, "epoch-interval", 0, "how often epochs are cut (default 1s)")
+	f.DurationVar(&cfg.EmptyEpochInterval, "empty-epoch-interval", 0, "publish an empty epoch after this long without updates, to keep checkpoints fresh (default 1h)")
+	f.StringVar(&cfg.LogBackend, "log-backend", directory.BackendEmbedded, "log backend: embedded or trillian")
+	f.StringVar(&cfg.TrillianAddr, "trillian-addr", "", "trillian_log_server host:port (trillian backend)")
+	f.Int64Var(&cfg.TrillianTreeID, "trillian-tree-id", 0, "Trillian PREORDERED_LOG tree id (trillian backend)")
+	f.StringArrayVar(&witnesses, "witness", nil, "witness to ask for cosignatures, URL=VKEY (repeatable)")
+	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
+	f.StringVar(&cfg.MaxCheckpointAge, "max-checkpoint-age", "", "max_checkpoint_age written to trust.json (default 24h)")
+	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
+	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
+	f.MarkHidden("insecure-no-sync")
+	return cmd
+}
