@@ -1,0 +1,75 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	klog "github.com/keyline/keyline/log"
+)
+
+// TestBoltCheckpoints checks the compare-and-swap of the checkpoint store
+// used with the Trillian backend.
+func TestBoltCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	db, err := openBolt(filepath.Join(t.TempDir(), FileCheckpoint), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cs := &boltCheckpoints{db: db}
+	if cp, err := cs.LatestCheckpoint(ctx); err != nil || cp != nil {
+		t.Fatalf("empty store: %q %v", cp, err)
+	}
+	if err := cs.StoreCheckpoint(ctx, []byte("x"), []byte("a")); !errors.Is(err, klog.ErrCheckpointConflict) {
+		t.Fatalf("CAS from a wrong previous on an empty store: %v", err)
+	}
+	if err := cs.StoreCheckpoint(ctx, nil, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.StoreCheckpoint(ctx, nil, []byte("b")); !errors.Is(err, klog.ErrCheckpointConflict) {
+		t.Fatalf("CAS from none on a non-empty store: %v", err)
+	}
+	if err := cs.StoreCheckpoint(ctx, []byte("a"), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := cs.LatestCheckpoint(ctx); string(cp) != "b" {
+		t.Fatalf("latest %q", cp)
+	}
+}
+
+func TestAccountRecord(t *testing.T) {
+	leaf := []byte{1, 2, 3}
+	r := accountRecord{Version: 7, LogIndex: 9, EntryHash: klog.EntryHash(leaf), Leaf: leaf}
+	got, err := parseAccountRecord(r.marshal())
+	if err != nil || got.Version != 7 || got.LogIndex != 9 || string(got.Leaf) != string(leaf) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	b := r.marshal()
+	b[len(b)-1] ^= 1
+	if _, err := parseAccountRecord(b); !errors.Is(err, errCorrupt) {
+		t.Fatalf("corrupt record: %v", err)
+	}
+	if _, err := parseAccountRecord(b[:10]); !errors.Is(err, errCorrupt) {
+		t.Fatalf("short record: %v", err)
+	}
+}
+
+func TestKeyFilePermissions(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	s.Close()
+	if err := chmod(filepath.Join(dir, FileResetKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(Config{DataDir: dir, NoSync: true}); !errors.Is(err, ErrKeyFile) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("opened with a world-readable reset key: %v", err)
+	}
+}
+
+func chmod(path string, mode uint32) error { return os.Chmod(path, os.FileMode(mode)) }
