@@ -185,3 +185,29 @@ func TestQueueFull(t *testing.T) {
 		t.Fatalf("lookup after Close: %v", err)
 	}
 }
+
+// TestEmptyEpochs: with nothing queued an empty epoch is still cut every
+// EmptyEpochInterval (fresh EpochRecord timestamps), and not more often.
+func TestEmptyEpochs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), func(c *Config) { c.EpochInterval = 5 * time.Millisecond; c.EmptyEpochInterval = 40 * time.Millisecond })
+	trust := trustOf(t, s)
+	cp, _ := s.Checkpoint(ctx)
+	c0, err := trust.OpenCheckpoint(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cp, _ = s.Checkpoint(ctx)
+	c1, err := trust.OpenCheckpoint(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each empty epoch is one EpochRecord leaf: at most 300/40 of them.
+	if grown := c1.Size - c0.Size; grown < 1 || grown > 8 {
+		t.Fatalf("log grew by %d leaves in 300ms of idle with 40ms empty epochs", grown)
+	}
+	if v := mustLookup(t, s.Source(), trust, "idle"); v.found || v.epoch.Epoch == 0 {
+		t.Fatalf("after idle epochs: epoch %d", v.epoch.Epoch)
+	}
+}
