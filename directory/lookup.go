@@ -48,7 +48,7 @@ func (s *Server) snapshot(ctx context.Context, f func(v *epochView, tx *bbolt.Tx
 		if err != nil {
 			return s.internal(err)
 		}
-		latest, err := latestEpochTx(tx)
+		latest, _, err := s.m.LatestEpochTx(tx)
 		if err != nil {
 			tx.Rollback()
 			return s.internal(err)
@@ -67,22 +67,6 @@ func (s *Server) snapshot(ctx context.Context, f func(v *epochView, tx *bbolt.Tx
 			return ctxError(ctx.Err(), "waiting for the next epoch")
 		}
 	}
-}
-
-func latestEpochTx(tx *bbolt.Tx) (uint64, error) {
-	top := tx.Bucket([]byte(bucketMap))
-	if top == nil {
-		return 0, fmt.Errorf("%w: no map bucket", errCorrupt)
-	}
-	meta := top.Bucket([]byte("meta"))
-	if meta == nil {
-		return 0, fmt.Errorf("%w: no map meta bucket", errCorrupt)
-	}
-	b := meta.Get([]byte("latest"))
-	if len(b) != 8 {
-		return 0, fmt.Errorf("%w: no latest epoch", errCorrupt)
-	}
-	return be64(b), nil
 }
 
 func be64(b []byte) uint64 {

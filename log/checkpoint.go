@@ -158,6 +158,9 @@ func SignCheckpoint(c Checkpoint, signer note.Signer) ([]byte, error) {
 // Signatures by other keys (such as witness cosignatures) are allowed and
 // returned unverified in the note's UnverifiedSigs for the caller to check.
 func OpenCheckpoint(msg []byte, verifier note.Verifier, origin string) (Checkpoint, *note.Note, error) {
+	if verifier == nil {
+		return Checkpoint{}, nil, errors.New("log: open checkpoint: no verifier")
+	}
 	if verifier.Name() != origin {
 		return Checkpoint{}, nil, fmt.Errorf("log: open checkpoint: verifier %q is not the origin %q", verifier.Name(), origin)
 	}

@@ -187,19 +187,26 @@ func (m *Map) Root(epoch uint64) (root vmap.Hash, err error) {
 // LatestEpoch returns the latest applied epoch and its root, or ErrNoEpoch.
 func (m *Map) LatestEpoch() (epoch uint64, root vmap.Hash, err error) {
 	err = m.db.View(func(tx *bbolt.Tx) error {
-		b, err := m.buckets(tx)
-		if err != nil {
-			return err
-		}
-		var ok bool
-		if epoch, ok, err = latest(b); err != nil {
-			return err
-		} else if !ok {
-			return ErrNoEpoch
-		}
-		root, err = rootOf(b, epoch)
+		epoch, root, err = m.LatestEpochTx(tx)
 		return err
 	})
+	return epoch, root, err
+}
+
+// LatestEpochTx is LatestEpoch within the caller's transaction, so that the
+// answer matches every other read made in tx.
+func (m *Map) LatestEpochTx(tx *bbolt.Tx) (epoch uint64, root vmap.Hash, err error) {
+	b, err := m.buckets(tx)
+	if err != nil {
+		return 0, vmap.Hash{}, err
+	}
+	epoch, ok, err := latest(b)
+	if err != nil {
+		return 0, vmap.Hash{}, err
+	} else if !ok {
+		return 0, vmap.Hash{}, ErrNoEpoch
+	}
+	root, err = rootOf(b, epoch)
 	return epoch, root, err
 }
 
