@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
 
@@ -393,6 +394,9 @@ func (a *app) deviceListCmd() *cobra.Command {
 					names[d.ID] = d
 				}
 			}
+			if len(res.State.Revocations) > 0 {
+				s.historyNames(ctx, res, names)
+			}
 			rows := deviceRows(res.State, ks.Device.ID(), names)
 			if a.jsonOut {
 				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "devices": rows})
@@ -531,4 +535,32 @@ func findDevice(st *devices.AccountState, arg string) (*devices.DeviceCert, erro
 	}
 	sort.Strings(names)
 	return nil, usageErr("no current device %q; devices: %s", arg, strings.Join(names, ", "))
+}
+
+// historyNames adds to names the certs of devices listed in earlier
+// versions of the account, taken only from states that verify under the
+// account's current identity key (names of revoked devices are labels; the
+// verified lookup does not carry them).
+func (s *session) historyNames(ctx context.Context, res *verifier.LookupResult, names map[devices.DeviceID]*devices.DeviceCert) {
+	cctx, cancel := s.ctx(ctx)
+	defer cancel()
+	h, err := s.conn.History(cctx, res.UserID, 1)
+	if err != nil {
+		return
+	}
+	for _, e := range h.Entries {
+		up, err := klog.ParseAccountUpdate(e.Leaf)
+		if err != nil || up.Index != res.Index || up.Update == klog.UpdateReset {
+			continue
+		}
+		st, err := devices.ParseAccountState(up.Payload)
+		if err != nil || st.IdentityKey != res.IdentityKey || devices.VerifyAccountState(st) != nil {
+			continue
+		}
+		for _, d := range st.Devices {
+			if names[d.ID] == nil {
+				names[d.ID] = d
+			}
+		}
+	}
 }

@@ -95,8 +95,18 @@ func (a *app) printMonitor(out monitorOutput) {
 			fmt.Fprintf(w, "!!!     removed device %s\n", d)
 		}
 	}
-	fmt.Fprintln(w, "!!! If you did not make these changes, your account is compromised: recover it with")
-	fmt.Fprintln(w, "!!! your paper key (`keyline account recover`) and warn your contacts.")
+	reset := false
+	for _, c := range out.Changes {
+		reset = reset || c.ByResetKey
+	}
+	if reset {
+		fmt.Fprintln(w, "!!! The DIRECTORY replaced your identity key. If you did not ask for a reset, your")
+		fmt.Fprintln(w, "!!! account was taken over by the directory: warn your contacts (their safety")
+		fmt.Fprintln(w, "!!! number for you changed) and publish this report.")
+	} else {
+		fmt.Fprintln(w, "!!! If you did not make these changes, someone holds your identity key: recover")
+		fmt.Fprintln(w, "!!! with your paper key (`keyline account recover`) and warn your contacts.")
+	}
 	fmt.Fprintln(w, "!!! If you made them on another device, run `keyline monitor --once --accept`.")
 	fmt.Fprintln(w, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!")
 }

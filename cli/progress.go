@@ -91,7 +91,7 @@ func (p *progress) line(done uint64, t time.Time, bar bool) string {
 	}
 	eta := "--"
 	if rate > 0 && done <= p.total {
-		eta = (time.Duration(float64(p.total-done)/rate*float64(time.Second))).Round(time.Second).String()
+		eta = (time.Duration(float64(p.total-done) / rate * float64(time.Second))).Round(time.Second).String()
 	}
 	var b strings.Builder
 	b.WriteString(p.label)
