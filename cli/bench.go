@@ -92,4 +92,3 @@ every lookup bundle against the trust file (costs client CPU).`,
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-

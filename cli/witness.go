@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -178,20 +176,4 @@ func (a *app) witnessKeygenCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "where to write the key (default <data-dir>/witness.skey)")
 	return cmd
-}
-
-// vkeyOfSkey returns the vkey of a cosignature/v1 skey
-// "PRIVATE+KEY+<name>+<hex id>+<base64(0x04 || seed)>". (verifier/cosign
-// has no accessor for a Signer's public key.)
-func vkeyOfSkey(skey string) (string, error) {
-	parts := strings.Split(skey, "+")
-	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
-		return "", errors.New("not a PRIVATE+KEY+<name>+<id>+<key> skey")
-	}
-	b, err := base64.StdEncoding.DecodeString(parts[4])
-	if err != nil || len(b) != 1+ed25519.SeedSize || b[0] != cosign.AlgCosignatureV1 {
-		return "", errors.New("the key is not a cosignature/v1 Ed25519 seed")
-	}
-	_, vkey, err := cosign.EncodeKeys(parts[2], ed25519.NewKeyFromSeed(b[1:]))
-	return vkey, err
 }
