@@ -221,19 +221,29 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// pair adds device newDev to user's account, approved on approver.
-func (w *world) pair(user, approver, newDev, name string) {
+// pairWaiting adds newDev with `device request --wait`, approving it while
+// the new device waits.
+func (w *world) pairWaiting(user, approver, newDev, name string) {
 	w.t.Helper()
-	var req pairingOutput
-	w.okJSON(newDev, &req, "device", "request", user, "--name", name)
-	if !strings.HasPrefix(req.Code, devices.PairingCodePrefix) || len(strings.Fields(req.Fingerprint)) != 5 {
-		w.t.Fatalf("bad pairing output %+v", req)
+	var out, errb syncBuf
+	done := make(chan int, 1)
+	args := []string{"--server", w.server, "--trust", w.trust, "--data-dir", filepath.Join(w.root, newDev), "device", "request", user, "--name", name, "--wait", "30s"}
+	go func() {
+		done <- Run(context.Background(), args, IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: testEnv})
+	}()
+	codeRe := regexp.MustCompile(`KL1-[A-Z0-9-]+`)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errb.String(), "Waiting") {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("device request --wait did not start waiting:\n%s\n%s", out.String(), errb.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	r := w.ok(approver, "y\n", "device", "approve", req.Code)
-	if !strings.Contains(r.err, req.Fingerprint) || !strings.Contains(r.err, name) {
-		w.t.Fatalf("approve did not show the fingerprint %q and name %q:\n%s", req.Fingerprint, name, r.err)
+	fp := regexp.MustCompile(`Fingerprint:\s+([0-9 ]+)`).FindStringSubmatch(out.String())[1]
+	w.ok(approver, "", "device", "approve", codeRe.FindString(out.String()), "--fingerprint", fp)
+	if code := <-done; code != 0 || !strings.Contains(out.String(), "Approved: this device is now part of "+user) {
+		w.t.Fatalf("device request --wait: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
-	w.ok(newDev, "", "device", "finish")
 }
 
 type lookupJSON struct {
@@ -303,7 +313,16 @@ func TestEndToEnd(t *testing.T) {
 
 	// Bob: account with two devices.
 	w.createAccount("bob-pc", "bob", "pc")
-	w.pair("bob", "bob-pc", "bob-tablet", "tablet")
+	w.pairWaiting("bob", "bob-pc", "bob-tablet", "tablet")
+	// A wrong passphrase does not open the keystore; a passphrase file does.
+	wrongPass := filepath.Join(root, "wrong-pass")
+	os.WriteFile(wrongPass, []byte("not it\n"), 0o600)
+	if r := w.run("bob-pc", "", "--passphrase-file", wrongPass, "device", "list"); r.code != ExitError || !strings.Contains(r.err, "wrong passphrase") {
+		t.Fatalf("wrong passphrase: exit %d\n%s", r.code, r.err)
+	}
+	rightPass := filepath.Join(root, "right-pass")
+	os.WriteFile(rightPass, []byte(testEnv("KEYLINE_PASSPHRASE")+"\n"), 0o600)
+	w.ok("bob-pc", "", "--passphrase-file", rightPass, "device", "list")
 
 	// They look each other up.
 	var l lookupJSON
