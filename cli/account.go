@@ -3,6 +3,7 @@ package cli
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"strings"
@@ -121,8 +122,13 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			}
 
 			paper := secret.PaperKey()
-			if !a.jsonOut {
-				a.showPaperKey(paper)
+			switch {
+			case !a.jsonOut:
+				a.showPaperKey(a.out, paper)
+			case !noConfirm:
+				// JSON goes to stdout at the end; the person confirming
+				// the words needs to see them now.
+				a.showPaperKey(a.errw, paper)
 			}
 			if !noConfirm {
 				if err := a.confirmPaperKey(paper); err != nil {
@@ -158,9 +164,8 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 }
 
 // showPaperKey prints the paper key once, numbered, with a warning.
-func (a *app) showPaperKey(paper string) {
+func (a *app) showPaperKey(w io.Writer, paper string) {
 	words := strings.Fields(paper)
-	w := a.out
 	fmt.Fprintln(w, "================================ PAPER KEY ================================")
 	fmt.Fprintln(w, "Write these 24 words down, in order, and keep them offline. They are shown")
 	fmt.Fprintln(w, "ONLY NOW. They recover your account if you lose every device; anyone who")

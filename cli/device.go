@@ -272,9 +272,7 @@ next version of the account with the device added. For scripts, pass
 			if err != nil {
 				return err
 			}
-			if !a.jsonOut {
-				fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
-			}
+			fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
 			switch {
 			case fingerprint != "":
 				if normDigits(fingerprint) != normDigits(fp) {
@@ -462,9 +460,7 @@ lookup.`,
 			if target.ID == ks.Device.ID() {
 				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
 			}
-			if !a.jsonOut {
-				fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
-			}
+			fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
 			ok, err := a.confirm("Revoke this device?", yes)
 			if err != nil {
 				return err
