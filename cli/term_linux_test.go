@@ -1,0 +1,111 @@
+//go:build linux
+
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPty returns the master and slave ends of a new pseudo-terminal.
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		t.Skipf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		t.Skipf("ptsname: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Skipf("open slave: %v", err)
+	}
+	t.Cleanup(func() { s.Close(); m.Close() })
+	return m, s
+}
+
+// readUntil reads the master until marker appears and returns what came
+// before it.
+func readUntil(t *testing.T, m *os.File, marker string) string {
+	t.Helper()
+	var b bytes.Buffer
+	buf := make([]byte, 256)
+	for !strings.Contains(b.String(), marker) {
+		n, err := m.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the terminal: %v (got %q)", err, b.String())
+		}
+		b.Write(buf[:n])
+	}
+	return b.String()[:strings.Index(b.String(), marker)]
+}
+
+// TestPassphraseNoEcho types a passphrase into a real pseudo-terminal: the
+// prompt must read it without echoing it, and restore echo afterwards.
+func TestPassphraseNoEcho(t *testing.T) {
+	m, s := openPty(t)
+	if !isTerminal(s.Fd()) {
+		t.Fatal("isTerminal(pty) = false")
+	}
+	var errb syncBuf
+	a := &app{in: bufio.NewReader(s), inFile: s, errw: &errb, getenv: func(string) string { return "" }}
+	if _, err := m.WriteString("hunter2 secret\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.passphrase(false)
+	if err != nil || string(got) != "hunter2 secret" {
+		t.Fatalf("passphrase = %q, %v", got, err)
+	}
+	s.WriteString("MARK1")
+	if echoed := readUntil(t, m, "MARK1"); strings.Contains(echoed, "hunter2") {
+		t.Fatalf("the passphrase was echoed: %q", echoed)
+	}
+	// Echo is back on for the next line.
+	m.WriteString("visible\n")
+	line, err := a.in.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "visible" {
+		t.Fatalf("next line %q, %v", line, err)
+	}
+	s.WriteString("MARK2")
+	if echoed := readUntil(t, m, "MARK2"); !strings.Contains(echoed, "visible") {
+		t.Fatalf("echo was not restored: %q", echoed)
+	}
+	if !strings.Contains(errb.String(), "Keystore passphrase: ") {
+		t.Fatalf("no prompt on stderr: %q", errb.String())
+	}
+}
+
+// TestPassphraseSources: file, then environment; a non-terminal stdin is
+// never read for a passphrase.
+func TestPassphraseSources(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"KEYLINE_PASSPHRASE": "from-env"}
+	a := &app{in: bufio.NewReader(strings.NewReader("from-stdin\n")), errw: &syncBuf{}, getenv: func(k string) string { return env[k] }}
+	if p, err := a.passphrase(false); err != nil || string(p) != "from-env" {
+		t.Fatalf("env: %q %v", p, err)
+	}
+	a.passphraseFile = dir + "/p"
+	os.WriteFile(a.passphraseFile, []byte("from-file\r\n"), 0o600)
+	if p, err := a.passphrase(false); err != nil || string(p) != "from-file" {
+		t.Fatalf("file: %q %v", p, err)
+	}
+	a.passphraseFile = ""
+	delete(env, "KEYLINE_PASSPHRASE")
+	if _, err := a.passphrase(true); err == nil || !strings.Contains(err.Error(), "KEYLINE_PASSPHRASE") {
+		t.Fatalf("non-terminal stdin: %v", err)
+	}
+}
