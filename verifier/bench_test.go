@@ -111,4 +111,3 @@ func BenchmarkVerifyLookup(b *testing.B) {
 		}
 	}
 }
-
