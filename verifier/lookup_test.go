@@ -380,3 +380,10 @@ func TestLookupPins(t *testing.T) {
 	_, err = verify(d, st, "carol", d.bundle("carol", 0))
 	wantErr(t, err, ErrAccountMissing)
 }
+
+func TestLookupStateFromAnotherLog(t *testing.T) {
+	d, other := world(t), world(t)
+	st := &ClientState{Checkpoint: other.cp}
+	_, err := verify(d, st, "alice", d.bundle("alice", 0))
+	wantErr(t, err, ErrState)
+}
