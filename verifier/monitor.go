@@ -123,7 +123,8 @@ func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
 // the map's value with the expected own version and entry hash. Because
 // auditors check that the map is exactly what the log implies, equality
 // under a verified checkpoint means nobody else changed the account. If
-// they differ, Check fetches the history from the expected version,
+// they differ, Check fetches the history from the version before the
+// expected one (or the served one, if older),
 // verifies it (inclusion proofs, index, consecutive versions, entry hash
 // chain, devices.VerifyTransition / VerifyReset) and reports every version
 // the owner did not make: devices added and removed, the signer (IK or the
@@ -167,9 +168,11 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertVersionBackwards, Version: res.Version, LogIndex: res.LogIndex,
 			Message: fmt.Sprintf("the map serves v%d (log index %d), the owner published v%d", res.Version, res.LogIndex, own.Version)})
 	}
-	from := own.Version
-	if res.Version < from {
-		from = res.Version
+	// From the version before the expected one, so that a rewritten own
+	// entry is described against its predecessor.
+	from := min(own.Version, res.Version)
+	if from > 1 {
+		from--
 	}
 	hist, err := m.Client.Source.History(ctx, own.UserID, from)
 	if err != nil {

@@ -122,7 +122,7 @@ func TestMonitorRewrittenEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || !hasAlert(rep, AlertHiddenEntry) || len(rep.Changes) != 1 || rep.Changes[0].Added[0].Name != "not-the-owners" {
+	if rep.OK || !hasAlert(rep, AlertHiddenEntry) || len(rep.Changes) != 1 || len(rep.Changes[0].Added) != 1 || rep.Changes[0].Added[0].Name != "not-the-owners" {
 		t.Fatalf("%+v", rep)
 	}
 }
