@@ -28,7 +28,10 @@ import (
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
 	"github.com/keyline/keyline/verifier/vmap"
 	"github.com/keyline/keyline/verifier/vmap/boltstore"
+	"github.com/keyline/keyline/verifier/witness"
 )
+
+var _ witness.Auditor = (*Auditor)(nil)
 
 // StateFile is the name of the auditor's bbolt file inside its directory.
 const StateFile = "audit.db"
@@ -46,7 +49,8 @@ var (
 	ErrRollback = errors.New("auditor: checkpoint older than the last verified one")
 	// ErrTooFarBehind: Verify was asked about a checkpoint further ahead than
 	// Options.MaxCatchUp leaves; Run/Follow must catch up first.
-	ErrTooFarBehind = errors.New("auditor: checkpoint too far ahead to verify synchronously")
+	// It wraps witness.ErrAuditPending.
+	ErrTooFarBehind = fmt.Errorf("auditor: checkpoint too far ahead to verify synchronously (%w)", witness.ErrAuditPending)
 	// ErrNotVerified: Verify's checkpoint does not match what the auditor
 	// replayed (wrong root, not at an epoch boundary, or a size the Source
 	// has not reached).
@@ -276,7 +280,7 @@ func violationFromEvidence(ev []byte, dir string) (*Violation, error) {
 }
 
 func evidencePath(dir string, e *Evidence) string {
-	return filepath.Join(dir, fmt.Sprintf("evidence-%s-%d.json", e.Rule, e.LogIndex))
+	return filepath.Join(dir, fmt.Sprintf("evidence-%s-%d.json", string(e.Rule), e.LogIndex))
 }
 
 // Run fetches the Source's latest checkpoint, checks it against the last
@@ -380,7 +384,7 @@ func (a *Auditor) Verify(ctx context.Context, cp klog.Checkpoint) error {
 			return fmt.Errorf("%w: checkpoint: %v", ErrSource, err)
 		}
 		if latest.Size < cp.Size {
-			return fmt.Errorf("%w: the source's latest checkpoint has %d leaves, fewer than %d", ErrNotVerified, latest.Size, cp.Size)
+			return fmt.Errorf("%w: the source's latest checkpoint has %d leaves, fewer than %d", witness.ErrAuditPending, latest.Size, cp.Size)
 		}
 		if latest.Size-s.next > a.opts.MaxCatchUp {
 			return fmt.Errorf("%w: %d leaves ahead", ErrTooFarBehind, latest.Size-s.next)
@@ -470,6 +474,9 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 		})
 	}
 	for s.next < cp.Size || s.cp == nil || s.cp.Size != cp.Size {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		mem, err := mtree.NewMem(s.rng)
 		if err != nil {
 			return err

@@ -113,7 +113,7 @@ func ParseEvidence(data []byte) (*Evidence, error) {
 		return nil, bad("format %q, want %q", e.Format, EvidenceFormat)
 	}
 	if !knownRule(e.Rule) {
-		return nil, bad("unknown rule %q", e.Rule)
+		return nil, bad("unknown rule %q", string(e.Rule))
 	}
 	if len(e.Checkpoints) == 0 || len(e.Checkpoints) > maxEvidenceCheckpoints {
 		return nil, bad("%d checkpoints, want 1 or 2", len(e.Checkpoints))
@@ -183,7 +183,7 @@ func VerifyEvidence(t *verifier.Trust, data []byte) (*Finding, error) {
 		return nil, err
 	}
 	bad := func(format string, args ...any) (*Finding, error) {
-		return nil, fmt.Errorf("%w: %s: "+format, append([]any{ErrBadEvidence, e.Rule}, args...)...)
+		return nil, fmt.Errorf("%w: %s: "+format, append([]any{ErrBadEvidence, string(e.Rule)}, args...)...)
 	}
 	v := &evidenceView{leaves: map[uint64][]byte{}}
 	for i, n := range e.Checkpoints {
@@ -287,7 +287,7 @@ func (v *evidenceView) checkEnd(e *Evidence) (string, error) {
 	}
 	l, err := klog.ParseLeaf(leaf)
 	if err != nil {
-		return "", fmt.Errorf("last leaf is malformed (evidence for %s instead): %v", RuleMalformedLeaf, err)
+		return "", fmt.Errorf("last leaf is malformed (evidence for %s instead): %v", string(RuleMalformedLeaf), err)
 	}
 	if l.Kind() == klog.KindEpochRecord {
 		return "", errors.New("the checkpoint's last leaf is an EpochRecord")
@@ -319,7 +319,7 @@ func (v *evidenceView) checkEpoch(e *Evidence) (string, error) {
 		for i := uint64(0); i <= x; i++ {
 			l, err := klog.ParseLeaf(v.leaves[i])
 			if err != nil {
-				return "", fmt.Errorf("leaf %d is malformed (a %s violation): %v", i, RuleMalformedLeaf, err)
+				return "", fmt.Errorf("leaf %d is malformed (a %s violation): %v", i, string(RuleMalformedLeaf), err)
 			}
 			switch l := l.(type) {
 			case *klog.AccountUpdate:
@@ -365,7 +365,7 @@ func (v *evidenceView) checkEpoch(e *Evidence) (string, error) {
 	}
 	rule, detail := checkEpoch(prev, er)
 	if rule != e.Rule {
-		return "", fmt.Errorf("the epoch records do not break %s", e.Rule)
+		return "", fmt.Errorf("the epoch records do not break %s", string(e.Rule))
 	}
 	return detail, nil
 }
@@ -388,12 +388,12 @@ func (v *evidenceView) checkAccount(t *verifier.Trust, e *Evidence) (string, err
 	xe, rule, detail := decodeEntry(xl)
 	if e.Rule == RuleMalformedLeaf || e.Rule == RulePayload {
 		if rule != e.Rule {
-			return "", fmt.Errorf("leaf %d does not break %s", x, e.Rule)
+			return "", fmt.Errorf("leaf %d does not break %s", x, string(e.Rule))
 		}
 		return detail, nil
 	}
 	if rule != "" {
-		return "", fmt.Errorf("leaf %d breaks %s (evidence for that rule instead)", x, rule)
+		return "", fmt.Errorf("leaf %d breaks %s (evidence for that rule instead)", x, string(rule))
 	}
 	if xe == nil {
 		return "", fmt.Errorf("leaf %d is not an AccountUpdate", x)
@@ -435,7 +435,7 @@ func (v *evidenceView) checkAccount(t *verifier.Trust, e *Evidence) (string, err
 		if got == "" {
 			return "", fmt.Errorf("leaf %d is a valid successor of leaf %v", x, e.PrevIndex)
 		}
-		return "", fmt.Errorf("leaf %d breaks %s, not %s", x, got, e.Rule)
+		return "", fmt.Errorf("leaf %d breaks %s, not %s", x, string(got), string(e.Rule))
 	}
 	return detail, nil
 }

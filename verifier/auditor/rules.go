@@ -118,7 +118,7 @@ type Violation struct {
 }
 
 func (v *Violation) Error() string {
-	return fmt.Sprintf("auditor: rule %s violated at log index %d: %s", v.Rule, v.LogIndex, v.Detail)
+	return fmt.Sprintf("auditor: rule %s violated at log index %d: %s", string(v.Rule), v.LogIndex, v.Detail)
 }
 
 // Is reports whether target is ErrViolation or v's Rule.

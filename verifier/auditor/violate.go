@@ -47,14 +47,14 @@ func (a *Auditor) violate(ctx context.Context, s *state, mem *mtree.Mem, note []
 		err = a.segments(ctx, mem, cp, f, e)
 	}
 	if err != nil {
-		return fmt.Errorf("auditor: building evidence for %s at %d: %w", f.rule, f.x, err)
+		return fmt.Errorf("auditor: building evidence for %s at %d: %w", string(f.rule), f.x, err)
 	}
 	ev, err := e.Marshal()
 	if err != nil {
 		return err
 	}
 	if _, err := VerifyEvidence(a.trust, ev); err != nil {
-		return fmt.Errorf("auditor: internal error: evidence for %s (%s) does not verify: %w", f.rule, f.detail, err)
+		return fmt.Errorf("auditor: internal error: evidence for %s (%s) does not verify: %w", string(f.rule), f.detail, err)
 	}
 	path := evidencePath(a.dir, e)
 	if err := writeFileAtomic(path, ev); err != nil {
