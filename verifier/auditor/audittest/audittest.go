@@ -466,3 +466,15 @@ func (d *Directory) Populate(n, nDevices, perEpoch int) error {
 	}
 	return nil
 }
+
+// RangeProof returns the compact ranges [0, start) and [end, size) that prove
+// leaves [start, end) in the tree of size (the evidence Segment form).
+func (l *Log) RangeProof(start, end, size uint64) (left, right [][]byte, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if left, err = mtree.RangeHashes(l.tree.Get, 0, start); err != nil {
+		return nil, nil, err
+	}
+	right, err = mtree.RangeHashes(l.tree.Get, end, size)
+	return left, right, err
+}
