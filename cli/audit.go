@@ -110,10 +110,10 @@ and exit code 3.`,
 					writeJSON(a.out, out)
 				} else {
 					fmt.Fprintln(a.out, "!!! LOG VIOLATION FOUND !!!")
-					fmt.Fprintf(a.out, "rule:      %s\nlog entry: %d\ndetail:    %s\nevidence:  %s\n", v.Rule, v.LogIndex, v.Detail, v.EvidencePath)
+					fmt.Fprintf(a.out, "rule:      %s\nlog entry: %d\ndetail:    %s\nevidence:  %s\n", string(v.Rule), v.LogIndex, v.Detail, v.EvidencePath)
 					fmt.Fprintln(a.out, "The evidence file is signed by the directory itself; anyone can check it with `keyline audit verify-evidence FILE`.")
 				}
-				return verificationErr(fmt.Sprintf("audit: the log violates rule %s at entry %d", v.Rule, v.LogIndex), "publish the evidence file "+v.EvidencePath, nil)
+				return verificationErr(fmt.Sprintf("audit: the log violates rule %s at entry %d", string(v.Rule), v.LogIndex), "publish the evidence file "+v.EvidencePath, nil)
 			}
 			if err != nil {
 				if errors.Is(err, auditor.ErrCorruptState) {
@@ -176,7 +176,7 @@ func (a *app) verifyEvidenceCmd() *cobra.Command {
 				}
 				return writeJSON(a.out, map[string]any{"valid": true, "rule": string(f.Rule), "log_index": f.LogIndex, "detail": f.Detail, "checkpoint_sizes": sizes})
 			}
-			fmt.Fprintf(a.out, "VALID evidence: the directory %s broke rule %q at log entry %d.\n%s\n", t.Origin, f.Rule, f.LogIndex, f.Detail)
+			fmt.Fprintf(a.out, "VALID evidence: the directory %s broke rule %q at log entry %d.\n%s\n", t.Origin, string(f.Rule), f.LogIndex, f.Detail)
 			for _, c := range f.Checkpoints {
 				fmt.Fprintf(a.out, "  signed checkpoint: size %d, root %x…\n", c.Size, c.Hash[:8])
 			}

@@ -472,6 +472,7 @@ func TestEndToEnd(t *testing.T) {
 	if r.code != ExitVerification || json.Unmarshal([]byte(r.err), &je) != nil || je.Kind != KindVerification {
 		t.Fatalf("--json verification failure: exit %d, stderr %s", r.code, r.err)
 	}
+	auditCountsReset(t, w, evilAddr)
 	// Alice's monitor sees the reset.
 	r = w.runAt(evilAddr, "alice-new", "", "monitor", "--once")
 	if r.code != ExitVerification || !strings.Contains(r.out, "RESET") {

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWitnessCosigns runs `keyline witness` next to `keyline serve
+// --witness URL=VKEY --witness-quorum 1`: clients then accept only
+// checkpoints the witness cosigned after auditing the log, and lookups show
+// the witness; when the witness is gone, new checkpoints are refused.
+func TestWitnessCosigns(t *testing.T) {
+	root := t.TempDir()
+	srvDir := filepath.Join(root, "server")
+	w := &world{t: t, root: root, trust: filepath.Join(srvDir, "trust.json")}
+
+	var kg struct {
+		Name, VKey string
+	}
+	w.okJSON("witness", &kg, "witness", "keygen", "w1.test")
+	if !strings.HasPrefix(kg.VKey, "w1.test+") {
+		t.Fatalf("keygen vkey %q", kg.VKey)
+	}
+	if r := w.run("witness", "", "witness", "keygen", "w1.test"); r.code != ExitError {
+		t.Fatalf("keygen over an existing key: exit %d", r.code)
+	}
+
+	// First start creates the directory's keys and trust.json.
+	addr, stop := startServer(t, srvDir)
+	stop()
+
+	// The witness audits the directory at addr.
+	wctx, wcancel := context.WithCancel(context.Background())
+	var wout, werr syncBuf
+	wdone := make(chan int, 1)
+	go func() {
+		wdone <- Run(wctx, []string{"--server", addr, "--trust", w.trust, "--data-dir", filepath.Join(root, "witness"), "witness", "--listen", "127.0.0.1:0"},
+			IO{Stdin: strings.NewReader(""), Stdout: &wout, Stderr: &werr, Getenv: testEnv})
+	}()
+	flagRe := regexp.MustCompile(`--witness (\S+)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for flagRe.FindStringSubmatch(wout.String()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("witness did not start:\n%s\n%s", wout.String(), werr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	witnessFlag := flagRe.FindStringSubmatch(wout.String())[1]
+	if !strings.HasSuffix(witnessFlag, "="+kg.VKey) {
+		t.Fatalf("witness prints %q, keygen printed %q", witnessFlag, kg.VKey)
+	}
+
+	// Restart the directory on the same address with the witness.
+	ctx, cancel := context.WithCancel(context.Background())
+	var sout, serr syncBuf
+	sdone := make(chan int, 1)
+	go func() {
+		sdone <- Run(ctx, []string{"serve", "--listen", addr, "--data-dir", srvDir, "--epoch-interval", "20ms", "--empty-epoch-interval", "100ms",
+			"--insecure-no-sync", "--witness", witnessFlag, "--witness-quorum", "1"},
+			IO{Stdin: strings.NewReader(""), Stdout: &sout, Stderr: &serr, Getenv: testEnv})
+	}()
+	defer func() {
+		cancel()
+		<-sdone
+		wcancel()
+		if code := <-wdone; code != 0 {
+			t.Errorf("witness exited %d: %s", code, werr.String())
+		}
+	}()
+	w.server = addr
+	waitFor(t, "a cosigned checkpoint", func() bool {
+		r := w.run("carol-pc", "", "lookup", "nobody")
+		return r.code == ExitRejected // verified absence under a cosigned checkpoint
+	}, func() string { return serr.String() + werr.String() })
+
+	w.ok("carol-pc", "", "account", "create", "carol", "--no-confirm")
+	var l lookupOutput
+	r := w.ok("dave", "", "--json", "lookup", "carol")
+	if err := json.Unmarshal([]byte(r.out), &l); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Found || l.WitnessQuorum != 1 || len(l.Cosigners) != 1 || l.Cosigners[0] != "w1.test" {
+		t.Fatalf("lookup with a witness: %+v", l)
+	}
+	r = w.ok("dave", "", "lookup", "carol")
+	if !strings.Contains(r.out, "1 of 1 required cosigned: w1.test") {
+		t.Fatalf("text lookup does not name the witness:\n%s", r.out)
+	}
+
+	// Without the witness, new checkpoints carry no cosignature: refused.
+	wcancel()
+	if code := <-wdone; code != 0 {
+		t.Errorf("witness exited %d: %s", code, werr.String())
+	}
+	wdone <- 0
+	var last result
+	waitFor(t, "an uncosigned checkpoint to be refused", func() bool {
+		last = w.run("dave", "", "lookup", "carol")
+		return last.code == ExitVerification
+	}, func() string { return last.out + last.err })
+	if !strings.Contains(last.err, "witness") || strings.Contains(last.out, "ok ") {
+		t.Fatalf("quorum failure output:\n%s\n%s", last.out, last.err)
+	}
+	// An explicit override accepts it (the user's choice).
+	w.ok("dave", "", "--witness-quorum", "0", "lookup", "carol")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool, diag func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s:\n%s", what, diag())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
