@@ -160,6 +160,9 @@ type evidenceView struct {
 
 // covers reports whether every leaf in [a, b) is known.
 func (v *evidenceView) covers(a, b uint64) bool {
+	if b > a && b-a > uint64(len(v.leaves)) {
+		return false
+	}
 	for i := a; i < b; i++ {
 		if _, ok := v.leaves[i]; !ok {
 			return false

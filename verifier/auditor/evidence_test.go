@@ -42,7 +42,6 @@ var goldenCases = map[string]func(t *testing.T, d *audittest.Directory){
 	},
 }
 
-
 // TestGoldenEvidence checks the evidence the auditor writes byte for byte
 // against testdata/audit/<rule>.json (regenerate with -update) and that the
 // checked-in files verify against the golden trust file.
