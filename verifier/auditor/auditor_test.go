@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
@@ -315,6 +316,24 @@ func TestRules(t *testing.T) {
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleDeviceCert)
 	})
+	t.Run("device-cert on create", func(t *testing.T) {
+		d, _ := base(t)
+		b, err := d.NewAccountState("victim", 1)
+		must(t, err)
+		other, err := d.NewAccountState("mallory", 1)
+		must(t, err)
+		b.State.Devices = other.State.Devices // certs issued by another IK
+		must(t, b.State.Sign(b.IK))
+		payload, _ := b.State.MarshalBinary()
+		must(t, d.AppendUpdate(nil, b.Index, 1, [32]byte{}, klog.UpdateCreate, payload))
+		closeEpoch(t, d)
+		v := expect(t, d, auditor.RuleDeviceCert)
+		var e auditor.Evidence
+		must(t, json.Unmarshal(v.Evidence, &e))
+		if e.PrevIndex != nil || len(e.Segments) != 1 || len(e.Segments[0].Leaves) != 1 {
+			t.Fatal("create evidence should be the one leaf")
+		}
+	})
 	t.Run("revoked-device (replay)", func(t *testing.T) {
 		d, a := base(t)
 		must(t, d.Revoke(a, 0))
@@ -539,5 +558,28 @@ func TestWitnessVerify(t *testing.T) {
 	}
 	for range 4 {
 		must(t, <-errs)
+	}
+}
+
+func TestFollow(t *testing.T) {
+	d := newDir(t)
+	honest(t, d)
+	a := open(t, d, t.TempDir(), 8)
+	cctx, cancel := context.WithCancel(ctx)
+	var last uint64
+	err := a.Follow(cctx, 5*time.Millisecond, func(done, total uint64) {
+		last = done
+		if done == d.Log.Size() {
+			cancel()
+		}
+	}, func(err error) { t.Errorf("follow: %v", err) })
+	if !errors.Is(err, context.Canceled) || last != d.Log.Size() {
+		t.Fatalf("follow returned %v at %d", err, last)
+	}
+	// A violation ends Follow.
+	d.Log.Append([]byte{0xff})
+	closeEpoch(t, d)
+	if err := a.Follow(ctx, time.Millisecond, nil, nil); !errors.Is(err, auditor.RuleMalformedLeaf) {
+		t.Fatalf("follow: %v", err)
 	}
 }
