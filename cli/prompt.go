@@ -77,8 +77,10 @@ func (a *app) passphrase(creating bool) ([]byte, error) {
 		fmt.Fprintln(a.errw, "warning: this platform cannot hide typed input; your passphrase will be visible")
 	}
 	read := func(prompt string) ([]byte, error) {
-		fmt.Fprint(a.errw, prompt)
 		b, err := withoutEcho(a.inFile.Fd(), func() ([]byte, error) {
+			// The prompt comes after echo is off, so nothing typed in
+			// answer to it is ever shown.
+			fmt.Fprint(a.errw, prompt)
 			line, err := a.in.ReadString('\n')
 			if err != nil && line == "" {
 				return nil, err

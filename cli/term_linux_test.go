@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,9 +64,13 @@ func TestPassphraseNoEcho(t *testing.T) {
 	}
 	var errb syncBuf
 	a := &app{in: bufio.NewReader(s), inFile: s, errw: &errb, getenv: func(string) string { return "" }}
-	if _, err := m.WriteString("hunter2 secret\n"); err != nil {
-		t.Fatal(err)
-	}
+	// Type only once the prompt is shown, as a person would.
+	go func() {
+		for !strings.Contains(errb.String(), "passphrase: ") {
+			time.Sleep(time.Millisecond)
+		}
+		m.WriteString("hunter2 secret\n")
+	}()
 	got, err := a.passphrase(false)
 	if err != nil || string(got) != "hunter2 secret" {
 		t.Fatalf("passphrase = %q, %v", got, err)
