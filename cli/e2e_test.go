@@ -472,6 +472,16 @@ func TestEndToEnd(t *testing.T) {
 	if r.code != ExitVerification || json.Unmarshal([]byte(r.err), &je) != nil || je.Kind != KindVerification {
 		t.Fatalf("--json verification failure: exit %d, stderr %s", r.code, r.err)
 	}
+	// The new number is shown (so the two can compare again), loudly, and
+	// with exit code 3; the old digits no longer verify.
+	var snEvil safetyOutput
+	r = w.runAt(evilAddr, "bob-pc", "", "--json", "safety-number", "alice")
+	if r.code != ExitVerification || json.Unmarshal([]byte(r.out), &snEvil) != nil || snEvil.SafetyNumber == snB.SafetyNumber || !strings.Contains(r.err, "SAFETY NUMBER CHANGED") {
+		t.Fatalf("safety-number after the forged reset: exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	if r := w.runAt(evilAddr, "bob-pc", "", "verify", "alice", snB.SafetyNumber); r.code != ExitVerification {
+		t.Fatalf("old digits against the forged key: exit %d\n%s%s", r.code, r.out, r.err)
+	}
 	auditCountsReset(t, w, evilAddr)
 	// Alice's monitor sees the reset.
 	r = w.runAt(evilAddr, "alice-new", "", "monitor", "--once")

@@ -194,9 +194,16 @@ type safetyOutput struct {
 
 // safetyNumber looks up peer (verified) and computes the safety number.
 func (a *app) safetyNumber(ctx context.Context, s *session, peer string) (*devices.SafetyNumber, *verifier.LookupResult, string, error) {
+	sn, res, me, _, err := a.safetyNumberChanged(ctx, s, peer)
+	return sn, res, me, err
+}
+
+// safetyNumberChanged is safetyNumber that also reports whether the peer's
+// verified identity key changed (the number shown is then the new one).
+func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) (*devices.SafetyNumber, *verifier.LookupResult, string, bool, error) {
 	me, myIK, err := a.ownIdentity(s)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", false, err
 	}
 	cctx, cancel := s.ctx(ctx)
 	defer cancel()
@@ -210,16 +217,16 @@ func (a *app) safetyNumber(ctx context.Context, s *session, peer string) (*devic
 		res.Pin = verifier.PinChanged
 	}
 	if err != nil {
-		return nil, nil, "", s.classify("lookup "+peer, err)
+		return nil, nil, "", false, s.classify("lookup "+peer, err)
 	}
 	if !res.Found {
-		return nil, nil, "", &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s (absence proven)", peer)}
+		return nil, nil, "", false, &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s (absence proven)", peer)}
 	}
 	sn, err := devices.NewSafetyNumber(me, myIK, res.UserID, res.IdentityKey)
 	if err != nil {
-		return nil, nil, "", failf("", err, "computing the safety number")
+		return nil, nil, "", false, failf("", err, "computing the safety number")
 	}
-	return sn, res, me, nil
+	return sn, res, me, changed != nil && changed.Result != nil, nil
 }
 
 func groupedDigits(sn *devices.SafetyNumber) []string {
@@ -256,13 +263,22 @@ code with ` + "`keyline verify USER --scan PAYLOAD`" + `). If they match, run
 				return err
 			}
 			defer s.close()
-			sn, res, me, err := a.safetyNumber(ctx, s, uid)
+			sn, res, me, changed, err := a.safetyNumberChanged(ctx, s, uid)
 			if err != nil {
 				return err
 			}
 			out := safetyOutput{Local: me, Remote: uid, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: res.Pin.String()}
+			changedErr := func() error {
+				if !changed {
+					return nil
+				}
+				return verificationErr(fmt.Sprintf("SAFETY NUMBER CHANGED for %s: the number above is NEW", uid), fmt.Sprintf("compare it with %s again; only if it matches run `keyline verify %s DIGITS`", uid, uid), nil)
+			}
 			if a.jsonOut {
-				return writeJSON(a.out, out)
+				if err := writeJSON(a.out, out); err != nil {
+					return err
+				}
+				return changedErr()
 			}
 			for _, w := range res.Warnings {
 				fmt.Fprintf(a.errw, "WARNING: %s\n", w)
@@ -278,12 +294,15 @@ code with ` + "`keyline verify USER --scan PAYLOAD`" + `). If they match, run
 				}
 				fmt.Fprintf(a.out, "\nQR payload: %s\n", sn.QR())
 			}
-			if out.Verified {
+			switch {
+			case changed:
+				fmt.Fprintf(a.out, "!!! This is a NEW safety number: %s's identity key changed since you verified it.\n", uid)
+			case out.Verified:
 				fmt.Fprintf(a.out, "You verified %s's key before; it is unchanged.\n", uid)
-			} else {
+			default:
 				fmt.Fprintf(a.out, "Not verified yet. If %s sees the same digits, run: keyline verify %s DIGITS\n", uid, uid)
 			}
-			return nil
+			return changedErr()
 		},
 	}
 	cmd.Flags().BoolVar(&noQR, "no-qr", false, "do not draw the QR code")
