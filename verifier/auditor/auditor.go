@@ -63,7 +63,7 @@ type Options struct {
 	// transaction (default 4096).
 	BatchSize int
 	// MaxCatchUp bounds how many leaves Verify replays synchronously
-	// (default 1<<20).
+	// (default 100000, about a minute of replay).
 	MaxCatchUp uint64
 	// VerifyTimeout bounds one Verify call (default 2 minutes).
 	VerifyTimeout time.Duration
@@ -97,7 +97,7 @@ func Open(dir string, t *verifier.Trust, src verifier.Source, opts *Options) (*A
 		a.opts.BatchSize = 4096
 	}
 	if a.opts.MaxCatchUp == 0 {
-		a.opts.MaxCatchUp = 1 << 20
+		a.opts.MaxCatchUp = 100000
 	}
 	if a.opts.VerifyTimeout <= 0 {
 		a.opts.VerifyTimeout = 2 * time.Minute
@@ -354,7 +354,20 @@ func (a *Auditor) Follow(ctx context.Context, interval time.Duration, progress f
 // EpochRecord. If cp is ahead of what was replayed (by at most
 // Options.MaxCatchUp leaves), it first catches up from the Source, within
 // Options.VerifyTimeout.
+//
+// Errors that may pass (a timeout, the Source failing or serving data that
+// does not verify, not caught up) wrap witness.ErrAuditPending; a
+// *Violation or ErrNotVerified means cp must never be cosigned.
 func (a *Auditor) Verify(ctx context.Context, cp klog.Checkpoint) error {
+	err := a.verify(ctx, cp)
+	if err == nil || errors.Is(err, ErrViolation) || errors.Is(err, ErrNotVerified) || errors.Is(err, witness.ErrAuditPending) ||
+		errors.Is(err, ErrCorruptState) || errors.Is(err, ErrRollback) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", witness.ErrAuditPending, err)
+}
+
+func (a *Auditor) verify(ctx context.Context, cp klog.Checkpoint) error {
 	ctx, cancel := context.WithTimeout(ctx, a.opts.VerifyTimeout)
 	defer cancel()
 	if cp.Origin != a.trust.Origin {

@@ -549,6 +549,13 @@ func TestWitnessVerify(t *testing.T) {
 	if err := b.Verify(ctx, cp); !errors.Is(err, auditor.ErrTooFarBehind) || !errors.Is(err, witness.ErrAuditPending) {
 		t.Fatalf("too far: %v", err)
 	}
+	// A Source failure is pending, not a refusal.
+	c, err := auditor.Open(t.TempDir(), d.Trust(), failing{d.Log}, nil)
+	must(t, err)
+	defer c.Close()
+	if err := c.Verify(ctx, cp); !errors.Is(err, witness.ErrAuditPending) {
+		t.Fatalf("failing source: %v", err)
+	}
 	// Concurrent Verify calls.
 	must(t, d.Populate(4, 1, 2))
 	cp2 := mustCP(t, d)
@@ -582,4 +589,10 @@ func TestFollow(t *testing.T) {
 	if err := a.Follow(ctx, time.Millisecond, nil, nil); !errors.Is(err, auditor.RuleMalformedLeaf) {
 		t.Fatalf("follow: %v", err)
 	}
+}
+
+type failing struct{ *audittest.Log }
+
+func (failing) Entries(context.Context, uint64, uint64) ([][]byte, error) {
+	return nil, errors.New("network down")
 }
