@@ -23,6 +23,7 @@ import (
 	"fmt"
 
 	"github.com/keyline/keyline/verifier/vmap"
+	"github.com/keyline/keyline/verifier/vmap/boltstore"
 	"go.etcd.io/bbolt"
 )
 
@@ -97,12 +98,6 @@ func (m *Map) buckets(tx *bbolt.Tx) (buckets, error) {
 	return b, nil
 }
 
-// bucketStore adapts a bbolt bucket to vmap.Store.
-type bucketStore struct{ b *bbolt.Bucket }
-
-func (s bucketStore) Get(key []byte) ([]byte, error) { return s.b.Get(key), nil }
-func (s bucketStore) Put(key, value []byte) error    { return s.b.Put(key, value) }
-
 func u64(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
 
 func latest(b buckets) (uint64, bool, error) {
@@ -158,7 +153,7 @@ func (m *Map) ApplyEpochTx(tx *bbolt.Tx, epoch uint64, updates []vmap.Update) (v
 	if ok && (last == ^uint64(0) || epoch != last+1) {
 		return vmap.Hash{}, fmt.Errorf("%w: got %d, latest is %d", ErrEpochOrder, epoch, last)
 	}
-	root, err := vmap.Apply(bucketStore{b.nodes}, updates)
+	root, err := vmap.Apply(boltstore.New(b.nodes), updates)
 	if err != nil {
 		return vmap.Hash{}, err
 	}
@@ -246,7 +241,7 @@ func (m *Map) ProveTx(tx *bbolt.Tx, index vmap.Index) (*Lookup, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := bucketStore{b.nodes}
+	s := boltstore.New(b.nodes)
 	treeRoot, err := vmap.Root(s)
 	if err != nil {
 		return nil, err
