@@ -524,7 +524,7 @@ func TestWitnessVerify(t *testing.T) {
 	cp := mustCP(t, d)
 	must(t, a.Verify(ctx, cp)) // catches up synchronously
 	// An older epoch-boundary checkpoint verifies; a wrong root does not.
-	old, _, err := klog.OpenCheckpoint(d.Log.SignAt(4), d.Log.Verifier(), audittest.Origin)
+	old, _, err := klog.OpenCheckpoint(d.Log.SignAt(5), d.Log.Verifier(), audittest.Origin)
 	must(t, err)
 	must(t, a.Verify(ctx, old))
 	bad := cp
@@ -532,7 +532,7 @@ func TestWitnessVerify(t *testing.T) {
 	if err := a.Verify(ctx, bad); !errors.Is(err, auditor.ErrNotVerified) {
 		t.Fatalf("wrong root: %v", err)
 	}
-	notEpoch, _, err := klog.OpenCheckpoint(d.Log.SignAt(2), d.Log.Verifier(), audittest.Origin)
+	notEpoch, _, err := klog.OpenCheckpoint(d.Log.SignAt(3), d.Log.Verifier(), audittest.Origin)
 	must(t, err)
 	if err := a.Verify(ctx, notEpoch); !errors.Is(err, auditor.ErrNotVerified) {
 		t.Fatalf("not at epoch: %v", err)

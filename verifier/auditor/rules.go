@@ -67,7 +67,7 @@ const (
 	// RuleReset: a reset fails devices.VerifyReset (not signed by the
 	// directory reset key, or inconsistent with the states it links).
 	RuleReset Rule = "reset"
-	// RuleEpochNumber: epoch records are not numbered 1, 2, 3, ...
+	// RuleEpochNumber: epoch records are not numbered 0, 1, 2, ...
 	RuleEpochNumber Rule = "epoch-number"
 	// RuleEpochTime: an epoch record's timestamp is before the previous one's.
 	RuleEpochTime Rule = "epoch-time"
@@ -226,9 +226,10 @@ func checkEntry(resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
 }
 
 // checkEpoch checks epoch record e against prev, the previous epoch record
-// (nil if none). Timestamps must not decrease.
+// (nil if none). Epochs are numbered from 0, the genesis epoch the directory
+// closes over the empty map before any account; timestamps must not decrease.
 func checkEpoch(prev, e *klog.EpochRecord) (Rule, string) {
-	want := uint64(1)
+	want := uint64(0)
 	if prev != nil {
 		want = prev.Epoch + 1
 	}

@@ -234,9 +234,13 @@ func NewDirectory(seed uint64) (*Directory, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Directory{Log: l, VRF: vk, ResetKey: rk, Map: vmap.NewMemStore(),
+	d := &Directory{Log: l, VRF: vk, ResetKey: rk, Map: vmap.NewMemStore(),
 		Time: time.Unix(1_700_000_000, 0).UTC(), Pending: map[[32]byte]vmap.Value{},
-		Accounts: map[string]*Account{}, rnd: rnd}, nil
+		Accounts: map[string]*Account{}, rnd: rnd}
+	// Like the real directory, the log starts with the genesis epoch 0,
+	// which holds the empty map.
+	d.AppendEpoch(klog.EpochRecord{Epoch: 0, MapRoot: vmap.EmptyRoot, Timestamp: uint64(d.now().Unix())})
+	return d, nil
 }
 
 // Trust returns the trust configuration of d (no witnesses).
