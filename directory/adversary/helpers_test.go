@@ -230,8 +230,15 @@ func expectViolation(t *testing.T, trust *verifier.Trust, err error, rule audito
 		l := ev.Segments[0].Leaves
 		l[len(l)-1][len(l[len(l)-1])-1] ^= 1
 	} else {
+		// Change the root hash line of a signed checkpoint.
 		c := ev.Checkpoints[len(ev.Checkpoints)-1]
-		c[len(c)-3] ^= 1 // inside the log signature
+		l1 := bytes.IndexByte(c, '\n')
+		l2 := l1 + 1 + bytes.IndexByte(c[l1+1:], '\n')
+		if c[l2+1] == 'A' {
+			c[l2+1] = 'B'
+		} else {
+			c[l2+1] = 'A'
+		}
 	}
 	bad, err := ev.Marshal()
 	if err != nil {
