@@ -69,6 +69,11 @@ type Options struct {
 	VerifyTimeout time.Duration
 	// NoSync disables fsync of the state file (tests and benchmarks only).
 	NoSync bool
+	// Workers is the number of goroutines that pre-check each batch's
+	// signatures before the sequential rule pass (default
+	// runtime.GOMAXPROCS(0)); 1 disables the pre-check. It changes speed
+	// only, never a result (see parallel.go).
+	Workers int
 }
 
 // Auditor replays one directory's log. It is safe for concurrent use; replay
@@ -611,9 +616,13 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 		lastEpochIdx = &i
 	}
 	pending := tx.Bucket(bPending)
+	var pc *precheck // nil: compute everything here
+	if w := a.workers(); w > 1 {
+		pc = precheckBatch(accts, a.trust.ResetKey, leaves, w)
+	}
 	for k, leaf := range leaves {
 		i := start + uint64(k)
-		xe, rule, detail := decodeEntry(leaf)
+		xe, rule, detail := pc.decode(k, leaf)
 		if rule != "" {
 			return &finding{rule: rule, x: i, detail: detail}, nil
 		}
@@ -671,7 +680,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			pi := rec.logIndex
 			prevIdx = &pi
 		}
-		if rule, detail := checkEntry(a.trust.ResetKey, pe, xe); rule != "" {
+		if rule, detail := pc.check(k, a.trust.ResetKey, pe, xe); rule != "" {
 			f := &finding{rule: rule, x: i, prev: prevIdx, detail: detail}
 			f.cover = rule == RuleVersionSkip
 			return f, nil

@@ -1,0 +1,174 @@
+package auditor
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/bbolt"
+)
+
+// Parallel pre-check of a batch.
+//
+// The rule pass (replay) is sequential and authoritative: it walks the
+// batch in log order and stops at the first violation. What makes it slow
+// is Ed25519 verification inside checkEntry (devices.VerifyCreate,
+// VerifyTransition, VerifyReset), and checkEntry is a pure function of the
+// reset key (fixed for the auditor), the previous entry's leaf bytes (or
+// none) and the entry's leaf bytes; decodeEntry is a pure function of the
+// leaf bytes. So before the rule pass a batch is pre-checked on
+// Options.Workers goroutines:
+//
+//  1. decodeEntry of every leaf, in parallel;
+//  2. in log order, on the calling goroutine, a guess of each
+//     AccountUpdate's previous leaf: the latest earlier leaf of the same
+//     index in the batch, else the leaf stored for the index when the batch
+//     starts (exactly what the rule pass will find if no earlier leaf of
+//     the batch is a violation, and after one it stops anyway);
+//  3. checkEntry(reset key, decoded guess, entry), in parallel.
+//
+// The rule pass then uses a pre-checked result only if the previous leaf
+// it actually finds is byte-identical to the guessed one (both absent, or
+// equal bytes); otherwise it calls checkEntry itself. The pre-check is
+// thus a cache of pure function results keyed by their whole input: it
+// cannot change which rule is reported, at which index, with which detail
+// or evidence. TestParallelSameViolations checks this on every violating
+// scenario against Workers = 1, which skips the pre-check.
+
+// decoded is the result of decodeEntry for one leaf.
+type decoded struct {
+	ok     bool // computed (false: the rule pass must compute it)
+	e      *entry
+	rule   Rule
+	detail string
+}
+
+// checked is the result of checkEntry for one AccountUpdate, computed with
+// prevLeaf as the previous entry's leaf (nil: a new index).
+type checked struct {
+	ok       bool // computed (false: the rule pass must compute it)
+	prevLeaf []byte
+	rule     Rule
+	detail   string
+}
+
+// precheck holds the pre-checked results of one batch, by position.
+type precheck struct {
+	dec []decoded
+	chk []checked
+}
+
+// workers returns the number of goroutines for the pre-check; 1 disables it.
+func (a *Auditor) workers() int {
+	if a.opts.Workers > 0 {
+		return a.opts.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// parallelFor calls f(i) for every i in [0, n) on at most workers
+// goroutines and returns when every call has returned.
+func parallelFor(n, workers int, f func(i int)) {
+	workers = min(workers, n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	const chunk = 16
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= n {
+					return
+				}
+				for i := lo; i < min(lo+chunk, n); i++ {
+					f(i)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// precheckBatch pre-checks leaves (see above) against the account records
+// in accts, the state before the batch. It only reads accts, on the
+// calling goroutine. Any record it cannot read is left to the rule pass,
+// which reports it.
+func precheckBatch(accts *bbolt.Bucket, resetKey ed25519.PublicKey, leaves [][]byte, workers int) *precheck {
+	pc := &precheck{dec: make([]decoded, len(leaves)), chk: make([]checked, len(leaves))}
+	parallelFor(len(leaves), workers, func(k int) {
+		defer func() { _ = recover() }() // left to the rule pass
+		e, r, d := decodeEntry(leaves[k])
+		pc.dec[k] = decoded{ok: true, e: e, rule: r, detail: d}
+	})
+	prevs := make([]*entry, len(leaves))
+	var todo []int
+	last := make(map[[32]byte]*entry)
+	for k := range leaves {
+		xe := pc.dec[k].e
+		if !pc.dec[k].ok || pc.dec[k].rule != "" {
+			break // the rule pass stops here (or decodes itself)
+		}
+		if xe == nil {
+			continue // EpochRecord
+		}
+		idx := xe.u.Index
+		pe, seen := last[idx]
+		if !seen {
+			if v := accts.Get(idx[:]); v != nil {
+				rec, err := parseAccountRec(v)
+				if err != nil {
+					last[idx] = xe
+					continue
+				}
+				var r Rule
+				if pe, r, _ = decodeEntry(bytes.Clone(rec.leaf)); r != "" || pe == nil {
+					last[idx] = xe
+					continue
+				}
+			}
+		}
+		prevs[k] = pe
+		todo = append(todo, k)
+		last[idx] = xe
+	}
+	parallelFor(len(todo), workers, func(j int) {
+		defer func() { _ = recover() }() // left to the rule pass
+		k := todo[j]
+		c := checked{ok: true}
+		if pe := prevs[k]; pe != nil {
+			c.prevLeaf = pe.leaf
+		}
+		c.rule, c.detail = checkEntry(resetKey, prevs[k], pc.dec[k].e)
+		pc.chk[k] = c
+	})
+	return pc
+}
+
+// decode returns decodeEntry(leaves[k]), pre-checked if available.
+func (pc *precheck) decode(k int, leaf []byte) (*entry, Rule, string) {
+	if pc != nil && pc.dec[k].ok {
+		d := pc.dec[k]
+		return d.e, d.rule, d.detail
+	}
+	return decodeEntry(leaf)
+}
+
+// check returns checkEntry(resetKey, prev, x) for the entry at position k:
+// the pre-checked result if it was computed for a previous leaf
+// byte-identical to prev's, otherwise computed now.
+func (pc *precheck) check(k int, resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
+	if pc != nil {
+		if c := pc.chk[k]; c.ok && (prev == nil) == (c.prevLeaf == nil) && (prev == nil || bytes.Equal(prev.leaf, c.prevLeaf)) {
+			return c.rule, c.detail
+		}
+	}
+	return checkEntry(resetKey, prev, x)
+}
