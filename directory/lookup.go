@@ -214,23 +214,40 @@ func (s *Server) History(ctx context.Context, userID string, fromVersion uint64)
 }
 
 // Checkpoint returns the latest published checkpoint with cosignatures.
+//
+// While an epoch's witnesses are being asked to cosign, the newest signed
+// checkpoint is already returned, with the log's signature only: a witness's
+// auditor must be able to read and verify an epoch before the witness
+// cosigns it. Lookups are always served with the published, cosigned view.
 func (s *Server) Checkpoint(ctx context.Context) ([]byte, error) {
 	v, err := s.published()
 	if err != nil {
 		return nil, err
 	}
+	if h := s.signed.Load(); h != nil && h.size > v.size {
+		return h.note, nil
+	}
 	return v.checkpoint, nil
 }
 
+// readableSize is the size up to which log reads are served: the newest
+// signed checkpoint's, which is at least the published view's.
+func (s *Server) readableSize(v *epochView) uint64 {
+	if h := s.signed.Load(); h != nil && h.size > v.size {
+		return h.size
+	}
+	return v.size
+}
+
 // ConsistencyProof proves that the tree of size oldSize is a prefix of the
-// tree of size newSize; newSize must not exceed the published checkpoint.
+// tree of size newSize; newSize must not exceed the newest signed checkpoint.
 func (s *Server) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
 	v, err := s.published()
 	if err != nil {
 		return nil, err
 	}
-	if oldSize > newSize || newSize > v.size {
-		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "consistency from %d to %d: need old <= new <= %d (the published size)", oldSize, newSize, v.size)
+	if size := s.readableSize(v); oldSize > newSize || newSize > size {
+		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "consistency from %d to %d: need old <= new <= %d (the signed size)", oldSize, newSize, size)
 	}
 	if newSize == v.size {
 		return s.consistency(ctx, v, oldSize)
@@ -242,18 +259,19 @@ func (s *Server) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) 
 	return p, nil
 }
 
-// Entries returns published log leaves [start, end): at most
-// MaxEntriesPerCall, and none past the published checkpoint (at least one
-// when start < end). start must be below the published size.
+// Entries returns signed log leaves [start, end): at most
+// MaxEntriesPerCall, and none past the newest signed checkpoint (at least
+// one when start < end). start must be below the signed size.
 func (s *Server) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	v, err := s.published()
 	if err != nil {
 		return nil, err
 	}
-	if start > end || (start < end && start >= v.size) {
-		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "entries [%d, %d): need start <= end and start < %d (the published size)", start, end, v.size)
+	size := s.readableSize(v)
+	if start > end || (start < end && start >= size) {
+		return nil, apierr.New(codes.OutOfRange, apierr.OutOfRange, "entries [%d, %d): need start <= end and start < %d (the signed size)", start, end, size)
 	}
-	end = min(end, v.size, start+MaxEntriesPerCall)
+	end = min(end, size, start+MaxEntriesPerCall)
 	leaves, err := s.backend.Entries(ctx, start, end)
 	if err != nil {
 		if errors.Is(err, klog.ErrRange) {

@@ -36,6 +36,11 @@ type Server struct {
 	vrf     *vrfCache
 
 	view atomic.Pointer[epochView]
+	// signed is the newest checkpoint the log has signed. It is ahead of
+	// view while the epoch's witnesses are asked to cosign: the epoch's
+	// leaves are durable and its checkpoint signed, so auditors (a
+	// witness's among them) may already read and verify them.
+	signed atomic.Pointer[signedHead]
 
 	// mu guards pending, the queue sends and failed.
 	mu      sync.Mutex
@@ -91,6 +96,12 @@ type UpdateResult struct {
 	LogIndex   uint64 // index of its AccountUpdate leaf
 	Leaf       []byte // the AccountUpdate leaf
 	Checkpoint []byte // signed checkpoint (with cosignatures) of that epoch
+}
+
+// signedHead is a checkpoint signed by the log, without cosignatures.
+type signedHead struct {
+	size uint64
+	note []byte
 }
 
 // epochView is an immutable published epoch: what lookups are served from.
@@ -243,6 +254,7 @@ func (s *Server) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("directory: publishing: %w", err)
 	}
+	s.signed.Store(&signedHead{size: s.size, note: cp})
 	v, err := s.buildView(ctx, cp, s.cosign(ctx, cp))
 	if err != nil {
 		return err
@@ -536,6 +548,7 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 			return nil, err
 		}
 	}
+	s.signed.Store(&signedHead{size: newSize, note: cp})
 	served := s.cosign(ctx, cp)
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing epoch %d: %w", epoch, err)
