@@ -204,10 +204,6 @@ func TestParseWitnessFlag(t *testing.T) {
 			t.Errorf("parseWitnessFlag(%q) succeeded", bad)
 		}
 	}
-	skey, vkey2, _ := cosign.GenerateKey("w2")
-	if got, err := vkeyOfSkey(skey); err != nil || got != vkey2 {
-		t.Fatalf("vkeyOfSkey: %q %v, want %q", got, err, vkey2)
-	}
 }
 
 func TestFindDevice(t *testing.T) {

@@ -52,10 +52,7 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 			if err != nil {
 				return failf("the key file must hold a cosignature skey from `keyline witness keygen`", err, "bad witness key %s", kp)
 			}
-			vkey, err := vkeyOfSkey(strings.TrimSpace(string(skey)))
-			if err != nil {
-				return failf("", err, "deriving the vkey")
-			}
+			vkey := signer.Vkey()
 			s, err := a.openSession(ctx)
 			if err != nil {
 				return err

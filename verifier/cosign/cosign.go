@@ -112,6 +112,15 @@ func (s *Signer) Name() string { return s.name }
 // KeyHash returns the C2SP key ID.
 func (s *Signer) KeyHash() uint32 { return s.id }
 
+// PublicKey returns the signer's Ed25519 public key.
+func (s *Signer) PublicKey() ed25519.PublicKey { return s.priv.Public().(ed25519.PublicKey) }
+
+// Vkey returns the signer's verifier key, as NewVerifierFromVkey parses it.
+func (s *Signer) Vkey() string {
+	_, vkey, _ := EncodeKeys(s.name, s.priv) // the name was checked by NewSigner
+	return vkey
+}
+
 // Sign returns timestamp || ed25519 signature over Message(msg, timestamp).
 func (s *Signer) Sign(msg []byte) ([]byte, error) {
 	t := s.clock().Unix()

@@ -129,8 +129,12 @@ func TestKeyParsingRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSignerFromSkey(skey, nil); err != nil {
+	s, err := NewSignerFromSkey(skey, nil)
+	if err != nil {
 		t.Fatalf("valid skey: %v", err)
+	}
+	if s.Vkey() != vkey {
+		t.Fatalf("Signer.Vkey() = %q, want %q", s.Vkey(), vkey)
 	}
 	ed, _, _ := note.GenerateKey(nil, "w1")
 	_, edVkey, _ := note.GenerateKey(nil, "w1")
