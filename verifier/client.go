@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +14,12 @@ import (
 
 // Client verifies a directory's answers for one user of one directory and
 // keeps its state file (ClientState) up to date. Its methods are safe for
-// concurrent use within one process; two processes must not share a state
-// file at the same time.
+// concurrent use, and several Clients, in this or other processes (a
+// long-running monitor and a one-shot command), may share one state file:
+// every load-modify-save holds an exclusive advisory lock on the sibling
+// file StatePath+".lock" (flock(2); on systems without it, a lock within
+// this process only), and a lookup applies its result to the state as
+// re-loaded under that lock, so no process overwrites another's pins.
 type Client struct {
 	Trust     *Trust
 	StatePath string
@@ -56,12 +61,23 @@ func knownSize(t *Trust, st *ClientState) (uint64, error) {
 	return cp.Size, nil
 }
 
+// maxOptimisticLookups is how many times Lookup verifies without holding
+// the state lock before it holds it for a whole attempt.
+const maxOptimisticLookups = 3
+
 // Lookup fetches and verifies userID's keys (VerifyLookup). Only if every
 // check passes does it advance the state file: the last verified checkpoint,
 // and the contact's pin (trust on first use for new contacts, re-pinned
 // unverified for a changed unverified key). A changed verified key is the
 // error *SafetyNumberChangedError and changes nothing; the user must Pin the
 // new key after comparing safety numbers.
+//
+// The network round trip runs without the state lock. The result is then
+// applied under the lock to the state file as re-loaded there; if another
+// process changed the last verified checkpoint or this contact's pin in the
+// meantime, the lookup is verified again against the new state (after a few
+// attempts, holding the lock for the whole attempt), so a result is never
+// applied to a state it was not verified against.
 func (c *Client) Lookup(ctx context.Context, userID string) (*LookupResult, error) {
 	uid, err := devices.NormalizeUserID(userID)
 	if err != nil {
@@ -69,28 +85,106 @@ func (c *Client) Lookup(ctx context.Context, userID string) (*LookupResult, erro
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		res, retry, err := c.lookupOnce(ctx, uid, attempt >= maxOptimisticLookups)
+		if !retry {
+			return res, err
+		}
+	}
+}
+
+// lookupOnce is one Lookup attempt. If locked, it holds the state lock
+// throughout; otherwise it reports retry if the state changed under it.
+func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *LookupResult, retry bool, err error) {
+	if locked {
+		unlock, err := lockStateFile(c.StatePath)
+		if err != nil {
+			return nil, false, err
+		}
+		defer unlock()
+	}
 	st, err := LoadClientState(c.StatePath)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	known, err := knownSize(c.Trust, st)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	b, err := c.Source.Lookup(ctx, uid, known)
 	if err != nil {
-		return nil, fmt.Errorf("verifier: lookup %s: %w", uid, err)
+		return nil, false, fmt.Errorf("verifier: lookup %s: %w", uid, err)
 	}
 	now := c.now()
-	res, err := VerifyLookup(c.Trust, st, uid, b, now)
+	res, verr := VerifyLookup(c.Trust, st, uid, b, now)
+	if !locked {
+		unlock, err := lockStateFile(c.StatePath)
+		if err != nil {
+			return nil, false, err
+		}
+		defer unlock()
+	}
+	// Re-load under the lock: the result is applied to the latest file.
+	fresh, err := LoadClientState(c.StatePath)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	st.Apply(res, now)
+	if !sameView(st, fresh, uid) {
+		if locked {
+			return nil, false, fmt.Errorf("%w: %s changed while its lock was held", ErrState, c.StatePath)
+		}
+		return nil, true, nil
+	}
+	if verr != nil {
+		return nil, false, verr
+	}
+	// Fail closed: the new checkpoint must follow the freshly loaded last
+	// verified one.
+	if fresh.Checkpoint != nil {
+		if err := verifyAdvance(c.Trust, fresh.Checkpoint, res.Checkpoint, b.Consistency); err != nil {
+			return nil, false, err
+		}
+	}
+	fresh.Apply(res, now)
+	if err := fresh.Save(c.StatePath); err != nil {
+		return nil, false, fmt.Errorf("verifier: saving state: %w", err)
+	}
+	return res, false, nil
+}
+
+// sameView reports whether a and b hold the same last verified checkpoint
+// and the same pin for uid, i.e. whether a lookup of uid verified against
+// a is also verified against b.
+func sameView(a, b *ClientState, uid string) bool {
+	if !bytes.Equal(a.Checkpoint, b.Checkpoint) {
+		return false
+	}
+	ca, cb := a.contact(uid), b.contact(uid)
+	if ca == nil || cb == nil {
+		return ca == nil && cb == nil
+	}
+	return *ca == *cb
+}
+
+// update runs modify on the state file re-loaded under the state lock and
+// saves it if modify succeeds.
+func (c *Client) update(modify func(st *ClientState) error) error {
+	unlock, err := lockStateFile(c.StatePath)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := LoadClientState(c.StatePath)
+	if err != nil {
+		return err
+	}
+	if err := modify(st); err != nil {
+		return err
+	}
 	if err := st.Save(c.StatePath); err != nil {
-		return nil, fmt.Errorf("verifier: saving state: %w", err)
+		return fmt.Errorf("verifier: saving state: %w", err)
 	}
-	return res, nil
+	return nil
 }
 
 // Pin pins ik as userID's identity key; verified records that the user
@@ -98,14 +192,9 @@ func (c *Client) Lookup(ctx context.Context, userID string) (*LookupResult, erro
 func (c *Client) Pin(userID string, ik [32]byte, verified bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := LoadClientState(c.StatePath)
-	if err != nil {
-		return err
-	}
-	if err := st.Pin(userID, ik, verified, c.now()); err != nil {
-		return err
-	}
-	return st.Save(c.StatePath)
+	return c.update(func(st *ClientState) error {
+		return st.Pin(userID, ik, verified, c.now())
+	})
 }
 
 // SetOwn records the user's own latest published account entry, which the
@@ -120,23 +209,26 @@ func (c *Client) SetOwn(own OwnAccount) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := LoadClientState(c.StatePath)
-	if err != nil {
-		return err
-	}
-	o := own
-	st.Own = &o
-	return st.Save(c.StatePath)
+	return c.update(func(st *ClientState) error {
+		o := own
+		st.Own = &o
+		return nil
+	})
 }
 
 // Checkpoint fetches the directory's latest checkpoint, verifies it
 // (signature, origin, witness quorum) and its consistency with the last
 // verified one (fetching a consistency proof), then makes it the last
 // verified checkpoint. Freshness is not checked here (a checkpoint alone
-// carries no time); Lookup checks it.
+// carries no time); Lookup checks it. It holds the state lock throughout.
 func (c *Client) Checkpoint(ctx context.Context) (*VerifiedCheckpoint, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	unlock, err := lockStateFile(c.StatePath)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	st, err := LoadClientState(c.StatePath)
 	if err != nil {
 		return nil, err
