@@ -145,7 +145,9 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 			return nil, false, err
 		}
 	}
-	fresh.Apply(res, now)
+	if err := fresh.Apply(res, now); err != nil {
+		return nil, false, err
+	}
 	if err := fresh.Save(c.StatePath); err != nil {
 		return nil, false, fmt.Errorf("verifier: saving state: %w", err)
 	}

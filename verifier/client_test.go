@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -170,5 +171,37 @@ func pinMany(t *testing.T, path, who string, n int) {
 		if err := c.Pin(fmt.Sprintf("%s%d", who, i), [32]byte{byte(i)}, true); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestClientLookupAtMaxContacts: a new contact that cannot be pinned fails
+// the lookup (it would be trusted on first use again and again) and leaves
+// the state file unchanged.
+func TestClientLookupAtMaxContacts(t *testing.T) {
+	d := world(t)
+	p := filepath.Join(t.TempDir(), "state.json")
+	st := &ClientState{}
+	for i := 0; i < MaxContacts; i++ {
+		if err := st.Pin(fmt.Sprintf("c%d", i), [32]byte{1}, false, d.now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(p)
+	c := newTestClient(t, d, p, d)
+	_, err := c.Lookup(context.Background(), "alice")
+	wantErr(t, err, ErrState)
+	if after, _ := os.ReadFile(p); string(after) != string(before) {
+		t.Fatal("state changed by a lookup whose contact could not be pinned")
+	}
+	// ClientState.Apply itself reports it.
+	res, err := VerifyLookup(d.trust, st, "alice", d.bundle("alice", 0), d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply(res, d.now); !errors.Is(err, ErrState) || st.Checkpoint != nil {
+		t.Fatalf("Apply at MaxContacts: %v (checkpoint advanced: %v)", err, st.Checkpoint != nil)
 	}
 }

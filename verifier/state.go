@@ -363,7 +363,7 @@ func (st *ClientState) Pin(userID string, ik [32]byte, verified bool, now time.T
 		st.Contacts = map[string]*Contact{}
 	}
 	if _, ok := st.Contacts[uid]; !ok && len(st.Contacts) >= MaxContacts {
-		return fmt.Errorf("%w: already %d contacts", ErrState, MaxContacts)
+		return fmt.Errorf("%w: already %d pinned contacts (the maximum); remove one before pinning %s", ErrState, MaxContacts, uid)
 	}
 	st.Contacts[uid] = &Contact{IK: ik, Verified: verified, PinnedAt: now.UTC().Truncate(time.Second)}
 	return nil
@@ -373,13 +373,18 @@ func (st *ClientState) Pin(userID string, ik [32]byte, verified bool, now time.T
 // the last verified one and the contact's key is pinned as the PinStatus
 // policy says (new or changed unverified keys are pinned unverified;
 // verified pins are kept). res must come from VerifyLookup with this state.
-func (st *ClientState) Apply(res *LookupResult, now time.Time) {
+// If the key cannot be pinned (MaxContacts reached) Apply changes nothing
+// and returns an error wrapping ErrState: an unpinned contact would be
+// trusted anew on every lookup.
+func (st *ClientState) Apply(res *LookupResult, now time.Time) error {
+	if res.Found {
+		switch res.Pin {
+		case PinNew, PinChanged:
+			if err := st.Pin(res.UserID, res.IdentityKey, false, now); err != nil {
+				return fmt.Errorf("verifier: cannot pin %s: %w", res.UserID, err)
+			}
+		}
+	}
 	st.Checkpoint = res.Checkpoint.Note
-	if !res.Found {
-		return
-	}
-	switch res.Pin {
-	case PinNew, PinChanged:
-		_ = st.Pin(res.UserID, res.IdentityKey, false, now)
-	}
+	return nil
 }
