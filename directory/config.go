@@ -78,7 +78,10 @@ type Config struct {
 	WitnessTimeout time.Duration
 
 	// MaxCheckpointAge is written to trust.json as max_checkpoint_age
-	// (default "24h").
+	// (default "24h"). It must be a positive time.ParseDuration string
+	// longer than EmptyEpochInterval (after its defaulting), or Open
+	// fails with ErrConfig: otherwise every lookup during an idle period
+	// would fail as stale.
 	MaxCheckpointAge string
 
 	// AdminToken authorizes Reset (metadata "authorization: Bearer
@@ -175,6 +178,15 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxCheckpointAge == "" {
 		cfg.MaxCheckpointAge = DefaultMaxCheckpointAge
+	}
+	maxAge, err := time.ParseDuration(cfg.MaxCheckpointAge)
+	if err != nil || maxAge <= 0 {
+		return cfg, bad("MaxCheckpointAge %q is not a positive duration (like \"24h\")", cfg.MaxCheckpointAge)
+	}
+	if maxAge <= cfg.EmptyEpochInterval {
+		return cfg, bad("MaxCheckpointAge %v is not longer than EmptyEpochInterval %v: with no updates the directory "+
+			"cuts a fresh epoch only every EmptyEpochInterval, so clients would reject every lookup as stale "+
+			"during idle periods; raise MaxCheckpointAge (or lower EmptyEpochInterval)", maxAge, cfg.EmptyEpochInterval)
 	}
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize

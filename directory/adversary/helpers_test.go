@@ -53,7 +53,7 @@ func newEnv(t *testing.T, tweak func(*directory.Config)) *env {
 		DataDir:            dir,
 		EpochInterval:      10 * time.Millisecond,
 		EmptyEpochInterval: time.Hour,
-		MaxCheckpointAge:   "1h",
+		MaxCheckpointAge:   "2h", // must exceed EmptyEpochInterval (directory.Config)
 		NoSync:             true,
 	}
 	if tweak != nil {
