@@ -199,7 +199,7 @@ func TestParseWitnessFlag(t *testing.T) {
 	if err != nil || wc.URL != "http://127.0.0.1:7412/?a=b" || wc.VKey != vkey {
 		t.Fatalf("%+v %v", wc, err)
 	}
-	for _, bad := range []string{"http://x", vkey, "ftp://x=" + vkey, "http://x=notakey"} {
+	for _, bad := range []string{"http://x", vkey, "ftp://x=" + vkey, "http://x=notakey", "http://=" + vkey, "https:///=" + vkey} {
 		if _, err := parseWitnessFlag(bad); err == nil {
 			t.Errorf("parseWitnessFlag(%q) succeeded", bad)
 		}

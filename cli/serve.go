@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,12 +21,16 @@ import (
 // cosignature vkey follows (URLs may contain '=' in their query).
 func parseWitnessFlag(s string) (directory.WitnessConfig, error) {
 	for i := strings.LastIndex(s, "="); i > 0; i = strings.LastIndex(s[:i], "=") {
-		url, vkey := s[:i], s[i+1:]
+		rawURL, vkey := s[:i], s[i+1:]
 		if _, err := cosign.NewVerifierFromVkey(vkey); err == nil {
-			if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+			if !strings.HasPrefix(rawURL, "http://") && !strings.HasPrefix(rawURL, "https://") {
 				return directory.WitnessConfig{}, fmt.Errorf("--witness %q: the URL must start with http:// or https://", s)
 			}
-			return directory.WitnessConfig{URL: strings.TrimRight(url, "/"), VKey: vkey}, nil
+			u := strings.TrimRight(rawURL, "/")
+			if pu, err := url.Parse(u); err != nil || pu.Host == "" || !strings.HasPrefix(u, pu.Scheme+"://") {
+				return directory.WitnessConfig{}, fmt.Errorf("--witness %q: the URL %q has no host", s, rawURL)
+			}
+			return directory.WitnessConfig{URL: u, VKey: vkey}, nil
 		}
 	}
 	return directory.WitnessConfig{}, fmt.Errorf("--witness %q: want URL=VKEY with the witness' cosignature vkey (printed by `keyline witness`)", s)
