@@ -49,6 +49,9 @@ type app struct {
 	passphraseFile string
 	timeout        time.Duration
 	qrInvert       bool
+	useTLS         bool   // --tls: connect to the directory over TLS
+	tlsCA          string // --tls-ca: trust this CA (or self-signed) certificate; implies --tls
+	tlsServerName  string // --tls-server-name: name to verify instead of the --server host; implies --tls
 
 	root *cobra.Command
 }
@@ -158,6 +161,9 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 	pf.StringVar(&a.passphraseFile, "passphrase-file", "", "read the keystore passphrase from this file (else $KEYLINE_PASSPHRASE, else a prompt)")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout for each request to the directory")
 	pf.BoolVar(&a.qrInvert, "qr-invert", false, "draw QR codes for light-background terminals")
+	pf.BoolVar(&a.useTLS, "tls", false, "connect to the directory over TLS, verifying its certificate against the system roots")
+	pf.StringVar(&a.tlsCA, "tls-ca", "", "PEM CA (or self-signed) certificate to verify the directory's TLS certificate with, instead of the system roots; implies --tls")
+	pf.StringVar(&a.tlsServerName, "tls-server-name", "", "name the directory's TLS certificate must carry (default: the host of --server); implies --tls")
 	a.root = root
 
 	root.AddCommand(
@@ -206,6 +212,7 @@ func (a *app) setup(cmd *cobra.Command) error {
 var configKeys = map[string]bool{
 	"server": true, "data-dir": true, "trust": true, "json": true,
 	"witness-quorum": true, "passphrase-file": true, "timeout": true, "qr-invert": true,
+	"tls": true, "tls-ca": true, "tls-server-name": true,
 }
 
 // applyConfig reads a config file and sets every global flag it names that
@@ -223,7 +230,7 @@ func applyConfig(path string, flags *pflag.FlagSet) error {
 	for _, kv := range settings {
 		f := flags.Lookup(kv[0])
 		if f == nil || !configKeys[kv[0]] {
-			return usageErr("config file %s: unknown setting %q (known: server, data-dir, trust, json, witness-quorum, passphrase-file, timeout, qr-invert)", path, kv[0])
+			return usageErr("config file %s: unknown setting %q (known: server, data-dir, trust, json, witness-quorum, passphrase-file, timeout, qr-invert, tls, tls-ca, tls-server-name)", path, kv[0])
 		}
 		if f.Changed {
 			continue // the command line wins

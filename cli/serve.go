@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/keyline/keyline/directory"
 	"github.com/keyline/keyline/verifier/cosign"
@@ -43,6 +46,8 @@ func (a *app) serveCmd() *cobra.Command {
 		witnesses      []string
 		adminTokenFile string
 		noSync         bool
+		tlsCert        string
+		tlsKey         string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -50,9 +55,28 @@ func (a *app) serveCmd() *cobra.Command {
 		Long: `Run a Keyline directory. On first start it creates its keys (log, VRF, reset)
 and trust.json in --data-dir; give trust.json to clients (they read it from
 <their data dir>/trust.json or --trust). The admin token for resets is in
-<data-dir>/admin.token unless --admin-token-file is given.`,
+<data-dir>/admin.token unless --admin-token-file is given.
+
+With --tls-cert and --tls-key the directory serves gRPC over TLS (1.3 or
+later); clients then need --tls (system roots) or --tls-ca FILE. Without
+them it serves plaintext gRPC and says so on stderr: use that only on
+loopback or behind a TLS-terminating proxy.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (tlsCert == "") != (tlsKey == "") {
+				return usageErr("--tls-cert and --tls-key go together: give both to serve TLS, or neither for plaintext")
+			}
+			var grpcOpts []grpc.ServerOption
+			if tlsCert != "" {
+				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				if err != nil {
+					return failf("check --tls-cert and --tls-key (PEM certificate chain and its private key)", err, "cannot load the TLS certificate")
+				}
+				grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
+					Certificates: []tls.Certificate{cert},
+					MinVersion:   tls.VersionTLS13,
+				})))
+			}
 			for _, w := range witnesses {
 				wc, err := parseWitnessFlag(w)
 				if err != nil {
@@ -91,15 +115,22 @@ and trust.json in --data-dir; give trust.json to clients (they read it from
 			}
 			trustPath, _ := filepath.Abs(filepath.Join(cfg.DataDir, directory.FileTrust))
 			addr := lis.Addr().String()
+			useTLS := tlsCert != ""
+			if !useTLS {
+				fmt.Fprintf(a.errw, "keyline: warning: serving plaintext gRPC on %s: traffic, including the admin token of resets, is unencrypted (use --tls-cert and --tls-key)\n", addr)
+			}
 			if a.jsonOut {
-				writeJSON(a.out, map[string]any{"listen": addr, "origin": srv.Origin(), "trust_file": trustPath, "data_dir": cfg.DataDir, "log_backend": cfg.LogBackend, "witnesses": len(cfg.Witnesses), "witness_quorum": cfg.WitnessQuorum})
+				writeJSON(a.out, map[string]any{"listen": addr, "tls": useTLS, "origin": srv.Origin(), "trust_file": trustPath, "data_dir": cfg.DataDir, "log_backend": cfg.LogBackend, "witnesses": len(cfg.Witnesses), "witness_quorum": cfg.WitnessQuorum})
 			} else {
 				fmt.Fprintf(a.out, "keyline directory %s listening on %s\n", srv.Origin(), addr)
 				fmt.Fprintf(a.out, "trust file for clients: %s\n", trustPath)
 				fmt.Fprintf(a.out, "  (clients: copy it to ~/.keyline/trust.json or pass --trust; add --server %s if not the default)\n", addr)
+				if useTLS {
+					fmt.Fprintf(a.out, "  (TLS: clients add --tls, or --tls-ca FILE if the certificate is not signed by a system root)\n")
+				}
 			}
 			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(lis) }()
+			go func() { errc <- srv.Serve(lis, grpcOpts...) }()
 			select {
 			case <-cmd.Context().Done():
 				if !a.jsonOut {
@@ -130,6 +161,8 @@ and trust.json in --data-dir; give trust.json to clients (they read it from
 	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
 	f.StringVar(&cfg.MaxCheckpointAge, "max-checkpoint-age", "", "max_checkpoint_age written to trust.json (default 24h)")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
 	return cmd

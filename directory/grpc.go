@@ -20,9 +20,10 @@ const (
 )
 
 // Serve serves the Directory gRPC service on lis until Close (or lis
-// fails). Requests are bounded by Config.MaxRecvMsgSize.
-func (s *Server) Serve(lis net.Listener) error {
-	g := s.NewGRPCServer()
+// fails). Requests are bounded by Config.MaxRecvMsgSize. opts are passed to
+// NewGRPCServer, e.g. grpc.Creds(credentials.NewTLS(cfg)) to serve TLS.
+func (s *Server) Serve(lis net.Listener, opts ...grpc.ServerOption) error {
+	g := s.NewGRPCServer(opts...)
 	s.grpcMu.Lock()
 	select {
 	case <-s.closing:
