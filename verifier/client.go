@@ -72,6 +72,12 @@ const maxOptimisticLookups = 3
 // error *SafetyNumberChangedError and changes nothing; the user must Pin the
 // new key after comparing safety numbers.
 //
+// A changed key, verified or not, is accepted only if the account's
+// verified history from the pinned version shows a directory reset entry
+// after the last version with the pinned key (checkIdentityChange); else
+// Lookup fails closed with a *SafetyNumberChangedError that is Unexplained
+// (ErrIdentityChanged) and changes nothing.
+//
 // The network round trip runs without the state lock. The result is then
 // applied under the lock to the state file as re-loaded there; if another
 // process changed the last verified checkpoint or this contact's pin in the
@@ -117,6 +123,7 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	}
 	now := c.now()
 	res, verr := VerifyLookup(c.Trust, st, uid, b, now)
+	res, verr = c.checkIdentityChange(ctx, st, uid, res, verr)
 	if !locked {
 		unlock, err := lockStateFile(c.StatePath)
 		if err != nil {

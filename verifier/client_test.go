@@ -2,15 +2,20 @@ package verifier
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyline/keyline/devices"
+	klog "github.com/keyline/keyline/log"
 )
 
 // hookSource runs hook (once) inside the next Lookup, after the client
@@ -203,5 +208,140 @@ func TestClientLookupAtMaxContacts(t *testing.T) {
 	}
 	if err := st.Apply(res, d.now); !errors.Is(err, ErrState) || st.Checkpoint != nil {
 		t.Fatalf("Apply at MaxContacts: %v (checkpoint advanced: %v)", err, st.Checkpoint != nil)
+	}
+}
+
+// forgeNewIK publishes, as a normal update (not a reset), a new version of
+// uid's account under a new identity key: what a malicious directory or a
+// stolen-server attacker would serve to swap keys without a reset entry.
+func forgeNewIK(t *testing.T, d *testDir, uid string) entry {
+	t.Helper()
+	a := d.accounts[uid]
+	prev := a.state
+	s, _ := devices.NewRecoverySecret(rand.Reader)
+	a.ik = devices.DeriveIdentityKey(s)
+	c := d.newDevice(a, uid+"-evil")
+	if err := a.ik.IssueCert(c); err != nil {
+		t.Fatal(err)
+	}
+	h, err := prev.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &devices.AccountState{UserID: uid, Version: prev.Version + 1, PrevHash: h, IdentityKey: a.ik.Public(),
+		Devices: []*devices.DeviceCert{c}, Timestamp: prev.Timestamp.Add(time.Second)}
+	if err := st.Sign(a.ik); err != nil {
+		t.Fatal(err)
+	}
+	a.state = st
+	return entry{uid, d.updateLeaf(a, klog.UpdateUpdate, st.Version, enc(t, st))}
+}
+
+func TestClientIdentityChangedWithoutReset(t *testing.T) {
+	for _, verified := range []bool{false, true} {
+		t.Run(fmt.Sprintf("verified=%v", verified), func(t *testing.T) {
+			d := world(t)
+			c := newTestClient(t, d, filepath.Join(t.TempDir(), "state.json"), d)
+			ctx := context.Background()
+			old := d.accounts["alice"].ik.Public()
+			if _, err := c.Lookup(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if verified {
+				if err := c.Pin("alice", old, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _ := os.ReadFile(c.StatePath)
+			d.publish(forgeNewIK(t, d, "alice"))
+			_, err := c.Lookup(ctx, "alice")
+			wantErr(t, err, ErrIdentityChanged, ErrSafetyNumberChanged, ErrHistory, devices.ErrIdentityChanged)
+			var snc *SafetyNumberChangedError
+			if !errors.As(err, &snc) || !snc.Unexplained || snc.Reset || snc.Result != nil || snc.Old != old || snc.New != d.accounts["alice"].ik.Public() {
+				t.Fatalf("got %#v", err)
+			}
+			t.Log(err)
+			if after, _ := os.ReadFile(c.StatePath); string(after) != string(before) {
+				t.Fatal("state changed: the forged key was pinned")
+			}
+		})
+	}
+}
+
+func TestClientIdentityChangedByReset(t *testing.T) {
+	for _, verified := range []bool{false, true} {
+		t.Run(fmt.Sprintf("verified=%v", verified), func(t *testing.T) {
+			d := world(t)
+			c := newTestClient(t, d, filepath.Join(t.TempDir(), "state.json"), d)
+			ctx := context.Background()
+			old := d.accounts["alice"].ik.Public()
+			if _, err := c.Lookup(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if verified {
+				if err := c.Pin("alice", old, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A reset, then a normal update: the latest entry is not the
+			// reset, but the history explains the new key by it.
+			d.publish(d.reset("alice"))
+			d.publish(d.addDevice("alice", "alice-new-laptop"))
+			nik := d.accounts["alice"].ik.Public()
+			res, err := c.Lookup(ctx, "alice")
+			if verified {
+				var snc *SafetyNumberChangedError
+				if !errors.As(err, &snc) || !snc.Reset || snc.Unexplained || snc.Result == nil || snc.New != nik || errors.Is(err, ErrIdentityChanged) {
+					t.Fatalf("got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Pin != PinChanged || res.Reset != nil || len(res.Warnings) != 2 || !strings.Contains(res.Warnings[0]+res.Warnings[1], "IDENTITY RESET") {
+				t.Fatalf("%+v", res)
+			}
+			st, _ := c.State()
+			if ct := st.Contacts["alice"]; ct.IK != nik || ct.Verified || ct.Version != res.Version {
+				t.Fatalf("pin %+v", ct)
+			}
+		})
+	}
+}
+
+// TestClientPinnedKeyNotInHistory: a key pinned by hand that the account
+// never had is not replaced by whatever the directory serves.
+func TestClientPinnedKeyNotInHistory(t *testing.T) {
+	d := world(t)
+	c := newTestClient(t, d, filepath.Join(t.TempDir(), "state.json"), d)
+	if err := c.Pin("alice", [32]byte{9}, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Lookup(context.Background(), "alice")
+	wantErr(t, err, ErrIdentityChanged)
+}
+
+func TestContactVersionRoundTrip(t *testing.T) {
+	st := &ClientState{}
+	if err := st.pinAt("bob", [32]byte{1}, true, 7, t0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Marshal()
+	if err != nil || !strings.Contains(string(b), `"version": 7`) {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	st2, err := ParseClientState(b)
+	if err != nil || st2.Contacts["bob"].Version != 7 {
+		t.Fatalf("%v %+v", err, st2.Contacts["bob"])
+	}
+	// Re-pinning the same key by hand keeps the version; another key does not.
+	st2.Pin("bob", [32]byte{1}, false, t0)
+	if st2.Contacts["bob"].Version != 7 {
+		t.Fatal("version dropped")
+	}
+	st2.Pin("bob", [32]byte{2}, true, t0)
+	if st2.Contacts["bob"].Version != 0 {
+		t.Fatal("version kept for another key")
 	}
 }

@@ -67,6 +67,13 @@ var (
 	// ErrSafetyNumberChanged: a verified contact's identity key differs
 	// from the pinned one. The error is a *SafetyNumberChangedError.
 	ErrSafetyNumberChanged = errors.New("verifier: SAFETY NUMBER CHANGED")
+	// ErrIdentityChanged: a contact's identity key (verified or not)
+	// differs from the pinned one, and the verified history from the
+	// pinned version does not explain the change by a directory reset
+	// entry (the only way the rules allow a new identity key). Client.Lookup
+	// returns it as a *SafetyNumberChangedError with Unexplained set, so it
+	// also matches ErrSafetyNumberChanged.
+	ErrIdentityChanged = errors.New("verifier: identity key changed without a reset")
 )
 
 // SplitViewError is transferable evidence of a split view: two checkpoint
@@ -86,17 +93,33 @@ func (e *SplitViewError) Error() string {
 // Unwrap returns ErrSplitView.
 func (e *SplitViewError) Unwrap() error { return ErrSplitView }
 
-// SafetyNumberChangedError reports that a verified contact now has another
-// identity key. Result is the otherwise fully verified lookup.
+// SafetyNumberChangedError reports that a contact now has another identity
+// key: a verified contact whose key was changed by a directory reset
+// (Reset), or, with Unexplained set, any pinned contact whose key changed
+// without a reset that the verified history shows.
 type SafetyNumberChangedError struct {
 	UserID string
-	Old    [32]byte // pinned, verified IK
+	Old    [32]byte // pinned IK
 	New    [32]byte // IK served now
-	Reset  bool     // the change is a directory reset entry
+	Reset  bool     // a directory reset entry explains the change
+	// Unexplained: the history from the pinned version does not explain
+	// the change by a reset (or did not verify; Cause says why). The error
+	// then also wraps ErrIdentityChanged and Cause, and Result is nil: the
+	// new key must not be used.
+	Unexplained bool
+	Cause       error
+	// Result is the otherwise fully verified lookup (nil if Unexplained).
 	Result *LookupResult
 }
 
 func (e *SafetyNumberChangedError) Error() string {
+	if e.Unexplained {
+		msg := fmt.Sprintf("%v: %v for %s: pinned identity key %s, now %s, and no directory reset explains it", ErrSafetyNumberChanged, ErrIdentityChanged, e.UserID, hex.EncodeToString(e.Old[:]), hex.EncodeToString(e.New[:]))
+		if e.Cause != nil {
+			msg += ": " + e.Cause.Error()
+		}
+		return msg
+	}
 	how := "an update"
 	if e.Reset {
 		how = "a directory reset"
@@ -104,8 +127,18 @@ func (e *SafetyNumberChangedError) Error() string {
 	return fmt.Sprintf("%v for %s (via %s): verified identity key %s, now %s", ErrSafetyNumberChanged, e.UserID, how, hex.EncodeToString(e.Old[:]), hex.EncodeToString(e.New[:]))
 }
 
-// Unwrap returns ErrSafetyNumberChanged.
-func (e *SafetyNumberChangedError) Unwrap() error { return ErrSafetyNumberChanged }
+// Unwrap returns ErrSafetyNumberChanged, and if Unexplained also
+// ErrIdentityChanged and Cause.
+func (e *SafetyNumberChangedError) Unwrap() []error {
+	errs := []error{ErrSafetyNumberChanged}
+	if e.Unexplained {
+		errs = append(errs, ErrIdentityChanged)
+		if e.Cause != nil {
+			errs = append(errs, e.Cause)
+		}
+	}
+	return errs
+}
 
 // fail wraps a sentinel with a message and, if non-nil, a cause.
 func fail(sentinel error, cause error, format string, args ...any) error {

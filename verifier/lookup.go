@@ -37,6 +37,9 @@ const (
 	// is a warning, not an error: the client re-pins the new key as
 	// unverified and must show the user that the safety number changed.
 	// (A changed verified key is the error ErrSafetyNumberChanged.)
+	// VerifyLookup alone cannot tell whether the change is allowed;
+	// Client.Lookup accepts it only if the account's history shows a
+	// directory reset (else ErrIdentityChanged).
 	PinChanged
 )
 

@@ -146,7 +146,7 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 	res, err := m.Client.Lookup(ctx, own.UserID)
 	var snc *SafetyNumberChangedError
 	switch {
-	case errors.As(err, &snc):
+	case errors.As(err, &snc) && snc.Result != nil:
 		res = snc.Result // fully verified; only the pin differs
 	case errors.Is(err, ErrAccountMissing):
 		rep.Alerts = append(rep.Alerts, Alert{Kind: AlertAccountMissing, Version: own.Version, Message: err.Error()})
@@ -174,11 +174,7 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 	if from > 1 {
 		from--
 	}
-	hist, err := m.Client.Source.History(ctx, own.UserID, from)
-	if err != nil {
-		return nil, fmt.Errorf("verifier: history of %s: %w", own.UserID, err)
-	}
-	entries, err := verifyHistory(ctx, m.Client.Trust, m.Client.Source, res, hist, from)
+	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, res, from)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,11 @@ type ClientState struct {
 // Contact is a pinned identity key.
 type Contact struct {
 	IK       [32]byte
-	Verified bool      // the user compared safety numbers
+	Verified bool // the user compared safety numbers
+	// Version is the newest account version a verified lookup found
+	// carrying IK (0: not known, e.g. a key pinned by hand). An identity
+	// key change is checked against the history from this version.
+	Version  uint64
 	PinnedAt time.Time // whole seconds, UTC
 }
 
@@ -71,6 +75,7 @@ type stateFile struct {
 type contactFile struct {
 	IK       string `json:"ik"` // base64 32 bytes
 	Verified bool   `json:"verified"`
+	Version  uint64 `json:"version,omitempty"`
 	PinnedAt string `json:"pinned_at"` // RFC 3339, UTC, whole seconds
 }
 
@@ -95,7 +100,7 @@ func (st *ClientState) contact(uid string) *Contact {
 //	{
 //	  "format": 1,
 //	  "checkpoint": "<base64 signed note>",
-//	  "contacts": {"<user id>": {"ik": "<base64 32 bytes>", "verified": true, "pinned_at": "2026-01-02T03:04:05Z"}},
+//	  "contacts": {"<user id>": {"ik": "<base64 32 bytes>", "verified": true, "version": 4, "pinned_at": "2026-01-02T03:04:05Z"}},
 //	  "own": {"user_id": "<user id>", "version": 3, "entry_hash": "<64 hex>", "state_hash": "<64 hex>"}
 //	}
 //
@@ -158,7 +163,7 @@ func ParseClientState(data []byte) (*ClientState, error) {
 		if err != nil || at.Format(time.RFC3339) != c.PinnedAt || at.Location() != time.UTC || at.Unix() < 0 {
 			return nil, bad("contact %s: pinned_at %q is not an RFC 3339 UTC time in whole seconds", uid, c.PinnedAt)
 		}
-		ct := &Contact{Verified: c.Verified, PinnedAt: at}
+		ct := &Contact{Verified: c.Verified, Version: c.Version, PinnedAt: at}
 		copy(ct.IK[:], ik)
 		st.Contacts[uid] = ct
 	}
@@ -273,7 +278,7 @@ func (st *ClientState) Marshal() ([]byte, error) {
 			if n, err := devices.NormalizeUserID(uid); err != nil || n != uid {
 				return nil, fmt.Errorf("%w: contact %q is not a canonical user id", ErrState, uid)
 			}
-			f.Contacts[uid] = contactFile{IK: base64.StdEncoding.EncodeToString(c.IK[:]), Verified: c.Verified, PinnedAt: c.PinnedAt.UTC().Truncate(time.Second).Format(time.RFC3339)}
+			f.Contacts[uid] = contactFile{IK: base64.StdEncoding.EncodeToString(c.IK[:]), Verified: c.Verified, Version: c.Version, PinnedAt: c.PinnedAt.UTC().Truncate(time.Second).Format(time.RFC3339)}
 		}
 	}
 	if o := st.Own; o != nil {
@@ -353,8 +358,15 @@ func writeFileAtomic(path string, b []byte) (err error) {
 	return d.Sync()
 }
 
-// Pin pins ik for userID (normalized), replacing any previous pin.
+// Pin pins ik for userID (normalized), replacing any previous pin. The
+// pin's Version is kept if the previous pin had the same key, else 0.
 func (st *ClientState) Pin(userID string, ik [32]byte, verified bool, now time.Time) error {
+	return st.pinAt(userID, ik, verified, 0, now)
+}
+
+// pinAt is Pin, recording that version carries ik (0: keep the version
+// of a previous pin of the same key).
+func (st *ClientState) pinAt(userID string, ik [32]byte, verified bool, version uint64, now time.Time) error {
 	uid, err := devices.NormalizeUserID(userID)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUserID, err)
@@ -365,7 +377,10 @@ func (st *ClientState) Pin(userID string, ik [32]byte, verified bool, now time.T
 	if _, ok := st.Contacts[uid]; !ok && len(st.Contacts) >= MaxContacts {
 		return fmt.Errorf("%w: already %d pinned contacts (the maximum); remove one before pinning %s", ErrState, MaxContacts, uid)
 	}
-	st.Contacts[uid] = &Contact{IK: ik, Verified: verified, PinnedAt: now.UTC().Truncate(time.Second)}
+	if old := st.Contacts[uid]; version == 0 && old != nil && old.IK == ik {
+		version = old.Version
+	}
+	st.Contacts[uid] = &Contact{IK: ik, Verified: verified, Version: version, PinnedAt: now.UTC().Truncate(time.Second)}
 	return nil
 }
 
@@ -380,8 +395,12 @@ func (st *ClientState) Apply(res *LookupResult, now time.Time) error {
 	if res.Found {
 		switch res.Pin {
 		case PinNew, PinChanged:
-			if err := st.Pin(res.UserID, res.IdentityKey, false, now); err != nil {
+			if err := st.pinAt(res.UserID, res.IdentityKey, false, res.Version, now); err != nil {
 				return fmt.Errorf("verifier: cannot pin %s: %w", res.UserID, err)
+			}
+		case PinMatch, PinMatchVerified:
+			if c := st.contact(res.UserID); c != nil && c.IK == res.IdentityKey && res.Version > c.Version {
+				c.Version = res.Version
 			}
 		}
 	}

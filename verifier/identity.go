@@ -1,0 +1,91 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// checkIdentityChange applies the identity-key rule to a lookup verified
+// against st: a pinned contact (verified or not) may get a new identity key
+// only through a directory reset entry. If the key served differs from the
+// pin, it fetches and verifies the account's history from the pinned
+// version (verifyHistory: inclusion in a checkpoint consistent with the
+// lookup's, consecutive versions, entry-hash chain, every transition by
+// devices.VerifyTransition or devices.VerifyReset) up to the served entry,
+// and requires a reset entry after the last version carrying the pinned
+// key. An explained change is a loud reset: for a verified contact the
+// *SafetyNumberChangedError with Reset set, otherwise PinChanged with a
+// reset warning. Anything else fails closed with a
+// *SafetyNumberChangedError with Unexplained set (ErrIdentityChanged).
+//
+// res and verr are VerifyLookup's results; other errors pass through.
+func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+	if verr != nil {
+		var snc *SafetyNumberChangedError
+		if !errors.As(verr, &snc) || snc.Result == nil {
+			return res, verr
+		}
+		res = snc.Result
+	}
+	ct := st.contact(uid)
+	if ct == nil || res == nil || !res.Found || ct.IK == res.IdentityKey {
+		return res, verr
+	}
+	unexplained := func(cause error) (*LookupResult, error) {
+		return nil, &SafetyNumberChangedError{UserID: uid, Old: ct.IK, New: res.IdentityKey, Unexplained: true, Cause: cause}
+	}
+	from := max(ct.Version, 1)
+	if from > res.Version {
+		return unexplained(fail(ErrHistory, nil, "the directory serves v%d of %s, the pinned key was seen at v%d", res.Version, uid, from))
+	}
+	entries, err := historyFrom(ctx, c.Trust, c.Source, res, from)
+	if err != nil {
+		return unexplained(err)
+	}
+	if len(entries) == 0 || entries[0].update.Version != from {
+		return unexplained(fail(ErrHistory, nil, "the history of %s does not start at the pinned v%d", uid, from))
+	}
+	last := entries[len(entries)-1]
+	if last.update.Version != res.Version || last.entryHash != res.EntryHash || last.LogIndex != res.LogIndex {
+		return unexplained(fail(ErrHistory, nil, "the history of %s from v%d does not end at the served v%d (log index %d)", uid, from, res.Version, res.LogIndex))
+	}
+	pinned := -1
+	for i, e := range entries {
+		if e.state.IdentityKey == ct.IK {
+			pinned = i
+		}
+	}
+	if pinned < 0 {
+		return unexplained(fmt.Errorf("the pinned key is the identity key of no version of %s from v%d to v%d", uid, from, res.Version))
+	}
+	var reset *historyEntry
+	for i := pinned + 1; i < len(entries); i++ {
+		if entries[i].reset != nil {
+			reset = &entries[i]
+			break
+		}
+	}
+	if reset == nil {
+		return unexplained(fmt.Errorf("no reset entry of %s after v%d, the last version with the pinned key", uid, entries[pinned].update.Version))
+	}
+	if ct.Verified {
+		return nil, &SafetyNumberChangedError{UserID: uid, Old: ct.IK, New: res.IdentityKey, Reset: true, Result: res}
+	}
+	if res.Reset == nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("IDENTITY RESET: %s v%d was reset by the directory (%s) at %s; the safety number changed",
+			uid, reset.update.Version, reset.reset.Reason, reset.reset.Time.UTC().Format(time.RFC3339)))
+	}
+	return res, nil
+}
+
+// historyFrom fetches res's account history from version from and
+// verifies it (verifyHistory).
+func historyFrom(ctx context.Context, t *Trust, src Source, res *LookupResult, from uint64) ([]historyEntry, error) {
+	h, err := src.History(ctx, res.UserID, from)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: history of %s: %w", res.UserID, err)
+	}
+	return verifyHistory(ctx, t, src, res, h, from)
+}
