@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -80,12 +81,37 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 	return res, nil
 }
 
-// historyFrom fetches res's account history from version from and
-// verifies it (verifyHistory).
+// historyFrom fetches res's account history from version from up to
+// res.Version and verifies it (verifyHistory). A directory returns at most
+// a page of entries per History call (MaxHistoryEntries in the directory),
+// so it asks again from the version after the last one received, chaining
+// each page to the previous one, until it has res.Version or a page comes
+// back empty (the caller then sees the history end early). Every page must
+// make progress, so it makes at most res.Version-from+1 calls.
 func historyFrom(ctx context.Context, t *Trust, src Source, res *LookupResult, from uint64) ([]historyEntry, error) {
-	h, err := src.History(ctx, res.UserID, from)
-	if err != nil {
-		return nil, fmt.Errorf("verifier: history of %s: %w", res.UserID, err)
+	var out []historyEntry
+	next := from
+	for {
+		h, err := src.History(ctx, res.UserID, next)
+		if err != nil {
+			return nil, fmt.Errorf("verifier: history of %s from v%d: %w", res.UserID, next, err)
+		}
+		var prev *historyEntry
+		if len(out) > 0 {
+			prev = &out[len(out)-1]
+		}
+		page, err := verifyHistory(ctx, t, src, res, h, next, prev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) == 0 {
+			return out, nil
+		}
+		last := out[len(out)-1].update.Version
+		if last >= res.Version || last == math.MaxUint64 {
+			return out, nil
+		}
+		next = last + 1
 	}
-	return verifyHistory(ctx, t, src, res, h, from)
 }

@@ -124,8 +124,8 @@ func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
 // auditors check that the map is exactly what the log implies, equality
 // under a verified checkpoint means nobody else changed the account. If
 // they differ, Check fetches the history from the version before the
-// expected one (or the served one, if older),
-// verifies it (inclusion proofs, index, consecutive versions, entry hash
+// expected one (or the served one, if older), page by page up to the served
+// version, verifies it (inclusion proofs, index, consecutive versions, entry hash
 // chain, devices.VerifyTransition / VerifyReset) and reports every version
 // the owner did not make: devices added and removed, the signer (IK or the
 // directory reset key), version and log index. It also flags a version
@@ -218,8 +218,10 @@ type historyEntry struct {
 
 // verifyHistory verifies h for res's account: its checkpoint (trust,
 // consistent with res's), VRF index, every entry's inclusion, index, version
-// sequence from `from`, hash chain, payload and transitions.
-func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult, h *HistoryBundle, from uint64) ([]historyEntry, error) {
+// sequence from `from`, hash chain, payload and transitions. prev, if not
+// nil, is the verified entry before h's first (the previous page's last):
+// h's first entry must follow it like any other.
+func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
 	cp, err := t.OpenCheckpoint(h.Checkpoint)
 	if err != nil {
 		return nil, fail(ErrCheckpoint, err, "history of %s", res.UserID)
@@ -265,12 +267,15 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			return nil, fail(ErrIndexMismatch, nil, "history entry %d (log index %d) is for another index", i, e.LogIndex)
 		}
 		he.update, he.entryHash = up, klog.EntryHash(e.Leaf)
-		if i == 0 {
+		p := prev
+		if i > 0 {
+			p = &out[i-1]
+		}
+		if p == nil {
 			if up.Version < from {
 				return nil, fail(ErrHistory, nil, "history starts at v%d, asked from v%d", up.Version, from)
 			}
 		} else {
-			p := out[i-1]
 			if e.LogIndex <= p.LogIndex {
 				return nil, fail(ErrHistory, nil, "entry %d: log index %d not after %d", i, e.LogIndex, p.LogIndex)
 			}
@@ -287,8 +292,8 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			if err != nil {
 				return nil, fail(ErrHistory, err, "v%d reset authorization", up.Version)
 			}
-			if i > 0 {
-				if err := devices.VerifyReset(out[i-1].state, a, t.ResetKey); err != nil {
+			if p != nil {
+				if err := devices.VerifyReset(p.state, a, t.ResetKey); err != nil {
 					return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 				}
 			} else if err := VerifyResetSignature(a, t.ResetKey); err != nil {
@@ -300,8 +305,8 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			if err != nil {
 				return nil, fail(ErrHistory, err, "v%d account state", up.Version)
 			}
-			if i > 0 {
-				err = devices.VerifyTransition(out[i-1].state, s)
+			if p != nil {
+				err = devices.VerifyTransition(p.state, s)
 			} else if up.Update == klog.UpdateCreate {
 				err = devices.VerifyCreate(s)
 			} else {

@@ -176,3 +176,59 @@ func (s *skippingSource) History(ctx context.Context, uid string, from uint64) (
 	}
 	return h, err
 }
+
+// pagingSource returns at most pageSize entries per History call, like the
+// directory (MaxHistoryEntries), and counts the calls.
+type pagingSource struct {
+	*testDir
+	pageSize int
+	calls    int
+}
+
+func (s *pagingSource) History(ctx context.Context, uid string, from uint64) (*HistoryBundle, error) {
+	s.calls++
+	h, err := s.testDir.History(ctx, uid, from)
+	if err == nil && len(h.Entries) > s.pageSize {
+		h.Entries = h.Entries[:s.pageSize]
+	}
+	return h, err
+}
+
+func TestMonitorHistoryPages(t *testing.T) {
+	d := world(t)
+	_, m := monitorFor(t, d) // own v2
+	const n = 7
+	for i := 0; i < n; i++ {
+		d.publish(d.addDevice("alice", "unexpected"))
+	}
+	src := &pagingSource{testDir: d, pageSize: 2}
+	m.Client.Source = src
+	rep, err := m.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// History from v1 to v9: 9 entries in pages of 2.
+	if hasAlert(rep, AlertHistoryTruncated) || len(rep.Changes) != n || src.calls != 5 {
+		t.Fatalf("calls %d, %d changes, alerts %+v", src.calls, len(rep.Changes), rep.Alerts)
+	}
+	for i, c := range rep.Changes {
+		if c.Version != uint64(3+i) {
+			t.Fatalf("change %d is v%d", i, c.Version)
+		}
+	}
+	// A page that breaks the chain to the previous page is rejected.
+	m.Client.Source = &pagingSkipSource{pagingSource{testDir: d, pageSize: 2}}
+	_, err = m.Check(context.Background())
+	wantErr(t, err, ErrHistory)
+}
+
+// pagingSkipSource pages like pagingSource but answers the second call
+// from one version later than asked.
+type pagingSkipSource struct{ pagingSource }
+
+func (s *pagingSkipSource) History(ctx context.Context, uid string, from uint64) (*HistoryBundle, error) {
+	if s.calls == 1 {
+		from++
+	}
+	return s.pagingSource.History(ctx, uid, from)
+}
