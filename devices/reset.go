@@ -169,6 +169,30 @@ func SignReset(resetKey ed25519.PrivateKey, prev, newState *AccountState, reason
 	return a, nil
 }
 
+// VerifyResetSignature checks only the directory reset key's signature on
+// a: Ed25519 by resetKeyPub over "keyline reset v1" || 0x00 || body, body
+// being a's encoding without the final 64-byte signature (the body must
+// encode: valid user id, new state present, known reason, valid time).
+// It does not check a's new state or its link to the previous state; a
+// client that has only the reset entry (a lookup) uses it, VerifyReset
+// checks it together with everything else.
+func VerifyResetSignature(a *ResetAuthorization, resetKeyPub ed25519.PublicKey) error {
+	if a == nil {
+		return fmt.Errorf("devices: %w: nil reset authorization", ErrMalformed)
+	}
+	if len(resetKeyPub) != ed25519.PublicKeySize {
+		return fmt.Errorf("devices: %w: reset public key is %d bytes", ErrReset, len(resetKeyPub))
+	}
+	b, err := a.body()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
+		return fmt.Errorf("devices: %w: %s v%d: signature by the directory reset key does not verify", ErrReset, a.UserID, a.Version)
+	}
+	return nil
+}
+
 // VerifyReset checks that reset validly replaces prev:
 //
 //   - signed by the directory reset key resetKeyPub;
@@ -184,15 +208,8 @@ func VerifyReset(prev *AccountState, reset *ResetAuthorization, resetKeyPub ed25
 	if reset == nil || prev == nil {
 		return fmt.Errorf("devices: %w: nil reset or previous state", ErrMalformed)
 	}
-	if len(resetKeyPub) != ed25519.PublicKeySize {
-		return fmt.Errorf("devices: %w: reset public key is %d bytes", ErrReset, len(resetKeyPub))
-	}
-	b, err := reset.body()
-	if err != nil {
+	if err := VerifyResetSignature(reset, resetKeyPub); err != nil {
 		return err
-	}
-	if !ed25519.Verify(resetKeyPub, signedMessage(ctxReset, b), reset.Signature[:]) {
-		return fmt.Errorf("devices: %w: %s v%d: signature by the directory reset key does not verify", ErrReset, reset.UserID, reset.Version)
 	}
 	next := reset.NewState
 	if reset.UserID != next.UserID {

@@ -1,7 +1,6 @@
 package verifier
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"time"
@@ -282,7 +281,7 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		if err != nil {
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
-		if err := VerifyResetSignature(a, t.ResetKey); err != nil {
+		if err := devices.VerifyResetSignature(a, t.ResetKey); err != nil {
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
 		if a.UserID != a.NewState.UserID || a.Version != a.NewState.Version || a.PrevHash != a.NewState.PrevHash {
@@ -334,27 +333,3 @@ func checkPin(st *ClientState, res *LookupResult) error {
 	}
 	return nil
 }
-
-// VerifyResetSignature checks only the directory reset key's signature on a
-// ResetAuthorization: Ed25519 over "keyline reset v1" || 0x00 || body, where
-// body is its encoding without the final 64-byte signature (see
-// docs/protocol-devices.md). devices.VerifyReset checks it too, together
-// with the link to the previous state, which a lookup does not have.
-func VerifyResetSignature(a *devices.ResetAuthorization, resetKey ed25519.PublicKey) error {
-	if len(resetKey) != ed25519.PublicKeySize {
-		return fmt.Errorf("reset key is %d bytes", len(resetKey))
-	}
-	enc, err := a.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	body := enc[:len(enc)-ed25519.SignatureSize]
-	msg := make([]byte, 0, len(resetContext)+1+len(body))
-	msg = append(append(append(msg, resetContext...), 0), body...)
-	if !ed25519.Verify(resetKey, msg, a.Signature[:]) {
-		return fmt.Errorf("%w: signature by the directory reset key does not verify", devices.ErrReset)
-	}
-	return nil
-}
-
-const resetContext = "keyline reset v1"

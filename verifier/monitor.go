@@ -296,7 +296,7 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				if err := devices.VerifyReset(p.state, a, t.ResetKey); err != nil {
 					return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 				}
-			} else if err := VerifyResetSignature(a, t.ResetKey); err != nil {
+			} else if err := devices.VerifyResetSignature(a, t.ResetKey); err != nil {
 				return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 			}
 			he.reset, he.state = a, a.NewState
