@@ -104,6 +104,14 @@ func remoteErr(what, addr string, err error) error {
 	return verificationErr(what+": verification failed", "do not trust this answer; the directory may be lying — keep the output and report it", err)
 }
 
+// isOutOfRange reports whether err carries the directory's OutOfRange
+// status (reason OUT_OF_RANGE): a tree size or entry range outside its
+// published log.
+func isOutOfRange(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.OutOfRange
+}
+
 func isNetErr(err error) bool {
 	var ne net.Error
 	var oe *net.OpError

@@ -96,6 +96,13 @@ func (s *session) classify(what string, err error) error {
 		return &Error{Code: ExitUsage, Kind: KindUsage, Msg: what, Err: err, Hint: "user ids are 1-64 characters of a-z 0-9 . _ @ + -"}
 	case errors.Is(err, verifier.ErrState):
 		return failf(fmt.Sprintf("the client state %s is damaged; move it away to start over (you lose your pins)", s.a.statePath()), err, "%s", what)
+	case isOutOfRange(err):
+		// The client sends the size of the last checkpoint it verified;
+		// the directory answers OutOfRange when its published log is
+		// smaller, i.e. it cannot prove its log extends what this client
+		// already verified.
+		return verificationErr(what+": the directory's log is smaller than the checkpoint you verified before: rollback or fork",
+			fmt.Sprintf("do not trust this directory's answers; keep this output and %s (it holds the checkpoint you verified) and report it", s.a.statePath()), err)
 	}
 	return remoteErr(what, s.a.server, err)
 }
