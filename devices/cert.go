@@ -188,7 +188,7 @@ func (c *DeviceCert) appendTo(w *builder) {
 }
 
 // MarshalBinary returns the canonical encoding of c: body || back-signature
-// || IK signature (docs/protocol-devices.md).
+// || IK signature (docs/protocol.md).
 func (c *DeviceCert) MarshalBinary() ([]byte, error) {
 	if err := c.checkFields(); err != nil {
 		return nil, err

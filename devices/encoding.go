@@ -188,7 +188,7 @@ func signedMessage(context string, parts ...[]byte) []byte {
 	return m
 }
 
-// Domain-separation contexts. Each is listed in docs/protocol-devices.md.
+// Domain-separation contexts. Each is listed in docs/protocol.md.
 const (
 	ctxIdentityHKDF  = "keyline identity-key v1"
 	ctxDeviceID      = "keyline device-id v1"

@@ -83,7 +83,7 @@ func hx(b []byte) string { return hex.EncodeToString(b) }
 
 func makeGolden(t *testing.T) *goldenVectors {
 	g := new(goldenVectors)
-	g.Comment = "Keyline devices golden vectors; see docs/protocol-devices.md. Keys derive from SHA-256(\"keyline test \" || label). Regenerate: go test ./devices -run TestGolden -update"
+	g.Comment = "Keyline devices golden vectors; see docs/protocol.md. Keys derive from SHA-256(\"keyline test \" || label). Regenerate: go test ./devices -run TestGolden -update"
 	c := newChain(t)
 	secret := testSecret("alice")
 	g.PaperKey.Secret = hx(secret[:])

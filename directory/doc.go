@@ -7,5 +7,5 @@
 // methods via Source). The log is the source of truth: on every start the
 // map and account index are brought up to the log by replaying what they
 // miss. docs/api.md documents the API, its errors and the data directory;
-// docs/protocol-directory.md the epochs, storage and recovery.
+// docs/protocol.md the epochs, storage and recovery.
 package directory

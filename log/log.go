@@ -2,7 +2,7 @@
 //
 // The log is an RFC 6962 Merkle tree (hashing from
 // github.com/transparency-dev/merkle) whose leaves are the canonical encodings of
-// AccountUpdate and EpochRecord (see leaf.go and docs/protocol-log.md). It is kept by
+// AccountUpdate and EpochRecord (see leaf.go and docs/protocol.md). It is kept by
 // a Backend — embedded (a pure-Go KV store on local disk) or Trillian — and
 // published as C2SP tlog-checkpoint signed notes, one per epoch (see
 // checkpoint.go and Publish).

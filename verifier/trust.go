@@ -27,7 +27,7 @@ import (
 //	  "reset_key": "<base64 32-byte Ed25519 public key>",
 //	  "witnesses": ["<cosignature/v1 vkey>", ...],
 //	  "witness_quorum": 2,
-//	  "max_checkpoint_age": "10m"
+//	  "max_checkpoint_age": "24h"
 //	}
 type TrustFile struct {
 	Origin           string   `json:"origin"`

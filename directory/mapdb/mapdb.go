@@ -4,7 +4,7 @@
 // Bucket layout, inside the top-level bucket named at Open:
 //
 //	nodes/   the vmap Store: "root" and 'n' || [32] prefix || u8 depth keys
-//	         (layout in verifier/vmap and docs/protocol-map.md)
+//	         (layout in verifier/vmap and docs/protocol.md)
 //	epochs/  u64 epoch (big-endian) -> [32] map root after that epoch
 //	meta/    "latest" -> u64 latest applied epoch
 //

@@ -1,5 +1,5 @@
 // Package auditor replays a Keyline directory's whole log, checks every rule
-// of docs/protocol-audit.md on every entry, recomputes every map root, and
+// of docs/protocol.md on every entry, recomputes every map root, and
 // produces transferable evidence (VerifyEvidence) for any violation. Its
 // state is kept durably in a bbolt file, so it resumes where it stopped.
 //

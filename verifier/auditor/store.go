@@ -11,7 +11,7 @@ import (
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
 )
 
-// Bucket layout of the auditor's state file (docs/protocol-audit.md).
+// Bucket layout of the auditor's state file (docs/protocol.md).
 var (
 	bMeta     = []byte("meta")     // see the k* keys
 	bNodes    = []byte("nodes")    // u8 level || u64 index -> [32] perfect subtree hash

@@ -8,7 +8,7 @@
 // directory's persistent bbolt map (directory/mapdb). Proof verification
 // (Verify, VerifyInclusion, VerifyNonInclusion) is pure and needs no store.
 //
-// The exact hashing and encodings are specified in docs/protocol-map.md.
+// The exact hashing and encodings are specified in docs/protocol.md.
 package vmap
 
 import (

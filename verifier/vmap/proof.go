@@ -129,7 +129,7 @@ func (p *Proof) checkStructure() error {
 	return nil
 }
 
-// MarshalBinary returns the canonical encoding of p (docs/protocol-map.md):
+// MarshalBinary returns the canonical encoding of p (docs/protocol.md):
 //
 //	u8 kind || u16 count || count × (u8 depth || [32] hash) || terminal
 //

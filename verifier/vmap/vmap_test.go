@@ -27,7 +27,7 @@ func val(i, v int) Value {
 }
 
 // refRoot computes the root from the full set of entries directly from the
-// hash definitions (docs/protocol-map.md), independently of the stored tree.
+// hash definitions (docs/protocol.md), independently of the stored tree.
 func refRoot(m map[Index]Value) Hash {
 	keys := make([]Index, 0, len(m))
 	for k := range m {
