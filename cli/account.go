@@ -273,10 +273,7 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return failf("", err, "generating device keys")
 			}
-			now := a.now()
-			if now.Before(res.State.Timestamp) {
-				now = res.State.Timestamp
-			}
+			now := a.nowAfter(res.State)
 			cert, err := dk.NewCert(name, ik.Public(), now)
 			if err != nil {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad --name", Err: err}

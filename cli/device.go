@@ -287,20 +287,13 @@ next version of the account with the device added. For scripts, pass
 					return failf("nothing was published", nil, "not approved")
 				}
 			}
-			now := a.now()
-			if now.Before(res.State.Timestamp) {
-				now = res.State.Timestamp
-			}
+			now := a.nowAfter(res.State)
 			next, err := devices.ApprovePairing(res.State, ik, req, fp, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot approve this request", Err: err}
 			}
-			res, err = s.publish(ctx, next)
+			res, err = a.publishOwn(ctx, s, ks, pass, next)
 			if err != nil {
-				return err
-			}
-			ks.State = res.State
-			if err := a.saveKeystore(ks, pass); err != nil {
 				return err
 			}
 			if a.jsonOut {
@@ -468,20 +461,13 @@ lookup.`,
 			if !ok {
 				return failf("nothing was published", nil, "not revoked")
 			}
-			now := a.now()
-			if now.Before(res.State.Timestamp) {
-				now = res.State.Timestamp
-			}
+			now := a.nowAfter(res.State)
 			next, err := devices.RevokeDevices(res.State, ik, []devices.DeviceID{target.ID}, why, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot revoke", Err: err}
 			}
-			res, err = s.publish(ctx, next)
+			res, err = a.publishOwn(ctx, s, ks, pass, next)
 			if err != nil {
-				return err
-			}
-			ks.State = res.State
-			if err := a.saveKeystore(ks, pass); err != nil {
 				return err
 			}
 			if a.jsonOut {

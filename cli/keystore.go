@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/verifier"
 )
 
 // Files in the client data dir.
@@ -70,6 +73,30 @@ func (a *app) saveKeystore(ks *devices.Keystore, pass []byte) error {
 		return failf("check the permissions and free space of --data-dir", err, "cannot save the keystore")
 	}
 	return nil
+}
+
+// publishOwn publishes next, the account's own new state, and saves it in
+// the keystore once the directory has accepted it and the lookup verified.
+func (a *app) publishOwn(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, next *devices.AccountState) (*verifier.LookupResult, error) {
+	res, err := s.publish(ctx, next)
+	if err != nil {
+		return nil, err
+	}
+	ks.State = res.State
+	if err := a.saveKeystore(ks, pass); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// nowAfter is the time for a state that follows prev: now, but never before
+// prev's timestamp (the transition rules forbid going back in time).
+func (a *app) nowAfter(prev *devices.AccountState) time.Time {
+	now := a.now()
+	if now.Before(prev.Timestamp) {
+		return prev.Timestamp
+	}
+	return now
 }
 
 // identity returns the identity key the keystore holds, or an error saying
