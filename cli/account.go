@@ -18,7 +18,7 @@ func (a *app) accountCmd() *cobra.Command {
 		Use:   "account",
 		Short: "Create or recover an account",
 	}
-	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd())
+	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountSyncCmd())
 	return cmd
 }
 
@@ -80,7 +80,19 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			// The passphrase source is checked before anything secret
+			// is shown: a paper key shown by a command that then fails
+			// is void.
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -135,17 +147,10 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 					return err
 				}
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, true)
 			if err != nil {
 				return err
-			}
-			res, err = s.publish(ctx, state)
-			if err != nil {
-				return err
-			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
-				return fmt.Errorf("%w (the account is published; recover it with the paper key: `keyline account recover %s`)", err, uid)
 			}
 			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex}
 			if a.jsonOut {
@@ -230,7 +235,16 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			var words string
@@ -289,16 +303,9 @@ every safety number, stays the same. The paper key is read from
 			for _, d := range res.State.Devices {
 				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, true)
 			if err != nil {
-				return err
-			}
-			res, err = s.publish(ctx, next)
-			if err != nil {
-				return err
-			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
 				return err
 			}
 			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, Revoked: revoked, SafetyNumber: "identity key unchanged"}
@@ -316,4 +323,68 @@ every safety number, stays the same. The paper key is read from
 	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this new device")
 	cmd.Flags().StringVar(&paperFile, "paper-key-file", "", "read the 24 words from this file instead of stdin")
 	return cmd
+}
+
+func (a *app) accountSyncCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "sync",
+		Short: "Finish or clear an interrupted update of your account, and check the account",
+		Long: `Check your account against the directory. If a command that publishes
+(account create or recover, device approve or revoke) was interrupted, the
+update it was sending is recorded next to the keystore; sync finds out
+whether the directory published it. If it did, the keystore and pins are
+updated; if it is not visible, sync sends it again; if the account moved on
+without it, it is forgotten. Every command that changes the account does
+this first; sync does only this.`,
+		Example: `  # after "keyline account create alice" lost its connection:
+  keyline account sync`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			outcome, err := a.reconcilePending(ctx, s, ks, pass)
+			if err != nil {
+				return err
+			}
+			if outcome == reconcileAbandoned && !a.keystoreExists() {
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: ks.UserID, Pending: outcome.String()})
+				}
+				return nil
+			}
+			if ks.State == nil {
+				return failf("finish joining your account first: `keyline device finish`", nil, "this device is not part of an account yet")
+			}
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			out := syncOutput{UserID: ks.UserID, Version: &res.Version, Pending: outcome.String(), Verified: true}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "%s is at version %d (verified); nothing is pending.\n", ks.UserID, res.Version)
+			return nil
+		},
+	}
+}
+
+type syncOutput struct {
+	UserID   string  `json:"user_id"`
+	Version  *uint64 `json:"version"`
+	Pending  string  `json:"pending"` // none, published, resubmitted, abandoned
+	Verified bool    `json:"verified"`
 }

@@ -317,12 +317,14 @@ func TestEndToEnd(t *testing.T) {
 	// A wrong passphrase does not open the keystore; a passphrase file does.
 	wrongPass := filepath.Join(root, "wrong-pass")
 	os.WriteFile(wrongPass, []byte("not it\n"), 0o600)
-	if r := w.run("bob-pc", "", "--passphrase-file", wrongPass, "device", "list"); r.code != ExitError || !strings.Contains(r.err, "wrong passphrase") {
+	if r := w.run("bob-pc", "", "--passphrase-file", wrongPass, "account", "sync"); r.code != ExitError || !strings.Contains(r.err, "wrong passphrase") {
 		t.Fatalf("wrong passphrase: exit %d\n%s", r.code, r.err)
 	}
 	rightPass := filepath.Join(root, "right-pass")
 	os.WriteFile(rightPass, []byte(testEnv("KEYLINE_PASSPHRASE")+"\n"), 0o600)
-	w.ok("bob-pc", "", "--passphrase-file", rightPass, "device", "list")
+	w.ok("bob-pc", "", "--passphrase-file", rightPass, "account", "sync")
+	// Listing devices is read-only: no passphrase is needed.
+	w.ok("bob-pc", "", "--passphrase-file", wrongPass, "device", "list")
 
 	// They look each other up.
 	var l lookupJSON
