@@ -209,11 +209,23 @@ func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) 
 	defer cancel()
 	res, err := s.client.Lookup(cctx, peer)
 	var changed *verifier.SafetyNumberChangedError
-	if errors.As(err, &changed) && changed.Result != nil {
-		// Everything verified except the pin: show the new number (loudly)
-		// so that the users can compare again.
-		fmt.Fprintf(a.errw, "WARNING: %v\nWARNING: the safety number below is NEW; compare it again before trusting %s.\n", s.classify("lookup "+peer, err), peer)
-		res, err = changed.Result, nil
+	if errors.As(err, &changed) {
+		// Show the new number (loudly) so that the users can compare
+		// again: it is computed from the key the directory serves now.
+		// If the change is unexplained (no reset entry), the number is
+		// what a key substitution would show; only the comparison in
+		// person tells.
+		fmt.Fprintf(a.errw, "WARNING: %s\n", asError(s.classify("lookup "+peer, err)).Msg)
+		if changed.Unexplained {
+			fmt.Fprintf(a.errw, "WARNING: no directory reset explains this change: if %s's own device shows other digits than the ones below, the directory is serving a FORGED key (keep this output and run `keyline audit`).\n", peer)
+		}
+		fmt.Fprintf(a.errw, "WARNING: the safety number below is NEW; compare it again before trusting %s.\n", peer)
+		if changed.Result != nil {
+			res = changed.Result
+		} else {
+			res = &verifier.LookupResult{UserID: changed.UserID, Found: true, IdentityKey: changed.New}
+		}
+		err = nil
 		res.Pin = verifier.PinChanged
 	}
 	if err != nil {
@@ -226,7 +238,7 @@ func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) 
 	if err != nil {
 		return nil, nil, "", false, failf("", err, "computing the safety number")
 	}
-	return sn, res, me, changed != nil && changed.Result != nil, nil
+	return sn, res, me, changed != nil, nil
 }
 
 func groupedDigits(sn *devices.SafetyNumber) []string {

@@ -49,6 +49,9 @@ func (a *app) openSession(ctx context.Context) (*session, error) {
 	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
 		return nil, failf("check --data-dir", err, "cannot create the data dir")
 	}
+	if err := a.checkClientState(t); err != nil {
+		return nil, err
+	}
 	conn, err := a.dial(ctx)
 	if err != nil {
 		return nil, remoteErr("connect", a.server, err)
@@ -94,7 +97,7 @@ func (s *session) classify(what string, err error) error {
 	case errors.Is(err, verifier.ErrUserID):
 		return &Error{Code: ExitUsage, Kind: KindUsage, Msg: what, Err: err, Hint: "user ids are 1-64 characters of a-z 0-9 . _ @ + -"}
 	case errors.Is(err, verifier.ErrState):
-		return failf(fmt.Sprintf("the client state %s is damaged; move it away to start over (you lose your pins)", s.a.statePath()), err, "%s", what)
+		return failf(s.a.stateRecoveryHint(), err, "%s: the client state %s cannot be used", what, s.a.statePath())
 	case isOutOfRange(err):
 		// The client sends the size of the last checkpoint it verified;
 		// the directory answers OutOfRange when its published log is
