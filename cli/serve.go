@@ -48,6 +48,7 @@ func (a *app) serveCmd() *cobra.Command {
 		noSync         bool
 		tlsCert        string
 		tlsKey         string
+		maxAge         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -94,6 +95,17 @@ loopback or behind a TLS-terminating proxy.`,
 					return usageErr("--admin-token-file %s is empty", adminTokenFile)
 				}
 			}
+			if maxAge != 0 {
+				if maxAge < 0 {
+					return usageErr("--max-checkpoint-age %v must be positive", maxAge)
+				}
+				cfg.MaxCheckpointAge = fmtDuration(maxAge)
+			}
+			created, err := checkServerKeyFiles(cfg.DataDir, adminTokenFile != "")
+			if err != nil {
+				return err
+			}
+			oldTrust, _ := os.ReadFile(filepath.Join(cfg.DataDir, directory.FileTrust))
 			cfg.NoSync = noSync
 			var logMu sync.Mutex
 			cfg.Logf = func(format string, args ...any) {
@@ -119,9 +131,12 @@ loopback or behind a TLS-terminating proxy.`,
 			if !useTLS {
 				fmt.Fprintf(a.errw, "keyline: warning: serving plaintext gRPC on %s: traffic, including the admin token of resets, is unencrypted (use --tls-cert and --tls-key)\n", addr)
 			}
+			info := a.serveInfo(cmd.Context(), srv, cfg, created, oldTrust)
+			info.Listen, info.TLS, info.TrustFile = addr, useTLS, trustPath
 			if a.jsonOut {
-				writeJSON(a.out, map[string]any{"listen": addr, "tls": useTLS, "origin": srv.Origin(), "trust_file": trustPath, "data_dir": cfg.DataDir, "log_backend": cfg.LogBackend, "witnesses": len(cfg.Witnesses), "witness_quorum": cfg.WitnessQuorum})
+				writeJSON(a.out, info)
 			} else {
+				a.printServeInfo(info)
 				fmt.Fprintf(a.out, "keyline directory %s listening on %s\n", srv.Origin(), addr)
 				fmt.Fprintf(a.out, "trust file for clients: %s\n", trustPath)
 				fmt.Fprintf(a.out, "  (clients: copy it to ~/.keyline/trust.json or pass --trust; add --server %s if not the default)\n", addr)
@@ -159,11 +174,12 @@ loopback or behind a TLS-terminating proxy.`,
 	f.Int64Var(&cfg.TrillianTreeID, "trillian-tree-id", 0, "Trillian PREORDERED_LOG tree id (trillian backend)")
 	f.StringArrayVar(&witnesses, "witness", nil, "witness to ask for cosignatures, URL=VKEY (repeatable)")
 	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
-	f.StringVar(&cfg.MaxCheckpointAge, "max-checkpoint-age", "", "max_checkpoint_age written to trust.json (default 24h)")
+	f.DurationVar(&maxAge, "max-checkpoint-age", 0, "max_checkpoint_age written to trust.json, a duration like 24h or 90m (default 24h)")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
+	serverOnlyHelp(cmd)
 	return cmd
 }
