@@ -51,15 +51,22 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 }
 
 type accountOutput struct {
-	UserID       string   `json:"user_id"`
-	Version      uint64   `json:"version"`
-	DeviceID     string   `json:"device_id"`
-	DeviceName   string   `json:"device_name"`
-	IdentityKey  string   `json:"identity_key"`
-	LogIndex     uint64   `json:"log_index"`
-	PaperKey     string   `json:"paper_key,omitempty"`
-	Revoked      []string `json:"revoked_devices,omitempty"`
-	SafetyNumber string   `json:"safety_number_unchanged,omitempty"`
+	UserID               string      `json:"user_id"`
+	Version              uint64      `json:"version"`
+	Epoch                uint64      `json:"epoch"`
+	LogIndex             uint64      `json:"log_index"`
+	DeviceID             string      `json:"device_id"`
+	DeviceName           string      `json:"device_name"`
+	IdentityKey          string      `json:"identity_key"`
+	PaperKey             *string     `json:"paper_key"`
+	RevokedDevices       []deviceRef `json:"revoked_devices"`
+	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
+}
+
+// deviceRef names a device in --json output.
+type deviceRef struct {
+	DeviceID   string `json:"device_id"`
+	DeviceName string `json:"device_name"`
 }
 
 func (a *app) accountCreateCmd() *cobra.Command {
@@ -79,6 +86,9 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			uid, err := normUser(args[0])
 			if err != nil {
 				return err
+			}
+			if a.jsonOut && !noConfirm {
+				return usageErr("with --json, pass --no-confirm: --json never asks questions (the paper key is in the output; store it safely)")
 			}
 			unlock, err := a.lockDataDir()
 			if err != nil {
@@ -134,13 +144,8 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			}
 
 			paper := secret.PaperKey()
-			switch {
-			case !a.jsonOut:
+			if !a.jsonOut {
 				a.showPaperKey(a.out, paper)
-			case !noConfirm:
-				// JSON goes to stdout at the end; the person confirming
-				// the words needs to see them now.
-				a.showPaperKey(a.errw, paper)
 			}
 			if !noConfirm {
 				if err := a.confirmPaperKey(paper); err != nil {
@@ -152,9 +157,9 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			if err != nil {
 				return err
 			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: []deviceRef{}}
 			if a.jsonOut {
-				out.PaperKey = paper
+				out.PaperKey = &paper
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Created account %s (version %d, log entry %d).\n", uid, res.Version, res.LogIndex)
@@ -299,22 +304,22 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return failf("", err, "building the recovery state")
 			}
-			var revoked []string
+			revoked := []deviceRef{}
 			for _, d := range res.State.Devices {
-				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
+				revoked = append(revoked, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
 			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
 			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, true)
 			if err != nil {
 				return err
 			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, Revoked: revoked, SafetyNumber: "identity key unchanged"}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: revoked, IdentityKeyUnchanged: true}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d.\n", uid, name, dk.ID(), res.Version)
 			for _, r := range revoked {
-				fmt.Fprintf(a.out, "  revoked as lost: %s\n", r)
+				fmt.Fprintf(a.out, "  revoked as lost: %s (%s)\n", r.DeviceName, r.DeviceID)
 			}
 			fmt.Fprintln(a.out, "Your identity key is unchanged, so your contacts' safety numbers for you are unchanged.")
 			return nil

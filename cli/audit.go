@@ -14,30 +14,31 @@ import (
 )
 
 type auditOutput struct {
-	OK             bool     `json:"ok"`
-	CheckpointSize uint64   `json:"checkpoint_size"`
-	Replayed       uint64   `json:"replayed"`
-	Epoch          uint64   `json:"epoch"`
-	EpochTime      string   `json:"epoch_time,omitempty"`
-	Accounts       uint64   `json:"accounts"`
-	Resets         uint64   `json:"resets"`
-	ResetIndexes   []uint64 `json:"reset_log_indexes,omitempty"`
-	Violation      string   `json:"violation,omitempty"`
-	ViolationIndex uint64   `json:"violation_log_index,omitempty"`
-	Detail         string   `json:"detail,omitempty"`
-	EvidencePath   string   `json:"evidence_path,omitempty"`
+	OK             bool       `json:"ok"`
+	CheckpointSize uint64     `json:"checkpoint_size"`
+	Replayed       uint64     `json:"replayed"`
+	Epoch          uint64     `json:"epoch"`
+	EpochTime      *time.Time `json:"epoch_time"`
+	Accounts       uint64     `json:"accounts"`
+	Resets         uint64     `json:"resets"`
+	ResetIndexes   []uint64   `json:"reset_log_indexes"`
+	Violation      *string    `json:"violation"`
+	ViolationIndex *uint64    `json:"violation_log_index"`
+	Detail         *string    `json:"detail"`
+	EvidencePath   *string    `json:"evidence_path"`
 }
 
 func auditOut(st *auditor.Status) auditOutput {
-	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: st.ResetIndexes}
+	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: append([]uint64{}, st.ResetIndexes...)}
 	if st.Checkpoint != nil {
 		out.CheckpointSize = st.Checkpoint.Size
 	}
 	if st.EpochTime != 0 {
-		out.EpochTime = fmtTime(time.Unix(int64(st.EpochTime), 0))
+		out.EpochTime = jsonTime(time.Unix(int64(st.EpochTime), 0))
 	}
 	if v := st.Violation; v != nil {
-		out.Violation, out.ViolationIndex, out.Detail, out.EvidencePath = string(v.Rule), v.LogIndex, v.Detail, v.EvidencePath
+		idx := v.LogIndex
+		out.Violation, out.ViolationIndex, out.Detail, out.EvidencePath = jsonStr(string(v.Rule)), &idx, jsonStr(v.Detail), jsonStr(v.EvidencePath)
 	}
 	return out
 }
@@ -129,7 +130,7 @@ and exit code 3.`,
 			t.row("result", "OK: no violation")
 			t.row("checkpoint size", fmt.Sprint(out.CheckpointSize))
 			t.row("entries replayed", fmt.Sprint(out.Replayed))
-			t.row("epoch", fmt.Sprintf("%d (%s)", out.Epoch, out.EpochTime))
+			t.row("epoch", fmt.Sprintf("%d (%s)", out.Epoch, fmtTime(rep0(out.EpochTime))))
 			t.row("accounts", fmt.Sprint(out.Accounts))
 			resets := fmt.Sprint(out.Resets)
 			if out.Resets > 0 {
@@ -170,11 +171,11 @@ func (a *app) verifyEvidenceCmd() *cobra.Command {
 				return verificationErr("the evidence does NOT prove a violation", "it may be forged or damaged, or be for another directory (check --trust)", err)
 			}
 			if a.jsonOut {
-				var sizes []uint64
+				sizes := []uint64{}
 				for _, c := range f.Checkpoints {
 					sizes = append(sizes, c.Size)
 				}
-				return writeJSON(a.out, map[string]any{"valid": true, "rule": string(f.Rule), "log_index": f.LogIndex, "detail": f.Detail, "checkpoint_sizes": sizes})
+				return writeJSON(a.out, evidenceOutput{Valid: true, Rule: string(f.Rule), LogIndex: f.LogIndex, Detail: f.Detail, CheckpointSizes: sizes})
 			}
 			fmt.Fprintf(a.out, "VALID evidence: the directory %s broke rule %q at log entry %d.\n%s\n", t.Origin, string(f.Rule), f.LogIndex, f.Detail)
 			for _, c := range f.Checkpoints {
@@ -183,4 +184,12 @@ func (a *app) verifyEvidenceCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+type evidenceOutput struct {
+	Valid           bool     `json:"valid"`
+	Rule            string   `json:"rule"`
+	LogIndex        uint64   `json:"log_index"`
+	Detail          string   `json:"detail"`
+	CheckpointSizes []uint64 `json:"checkpoint_sizes"`
 }

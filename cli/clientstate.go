@@ -118,7 +118,7 @@ func (a *app) stateRestoreCmd() *cobra.Command {
 				return failf("check the permissions of --data-dir", err, "cannot restore the client state")
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"state_file": a.statePath(), "restored": true, "contacts": len(st.Contacts)})
+				return writeJSON(a.out, stateOutput{StateFile: a.statePath(), Restored: true, Contacts: len(st.Contacts), KeptFile: nil})
 			}
 			fmt.Fprintf(a.out, "Restored %s from %s (%d pinned contacts).\n", a.statePath(), a.stateBackupPath(), len(st.Contacts))
 			return nil
@@ -158,11 +158,7 @@ Prefer ` + "`keyline state restore`" + ` when a backup exists.`,
 				return failf("check the permissions of --data-dir", err, "cannot write the client state")
 			}
 			if a.jsonOut {
-				var k any
-				if kept != "" {
-					k = kept
-				}
-				return writeJSON(a.out, map[string]any{"state_file": a.statePath(), "reset": true, "kept_file": k})
+				return writeJSON(a.out, stateOutput{StateFile: a.statePath(), Reset: true, KeptFile: jsonStr(kept)})
 			}
 			fmt.Fprintf(a.out, "Started a new client state %s.", a.statePath())
 			if kept != "" {
@@ -174,4 +170,13 @@ Prefer ` + "`keyline state restore`" + ` when a backup exists.`,
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm that pins are to be forgotten")
 	return cmd
+}
+
+// stateOutput is `state restore --json` and `state reset --json`.
+type stateOutput struct {
+	StateFile string  `json:"state_file"`
+	Restored  bool    `json:"restored"`
+	Reset     bool    `json:"reset"`
+	Contacts  int     `json:"contacts"`
+	KeptFile  *string `json:"kept_file"`
 }

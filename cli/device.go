@@ -228,6 +228,33 @@ wait for the approval).`,
 	return cmd
 }
 
+// finishOutput is `device finish --json`.
+type finishOutput struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	Finished bool   `json:"finished"`
+	Version  uint64 `json:"version"`
+}
+
+// changeOutput is `device approve --json` and `device revoke --json`: the
+// device added or removed and the version that published it.
+type changeOutput struct {
+	UserID      string  `json:"user_id"`
+	Version     uint64  `json:"version"`
+	Epoch       uint64  `json:"epoch"`
+	LogIndex    uint64  `json:"log_index"`
+	DeviceID    string  `json:"device_id"`
+	DeviceName  string  `json:"device_name"`
+	Fingerprint *string `json:"fingerprint"` // approve
+	Reason      *string `json:"reason"`      // revoke
+}
+
+type deviceListOutput struct {
+	UserID  string      `json:"user_id"`
+	Version uint64      `json:"version"`
+	Devices []deviceRow `json:"devices"`
+}
+
 // pendingErr says the pairing is not approved yet.
 type pendingErr struct{ e *Error }
 
@@ -306,7 +333,7 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver})
+				return writeJSON(a.out, finishOutput{UserID: ks.UserID, DeviceID: ks.Device.ID().String(), Finished: true, Version: ver})
 			}
 			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
 			return nil
@@ -381,7 +408,7 @@ next version of the account with the device added. For scripts, pass
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp})
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: req.Cert.ID.String(), DeviceName: req.Cert.Name, Fingerprint: &fp})
 			}
 			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d. Run `keyline device finish` on the new device.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
 			return nil
@@ -402,25 +429,52 @@ func normDigits(s string) string {
 	return b.String()
 }
 
+// deviceRow is one device of an account in --json output. The name and
+// creation time of a revoked device are null when no verified earlier
+// version of the account lists it.
 type deviceRow struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Created    string `json:"created"`
-	ThisDevice bool   `json:"this_device"`
-	Revoked    bool   `json:"revoked"`
-	RevokedAt  string `json:"revoked_at,omitempty"`
-	Reason     string `json:"reason,omitempty"`
+	ID         string     `json:"device_id"`
+	Name       *string    `json:"device_name"`
+	Created    *time.Time `json:"created_at"`
+	ThisDevice bool       `json:"this_device"`
+	Revoked    bool       `json:"revoked"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	Reason     *string    `json:"reason"`
+}
+
+func (r deviceRow) name() string {
+	if r.Name == nil {
+		return "(unknown)"
+	}
+	return *r.Name
+}
+
+func (r deviceRow) created() string {
+	if r.Created == nil {
+		return "-"
+	}
+	return fmtTime(*r.Created)
+}
+
+func (r deviceRow) status() string {
+	if !r.Revoked {
+		return "active"
+	}
+	return "REVOKED " + fmtTime(*r.RevokedAt) + " (" + *r.Reason + ")"
 }
 
 func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devices.DeviceID]*devices.DeviceCert) []deviceRow {
-	var rows []deviceRow
+	rows := []deviceRow{}
 	for _, d := range st.Devices {
-		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this})
+		name := d.Name
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: &name, Created: jsonTime(d.Created), ThisDevice: d.ID == this})
 	}
 	for _, r := range st.Revocations {
-		row := deviceRow{ID: r.Device.String(), Name: "(unknown)", Created: "-", ThisDevice: r.Device == this, Revoked: true, RevokedAt: fmtTime(r.Time), Reason: r.Reason.String()}
+		reason := r.Reason.String()
+		row := deviceRow{ID: r.Device.String(), ThisDevice: r.Device == this, Revoked: true, RevokedAt: jsonTime(r.Time), Reason: &reason}
 		if c := names[r.Device]; c != nil {
-			row.Name, row.Created = c.Name, fmtTime(c.Created)
+			name := c.Name
+			row.Name, row.Created = &name, jsonTime(c.Created)
 		}
 		rows = append(rows, row)
 	}
@@ -434,11 +488,7 @@ func (a *app) printDevices(rows []deviceRow) error {
 		if r.ThisDevice {
 			this = "*"
 		}
-		status := "active"
-		if r.Revoked {
-			status = "REVOKED " + r.RevokedAt + " (" + r.Reason + ")"
-		}
-		t.row(r.ID, r.Name, r.Created, this, status)
+		t.row(r.ID, r.name(), r.created(), this, r.status())
 	}
 	return t.flush()
 }
@@ -470,7 +520,7 @@ func (a *app) deviceListCmd() *cobra.Command {
 			}
 			rows := deviceRows(res.State, info.deviceID(), names)
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": info.UserID, "version": res.Version, "devices": rows})
+				return writeJSON(a.out, deviceListOutput{UserID: info.UserID, Version: res.Version, Devices: rows})
 			}
 			fmt.Fprintf(a.out, "%s, version %d (verified)\n", info.UserID, res.Version)
 			return a.printDevices(rows)
@@ -544,7 +594,8 @@ lookup.`,
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "revoked_device_id": target.ID.String(), "device_name": target.Name, "reason": why.String(), "version": res.Version})
+				reason := why.String()
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: target.ID.String(), DeviceName: target.Name, Reason: &reason})
 			}
 			fmt.Fprintf(a.out, "Revoked %q (%s): %s is now at version %d.\n", target.Name, target.ID, ks.UserID, res.Version)
 			return nil

@@ -54,6 +54,9 @@ func (a *app) confirm(question string, assumeYes bool) (bool, error) {
 // confirmOr is confirm for a question that scripts answer with a flag:
 // when stdin holds no answer, the error names the flag (hint).
 func (a *app) confirmOr(question string, assumeYes bool, hint string) (bool, error) {
+	if a.jsonOut && !assumeYes {
+		return false, failf(hint, nil, "%s (--json never asks)", strings.TrimSuffix(question, "?"))
+	}
 	ok, err := a.confirm(question, assumeYes)
 	var e *Error
 	if errors.As(err, &e) && !a.stdinIsTerminal() {
@@ -90,6 +93,9 @@ func (a *app) passphrase(creating bool) ([]byte, error) {
 			return nil, failf(fmt.Sprintf("use at least %d characters", minPassphraseLen), nil, "$KEYLINE_PASSPHRASE is too short for a new keystore")
 		}
 		return []byte(p), nil
+	}
+	if a.jsonOut {
+		return nil, failf("set KEYLINE_PASSPHRASE or use --passphrase-file with --json", nil, "no passphrase for the keystore (--json never asks)")
 	}
 	if !a.stdinIsTerminal() {
 		return nil, failf("set KEYLINE_PASSPHRASE or use --passphrase-file when stdin is not a terminal", nil, "no passphrase for the keystore")

@@ -83,7 +83,7 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 	e := asError(err)
 	if a.jsonOut {
 		msg := e.Error()
-		writeJSON(a.errw, jsonError{Error: msg, Kind: e.Kind, ExitCode: e.Code, Message: e.Msg, Hint: e.Hint, Reason: e.Reason})
+		writeJSON(a.errw, jsonError{Error: msg, Kind: e.Kind, ExitCode: e.Code, Message: e.Msg, Hint: jsonStr(e.Hint), Reason: jsonStr(e.Reason)})
 	} else {
 		fmt.Fprintf(a.errw, "keyline: %s\n", e.Error())
 		if e.Code == ExitUsage {

@@ -96,7 +96,7 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 			}
 			url := "http://" + lis.Addr().String()
 			if a.jsonOut {
-				writeJSON(a.out, map[string]any{"url": url, "vkey": vkey, "origin": at.Origin})
+				writeJSON(a.out, witnessOutput{URL: url, VKey: vkey, Origin: at.Origin})
 			} else {
 				fmt.Fprintf(a.out, "keyline witness %s listening on %s\n", signer.Name(), lis.Addr())
 				fmt.Fprintf(a.out, "vkey: %s\n", vkey)
@@ -165,7 +165,7 @@ func (a *app) witnessKeygenCmd() *cobra.Command {
 				return failf("", err, "writing the key file")
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"name": args[0], "vkey": vkey, "key_file": kp})
+				return writeJSON(a.out, witnessKeyOutput{Name: args[0], VKey: vkey, KeyFile: kp})
 			}
 			fmt.Fprintf(a.out, "witness key written to %s (keep it secret)\nvkey: %s\n", kp, vkey)
 			return nil
@@ -173,4 +173,16 @@ func (a *app) witnessKeygenCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "where to write the key (default <data-dir>/witness.skey)")
 	return cmd
+}
+
+type witnessOutput struct {
+	URL    string `json:"url"`
+	VKey   string `json:"vkey"`
+	Origin string `json:"origin"`
+}
+
+type witnessKeyOutput struct {
+	Name    string `json:"name"`
+	VKey    string `json:"vkey"`
+	KeyFile string `json:"key_file"`
 }
