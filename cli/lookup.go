@@ -117,11 +117,26 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 	check("signatures", "account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices))
 	check("revocations", "%d revoked devices, none served", len(res.State.Revocations))
 	check("identity_key", "%s", pinLine(res))
-	v, li, ik, pin := res.Version, res.LogIndex, hex.EncodeToString(res.IdentityKey[:]), res.Pin.String()
+	v, li, ik, pin := res.Version, res.LogIndex, hex.EncodeToString(res.IdentityKey[:]), pinName(res.Pin)
 	out.Version, out.LogIndex, out.IdentityKey, out.Pin = &v, &li, &ik, &pin
 	out.Reset = res.Reset != nil
 	out.Devices = deviceRows(res.State, devices.DeviceID{}, nil)
 	return out
+}
+
+// pinName is the --json name of a pin status.
+func pinName(p verifier.PinStatus) string {
+	switch p {
+	case verifier.PinNew:
+		return "new"
+	case verifier.PinMatch:
+		return "match"
+	case verifier.PinMatchVerified:
+		return "match_verified"
+	case verifier.PinChanged:
+		return "changed"
+	}
+	return "none"
 }
 
 func pinLine(res *verifier.LookupResult) string {
@@ -286,7 +301,7 @@ code with ` + "`keyline verify USER --scan PAYLOAD`" + `). If they match, run
 			if err != nil {
 				return err
 			}
-			out := safetyOutput{UserID: uid, OwnUserID: me, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: res.Pin.String(), Changed: changed}
+			out := safetyOutput{UserID: uid, OwnUserID: me, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: pinName(res.Pin), Changed: changed}
 			changedErr := func() error {
 				if !changed {
 					return nil
