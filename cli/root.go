@@ -178,6 +178,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 		a.witnessCmd(),
 		a.benchCmd(),
 		a.stateCmd(),
+		a.demoCmd(),
 	)
 	return a
 }
