@@ -180,6 +180,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 		a.stateCmd(),
 		a.demoCmd(),
 	)
+	applyHelp(root)
 	return a
 }
 
