@@ -67,12 +67,35 @@ func (a *app) checkClientState(t *verifier.Trust) error {
 				Hint: "pass the trust.json of the directory this client has been using (--trust FILE), or use another --data-dir for another directory; your pins are intact. If the directory changed its keys, ask its operator why before trusting it"}
 		}
 	}
-	if old, err := os.ReadFile(a.stateBackupPath()); err != nil || !bytes.Equal(old, data) {
-		if err := writeFileAtomic(a.stateBackupPath(), data); err != nil {
-			return failf("check the permissions and free space of --data-dir", err, "cannot back up the client state")
-		}
+	if err := a.writeStateBackup(data); err != nil {
+		return failf("check the permissions and free space of --data-dir", err, "cannot back up the client state")
 	}
 	return nil
+}
+
+// writeStateBackup makes data, a state that parsed, the backup generation.
+func (a *app) writeStateBackup(data []byte) error {
+	if old, err := os.ReadFile(a.stateBackupPath()); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	return writeFileAtomic(a.stateBackupPath(), data)
+}
+
+// backupClientState makes the client state the backup generation after a
+// command succeeded, so that the backup holds the pins it made. A state that
+// does not parse is never backed up.
+func (a *app) backupClientState() {
+	if a.dataDir == "" || a.keepStateBackup {
+		return
+	}
+	data, err := os.ReadFile(a.statePath())
+	if err != nil {
+		return
+	}
+	if _, err := verifier.ParseClientState(data); err != nil {
+		return
+	}
+	a.writeStateBackup(data)
 }
 
 func (a *app) stateCmd() *cobra.Command {
@@ -153,6 +176,7 @@ Prefer ` + "`keyline state restore`" + ` when a backup exists.`,
 					return failf("", err, "cannot keep the current state")
 				}
 			}
+			a.keepStateBackup = true // the backup keeps the pins
 			empty := &verifier.ClientState{}
 			if err := empty.Save(a.statePath()); err != nil {
 				return failf("check the permissions of --data-dir", err, "cannot write the client state")

@@ -251,6 +251,13 @@ func TestIssue10(t *testing.T) {
 			wantIn(t, "the error", r.err, "damaged", "keyline state restore")
 			wantNotIn(t, "the error", r.err, "move it away")
 			w.ok("bob", "", "state", "restore")
+			// A reset keeps the backup: restore undoes it.
+			w.ok("bob", "", "state", "reset", "--yes")
+			w.ok("bob", "", "state", "restore")
+			w.okJSON("bob", &l, "lookup", "alice")
+			if l.Pin == "new" {
+				t.Errorf("after reset and restore, alice is pinned anew (%q)", l.Pin)
+			}
 		}},
 		{"safety-number after an unexplained change prints the digits and a useful hint", func(t *testing.T, w *world) {
 			w.ok("alice", "", "lookup", "bob")

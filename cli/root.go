@@ -53,6 +53,8 @@ type app struct {
 	tlsCA          string // --tls-ca: trust this CA (or self-signed) certificate; implies --tls
 	tlsServerName  string // --tls-server-name: name to verify instead of the --server host; implies --tls
 
+	keepStateBackup bool // do not make the client state the backup after this command (state reset)
+
 	root *cobra.Command
 }
 
@@ -77,6 +79,7 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 	a.root.SetArgs(args)
 	err := a.root.ExecuteContext(ctx)
 	if err == nil {
+		a.backupClientState()
 		return ExitOK
 	}
 	err = normalizeCobraErr(err)
