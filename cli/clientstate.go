@@ -135,7 +135,7 @@ func (a *app) stateRestoreCmd() *cobra.Command {
 				if err := writeFileAtomic(keep, cur); err != nil {
 					return failf("", err, "cannot keep the current state")
 				}
-				fmt.Fprintf(a.errw, "The state it replaces is kept in %s.\n", keep)
+				a.info("The state it replaces is kept in %s.\n", keep)
 			}
 			if err := writeFileAtomic(a.statePath(), b); err != nil {
 				return failf("check the permissions of --data-dir", err, "cannot restore the client state")

@@ -163,7 +163,7 @@ wait for the approval).`,
 				}
 				defer s.close()
 				if !a.jsonOut {
-					fmt.Fprintf(a.errw, "This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
+					a.info("This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
 				}
 				return a.pairingFlow(ctx, s, *prev, nil, wait)
 			}
@@ -218,7 +218,7 @@ wait for the approval).`,
 				return err
 			}
 			for _, w := range res.Warnings {
-				fmt.Fprintf(a.errw, "WARNING: %s\n", w)
+				a.info("WARNING: %s\n", w)
 			}
 			return a.pairingFlow(ctx, s, out, pass, wait)
 		},
@@ -383,7 +383,7 @@ next version of the account with the device added. For scripts, pass
 			if err := checkNewDeviceName(res.State, req.Cert.Name); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
+			a.info("New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
 			switch {
 			case fingerprint != "":
 				if normDigits(fingerprint) != normDigits(fp) {
@@ -576,7 +576,7 @@ lookup.`,
 			if target.ID == ks.Device.ID() {
 				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
 			}
-			fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
+			a.info("Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
 			ok, err := a.confirmOr("Revoke this device?", yes, "pass --yes to revoke without a terminal")
 			if err != nil {
 				return err

@@ -237,11 +237,11 @@ func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) 
 		// If the change is unexplained (no reset entry), the number is
 		// what a key substitution would show; only the comparison in
 		// person tells.
-		fmt.Fprintf(a.errw, "WARNING: %s\n", asError(s.classify("lookup "+peer, err)).Msg)
+		a.info("WARNING: %s\n", asError(s.classify("lookup "+peer, err)).Msg)
 		if changed.Unexplained {
-			fmt.Fprintf(a.errw, "WARNING: no directory reset explains this change: if %s's own device shows other digits than the ones below, the directory is serving a FORGED key (keep this output and run `keyline audit`).\n", peer)
+			a.info("WARNING: no directory reset explains this change: if %s's own device shows other digits than the ones below, the directory is serving a FORGED key (keep this output and run `keyline audit`).\n", peer)
 		}
-		fmt.Fprintf(a.errw, "WARNING: the safety number below is NEW; compare it again before trusting %s.\n", peer)
+		a.info("WARNING: the safety number below is NEW; compare it again before trusting %s.\n", peer)
 		if changed.Result != nil {
 			res = changed.Result
 		} else {

@@ -32,6 +32,15 @@ func (t *table) row(cols ...string) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
+// info writes a message for the person at the terminal on stderr; with
+// --json it writes nothing (stderr then holds only the error object, and
+// the JSON output carries what matters).
+func (a *app) info(format string, args ...any) {
+	if !a.jsonOut {
+		fmt.Fprintf(a.errw, format, args...)
+	}
+}
+
 // writeJSON writes v as indented JSON followed by a newline.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

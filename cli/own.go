@@ -416,22 +416,22 @@ func (a *app) reconcilePending(ctx context.Context, s *session, ks *devices.Keys
 			if _, err := a.finishPending(ctx, s, ks, pass, p, next); err != nil {
 				return reconcileNone, err
 			}
-			fmt.Fprintf(a.errw, "note: the interrupted %s was published (version %d); your keys are saved and verified.\n", what, res.Version)
+			a.info("note: the interrupted %s was published (version %d); your keys are saved and verified.\n", what, res.Version)
 			return reconcilePublished, nil
 		}
 		if res.Version >= p.Version {
 			a.abandonPending(p)
-			fmt.Fprintf(a.errw, "note: the interrupted %s was not published: the account is at version %d with another state%s.\n", what, res.Version, a.abandonNote(p))
+			a.info("note: the interrupted %s was not published: the account is at version %d with another state%s.\n", what, res.Version, a.abandonNote(p))
 			return reconcileAbandoned, nil
 		}
 	}
 	// Not visible yet: send it again (the update is signed; it applies
 	// only on top of the version it was built on).
-	fmt.Fprintf(a.errw, "note: the interrupted %s is not published yet; sending it again.\n", what)
+	a.info("note: the interrupted %s is not published yet; sending it again.\n", what)
 	if _, err := a.submitPending(ctx, s, ks, pass, p, next); err != nil {
 		return reconcileNone, err
 	}
-	fmt.Fprintf(a.errw, "note: %s is now published and verified.\n", what)
+	a.info("note: %s is now published and verified.\n", what)
 	return reconcileResubmitted, nil
 }
 
