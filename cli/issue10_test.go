@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/keyline/keyline/proto"
+	"github.com/keyline/keyline/verifier/cosign"
 )
 
 // updateProxy forwards the directory API to a real directory and breaks
@@ -369,6 +370,16 @@ func TestServeKeyFilesAndTrustChange(t *testing.T) {
 	stop()
 	_, out, stop = startServeOut(t, dir, "--max-checkpoint-age", "48h")
 	wantIn(t, "second start", out.String(), "Opened the existing directory", "log size", "TRUST CHANGED", "max checkpoint age", "Clients must fetch the new trust.json")
+	stop()
+	_, vkey, err := cosign.GenerateKey("w.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, stop = startServeOut(t, dir, "--max-checkpoint-age", "48h", "--witness", "http://127.0.0.1:1="+vkey, "--witness-quorum", "1")
+	wantIn(t, "start with a witness", out.String(), "TRUST CHANGED", "witnesses: 0 before, 1 now", "witness quorum: 0 before, 1 now", "Clients must fetch the new trust.json")
+	stop()
+	_, out, stop = startServeOut(t, dir, "--max-checkpoint-age", "48h", "--witness", "http://127.0.0.1:1="+vkey, "--witness-quorum", "1")
+	wantNotIn(t, "restart with the same settings", out.String(), "TRUST CHANGED")
 	stop()
 	for _, f := range []string{"vrf.seed", "reset.key", "log.skey"} {
 		os.Rename(filepath.Join(dir, f), filepath.Join(dir, f+".away"))

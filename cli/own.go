@@ -349,7 +349,11 @@ func (a *app) abandonNote(p *pendingOp) string {
 	if !p.NewAccount {
 		return ""
 	}
-	return fmt.Sprintf("; the unused keys were moved to %s and you can run `keyline %s %s` again", a.abandonedKeystorePath(p), p.Op, p.UserID)
+	void := ""
+	if p.Op == "account create" {
+		void = " (the paper key it showed is void)"
+	}
+	return fmt.Sprintf("; the unused keys were moved to %s%s and you can run `keyline %s %s` again", a.abandonedKeystorePath(p), void, p.Op, p.UserID)
 }
 
 func joinHints(a, b string) string {
