@@ -33,6 +33,9 @@ type updateProxy struct {
 }
 
 func (p *updateProxy) Update(ctx context.Context, r *pb.UpdateRequest) (*pb.UpdateResponse, error) {
+	if p.mode == "reject-update" {
+		return nil, status.Error(codes.FailedPrecondition, "concurrent update")
+	}
 	if p.mode == "cut-before-update" {
 		return nil, status.Error(codes.Unavailable, "error reading from server: EOF")
 	}
@@ -353,6 +356,18 @@ func TestIssue10(t *testing.T) {
 				}
 				w.ok(dev, "", "device", "list")
 			}
+		}},
+		{"an update the directory refused leaves a usable folder and says nothing was published", func(t *testing.T, w *world) {
+			proxy := startUpdateProxy(t, w.server, "reject-update")
+			r := w.runAt(proxy, "rej", "", "account", "create", "rejected", "--no-confirm")
+			if r.code != ExitRejected {
+				t.Fatalf("exit %d, want %d\n%s", r.code, ExitRejected, r.err)
+			}
+			wantIn(t, "the error", r.err, "nothing was published", "paper key it showed is void", "keystore.unpublished-")
+			if _, err := os.Stat(filepath.Join(w.root, "rej", pendingFile)); err == nil {
+				t.Error("the pending record is still there")
+			}
+			w.ok("rej", "", "account", "create", "rejected", "--no-confirm")
 		}},
 	}
 	for _, c := range cases {
