@@ -147,14 +147,39 @@ func (a *app) readPending() (*pendingOp, error) {
 	if err != nil {
 		return nil, failf("check the permissions of --data-dir", err, "cannot read %s", a.pendingPath())
 	}
+	p, err := parsePending(b)
+	if err != nil {
+		return nil, failf("it records an unfinished update of your account; check it with `keyline device list` and remove it if the update is there", err, "cannot read the pending-update record %s", a.pendingPath())
+	}
+	return p, nil
+}
+
+// parsePending decodes a pending-update record strictly: one JSON object
+// with exactly the fields of pendingOp, format 1, and a state that parses
+// as an AccountState of the record's user and version.
+func parsePending(b []byte) (*pendingOp, error) {
 	var p pendingOp
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil || p.Format != pendingFormat {
-		return nil, failf("it records an unfinished update of your account; run `keyline account sync` with a keyline that reads it, or remove it after checking `keyline device list`", err, "cannot read the pending-update record %s", a.pendingPath())
+	if err := dec.Decode(&p); err != nil {
+		return nil, err
 	}
-	if _, err := p.state(); err != nil {
-		return nil, failf("remove it after checking your account with `keyline device list`", err, "the pending-update record %s holds no valid account state", a.pendingPath())
+	if dec.More() {
+		return nil, errors.New("trailing data after the record")
+	}
+	if p.Format != pendingFormat {
+		return nil, fmt.Errorf("format %d, want %d", p.Format, pendingFormat)
+	}
+	st, err := p.state()
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	h, err := st.Hash()
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if st.UserID != p.UserID || st.Version != p.Version || hex.EncodeToString(h[:]) != p.StateHash {
+		return nil, errors.New("the state does not match the record's user, version or hash")
 	}
 	return &p, nil
 }
