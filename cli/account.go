@@ -351,6 +351,15 @@ this first; sync does only this.`,
 				return err
 			}
 			defer unlock()
+			if p, err := a.readPending(); err == nil && p != nil && p.NewAccount && !a.keystoreExists() {
+				if err := a.ensureNoKeystore(); err != nil { // clears it: nothing was sent
+					return err
+				}
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: p.UserID, Pending: reconcileAbandoned.String()})
+				}
+				return nil
+			}
 			ks, pass, err := a.loadKeystore()
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -356,6 +357,24 @@ func TestIssue10(t *testing.T) {
 				}
 				w.ok(dev, "", "device", "list")
 			}
+		}},
+		{"killed after the pending record but before the keys were saved: nothing was sent, the folder is usable", func(t *testing.T, w *world) {
+			dir := filepath.Join(w.root, "early")
+			os.MkdirAll(dir, 0o700)
+			a := newApp(IO{Getenv: testEnv})
+			a.dataDir = dir
+			_, st, err := demoAccount("early", "phone", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, _ := st.MarshalBinary()
+			h, _ := st.Hash()
+			if err := a.writePending(&pendingOp{Format: pendingFormat, Op: "account create", UserID: "early", Version: 1, StateHash: fmt.Sprintf("%x", h), State: base64.StdEncoding.EncodeToString(enc), NewAccount: true, StartedAt: time.Now().UTC().Truncate(time.Second)}); err != nil {
+				t.Fatal(err)
+			}
+			r := w.ok("early", "", "account", "sync")
+			wantIn(t, "sync", r.err, "nothing was published")
+			w.ok("early", "", "account", "create", "early", "--no-confirm")
 		}},
 		{"an update the directory refused leaves a usable folder and says nothing was published", func(t *testing.T, w *world) {
 			proxy := startUpdateProxy(t, w.server, "reject-update")

@@ -36,6 +36,13 @@ func (a *app) keystoreExists() bool {
 
 // ensureNoKeystore refuses to overwrite an existing device.
 func (a *app) ensureNoKeystore() error {
+	if p, err := a.readPending(); err == nil && p != nil && p.NewAccount && !a.keystoreExists() {
+		// Interrupted before the keys were saved: nothing was sent.
+		a.info("note: the interrupted `keyline %s %s` stopped before saving keys; nothing was published.\n", p.Op, p.UserID)
+		if err := a.removePending(); err != nil {
+			return err
+		}
+	}
 	if p, err := a.readPending(); err == nil && p != nil {
 		return failf("run `keyline account sync` to find out whether it was published and finish it", nil, "an earlier `keyline %s %s` in this data dir did not finish", p.Op, p.UserID)
 	}
