@@ -153,7 +153,7 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 				}
 			}
 			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
-			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, true)
+			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, keysNewAccount)
 			if err != nil {
 				return err
 			}
@@ -309,7 +309,7 @@ every safety number, stays the same. The paper key is read from
 				revoked = append(revoked, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
 			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
-			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, true)
+			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, keysNewAccount)
 			if err != nil {
 				return err
 			}

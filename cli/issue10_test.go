@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyline/keyline/devices"
 	pb "github.com/keyline/keyline/proto"
 	"github.com/keyline/keyline/verifier/cosign"
 )
@@ -375,6 +376,47 @@ func TestIssue10(t *testing.T) {
 			r := w.ok("early", "", "account", "sync")
 			wantIn(t, "sync", r.err, "nothing was published")
 			w.ok("early", "", "account", "create", "early", "--no-confirm")
+		}},
+		{"an update with new keys saves the keystore before it is sent", func(t *testing.T, w *world) {
+			w.ok("rot", "", "account", "create", "rot", "--no-confirm")
+			a := newApp(IO{Getenv: testEnv, Stdin: strings.NewReader("")})
+			a.dataDir, a.trustPath = filepath.Join(w.root, "rot"), w.trust
+			a.server = startUpdateProxy(t, w.server, "cut-before-update")
+			o, err := a.openOwn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ik, err := needIdentity(o.ks, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dk, err := devices.NewDeviceKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := dk.NewCert("tablet", ik.Public(), o.res.State.Timestamp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ik.IssueCert(cert); err != nil {
+				t.Fatal(err)
+			}
+			next, err := devices.AddDevice(o.res.State, ik, cert, o.res.State.Timestamp.Add(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(filepath.Join(w.root, "rot", keystoreSumFile))
+			_, err = o.publishWithNewKeys(context.Background(), "device approve", next)
+			o.close()
+			if err == nil || !strings.Contains(err.Error(), "may or may not be published") {
+				t.Fatalf("publish through a cut connection: %v", err)
+			}
+			after, _ := os.ReadFile(filepath.Join(w.root, "rot", keystoreSumFile))
+			if string(before) == string(after) {
+				t.Error("the keystore was not saved before the update was sent")
+			}
+			r := w.ok("rot", "", "account", "sync")
+			wantIn(t, "sync", r.err, "sending it again", "now published")
 		}},
 		{"an update the directory refused leaves a usable folder and says nothing was published", func(t *testing.T, w *world) {
 			proxy := startUpdateProxy(t, w.server, "reject-update")

@@ -259,20 +259,45 @@ func (a *app) openOwn(ctx context.Context) (*ownAccount, error) {
 	return o, nil
 }
 
-// publish publishes next, the account's next state (op names the command),
-// with the pending protocol: the record first, then the keystore if the
-// command created it (newKeystore), then the update; after a verified
-// lookup shows it, the keystore gets the state and the record is removed.
-// Every failure says whether the update was published and how to finish.
+// keysMode says what publishPending writes to the keystore before it
+// sends an update.
+type keysMode int
+
+const (
+	// keysUnchanged: the keystore's keys are not changed by the update
+	// (device approve, revoke); it gets the new state once verified.
+	keysUnchanged keysMode = iota
+	// keysChanged: the command made new keys for an existing account
+	// (e.g. a key rotation); the keystore holding them is saved before
+	// the update is sent, so that a published update never lacks its
+	// keys.
+	keysChanged
+	// keysNewAccount: the command creates the keystore (account create,
+	// recover). It is saved before the update is sent; if the update is
+	// certainly not published, it is moved aside so that the folder can
+	// be used again.
+	keysNewAccount
+)
+
+// publish publishes next, the account's next state (op names the command,
+// e.g. "device approve"), with the pending protocol of publishPending.
 func (o *ownAccount) publish(ctx context.Context, op string, next *devices.AccountState) (*verifier.LookupResult, error) {
-	return o.a.publishPending(ctx, o.s, o.ks, o.pass, op, next, false)
+	return o.a.publishPending(ctx, o.s, o.ks, o.pass, op, next, keysUnchanged)
 }
 
-// publishPending is ownAccount.publish for commands that have no account
-// yet (create, recover): with newKeystore the keystore (holding the new
-// keys, without a state) is written after the record and before anything
-// is sent.
-func (a *app) publishPending(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, op string, next *devices.AccountState, newKeystore bool) (*verifier.LookupResult, error) {
+// publishWithNewKeys is publish for an update that goes with new keys in
+// o.ks (already set by the caller): the keystore is saved first.
+func (o *ownAccount) publishWithNewKeys(ctx context.Context, op string, next *devices.AccountState) (*verifier.LookupResult, error) {
+	return o.a.publishPending(ctx, o.s, o.ks, o.pass, op, next, keysChanged)
+}
+
+// publishPending publishes next so that no key and no update is ever lost:
+// the pending record is written (fsynced) first, then the keystore if the
+// command changed its keys (mode), then the update is sent; after a
+// verified lookup shows it, the keystore gets the state and the record is
+// removed. Every failure says whether the update was published and how to
+// finish (`keyline account sync`, reconcilePending).
+func (a *app) publishPending(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, op string, next *devices.AccountState, mode keysMode) (*verifier.LookupResult, error) {
 	enc, err := next.MarshalBinary()
 	if err != nil {
 		return nil, failf("", err, "encoding the account state")
@@ -281,21 +306,17 @@ func (a *app) publishPending(ctx context.Context, s *session, ks *devices.Keysto
 	if err != nil {
 		return nil, failf("", err, "hashing the account state")
 	}
-	p := &pendingOp{Format: pendingFormat, Op: op, UserID: next.UserID, Version: next.Version, StateHash: hex.EncodeToString(h[:]), State: base64.StdEncoding.EncodeToString(enc), NewAccount: newKeystore, StartedAt: a.now().UTC().Truncate(time.Second)}
+	p := &pendingOp{Format: pendingFormat, Op: op, UserID: next.UserID, Version: next.Version, StateHash: hex.EncodeToString(h[:]), State: base64.StdEncoding.EncodeToString(enc), NewAccount: mode == keysNewAccount, StartedAt: a.now().UTC().Truncate(time.Second)}
 	if err := a.writePending(p); err != nil {
 		return nil, err
 	}
-	if newKeystore {
+	if mode != keysUnchanged {
 		if err := a.saveKeystore(ks, pass); err != nil {
 			a.removePending()
 			return nil, fmt.Errorf("%w (nothing was published)", err)
 		}
 	}
-	res, err := a.submitPending(ctx, s, ks, pass, p, next)
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
+	return a.submitPending(ctx, s, ks, pass, p, next)
 }
 
 // submitPending sends the pending update and finishes it (finishPending).
