@@ -316,11 +316,19 @@ func (a *app) publishPending(ctx context.Context, s *session, ks *devices.Keysto
 			return nil, fmt.Errorf("%w (nothing was published)", err)
 		}
 	}
-	return a.submitPending(ctx, s, ks, pass, p, next)
+	return a.submitPending(ctx, s, ks, pass, p, next, false)
 }
 
+// How long a resent update that the directory refuses is watched for an
+// earlier send showing up (resendChecks lookups, resendWait apart).
+const (
+	resendChecks = 3
+	resendWait   = time.Second
+)
+
 // submitPending sends the pending update and finishes it (finishPending).
-func (a *app) submitPending(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, p *pendingOp, next *devices.AccountState) (*verifier.LookupResult, error) {
+// resend says an earlier send may have reached the directory.
+func (a *app) submitPending(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, p *pendingOp, next *devices.AccountState, resend bool) (*verifier.LookupResult, error) {
 	what := fmt.Sprintf("%s (%s v%d)", p.Op, p.UserID, p.Version)
 	enc, _ := next.MarshalBinary()
 	cctx, cancel := s.ctx(ctx)
@@ -328,6 +336,21 @@ func (a *app) submitPending(ctx context.Context, s *session, ks *devices.Keystor
 	cancel()
 	if err != nil {
 		rerr := remoteErr("publish "+what, a.server, err)
+		if definitelyRejected(err) && resend {
+			// An earlier send of this update may be queued in the
+			// directory and be what it refuses this one for: wait for
+			// it to show before giving up.
+			for i := 0; i < resendChecks; i++ {
+				select {
+				case <-ctx.Done():
+					return nil, remoteErr("publish "+what, a.server, ctx.Err())
+				case <-time.After(resendWait):
+				}
+				if res, ferr := a.finishPending(ctx, s, ks, pass, p, next); ferr == nil {
+					return res, nil
+				}
+			}
+		}
 		if definitelyRejected(err) {
 			// Nothing was published: forget the update.
 			a.abandonPending(p)
@@ -478,7 +501,7 @@ func (a *app) reconcilePending(ctx context.Context, s *session, ks *devices.Keys
 	// Not visible yet: send it again (the update is signed; it applies
 	// only on top of the version it was built on).
 	a.info("note: the interrupted %s is not published yet; sending it again.\n", what)
-	if _, err := a.submitPending(ctx, s, ks, pass, p, next); err != nil {
+	if _, err := a.submitPending(ctx, s, ks, pass, p, next, true); err != nil {
 		return reconcileNone, err
 	}
 	a.info("note: %s is now published and verified.\n", what)
