@@ -75,8 +75,10 @@ func (a *app) accountCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create USER",
 		Short: "Create an account: paper key, identity key, first device",
-		Long: `Create an account. Keyline generates a recovery secret and shows it ONCE as a
-24-word paper key; write it down and keep it offline. It is the only way to
+		Long: `Create an account. Keyline first asks for the passphrase that will protect
+this device's keystore (or takes it from $KEYLINE_PASSPHRASE or
+--passphrase-file; at least 8 characters). Then it generates a recovery
+secret and shows it ONCE as a 24-word paper key; write it down and keep it offline. It is the only way to
 recover the account if you lose every device. You are asked to type two of
 the words back to confirm you wrote them down. Then this device's keys are
 created, version 1 of the account is published and verified, and the keys
