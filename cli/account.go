@@ -78,11 +78,13 @@ func (a *app) accountCreateCmd() *cobra.Command {
 		Long: `Create an account. Keyline first asks for the passphrase that will protect
 this device's keystore (or takes it from $KEYLINE_PASSPHRASE or
 --passphrase-file; at least 8 characters). Then it generates a recovery
-secret and shows it ONCE as a 24-word paper key; write it down and keep it offline. It is the only way to
-recover the account if you lose every device. You are asked to type two of
-the words back to confirm you wrote them down. Then this device's keys are
-created, version 1 of the account is published and verified, and the keys
-are stored in the keystore of --data-dir, encrypted with your passphrase.`,
+secret and shows it ONCE as a 24-word paper key; write it down and keep it
+offline. It is the only way to recover the account if you lose every
+device. You are asked to type two of the words back to confirm you wrote
+them down. Then this device's keys are stored in the keystore of --data-dir,
+encrypted with your passphrase, and version 1 of the account is published
+and verified. If the command is interrupted while publishing, your keys
+are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := normUser(args[0])
