@@ -117,13 +117,14 @@ function show(res, me, mine) {
   $("safety-box").hidden = true;
   $("devices-box").hidden = true;
   list($("checks"), res.checks || []);
+  $("checks-box").hidden = !(res.checks && res.checks.length);
   list($("warnings"), res.warnings || []);
   $("warnings-box").hidden = !(res.warnings && res.warnings.length);
   setText($("checkpoint"), res.checkpoint ? `${res.checkpoint.origin}\nsize ${res.checkpoint.size}\nroot ${res.checkpoint.root}\ncosigned by: ${res.checkpoint.cosigners.join(", ") || "nobody"}\nepoch ${res.epoch.epoch} at ${res.epoch.time}` : "");
 
   if (res.safety_changed) {
     const how = res.ok ? "the key was never verified; it is now pinned as the new key. Compare safety numbers again before trusting it."
-                       : "you had verified the old key. Do not trust the new one until you compare safety numbers again. " + (res.error || "");
+                       : "you had verified the old key. Do not trust the new one until you compare safety numbers again.";
     verdict("changed", "⚠ SAFETY NUMBER CHANGED for " + res.user, `Pinned key ${res.pinned_key}, now ${res.identity_key}: ${how}`);
   } else if (!res.ok) {
     verdict("failed", "✗ VERIFICATION FAILED for " + res.user + " — do not use this answer", (res.error_kind ? res.error_kind + ": " : "") + res.error);
