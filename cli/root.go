@@ -177,6 +177,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 		a.auditCmd(),
 		a.witnessCmd(),
 		a.benchCmd(),
+		a.exportTilesCmd(),
 	)
 	return a
 }
