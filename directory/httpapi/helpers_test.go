@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,7 +82,10 @@ func newCert(t testing.TB, ik *devices.IdentityKey, name string) *devices.Device
 }
 
 // create publishes a new account for uid.
-func (e *env) create(uid string) {
+func (e *env) create(uid string) { e.createLocked(nil, uid) }
+
+// createLocked is create for concurrent callers: mu (if set) guards e.accts.
+func (e *env) createLocked(mu *sync.Mutex, uid string) {
 	e.t.Helper()
 	ik := devices.IdentityKeyFromSeed(seed(e.t))
 	st, err := devices.NewAccount(ik, uid, newCert(e.t, ik, "phone"), time.Now())
@@ -94,6 +98,10 @@ func (e *env) create(uid string) {
 	}
 	if _, err := e.dir.Update(context.Background(), b); err != nil {
 		e.t.Fatal(err)
+	}
+	if mu != nil {
+		mu.Lock()
+		defer mu.Unlock()
 	}
 	e.accts[uid] = &account{ik: ik, state: st}
 }

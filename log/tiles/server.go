@@ -55,7 +55,35 @@ type Server struct {
 
 type cacheKey struct {
 	entries bool
+	gzip    bool // the gzipped bundle
 	n       uint64
+}
+
+// gzipWriters reuses gzip writers (each holds about 1 MiB of state).
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return w
+}}
+
+func gzipBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzipWriters.Get().(*gzip.Writer)
+	zw.Reset(&buf)
+	zw.Write(b)
+	zw.Close()
+	gzipWriters.Put(zw)
+	return buf.Bytes()
+}
+
+// gzippedBundle returns bundle b of tile t gzipped, cached for full tiles.
+func (s *Server) gzippedBundle(t Tile, b []byte) []byte {
+	k := cacheKey{entries: true, gzip: true, n: t.N}
+	if z := s.cached(k, t); z != nil {
+		return z
+	}
+	z := gzipBytes(b)
+	s.store(k, t, z)
+	return z
 }
 
 // NewServer returns a Server reading leaves from r. It serves nothing until
@@ -275,9 +303,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Vary", "Accept-Encoding")
 		if acceptsGzip(r) {
 			h.Set("Content-Encoding", "gzip")
-			zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-			zw.Write(b)
-			zw.Close()
+			w.Write(s.gzippedBundle(t, b))
 			return
 		}
 	}
