@@ -147,5 +147,22 @@ func TestBrowser(t *testing.T) {
 	if state != "failed" || !strings.Contains(text, "VERIFICATION FAILED") || !strings.Contains(text, "ErrMapProof") {
 		t.Errorf("tampered bundle: %s %q", state, text)
 	}
+	// 4. The status page shows the log, the epochs chart and the reset.
+	e.sync()
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#ready"))); err != nil {
+		t.Fatal(err)
+	}
+	resets, err1 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#resets")))
+	charts, err2 := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("svg.chart polyline").length`))
+	buf, err3 := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resets, "1 reset in the log") || charts != 1 {
+		t.Errorf("status page: resets %q, %d charts", resets, charts)
+	}
+	if err := os.WriteFile(filepath.Join(shots, "4-status.png"), buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("screenshots in %s", shots)
 }

@@ -120,6 +120,11 @@ func epochChart(eps []EpochPoint) template.HTML {
 		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(e.Time.Unix()), y(e.Size)))
 	}
 	fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#08519c" stroke-width="1.5"/>`, strings.Join(pts, " "))
+	if len(eps) <= 100 {
+		for _, e := range eps {
+			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="#08519c"><title>epoch %d: log size %d, %d updates</title></circle>`, x(e.Time.Unix()), y(e.Size), e.Epoch, e.Size, e.Updates)
+		}
+	}
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%d</text>`, pad-4, H-pad, s0)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%d</text>`, pad-4, pad+4, eps[len(eps)-1].Size)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">%s</text>`, pad, H-pad+16, eps[0].Time.UTC().Format("Jan 2 15:04:05"))
