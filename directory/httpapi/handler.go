@@ -81,9 +81,12 @@ func New(opts Options) (*Handler, error) {
 	h.follow = newFollower(opts.Source, t)
 	h.follow.now = opts.Now
 	h.metrics = newMetrics(h.follow, opts.QueueDepth, opts.Now)
+	var errMu sync.Mutex
 	var lastErr string
 	h.follow.onErr = func(err error) {
 		h.metrics.syncErrs.Inc()
+		errMu.Lock()
+		defer errMu.Unlock()
 		if err.Error() != lastErr { // log each distinct error once in a row
 			lastErr = err.Error()
 			opts.Logf("http: following the log: %v", err)

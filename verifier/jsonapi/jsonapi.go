@@ -4,7 +4,7 @@
 // clients and verify them the same way.
 //
 // Every byte string is standard base64 with padding (RFC 4648 section 4),
-// decoded strictly; a list of hashes is a JSON array of such strings;
+// decoded strictly (canonical padding bits, no line breaks); a list of hashes is a JSON array of such strings;
 // numbers are JSON integers (log indices and sizes stay far below 2^53).
 // Decoders reject unknown fields, trailing data and oversized lists. The
 // bytes inside are the canonical encodings of docs/protocol.md; nothing
@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/keyline/keyline/verifier"
 )
@@ -136,6 +137,9 @@ func (d *decoder) bytes(field, s string) []byte {
 		return nil
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err == nil && strings.ContainsAny(s, "\r\n") {
+		err = errors.New("line breaks") // the decoder skips them; the encoding has none
+	}
 	if err != nil {
 		d.err = fmt.Errorf("%w: %s is not strict standard base64: %v", ErrMalformed, field, err)
 	}
