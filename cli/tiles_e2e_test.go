@@ -12,6 +12,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keyline/keyline/verifier/cosign"
+	tlogwitness "github.com/keyline/keyline/verifier/witness"
 )
 
 // startHTTPServer runs `keyline serve --http` in process and returns the
@@ -117,5 +122,63 @@ func TestServeHTTPAuditTilesExport(t *testing.T) {
 	// A bad tiles URL fails, it does not pass silently.
 	if r := w.run("auditor3", "", "audit", "--tiles", fs.URL+"/nothing-here"); r.code == 0 {
 		t.Errorf("audit of a missing tiles URL exited 0:\n%s", r.out)
+	}
+}
+
+// TestWitnessOverTiles: `keyline witness --tiles URL` audits the log from
+// the tiles of `serve --http` and then cosigns the directory's checkpoint.
+func TestWitnessOverTiles(t *testing.T) {
+	root := t.TempDir()
+	dataDir := filepath.Join(root, "server")
+	grpcAddr, httpAddr, stop := startHTTPServer(t, dataDir)
+	defer stop()
+	w := &world{t: t, root: root, trust: filepath.Join(dataDir, "trust.json"), server: grpcAddr}
+	base := "http://" + httpAddr
+	var kg struct{ Name, VKey string }
+	w.okJSON("witness", &kg, "witness", "keygen", "w1.test")
+
+	// --server points nowhere: everything must come from the tiles.
+	wctx, wcancel := context.WithCancel(context.Background())
+	var wout, werr syncBuf
+	wdone := make(chan int, 1)
+	go func() {
+		wdone <- Run(wctx, []string{"--server", "127.0.0.1:1", "--trust", w.trust, "--data-dir", filepath.Join(root, "witness"), "witness", "--tiles", base, "--listen", "127.0.0.1:0"},
+			IO{Stdin: strings.NewReader(""), Stdout: &wout, Stderr: &werr, Getenv: testEnv})
+	}()
+	defer func() {
+		wcancel()
+		if code := <-wdone; code != 0 {
+			t.Errorf("witness exited %d: %s", code, werr.String())
+		}
+	}()
+	urlRe := regexp.MustCompile(`--witness (http://\S+)=`)
+	deadline := time.Now().Add(20 * time.Second)
+	for urlRe.FindStringSubmatch(wout.String()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("witness did not start:\n%s\n%s", wout.String(), werr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wurl := urlRe.FindStringSubmatch(wout.String())[1]
+	_, cp := httpGet(t, base+"/checkpoint")
+	v, err := cosign.NewVerifierFromVkey(kg.VKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []byte
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		lines, err = tlogwitness.AddCheckpoint(ctx, nil, wurl, 0, nil, []byte(cp))
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the witness reading tiles did not cosign: %v\n%s", err, werr.String())
+	}
+	if _, err := note.Open(append([]byte(cp), lines...), note.VerifierList(v)); err != nil {
+		t.Errorf("cosignature does not verify: %v", err)
 	}
 }
