@@ -23,11 +23,11 @@ const (
 
 // EpochPoint is one epoch as the follower saw it in the log.
 type EpochPoint struct {
-	Epoch     uint64
-	Time      time.Time // the EpochRecord timestamp
-	Size      uint64    // log size after the epoch (its record's index + 1)
-	Updates   int       // account updates in the epoch
-	MapRootHx string    // first bytes of the map root, hex
+	Epoch   uint64
+	Time    time.Time // the EpochRecord timestamp
+	Size    uint64    // log size after the epoch (its record's index + 1)
+	Updates int       // account updates in the epoch
+	MapRoot string    // the first 8 bytes of the map root, hex
 }
 
 // ResetInfo is a directory reset found in the log.
@@ -199,7 +199,7 @@ func (f *follower) leaves(first uint64, leaves [][]byte) {
 				}
 			}
 		case *klog.EpochRecord:
-			p := EpochPoint{Epoch: l.Epoch, Time: time.Unix(int64(min(l.Timestamp, 1<<62)), 0).UTC(), Size: idx + 1, Updates: f.pendingUpdates, MapRootHx: fmt.Sprintf("%x", l.MapRoot[:8])}
+			p := EpochPoint{Epoch: l.Epoch, Time: time.Unix(int64(min(l.Timestamp, 1<<62)), 0).UTC(), Size: idx + 1, Updates: f.pendingUpdates, MapRoot: fmt.Sprintf("%x", l.MapRoot[:8])}
 			f.pendingUpdates = 0
 			f.snap.Epoch = p
 			f.snap.Epochs = append(f.snap.Epochs, p)
