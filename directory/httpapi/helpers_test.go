@@ -30,7 +30,15 @@ type account struct {
 
 func newEnv(t testing.TB, opts *Options, users ...string) *env {
 	t.Helper()
-	d, err := directory.Open(directory.Config{DataDir: t.TempDir(), EpochInterval: 10 * time.Millisecond, NoSync: true})
+	return newEnvConfig(t, directory.Config{}, opts, users...)
+}
+
+// newEnvConfig is newEnv with directory settings (DataDir, EpochInterval
+// and NoSync are set here).
+func newEnvConfig(t testing.TB, cfg directory.Config, opts *Options, users ...string) *env {
+	t.Helper()
+	cfg.DataDir, cfg.EpochInterval, cfg.NoSync = t.TempDir(), 10*time.Millisecond, true
+	d, err := directory.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
