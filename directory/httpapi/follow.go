@@ -158,6 +158,9 @@ func (f *follower) pollOnce(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if c.Size < f.snap.Size {
+		return nil // a concurrent poll already installed a newer checkpoint
+	}
 	f.snap.Synced, f.snap.Checkpoint, f.snap.Size, f.snap.Root = true, cp, c.Size, c.Hash
 	f.snap.Cosigners = len(cosigners)
 	for _, w := range f.witness {
