@@ -44,7 +44,7 @@ func auditOut(st *auditor.Status) auditOutput {
 }
 
 func (a *app) auditCmd() *cobra.Command {
-	var dir string
+	var dir, tilesURL string
 	var follow bool
 	var interval time.Duration
 	cmd := &cobra.Command{
@@ -62,15 +62,15 @@ and exit code 3.`,
 			if dir == "" {
 				dir = filepath.Join(a.dataDir, "audit")
 			}
-			s, err := a.openSession(ctx)
+			trust, src, closeSrc, err := a.logSource(ctx, tilesURL)
 			if err != nil {
 				return err
 			}
-			defer s.close()
+			defer closeSrc()
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return failf("check --dir", err, "cannot create the audit dir")
 			}
-			au, err := auditor.Open(dir, s.trust, s.conn, nil)
+			au, err := auditor.Open(dir, trust, src, nil)
 			if err != nil {
 				return failf("move the audit dir away to start over from entry 0", err, "cannot open the auditor state in %s", dir)
 			}
@@ -147,6 +147,7 @@ and exit code 3.`,
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "auditor state directory (default <data-dir>/audit)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep auditing new checkpoints every --interval")
+	cmd.Flags().StringVar(&tilesURL, "tiles", "", "read the log from this C2SP tlog-tiles URL (keyline serve --http, or an export-tiles mirror) instead of --server")
 	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "with --follow: time between runs")
 	cmd.AddCommand(a.verifyEvidenceCmd())
 	return cmd

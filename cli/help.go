@@ -25,6 +25,8 @@ var commandHelp = map[string]struct{ example, long string }{
 	"account recover": {example: `  keyline --data-dir ~/.keyline-new account recover alice            # type the 24 words
   keyline --data-dir ~/.keyline-new account recover alice --paper-key-file words.txt`},
 	"account sync": {},
+	"export-tiles": {example: `  keyline export-tiles /srv/www/keyline-log                          # from the directory (--server)
+  keyline export-tiles /srv/www/keyline-log --tiles https://log.example.org/   # from another mirror`},
 	"device": {example: `  keyline --data-dir ~/.keyline-phone device request alice --name phone   # on the new device
   keyline device approve KL1-ABCDE-...                                  # on a device with the identity key
   keyline --data-dir ~/.keyline-phone device finish                     # back on the new device

@@ -247,6 +247,7 @@ func TestJSONSchema(t *testing.T) {
 	d.check(t, "verify", j("alice", "verify", "bob", sn.SafetyNumber).out)
 	d.check(t, "monitor", j("alice", "monitor", "--once").out)
 	d.check(t, "audit", j("auditor", "audit").out)
+	d.check(t, "export-tiles", j("auditor", "export-tiles", filepath.Join(root, "mirror")).out)
 	d.check(t, "witness keygen", j("witness", "witness", "keygen", "w.example").out)
 	d.check(t, "bench", j("bench", "bench", "--accounts", "3", "--concurrency", "1", "--duration", "100ms").out)
 	d.check(t, "state restore", j("alice", "state", "restore").out)

@@ -182,6 +182,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 		a.benchCmd(),
 		a.stateCmd(),
 		a.demoCmd(),
+		a.exportTilesCmd(),
 	)
 	applyHelp(root)
 	return a

@@ -49,6 +49,7 @@ func (a *app) serveCmd() *cobra.Command {
 		tlsCert        string
 		tlsKey         string
 		maxAge         time.Duration
+		httpAddr       string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -68,15 +69,14 @@ loopback or behind a TLS-terminating proxy.`,
 				return usageErr("--tls-cert and --tls-key go together: give both to serve TLS, or neither for plaintext")
 			}
 			var grpcOpts []grpc.ServerOption
+			var tlsCfg *tls.Config
 			if tlsCert != "" {
 				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
 				if err != nil {
 					return failf("check --tls-cert and --tls-key (PEM certificate chain and its private key)", err, "cannot load the TLS certificate")
 				}
-				grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
-					Certificates: []tls.Certificate{cert},
-					MinVersion:   tls.VersionTLS13,
-				})))
+				tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+				grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 			}
 			for _, w := range witnesses {
 				wc, err := parseWitnessFlag(w)
@@ -120,6 +120,15 @@ loopback or behind a TLS-terminating proxy.`,
 				}
 				return failf("check --data-dir and the log backend settings", err, "cannot open the directory")
 			}
+			var hs *httpServer
+			if httpAddr != "" {
+				if hs, err = a.startHTTP(srv, httpAddr, tlsCfg, cfg.Logf); err != nil {
+					srv.Close()
+					return err
+				}
+				defer hs.stop()
+				grpcOpts = append(grpcOpts, hs.grpc...)
+			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
 				srv.Close()
@@ -133,6 +142,9 @@ loopback or behind a TLS-terminating proxy.`,
 			}
 			info := a.serveInfo(cmd.Context(), srv, cfg, created, oldTrust)
 			info.Listen, info.TLS, info.TrustFile = addr, useTLS, trustPath
+			if hs != nil {
+				info.HTTP = &hs.addr
+			}
 			if a.jsonOut {
 				writeJSON(a.out, info)
 			} else {
@@ -142,6 +154,9 @@ loopback or behind a TLS-terminating proxy.`,
 				fmt.Fprintf(a.out, "  (clients: copy it to ~/.keyline/trust.json or pass --trust; add --server %s if not the default)\n", addr)
 				if useTLS {
 					fmt.Fprintf(a.out, "  (TLS: clients add --tls, or --tls-ca FILE if the certificate is not signed by a system root)\n")
+				}
+				if hs != nil {
+					hs.describe(a)
 				}
 			}
 			errc := make(chan error, 1)
@@ -154,6 +169,10 @@ loopback or behind a TLS-terminating proxy.`,
 				srv.Close()
 				<-errc
 				return nil
+			case err := <-httpErr(hs):
+				srv.Close()
+				<-errc
+				return failf("", err, "serving HTTP")
 			case err := <-errc:
 				srv.Close()
 				if err != nil {
@@ -178,6 +197,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this address (host:port): C2SP tlog-tiles, the JSON read API, /metrics, /healthz, /readyz, the status page and /verify; TLS with --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
 	serverOnlyHelp(cmd)

@@ -61,6 +61,7 @@ func checkServerKeyFiles(dir string, adminTokenGiven bool) (created bool, err er
 // serveOutput is what `keyline serve` says at start (--json: the object).
 type serveOutput struct {
 	Listen        string    `json:"listen"`
+	HTTP          *string   `json:"http"` // --http address, null when not serving HTTP
 	TLS           bool      `json:"tls"`
 	Origin        string    `json:"origin"`
 	DataDir       string    `json:"data_dir"`
