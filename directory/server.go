@@ -57,6 +57,9 @@ type Server struct {
 	lastCut   time.Time
 
 	witnesses []*witness
+	// sequencing is set when the sequencer starts: from then on an epoch
+	// waits for the witness quorum (cosignQuorum); during Open it does not.
+	sequencing atomic.Bool
 	hooks     atomic.Pointer[testHooks] // fault injection (tests)
 
 	closeOnce  sync.Once
@@ -549,7 +552,12 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 		}
 	}
 	s.signed.Store(&signedHead{size: newSize, note: cp})
-	served := s.cosign(ctx, cp)
+	// Wait for the witness quorum: until then lookups are served from the
+	// previous view, whose checkpoint has it (see cosignQuorum).
+	served, err := s.cosignQuorum(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing epoch %d: %w", epoch, err)
 	}
@@ -605,16 +613,24 @@ func (s *Server) install(v *epochView) {
 // sequencer cuts epochs until Close.
 func (s *Server) sequencer() {
 	defer close(s.seqDone)
+	s.sequencing.Store(true)
 	t := time.NewTicker(s.cfg.EpochInterval)
 	defer t.Stop()
 	s.lastCut = time.Now()
 	for {
-		select {
-		case <-s.closing:
+		stop := func() {
 			s.mu.Lock()
 			s.failed = errors.New("directory closed")
 			s.mu.Unlock()
 			s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shutting down"))
+		}
+		if s.awaitViewQuorum() != nil { // only Close interrupts it
+			stop()
+			return
+		}
+		select {
+		case <-s.closing:
+			stop()
 			return
 		case <-t.C:
 		case <-s.kick:
@@ -673,7 +689,7 @@ func (s *Server) cut(batch []*entry) error {
 		e.done <- result{err: fail}
 	}
 	s.failQueued(fail)
-	if errors.Is(err, errCrash) {
+	if errors.Is(err, errCrash) || errors.Is(err, errClosing) {
 		s.setFailed(err)
 		return err
 	}
