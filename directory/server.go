@@ -60,7 +60,7 @@ type Server struct {
 	// sequencing is set when the sequencer starts: from then on an epoch
 	// waits for the witness quorum (cosignQuorum); during Open it does not.
 	sequencing atomic.Bool
-	hooks     atomic.Pointer[testHooks] // fault injection (tests)
+	hooks      atomic.Pointer[testHooks] // fault injection (tests)
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
