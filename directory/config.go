@@ -103,6 +103,10 @@ type Config struct {
 	// MaxRecvMsgSize bounds a gRPC request (default 256 KiB).
 	MaxRecvMsgSize int
 
+	// Limits bound the requests served over gRPC (rates, concurrency,
+	// memory, keepalive); zero fields get their defaults (see Limits).
+	Limits Limits
+
 	// VRFCacheSize bounds the in-memory cache of VRF proofs by user id
 	// (default 200000 entries; proofs of existing accounts are also kept
 	// in the database).
@@ -210,6 +214,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if err := cfg.Limits.withDefaults(); err != nil {
+		return cfg, err
 	}
 	if cfg.VRFCacheSize == 0 {
 		cfg.VRFCacheSize = DefaultVRFCacheSize

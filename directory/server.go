@@ -57,6 +57,10 @@ type Server struct {
 	lastCut   time.Time
 
 	witnesses []*witness
+	limiter   *limiter
+	// queuedBytes is the size of the leaves in queue (guarded by mu;
+	// bounded by Limits.QueueBytes).
+	queuedBytes int64
 	// sequencing is set when the sequencer starts: from then on an epoch
 	// waits for the witness quorum (cosignQuorum); during Open it does not.
 	sequencing atomic.Bool
@@ -147,6 +151,7 @@ func Open(cfg Config) (*Server, error) {
 		seqDone: make(chan struct{}),
 	}
 	s.vrf = newVRFCache(k.vrf, c.VRFCacheSize)
+	s.limiter = newLimiter(c.Limits, c.MaxRecvMsgSize)
 	ok := false
 	defer func() {
 		if !ok {
@@ -657,6 +662,7 @@ func (s *Server) take() []*entry {
 		select {
 		case e := <-s.queue:
 			batch = append(batch, e)
+			s.dequeued(e)
 		default:
 			return batch
 		}
@@ -715,6 +721,7 @@ func (s *Server) failQueued(err error) {
 	for {
 		select {
 		case e := <-s.queue:
+			s.queuedBytes -= int64(len(e.leaf))
 			e.done <- result{err: err}
 		default:
 			clear(s.pending)

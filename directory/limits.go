@@ -1,0 +1,328 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/tap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keyline/keyline/directory/apierr"
+	pb "github.com/keyline/keyline/proto"
+)
+
+// Default request limits (Config.Limits). See docs/operations.md.
+const (
+	DefaultMaxStreams        = 2048
+	DefaultMaxStreamsPerPeer = 256
+	DefaultRate              = 50000 // requests/s, all peers
+	DefaultPeerRate          = 10000 // requests/s of one peer address
+	DefaultMemoryBudget      = 64 << 20
+	DefaultQueueBytes        = 128 << 20
+	DefaultKeepaliveMinTime  = 10 * time.Second
+	DefaultKeepaliveTime     = time.Minute
+	DefaultKeepaliveTimeout  = 20 * time.Second
+	DefaultMaxConnectionIdle = 15 * time.Minute
+
+	// smallRequestCharge is what a request other than Update and Reset is
+	// charged against MemoryBudget: its fields are bounded to a few hundred
+	// bytes (a user id, sizes), so 4 KiB covers the message and its
+	// decoding.
+	smallRequestCharge = 4 << 10
+)
+
+// Limits protect the directory from floods. Each is checked when a
+// request's headers arrive, before its message is read, so a refused request
+// costs no memory for its body. A refused request fails with
+// ResourceExhausted and reason RATE_LIMITED (a token bucket is empty) or
+// OVERLOADED (a concurrency or memory bound is reached); clients retry
+// later. Zero fields get the defaults; a negative value disables that
+// limit (not for production).
+type Limits struct {
+	// MaxStreams bounds the requests in progress, all peers together
+	// (default 2048).
+	MaxStreams int
+	// MaxStreamsPerPeer bounds the requests in progress from one peer IP
+	// address (default 256), and the concurrent streams of one connection
+	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the rest).
+	MaxStreamsPerPeer int
+	// Rate and Burst are the token bucket of requests started, all peers
+	// together: Rate requests/s on average, at most Burst at once (defaults
+	// 50000/s, burst = Rate).
+	Rate  float64
+	Burst int
+	// PeerRate and PeerBurst are the token bucket of one peer IP address
+	// (defaults 10000/s, burst = PeerRate).
+	PeerRate  float64
+	PeerBurst int
+	// MemoryBudget bounds the request messages being received and handled:
+	// an Update or Reset in progress is charged MaxRecvMsgSize, any other
+	// request 4 KiB (default 64 MiB: 256 concurrent Updates at the default
+	// 256 KiB message bound).
+	MemoryBudget int64
+	// QueueBytes bounds the leaves of validated updates waiting for their
+	// epoch (besides Config.QueueSize); over it Update fails with
+	// ResourceExhausted QUEUE_FULL (default 128 MiB).
+	QueueBytes int64
+	// KeepaliveMinTime: a client that pings more often than this is
+	// disconnected (GOAWAY "too_many_pings"; default 10s). Pings without
+	// requests in progress are permitted.
+	KeepaliveMinTime time.Duration
+	// KeepaliveTime and KeepaliveTimeout: the server pings a connection
+	// idle for KeepaliveTime and closes it if the answer does not come
+	// within KeepaliveTimeout (defaults 1m, 20s).
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// MaxConnectionIdle closes a connection with no request for this long
+	// (default 15m).
+	MaxConnectionIdle time.Duration
+}
+
+func (l *Limits) withDefaults() error {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxStreams, DefaultMaxStreams)
+	def(&l.MaxStreamsPerPeer, DefaultMaxStreamsPerPeer)
+	if l.Rate == 0 {
+		l.Rate = DefaultRate
+	}
+	if l.PeerRate == 0 {
+		l.PeerRate = DefaultPeerRate
+	}
+	def(&l.Burst, max(1, int(l.Rate)))
+	def(&l.PeerBurst, max(1, int(l.PeerRate)))
+	if l.MemoryBudget == 0 {
+		l.MemoryBudget = DefaultMemoryBudget
+	}
+	if l.QueueBytes == 0 {
+		l.QueueBytes = DefaultQueueBytes
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd(&l.KeepaliveMinTime, DefaultKeepaliveMinTime)
+	defd(&l.KeepaliveTime, DefaultKeepaliveTime)
+	defd(&l.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	defd(&l.MaxConnectionIdle, DefaultMaxConnectionIdle)
+	if l.KeepaliveMinTime < 0 || l.KeepaliveTime < 0 || l.KeepaliveTimeout < 0 || l.MaxConnectionIdle < 0 {
+		return fmt.Errorf("%w: keepalive durations must not be negative", ErrConfig)
+	}
+	return nil
+}
+
+// tokenBucket holds up to burst tokens, refilled at rate per second.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *tokenBucket) take(now time.Time, rate float64, burst int) bool {
+	if rate < 0 {
+		return true
+	}
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else {
+		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// full reports whether the bucket would be full at now.
+func (b *tokenBucket) full(now time.Time, rate float64, burst int) bool {
+	return b.last.IsZero() || b.tokens+now.Sub(b.last).Seconds()*rate >= float64(burst)
+}
+
+type peerLimit struct {
+	bucket  tokenBucket
+	streams int
+}
+
+// maxTrackedPeers bounds the per-peer table: beyond it idle peers (no
+// request in progress, bucket full) are forgotten.
+const maxTrackedPeers = 1 << 16
+
+// limiter enforces Limits in a gRPC tap handle (before a request's message
+// is read); a request's charges are released when its stream ends.
+type limiter struct {
+	lim      Limits
+	bigMsg   int64 // charge of an Update or Reset
+	mu       sync.Mutex
+	global   tokenBucket
+	streams  int
+	mem      int64
+	peers    map[string]*peerLimit
+	lastSwep time.Time
+}
+
+func newLimiter(l Limits, maxRecvMsgSize int) *limiter {
+	return &limiter{lim: l, bigMsg: int64(maxRecvMsgSize), peers: map[string]*peerLimit{}}
+}
+
+// Reasons of limit refusals (apierr).
+const (
+	reasonRateLimited = "RATE_LIMITED"
+	reasonOverloaded  = "OVERLOADED"
+)
+
+func peerKey(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}
+
+func (l *limiter) charge(method string) int64 {
+	switch method {
+	case pb.Directory_Update_FullMethodName, pb.Directory_Reset_FullMethodName:
+		return l.bigMsg
+	}
+	return smallRequestCharge
+}
+
+// admit is the tap handle.
+func (l *limiter) admit(ctx context.Context, info *tap.Info) (context.Context, error) {
+	key := peerKey(ctx)
+	charge := l.charge(info.FullMethodName)
+	now := time.Now()
+	l.mu.Lock()
+	p := l.peers[key]
+	if p == nil {
+		if len(l.peers) >= maxTrackedPeers {
+			l.sweep(now)
+		}
+		p = &peerLimit{}
+		l.peers[key] = p
+	}
+	var err error
+	switch {
+	case l.lim.MaxStreams > 0 && l.streams >= l.lim.MaxStreams:
+		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory has %d requests in progress, its limit; retry later", l.streams)
+	case l.lim.MaxStreamsPerPeer > 0 && p.streams >= l.lim.MaxStreamsPerPeer:
+		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "%d requests in progress from your address, the limit; retry later", p.streams)
+	case l.lim.MemoryBudget > 0 && l.mem+charge > l.lim.MemoryBudget:
+		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory's memory budget for requests in progress (%d bytes) is used up; retry later", l.lim.MemoryBudget)
+	case !p.bucket.take(now, l.lim.PeerRate, l.lim.PeerBurst):
+		err = apierr.New(codes.ResourceExhausted, reasonRateLimited, "over %g requests/s from your address; retry later", l.lim.PeerRate)
+	case !l.global.take(now, l.lim.Rate, l.lim.Burst):
+		err = apierr.New(codes.ResourceExhausted, reasonRateLimited, "the directory is over its %g requests/s; retry later", l.lim.Rate)
+	}
+	if err != nil {
+		l.mu.Unlock()
+		return ctx, err
+	}
+	l.streams++
+	p.streams++
+	l.mem += charge
+	l.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.streams--
+		p.streams--
+		l.mem -= charge
+		l.mu.Unlock()
+	})
+	return ctx, nil
+}
+
+// sweep forgets idle peers; l.mu is held.
+func (l *limiter) sweep(now time.Time) {
+	for k, p := range l.peers {
+		if p.streams == 0 && p.bucket.full(now, l.lim.PeerRate, l.lim.PeerBurst) {
+			delete(l.peers, k)
+		}
+	}
+}
+
+// inFlight returns the requests in progress and their memory charge.
+func (l *limiter) inFlight() (int, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.streams, l.mem
+}
+
+// limitOptions returns the gRPC options that enforce the limits: the tap
+// handle, keepalive parameters and enforcement, and the codec that answers
+// malformed messages with InvalidArgument.
+func (s *Server) limitOptions() []grpc.ServerOption {
+	l := s.cfg.Limits
+	return []grpc.ServerOption{
+		grpc.InTapHandle(s.limiter.admit),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: l.KeepaliveTime, Timeout: l.KeepaliveTimeout, MaxConnectionIdle: l.MaxConnectionIdle}),
+		grpc.MaxConcurrentStreams(uint32(max(1, l.MaxStreamsPerPeer))),
+		grpc.ForceServerCodec(strictCodec{}),
+		grpc.ChainUnaryInterceptor(malformedInterceptor),
+	}
+}
+
+// strictCodec is the proto codec, except that a message that does not
+// parse is not an error here (gRPC would answer Internal): the message is
+// left empty and marked, and malformedInterceptor answers InvalidArgument.
+type strictCodec struct{}
+
+func (strictCodec) Name() string { return "proto" }
+
+func (strictCodec) Marshal(v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("strictCodec: %T is not a proto message", v)
+	}
+	return proto.Marshal(m)
+}
+
+func (strictCodec) Unmarshal(data []byte, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("strictCodec: %T is not a proto message", v)
+	}
+	if err := proto.Unmarshal(data, m); err != nil {
+		proto.Reset(m)
+		malformed.Store(m, err)
+	}
+	return nil
+}
+
+// malformed maps a request message that did not parse to the parse error,
+// from strictCodec.Unmarshal to malformedInterceptor (which always runs
+// next for that message).
+var malformed sync.Map
+
+func malformedInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err, ok := malformed.LoadAndDelete(req); ok {
+		return nil, apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "the request is not a valid %T protobuf message: %v", req, err)
+	}
+	return h(ctx, req)
+}
+
+// dequeued releases e's share of queuedBytes (e was taken from queue).
+func (s *Server) dequeued(e *entry) {
+	s.mu.Lock()
+	s.queuedBytes -= int64(len(e.leaf))
+	s.mu.Unlock()
+}
