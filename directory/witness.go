@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/cosign"
 	tlogwitness "github.com/keyline/keyline/verifier/witness"
 )
@@ -236,7 +237,7 @@ func validCosignature(cp, raw []byte, v *cosign.Verifier) ([]byte, error) {
 		if !strings.HasPrefix(line, "— ") || !strings.HasSuffix(line, "\n") {
 			continue
 		}
-		n, err := note.Open(append(bytes.Clone(cp), line...), note.VerifierList(v))
+		n, err := klog.OpenNote(append(bytes.Clone(cp), line...), note.VerifierList(v))
 		if err != nil {
 			continue
 		}
