@@ -176,10 +176,10 @@ func newLimiter(l Limits, maxRecvMsgSize int) *limiter {
 	return &limiter{lim: l, bigMsg: int64(maxRecvMsgSize), peers: map[string]*peerLimit{}}
 }
 
-// Reasons of limit refusals (apierr).
+// Reasons of limit refusals.
 const (
-	reasonRateLimited = "RATE_LIMITED"
-	reasonOverloaded  = "OVERLOADED"
+	reasonRateLimited = apierr.RateLimited
+	reasonOverloaded  = apierr.Overloaded
 )
 
 func peerKey(ctx context.Context) string {

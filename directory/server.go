@@ -58,6 +58,9 @@ type Server struct {
 
 	witnesses []*witness
 	limiter   *limiter
+	// degraded is the error Update fails with while recovery after a
+	// failed epoch is retried (faults.go); nil when healthy.
+	degraded atomic.Pointer[error]
 	// queuedBytes is the size of the leaves in queue (guarded by mu;
 	// bounded by Limits.QueueBytes).
 	queuedBytes int64
@@ -690,7 +693,7 @@ func (s *Server) cut(batch []*entry) error {
 		return nil
 	}
 	s.cfg.Logf("directory: epoch failed: %v", err)
-	fail := apierr.New(codes.Unavailable, apierr.Unavailable, "the epoch holding this update failed; it may or may not be in the log: look the account up and retry")
+	fail := epochFailure(err)
 	for _, e := range batch {
 		e.done <- result{err: fail}
 	}
@@ -699,7 +702,7 @@ func (s *Server) cut(batch []*entry) error {
 		s.setFailed(err)
 		return err
 	}
-	if rerr := s.recover(ctx); rerr != nil {
+	if rerr := s.recoverRetrying(ctx); rerr != nil {
 		s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", rerr)
 		s.setFailed(rerr)
 		return rerr

@@ -147,6 +147,9 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	e.leaf, e.entryHash = leaf, klog.EntryHash(leaf)
 	e.done = make(chan result, 1)
 
+	if err := s.degradedErr(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/client"
 	"github.com/keyline/keyline/directory/loadgen"
 	klog "github.com/keyline/keyline/log"
@@ -55,7 +56,10 @@ type crashRun struct {
 	acks     []ack             // acknowledged since the last restart's checks
 	seen     map[uint64][]byte // tree size -> root of every checkpoint seen
 	maxSize  uint64
-	stats    struct{ trials, startupKills, acks, creates, lookups, adopted, dropped uint64 }
+	stats    struct {
+		trials, startupKills, acks, creates, lookups, adopted, dropped uint64
+		failures                                                       map[string]int // refused or unanswered updates by apierr reason
+	}
 }
 
 func trials(t *testing.T) int {
@@ -88,21 +92,10 @@ func trials(t *testing.T) int {
 //   - the restarted server accepts a new account.
 func TestServeSIGKILL(t *testing.T) {
 	n := trials(t)
-	r := &crashRun{t: t, dir: filepath.Join(t.TempDir(), "data"), auditDir: t.TempDir(), seen: map[uint64][]byte{}}
-	var err error
-	if r.bin, err = Build(t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 15))
-	args := []string{"--epoch-interval", "5ms"}
-	s, err := Start(r.bin, r.dir, true, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, s := newCrashRun(t, filepath.Join(t.TempDir(), "data"))
 	defer func() { s.Kill() }()
-	if r.trust, err = verifier.LoadTrust(filepath.Join(r.dir, "trust.json")); err != nil {
-		t.Fatal(err)
-	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 15))
+	args := serveArgs
 	for trial := 0; trial < n; trial++ {
 		r.stats.trials++
 		c, err := client.Dial(s.Addr)
@@ -111,20 +104,10 @@ func TestServeSIGKILL(t *testing.T) {
 		}
 		r.afterRestart(c, trial)
 		// Load, then SIGKILL at a random point.
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := 0; w < 6; w++ {
-			wg.Add(1)
-			wrng := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
-			go func() {
-				defer wg.Done()
-				r.worker(ctx, c, wrng, w < 2)
-			}()
-		}
+		stop := r.startLoad(c, rng)
 		time.Sleep(time.Duration(rng.IntN(100_000)) * time.Microsecond)
 		s.Kill()
-		cancel()
-		wg.Wait()
+		stop()
 		c.Close()
 		if r.t.Failed() {
 			t.Fatalf("trial %d failed; server stderr:\n%s", trial, tail(s.Stderr()))
@@ -154,6 +137,48 @@ func TestServeSIGKILL(t *testing.T) {
 		st.trials, st.startupKills, st.acks, st.creates, st.lookups, st.adopted, st.dropped, r.maxSize)
 	if st.acks == 0 {
 		t.Fatal("no update was acknowledged: the test exercised nothing")
+	}
+}
+
+// serveArgs are the serve flags of the tests: short epochs.
+var serveArgs = []string{"--epoch-interval", "5ms"}
+
+// newCrashRun builds keyline, starts `keyline serve` on dataDir and loads
+// its trust file.
+func newCrashRun(t *testing.T, dataDir string) (*crashRun, *Serve) {
+	r := &crashRun{t: t, dir: dataDir, auditDir: t.TempDir(), seen: map[uint64][]byte{}}
+	r.stats.failures = map[string]int{}
+	var err error
+	if r.bin, err = Build(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(r.bin, r.dir, true, serveArgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.trust, err = verifier.LoadTrust(filepath.Join(r.dir, "trust.json")); err != nil {
+		s.Kill()
+		t.Fatal(err)
+	}
+	return r, s
+}
+
+// startLoad starts the load workers on c (two readers, four writers); the
+// returned function stops them and waits for them.
+func (r *crashRun) startLoad(c *client.Client, rng *rand.Rand) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		wrng := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
+		go func() {
+			defer wg.Done()
+			r.worker(ctx, c, wrng, w < 2)
+		}()
+	}
+	return func() {
+		cancel()
+		wg.Wait()
 	}
 }
 
@@ -245,8 +270,12 @@ func (r *crashRun) send(ctx context.Context, c *client.Client, a *account, st *d
 	}
 	res, err := c.Update(ctx, b)
 	if err != nil {
-		// Killed (or cancelled) before the answer: it may be in the log.
+		// Killed (or cancelled, or refused) before the answer: it may be in
+		// the log.
 		a.pending, a.pendingState = b, st
+		r.mu.Lock()
+		r.stats.failures[apierr.Reason(err)]++
+		r.mu.Unlock()
 		return
 	}
 	r.sawCheckpoint(res.Checkpoint)
