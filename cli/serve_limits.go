@@ -10,13 +10,13 @@ import (
 // (directory.Limits; 0 = the default, negative = no limit).
 func addServeLimitFlags(f *pflag.FlagSet, cfg *directory.Config) {
 	l := &cfg.Limits
-	f.IntVar(&l.MaxStreams, "max-streams", 0, "requests in progress, all clients (default 2048; -1: no limit)")
+	f.IntVar(&l.MaxReads, "max-reads", 0, "reads (lookups, log reads) in progress, all clients; fair per address (default 256; -1: no limit)")
 	f.IntVar(&l.MaxStreamsPerPeer, "max-streams-per-peer", 0, "requests in progress from one IP address (default 256)")
 	f.Float64Var(&l.Rate, "rate-limit", 0, "requests/s, all clients (default 50000)")
 	f.IntVar(&l.Burst, "rate-burst", 0, "burst of --rate-limit (default: the rate)")
 	f.Float64Var(&l.PeerRate, "peer-rate-limit", 0, "requests/s from one IP address (default 10000)")
 	f.IntVar(&l.PeerBurst, "peer-rate-burst", 0, "burst of --peer-rate-limit (default: the rate)")
-	f.Int64Var(&l.MemoryBudget, "request-memory", 0, "bytes of requests in progress: an Update counts its max message size (256 KiB), others 4 KiB (default 64 MiB)")
+	f.Int64Var(&l.MemoryBudget, "request-memory", 0, "bytes of Update/Reset requests in progress: one counts the max message size (256 KiB) until decoded, then its size (default 64 MiB)")
 	f.Int64Var(&l.QueueBytes, "queue-bytes", 0, "bytes of validated updates waiting for their epoch (default 128 MiB)")
 	f.DurationVar(&l.KeepaliveMinTime, "keepalive-min-time", 0, "disconnect clients that ping more often (default 10s)")
 	f.DurationVar(&l.MaxConnectionIdle, "max-connection-idle", 0, "close connections idle this long (default 15m)")

@@ -20,7 +20,7 @@ import (
 
 // Default request limits (Config.Limits). See docs/operations.md.
 const (
-	DefaultMaxStreams        = 2048
+	DefaultMaxReads          = 256
 	DefaultMaxStreamsPerPeer = 256
 	DefaultRate              = 50000 // requests/s, all peers
 	DefaultPeerRate          = 10000 // requests/s of one peer address
@@ -31,10 +31,8 @@ const (
 	DefaultKeepaliveTimeout  = 20 * time.Second
 	DefaultMaxConnectionIdle = 15 * time.Minute
 
-	// smallRequestCharge is what a request other than Update and Reset is
-	// charged against MemoryBudget: its fields are bounded to a few hundred
-	// bytes (a user id, sizes), so 4 KiB covers the message and its
-	// decoding.
+	// smallRequestCharge is added to a decoded write's message size for
+	// its handling (validation, the queued entry's bookkeeping).
 	smallRequestCharge = 4 << 10
 )
 
@@ -46,9 +44,15 @@ const (
 // later. Zero fields get the defaults; a negative value disables that
 // limit (not for production).
 type Limits struct {
-	// MaxStreams bounds the requests in progress, all peers together
-	// (default 2048).
-	MaxStreams int
+	// MaxReads bounds the reads (every request but Update and Reset) in
+	// progress, all peers together (default 256): beyond it reads are
+	// refused at once rather than queued, which keeps the latency of the
+	// admitted ones low. The bound is fair: while it is reached, a peer
+	// with fewer reads in progress than its share (MaxReads / peers with
+	// reads in progress) is still admitted, so a flood from many addresses
+	// cannot lock out a client that sends a few requests at a time. Reads
+	// in progress are thus at most 2 x MaxReads.
+	MaxReads int
 	// MaxStreamsPerPeer bounds the requests in progress from one peer IP
 	// address (default 256), and the concurrent streams of one connection
 	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the rest).
@@ -62,10 +66,13 @@ type Limits struct {
 	// (defaults 10000/s, burst = PeerRate).
 	PeerRate  float64
 	PeerBurst int
-	// MemoryBudget bounds the request messages being received and handled:
-	// an Update or Reset in progress is charged MaxRecvMsgSize, any other
-	// request 4 KiB (default 64 MiB: 256 concurrent Updates at the default
-	// 256 KiB message bound).
+	// MemoryBudget bounds the memory of Update and Reset requests in
+	// progress (default 64 MiB). One is charged MaxRecvMsgSize from the
+	// arrival of its headers until its message is decoded, then the
+	// decoded message's size until it ends (while it waits for its epoch).
+	// With the default 256 KiB message bound, at most 256 such messages are
+	// being received at once. Reads are bounded by MaxReads instead, so a
+	// flood of Updates cannot lock lookups out.
 	MemoryBudget int64
 	// QueueBytes bounds the leaves of validated updates waiting for their
 	// epoch (besides Config.QueueSize); over it Update fails with
@@ -91,7 +98,7 @@ func (l *Limits) withDefaults() error {
 			*v = d
 		}
 	}
-	def(&l.MaxStreams, DefaultMaxStreams)
+	def(&l.MaxReads, DefaultMaxReads)
 	def(&l.MaxStreamsPerPeer, DefaultMaxStreamsPerPeer)
 	if l.Rate == 0 {
 		l.Rate = DefaultRate
@@ -152,7 +159,8 @@ func (b *tokenBucket) full(now time.Time, rate float64, burst int) bool {
 
 type peerLimit struct {
 	bucket  tokenBucket
-	streams int
+	streams int // requests in progress
+	reads   int // reads in progress
 }
 
 // maxTrackedPeers bounds the per-peer table: beyond it idle peers (no
@@ -162,14 +170,15 @@ const maxTrackedPeers = 1 << 16
 // limiter enforces Limits in a gRPC tap handle (before a request's message
 // is read); a request's charges are released when its stream ends.
 type limiter struct {
-	lim      Limits
-	bigMsg   int64 // charge of an Update or Reset
-	mu       sync.Mutex
-	global   tokenBucket
-	streams  int
-	mem      int64
-	peers    map[string]*peerLimit
-	lastSwep time.Time
+	lim       Limits
+	bigMsg    int64 // charge of an Update or Reset until decoded
+	mu        sync.Mutex
+	global    tokenBucket
+	streams   int // requests in progress
+	reads     int // reads in progress
+	readPeers int // peers with reads in progress
+	mem       int64
+	peers     map[string]*peerLimit
 }
 
 func newLimiter(l Limits, maxRecvMsgSize int) *limiter {
@@ -197,18 +206,24 @@ func peerKey(ctx context.Context) string {
 	return host
 }
 
-func (l *limiter) charge(method string) int64 {
-	switch method {
-	case pb.Directory_Update_FullMethodName, pb.Directory_Reset_FullMethodName:
-		return l.bigMsg
-	}
-	return smallRequestCharge
+func isWrite(method string) bool {
+	return method == pb.Directory_Update_FullMethodName || method == pb.Directory_Reset_FullMethodName
 }
+
+// charge is one admitted request's hold on the limiter.
+type charge struct {
+	l     *limiter
+	p     *peerLimit
+	write bool
+	mem   int64 // guarded by l.mu
+}
+
+type chargeKey struct{}
 
 // admit is the tap handle.
 func (l *limiter) admit(ctx context.Context, info *tap.Info) (context.Context, error) {
 	key := peerKey(ctx)
-	charge := l.charge(info.FullMethodName)
+	write := isWrite(info.FullMethodName)
 	now := time.Now()
 	l.mu.Lock()
 	p := l.peers[key]
@@ -221,12 +236,12 @@ func (l *limiter) admit(ctx context.Context, info *tap.Info) (context.Context, e
 	}
 	var err error
 	switch {
-	case l.lim.MaxStreams > 0 && l.streams >= l.lim.MaxStreams:
-		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory has %d requests in progress, its limit; retry later", l.streams)
 	case l.lim.MaxStreamsPerPeer > 0 && p.streams >= l.lim.MaxStreamsPerPeer:
 		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "%d requests in progress from your address, the limit; retry later", p.streams)
-	case l.lim.MemoryBudget > 0 && l.mem+charge > l.lim.MemoryBudget:
-		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory's memory budget for requests in progress (%d bytes) is used up; retry later", l.lim.MemoryBudget)
+	case write && l.lim.MemoryBudget > 0 && l.mem+l.bigMsg > l.lim.MemoryBudget:
+		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory's memory budget for updates in progress (%d bytes) is used up; retry later", l.lim.MemoryBudget)
+	case !write && l.lim.MaxReads > 0 && l.reads >= l.lim.MaxReads && p.reads >= max(1, l.lim.MaxReads/max(1, l.readPeers)):
+		err = apierr.New(codes.ResourceExhausted, reasonOverloaded, "the directory has %d reads in progress, its limit, and %d of them are yours; retry later", l.reads, p.reads)
 	case !p.bucket.take(now, l.lim.PeerRate, l.lim.PeerBurst):
 		err = apierr.New(codes.ResourceExhausted, reasonRateLimited, "over %g requests/s from your address; retry later", l.lim.PeerRate)
 	case !l.global.take(now, l.lim.Rate, l.lim.Burst):
@@ -236,18 +251,54 @@ func (l *limiter) admit(ctx context.Context, info *tap.Info) (context.Context, e
 		l.mu.Unlock()
 		return ctx, err
 	}
+	c := &charge{l: l, p: p, write: write}
 	l.streams++
 	p.streams++
-	l.mem += charge
+	if write {
+		c.mem = l.bigMsg
+		l.mem += c.mem
+	} else {
+		if p.reads == 0 {
+			l.readPeers++
+		}
+		l.reads++
+		p.reads++
+	}
 	l.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		l.mu.Lock()
-		l.streams--
-		p.streams--
-		l.mem -= charge
-		l.mu.Unlock()
-	})
-	return ctx, nil
+	context.AfterFunc(ctx, c.release)
+	return context.WithValue(ctx, chargeKey{}, c), nil
+}
+
+func (c *charge) release() {
+	l := c.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.streams--
+	c.p.streams--
+	l.mem -= c.mem
+	c.mem = 0
+	if !c.write {
+		l.reads--
+		c.p.reads--
+		if c.p.reads == 0 {
+			l.readPeers--
+		}
+	}
+}
+
+// decoded lowers the memory charge of a write to the size of its decoded
+// message.
+func (c *charge) decoded(size int64) {
+	if !c.write {
+		return
+	}
+	l := c.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.write && c.mem > size {
+		l.mem -= c.mem - size
+		c.mem = size
+	}
 }
 
 // sweep forgets idle peers; l.mu is held.
@@ -259,7 +310,7 @@ func (l *limiter) sweep(now time.Time) {
 	}
 }
 
-// inFlight returns the requests in progress and their memory charge.
+// inFlight returns the requests in progress and the writes' memory charge.
 func (l *limiter) inFlight() (int, int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -313,9 +364,16 @@ func (strictCodec) Unmarshal(data []byte, v any) error {
 // next for that message).
 var malformed sync.Map
 
+// malformedInterceptor answers a request strictCodec could not parse with
+// InvalidArgument, and lowers a write's memory charge to its decoded size.
 func malformedInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err, ok := malformed.LoadAndDelete(req); ok {
 		return nil, apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "the request is not a valid %T protobuf message: %v", req, err)
+	}
+	if c, ok := ctx.Value(chargeKey{}).(*charge); ok {
+		if m, ok := req.(proto.Message); ok {
+			c.decoded(int64(proto.Size(m)) + smallRequestCharge)
+		}
 	}
 	return h(ctx, req)
 }

@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -75,83 +76,83 @@ func peerCtx(ip string) (context.Context, context.CancelFunc) {
 	return context.WithCancel(ctx)
 }
 
-// TestLimiter: per-peer and global concurrency, the memory budget and the
-// token buckets refuse with ResourceExhausted and the right reason, and a
-// request's charges are released when its stream ends.
+// TestLimiter: the per-peer concurrency bound, the memory budget of
+// writes, the fair global bound on reads and the token buckets refuse with
+// ResourceExhausted and the right reason, and a request's charges are
+// released when its stream ends.
 func TestLimiter(t *testing.T) {
-	l := newLimiter(Limits{MaxStreams: 4, MaxStreamsPerPeer: 2, Rate: -1, PeerRate: -1, MemoryBudget: 3 << 20}, 1<<20)
+	l := newLimiter(Limits{MaxReads: 4, MaxStreamsPerPeer: 3, Rate: -1, PeerRate: -1, MemoryBudget: 3<<20 + 512<<10}, 1<<20)
 	upd := &tap.Info{FullMethodName: pb.Directory_Update_FullMethodName}
 	look := &tap.Info{FullMethodName: pb.Directory_Lookup_FullMethodName}
-	admit := func(ip string, info *tap.Info) (context.CancelFunc, error) {
+	admit := func(ip string, info *tap.Info) (context.Context, context.CancelFunc, error) {
 		ctx, cancel := peerCtx(ip)
-		_, err := l.admit(ctx, info)
+		ctx, err := l.admit(ctx, info)
 		if err != nil {
 			cancel()
 		}
-		return cancel, err
+		return ctx, cancel, err
 	}
-	wantRefused := func(err error, reason string) {
+	must := func(ip string, info *tap.Info) (context.Context, context.CancelFunc) {
 		t.Helper()
+		ctx, cancel, err := admit(ip, info)
+		if err != nil {
+			t.Fatalf("%s %s refused: %v", ip, info.FullMethodName, err)
+		}
+		return ctx, cancel
+	}
+	wantRefused := func(ip string, info *tap.Info, reason string) {
+		t.Helper()
+		_, _, err := admit(ip, info)
 		if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != reason {
-			t.Fatalf("got %v, want ResourceExhausted %s", err, reason)
+			t.Fatalf("%s %s: got %v, want ResourceExhausted %s", ip, info.FullMethodName, err, reason)
 		}
 	}
-	a1, err := admit("10.0.0.1", look)
-	if err != nil {
-		t.Fatal(err)
+	waitInFlight := func(n int, mem int64) {
+		t.Helper()
+		waitUntil(t, "charges released", 5*time.Second, func() error {
+			if gn, gm := l.inFlight(); gn != n || gm != mem {
+				return fmt.Errorf("%d in flight holding %d bytes, want %d and %d", gn, gm, n, mem)
+			}
+			return nil
+		})
 	}
-	if _, err := admit("10.0.0.1", look); err != nil {
-		t.Fatal(err)
-	}
-	_, err = admit("10.0.0.1", look) // third from one peer
-	wantRefused(err, reasonOverloaded)
-	// Another peer still gets in; then the memory budget (3 MiB, an Update
-	// is charged 1 MiB) refuses a third Update.
-	u1, err := admit("10.0.0.2", upd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admit("10.0.0.3", upd); err != nil {
-		t.Fatal(err)
-	}
-	_, err = admit("10.0.0.4", upd)
-	wantRefused(err, reasonOverloaded)
-	// Ending a stream releases its charges.
-	u1()
+	// Per peer: 3 requests in progress.
+	_, a1 := must("10.0.0.1", look)
+	must("10.0.0.1", look)
+	must("10.0.0.1", upd)
+	wantRefused("10.0.0.1", look, reasonOverloaded)
+	// Writes: 3.5 MiB, 1 MiB per message until decoded.
+	u2ctx, u2 := must("10.0.0.2", upd)
+	must("10.0.0.3", upd)
+	wantRefused("10.0.0.4", upd, reasonOverloaded)
+	// A decoded write holds only its size: room for another.
+	u2ctx.Value(chargeKey{}).(*charge).decoded(100 << 10)
+	_, u4 := must("10.0.0.4", upd)
+	waitInFlight(6, 3<<20+100<<10)
+	u4()
+	u2()
 	a1()
-	waitUntil(t, "charges released", 5*time.Second, func() error {
-		if n, _ := l.inFlight(); n != 2 {
-			return apierr.New(codes.Internal, "", "%d in flight", n)
-		}
-		return nil
-	})
-	if _, err := admit("10.0.0.4", upd); err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-	// The global bound: 4 in progress.
-	if _, err := admit("10.0.0.5", look); err != nil {
-		t.Fatal(err)
-	}
-	_, err = admit("10.0.0.6", look)
-	wantRefused(err, reasonOverloaded)
+	waitInFlight(3, 2<<20)
+	// Reads: 4 in progress globally (10.0.0.1 has 1); then only peers under
+	// their share (4 / peers reading) get in.
+	must("10.0.0.5", look)
+	must("10.0.0.5", look)
+	must("10.0.0.6", look) // 4 reads now, 3 peers reading: share 1
+	wantRefused("10.0.0.5", look, reasonOverloaded)
+	wantRefused("10.0.0.6", look, reasonOverloaded)
+	must("10.0.0.7", look) // a new peer with no read in progress
+	waitInFlight(7, 2<<20)
 
 	// Token buckets: a peer gets its burst, then is refused; others are not
 	// affected until the global bucket is empty.
-	l = newLimiter(Limits{MaxStreams: -1, MaxStreamsPerPeer: -1, Rate: 0.001, Burst: 5, PeerRate: 0.001, PeerBurst: 3, MemoryBudget: -1}, 1<<20)
+	l = newLimiter(Limits{MaxReads: -1, MaxStreamsPerPeer: -1, Rate: 0.001, Burst: 5, PeerRate: 0.001, PeerBurst: 3, MemoryBudget: -1}, 1<<20)
 	for i := 0; i < 3; i++ {
-		if _, err := admit("10.0.0.1", look); err != nil {
-			t.Fatal(err)
-		}
+		must("10.0.0.1", look)
 	}
-	_, err = admit("10.0.0.1", look)
-	wantRefused(err, reasonRateLimited)
-	for i := 0; i < 2; i++ {
-		if _, err := admit("10.0.0.2", look); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err = admit("10.0.0.3", look)
-	wantRefused(err, reasonRateLimited)
+	wantRefused("10.0.0.1", look, reasonRateLimited)
+	must("10.0.0.2", look)
+	must("10.0.0.2", look)
+	wantRefused("10.0.0.3", look, reasonRateLimited)
 }
 
 // TestRateLimitOverGRPC: the limits apply to real gRPC requests, and a
