@@ -23,3 +23,11 @@ go test -race -count=1 ./...
 echo "== integration: Trillian log backend"
 ./scripts/integration-trillian.sh
 # ---- END integration: Trillian log backend ----------------------------------
+
+# ---- BEGIN integration: storage faults and crashes (owner: reliab) ----------
+# strace-injected EIO on write/fsync, a full tmpfs, SIGKILLs of a real
+# `keyline serve` (installs strace with apt-get if missing). See
+# docs/operations.md.
+echo "== integration: storage faults and crashes"
+./scripts/integration-faults.sh
+# ---- END integration: storage faults and crashes ----------------------------
