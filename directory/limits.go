@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -322,11 +323,15 @@ func (l *limiter) inFlight() (int, int64) {
 // malformed messages with InvalidArgument.
 func (s *Server) limitOptions() []grpc.ServerOption {
 	l := s.cfg.Limits
+	streams := uint32(math.MaxUint32)
+	if l.MaxStreamsPerPeer > 0 {
+		streams = uint32(l.MaxStreamsPerPeer)
+	}
 	return []grpc.ServerOption{
 		grpc.InTapHandle(s.limiter.admit),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: l.KeepaliveTime, Timeout: l.KeepaliveTimeout, MaxConnectionIdle: l.MaxConnectionIdle}),
-		grpc.MaxConcurrentStreams(uint32(max(1, l.MaxStreamsPerPeer))),
+		grpc.MaxConcurrentStreams(streams),
 		grpc.ForceServerCodec(strictCodec{}),
 		grpc.ChainUnaryInterceptor(malformedInterceptor),
 	}
