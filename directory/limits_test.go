@@ -197,3 +197,64 @@ func TestIdleConnectionClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueBytes: the leaves waiting for their epoch are bounded by
+// Limits.QueueBytes (QUEUE_FULL beyond), and their bytes are released when
+// the sequencer takes them and when Close fails them.
+func TestQueueBytes(t *testing.T) {
+	ctx := context.Background()
+	accts := []*testAccount{newTestAccount(t, "q1"), newTestAccount(t, "q2"), newTestAccount(t, "q3"), newTestAccount(t, "q4")}
+	n := int64(len(accts[0].bytes(t)))
+	s := openTest(t, t.TempDir(), func(c *Config) {
+		c.EpochInterval = time.Hour // epochs are cut only when MaxBatch updates wait
+		c.MaxBatch = 3
+		c.Limits.QueueBytes = 2*n + n/2 + 250 // two leaves fit, three do not
+	})
+	errs := make(chan error, 2)
+	for _, a := range accts[:2] {
+		go func() { _, err := s.Update(ctx, a.bytes(t)); errs <- err }()
+	}
+	waitUntil(t, "two queued updates", 10*time.Second, func() error {
+		if len(s.queue) != 2 {
+			return fmt.Errorf("%d queued", len(s.queue))
+		}
+		return nil
+	})
+	_, err := s.Update(ctx, accts[2].bytes(t))
+	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != apierr.QueueFull {
+		t.Fatalf("third update: %v, want QUEUE_FULL", err)
+	}
+	s.Close()
+	for range 2 {
+		if err := <-errs; apierr.Code(err) != codes.Unavailable {
+			t.Fatalf("queued update after Close: %v", err)
+		}
+	}
+	s.mu.Lock()
+	left := s.queuedBytes
+	s.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d queued bytes after Close failed the queue", left)
+	}
+
+	// Taken by the sequencer: MaxBatch 2 cuts an epoch as soon as two wait.
+	s = openTest(t, t.TempDir(), func(c *Config) {
+		c.EpochInterval = time.Hour
+		c.MaxBatch = 2
+		c.Limits.QueueBytes = 2*n + n/2 + 250
+	})
+	for _, a := range accts[:2] {
+		go func() { _, err := s.Update(ctx, a.bytes(t)); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	left = s.queuedBytes
+	s.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d queued bytes after the epoch", left)
+	}
+}
