@@ -67,6 +67,7 @@ type Server struct {
 	// sequencing is set when the sequencer starts: from then on an epoch
 	// waits for the witness quorum (cosignQuorum); during Open it does not.
 	sequencing atomic.Bool
+	quorumView atomic.Pointer[epochView] // last view seen to have the witness quorum
 	hooks      atomic.Pointer[testHooks] // fault injection (tests)
 
 	closeOnce  sync.Once

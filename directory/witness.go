@@ -112,7 +112,11 @@ func (s *Server) cosignQuorum(ctx context.Context, cp []byte) ([]byte, error) {
 // errClosing if Close is called meanwhile.
 func (s *Server) awaitViewQuorum() error {
 	v := s.view.Load()
-	if v == nil || s.cfg.WitnessQuorum == 0 || s.cosignatures(v.checkpoint) >= s.cfg.WitnessQuorum {
+	if v == nil || s.cfg.WitnessQuorum == 0 || s.quorumView.Load() == v {
+		return nil
+	}
+	if s.cosignatures(v.checkpoint) >= s.cfg.WitnessQuorum {
+		s.quorumView.Store(v) // checked once per view
 		return nil
 	}
 	h := s.signed.Load()
