@@ -103,7 +103,8 @@ func pct(lat []time.Duration, p float64) time.Duration {
 // account_state is random bytes) and KEYLINE_FLOOD_LOOKUPS (3000)
 // concurrent Lookups, each flooder resending as soon as it is answered, for
 // KEYLINE_FLOOD_SECONDS (10) seconds, from KEYLINE_FLOOD_IPS (1) loopback
-// addresses; meanwhile an honest client on its own address runs 4
+// addresses (KEYLINE_FLOOD_SERVE_ARGS: extra serve flags, e.g. limits);
+// meanwhile an honest client on its own address runs 4
 // sequential lookup loops. It reports the server's peak RSS (VmHWM) and the
 // honest lookups' p50/p99 during the flood, with the p99 before the flood
 // as the reference. Run it with -benchtime=1x:
@@ -116,7 +117,8 @@ func BenchmarkFlood(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := Start(bin, filepath.Join(b.TempDir(), "data"), true, "--epoch-interval", "100ms", "--insecure-no-sync")
+	args := append([]string{"--epoch-interval", "100ms", "--insecure-no-sync"}, strings.Fields(os.Getenv("KEYLINE_FLOOD_SERVE_ARGS"))...)
+	s, err := Start(bin, filepath.Join(b.TempDir(), "data"), true, args...)
 	if err != nil {
 		b.Fatal(err)
 	}
