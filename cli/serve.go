@@ -165,6 +165,6 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
-	addServeLimitFlags(f, &cfg)
+	addServeLimitFlags(cmd, &cfg)
 	return cmd
 }

@@ -1,14 +1,29 @@
 package cli
 
 import (
-	"github.com/spf13/pflag"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
 
 	"github.com/keyline/keyline/directory"
 )
 
-// addServeLimitFlags adds serve's flood limits and witness retry flags
-// (directory.Limits; 0 = the default, negative = no limit).
-func addServeLimitFlags(f *pflag.FlagSet, cfg *directory.Config) {
+// addServeLimitFlags adds serve's flood limits, memory limit and witness
+// retry flags (directory.Limits; 0 = the default, negative = no limit).
+func addServeLimitFlags(cmd *cobra.Command, cfg *directory.Config) {
+	f := cmd.Flags()
+	var memLimit int64
+	f.Int64Var(&memLimit, "memory-limit", 0, "soft memory limit of the process in bytes (Go runtime; default: $GOMEMLIMIT or none)")
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if memLimit > 0 {
+			debug.SetMemoryLimit(memLimit)
+		}
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
 	l := &cfg.Limits
 	f.IntVar(&l.MaxReads, "max-reads", 0, "reads (lookups, log reads) in progress, all clients; fair per address (default 256; -1: no limit)")
 	f.IntVar(&l.MaxStreamsPerPeer, "max-streams-per-peer", 0, "requests in progress from one IP address (default 256)")
