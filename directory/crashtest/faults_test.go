@@ -89,8 +89,10 @@ func (r *crashRun) createOne(c *client.Client) error {
 // and returns the function that ends it), then checks that updates were
 // refused with STORAGE_FAILURE, that lookups were still answered, that the
 // server names the fault on stderr, and that it recovers by itself once the
-// fault ends: a new account is accepted without a restart.
-func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, wantLog string, inject func() (end func())) {
+// fault ends: a new account is accepted without a restart. If noSigning,
+// no log write can be made durable during the fault, so the served
+// checkpoint must not grow: nothing is signed over unpersisted leaves.
+func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, wantLog string, noSigning bool, inject func() (end func())) {
 	t := r.t
 	stop := r.startLoad(c, rng)
 	time.Sleep(200 * time.Millisecond)
@@ -98,9 +100,27 @@ func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, 
 	before := r.stats.failures[apierr.StorageFailure]
 	lookupsBefore := r.stats.lookups
 	end := inject()
+	time.Sleep(100 * time.Millisecond) // an epoch that synced before the fault may still publish
+	sizeAt := func() uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		note, err := c.Checkpoint(ctx)
+		if err != nil {
+			t.Fatalf("%s: checkpoint during the fault: %v", name, err)
+		}
+		vc, err := r.trust.OpenCheckpoint(note)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return vc.Size
+	}
+	sizeBefore := sizeAt()
 	stop = r.startLoad(c, rng)
 	time.Sleep(1500 * time.Millisecond)
 	stop()
+	if sizeAfter := sizeAt(); noSigning && sizeAfter != sizeBefore {
+		t.Fatalf("%s: the checkpoint grew from %d to %d while no log write could be synced", name, sizeBefore, sizeAfter)
+	}
 	refused := r.stats.failures[apierr.StorageFailure] - before
 	lookups := r.stats.lookups - lookupsBefore
 	end()
@@ -164,7 +184,7 @@ func TestDiskFull(t *testing.T) {
 	r.afterRestart(c, 0)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	filler := filepath.Join(mnt, "filler")
-	r.faultPhase(s, c, rng, "disk full", "no space left on device", func() func() {
+	r.faultPhase(s, c, rng, "disk full", "no space left on device", false, func() func() {
 		fill(t, filler)
 		return func() {
 			if err := os.Remove(filler); err != nil {
@@ -250,7 +270,7 @@ func TestDiskFaultsInjected(t *testing.T) {
 			r.afterRestart(c, 0)
 		}
 		name := fmt.Sprintf("EIO on %s of %s", f.set, f.file)
-		r.faultPhase(s, c, rng, name, "input/output error", func() func() {
+		r.faultPhase(s, c, rng, name, "input/output error", f.file == "log.db", func() func() {
 			return straceInject(t, s.Pid(), filepath.Join(r.dir, f.file), f.set, "EIO")
 		})
 		c.Close()
