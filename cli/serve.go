@@ -200,6 +200,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this address (host:port): C2SP tlog-tiles, the JSON read API, /metrics, /healthz, /readyz, the status page and /verify; TLS with --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
+	addServeLimitFlags(cmd, &cfg)
 	serverOnlyHelp(cmd)
 	return cmd
 }

@@ -15,6 +15,8 @@ const (
 	DefaultMaxBatch           = 5000
 	DefaultQueueSize          = 20000
 	DefaultWitnessTimeout     = 5 * time.Second
+	DefaultWitnessRetryMin    = time.Second
+	DefaultWitnessRetryMax    = 30 * time.Second
 	DefaultMaxRecvMsgSize     = 256 << 10
 	DefaultVRFCacheSize       = 200000
 	DefaultMaxCheckpointAge   = "24h"
@@ -76,6 +78,15 @@ type Config struct {
 	WitnessQuorum int
 	// WitnessTimeout bounds one round of cosigning requests (default 5s).
 	WitnessTimeout time.Duration
+	// WitnessRetryMin and WitnessRetryMax bound the wait between rounds
+	// while a checkpoint has fewer than WitnessQuorum cosignatures: the
+	// first wait is WitnessRetryMin (default 1s), each next one doubles, up
+	// to WitnessRetryMax (default 30s). Meanwhile the sequencer cuts no new
+	// epoch and lookups are served from the last checkpoint that has the
+	// quorum; once enough witnesses answer again, quorum clients work again
+	// within WitnessRetryMax + WitnessTimeout, with no update needed.
+	WitnessRetryMin time.Duration
+	WitnessRetryMax time.Duration
 
 	// MaxCheckpointAge is written to trust.json as max_checkpoint_age
 	// (default "24h"). It must be a positive time.ParseDuration string
@@ -91,6 +102,10 @@ type Config struct {
 
 	// MaxRecvMsgSize bounds a gRPC request (default 256 KiB).
 	MaxRecvMsgSize int
+
+	// Limits bound the requests served over gRPC (rates, concurrency,
+	// memory, keepalive); zero fields get their defaults (see Limits).
+	Limits Limits
 
 	// VRFCacheSize bounds the in-memory cache of VRF proofs by user id
 	// (default 200000 entries; proofs of existing accounts are also kept
@@ -176,6 +191,15 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.WitnessTimeout == 0 {
 		cfg.WitnessTimeout = DefaultWitnessTimeout
 	}
+	if cfg.WitnessRetryMin == 0 {
+		cfg.WitnessRetryMin = DefaultWitnessRetryMin
+	}
+	if cfg.WitnessRetryMax == 0 {
+		cfg.WitnessRetryMax = DefaultWitnessRetryMax
+	}
+	if cfg.WitnessRetryMin < 0 || cfg.WitnessRetryMax < cfg.WitnessRetryMin {
+		return cfg, bad("need 0 < WitnessRetryMin (%v) <= WitnessRetryMax (%v)", cfg.WitnessRetryMin, cfg.WitnessRetryMax)
+	}
 	if cfg.MaxCheckpointAge == "" {
 		cfg.MaxCheckpointAge = DefaultMaxCheckpointAge
 	}
@@ -190,6 +214,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if err := cfg.Limits.withDefaults(); err != nil {
+		return cfg, err
 	}
 	if cfg.VRFCacheSize == 0 {
 		cfg.VRFCacheSize = DefaultVRFCacheSize

@@ -57,7 +57,18 @@ type Server struct {
 	lastCut   time.Time
 
 	witnesses []*witness
-	hooks     atomic.Pointer[testHooks] // fault injection (tests)
+	limiter   *limiter
+	// degraded is the error Update fails with while recovery after a
+	// failed epoch is retried (faults.go); nil when healthy.
+	degraded atomic.Pointer[error]
+	// queuedBytes is the size of the leaves in queue (guarded by mu;
+	// bounded by Limits.QueueBytes).
+	queuedBytes int64
+	// sequencing is set when the sequencer starts: from then on an epoch
+	// waits for the witness quorum (cosignQuorum); during Open it does not.
+	sequencing atomic.Bool
+	quorumView atomic.Pointer[epochView] // last view seen to have the witness quorum
+	hooks      atomic.Pointer[testHooks] // fault injection (tests)
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
@@ -144,6 +155,7 @@ func Open(cfg Config) (*Server, error) {
 		seqDone: make(chan struct{}),
 	}
 	s.vrf = newVRFCache(k.vrf, c.VRFCacheSize)
+	s.limiter = newLimiter(c.Limits, c.MaxRecvMsgSize)
 	ok := false
 	defer func() {
 		if !ok {
@@ -549,7 +561,12 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 		}
 	}
 	s.signed.Store(&signedHead{size: newSize, note: cp})
-	served := s.cosign(ctx, cp)
+	// Wait for the witness quorum: until then lookups are served from the
+	// previous view, whose checkpoint has it (see cosignQuorum).
+	served, err := s.cosignQuorum(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing epoch %d: %w", epoch, err)
 	}
@@ -605,16 +622,24 @@ func (s *Server) install(v *epochView) {
 // sequencer cuts epochs until Close.
 func (s *Server) sequencer() {
 	defer close(s.seqDone)
+	s.sequencing.Store(true)
 	t := time.NewTicker(s.cfg.EpochInterval)
 	defer t.Stop()
 	s.lastCut = time.Now()
 	for {
-		select {
-		case <-s.closing:
+		stop := func() {
 			s.mu.Lock()
 			s.failed = errors.New("directory closed")
 			s.mu.Unlock()
 			s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shutting down"))
+		}
+		if s.awaitViewQuorum() != nil { // only Close interrupts it
+			stop()
+			return
+		}
+		select {
+		case <-s.closing:
+			stop()
 			return
 		case <-t.C:
 		case <-s.kick:
@@ -641,6 +666,7 @@ func (s *Server) take() []*entry {
 		select {
 		case e := <-s.queue:
 			batch = append(batch, e)
+			s.dequeued(e)
 		default:
 			return batch
 		}
@@ -668,16 +694,16 @@ func (s *Server) cut(batch []*entry) error {
 		return nil
 	}
 	s.cfg.Logf("directory: epoch failed: %v", err)
-	fail := apierr.New(codes.Unavailable, apierr.Unavailable, "the epoch holding this update failed; it may or may not be in the log: look the account up and retry")
+	fail := epochFailure(err)
 	for _, e := range batch {
 		e.done <- result{err: fail}
 	}
 	s.failQueued(fail)
-	if errors.Is(err, errCrash) {
+	if errors.Is(err, errCrash) || errors.Is(err, errClosing) {
 		s.setFailed(err)
 		return err
 	}
-	if rerr := s.recover(ctx); rerr != nil {
+	if rerr := s.recoverRetrying(ctx); rerr != nil {
 		s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", rerr)
 		s.setFailed(rerr)
 		return rerr
@@ -699,6 +725,7 @@ func (s *Server) failQueued(err error) {
 	for {
 		select {
 		case e := <-s.queue:
+			s.queuedBytes -= int64(len(e.leaf))
 			e.done <- result{err: err}
 		default:
 			clear(s.pending)

@@ -147,6 +147,9 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	e.leaf, e.entryHash = leaf, klog.EntryHash(leaf)
 	e.done = make(chan result, 1)
 
+	if err := s.degradedErr(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
@@ -164,8 +167,13 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		s.mu.Unlock()
 		return nil, apierr.New(codes.Aborted, apierr.ConcurrentUpdate, "another update of %q was accepted meanwhile; look it up and retry", e.userID)
 	}
+	if q := s.cfg.Limits.QueueBytes; q > 0 && s.queuedBytes+int64(len(e.leaf)) > q {
+		s.mu.Unlock()
+		return nil, apierr.New(codes.ResourceExhausted, apierr.QueueFull, "the update queue is full (%d bytes of updates waiting for an epoch); retry later", s.queuedBytes)
+	}
 	select {
 	case s.queue <- e:
+		s.queuedBytes += int64(len(e.leaf))
 	default:
 		s.mu.Unlock()
 		return nil, apierr.New(codes.ResourceExhausted, apierr.QueueFull, "the update queue is full (%d updates waiting for an epoch); retry later", cap(s.queue))

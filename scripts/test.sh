@@ -31,3 +31,11 @@ echo "== integration: Trillian log backend"
 echo "== integration: browser"
 ./scripts/integration-browser.sh
 # ---- END integration: browser -------------------------------------------------
+
+# ---- BEGIN integration: storage faults and crashes (owner: reliab) ----------
+# strace-injected EIO on write/fsync, a full tmpfs, SIGKILLs of a real
+# `keyline serve` (installs strace with apt-get if missing). See
+# docs/operations.md.
+echo "== integration: storage faults and crashes"
+./scripts/integration-faults.sh
+# ---- END integration: storage faults and crashes ----------------------------
