@@ -1,0 +1,127 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyline/keyline/directory/apierr"
+	klog "github.com/keyline/keyline/log"
+)
+
+// Bounds of the retry loop that brings the sequencer back in line with the
+// log after a failed epoch (see resync).
+const (
+	resyncFirstBackoff = 100 * time.Millisecond
+	resyncMaxBackoff   = 5 * time.Second
+	// viewWait bounds how long a read waits for the view of an epoch whose
+	// map is already committed; it then fails with Unavailable.
+	viewWait = 5 * time.Second
+)
+
+// errClosed is returned by resync when the directory closes meanwhile.
+var errClosed = errors.New("directory: closed")
+
+// permanent reports whether err is a verdict about stored state (the log
+// and the directory's databases disagree, or the log backend proved itself
+// inconsistent) rather than a failure that may go away: a log backend that is
+// down or restarting, an append conflict (resolved by reading the log
+// again), an interrupted append. Only permanent errors stop the sequencer.
+func permanent(err error) bool {
+	return errors.Is(err, errCorrupt) || errors.Is(err, klog.ErrCorrupt) || errors.Is(err, ErrConfig)
+}
+
+// corruptOr wraps err as errCorrupt unless it is a failure to reach the log
+// backend (see permanent), which it returns unchanged so that it is retried.
+func corruptOr(err error, format string, args ...any) error {
+	if permanent(err) || errors.Is(err, klog.ErrRange) {
+		return fmt.Errorf("%w: %s: %v", errCorrupt, fmt.Sprintf(format, args...), err)
+	}
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
+}
+
+// resync brings the sequencer back in line with the log after a failed (or
+// interrupted) epoch: it runs recover — reread the log, replay the leaves the
+// map and index miss (for a Trillian log, leaves of an interrupted append are
+// integrated by the signer and then replayed), publish and install the view —
+// and retries it with exponential backoff while it fails with an error that
+// is not permanent. It returns nil once a view is installed, errClosed if the
+// directory closes meanwhile, or a permanent error.
+//
+// While resync runs, updates are refused with Unavailable and reads that
+// need a view recovery has not installed fail at once with Unavailable.
+func (s *Server) resync(ctx context.Context, cause error) error {
+	s.recovering.Store(true)
+	defer s.recovering.Store(false)
+	backoff := resyncFirstBackoff
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := s.recover(ctx)
+		if err == nil {
+			if attempt > 1 || cause != nil {
+				s.cfg.Logf("directory: recovered after %d attempt(s) in %v", attempt, time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if permanent(err) {
+			return err
+		}
+		s.cfg.Logf("directory: recovery attempt %d failed, retrying in %v: %v", attempt, backoff, err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-s.closing:
+			t.Stop()
+			return errClosed
+		case <-t.C:
+		}
+		backoff = min(backoff*2, resyncMaxBackoff)
+	}
+}
+
+// recoveringErr is the error of an update or read refused while resync runs.
+func recoveringErr() error {
+	return apierr.New(codes.Unavailable, apierr.Unavailable, "the directory is recovering from a log backend failure; retry shortly")
+}
+
+// awaitView waits until v is replaced by a newer view, for a read that
+// found the map already at the next epoch. It fails at once with
+// Unavailable while resync runs (the view it waits for may never be
+// installed), and after viewWait.
+func (s *Server) awaitView(ctx context.Context, v *epochView) error {
+	deadline := time.NewTimer(viewWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.recovering.Load() || s.sequencerFailed() {
+			return recoveringErr()
+		}
+		select {
+		case <-v.next:
+			return nil
+		case <-ctx.Done():
+			return ctxError(ctx.Err(), "waiting for the next epoch")
+		case <-deadline.C:
+			return apierr.New(codes.Unavailable, apierr.Unavailable, "the next epoch is not published yet; retry shortly")
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) sequencerFailed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed != nil
+}
+
+// leavesOf returns the leaves of batch.
+func leavesOf(batch []*entry) [][]byte {
+	out := make([][]byte, len(batch))
+	for i, e := range batch {
+		out[i] = e.leaf
+	}
+	return out
+}
