@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	klog "github.com/keyline/keyline/log"
 )
 
 // Defaults applied by Open to zero Config fields.
@@ -108,6 +110,11 @@ type Config struct {
 
 	// Logf receives operational messages (nil: discarded).
 	Logf func(format string, args ...any)
+
+	// remoteLog, set by tests, is a log backend the directory treats like a
+	// remote one (Trillian): checkpoints in checkpoint.db, Merkle proofs from
+	// the log node cache. The directory closes it.
+	remoteLog klog.Backend
 }
 
 // WitnessConfig is one witness.

@@ -161,14 +161,21 @@ func Open(cfg Config) (*Server, error) {
 		}
 	}()
 	ctx := context.Background()
-	switch c.LogBackend {
-	case BackendEmbedded:
+	switch {
+	case c.remoteLog != nil:
+		s.backend, s.cacheLog = c.remoteLog, true
+		s.cpsDB, err = openBolt(filepath.Join(c.DataDir, FileCheckpoint), c.NoSync)
+		if err != nil {
+			return nil, fmt.Errorf("directory: checkpoint store: %w", err)
+		}
+		s.cps = &boltCheckpoints{db: s.cpsDB}
+	case c.LogBackend == BackendEmbedded:
 		l, err := embedded.Open(filepath.Join(c.DataDir, FileLogDB), &embedded.Options{NoSync: c.NoSync, Timeout: 5 * time.Second})
 		if err != nil {
 			return nil, fmt.Errorf("directory: opening log: %w", err)
 		}
 		s.backend, s.cps = l, l
-	case BackendTrillian:
+	case c.LogBackend == BackendTrillian:
 		b, err := dialTrillian(ctx, &c)
 		if err != nil {
 			return nil, fmt.Errorf("directory: trillian: %w", err)
