@@ -27,6 +27,8 @@
 # KEYLINE_TRILLIAN_INTEGRATION=skip skips the whole script (say so loudly);
 # KEYLINE_TRILLIAN_BENCH=1 also runs the log/trillian benchmarks.
 # See docs/operations-trillian.md.
+#
+# apt-packages: mariadb-server mariadb-client
 set -euo pipefail
 SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -264,10 +266,11 @@ if ! MYSQLD=$(find_mysqld); then
 		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY && chmod 755 $POLICY"
 		ADDED_POLICY=1
 	fi
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$WORK/apt.log" 2>&1 ||
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 >"$WORK/apt.log" 2>&1 ||
 		die "apt-get update (see $WORK/apt.log)"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		mariadb-server mariadb-client >>"$WORK/apt.log" 2>&1 || die "apt-get install mariadb-server"
+		-o DPkg::Lock::Timeout=600 mariadb-server mariadb-client >>"$WORK/apt.log" 2>&1 ||
+		die "apt-get install mariadb-server (see $WORK/apt.log)"
 	[ "$ADDED_POLICY" = 1 ] && as_root rm -f "$POLICY"
 	MYSQLD=$(find_mysqld) || die "mariadb-server installed but no mariadbd/mysqld found"
 	log "installed $("$MYSQLD" --version | head -1)"
