@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
@@ -124,4 +125,57 @@ func leavesOf(batch []*entry) [][]byte {
 		out[i] = e.leaf
 	}
 	return out
+}
+
+// dropStale removes from batch, and fails, the entries that no longer extend
+// their account's committed chain. Updates are validated against the
+// committed state when they are queued; a resync that replays leaves of an
+// interrupted append (now integrated) can commit a version they did not see,
+// and appending them would fork the account's chain. It returns the entries
+// that still apply; on a database error it returns the batch unchanged (the
+// epoch will then fail and resync).
+func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
+	keep := batch[:0:0]
+	var stale []*entry
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		latest := map[[32]byte]*entry{}
+		for _, e := range batch {
+			prev, ok := latest[e.index]
+			if !ok {
+				raw := tx.Bucket(bucketAccounts).Get(e.index[:])
+				if raw != nil {
+					rec, err := parseAccountRecord(raw)
+					if err != nil {
+						return err
+					}
+					prev = &entry{version: rec.Version, entryHash: rec.EntryHash}
+				}
+			}
+			if checkChain(prev, e) != nil {
+				stale = append(stale, e)
+				continue
+			}
+			latest[e.index] = e
+			keep = append(keep, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return batch, err
+	}
+	if len(stale) == 0 {
+		return batch, nil
+	}
+	s.cfg.Logf("directory: dropping %d queued update(s) overtaken by replayed log entries", len(stale))
+	s.mu.Lock()
+	for _, e := range stale {
+		if s.pending[e.index] == e {
+			delete(s.pending, e.index)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range stale {
+		e.done <- result{err: apierr.New(codes.Aborted, apierr.ConcurrentUpdate, "another update of %q reached the log first; look it up and retry", e.userID)}
+	}
+	return keep, nil
 }

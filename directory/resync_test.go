@@ -394,3 +394,56 @@ func TestProofsFromNodeCache(t *testing.T) {
 		t.Fatalf("Open with a cache that disagrees with the log = %v; want errCorrupt", err)
 	}
 }
+
+// TestDropStale: queued entries that no longer extend their account's
+// committed chain (a replay committed a version they did not see) are failed
+// with Aborted instead of being appended; the others are kept, in order.
+func TestDropStale(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), nil)
+	alice := newTestAccount(t, "alice")
+	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	committed, err := s.committed(mustIndex(t, s, "alice"))
+	if err != nil || committed == nil {
+		t.Fatalf("committed(alice) = %v, %v", committed, err)
+	}
+	mk := func(index [32]byte, version uint64, prev [32]byte, tag byte) *entry {
+		return &entry{index: index, version: version, prevHash: prev, entryHash: [32]byte{tag}, done: make(chan result, 1)}
+	}
+	ai := mustIndex(t, s, "alice")
+	bi := mustIndex(t, s, "bob")
+	good := mk(ai, 2, committed.entryHash, 1)     // extends the committed v1
+	goodNext := mk(ai, 3, good.entryHash, 2)      // extends good, in the batch
+	staleFork := mk(ai, 2, [32]byte{9}, 3)        // a v2 on a v1 that is not the committed one
+	staleCreate := mk(ai, 1, [32]byte{}, 4)       // a create of an existing account
+	newAcct := mk(bi, 1, [32]byte{}, 5)           // a create of a new account
+	staleAfter := mk(bi, 3, newAcct.entryHash, 6) // skips a version
+	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 3 || kept[0] != good || kept[1] != goodNext || kept[2] != newAcct {
+		t.Fatalf("kept %d entries, want good, goodNext, newAcct", len(kept))
+	}
+	for _, e := range []*entry{staleFork, staleCreate, staleAfter} {
+		select {
+		case r := <-e.done:
+			if status.Code(r.err) != codes.Aborted {
+				t.Errorf("stale entry failed with %v; want Aborted", r.err)
+			}
+		default:
+			t.Error("a stale entry was not failed")
+		}
+	}
+}
+
+func mustIndex(t *testing.T, s *Server, uid string) [32]byte {
+	t.Helper()
+	_, index, err := s.vrf.get(s.db, uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return index
+}

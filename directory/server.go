@@ -722,6 +722,10 @@ func (s *Server) take() []*entry {
 // log, or stops (returning the error) if it cannot.
 func (s *Server) cut(batch []*entry) error {
 	ctx := context.Background()
+	batch, err := s.dropStale(batch)
+	if err != nil {
+		s.cfg.Logf("directory: checking the batch against the map: %v", err)
+	}
 	v, err := s.runEpoch(ctx, batch, false)
 	if err == nil {
 		s.mu.Lock()
