@@ -179,3 +179,21 @@ func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 	}
 	return keep, nil
 }
+
+// appendedRecord is an EpochRecord leaf the sequencer appended and the log
+// size it ends.
+type appendedRecord struct {
+	size uint64
+	leaf []byte
+}
+
+// lastLeaf returns leaf size-1 (in a one-element slice): the EpochRecord the
+// sequencer just appended if it is that one, so that a view is installed
+// after its epoch commits even if the log backend fails meanwhile, else read
+// from the log.
+func (s *Server) lastLeaf(ctx context.Context, size uint64) ([][]byte, error) {
+	if a := s.appended; a.size == size && a.leaf != nil {
+		return [][]byte{a.leaf}, nil
+	}
+	return s.backend.Entries(ctx, size-1, size)
+}

@@ -68,6 +68,9 @@ type Server struct {
 	// startRecovering is set by Open when the log backend was unreachable:
 	// the sequencer starts with resync.
 	startRecovering bool
+	// appended is the last EpochRecord leaf runEpoch appended, so that
+	// installing its view needs no log read (sequencer only).
+	appended appendedRecord
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
@@ -580,6 +583,7 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 	if err := s.backend.Append(ctx, want, leaves); err != nil {
 		return nil, fmt.Errorf("appending epoch %d at log index %d: %w", epoch, want, err)
 	}
+	s.appended = appendedRecord{size: newSize, leaf: rec}
 	if h := s.hooks.Load(); h != nil && h.afterAppend != nil {
 		if err := h.afterAppend(); err != nil {
 			return nil, err
@@ -635,7 +639,7 @@ func (s *Server) buildView(ctx context.Context, cp, served []byte) (*epochView, 
 	}); err != nil {
 		return nil, err
 	}
-	leaves, err := s.backend.Entries(ctx, c.Size-1, c.Size)
+	leaves, err := s.lastLeaf(ctx, c.Size)
 	if err != nil {
 		return nil, err
 	}
