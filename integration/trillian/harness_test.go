@@ -140,14 +140,15 @@ type serveProc struct {
 	exited  chan struct{}
 }
 
-// startServe starts keyline serve on a free port with the data dir and tree.
-func startServe(t testing.TB, dataDir string, treeID int64) *serveProc {
+// startServe starts keyline serve on a free port with the data dir and tree
+// (extra flags override the defaults).
+func startServe(t testing.TB, dataDir string, treeID int64, extra ...string) *serveProc {
 	t.Helper()
-	p := &serveProc{t: t, dataDir: dataDir, args: []string{
+	p := &serveProc{t: t, dataDir: dataDir, args: append([]string{
 		"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
 		"--log-backend", "trillian", "--trillian-addr", trillianAddr(t), "--trillian-tree-id", fmt.Sprint(treeID),
 		"--epoch-interval", "50ms", "--trillian-integration-timeout", "5s",
-	}}
+	}, extra...)}
 	p.start()
 	t.Cleanup(p.stop)
 	return p

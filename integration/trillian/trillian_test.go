@@ -113,14 +113,16 @@ func activeDevices(t *testing.T, p *serveProc, root, dev, uid string) []string {
 
 // TestServeKilledWhileSignerDown is the wedge of issue 15: keyline serve is
 // SIGKILLed while trillian_log_signer is down and an epoch's append is in
-// flight (its leaves stored, not integrated); then both are restarted — the
+// flight (its leaves stored, not integrated, for 3 s); then both are restarted — the
 // directory first, with an update arriving while the signer is still down.
 // The interrupted leaves are integrated at their indices; the directory's
 // conditional appends conflict with them, it replays them, and it goes on.
 func TestServeKilledWhileSignerDown(t *testing.T) {
 	needCtl(t)
 	dir := t.TempDir()
-	p := startServe(t, dir, newTree(t))
+	// A long integration timeout: the append is surely still waiting for
+	// the signer when serve is killed, however loaded the machine is.
+	p := startServe(t, dir, newTree(t), "--trillian-integration-timeout", "60s")
 	led := newLedger()
 	c, trust := p.client(), p.trust()
 	ctx := context.Background()
@@ -147,7 +149,7 @@ func TestServeKilledWhileSignerDown(t *testing.T) {
 	ctl(t, "kill", "signer")
 	inflight := make(chan error, 1)
 	go func() { inflight <- create("inflight", 0) }()
-	time.Sleep(1500 * time.Millisecond) // the epoch's leaves are stored, its append waits for the signer
+	time.Sleep(3 * time.Second) // the epoch's leaves are stored, its append waits for the signer
 	select {
 	case err := <-inflight:
 		t.Fatalf("the update completed while the signer was down: %v", err)
@@ -157,7 +159,8 @@ func TestServeKilledWhileSignerDown(t *testing.T) {
 	<-inflight
 	c.Close()
 
-	p.start() // the directory first: the signer is still down
+	p.args = p.args[:len(p.args)-2] // back to the 5 s integration timeout
+	p.start()                        // the directory first: the signer is still down
 	c, trust = p.client(), p.trust()
 	pending := make(chan error, 1)
 	go func() { pending <- create("while-signer-down", 0) }()
