@@ -160,7 +160,7 @@ func TestServeKilledWhileSignerDown(t *testing.T) {
 	c.Close()
 
 	p.args = p.args[:len(p.args)-2] // back to the 5 s integration timeout
-	p.start()                        // the directory first: the signer is still down
+	p.start()                       // the directory first: the signer is still down
 	c, trust = p.client(), p.trust()
 	pending := make(chan error, 1)
 	go func() { pending <- create("while-signer-down", 0) }()
