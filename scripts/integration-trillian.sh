@@ -246,7 +246,7 @@ else
 	# cache only when complete (a concurrent run may do the same: last wins).
 	(
 		cd "$WORK" &&
-			GOBIN="$STAGE/bin" GOFLAGS=-buildvcs=false nice go install \
+			GOBIN="$STAGE/bin" GOFLAGS=-buildvcs=false go install \
 				"github.com/google/trillian/cmd/trillian_log_server@$TRILLIAN_VERSION" \
 				"github.com/google/trillian/cmd/trillian_log_signer@$TRILLIAN_VERSION" \
 				"github.com/google/trillian/cmd/createtree@$TRILLIAN_VERSION" &&
