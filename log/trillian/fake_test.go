@@ -605,3 +605,31 @@ func TestCreateTreeNameLimit(t *testing.T) {
 		t.Fatal("CreateTree accepted a 21-byte display name")
 	}
 }
+
+// TestTransient checks which errors the directory may retry: failed RPCs
+// (server or database down) yes; verdicts about the tree and invalid
+// requests no.
+func TestTransient(t *testing.T) {
+	b := &Backend{treeID: 7}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{b.rpcErr("GetLatestSignedLogRoot", status.Error(codes.Unavailable, "connection refused")), true},
+		{b.rpcErr("AddSequencedLeaves", status.Error(codes.Unknown, "dial tcp 127.0.0.1:3306: connect: connection refused")), true},
+		{b.rpcErr("GetLeavesByRange", status.Error(codes.Internal, "driver: bad connection")), true},
+		{b.rpcErr("GetLeavesByRange", status.Error(codes.DeadlineExceeded, "deadline")), true},
+		{fmt.Errorf("%w: leaves [3, 5)", ErrNotIntegrated), true},
+		{corrupt("tree %d rolled back", 7), false},
+		{fmt.Errorf("%w: index 3 taken", ErrConflict), false},
+		{fmt.Errorf("%w: Entries(5, 9)", klog.ErrRange), false},
+		{fmt.Errorf("%w: tree 7 is deleted", ErrTree), false},
+		{b.rpcErr("GetTree", status.Error(codes.NotFound, "no such tree")), false},
+		{b.rpcErr("GetInclusionProof", status.Error(codes.InvalidArgument, "bad size")), false},
+		{nil, false},
+	} {
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
