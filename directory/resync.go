@@ -35,8 +35,10 @@ func permanent(err error) bool {
 	return errors.Is(err, errCorrupt) || errors.Is(err, klog.ErrCorrupt) || errors.Is(err, ErrConfig)
 }
 
-// corruptOr wraps err as errCorrupt unless it is a failure to reach the log
-// backend (see permanent), which it returns unchanged so that it is retried.
+// corruptOr describes a failed log read: as errCorrupt if err is a verdict
+// about stored state (see permanent) or says the log lacks data the
+// directory's databases cover (log.ErrRange); otherwise (the backend is
+// unreachable) wrapped as it is, so that resync retries it.
 func corruptOr(err error, format string, args ...any) error {
 	if permanent(err) || errors.Is(err, klog.ErrRange) {
 		return fmt.Errorf("%w: %s: %v", errCorrupt, fmt.Sprintf(format, args...), err)
