@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/loadgen"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/verifier/auditor"
@@ -446,4 +450,130 @@ func mustIndex(t *testing.T, s *Server, uid string) [32]byte {
 		t.Fatal(err)
 	}
 	return index
+}
+
+// TestResyncRandomFaults runs concurrent writers against a directory whose
+// remote log randomly goes down, interrupts appends (leaves stored, not
+// integrated) and later integrates them. Afterwards every acknowledged
+// update is served at its version or later, the sequencer still runs, a new
+// update is accepted and a full audit of the log passes.
+// KEYLINE_RESYNC_SECONDS sets the fault phase (default 3).
+func TestResyncRandomFaults(t *testing.T) {
+	ctx := context.Background()
+	f := newFlakyLog(t)
+	s := openRemote(t, t.TempDir(), f)
+	trust := trustOf(t, s)
+	phase := 3 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("KEYLINE_RESYNC_SECONDS") + "s"); err == nil && v > 0 {
+		phase = v
+	}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	acked := map[string]uint64{}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			var mine []*loadgen.Account
+			state := map[string]*devices.AccountState{}
+			unsure := map[string]bool{}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var a *loadgen.Account
+				if len(mine) == 0 || rng.IntN(3) == 0 {
+					a, _ = loadgen.NewAccount(fmt.Sprintf("w%d", w), len(mine))
+					mine = append(mine, a)
+					unsure[a.UserID] = true
+				} else {
+					a = mine[rng.IntN(len(mine))]
+				}
+				if unsure[a.UserID] {
+					b, err := s.Lookup(ctx, a.UserID, 0)
+					if err != nil {
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					st, err := loadgen.VerifyLookup(trust, a.UserID, b)
+					if err != nil {
+						t.Errorf("lookup of %s does not verify: %v", a.UserID, err)
+						return
+					}
+					state[a.UserID] = st
+					delete(unsure, a.UserID)
+				}
+				var next *devices.AccountState
+				var err error
+				if prev := state[a.UserID]; prev == nil {
+					next, err = a.Create(time.Now())
+				} else {
+					next, err = a.Touch(prev, time.Now())
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				raw, _ := next.MarshalBinary()
+				if _, err := s.Update(ctx, raw); err != nil {
+					unsure[a.UserID] = true
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				state[a.UserID] = next
+				mu.Lock()
+				acked[a.UserID] = max(acked[a.UserID], next.Version)
+				mu.Unlock()
+			}
+		}()
+	}
+	rng := rand.New(rand.NewPCG(42, 42))
+	faults := map[string]int{}
+	for deadline := time.Now().Add(phase); time.Now().Before(deadline); {
+		switch rng.IntN(4) {
+		case 0:
+			f.set(func() { f.down = true })
+			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+			f.set(func() { f.down = false })
+			faults["outage"]++
+		case 1:
+			f.set(func() { f.interruptNext = true })
+			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+			f.set(func() { f.interruptNext = false; f.hidden = 0 })
+			faults["interrupted append"]++
+		default:
+			time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+		}
+	}
+	f.set(func() { f.down, f.interruptNext, f.hidden = false, false, 0 })
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("faults: %v; %d accounts acknowledged; %d log appends", faults, len(acked), f.appends)
+	extra := newTestAccount(t, "extra")
+	eventually(t, "an update after the faults", func() error {
+		_, err := s.Update(ctx, extra.bytes(t))
+		return err
+	})
+	for uid, v := range acked {
+		b, err := s.Lookup(ctx, uid, 0)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", uid, err)
+		}
+		st, err := loadgen.VerifyLookup(trust, uid, b)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", uid, err)
+		}
+		if st == nil || st.Version < v {
+			t.Errorf("acknowledged update lost: %s version %d", uid, v)
+		}
+	}
+	if s.sequencerFailed() {
+		t.Fatal("sequencer stopped")
+	}
+	auditDirectory(t, s)
 }
