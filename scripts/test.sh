@@ -5,11 +5,11 @@
 # ports, and tears them down). Used by `make test` and CI (.ci/run).
 #
 # gofmt runs first (seconds; a failure stops the run). Then the suites —
-# "vet", "unit" (go test -race ./...) and one per integration script — run
-# in parallel, at most KEYLINE_TEST_JOBS at a time (default: the number of
-# CPUs, at least 2), longest first: integration suites spend much of their
-# time waiting (apt-get, builds, server restarts, fault tests), which the
-# CPU-bound unit tests fill. Each suite's output is streamed with a
+# "unit" (go test -race ./...), one per integration script, and "vet", in
+# that order — run in parallel, at most KEYLINE_TEST_JOBS at a time
+# (default: the number of CPUs plus one): integration suites spend much of
+# their time waiting (apt-get, downloads, server restarts, fault tests),
+# which the CPU-bound suites fill. Each suite's output is streamed with a
 # "[suite]" prefix and kept in full in $KEYLINE_TEST_LOGS (default: a
 # temporary directory, printed at the end); a summary table with every
 # suite's status and time ends the run, followed by the last lines of each
@@ -31,8 +31,8 @@ export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 START=$(date +%s)
 LOGS=${KEYLINE_TEST_LOGS:-$(mktemp -d /tmp/keyline-test.XXXXXX)}
 mkdir -p "$LOGS"
-JOBS=${KEYLINE_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
-[ "$JOBS" -ge 2 ] 2>/dev/null || JOBS=2
+JOBS=${KEYLINE_TEST_JOBS:-$(($(nproc 2>/dev/null || echo 1) + 1))}
+[ "$JOBS" -ge 1 ] 2>/dev/null || JOBS=2
 SUITE_TIMEOUT=${KEYLINE_SUITE_TIMEOUT:-40m}
 
 say() { echo "== $*"; }
@@ -47,17 +47,17 @@ if [ -n "$unformatted" ]; then
 fi
 
 # ---- suites ------------------------------------------------------------------------
-# NAMES[i] runs CMDS[i]; integration suites first (they are the longest).
-NAMES=()
-CMDS=()
+# NAMES[i] runs CMDS[i]: the unit tests, every integration suite, vet.
+NAMES=(unit)
+CMDS=("go test -race -count=1 ./...")
 for f in scripts/integration-*.sh; do
 	[ -e "$f" ] || continue
 	n=${f#scripts/integration-}
 	NAMES+=("${n%.sh}")
 	CMDS+=("bash $f")
 done
-NAMES+=(unit vet)
-CMDS+=("go test -race -count=1 ./..." "go vet ./...")
+NAMES+=(vet)
+CMDS+=("go vet ./...")
 
 selected() {
 	[ -z "${KEYLINE_TEST_SUITES:-}" ] && return 0
