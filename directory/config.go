@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	klog "github.com/keyline/keyline/log"
 )
 
 // Defaults applied by Open to zero Config fields.
@@ -69,6 +71,11 @@ type Config struct {
 	TrillianAddr string
 	// TrillianTreeID is the id of a PREORDERED_LOG tree.
 	TrillianTreeID int64
+	// TrillianIntegrationTimeout bounds how long one append waits for
+	// trillian_log_signer to integrate its leaves (default 30s). When it
+	// expires the epoch fails (its updates get Unavailable) and the
+	// sequencer resynchronizes with the log, retrying with backoff.
+	TrillianIntegrationTimeout time.Duration
 
 	// Witnesses are asked to cosign every checkpoint (C2SP tlog-witness);
 	// their vkeys and WitnessQuorum are written to trust.json.
@@ -118,6 +125,11 @@ type Config struct {
 
 	// Logf receives operational messages (nil: discarded).
 	Logf func(format string, args ...any)
+
+	// remoteLog, set by tests, is a log backend the directory treats like a
+	// remote one (Trillian): checkpoints in checkpoint.db, Merkle proofs from
+	// the log node cache. The directory closes it.
+	remoteLog klog.Backend
 }
 
 // WitnessConfig is one witness.
@@ -176,6 +188,9 @@ func (c *Config) withDefaults() (Config, error) {
 	case BackendTrillian:
 		if cfg.TrillianAddr == "" || cfg.TrillianTreeID == 0 {
 			return cfg, bad("the trillian backend needs TrillianAddr and TrillianTreeID")
+		}
+		if cfg.TrillianIntegrationTimeout < 0 {
+			return cfg, bad("TrillianIntegrationTimeout %v is negative", cfg.TrillianIntegrationTimeout)
 		}
 	default:
 		return cfg, bad("unknown LogBackend %q (want %q or %q)", cfg.LogBackend, BackendEmbedded, BackendTrillian)

@@ -1,15 +1,12 @@
 package directory
 
 import (
-	"context"
 	"errors"
 	"syscall"
-	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
-	klog "github.com/keyline/keyline/log"
 )
 
 // Storage faults. A write to the databases can fail: the disk is full
@@ -20,8 +17,8 @@ import (
 //     log append, checkpoint store or map commit fails is failed, and its
 //     updates get UNAVAILABLE / STORAGE_FAILURE ("may or may not be in the
 //     log"); a checkpoint is returned by klog.Publish only once stored;
-//   - signs nothing new: it retries recovery (replaying the log into the map,
-//     publishing) with backoff, and until recovery succeeds Update fails at
+//   - signs nothing new: it retries recovery (resync: replaying the log into
+//     the map, publishing) with backoff, and until recovery succeeds Update fails at
 //     once with STORAGE_FAILURE while lookups keep being served from the
 //     last published epoch;
 //   - recovers by itself when writes succeed again (space is freed): the
@@ -55,39 +52,6 @@ func rootCause(err error) error {
 			return err
 		}
 		err = u
-	}
-}
-
-// Recovery retry bounds after a failed epoch.
-const (
-	recoverRetryMin = 100 * time.Millisecond
-	recoverRetryMax = 5 * time.Second
-)
-
-// recoverRetrying runs recover until it succeeds, Close is called
-// (errClosing) or it finds corruption (returned). Meanwhile Update fails at
-// once with the recovery's error (degraded).
-func (s *Server) recoverRetrying(ctx context.Context) error {
-	delay := recoverRetryMin
-	for {
-		err := s.recover(ctx)
-		if err == nil {
-			s.setDegraded(nil)
-			return nil
-		}
-		if errors.Is(err, errCorrupt) || errors.Is(err, klog.ErrCorrupt) {
-			return err
-		}
-		s.setDegraded(err)
-		s.cfg.Logf("directory: recovery failed, retrying in %v (updates are refused meanwhile): %v", delay, err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-s.closing:
-			t.Stop()
-			return errClosing
-		}
-		delay = min(2*delay, recoverRetryMax)
 	}
 }
 

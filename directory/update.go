@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
@@ -155,6 +156,10 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		s.mu.Unlock()
 		return nil, apierr.New(codes.Unavailable, apierr.Unavailable, "the directory is closed or its sequencer stopped after a failure")
 	}
+	if s.recovering.Load() {
+		s.mu.Unlock()
+		return nil, recoveringErr()
+	}
 	cur, ok := s.pending[e.index]
 	if !ok {
 		var err error
@@ -230,6 +235,10 @@ func (s *Server) internal(err error) error {
 	}
 	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
 		return apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shut down")
+	}
+	if !permanent(err) && status.Code(err) == codes.Unavailable {
+		s.cfg.Logf("directory: log backend unavailable: %v", err)
+		return apierr.New(codes.Unavailable, apierr.Unavailable, "the log backend is unavailable; retry shortly")
 	}
 	s.cfg.Logf("directory: internal error: %v", err)
 	return apierr.New(codes.Internal, apierr.Internal, "internal error")

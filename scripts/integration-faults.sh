@@ -10,6 +10,7 @@
 #     KEYLINE_CRASH_TRIALS is set (e.g. 1000), the long TestServeSIGKILL (the
 #     plain `go test ./...` run already does 200 SIGKILLs).
 #
+# apt-packages: strace
 # KEYLINE_FAULTS_INTEGRATION=skip skips it (says so loudly). Every process it
 # starts listens on 127.0.0.1 with a free port and is killed by the tests.
 set -euo pipefail
@@ -25,9 +26,9 @@ log() { echo "[faults-it] $*"; }
 if ! command -v strace >/dev/null 2>&1; then
 	log "installing strace"
 	if [ "$(id -u)" = 0 ]; then
-		apt-get install -y strace >/dev/null || { apt-get update >/dev/null && apt-get install -y strace >/dev/null; }
+		apt-get install -y -o DPkg::Lock::Timeout=600 strace >/dev/null || { apt-get update -o DPkg::Lock::Timeout=600 >/dev/null && apt-get install -y -o DPkg::Lock::Timeout=600 strace >/dev/null; }
 	else
-		sudo apt-get install -y strace >/dev/null
+		sudo apt-get install -y -o DPkg::Lock::Timeout=600 strace >/dev/null
 	fi
 fi
 if [ "$(id -u)" != 0 ]; then
