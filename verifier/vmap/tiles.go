@@ -41,10 +41,13 @@ type TileID struct {
 // tiles are one contiguous key range and the first prefix byte is a
 // sharding key.
 func (id TileID) Key() []byte {
-	n := (int(id.Depth) + 7) / 8
-	k := make([]byte, 0, n+1)
-	k = append(k, id.Prefix[:n]...)
-	return append(k, id.Depth)
+	return id.AppendKey(make([]byte, 0, (int(id.Depth)+7)/8+1))
+}
+
+// AppendKey appends the tile's storage key (see Key) to b.
+func (id TileID) AppendKey(b []byte) []byte {
+	b = append(b, id.Prefix[:(int(id.Depth)+7)/8]...)
+	return append(b, id.Depth)
 }
 
 // ParseTileKey decodes a tile storage key.
