@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -271,4 +272,101 @@ func FuzzDecodeTile(f *testing.F) {
 			t.Fatalf("CheckTile: %v", err)
 		}
 	})
+}
+
+type tileVectors struct {
+	Description string `json:"description"`
+	Maps        []struct {
+		Stride int    `json:"stride"`
+		Root   string `json:"root"`
+		Tiles  []struct {
+			Key  string `json:"key"`
+			Data string `json:"data"`
+		} `json:"tiles"`
+	} `json:"maps"`
+}
+
+// TestTileVectors checks the tiles of the golden map (the 4 batches of
+// golden.json) at strides 8 and 4 against testdata/vmap/tiles.json
+// (regenerate with -update), and that every vector tile passes CheckTile.
+func TestTileVectors(t *testing.T) {
+	const path = "../../testdata/vmap/tiles.json"
+	var got tileVectors
+	got.Description = "tiles (key -> encoding, docs/protocol.md 5.2.5) of the golden map of golden.json after its 4 batches, sorted by key"
+	for _, stride := range []int{8, 4} {
+		tm, _ := NewTiledMap(stride, nil)
+		s := NewMemTileStore()
+		var root Hash
+		for bt := 0; bt < 4; bt++ {
+			var ups []Update
+			for i := 8 * bt; i < 8*bt+12; i++ {
+				ups = append(ups, Update{idx(i), val(i, bt+1)})
+			}
+			if bt == 3 {
+				for i := 0; i < 4; i++ {
+					ups = append(ups, Update{idx(i), val(i, bt+1)})
+				}
+			}
+			var err error
+			if root, err = tm.Apply(s, ups); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got.Maps = append(got.Maps, struct {
+			Stride int    `json:"stride"`
+			Root   string `json:"root"`
+			Tiles  []struct {
+				Key  string `json:"key"`
+				Data string `json:"data"`
+			} `json:"tiles"`
+		}{Stride: stride, Root: hex.EncodeToString(root[:])})
+		m := &got.Maps[len(got.Maps)-1]
+		keys := make([]string, 0, len(s.m))
+		for k := range s.m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			m.Tiles = append(m.Tiles, struct {
+				Key  string `json:"key"`
+				Data string `json:"data"`
+			}{hex.EncodeToString([]byte(k)), hex.EncodeToString(s.m[k])})
+		}
+	}
+	if *updateGolden {
+		b, _ := json.MarshalIndent(got, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want tileVectors
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(want)
+	if !bytes.Equal(gb, wb) {
+		t.Fatalf("tiles differ from %s", path)
+	}
+	for _, m := range want.Maps {
+		for _, tl := range m.Tiles {
+			k, _ := hex.DecodeString(tl.Key)
+			d, _ := hex.DecodeString(tl.Data)
+			id, err := ParseTileKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := CheckTile(id, m.Stride, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Depth == 0 && hex.EncodeToString(h[:]) != m.Root {
+				t.Fatalf("stride %d: tile 0 hashes to %x, root %s", m.Stride, h, m.Root)
+			}
+		}
+	}
 }
