@@ -176,8 +176,9 @@ func benchApply(b *testing.B, k int) {
 	b.ReportMetric(float64(n), "accounts")
 }
 
-func BenchmarkApplyEpoch1000(b *testing.B) { benchApply(b, 1000) }
-func BenchmarkApplyEpoch5000(b *testing.B) { benchApply(b, 5000) }
+func BenchmarkApplyEpoch1000(b *testing.B)  { benchApply(b, 1000) }
+func BenchmarkApplyEpoch5000(b *testing.B)  { benchApply(b, 5000) }
+func BenchmarkApplyEpoch10000(b *testing.B) { benchApply(b, 10000) }
 
 // BenchmarkProve measures one lookup proof (read transaction + proof),
 // with the top tiles cached (warmed before timing), and reports the cache's
