@@ -370,3 +370,43 @@ func TestTileVectors(t *testing.T) {
 		}
 	}
 }
+
+// TestTiledReads checks the point of tiles: with the top two levels cached
+// (stride 8), a lookup in a map of 20,000 entries reads one tile from the
+// store (paths end by depth 24 here), and an Apply reads with one ReadTiles
+// call per tile level it prefetches plus tile 0.
+func TestTiledReads(t *testing.T) {
+	s := NewMemTileStore()
+	tm, _ := NewTiledMap(8, NewTileCache(16, 64<<20))
+	var ups []Update
+	for i := 0; i < 20000; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	root, err := tm.Apply(s, ups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, calls, _ := s.Counts()
+	if calls > 5 {
+		t.Fatalf("Apply of 20,000 entries made %d ReadTiles calls", calls)
+	}
+	for i := 0; i < 2000; i++ { // warm the cache
+		if _, err := tm.Prove(s, root, idx(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before, _, _ := s.Counts()
+	const lookups = 1000
+	for i := 0; i < lookups; i++ {
+		if _, err := tm.Prove(s, root, idx(5000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, after, _, _ := s.Counts()
+	if per := float64(after-before) / lookups; per > 1.2 || per < 0.5 {
+		t.Fatalf("%.2f tiles read per lookup, want about 1", per)
+	}
+	if st := tm.cache.Stats(); st.Tiles != 257 {
+		t.Fatalf("cache holds %d tiles, want 257 (tile 0 and the 256 at depth 8)", st.Tiles)
+	}
+}
