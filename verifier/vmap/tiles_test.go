@@ -372,11 +372,13 @@ func TestTileVectors(t *testing.T) {
 }
 
 // TestTiledReads checks the point of tiles: with the top two levels cached
-// (stride 8), a lookup in a map of 20,000 entries reads one tile from the
-// store (paths end by depth 24 here), and an Apply reads with one ReadTiles
-// call per tile level it prefetches plus tile 0.
+// (stride 8), a lookup reads from the store exactly one tile per tile level
+// at depth 16 or more that its path has nodes in (counted from the untiled
+// proof's branching depths), and an Apply makes one ReadTiles call per
+// tile level.
 func TestTiledReads(t *testing.T) {
 	s := NewMemTileStore()
+	mem := NewMemStore()
 	tm, _ := NewTiledMap(8, NewTileCache(16, 64<<20))
 	var ups []Update
 	for i := 0; i < 20000; i++ {
@@ -386,8 +388,8 @@ func TestTiledReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, calls, _ := s.Counts()
-	if calls > 5 {
+	mustApply(t, mem, ups)
+	if _, _, calls, _ := s.Counts(); calls > 5 {
 		t.Fatalf("Apply of 20,000 entries made %d ReadTiles calls", calls)
 	}
 	for i := 0; i < 2000; i++ { // warm the cache
@@ -395,16 +397,33 @@ func TestTiledReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	want := 0
 	_, before, _, _ := s.Counts()
-	const lookups = 1000
-	for i := 0; i < lookups; i++ {
-		if _, err := tm.Prove(s, root, idx(5000+i)); err != nil {
+	for i := 0; i < 1000; i++ {
+		k := idx(5000 + i)
+		if i%3 == 0 {
+			k = idx(100000 + i) // absent
+		}
+		if _, err := tm.Prove(s, root, k); err != nil {
 			t.Fatal(err)
+		}
+		p, _ := Prove(mem, k)
+		levels := map[int]bool{}
+		for _, sb := range p.Siblings {
+			levels[int(sb.Depth)/8] = true
+		}
+		if p.Kind == AbsentNode {
+			levels[int(p.NodeDepth)/8] = true
+		}
+		for l := range levels {
+			if l >= 2 {
+				want++
+			}
 		}
 	}
 	_, after, _, _ := s.Counts()
-	if per := float64(after-before) / lookups; per > 1.2 || per < 0.5 {
-		t.Fatalf("%.2f tiles read per lookup, want about 1", per)
+	if after-before != want || want == 0 {
+		t.Fatalf("1000 lookups read %d tiles, want %d (one per uncached level crossed)", after-before, want)
 	}
 	if st := tm.cache.Stats(); st.Tiles != 257 {
 		t.Fatalf("cache holds %d tiles, want 257 (tile 0 and the 256 at depth 8)", st.Tiles)
