@@ -53,6 +53,9 @@ func (c *TileCache) Stats() CacheStats {
 	return CacheStats{Tiles: len(c.m), Bytes: c.bytes, Hits: c.hits.Load(), Misses: c.misses.Load()}
 }
 
+// holds reports whether tiles like id are cached (by depth).
+func (c *TileCache) holds(id TileID) bool { return c != nil && int(id.Depth) < c.maxDepth }
+
 func (c *TileCache) get(id TileID, h Hash) *tnode {
 	if c == nil || int(id.Depth) >= c.maxDepth {
 		return nil

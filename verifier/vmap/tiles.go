@@ -458,8 +458,24 @@ func (t *TiledMap) Prove(r TileReader, root Hash, index Index) (*Proof, error) {
 			return p, nil
 		}
 		if !n.loaded {
-			if n, err = t.lower(r, n, nil); err != nil {
-				return nil, err
+			id := t.tileOf(int(n.depth), &n.key)
+			if t.cache.holds(id) {
+				if n, err = t.lower(r, n, nil); err != nil {
+					return nil, err
+				}
+			} else {
+				// Not cached: walk the encoding along the path
+				// instead of decoding the whole tile.
+				b, err := readTile(r, id)
+				if err != nil {
+					return nil, err
+				}
+				next, err := walkTile(id, t.stride, b, n, &index, p)
+				if err != nil || next == nil {
+					return p, err
+				}
+				n = next
+				continue
 			}
 		}
 		if commonPrefixLen(&n.key, &index) < int(n.depth) {
@@ -474,6 +490,136 @@ func (t *TiledMap) Prove(r TileReader, root Hash, index Index) (*Proof, error) {
 		}
 		p.Siblings = append(p.Siblings, Sibling{Depth: n.depth, Hash: n.kids[1-b].hash()})
 		n = n.kids[b]
+	}
+}
+
+// walkTile continues proof p for index through the encoded tile b (tile
+// id, whose top must match the lower-tile ref n) without decoding the
+// whole tile: it reads the nodes on the path and skips the subtrees beside
+// it. It returns the ref where the path leaves the tile (a leaf or a
+// lower-tile ref), or nil when p is complete (an AbsentNode terminal). It
+// checks what it reads (tags, bounds, depth ranges, the top against n);
+// damage elsewhere in the tile cannot change the proof.
+func walkTile(id TileID, stride int, b []byte, n *tnode, index *Index, p *Proof) (*tnode, error) {
+	lo, hi := int(id.Depth), int(id.Depth)+stride
+	bad := func(what string) error {
+		return fmt.Errorf("%w: tile (depth %d, prefix %x): %s", ErrCorruptStore, id.Depth, id.Prefix[:4], what)
+	}
+	refLen := func(q int) int {
+		if q >= len(b) {
+			return 0
+		}
+		var l int
+		switch b[q] {
+		case tagLeaf:
+			l = 65
+		case tagLower:
+			l = 66
+		case tagInner:
+			l = 34
+		}
+		if q+l > len(b) {
+			return 0
+		}
+		return l
+	}
+	skip := func(q int) (int, error) {
+		for pending := 1; pending > 0; {
+			l := refLen(q)
+			if l == 0 {
+				return 0, bad("truncated or unknown ref")
+			}
+			if b[q] == tagInner {
+				pending++
+			} else {
+				pending--
+			}
+			q += l
+		}
+		return q, nil
+	}
+	childHash := func(q int) (Hash, error) {
+		var h Hash
+		switch refLen(q) {
+		case 34:
+			copy(h[:], b[q+2:q+34])
+		case 65:
+			h = LeafHash(Index(b[q+1:q+33]), Value(b[q+33:q+65]))
+		case 66:
+			copy(h[:], b[q+34:q+66])
+		default:
+			return h, bad("truncated or unknown ref")
+		}
+		return h, nil
+	}
+	leftKey := func(q int) (Index, error) {
+		for {
+			switch refLen(q) {
+			case 34:
+				q += 34
+			case 65:
+				return Index(b[q+1 : q+33]), nil
+			case 66:
+				return Index(b[q+2 : q+34]), nil
+			default:
+				return Index{}, bad("truncated or unknown ref")
+			}
+		}
+	}
+	pos, pd := 0, -1
+	for {
+		switch refLen(pos) {
+		case 65:
+			return &tnode{kind: refLeaf, key: Index(b[pos+1 : pos+33]), val: Value(b[pos+33 : pos+65])}, nil
+		case 66:
+			next := &tnode{kind: refNode, depth: b[pos+1], key: Index(b[pos+2 : pos+34]), val: Hash(b[pos+34 : pos+66])}
+			if int(next.depth) < hi || int(next.depth) <= pd || pd < 0 {
+				return nil, bad("lower-tile ref out of place")
+			}
+			return next, nil
+		case 34:
+		default:
+			return nil, bad("truncated or unknown ref")
+		}
+		d := int(b[pos+1])
+		if d < lo || d >= hi || d <= pd {
+			return nil, bad("node depth out of range")
+		}
+		lk, err := leftKey(pos + 34)
+		if err != nil {
+			return nil, err
+		}
+		prefix := maskPrefix(lk, d)
+		if pd < 0 && (d != int(n.depth) || prefix != n.key || Hash(b[pos+2:pos+34]) != n.val) {
+			return nil, bad("does not match its parent's ref")
+		}
+		rpos, err := skip(pos + 34)
+		if err != nil {
+			return nil, err
+		}
+		if commonPrefixLen(&prefix, index) < d {
+			p.Kind, p.NodeDepth, p.NodePrefix = AbsentNode, uint8(d), prefix
+			if p.NodeLeft, err = childHash(pos + 34); err != nil {
+				return nil, err
+			}
+			if p.NodeRight, err = childHash(rpos); err != nil {
+				return nil, err
+			}
+			return nil, nil
+		}
+		next, sib := pos+34, rpos
+		if bit(index, d) == 1 {
+			next, sib = rpos, pos+34
+		}
+		h, err := childHash(sib)
+		if err != nil {
+			return nil, err
+		}
+		if p.Siblings == nil {
+			p.Siblings = make([]Sibling, 0, 32)
+		}
+		p.Siblings = append(p.Siblings, Sibling{Depth: uint8(d), Hash: h})
+		pos, pd = next, d
 	}
 }
 

@@ -257,6 +257,18 @@ func FuzzDecodeTile(f *testing.F) {
 			}
 			return
 		}
+		// The lookup path's walker never panics and fails with
+		// ErrCorruptStore, whatever the bytes.
+		for _, k := range []Index{idx(1), idx(2), {}} {
+			ref := &tnode{kind: refNode, depth: id.Depth}
+			if len(data) > 34 && data[0] == tagInner {
+				ref.depth = data[1]
+				copy(ref.val[:], data[2:34])
+			}
+			if _, err := walkTile(id, 4, data, ref, &k, &Proof{}); err != nil && !errors.Is(err, ErrCorruptStore) {
+				t.Fatalf("walkTile: %v", err)
+			}
+		}
 		top, err := decodeTile(id, 4, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorruptStore) {
