@@ -30,3 +30,14 @@ func BenchmarkVerifyDeviceCert(b *testing.B) {
 		}
 	})
 }
+// BenchmarkCheckKeys measures DeviceCert.checkKeys alone (the key checks
+// without signatures, including the low-order X25519 check).
+func BenchmarkCheckKeys(b *testing.B) {
+	ik := testIK("bench").Public()
+	c := mustCert(b, testDevice(b, "bench"), "phone", ik, t0)
+	for b.Loop() {
+		if err := c.checkKeys(ik); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
