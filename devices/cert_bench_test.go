@@ -30,6 +30,7 @@ func BenchmarkVerifyDeviceCert(b *testing.B) {
 		}
 	})
 }
+
 // BenchmarkCheckKeys measures DeviceCert.checkKeys alone (the key checks
 // without signatures, including the low-order X25519 check).
 func BenchmarkCheckKeys(b *testing.B) {
