@@ -20,7 +20,7 @@ func (a *app) deviceCmd() *cobra.Command {
 		Use:   "device",
 		Short: "Add, list and revoke the devices of your account",
 	}
-	cmd.AddCommand(a.deviceRequestCmd(), a.deviceApproveCmd(), a.deviceFinishCmd(), a.deviceListCmd(), a.deviceRevokeCmd())
+	cmd.AddCommand(a.deviceRequestCmd(), a.deviceApproveCmd(), a.deviceFinishCmd(), a.deviceListCmd(), a.deviceRevokeCmd(), a.deviceTrustCmd())
 	return cmd
 }
 
@@ -31,6 +31,7 @@ type pairingOutput struct {
 	Code        string `json:"pairing_code"`
 	QR          string `json:"qr_payload"`
 	Fingerprint string `json:"fingerprint"`
+	Expires     string `json:"expires"` // RFC 3339
 	Finished    bool   `json:"finished"`
 	Version     uint64 `json:"version,omitempty"`
 }
@@ -42,8 +43,9 @@ func (a *app) deviceRequestCmd() *cobra.Command {
 		Use:   "request USER",
 		Short: "On a new device: ask to join USER's account (prints a pairing code)",
 		Long: `Run this on the new device, with its own --data-dir. It looks up USER's
-identity key, creates this device's keys, and prints a pairing code, a QR
-code and a fingerprint. On a device that holds the account's identity key,
+root key, creates this device's keys, and prints a pairing code, a QR
+code and a fingerprint, valid for 10 minutes. On a trusted device (one
+holding the account signing key),
 run ` + "`keyline device approve CODE`" + ` and check that it shows the same
 fingerprint. Then run ` + "`keyline device finish`" + ` here (or pass --wait to
 wait for the approval).`,
@@ -73,7 +75,7 @@ wait for the approval).`,
 			if err != nil {
 				return failf("", err, "generating device keys")
 			}
-			req, err := devices.NewPairingRequest(dk, uid, res.IdentityKey, name, a.now())
+			req, err := devices.NewPairingRequest(dk, uid, res.IdentityKey, name, a.now(), devices.DefaultPairingTTL)
 			if err != nil {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot build the pairing request", Err: err}
 			}
@@ -96,7 +98,7 @@ wait for the approval).`,
 			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
 				return err
 			}
-			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp}
+			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp, Expires: req.Expires.UTC().Format(time.RFC3339)}
 			if !a.jsonOut {
 				for _, w := range res.Warnings {
 					fmt.Fprintf(a.errw, "WARNING: %s\n", w)
@@ -106,8 +108,8 @@ wait for the approval).`,
 				if err := printQR(a.out, qrp, a.qrInvert); err != nil {
 					return failf("", err, "drawing the QR code")
 				}
-				fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", fp)
-				fmt.Fprintf(a.out, "On a device of %s that holds the identity key, run:\n\n  keyline device approve %s\n\nand check it shows the same fingerprint. Then run `keyline device finish` here.\n", uid, code)
+				fmt.Fprintf(a.out, "\nFingerprint:  %s\nExpires:      %s\n\n", fp, fmtTime(req.Expires))
+				fmt.Fprintf(a.out, "On a trusted device of %s, run:\n\n  keyline device approve %s\n\n(add --trusted to let this device approve and revoke devices too) and check it shows the same fingerprint. Then run `keyline device finish` here (with --signing-key CODE if it printed one).\n", uid, code)
 			}
 			if wait <= 0 {
 				if a.jsonOut {
@@ -172,7 +174,7 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	}
 	c := res.State.Device(id)
 	if c == nil {
-		return 0, &pendingErr{e: &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this device is not (yet) part of %s (version %d)", ks.UserID, res.Version), Hint: "approve it on a device holding the identity key: `keyline device approve CODE`, then run `keyline device finish` again"}}
+		return 0, &pendingErr{e: &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this device is not (yet) part of %s (version %d)", ks.UserID, res.Version), Hint: "approve it on a trusted device: `keyline device approve CODE`, then run `keyline device finish` again"}}
 	}
 	if c.SigningKey != ks.Device.SigningPublic() || c.X25519Key != ks.Device.X25519Public() {
 		return 0, verificationErr("the published cert for this device id has other keys", "do not use this account; keep this output", nil)
@@ -194,11 +196,58 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	return res.Version, nil
 }
 
+// handoverCode seals ask to the device id of st as a handover code.
+func (a *app) handoverCode(ask *devices.AccountSigningKey, st *devices.AccountState, id devices.DeviceID) (string, error) {
+	c := st.Device(id)
+	if c == nil {
+		return "", failf("", nil, "device %s is not in the published state", id)
+	}
+	h, err := devices.SealHandover(ask, c, a.rand)
+	if err != nil {
+		return "", failf("", err, "encrypting the account signing key")
+	}
+	code, err := h.Code()
+	if err != nil {
+		return "", failf("", err, "encoding the handover code")
+	}
+	return code, nil
+}
+
+// acceptHandover opens a signing key handover code for this device and
+// stores the key in the keystore.
+func (a *app) acceptHandover(code string, pass []byte) (uint32, error) {
+	h, err := devices.ParseHandoverCode(code)
+	if err != nil {
+		return 0, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the --signing-key code", Err: err, Hint: "copy it again from the approving device"}
+	}
+	ks, err := devices.LoadKeystore(a.keystorePath(), pass)
+	if err != nil {
+		return 0, failf("", err, "cannot open the keystore")
+	}
+	if ks.State == nil {
+		return 0, failf("run `keyline device finish` first", nil, "this device has no verified account state yet")
+	}
+	ask, err := devices.OpenHandover(h, ks.Device, ks.State)
+	if err != nil {
+		return 0, &Error{Code: ExitRejected, Kind: KindRejected, Msg: "cannot accept the account signing key", Err: err, Hint: "the code must come from a trusted device of this account, for this device, at the current signing key generation"}
+	}
+	ks.Signing = ask
+	if err := a.saveKeystore(ks, pass); err != nil {
+		return 0, err
+	}
+	return ask.Generation(), nil
+}
+
 func (a *app) deviceFinishCmd() *cobra.Command {
-	return &cobra.Command{
+	var signingKey string
+	cmd := &cobra.Command{
 		Use:   "finish",
 		Short: "On the new device: check the approval was published and start using the account",
-		Args:  exactArgs(0, "no arguments"),
+		Long: `Check that the approval of this device was published (verified lookup) and
+store the account state. With --signing-key, also store the account signing
+key that ` + "`keyline device approve --trusted`" + ` or ` + "`keyline device trust`" + ` printed
+for this device: this device becomes trusted.`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			ks, pass, err := a.loadKeystore()
@@ -217,25 +266,108 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var gen *uint32
+			if signingKey != "" {
+				g, err := a.acceptHandover(signingKey, pass)
+				if err != nil {
+					return err
+				}
+				gen = &g
+			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver})
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver, "trusted": gen != nil, "signing_key_generation": gen})
 			}
 			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
+			if gen != nil {
+				fmt.Fprintf(a.out, "It holds the account signing key (generation %d): it can approve and revoke devices.\n", *gen)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", "the handover code printed by `device approve --trusted` or `device trust`")
+	return cmd
+}
+
+func (a *app) deviceTrustCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "trust ID|NAME",
+		Short: "On a trusted device: hand the account signing key to another of your devices",
+		Long: `Hand the account signing key to a device of the account (after a rotation,
+for example): publishes the next version listing it as trusted and prints a
+code, the key encrypted to that device's X25519 key, to pass to
+` + "`keyline device finish --signing-key CODE`" + ` on that device.`,
+		Args: exactArgs(1, "the device ID or NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			ask, err := needSigningKey(ks, res.State, "trusting a device")
+			if err != nil {
+				return err
+			}
+			target, err := findDevice(res.State, args[0])
+			if err != nil {
+				return err
+			}
+			ok, err := a.confirm(fmt.Sprintf("Hand the account signing key to %q (%s)? It can then approve and revoke devices.", target.Name, target.ID), yes)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return failf("nothing was published", nil, "not trusted")
+			}
+			next, err := devices.TrustDevice(res.State, ask, target.ID, a.nowAfter(res.State))
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot trust this device", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
+			}
+			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			if err != nil {
+				return err
+			}
+			code, err := a.handoverCode(ask, res.State, target.ID)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": target.ID.String(), "device_name": target.Name, "version": res.Version, "signing_key_handover": code})
+			}
+			fmt.Fprintf(a.out, "%q is now listed as trusted (version %d). On it run:\n\n  keyline device finish --signing-key %s\n", target.Name, res.Version, code)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
 }
 
 func (a *app) deviceApproveCmd() *cobra.Command {
-	var yes bool
+	var yes, trusted bool
 	var fingerprint string
 	cmd := &cobra.Command{
 		Use:   "approve CODE",
-		Short: "On a device holding the identity key: add the device that showed CODE",
+		Short: "On a trusted device: add the device that showed CODE",
 		Long: `Approve a pairing request. Shows the new device's name and fingerprint; it
 must be the fingerprint the new device shows. Then signs and publishes the
-next version of the account with the device added. For scripts, pass
---fingerprint with the digits read from the new device (or --yes).`,
+next version of the account with the device added. With --trusted the new
+device is also handed the account signing key, encrypted to its X25519 key
+(HPKE), as a code to pass to ` + "`keyline device finish --signing-key CODE`" + `
+on the new device; a trusted device can approve and revoke devices, an
+untrusted one can only list and monitor. For scripts, pass --fingerprint
+with the digits read from the new device (or --yes).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErr("%s needs the pairing CODE printed by `keyline device request`", cmd.CommandPath())
@@ -255,10 +387,6 @@ next version of the account with the device added. For scripts, pass
 			if err != nil {
 				return err
 			}
-			ik, err := needIdentity(ks, "approving a device")
-			if err != nil {
-				return err
-			}
 			if req.UserID != ks.UserID {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("the request is to join %s, but this device belongs to %s", req.UserID, ks.UserID)}
 			}
@@ -269,6 +397,10 @@ next version of the account with the device added. For scripts, pass
 			}
 			defer s.close()
 			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			ask, err := needSigningKey(ks, res.State, "approving a device")
 			if err != nil {
 				return err
 			}
@@ -288,22 +420,39 @@ next version of the account with the device added. For scripts, pass
 				}
 			}
 			now := a.nowAfter(res.State)
-			next, err := devices.ApprovePairing(res.State, ik, req, fp, now)
+			next, err := devices.ApprovePairing(res.State, ask, req, fp, trusted, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot approve this request", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
 			}
 			res, err = a.publishOwn(ctx, s, ks, pass, next)
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp})
+			var handover *string
+			if trusted {
+				code, err := a.handoverCode(ask, res.State, req.Cert.ID)
+				if err != nil {
+					return err
+				}
+				handover = &code
 			}
-			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d. Run `keyline device finish` on the new device.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp, "trusted": trusted, "signing_key_handover": handover})
+			}
+			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
+			if handover != nil {
+				fmt.Fprintf(a.out, "On the new device run:\n\n  keyline device finish --signing-key %s\n\n(the code carries the account signing key, encrypted so that only that device can read it).\n", *handover)
+			} else {
+				fmt.Fprintln(a.out, "Run `keyline device finish` on the new device.")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (you compared the fingerprint yourself)")
+	cmd.Flags().BoolVar(&trusted, "trusted", false, "also hand the new device the account signing key (it can then approve and revoke devices)")
 	cmd.Flags().StringVar(&fingerprint, "fingerprint", "", "the fingerprint shown on the new device (checked instead of asking)")
 	return cmd
 }
@@ -323,6 +472,7 @@ type deviceRow struct {
 	Name       string `json:"name"`
 	Created    string `json:"created"`
 	ThisDevice bool   `json:"this_device"`
+	Trusted    bool   `json:"trusted"`
 	Revoked    bool   `json:"revoked"`
 	RevokedAt  string `json:"revoked_at,omitempty"`
 	Reason     string `json:"reason,omitempty"`
@@ -331,7 +481,7 @@ type deviceRow struct {
 func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devices.DeviceID]*devices.DeviceCert) []deviceRow {
 	var rows []deviceRow
 	for _, d := range st.Devices {
-		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this})
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this, Trusted: st.IsTrusted(d.ID)})
 	}
 	for _, r := range st.Revocations {
 		row := deviceRow{ID: r.Device.String(), Name: "(unknown)", Created: "-", ThisDevice: r.Device == this, Revoked: true, RevokedAt: fmtTime(r.Time), Reason: r.Reason.String()}
@@ -344,17 +494,20 @@ func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devic
 }
 
 func (a *app) printDevices(rows []deviceRow) error {
-	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "STATUS")
+	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "TRUSTED", "STATUS")
 	for _, r := range rows {
 		this := ""
 		if r.ThisDevice {
 			this = "*"
 		}
-		status := "active"
+		status, trusted := "active", ""
 		if r.Revoked {
 			status = "REVOKED " + r.RevokedAt + " (" + r.Reason + ")"
 		}
-		t.row(r.ID, r.Name, r.Created, this, status)
+		if r.Trusted {
+			trusted = "yes"
+		}
+		t.row(r.ID, r.Name, r.Created, this, trusted, status)
 	}
 	return t.flush()
 }
@@ -417,7 +570,7 @@ func (a *app) deviceRevokeCmd() *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "revoke ID|NAME",
-		Short: "Remove a device from your account (on a device holding the identity key)",
+		Short: "On a trusted device: remove a device from your account",
 		Long: `Revoke a device by its id (or a unique prefix of at least 4 hex digits) or its
 exact name. The next version of the account no longer lists it and records
 the revocation permanently; contacts stop using its keys after their next
@@ -432,10 +585,6 @@ lookup.`,
 			if err != nil {
 				return err
 			}
-			ik, err := needIdentity(ks, "revoking a device")
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			s, err := a.openSession(ctx)
 			if err != nil {
@@ -446,12 +595,16 @@ lookup.`,
 			if err != nil {
 				return err
 			}
+			ask, err := needSigningKey(ks, res.State, "revoking a device")
+			if err != nil {
+				return err
+			}
 			target, err := findDevice(res.State, args[0])
 			if err != nil {
 				return err
 			}
 			if target.ID == ks.Device.ID() {
-				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
+				return usageErr("%q is this device; revoke it from another trusted device (or with the paper key: `keyline account rotate-key --revoke`)", args[0])
 			}
 			fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
 			ok, err := a.confirm("Revoke this device?", yes)
@@ -462,9 +615,12 @@ lookup.`,
 				return failf("nothing was published", nil, "not revoked")
 			}
 			now := a.nowAfter(res.State)
-			next, err := devices.RevokeDevices(res.State, ik, []devices.DeviceID{target.ID}, why, now)
+			next, err := devices.RevokeDevices(res.State, ask, []devices.DeviceID{target.ID}, why, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot revoke", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
 			}
 			res, err = a.publishOwn(ctx, s, ks, pass, next)
 			if err != nil {

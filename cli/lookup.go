@@ -23,6 +23,8 @@ type lookupOutput struct {
 	IdentityKey    string      `json:"identity_key,omitempty"`
 	Pin            string      `json:"pin,omitempty"`
 	Reset          bool        `json:"reset"`
+	ResetPending   *resetInfo  `json:"reset_pending"`
+	Generation     uint32      `json:"signing_key_generation,omitempty"`
 	Devices        []deviceRow `json:"devices,omitempty"`
 	LogIndex       uint64      `json:"log_index,omitempty"`
 	CheckpointSize uint64      `json:"checkpoint_size"`
@@ -106,7 +108,7 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 	checks = append(checks,
 		fmt.Sprintf("map proof       value matches log entry %d (version %d)", res.LogIndex, res.Version),
 		fmt.Sprintf("log inclusion   entry %d and the epoch record are in the checkpoint", res.LogIndex),
-		fmt.Sprintf("signatures      account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices)),
+		fmt.Sprintf("signatures      signing key generation %d certified by the root key; account state and %d device certs signed by it, devices back-signed", res.Generation, len(res.State.Devices)),
 		fmt.Sprintf("revocations     %d revoked devices, none served", len(res.State.Revocations)),
 		"identity key    "+pinLine(res),
 	)
@@ -115,8 +117,19 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 	out.IdentityKey = hex.EncodeToString(res.IdentityKey[:])
 	out.Pin = res.Pin.String()
 	out.Reset = res.Reset != nil
+	out.Generation = res.Generation
+	if r := res.ResetPending; r != nil {
+		out.ResetPending = &resetInfo{Since: r.Time.UTC().Format(time.RFC3339), EffectiveAt: r.EffectiveAt.UTC().Format(time.RFC3339), Reason: r.Reason.String()}
+	}
 	out.Devices = deviceRows(res.State, devices.DeviceID{}, nil)
 	return out
+}
+
+// resetInfo describes a pending directory reset (lookup --json).
+type resetInfo struct {
+	Since       string `json:"since"`        // RFC 3339: when it was logged
+	EffectiveAt string `json:"effective_at"` // RFC 3339: when it takes effect unless cancelled
+	Reason      string `json:"reason"`
 }
 
 func pinLine(res *verifier.LookupResult) string {
@@ -142,6 +155,9 @@ func (a *app) printLookup(out lookupOutput) {
 		fmt.Fprintf(w, "%s  version %d  identity key %s\n", out.UserID, out.Version, out.IdentityKey[:16]+"…")
 		if out.Reset {
 			fmt.Fprintln(w, "!!! the latest entry is a DIRECTORY RESET: the identity key was replaced by the directory, not by the user !!!")
+		}
+		if r := out.ResetPending; r != nil {
+			fmt.Fprintf(w, "!!! RESET PENDING since %s (%s): the directory will replace these keys at %s unless the owner cancels it; until then they and the safety number are unchanged !!!\n", r.Since, r.Reason, r.EffectiveAt)
 		}
 		t := newTable(w, "DEVICE", "NAME", "CREATED", "STATUS")
 		for _, d := range out.Devices {

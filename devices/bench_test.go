@@ -6,7 +6,7 @@ import (
 )
 
 func BenchmarkSafetyNumber(b *testing.B) {
-	a, c := testIK("alice").Public(), testIK("bob").Public()
+	a, c := testRK("alice").Public(), testRK("bob").Public()
 	for b.Loop() {
 		if _, err := NewSafetyNumber("alice", a, "bob", c); err != nil {
 			b.Fatal(err)
@@ -17,19 +17,10 @@ func BenchmarkSafetyNumber(b *testing.B) {
 // BenchmarkVerifyTransitionMaxDevices verifies a transition into a state
 // with MaxDevices devices (1 state signature + 2 per cert).
 func BenchmarkVerifyTransitionMaxDevices(b *testing.B) {
-	ik := testIK("alice")
-	prev, err := NewAccount(ik, "alice", mustCert(b, testDevice(b, "d0"), "d0", ik.Public(), t0), t0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := 1; i < MaxDevices; i++ {
-		l := "d" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		prev, err = AddDevice(prev, ik, mustCert(b, testDevice(b, l), l, ik.Public(), t0), t0.Add(time.Duration(i)*time.Second))
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	next, err := RevokeDevices(prev, ik, []DeviceID{prev.Devices[0].ID}, ReasonRetired, t0.Add(time.Hour))
+	rk := testRK("alice")
+	ask := testASK(b, rk, "alice", 1, "alice")
+	prev := benchAccount(b, rk, ask, MaxDevices)
+	next, err := RevokeDevices(prev, ask, []DeviceID{prev.Devices[0].ID}, ReasonRetired, t0.Add(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -42,12 +33,8 @@ func BenchmarkVerifyTransitionMaxDevices(b *testing.B) {
 }
 
 func BenchmarkParseAccountStateMaxDevices(b *testing.B) {
-	ik := testIK("alice")
-	s, _ := NewAccount(ik, "alice", mustCert(b, testDevice(b, "d0"), "d0", ik.Public(), t0), t0)
-	for i := 1; i < MaxDevices; i++ {
-		l := "d" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		s, _ = AddDevice(s, ik, mustCert(b, testDevice(b, l), l, ik.Public(), t0), t0)
-	}
+	rk := testRK("alice")
+	s := benchAccount(b, rk, testASK(b, rk, "alice", 1, "alice"), MaxDevices)
 	enc, _ := s.MarshalBinary()
 	b.SetBytes(int64(len(enc)))
 	for b.Loop() {

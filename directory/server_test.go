@@ -70,7 +70,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	prev := alice.state
 	alice.state = next
-	rev, err := devices.RevokeDevices(alice.state, alice.ik, []devices.DeviceID{prev.Devices[0].ID}, devices.ReasonLost, time.Now())
+	rev, err := devices.RevokeDevices(alice.state, alice.ask, []devices.DeviceID{prev.Devices[0].ID}, devices.ReasonLost, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +91,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Reset with the admin token: new IK, every device revoked.
-	newIK := devices.IdentityKeyFromSeed(randSeed(t))
-	dk := mustDeviceKey(t)
-	c, err := dk.NewCert("new phone", newIK.Public(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devices.NewResetState(alice.state, newIK, c, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := resetStateFor(t, alice.state, "new phone")
+	newIK := rs.IdentityKey
 	if _, err := s.Reset(ctx, "wrong", "alice@example.com", mustMarshal(t, rs), "lost"); apierr.Code(err) != codes.PermissionDenied {
 		t.Fatalf("reset with a wrong token: %v", err)
 	}
@@ -108,14 +100,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = mustLookup(t, s.Source(), trust, "alice@example.com")
-	if v.version != 4 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK.Public() {
+	if v.version != 4 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK {
 		t.Fatalf("after reset: version %d kind %d", v.version, v.update.Update)
 	}
 	a, err := devices.ParseResetAuthorization(v.update.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := devices.VerifyReset(alice.state, a, trust.ResetKey); err != nil {
+	if err := devices.VerifyReset(alice.state, a, trust.ResetKey, trust.MinResetWindow()); err != nil {
 		t.Fatalf("reset authorization: %v", err)
 	}
 
@@ -199,12 +191,12 @@ func TestRejections(t *testing.T) {
 	bad.Signature[0] ^= 1
 	skip := *next
 	skip.Version = 3
-	if err := skip.Sign(bob.ik); err != nil {
+	if err := skip.Sign(bob.ask); err != nil {
 		t.Fatal(err)
 	}
 	wrongPrev := *next
 	wrongPrev.PrevHash[0] ^= 1
-	if err := wrongPrev.Sign(bob.ik); err != nil {
+	if err := wrongPrev.Sign(bob.ask); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -266,9 +266,10 @@ func TestLookupPayload(t *testing.T) {
 	evil.Version++
 	evil.PrevHash, _ = a.state.Hash()
 	s, _ := devices.NewRecoverySecret(rand.Reader)
-	mallory := &account{uid: "alice", ik: devices.DeriveIdentityKey(s)}
-	c := d.newDevice(mallory, "mallory")
-	mallory.ik.IssueCert(c) // issued by the wrong IK
+	mallory := &account{uid: "alice", ik: devices.DeriveRootKey(s)}
+	mask, _ := devices.NewAccountSigningKey(mallory.ik, "alice", 1, rand.Reader, d.now)
+	c := d.newDevice(a, "mallory")
+	mask.IssueCert(a.ik.Public(), c) // issued by the wrong ASK
 	evil.Devices = append(append([]*devices.DeviceCert(nil), a.state.Devices...), c)
 	payload := resign(t, a, &evil)
 	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, evil.Version, payload)})

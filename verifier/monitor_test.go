@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -199,7 +200,7 @@ func TestMonitorHistoryPages(t *testing.T) {
 	_, m := monitorFor(t, d) // own v2
 	const n = 7
 	for i := 0; i < n; i++ {
-		d.publish(d.addDevice("alice", "unexpected"))
+		d.publish(d.addDevice("alice", fmt.Sprintf("unexpected %d", i)))
 	}
 	src := &pagingSource{testDir: d, pageSize: 2}
 	m.Client.Source = src

@@ -618,7 +618,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 	pending := tx.Bucket(bPending)
 	var pc *precheck // nil: compute everything here
 	if w := a.workers(); w > 1 {
-		pc = precheckBatch(accts, a.trust.ResetKey, leaves, w)
+		pc = precheckBatch(accts, a.trust, leaves, w)
 	}
 	for k, leaf := range leaves {
 		i := start + uint64(k)
@@ -680,7 +680,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			pi := rec.logIndex
 			prevIdx = &pi
 		}
-		if rule, detail := pc.check(k, a.trust.ResetKey, pe, xe); rule != "" {
+		if rule, detail := pc.check(k, a.trust, pe, xe); rule != "" {
 			f := &finding{rule: rule, x: i, prev: prevIdx, detail: detail}
 			f.cover = rule == RuleVersionSkip
 			return f, nil

@@ -433,7 +433,7 @@ func (v *evidenceView) checkAccount(t *verifier.Trust, e *Evidence) (string, err
 			return "", errors.New("evidence for a new index must hold every leaf before it")
 		}
 	}
-	got, detail := checkEntry(t.ResetKey, pe, xe)
+	got, detail := checkEntry(t, pe, xe)
 	if got != e.Rule {
 		if got == "" {
 			return "", fmt.Errorf("leaf %d is a valid successor of leaf %v", x, e.PrevIndex)

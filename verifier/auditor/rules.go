@@ -1,12 +1,12 @@
 package auditor
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
 )
 
 // A Rule names one rule of the log that the auditor enforces. Every Rule is
@@ -67,6 +67,22 @@ const (
 	// RuleReset: a reset fails devices.VerifyReset (not signed by the
 	// directory reset key, or inconsistent with the states it links).
 	RuleReset Rule = "reset"
+	// RuleStaleSigningKey: an update is signed by an account signing key
+	// of an older generation than the previous version's (a rotated-out
+	// key, e.g. a stolen device's, published after the owner's rotation).
+	RuleStaleSigningKey Rule = "stale-signing-key"
+	// RuleSigningKeyCert: a version changes the account signing key
+	// without moving to exactly the next generation certified by the
+	// account's root key, or its SigningKeyCert does not verify.
+	RuleSigningKeyCert Rule = "signing-key-cert"
+	// RuleResetWindow: a reset's window is shorter than the trust
+	// configuration's reset_window; or the version after a pending reset
+	// breaks the window: a state signed by the reset's new keys timestamped
+	// before the reset takes effect (a reset applied early), or a
+	// cancellation by the previous keys timestamped after the window.
+	// (Applying a reset after the owner cancelled it means publishing the
+	// new keys after the cancelling version: RuleIdentityChanged.)
+	RuleResetWindow Rule = "reset-window"
 	// RuleEpochNumber: epoch records are not numbered 0, 1, 2, ...
 	RuleEpochNumber Rule = "epoch-number"
 	// RuleEpochTime: an epoch record's timestamp is before the previous one's.
@@ -87,6 +103,7 @@ var allRules = []Rule{
 	RuleMalformedLeaf, RulePayload, RuleCreateExisting, RuleVersionRewrite, RuleVersionSkip,
 	RulePrevHash, RuleCreate, RuleSignature, RuleIdentityChanged, RuleDeviceCert,
 	RuleRevokedDevice, RuleRevocation, RuleUserID, RuleUserIndex, RuleTransition, RuleReset,
+	RuleStaleSigningKey, RuleSigningKeyCert, RuleResetWindow,
 	RuleEpochNumber, RuleEpochTime, RuleMapRoot, RuleCheckpointEnd, RuleSplitView, RuleFork,
 }
 
@@ -184,13 +201,19 @@ func mapDeviceErr(err error, fallback Rule) Rule {
 		return RuleRevocation
 	case errors.Is(err, devices.ErrSigner):
 		return RuleSignature
+	case errors.Is(err, devices.ErrStaleSigningKey):
+		return RuleStaleSigningKey
+	case errors.Is(err, devices.ErrSigningKeyCert):
+		return RuleSigningKeyCert
+	case errors.Is(err, devices.ErrResetPending), errors.Is(err, devices.ErrResetWindow):
+		return RuleResetWindow
 	}
 	return fallback
 }
 
 // checkEntry checks entry x against prev, the latest earlier entry of the same
 // index (nil if the index is new). It returns "" if x is a valid successor.
-func checkEntry(resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
+func checkEntry(t *verifier.Trust, prev, x *entry) (Rule, string) {
 	u := x.u
 	if prev == nil {
 		if u.Version != 1 {
@@ -214,8 +237,19 @@ func checkEntry(resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
 		return RulePrevHash, fmt.Sprintf("prev_hash %x, entry hash of version %d is %x", u.PrevHash[:8], p.Version, h[:8])
 	}
 	if u.Update == klog.UpdateReset {
-		if err := devices.VerifyReset(prev.state, x.reset, resetKey); err != nil {
+		if prev.reset != nil {
+			return RuleReset, fmt.Sprintf("reset version %d of index %x follows the reset version %d", u.Version, u.Index[:8], p.Version)
+		}
+		if err := devices.VerifyReset(prev.state, x.reset, t.ResetKey, t.MinResetWindow()); err != nil {
 			return mapDeviceErr(err, RuleReset), err.Error()
+		}
+		return "", ""
+	}
+	if prev.reset != nil {
+		// The version after a reset: a cancellation by the previous keys
+		// within the window, or an update by the new keys after it.
+		if _, err := devices.VerifyAfterReset(nil, prev.reset, x.state); err != nil {
+			return mapDeviceErr(err, RuleTransition), err.Error()
 		}
 		return "", ""
 	}
