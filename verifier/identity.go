@@ -9,35 +9,44 @@ import (
 )
 
 // checkGenerations applies the signing key generation rule across
-// versions: when a lookup of a pinned contact with an unchanged root key
-// serves a newer version than the one last verified, it fetches and
-// verifies the account's history from that version (verifyHistory: every
-// transition by the devices rules, so a state signed by a rotated-out
-// signing key fails with ErrStaleSigningKey, and a reset applied early or
-// after a cancellation with ErrResetWindow). A served version older than
-// the one already verified is refused (ErrHistory). res and verr are the
-// lookup's results; they pass through when the rule does not apply.
+// versions. The latest state alone cannot show that its signing key was
+// rotated out, so when a lookup serves a version newer than the one last
+// verified for the contact with the same root key (for a contact seen for
+// the first time: any version after 1), it fetches and verifies the
+// account's history from that version (from 1 for a new contact):
+// verifyHistory checks every transition by the devices rules, so a state
+// signed by a rotated-out signing key fails with ErrStaleSigningKey, and a
+// reset applied early or after a cancellation with ErrResetWindow. A
+// served version older than the one already verified is refused
+// (ErrHistory). res and verr are the lookup's results; they pass through
+// when the rule does not apply.
 func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
-	ct := st.contact(uid)
-	if verr != nil || ct == nil || res == nil || !res.Found || ct.IK != res.IdentityKey || ct.Version == 0 {
+	if verr != nil || res == nil || !res.Found {
 		return res, verr
 	}
-	if res.Version < ct.Version {
-		return nil, fail(ErrHistory, nil, "the directory serves v%d of %s, v%d was already verified", res.Version, uid, ct.Version)
+	from := uint64(1)
+	if ct := st.contact(uid); ct != nil {
+		if ct.IK != res.IdentityKey || ct.Version == 0 {
+			return res, verr
+		}
+		if res.Version < ct.Version {
+			return nil, fail(ErrHistory, nil, "the directory serves v%d of %s, v%d was already verified", res.Version, uid, ct.Version)
+		}
+		from = ct.Version
 	}
-	if res.Version == ct.Version {
+	if res.Version == from {
 		return res, nil
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, res, ct.Version)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, res, from)
 	if err != nil {
 		return nil, err
 	}
-	if len(entries) == 0 || entries[0].update.Version != ct.Version {
-		return nil, fail(ErrHistory, nil, "the history of %s does not start at the verified v%d", uid, ct.Version)
+	if len(entries) == 0 || entries[0].update.Version != from {
+		return nil, fail(ErrHistory, nil, "the history of %s does not start at v%d", uid, from)
 	}
 	last := entries[len(entries)-1]
 	if last.update.Version != res.Version || last.entryHash != res.EntryHash || last.LogIndex != res.LogIndex {
-		return nil, fail(ErrHistory, nil, "the history of %s from v%d does not end at the served v%d", uid, ct.Version, res.Version)
+		return nil, fail(ErrHistory, nil, "the history of %s from v%d does not end at the served v%d", uid, from, res.Version)
 	}
 	return res, nil
 }

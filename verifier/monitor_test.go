@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -133,13 +134,12 @@ func TestMonitorHistoryTruncated(t *testing.T) {
 	_, m := monitorFor(t, d)
 	d.publish(d.addDevice("alice", "x"))
 	// The history hides the newest entry the lookup served.
+	// The lookup itself verifies the history from the version it last
+	// verified (Client.checkGenerations) and fails closed.
 	m.Client.Source = &truncatingSource{testDir: d}
 	rep, err := m.Check(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.OK || !hasAlert(rep, AlertHistoryTruncated) {
-		t.Fatalf("%+v", rep)
+	if !errors.Is(err, ErrHistory) {
+		t.Fatalf("got %v %+v, want ErrHistory", err, rep)
 	}
 }
 
@@ -208,8 +208,9 @@ func TestMonitorHistoryPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// History from v1 to v9: 9 entries in pages of 2.
-	if hasAlert(rep, AlertHistoryTruncated) || len(rep.Changes) != n || src.calls != 5 {
+	// History from v1 to v9: 9 entries in pages of 2, fetched twice: by
+	// the lookup's generation check from the pinned v1, and by the monitor.
+	if hasAlert(rep, AlertHistoryTruncated) || len(rep.Changes) != n || src.calls != 10 {
 		t.Fatalf("calls %d, %d changes, alerts %+v", src.calls, len(rep.Changes), rep.Alerts)
 	}
 	for i, c := range rep.Changes {
