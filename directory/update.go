@@ -15,7 +15,8 @@ import (
 )
 
 // MaxStateSize bounds an AccountState in a request: the log's payload bound
-// (the largest valid AccountState is 43,927 bytes).
+// (the largest valid AccountState is 45,128 bytes, the largest
+// ResetAuthorization 44,800; docs/protocol.md section 3).
 const MaxStateSize = klog.MaxPayloadSize
 
 // Update validates a signed AccountState (create: version 1 of a new
