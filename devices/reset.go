@@ -380,8 +380,9 @@ func VerifyResetSignature(a *ResetAuthorization, resetKeyPub ed25519.PublicKey) 
 //
 //   - signed by the directory reset key resetKeyPub (VerifyResetSignature);
 //   - its user id, version and previous hash equal those of its NewState;
-//   - the window: EffectiveAt >= Time + minWindow (ErrResetWindow) and
-//     Time not before the previous keys' signing key cert;
+//   - the window: EffectiveAt >= Time + minWindow (ErrResetWindow), and
+//     Time not before the current SigningKeyCert's creation (ErrTimestamp:
+//     a reset cannot be backdated past the last rotation);
 //   - Current verifies: its SigningKeyCert under its root key for the user
 //     and every device cert under both;
 //   - NewState has a new root key and is self-consistent under it
@@ -407,6 +408,9 @@ func VerifyResetEntry(a *ResetAuthorization, resetKeyPub ed25519.PublicKey, minW
 	cur := a.Current
 	if err := VerifySigningKeyCert(cur.IdentityKey, a.UserID, cur.SigningKey); err != nil {
 		return err
+	}
+	if a.Time.Before(cur.SigningKey.Created) {
+		return fmt.Errorf("devices: %w: %s v%d: reset logged at %v, before the current signing key was certified (%v): a backdated reset", ErrTimestamp, a.UserID, a.Version, a.Time, cur.SigningKey.Created)
 	}
 	for _, c := range cur.Devices {
 		if err := VerifyDeviceCert(cur.IdentityKey, cur.SigningKey.Key, c); err != nil {

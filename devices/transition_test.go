@@ -393,6 +393,15 @@ func TestReset(t *testing.T) {
 			wantErr(t, VerifyReset(c.v3, a, rkPub, testWindow), tc.target, tc.substr)
 		})
 	}
+	// A reset backdated past the current signing key's certification
+	// (so that it would look effective at once) fails even without the
+	// previous state.
+	b, _ = ra.MarshalBinary()
+	back, _ := ParseResetAuthorization(b)
+	back.Time = c.ask.Cert.Created.Add(-2 * testWindow)
+	back.EffectiveAt = back.Time.Add(testWindow)
+	sign(back, rk)
+	wantErr(t, VerifyResetEntry(back, rkPub, testWindow), ErrTimestamp, "backdated")
 	// A reset that drops an earlier revocation (the phone's).
 	b, _ = ra.MarshalBinary()
 	a, _ := ParseResetAuthorization(b)

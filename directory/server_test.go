@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,5 +224,21 @@ func TestRejections(t *testing.T) {
 	}
 	if !errors.Is(devicesError(devices.ErrDeviceCert), &apierr.Error{Reason: apierr.BadDeviceCert}) {
 		t.Fatal("ErrDeviceCert does not map to BAD_DEVICE_CERT")
+	}
+}
+
+// TestOldDataDirRefused: an account payload of format 1 (written by a
+// Keyline before the root key / signing key formats) is refused on
+// replay with an error naming the version.
+func TestOldDataDirRefused(t *testing.T) {
+	for _, kind := range []klog.UpdateKind{klog.UpdateCreate, klog.UpdateReset} {
+		_, _, err := stateOf(&klog.AccountUpdate{Version: 3, Update: kind, Payload: []byte{0x01, 0x00, 0x05}})
+		if !errors.Is(err, ErrOldDataDir) || !strings.Contains(err.Error(), "format 1") {
+			t.Fatalf("kind %d: got %v", kind, err)
+		}
+	}
+	a := newTestAccount(t, "alice")
+	if st, ra, err := stateOf(&klog.AccountUpdate{Version: 1, Update: klog.UpdateCreate, Payload: a.bytes(t)}); err != nil || ra != nil || st.UserID != "alice" {
+		t.Fatalf("format 2: %v", err)
 	}
 }
