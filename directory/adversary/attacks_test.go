@@ -217,10 +217,18 @@ func TestAttackVersionSkip(t *testing.T) {
 	}
 	e.src.ServeOther(f)
 
-	// The client alone cannot see the gap, but the (pending) reset is loud.
-	r, err := e.client(nil).Lookup(e.ctx, "bob")
-	if err != nil || r.ResetPending == nil || len(r.Warnings) == 0 || r.Version != 3 {
-		t.Fatalf("client: %v", err)
+	// VerifyLookup alone cannot see the gap (the reset is pending and
+	// loud); Client.Lookup verifies the history of a new contact and
+	// refuses it.
+	b, err := e.src.Lookup(e.ctx, "bob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := verifier.VerifyLookup(e.trust, nil, "bob", b, time.Now()); err != nil || r.ResetPending == nil || len(r.Warnings) == 0 || r.Version != 3 {
+		t.Fatalf("single lookup: %v", err)
+	}
+	if _, err := e.client(nil).Lookup(e.ctx, "bob"); !errors.Is(err, verifier.ErrHistory) {
+		t.Fatalf("client: got %v, want ErrHistory", err)
 	}
 	// Bob's monitor rejects the history (versions 1, 3).
 	rep, err := verifier.NewMonitor(own).Check(e.ctx)
