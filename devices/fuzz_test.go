@@ -239,7 +239,6 @@ func FuzzParseSigningKeyHandover(f *testing.F) {
 	}
 	b, _ := h.MarshalBinary()
 	f.Add(b)
-	code, _ := h.Code()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseSigningKeyHandover(b)
 		if err != nil {
@@ -251,7 +250,6 @@ func FuzzParseSigningKeyHandover(f *testing.F) {
 		}
 		_, _ = OpenHandover(h, c.laptop, c.v3)
 	})
-	_ = code
 }
 
 func FuzzParseHandoverCode(f *testing.F) {
