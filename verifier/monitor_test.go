@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,6 +217,12 @@ func TestMonitorHistoryPages(t *testing.T) {
 	for i, c := range rep.Changes {
 		if c.Version != uint64(3+i) {
 			t.Fatalf("change %d is v%d", i, c.Version)
+		}
+	}
+	// Each unexpected change tells the owner how to cut the device off.
+	for _, al := range rep.Alerts {
+		if al.Kind != AlertUnexpectedUpdate || !strings.Contains(al.Message, "`"+CutOffCommand+"`") || !strings.Contains(al.Message, "generation 1") {
+			t.Fatalf("alert %+v", al)
 		}
 	}
 	// A page that breaks the chain to the previous page is rejected.
