@@ -230,9 +230,6 @@ type historyEntry struct {
 	entryHash [32]byte
 	state     *devices.AccountState
 	reset     *devices.ResetAuthorization
-	// before is, for a reset entry, the state it replaces (nil if the
-	// history started at the reset).
-	before *devices.AccountState
 	// cancels is set on the entry that cancelled the pending reset before it.
 	cancels bool
 }
@@ -320,7 +317,6 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				if err := devices.VerifyReset(p.state, a, t.ResetKey, t.resetWindow()); err != nil {
 					return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 				}
-				he.before = p.state
 			} else if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
 				return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 			}
@@ -335,7 +331,7 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				// The entry after a reset: a cancellation by the previous
 				// keys within the window, or an update by the new keys
 				// after it.
-				he.cancels, err = devices.VerifyAfterReset(p.before, p.reset, s)
+				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
 			case p != nil:
 				err = devices.VerifyTransition(p.state, s)
 			case up.Update == klog.UpdateCreate:
