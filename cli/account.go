@@ -20,7 +20,7 @@ func (a *app) accountCmd() *cobra.Command {
 		Use:   "account",
 		Short: "Create, recover or rotate an account; cancel a pending reset",
 	}
-	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountRotateKeyCmd(), a.accountCancelResetCmd())
+	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountRotateKeyCmd(), a.accountCancelResetCmd(), a.accountSyncCmd())
 	return cmd
 }
 
@@ -53,16 +53,25 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 }
 
 type accountOutput struct {
-	UserID       string   `json:"user_id"`
-	Version      uint64   `json:"version"`
-	DeviceID     string   `json:"device_id"`
-	DeviceName   string   `json:"device_name"`
-	IdentityKey  string   `json:"identity_key"`
-	LogIndex     uint64   `json:"log_index"`
-	PaperKey     string   `json:"paper_key,omitempty"`
-	Revoked      []string `json:"revoked_devices,omitempty"`
-	SafetyNumber string   `json:"safety_number_unchanged,omitempty"`
-	Generation   uint32   `json:"signing_key_generation"`
+	UserID               string      `json:"user_id"`
+	Version              uint64      `json:"version"`
+	Epoch                uint64      `json:"epoch"`
+	LogIndex             uint64      `json:"log_index"`
+	DeviceID             string      `json:"device_id"`
+	DeviceName           string      `json:"device_name"`
+	IdentityKey          string      `json:"identity_key"`
+	PaperKey             *string     `json:"paper_key"`
+	RevokedDevices       []deviceRef `json:"revoked_devices"`
+	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
+	// SigningKeyGeneration is the account signing key generation this
+	// command certified (1 for create, the next one for recover).
+	SigningKeyGeneration uint32 `json:"signing_key_generation"`
+}
+
+// deviceRef names a device in --json output.
+type deviceRef struct {
+	DeviceID   string `json:"device_id"`
+	DeviceName string `json:"device_name"`
 }
 
 func (a *app) accountCreateCmd() *cobra.Command {
@@ -71,23 +80,41 @@ func (a *app) accountCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create USER",
 		Short: "Create an account: paper key, root key, signing key, first device",
-		Long: `Create an account. Keyline generates a recovery secret and shows it ONCE as a
-24-word paper key; write it down and keep it offline. It is the only way to
-recover the account if you lose every device, and to cut off a lost or
-stolen device. You are asked to type two of the words back to confirm you
-wrote them down. The paper key derives the account's root key, which
-certifies a random account signing key (generation 1); the root key is
-used only during this command and never stored. This device's keys are
-created, version 1 of the account is published and verified, and this
-device's keys and the account signing key are stored in the keystore of
---data-dir, encrypted with your passphrase.`,
+		Long: `Create an account. Keyline first asks for the passphrase that will protect
+this device's keystore (or takes it from $KEYLINE_PASSPHRASE or
+--passphrase-file; at least 8 characters). Then it generates a recovery
+secret and shows it ONCE as a 24-word paper key; write it down and keep it
+offline. It is the only way to recover the account if you lose every
+device, and to cut off a lost or stolen device. You are asked to type two
+of the words back to confirm you wrote them down. The paper key derives the
+account's root key (RK), which certifies a random account signing key
+(generation 1); the root key is used only during this command and never
+stored. Then this device's keys and the account signing key (this device
+is trusted) are stored in the keystore of --data-dir, encrypted with your
+passphrase, and version 1 of the account is published and verified. If the command is interrupted while publishing, your keys
+are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := normUser(args[0])
 			if err != nil {
 				return err
 			}
+			if a.jsonOut && !noConfirm {
+				return usageErr("with --json, pass --no-confirm: --json never asks questions (the paper key is in the output; store it safely)")
+			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			// The passphrase source is checked before anything secret
+			// is shown: a paper key shown by a command that then fails
+			// is void.
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -133,35 +160,22 @@ device's keys and the account signing key are stored in the keystore of
 			}
 
 			paper := secret.PaperKey()
-			switch {
-			case !a.jsonOut:
+			if !a.jsonOut {
 				a.showPaperKey(a.out, paper)
-			case !noConfirm:
-				// JSON goes to stdout at the end; the person confirming
-				// the words needs to see them now.
-				a.showPaperKey(a.errw, paper)
 			}
 			if !noConfirm {
 				if err := a.confirmPaperKey(paper); err != nil {
 					return err
 				}
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask}
+			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			res, err = s.publish(ctx, state)
-			if err != nil {
-				return err
-			}
-			clear(secret[:])
-			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
-				return fmt.Errorf("%w (the account is published; recover it with the paper key: `keyline account recover %s`)", err, uid)
-			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", rkPub), LogIndex: res.LogIndex, Generation: 1}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", rkPub), LogIndex: res.LogIndex, RevokedDevices: []deviceRef{}, SigningKeyGeneration: 1}
 			if a.jsonOut {
-				out.PaperKey = paper
+				out.PaperKey = &paper
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Created account %s (version %d, log entry %d).\n", uid, res.Version, res.LogIndex)
@@ -226,50 +240,6 @@ func (a *app) confirmPaperKey(paper string) error {
 	return nil
 }
 
-// readPaperKey reads the paper key from file (if set) or stdin and
-// derives the root key. The caller wipes it when done.
-func (a *app) readPaperKey(file string) (*devices.RootKey, error) {
-	var words string
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, failf("check --paper-key-file", err, "cannot read the paper key file")
-		}
-		words = string(b)
-	} else {
-		var err error
-		if words, err = a.readLine("Paper key (24 words): "); err != nil {
-			return nil, err
-		}
-	}
-	secret, err := devices.ParsePaperKey(words)
-	if err != nil {
-		return nil, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the paper key", Err: err, Hint: "check the words against what you wrote down"}
-	}
-	defer clear(secret[:])
-	return devices.DeriveRootKey(secret), nil
-}
-
-// checkRootKey checks that rk is the root key of the account res serves.
-func checkRootKey(uid string, rk *devices.RootKey, res *verifier.LookupResult) error {
-	if res.IdentityKey == rk.Public() {
-		return nil
-	}
-	if res.Reset != nil {
-		return verificationErr(fmt.Sprintf("account %s was reset by the directory (%s); this paper key belongs to its old root key", uid, res.Reset.Reason), "the account now has another owner key; contact the directory operator", nil)
-	}
-	return &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this paper key is not the key of account %s", uid), Hint: "check the user id and the words"}
-}
-
-// nextSigningKey certifies the next account signing key generation with rk.
-func (a *app) nextSigningKey(rk *devices.RootKey, st *devices.AccountState, now time.Time) (*devices.AccountSigningKey, error) {
-	ask, err := devices.NewAccountSigningKey(rk, st.UserID, st.Generation()+1, a.rand, now)
-	if err != nil {
-		return nil, failf("", err, "generating the account signing key")
-	}
-	return ask, nil
-}
-
 func (a *app) accountRecoverCmd() *cobra.Command {
 	var name, paperFile string
 	cmd := &cobra.Command{
@@ -290,7 +260,16 @@ reset, recovering also cancels it. The paper key is read from
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			rk, err := a.readPaperKey(paperFile)
@@ -335,29 +314,22 @@ reset, recovering also cancels it. The paper key is read from
 			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
 				return err
 			}
-			var revoked []string
+			revoked := []deviceRef{}
 			for _, d := range res.State.Devices {
-				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
+				revoked = append(revoked, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask}
+			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			res, err = s.publish(ctx, next)
-			if err != nil {
-				return err
-			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
-				return err
-			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", res.IdentityKey), LogIndex: res.LogIndex, Revoked: revoked, SafetyNumber: "root key unchanged", Generation: ask.Generation()}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", res.IdentityKey), LogIndex: res.LogIndex, RevokedDevices: revoked, IdentityKeyUnchanged: true, SigningKeyGeneration: ask.Generation()}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d, signing key generation %d.\n", uid, name, dk.ID(), res.Version, ask.Generation())
 			for _, r := range revoked {
-				fmt.Fprintf(a.out, "  revoked as lost: %s\n", r)
+				fmt.Fprintf(a.out, "  revoked as lost: %s (%s)\n", r.DeviceName, r.DeviceID)
 			}
 			fmt.Fprintf(a.out, "Everything signed with signing key generation %d (your old devices) is now refused.\n", ask.Generation()-1)
 			fmt.Fprintln(a.out, "Your root key is unchanged, so your contacts' safety numbers for you are unchanged.")
@@ -367,6 +339,132 @@ reset, recovering also cancels it. The paper key is read from
 	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this new device")
 	cmd.Flags().StringVar(&paperFile, "paper-key-file", "", "read the 24 words from this file instead of stdin")
 	return cmd
+}
+
+func (a *app) accountSyncCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "sync",
+		Short: "Finish or clear an interrupted update of your account, and check the account",
+		Long: `Check your account against the directory. If a command that publishes
+(account create or recover, device approve or revoke) was interrupted, the
+update it was sending is recorded next to the keystore; sync finds out
+whether the directory published it. If it did, the keystore and pins are
+updated; if it is not visible, sync sends it again; if the account moved on
+without it, it is forgotten. Every command that changes the account does
+this first; sync does only this.`,
+		Example: `  # after "keyline account create alice" lost its connection:
+  keyline account sync`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			if p, err := a.readPending(); err == nil && p != nil && p.NewAccount && !a.keystoreExists() {
+				if err := a.ensureNoKeystore(); err != nil { // clears it: nothing was sent
+					return err
+				}
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: p.UserID, Pending: reconcileAbandoned.String()})
+				}
+				return nil
+			}
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			outcome, err := a.reconcilePending(ctx, s, ks, pass)
+			if err != nil {
+				return err
+			}
+			if outcome == reconcileAbandoned && !a.keystoreExists() {
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: ks.UserID, Pending: outcome.String()})
+				}
+				return nil
+			}
+			if ks.State == nil {
+				return failf("finish joining your account first: `keyline device finish`", nil, "this device is not part of an account yet")
+			}
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			out := syncOutput{UserID: ks.UserID, Version: &res.Version, Pending: outcome.String(), Verified: true}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "%s is at version %d (verified); nothing is pending.\n", ks.UserID, res.Version)
+			return nil
+		},
+	}
+}
+
+type syncOutput struct {
+	UserID   string  `json:"user_id"`
+	Version  *uint64 `json:"version"`
+	Pending  string  `json:"pending"` // none, published, resubmitted, abandoned
+	Verified bool    `json:"verified"`
+}
+
+// readPaperKey reads the paper key from file (if set) or stdin and
+// derives the root key. The caller wipes it when done.
+func (a *app) readPaperKey(file string) (*devices.RootKey, error) {
+	var words string
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, failf("check --paper-key-file", err, "cannot read the paper key file")
+		}
+		words = string(b)
+	} else {
+		var err error
+		if words, err = a.readLine("Paper key (24 words): "); err != nil {
+			return nil, err
+		}
+	}
+	secret, err := devices.ParsePaperKey(words)
+	if err != nil {
+		return nil, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the paper key", Err: err, Hint: "check the words against what you wrote down"}
+	}
+	defer clear(secret[:])
+	return devices.DeriveRootKey(secret), nil
+}
+
+// checkRootKey checks that rk is the root key of the account res serves.
+func checkRootKey(uid string, rk *devices.RootKey, res *verifier.LookupResult) error {
+	if res.IdentityKey == rk.Public() {
+		return nil
+	}
+	if res.Reset != nil {
+		return verificationErr(fmt.Sprintf("account %s was reset by the directory (%s); this paper key belongs to its old root key", uid, res.Reset.Reason), "the account now has another owner key; contact the directory operator", nil)
+	}
+	return &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this paper key is not the key of account %s", uid), Hint: "check the user id and the words"}
+}
+
+// nextSigningKey certifies the next account signing key generation with rk.
+func (a *app) nextSigningKey(rk *devices.RootKey, st *devices.AccountState, now time.Time) (*devices.AccountSigningKey, error) {
+	ask, err := devices.NewAccountSigningKey(rk, st.UserID, st.Generation()+1, a.rand, now)
+	if err != nil {
+		return nil, failf("", err, "generating the account signing key")
+	}
+	return ask, nil
+}
+
+type rotateOutput struct {
+	UserID               string      `json:"user_id"`
+	Version              uint64      `json:"version"`
+	SigningKeyGeneration uint32      `json:"signing_key_generation"`
+	RevokedDevices       []deviceRef `json:"revoked_devices"`
+	UntrustedDevices     []deviceRef `json:"untrusted_devices"`
+	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
 }
 
 func (a *app) accountRotateKeyCmd() *cobra.Command {
@@ -385,32 +483,24 @@ From this version on, the directory, every client, your monitor and the
 auditors refuse everything signed with the old key: a lost or stolen device
 that held it is cut off. Safety numbers do not change. During a pending
 directory reset, rotating also cancels it.`,
-		Example: `  keyline account rotate-key --revoke laptop --reason compromised --paper-key-file key.txt`,
-		Args:    exactArgs(0, "no arguments"),
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			why, err := parseReason(reason)
 			if err != nil {
 				return err
 			}
-			ks, pass, err := a.loadKeystore()
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
 			if err != nil {
 				return err
 			}
+			defer o.close()
+			ks, res := o.ks, o.res
 			rk, err := a.readPaperKey(paperFile)
 			if err != nil {
 				return err
 			}
 			defer rk.Wipe()
-			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
 			if err := checkRootKey(ks.UserID, rk, res); err != nil {
 				return err
 			}
@@ -440,9 +530,12 @@ directory reset, rotating also cancels it.`,
 				return err
 			}
 			rk.Wipe()
-			fmt.Fprintf(a.errw, "Rotate %s to signing key generation %d, keeping %d devices, revoking %d:\n", ks.UserID, ask.Generation(), len(keep), len(drop))
+			if !yes && a.jsonOut {
+				return usageErr("with --json, pass --yes: --json never asks questions")
+			}
+			a.info("Rotate %s to signing key generation %d, keeping %d devices, revoking %d.\n", ks.UserID, ask.Generation(), len(keep), len(drop))
 			for _, d := range drop {
-				fmt.Fprintf(a.errw, "  revoke %q (%s)\n", d.Name, d.ID)
+				a.info("  revoke %q (%s)\n", d.Name, d.ID)
 			}
 			ok, err := a.confirm("Rotate the signing key?", yes)
 			if err != nil {
@@ -459,28 +552,32 @@ directory reset, rotating also cancels it.`,
 				return err
 			}
 			ks.Signing = ask
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publishWithNewKeys(ctx, "account rotate-key", next)
 			if err != nil {
 				return err
 			}
-			var revoked, untrusted []string
+			out := rotateOutput{UserID: ks.UserID, Version: res.Version, SigningKeyGeneration: ask.Generation(), RevokedDevices: []deviceRef{}, UntrustedDevices: []deviceRef{}, IdentityKeyUnchanged: true}
 			for _, d := range drop {
-				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
+				out.RevokedDevices = append(out.RevokedDevices, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
 			for _, d := range res.State.Devices {
 				if !res.State.IsTrusted(d.ID) {
-					untrusted = append(untrusted, d.Name)
+					out.UntrustedDevices = append(out.UntrustedDevices, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 				}
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "signing_key_generation": ask.Generation(), "revoked_devices": revoked, "untrusted_devices": untrusted, "root_key_unchanged": true})
+				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Rotated %s to signing key generation %d (version %d). Everything generation %d signs is now refused.\n", ks.UserID, ask.Generation(), res.Version, ask.Generation()-1)
-			for _, r := range revoked {
-				fmt.Fprintf(a.out, "  revoked: %s\n", r)
+			for _, r := range out.RevokedDevices {
+				fmt.Fprintf(a.out, "  revoked: %s (%s)\n", r.DeviceName, r.DeviceID)
 			}
-			if len(untrusted) > 0 {
-				fmt.Fprintf(a.out, "Kept but no longer trusted (they can list and monitor): %s. Hand them the new key with `keyline device trust NAME`.\n", strings.Join(untrusted, ", "))
+			if len(out.UntrustedDevices) > 0 {
+				var names []string
+				for _, d := range out.UntrustedDevices {
+					names = append(names, d.DeviceName)
+				}
+				fmt.Fprintf(a.out, "Kept but no longer trusted (they can list and monitor): %s. Hand them the new key with `keyline device trust NAME`.\n", strings.Join(names, ", "))
 			}
 			return nil
 		},
@@ -503,20 +600,13 @@ never takes effect. Without a trusted device, ` + "`keyline account recover`" + 
 with the paper key also cancels it.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ks, pass, err := a.loadKeystore()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
+			o, err := a.openOwn(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
+			defer o.close()
+			ks, res := o.ks, o.res
 			if res.ResetPending == nil {
 				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no reset of %s is pending (version %d)", ks.UserID, res.Version)}
 			}
@@ -532,7 +622,7 @@ with the paper key also cancels it.`,
 			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
 				return err
 			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publish(ctx, "account cancel-reset", next)
 			if err != nil {
 				return err
 			}

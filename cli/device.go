@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -24,16 +28,100 @@ func (a *app) deviceCmd() *cobra.Command {
 	return cmd
 }
 
+// pairingOutput is a pairing request as `device request` shows it; it is
+// also kept (public data only) in pairing.json until the device finishes
+// joining, so that the request can be shown again.
 type pairingOutput struct {
-	UserID      string `json:"user_id"`
-	DeviceID    string `json:"device_id"`
-	DeviceName  string `json:"device_name"`
-	Code        string `json:"pairing_code"`
-	QR          string `json:"qr_payload"`
-	Fingerprint string `json:"fingerprint"`
-	Expires     string `json:"expires"` // RFC 3339
-	Finished    bool   `json:"finished"`
-	Version     uint64 `json:"version,omitempty"`
+	UserID      string    `json:"user_id"`
+	DeviceID    string    `json:"device_id"`
+	DeviceName  string    `json:"device_name"`
+	Code        string    `json:"pairing_code"`
+	QR          string    `json:"qr_payload"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	Finished    bool      `json:"finished"`
+	Version     *uint64   `json:"version"`
+}
+
+const pairingFile = "pairing.json"
+
+func (a *app) pairingPath() string { return filepath.Join(a.dataDir, pairingFile) }
+
+// readPairing returns this device's pending pairing request, or nil.
+func (a *app) readPairing() (*pairingOutput, error) {
+	b, err := os.ReadFile(a.pairingPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var p pairingOutput
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	if err != nil {
+		return nil, failf("remove it and request again from a fresh --data-dir", err, "cannot read the pending pairing request %s", a.pairingPath())
+	}
+	return &p, nil
+}
+
+func (a *app) writePairing(p *pairingOutput) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(a.pairingPath(), append(b, '\n'))
+	}
+	if err != nil {
+		return failf("check the permissions and free space of --data-dir", err, "cannot save the pairing request")
+	}
+	return nil
+}
+
+// pairingFlow shows the pairing request out and, with wait, waits for its
+// approval and finishes joining. pass is the keystore passphrase if known.
+func (a *app) pairingFlow(ctx context.Context, s *session, out pairingOutput, pass []byte, wait time.Duration) error {
+	if !a.jsonOut {
+		fmt.Fprintf(a.out, "Request to add this device %q (%s) to account %s.\n\n", out.DeviceName, out.DeviceID, out.UserID)
+		fmt.Fprintf(a.out, "Pairing code:\n\n  %s\n\n", out.Code)
+		if err := printQR(a.out, out.QR, a.qrInvert); err != nil {
+			return failf("", err, "drawing the QR code")
+		}
+		fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", out.Fingerprint)
+		fmt.Fprintf(a.out, "On a trusted device of %s, within %s, run:\n\n  keyline device approve %s\n\n(add --trusted to let this device approve and revoke devices too) and check it\nshows the same fingerprint. Then run `keyline device finish` here, with\n--signing-key CODE if the approval printed one (`keyline device request %s`\nshows this request again).\n", out.UserID, devices.DefaultPairingTTL, out.Code, out.UserID)
+	}
+	if wait <= 0 {
+		if a.jsonOut {
+			return writeJSON(a.out, out)
+		}
+		return nil
+	}
+	if pass == nil {
+		var err error
+		if _, pass, err = a.loadKeystore(); err != nil {
+			return err
+		}
+	}
+	if !a.jsonOut {
+		fmt.Fprintf(a.errw, "Waiting up to %s for the approval...\n", wait)
+	}
+	deadline := a.now().Add(wait)
+	for {
+		ver, err := a.finishPairing(ctx, s, pass)
+		if err == nil {
+			out.Finished, out.Version = true, &ver
+			break
+		}
+		if _, pending := err.(*pendingErr); !pending || a.now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if a.jsonOut {
+		return writeJSON(a.out, out)
+	}
+	fmt.Fprintf(a.out, "Approved: this device is now part of %s (version %d).\n", out.UserID, *out.Version)
+	return nil
 }
 
 func (a *app) deviceRequestCmd() *cobra.Command {
@@ -43,9 +131,8 @@ func (a *app) deviceRequestCmd() *cobra.Command {
 		Use:   "request USER",
 		Short: "On a new device: ask to join USER's account (prints a pairing code)",
 		Long: `Run this on the new device, with its own --data-dir. It looks up USER's
-root key, creates this device's keys, and prints a pairing code, a QR
-code and a fingerprint, valid for 10 minutes. On a trusted device (one
-holding the account signing key),
+identity key, creates this device's keys, and prints a pairing code, a QR
+code and a fingerprint. On a device that holds the account's identity key,
 run ` + "`keyline device approve CODE`" + ` and check that it shows the same
 fingerprint. Then run ` + "`keyline device finish`" + ` here (or pass --wait to
 wait for the approval).`,
@@ -55,10 +142,34 @@ wait for the approval).`,
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			ctx := cmd.Context()
+			if a.keystoreExists() {
+				prev, err := a.readPairing()
+				if err != nil {
+					return err
+				}
+				if prev == nil || prev.UserID != uid {
+					return a.ensureNoKeystore()
+				}
+				// The request is pending: show it again.
+				s, err := a.openSession(ctx)
+				if err != nil {
+					return err
+				}
+				defer s.close()
+				if !a.jsonOut {
+					a.info("This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
+				}
+				return a.pairingFlow(ctx, s, *prev, nil, wait)
+			}
 			if err := a.ensureNoKeystore(); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
 			s, err := a.openSession(ctx)
 			if err != nil {
 				return err
@@ -70,6 +181,9 @@ wait for the approval).`,
 			}
 			if !res.Found {
 				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", uid), Hint: "create it with `keyline account create " + uid + "`"}
+			}
+			if err := checkNewDeviceName(res.State, name); err != nil {
+				return err
 			}
 			dk, err := devices.NewDeviceKey(a.rand)
 			if err != nil {
@@ -95,57 +209,58 @@ wait for the approval).`,
 			if err != nil {
 				return err
 			}
-			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
+			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp, CreatedAt: a.now().UTC().Truncate(time.Second)}
+			if err := a.writePairing(&out); err != nil {
 				return err
 			}
-			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp, Expires: req.Expires.UTC().Format(time.RFC3339)}
-			if !a.jsonOut {
-				for _, w := range res.Warnings {
-					fmt.Fprintf(a.errw, "WARNING: %s\n", w)
-				}
-				fmt.Fprintf(a.out, "Request to add this device %q (%s) to account %s.\n\n", name, dk.ID(), uid)
-				fmt.Fprintf(a.out, "Pairing code:\n\n  %s\n\n", code)
-				if err := printQR(a.out, qrp, a.qrInvert); err != nil {
-					return failf("", err, "drawing the QR code")
-				}
-				fmt.Fprintf(a.out, "\nFingerprint:  %s\nExpires:      %s\n\n", fp, fmtTime(req.Expires))
-				fmt.Fprintf(a.out, "On a trusted device of %s, run:\n\n  keyline device approve %s\n\n(add --trusted to let this device approve and revoke devices too) and check it shows the same fingerprint. Then run `keyline device finish` here (with --signing-key CODE if it printed one).\n", uid, code)
+			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
+				os.Remove(a.pairingPath())
+				return err
 			}
-			if wait <= 0 {
-				if a.jsonOut {
-					return writeJSON(a.out, out)
-				}
-				return nil
+			for _, w := range res.Warnings {
+				a.info("WARNING: %s\n", w)
 			}
-			if !a.jsonOut {
-				fmt.Fprintf(a.errw, "Waiting up to %s for the approval...\n", wait)
-			}
-			deadline := a.now().Add(wait)
-			for {
-				ver, err := a.finishPairing(ctx, s, pass)
-				if err == nil {
-					out.Finished, out.Version = true, ver
-					break
-				}
-				if _, pending := err.(*pendingErr); !pending || a.now().After(deadline) {
-					return err
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(500 * time.Millisecond):
-				}
-			}
-			if a.jsonOut {
-				return writeJSON(a.out, out)
-			}
-			fmt.Fprintf(a.out, "Approved: this device is now part of %s (version %d).\n", uid, out.Version)
-			return nil
+			return a.pairingFlow(ctx, s, out, pass, wait)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this device, shown to the approving device")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait this long for the approval, then finish")
 	return cmd
+}
+
+// finishOutput is `device finish --json`.
+type finishOutput struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	Finished bool   `json:"finished"`
+	Version  uint64 `json:"version"`
+	// Trusted: this device now holds the account signing key (--signing-key).
+	Trusted              bool    `json:"trusted"`
+	SigningKeyGeneration *uint32 `json:"signing_key_generation"`
+}
+
+// changeOutput is `device approve --json` and `device revoke --json`: the
+// device added or removed and the version that published it.
+type changeOutput struct {
+	UserID      string  `json:"user_id"`
+	Version     uint64  `json:"version"`
+	Epoch       uint64  `json:"epoch"`
+	LogIndex    uint64  `json:"log_index"`
+	DeviceID    string  `json:"device_id"`
+	DeviceName  string  `json:"device_name"`
+	Fingerprint *string `json:"fingerprint"` // approve
+	Reason      *string `json:"reason"`      // revoke
+	// Trusted (approve --trusted, trust): the device is handed the
+	// account signing key; SigningKeyHandover is the code for
+	// `device finish --signing-key` (null otherwise).
+	Trusted            bool    `json:"trusted"`
+	SigningKeyHandover *string `json:"signing_key_handover"`
+}
+
+type deviceListOutput struct {
+	UserID  string      `json:"user_id"`
+	Version uint64      `json:"version"`
+	Devices []deviceRow `json:"devices"`
 }
 
 // pendingErr says the pairing is not approved yet.
@@ -186,6 +301,7 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	if err := a.saveKeystore(ks, pass); err != nil {
 		return 0, err
 	}
+	os.Remove(a.pairingPath())
 	h, _ := res.State.Hash()
 	if err := s.client.SetOwn(verifier.OwnAccount{UserID: ks.UserID, Version: res.Version, EntryHash: res.EntryHash, StateHash: h}); err != nil {
 		return 0, failf("", err, "saving the client state")
@@ -243,13 +359,14 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "finish",
 		Short: "On the new device: check the approval was published and start using the account",
-		Long: `Check that the approval of this device was published (verified lookup) and
-store the account state. With --signing-key, also store the account signing
-key that ` + "`keyline device approve --trusted`" + ` or ` + "`keyline device trust`" + ` printed
-for this device: this device becomes trusted.`,
-		Args: exactArgs(0, "no arguments"),
+		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			ks, pass, err := a.loadKeystore()
 			if err != nil {
 				return err
@@ -275,7 +392,7 @@ for this device: this device becomes trusted.`,
 				gen = &g
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver, "trusted": gen != nil, "signing_key_generation": gen})
+				return writeJSON(a.out, finishOutput{UserID: ks.UserID, DeviceID: ks.Device.ID().String(), Finished: true, Version: ver, Trusted: gen != nil, SigningKeyGeneration: gen})
 			}
 			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
 			if gen != nil {
@@ -285,72 +402,6 @@ for this device: this device becomes trusted.`,
 		},
 	}
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "the handover code printed by `device approve --trusted` or `device trust`")
-	return cmd
-}
-
-func (a *app) deviceTrustCmd() *cobra.Command {
-	var yes bool
-	cmd := &cobra.Command{
-		Use:   "trust ID|NAME",
-		Short: "On a trusted device: hand the account signing key to another of your devices",
-		Long: `Hand the account signing key to a device of the account (after a rotation,
-for example): publishes the next version listing it as trusted and prints a
-code, the key encrypted to that device's X25519 key, to pass to
-` + "`keyline device finish --signing-key CODE`" + ` on that device.`,
-		Args: exactArgs(1, "the device ID or NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ks, pass, err := a.loadKeystore()
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
-			ask, err := needSigningKey(ks, res.State, "trusting a device")
-			if err != nil {
-				return err
-			}
-			target, err := findDevice(res.State, args[0])
-			if err != nil {
-				return err
-			}
-			ok, err := a.confirm(fmt.Sprintf("Hand the account signing key to %q (%s)? It can then approve and revoke devices.", target.Name, target.ID), yes)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return failf("nothing was published", nil, "not trusted")
-			}
-			next, err := devices.TrustDevice(res.State, ask, target.ID, a.nowAfter(res.State))
-			if err != nil {
-				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot trust this device", Err: err}
-			}
-			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
-				return err
-			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
-			if err != nil {
-				return err
-			}
-			code, err := a.handoverCode(ask, res.State, target.ID)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": target.ID.String(), "device_name": target.Name, "version": res.Version, "signing_key_handover": code})
-			}
-			fmt.Fprintf(a.out, "%q is now listed as trusted (version %d). On it run:\n\n  keyline device finish --signing-key %s\n", target.Name, res.Version, code)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
 }
 
@@ -383,35 +434,31 @@ with the digits read from the new device (or --yes).`,
 			if err != nil {
 				return failf("", err, "computing the fingerprint")
 			}
-			ks, pass, err := a.loadKeystore()
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
+			if err != nil {
+				return err
+			}
+			defer o.close()
+			ks, res := o.ks, o.res
+			ask, err := needSigningKey(ks, res.State, "approving a device")
 			if err != nil {
 				return err
 			}
 			if req.UserID != ks.UserID {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("the request is to join %s, but this device belongs to %s", req.UserID, ks.UserID)}
 			}
-			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
-			if err != nil {
+			if err := checkNewDeviceName(res.State, req.Cert.Name); err != nil {
 				return err
 			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
-			ask, err := needSigningKey(ks, res.State, "approving a device")
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
+			a.info("New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
 			switch {
 			case fingerprint != "":
 				if normDigits(fingerprint) != normDigits(fp) {
 					return verificationErr("the fingerprint you entered does not match the pairing code", "do not approve: the code may have been altered in transit; request again", nil)
 				}
 			default:
-				ok, err := a.confirm("Does the new device show exactly this fingerprint?", yes)
+				ok, err := a.confirmOr("Does the new device show exactly this fingerprint?", yes, "pass --fingerprint DIGITS (the fingerprint the new device shows) or --yes to approve without a terminal")
 				if err != nil {
 					return err
 				}
@@ -427,7 +474,7 @@ with the digits read from the new device (or --yes).`,
 			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
 				return err
 			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publish(ctx, "device approve", next)
 			if err != nil {
 				return err
 			}
@@ -440,7 +487,7 @@ with the digits read from the new device (or --yes).`,
 				handover = &code
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp, "trusted": trusted, "signing_key_handover": handover})
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: req.Cert.ID.String(), DeviceName: req.Cert.Name, Fingerprint: &fp, Trusted: trusted, SigningKeyHandover: handover})
 			}
 			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
 			if handover != nil {
@@ -467,26 +514,53 @@ func normDigits(s string) string {
 	return b.String()
 }
 
+// deviceRow is one device of an account in --json output. The name and
+// creation time of a revoked device are null when no verified earlier
+// version of the account lists it.
 type deviceRow struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Created    string `json:"created"`
-	ThisDevice bool   `json:"this_device"`
-	Trusted    bool   `json:"trusted"`
-	Revoked    bool   `json:"revoked"`
-	RevokedAt  string `json:"revoked_at,omitempty"`
-	Reason     string `json:"reason,omitempty"`
+	ID         string     `json:"device_id"`
+	Name       *string    `json:"device_name"`
+	Created    *time.Time `json:"created_at"`
+	ThisDevice bool       `json:"this_device"`
+	Trusted    bool       `json:"trusted"`
+	Revoked    bool       `json:"revoked"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	Reason     *string    `json:"reason"`
+}
+
+func (r deviceRow) name() string {
+	if r.Name == nil {
+		return "(unknown)"
+	}
+	return *r.Name
+}
+
+func (r deviceRow) created() string {
+	if r.Created == nil {
+		return "-"
+	}
+	return fmtTime(*r.Created)
+}
+
+func (r deviceRow) status() string {
+	if !r.Revoked {
+		return "active"
+	}
+	return "REVOKED " + fmtTime(*r.RevokedAt) + " (" + *r.Reason + ")"
 }
 
 func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devices.DeviceID]*devices.DeviceCert) []deviceRow {
-	var rows []deviceRow
+	rows := []deviceRow{}
 	for _, d := range st.Devices {
-		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this, Trusted: st.IsTrusted(d.ID)})
+		name := d.Name
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: &name, Created: jsonTime(d.Created), ThisDevice: d.ID == this, Trusted: st.IsTrusted(d.ID)})
 	}
 	for _, r := range st.Revocations {
-		row := deviceRow{ID: r.Device.String(), Name: "(unknown)", Created: "-", ThisDevice: r.Device == this, Revoked: true, RevokedAt: fmtTime(r.Time), Reason: r.Reason.String()}
+		reason := r.Reason.String()
+		row := deviceRow{ID: r.Device.String(), ThisDevice: r.Device == this, Revoked: true, RevokedAt: jsonTime(r.Time), Reason: &reason}
 		if c := names[r.Device]; c != nil {
-			row.Name, row.Created = c.Name, fmtTime(c.Created)
+			name := c.Name
+			row.Name, row.Created = &name, jsonTime(c.Created)
 		}
 		rows = append(rows, row)
 	}
@@ -496,18 +570,14 @@ func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devic
 func (a *app) printDevices(rows []deviceRow) error {
 	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "TRUSTED", "STATUS")
 	for _, r := range rows {
-		this := ""
+		this, trusted := "", ""
 		if r.ThisDevice {
 			this = "*"
-		}
-		status, trusted := "active", ""
-		if r.Revoked {
-			status = "REVOKED " + r.RevokedAt + " (" + r.Reason + ")"
 		}
 		if r.Trusted {
 			trusted = "yes"
 		}
-		t.row(r.ID, r.Name, r.Created, this, trusted, status)
+		t.row(r.ID, r.name(), r.created(), this, trusted, r.status())
 	}
 	return t.flush()
 }
@@ -518,7 +588,8 @@ func (a *app) deviceListCmd() *cobra.Command {
 		Short: "List your account's devices as the directory serves them (verified)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ks, _, err := a.loadKeystore()
+			// Read-only: the public device record is enough (no passphrase).
+			info, err := a.ownDeviceInfo()
 			if err != nil {
 				return err
 			}
@@ -528,24 +599,19 @@ func (a *app) deviceListCmd() *cobra.Command {
 				return err
 			}
 			defer s.close()
-			res, err := s.ownState(ctx, ks)
+			res, err := s.ownState(ctx, info.keystore())
 			if err != nil {
 				return err
 			}
 			names := map[devices.DeviceID]*devices.DeviceCert{}
-			if ks.State != nil {
-				for _, d := range ks.State.Devices {
-					names[d.ID] = d
-				}
-			}
 			if len(res.State.Revocations) > 0 {
 				s.historyNames(ctx, res, names)
 			}
-			rows := deviceRows(res.State, ks.Device.ID(), names)
+			rows := deviceRows(res.State, info.deviceID(), names)
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "devices": rows})
+				return writeJSON(a.out, deviceListOutput{UserID: info.UserID, Version: res.Version, Devices: rows})
 			}
-			fmt.Fprintf(a.out, "%s, version %d (verified)\n", ks.UserID, res.Version)
+			fmt.Fprintf(a.out, "%s, version %d (verified)\n", info.UserID, res.Version)
 			return a.printDevices(rows)
 		},
 	}
@@ -581,20 +647,13 @@ lookup.`,
 			if err != nil {
 				return err
 			}
-			ks, pass, err := a.loadKeystore()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
+			o, err := a.openOwn(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
+			defer o.close()
+			ks, res := o.ks, o.res
 			ask, err := needSigningKey(ks, res.State, "revoking a device")
 			if err != nil {
 				return err
@@ -606,8 +665,8 @@ lookup.`,
 			if target.ID == ks.Device.ID() {
 				return usageErr("%q is this device; revoke it from another trusted device (or with the paper key: `keyline account rotate-key --revoke`)", args[0])
 			}
-			fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
-			ok, err := a.confirm("Revoke this device?", yes)
+			a.info("Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
+			ok, err := a.confirmOr("Revoke this device?", yes, "pass --yes to revoke without a terminal")
 			if err != nil {
 				return err
 			}
@@ -622,12 +681,13 @@ lookup.`,
 			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
 				return err
 			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publish(ctx, "device revoke", next)
 			if err != nil {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "revoked_device_id": target.ID.String(), "device_name": target.Name, "reason": why.String(), "version": res.Version})
+				reason := why.String()
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: target.ID.String(), DeviceName: target.Name, Reason: &reason})
 			}
 			fmt.Fprintf(a.out, "Revoked %q (%s): %s is now at version %d.\n", target.Name, target.ID, ks.UserID, res.Version)
 			return nil
@@ -701,4 +761,74 @@ func (s *session) historyNames(ctx context.Context, res *verifier.LookupResult, 
 			}
 		}
 	}
+}
+
+// checkNewDeviceName refuses a name that a current device of the account
+// already has: devices are revoked and listed by name.
+func checkNewDeviceName(st *devices.AccountState, name string) error {
+	for _, d := range st.Devices {
+		if d.Name == name {
+			return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("account %s already has a device named %q (%s)", st.UserID, name, d.ID), Hint: "device names must be unique in an account: on the new device, request again with another --name"}
+		}
+	}
+	return nil
+}
+
+func (a *app) deviceTrustCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "trust ID|NAME",
+		Short: "On a trusted device: hand the account signing key to another of your devices",
+		Long: `Hand the account signing key to a device of the account (after a rotation,
+for example): publishes the next version listing it as trusted and prints a
+code, the key encrypted to that device's X25519 key, to pass to
+` + "`keyline device finish --signing-key CODE`" + ` on that device.`,
+		Args: exactArgs(1, "the device ID or NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
+			if err != nil {
+				return err
+			}
+			defer o.close()
+			ks, res := o.ks, o.res
+			ask, err := needSigningKey(ks, res.State, "trusting a device")
+			if err != nil {
+				return err
+			}
+			target, err := findDevice(res.State, args[0])
+			if err != nil {
+				return err
+			}
+			ok, err := a.confirmOr(fmt.Sprintf("Hand the account signing key to %q (%s)? It can then approve and revoke devices.", target.Name, target.ID), yes, "pass --yes to trust the device without a terminal")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return failf("nothing was published", nil, "not trusted")
+			}
+			next, err := devices.TrustDevice(res.State, ask, target.ID, a.nowAfter(res.State))
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot trust this device", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
+			}
+			res, err = o.publish(ctx, "device trust", next)
+			if err != nil {
+				return err
+			}
+			code, err := a.handoverCode(ask, res.State, target.ID)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: target.ID.String(), DeviceName: target.Name, Trusted: true, SigningKeyHandover: &code})
+			}
+			fmt.Fprintf(a.out, "%q is now listed as trusted (version %d). On it run:\n\n  keyline device finish --signing-key %s\n", target.Name, res.Version, code)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
 }

@@ -74,7 +74,7 @@ func TestStolenLaptopEndToEnd(t *testing.T) {
 	w.okJSON("alice-tablet", &list, "device", "list")
 	trusted := map[string]bool{}
 	for _, d := range list.Devices {
-		trusted[d.Name] = d.Trusted
+		trusted[d.name()] = d.Trusted
 	}
 	if !trusted["laptop"] || !trusted["phone"] || trusted["tablet"] || len(trusted) != 3 {
 		t.Fatalf("device list trusted: %v", trusted)
@@ -137,6 +137,27 @@ func TestStolenLaptopEndToEnd(t *testing.T) {
 		t.Fatalf("bob's safety number for alice changed: %q -> %q", sn.SafetyNumber, after.SafetyNumber)
 	}
 	bobSees(addr)
+
+	// A directory reset of alice is pending: bob still sees her keys with a
+	// notice, and alice cancels it from her (trusted) new device.
+	forgeReset(t, addr, srvDir, "alice")
+	if l := bobSees(addr); l.ResetPending == nil {
+		t.Fatalf("bob's lookup during the window shows no pending reset")
+	}
+	r = w.ok("alice-new", "", "--json", "account", "cancel-reset")
+	loadSchema(t).check(t, "account cancel-reset", r.out)
+	if !strings.Contains(r.out, `"cancelled": true`) {
+		t.Fatalf("cancel-reset:\n%s", r.out)
+	}
+	time.Sleep(testResetWindow + time.Second)
+	touchServer(t, addr)
+	if l := bobSees(addr); l.ResetPending != nil || l.Reset {
+		t.Fatalf("the cancelled reset took effect: %+v", l)
+	}
+	w.okJSON("bob-pc", &after, "safety-number", "alice")
+	if after.SafetyNumber != sn.SafetyNumber {
+		t.Fatalf("bob's safety number for alice changed after the cancelled reset")
+	}
 }
 
 // serveStaleState starts a malicious directory (the honest one's keys and
