@@ -124,6 +124,42 @@ func (a *app) pairingFlow(ctx context.Context, s *session, out pairingOutput, pa
 	return nil
 }
 
+// renewPairing replaces an expired pairing request of this device by a new
+// one with the same keys (the keystore is opened for them).
+func (a *app) renewPairing(ctx context.Context, s *session, prev *pairingOutput) (*pairingOutput, []byte, error) {
+	ks, pass, err := a.loadKeystore()
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := s.lookup(ctx, prev.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !res.Found {
+		return nil, nil, &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", prev.UserID)}
+	}
+	req, err := devices.NewPairingRequest(ks.Device, prev.UserID, res.IdentityKey, prev.DeviceName, a.now(), devices.DefaultPairingTTL)
+	if err != nil {
+		return nil, nil, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot build the pairing request", Err: err}
+	}
+	out := *prev
+	if out.Code, err = req.Code(); err != nil {
+		return nil, nil, failf("", err, "encoding the pairing code")
+	}
+	if out.QR, err = req.QR(); err != nil {
+		return nil, nil, failf("", err, "encoding the pairing QR payload")
+	}
+	if out.Fingerprint, err = req.Fingerprint(); err != nil {
+		return nil, nil, failf("", err, "computing the fingerprint")
+	}
+	out.CreatedAt = a.now().UTC().Truncate(time.Second)
+	if err := a.writePairing(&out); err != nil {
+		return nil, nil, err
+	}
+	a.info("The earlier request expired; this is a new one for the same device keys.\n")
+	return &out, pass, nil
+}
+
 func (a *app) deviceRequestCmd() *cobra.Command {
 	var name string
 	var wait time.Duration
@@ -131,11 +167,12 @@ func (a *app) deviceRequestCmd() *cobra.Command {
 		Use:   "request USER",
 		Short: "On a new device: ask to join USER's account (prints a pairing code)",
 		Long: `Run this on the new device, with its own --data-dir. It looks up USER's
-identity key, creates this device's keys, and prints a pairing code, a QR
-code and a fingerprint. On a device that holds the account's identity key,
-run ` + "`keyline device approve CODE`" + ` and check that it shows the same
-fingerprint. Then run ` + "`keyline device finish`" + ` here (or pass --wait to
-wait for the approval).`,
+root key, creates this device's keys, and prints a pairing code, a QR code
+and a fingerprint; the request is valid for 10 minutes (running the command
+again shows it again, renewed with the same keys once it expired). On a
+trusted device of the account, run ` + "`keyline device approve CODE`" + ` and check
+that it shows the same fingerprint. Then run ` + "`keyline device finish`" + ` here
+(or pass --wait to wait for the approval).`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := normUser(args[0])
@@ -156,12 +193,20 @@ wait for the approval).`,
 				if prev == nil || prev.UserID != uid {
 					return a.ensureNoKeystore()
 				}
-				// The request is pending: show it again.
+				// The request is pending: show it again (renewed, with the
+				// same keys, if it expired).
 				s, err := a.openSession(ctx)
 				if err != nil {
 					return err
 				}
 				defer s.close()
+				if old, err := devices.ParsePairingCode(prev.Code); err != nil || !a.now().Before(old.Expires) {
+					renewed, pass, err := a.renewPairing(ctx, s, prev)
+					if err != nil {
+						return err
+					}
+					return a.pairingFlow(ctx, s, *renewed, pass, wait)
+				}
 				if !a.jsonOut {
 					a.info("This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
 				}

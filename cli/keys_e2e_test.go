@@ -316,3 +316,43 @@ func (s *sourceServer) GetEntries(ctx context.Context, r *pb.GetEntriesRequest) 
 	}
 	return &pb.GetEntriesResponse{Leaves: l}, nil
 }
+
+// TestPairingRequestExpires: a request is valid for 10 minutes; approving
+// it later fails, and running `device request` again renews it (same
+// device keys), after which the approval works.
+func TestPairingRequestExpires(t *testing.T) {
+	root := t.TempDir()
+	srvDir := filepath.Join(root, "server")
+	addr, stop := startServer(t, srvDir)
+	defer stop()
+	w := &world{t: t, root: root, trust: filepath.Join(srvDir, "trust.json"), server: addr}
+	w.createAccount("alice-laptop", "alice", "laptop")
+	code, fp := w.request("alice-phone", "alice", "phone")
+
+	// The laptop's clock is 11 minutes later: the request has expired.
+	late := func(dev string, args ...string) (string, string, error) {
+		var out, errb syncBuf
+		a := newApp(IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: testEnv})
+		a.now = func() time.Time { return time.Now().Add(11 * time.Minute) }
+		a.root.SetArgs(append([]string{"--server", addr, "--trust", w.trust, "--data-dir", filepath.Join(root, dev)}, args...))
+		err := a.root.ExecuteContext(context.Background())
+		return out.String(), errb.String(), err
+	}
+	if _, _, err := late("alice-laptop", "device", "approve", code, "--fingerprint", fp); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("approving an expired request: %v", err)
+	}
+	// On the phone, 11 minutes later, the request is renewed.
+	out, errs, err := late("alice-phone", "device", "request", "alice", "--name", "phone")
+	if err != nil || !strings.Contains(errs, "expired") {
+		t.Fatalf("renewing: %v\n%s%s", err, out, errs)
+	}
+	code2 := regexp.MustCompile(`KL2-[A-Z0-9-]+`).FindString(out)
+	fp2 := regexp.MustCompile(`Fingerprint:\s+([0-9 ]+)`).FindStringSubmatch(out)
+	if code2 == "" || code2 == code || fp2 == nil {
+		t.Fatalf("no new request:\n%s", out)
+	}
+	if _, _, err := late("alice-laptop", "device", "approve", code2, "--fingerprint", strings.TrimSpace(fp2[1])); err != nil {
+		t.Fatalf("approving the renewed request: %v", err)
+	}
+	w.ok("alice-phone", "", "device", "finish")
+}
