@@ -872,7 +872,7 @@ func TestAttackSilentReset(t *testing.T) {
 			t.Fatalf("monitor: %v %v", err, alertKinds(rep))
 		}
 		st := e.auditHonest(e.auditor())
-		if st.Resets != 1 || len(st.ResetIndexes) != 1 {
+		if st.Resets != 1 || len(st.ResetIndexes) != 1 || st.CancelledResets != 0 {
 			t.Fatalf("auditor counted %d resets", st.Resets)
 		}
 	})

@@ -217,8 +217,8 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		t.Fatalf("new contact after the cancellation: %v", err)
 	}
 	st := e.auditHonest(e.auditor())
-	if st.Resets != 1 {
-		t.Fatalf("auditor counted %d resets", st.Resets)
+	if st.Resets != 1 || st.CancelledResets != 1 {
+		t.Fatalf("auditor counted %d resets, %d cancelled", st.Resets, st.CancelledResets)
 	}
 	// The cancelled reset's new keys stay out for good.
 	after, err := devices.RevokeDevices(rs.state, rs.keys.ask, nil, devices.ReasonUnspecified, time.Now())

@@ -215,7 +215,11 @@ type Status struct {
 	Epoch      uint64 // last epoch record replayed
 	EpochTime  uint64 // its timestamp
 	Accounts   uint64 // VRF indexes created
-	Resets     uint64 // reset entries replayed
+	Resets     uint64 // reset entries replayed (pending, in effect or cancelled)
+	// CancelledResets counts the resets the owner cancelled within their
+	// window (the version after the reset is signed with the previous
+	// keys): they never took effect.
+	CancelledResets uint64
 	// ResetIndexes lists the log index of every reset entry, oldest first.
 	ResetIndexes []uint64
 	// Violation is the violation found, if any: the auditor stops at it.
@@ -247,6 +251,9 @@ func (a *Auditor) Status(ctx context.Context) (*Status, error) {
 			return err
 		}
 		if st.Resets, _, err = getU64(m, kResets); err != nil {
+			return err
+		}
+		if st.CancelledResets, _, err = getU64(m, kCancelled); err != nil {
 			return err
 		}
 		return tx.Bucket(bResets).ForEach(func(k, _ []byte) error {
@@ -603,6 +610,10 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 	if err != nil {
 		return nil, err
 	}
+	nCancelled, _, err := getU64(meta, kCancelled)
+	if err != nil {
+		return nil, err
+	}
 	var lastEpoch *klog.EpochRecord
 	var lastEpochIdx *uint64
 	if l := meta.Get(kEpochLeaf); l != nil {
@@ -701,6 +712,9 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 				return nil, err
 			}
 		}
+		if pe != nil && pe.reset != nil && xe.reset == nil && xe.state.IdentityKey == pe.reset.Current.IdentityKey {
+			nCancelled++ // checkEntry accepted it as a cancellation
+		}
 		if u.Update == klog.UpdateReset {
 			nResets++
 			rec.resets++
@@ -724,6 +738,9 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 		return nil, err
 	}
 	if err := meta.Put(kResets, u64b(nResets)); err != nil {
+		return nil, err
+	}
+	if err := meta.Put(kCancelled, u64b(nCancelled)); err != nil {
 		return nil, err
 	}
 	if lastEpoch != nil {

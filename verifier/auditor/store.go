@@ -31,6 +31,7 @@ var (
 	kEpochLeaf  = []byte("epoch_leaf")  // leaf of the last EpochRecord
 	kEpochIndex = []byte("epoch_index") // u64 log index of the last EpochRecord
 	kResets     = []byte("resets")      // u64 number of resets replayed
+	kCancelled  = []byte("cancelled")   // u64 number of resets cancelled by the owner within their window
 	kAccounts   = []byte("accounts")    // u64 number of indexes created
 	kViolation  = []byte("violation")   // evidence JSON of the violation found, if any
 )
