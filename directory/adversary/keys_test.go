@@ -289,6 +289,48 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		expectViolation(t, e.trust, err, auditor.RuleResetWindow)
 	})
 
+	t.Run("applied-early-forward-dated", func(t *testing.T) {
+		// The directory holds the reset's new keys and dates their first
+		// state at effective_at, but logs it in an epoch before then.
+		n := logIndexOf(t, e, resetLeaf) + 2
+		f := e.forge(n)
+		h, _ := rs.state.Hash()
+		x := *early
+		x.PrevHash, x.Timestamp = h, reset.EffectiveAt
+		if err := x.Sign(rs.keys.ask); err != nil {
+			t.Fatal(err)
+		}
+		leaf := updateLeaf(t, e.index("alice"), x.Version, klog.EntryHash(resetLeaf), klog.UpdateUpdate, marshal(t, &x))
+		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil { // timestamp: the reset epoch's + 1 s
+			t.Fatal(err)
+		}
+		e.src.ServeOther(f)
+		defer e.src.SetMode(Honest)
+		_, err := e.auditor().Run(e.ctx, nil)
+		expectViolation(t, e.trust, err, auditor.RuleResetLogTime)
+	})
+
+	t.Run("cancellation-logged-after-the-window", func(t *testing.T) {
+		// A cancellation (state timestamped within the window) that the
+		// directory logs only after the reset took effect.
+		n := logIndexOf(t, e, resetLeaf) + 2
+		f := e.forge(n)
+		leaf := updateLeaf(t, e.index("alice"), cancel.Version, klog.EntryHash(resetLeaf), klog.UpdateUpdate, marshal(t, cancel))
+		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.CloseEpoch(e.ctx, EpochOptions{Timestamp: uint64(reset.EffectiveAt.Unix()) + auditor.CancelLogSlack + 1}); err != nil {
+			t.Fatal(err)
+		}
+		e.src.ServeOther(f)
+		defer e.src.SetMode(Honest)
+		_, err := e.auditor().Run(e.ctx, nil)
+		expectViolation(t, e.trust, err, auditor.RuleResetLogTime)
+	})
+
 	t.Run("window-too-short", func(t *testing.T) {
 		// A reset signed with a window shorter than trust.json's.
 		a, err := devices.SignReset(e.keys.ResetKey, alice.state, resetStateOf(t, alice.state).state, devices.ResetLostAllKeys, time.Now(), time.Second)

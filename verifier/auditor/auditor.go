@@ -645,6 +645,36 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			if rule, detail := checkEpoch(lastEpoch, er); rule != "" {
 				return &finding{rule: rule, x: i, prev: lastEpochIdx, cover: true, detail: detail}, nil
 			}
+			after := tx.Bucket(bAfterReset)
+			var late *finding
+			seenAfter := 0
+			if err := after.ForEach(func(k, v []byte) error {
+				seenAfter++
+				if len(v) != 17 || late != nil {
+					if len(v) != 17 {
+						return fmt.Errorf("%w: after-reset record", ErrCorruptState)
+					}
+					return nil
+				}
+				if rule, detail := checkResetLogTime(er, int64(binaryU64(v[8:16])), v[16] == 1); rule != "" {
+					p := binaryU64(v[:8])
+					late = &finding{rule: rule, x: i, prev: &p, cover: true, detail: fmt.Sprintf("leaf %d: %s", binaryU64(k), detail)}
+				}
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			if late != nil {
+				return late, nil
+			}
+			if seenAfter > 0 {
+				if err := tx.DeleteBucket(bAfterReset); err != nil {
+					return nil, err
+				}
+				if _, err := tx.CreateBucket(bAfterReset); err != nil {
+					return nil, err
+				}
+			}
 			var ups []vmap.Update
 			if err := pending.ForEach(func(k, v []byte) error {
 				ups = append(ups, vmap.Update{Index: vmap.Index(k), Value: vmap.Value(v)})
@@ -712,8 +742,20 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 				return nil, err
 			}
 		}
-		if pe != nil && pe.reset != nil && xe.reset == nil && xe.state.IdentityKey == pe.reset.Current.IdentityKey {
-			nCancelled++ // checkEntry accepted it as a cancellation
+		if pe != nil && pe.reset != nil && xe.reset == nil {
+			cancelled := xe.state.IdentityKey == pe.reset.Current.IdentityKey
+			if cancelled {
+				nCancelled++ // checkEntry accepted it as a cancellation
+			}
+			ar := append(u64b(*prevIdx), u64b(uint64(pe.reset.EffectiveAt.Unix()))...)
+			if cancelled {
+				ar = append(ar, 1)
+			} else {
+				ar = append(ar, 0)
+			}
+			if err := tx.Bucket(bAfterReset).Put(u64b(i), ar); err != nil {
+				return nil, err
+			}
 		}
 		if u.Update == klog.UpdateReset {
 			nResets++

@@ -83,6 +83,13 @@ const (
 	// (Applying a reset after the owner cancelled it means publishing the
 	// new keys after the cancelling version: RuleIdentityChanged.)
 	RuleResetWindow Rule = "reset-window"
+	// RuleResetLogTime: the version after a reset is logged in an epoch
+	// whose timestamp contradicts the reset's window: an update by the
+	// reset's new keys in an epoch timestamped before effective_at (the
+	// reset applied early, even with a forward-dated state), or a
+	// cancellation in an epoch timestamped CancelLogSlack (60 s) or more
+	// after effective_at (held back until the reset had taken effect).
+	RuleResetLogTime Rule = "reset-log-time"
 	// RuleEpochNumber: epoch records are not numbered 0, 1, 2, ...
 	RuleEpochNumber Rule = "epoch-number"
 	// RuleEpochTime: an epoch record's timestamp is before the previous one's.
@@ -103,7 +110,7 @@ var allRules = []Rule{
 	RuleMalformedLeaf, RulePayload, RuleCreateExisting, RuleVersionRewrite, RuleVersionSkip,
 	RulePrevHash, RuleCreate, RuleSignature, RuleIdentityChanged, RuleDeviceCert,
 	RuleRevokedDevice, RuleRevocation, RuleUserID, RuleUserIndex, RuleTransition, RuleReset,
-	RuleStaleSigningKey, RuleSigningKeyCert, RuleResetWindow,
+	RuleStaleSigningKey, RuleSigningKeyCert, RuleResetWindow, RuleResetLogTime,
 	RuleEpochNumber, RuleEpochTime, RuleMapRoot, RuleCheckpointEnd, RuleSplitView, RuleFork,
 }
 
@@ -255,6 +262,26 @@ func checkEntry(t *verifier.Trust, prev, x *entry) (Rule, string) {
 	}
 	if err := devices.VerifyTransition(prev.state, x.state); err != nil {
 		return mapDeviceErr(err, RuleTransition), err.Error()
+	}
+	return "", ""
+}
+
+// CancelLogSlack is how long after a reset's effective_at the epoch
+// holding its cancellation may be timestamped: a directory accepts a
+// cancellation until effective_at, and cuts the epoch holding it shortly
+// after.
+const CancelLogSlack = 60
+
+// checkResetLogTime checks the version after a reset (cancelled: signed
+// with the previous keys) against the timestamp of the epoch record that
+// closes it.
+func checkResetLogTime(er *klog.EpochRecord, effectiveAt int64, cancelled bool) (Rule, string) {
+	ts := int64(er.Timestamp)
+	switch {
+	case cancelled && ts >= effectiveAt+CancelLogSlack:
+		return RuleResetLogTime, fmt.Sprintf("a cancellation of a reset is logged in epoch %d at %d, more than %d s after the reset took effect at %d", er.Epoch, ts, CancelLogSlack, effectiveAt)
+	case !cancelled && ts < effectiveAt:
+		return RuleResetLogTime, fmt.Sprintf("the reset's new keys are used in epoch %d at %d, before the reset takes effect at %d (applied early)", er.Epoch, ts, effectiveAt)
 	}
 	return "", ""
 }
