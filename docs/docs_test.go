@@ -1,0 +1,328 @@
+// Package docs holds Keyline's documentation. Its test is the docs check of
+// `make test`: every Markdown link to a file or heading resolves, no Markdown
+// file says "section N" or "§N" of our own documents without linking it, and
+// every Go comment that cites docs/protocol.md names a section that exists.
+//
+// The rules, so that a failure is easy to fix:
+//
+//   - A relative link [text](path#anchor) in any *.md file must name an
+//     existing file, and the anchor (if any) a heading of that file, with
+//     anchors made as GitHub makes them (lower case; letters, digits, spaces,
+//     '-' and '_' kept; spaces become '-'; duplicates get -1, -2, ...).
+//   - In Markdown, "section 8.2" or "§8.2" must be the text of a link, unless
+//     an external specification is named right before it ("RFC 9381 section
+//     5.3", "C2SP tlog-tiles §2", "BIP39 §3").
+//   - Every heading of docs/protocol.md below the title is numbered
+//     ("## 3. Devices", "### 3.2 DeviceCert").
+//   - A Go comment that mentions protocol.md and a section ("protocol.md
+//     §3.2", "protocol.md section 3.2") must name a numbered heading of
+//     docs/protocol.md; a Go comment with a bare "section N" that names no
+//     document at all is an error.
+package docs
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// root is the repository root, one level above this package.
+const root = ".."
+
+var (
+	linkRE    = regexp.MustCompile(`\[([^\]]*)\]\(([^)\s]+)\)`)
+	headingRE = regexp.MustCompile(`^(#{1,6})\s+(.*?)\s*#*\s*$`)
+	// sectionRE matches a section reference: "section 8.2", "Section 3", "§8.2", "§ 8".
+	sectionRE = regexp.MustCompile(`(?i)(section|§)\s?(\d+(?:\.\d+)*)`)
+	// externalRE matches the name of an external specification right before a
+	// section reference: RFC 9381, C2SP tlog-tiles, BIP39, FIPS 186-5, ...
+	externalRE  = regexp.MustCompile(`(?i)(RFC\s?\d+|C2SP[\w\- /.]*|BIP-?\d+|FIPS[\w\- ]*|SP\s?800-\d+\w*|draft-[\w\-.]+|ECVRF[\w\-]*|HPKE|Signal[\w\- ]*|tlog-[\w\-]+|spec)[,:]?\s*(\(?\s*)$`)
+	protoNumRE  = regexp.MustCompile(`^(\d+(?:\.\d+)*)\.?\s`)
+	fencedRE    = regexp.MustCompile("^\\s*(```|~~~)")
+	goCommentRE = regexp.MustCompile(`//(.*)$`)
+	// specNameRE finds an external specification anywhere before a reference
+	// in a Go comment ("RFC 9381 (ECVRF, section 5.4)").
+	specNameRE = regexp.MustCompile(`(?i)(RFC\s?\d+|C2SP|BIP-?\d+)`)
+)
+
+// markdownFiles returns the repository's Markdown files (relative to root),
+// skipping .git, testdata and caches.
+func markdownFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", ".cache", "testdata", "node_modules", "keyline-data":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no Markdown files found; is the test running from docs/?")
+	}
+	return files
+}
+
+// lines returns the lines of a Markdown file outside fenced code blocks, with
+// their 1-based numbers.
+type mdLine struct {
+	n    int
+	text string
+}
+
+func readMarkdown(t *testing.T, path string) []mdLine {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []mdLine
+	in := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if fencedRE.MatchString(line) {
+			in = !in
+			continue
+		}
+		if !in {
+			out = append(out, mdLine{n, line})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// anchor returns GitHub's anchor for a heading text.
+func anchor(heading string) string {
+	// Links inside a heading count by their text.
+	heading = linkRE.ReplaceAllString(heading, "$1")
+	var b strings.Builder
+	for _, r := range strings.ToLower(heading) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_':
+			b.WriteRune(r)
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r > 127 && isLetterOrDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isLetterOrDigit(r rune) bool {
+	return strings.ContainsRune("àáâäãåæçèéêëìíîïñòóôöõøœùúûüýÿß", r)
+}
+
+// headings returns the anchors of a Markdown file's headings and the heading
+// texts in order.
+func headings(t *testing.T, path string) (anchors map[string]bool, texts []mdLine) {
+	t.Helper()
+	anchors = make(map[string]bool)
+	seen := make(map[string]int)
+	for _, l := range readMarkdown(t, path) {
+		m := headingRE.FindStringSubmatch(l.text)
+		if m == nil {
+			continue
+		}
+		a := anchor(m[2])
+		if k := seen[a]; k > 0 {
+			anchors[fmt.Sprintf("%s-%d", a, k)] = true
+		} else {
+			anchors[a] = true
+		}
+		seen[a]++
+		texts = append(texts, mdLine{l.n, m[1] + " " + m[2]})
+	}
+	return anchors, texts
+}
+
+func TestMarkdownLinks(t *testing.T) {
+	cache := make(map[string]map[string]bool)
+	anchorsOf := func(path string) map[string]bool {
+		if a, ok := cache[path]; ok {
+			return a
+		}
+		a, _ := headings(t, path)
+		cache[path] = a
+		return a
+	}
+	for _, file := range markdownFiles(t) {
+		for _, l := range readMarkdown(t, file) {
+			for _, m := range linkRE.FindAllStringSubmatch(l.text, -1) {
+				target := m[2]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				path, frag, _ := strings.Cut(target, "#")
+				dest := file
+				if path != "" {
+					dest = filepath.Join(filepath.Dir(file), path)
+					st, err := os.Stat(dest)
+					if err != nil {
+						t.Errorf("%s:%d: link %q: no such file %s", rel(file), l.n, target, rel(dest))
+						continue
+					}
+					if st.IsDir() || !strings.HasSuffix(dest, ".md") {
+						if frag != "" {
+							t.Errorf("%s:%d: link %q: anchor on a file that is not Markdown", rel(file), l.n, target)
+						}
+						continue
+					}
+				}
+				if frag != "" && !anchorsOf(dest)[frag] {
+					t.Errorf("%s:%d: link %q: %s has no heading with anchor #%s", rel(file), l.n, target, rel(dest), frag)
+				}
+			}
+		}
+	}
+}
+
+func TestMarkdownSectionReferences(t *testing.T) {
+	for _, file := range markdownFiles(t) {
+		for _, l := range readMarkdown(t, file) {
+			if headingRE.MatchString(l.text) {
+				continue
+			}
+			// Blank out link texts and inline code: references there are fine.
+			text := linkRE.ReplaceAllStringFunc(l.text, func(s string) string { return strings.Repeat(" ", len(s)) })
+			text = blankInlineCode(text)
+			for _, loc := range sectionRE.FindAllStringIndex(text, -1) {
+				if externalRE.MatchString(text[:loc[0]]) {
+					continue
+				}
+				t.Errorf("%s:%d: bare reference %q: link it to the heading, e.g. [§8.2](protocol.md#82-rules)",
+					rel(file), l.n, strings.TrimSpace(text[loc[0]:loc[1]]))
+			}
+		}
+	}
+}
+
+func blankInlineCode(s string) string {
+	b := []byte(s)
+	in := false
+	for i := range b {
+		if b[i] == '`' {
+			in = !in
+			continue
+		}
+		if in {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// protocolSections returns the section numbers of docs/protocol.md.
+// If report is set, an unnumbered heading is an error.
+func protocolSections(t *testing.T, report bool) map[string]bool {
+	t.Helper()
+	_, texts := headings(t, filepath.Join(root, "docs", "protocol.md"))
+	secs := make(map[string]bool)
+	for i, h := range texts {
+		level := strings.IndexByte(h.text, ' ')
+		title := h.text[level+1:]
+		if i == 0 && level == 1 {
+			continue // the document title
+		}
+		m := protoNumRE.FindStringSubmatch(title)
+		if m == nil {
+			if report {
+				t.Errorf("docs/protocol.md:%d: heading %q is not numbered", h.n, h.text)
+			}
+			continue
+		}
+		secs[m[1]] = true
+	}
+	return secs
+}
+
+func TestProtocolHeadingsNumbered(t *testing.T) {
+	if len(protocolSections(t, true)) == 0 {
+		t.Fatal("docs/protocol.md has no numbered sections")
+	}
+}
+
+func TestGoCommentsCiteExistingSections(t *testing.T) {
+	secs := protocolSections(t, false)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", ".cache", "testdata", "node_modules":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".pb.go") || filepath.Base(path) == "docs_test.go" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		prev := "" // the previous comment line, for a reference split over two lines
+		for i, line := range strings.Split(string(data), "\n") {
+			m := goCommentRE.FindStringSubmatch(line)
+			if m == nil {
+				prev = ""
+				continue
+			}
+			c := m[1]
+			ctx := prev
+			prev = c
+			for _, loc := range sectionRE.FindAllStringSubmatchIndex(c, -1) {
+				num := c[loc[4]:loc[5]]
+				before := c[:loc[0]]
+				if strings.TrimSpace(before) == "" {
+					before = ctx + " " + before
+				}
+				switch {
+				case strings.Contains(before, "protocol.md"):
+					if !secs[num] {
+						t.Errorf("%s:%d: cites protocol.md section %s, which does not exist", rel(path), i+1, num)
+					}
+				case externalRE.MatchString(before) || specNameRE.MatchString(before):
+				default:
+					t.Errorf("%s:%d: bare %q names no document; write \"protocol.md §%s\" (or the RFC it means)", rel(path), i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rel(p string) string {
+	r, err := filepath.Rel(root, p)
+	if err != nil {
+		return p
+	}
+	return r
+}
