@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,10 +20,16 @@ import (
 )
 
 // TestMain lets the scripts under testdata/script run `keyline` as a real
-// process (the test binary re-executed): real stdio, no terminal.
+// process (the test binary re-executed): real stdio, no terminal, and
+// SIGINT/SIGTERM handled as cmd/keyline handles them.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"keyline": func() { os.Exit(Main(context.Background(), os.Args[1:])) },
+		"keyline": func() {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			code := Main(ctx, os.Args[1:])
+			stop()
+			os.Exit(code)
+		},
 	})
 }
 
@@ -48,17 +56,7 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"pairing": func(ts *testscript.TestScript, neg bool, args []string) {
-				if len(args) != 1 {
-					ts.Fatalf("usage: pairing DIR")
-				}
-				b, err := os.ReadFile(ts.MkAbs(filepath.Join(args[0], pairingFile)))
-				ts.Check(err)
-				var p pairingOutput
-				ts.Check(json.Unmarshal(b, &p))
-				ts.Setenv("CODE", p.Code)
-				ts.Setenv("FP", p.Fingerprint)
-			},
+			"pairing": scriptPairing,
 			// othertrust FILE writes the trust file of another directory
 			// (another origin and log key) to FILE.
 			"othertrust": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -76,6 +74,20 @@ func TestScripts(t *testing.T) {
 			},
 		},
 	})
+}
+
+// scriptPairing is the script command `pairing DIR`: it sets $CODE and
+// $FP from the pending pairing request in the client folder DIR.
+func scriptPairing(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: pairing DIR")
+	}
+	b, err := os.ReadFile(ts.MkAbs(filepath.Join(args[0], pairingFile)))
+	ts.Check(err)
+	var p pairingOutput
+	ts.Check(json.Unmarshal(b, &p))
+	ts.Setenv("CODE", p.Code)
+	ts.Setenv("FP", p.Fingerprint)
 }
 
 // startScriptServer runs `keyline serve` in this process on a free

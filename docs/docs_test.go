@@ -15,9 +15,11 @@
 //   - Every heading of docs/protocol.md below the title is numbered
 //     ("## 3. Devices", "### 3.2 DeviceCert").
 //   - A Go comment that mentions protocol.md and a section ("protocol.md
-//     §3.2", "protocol.md section 3.2") must name a numbered heading of
-//     docs/protocol.md; a Go comment with a bare "section N" that names no
-//     document at all is an error.
+//     §3.2", "protocol.md section 3.2", "protocol.md 3.2") must name a
+//     numbered heading of docs/protocol.md, and one that cites a heading by
+//     name (protocol.md, "Tiled storage") a heading that contains it; a Go
+//     comment with a bare "section N" that names no document at all is an
+//     error.
 package docs
 
 import (
@@ -267,6 +269,7 @@ func TestProtocolHeadingsNumbered(t *testing.T) {
 
 func TestGoCommentsCiteExistingSections(t *testing.T) {
 	secs := protocolSections(t, false)
+	_, texts := headings(t, filepath.Join(root, "docs", "protocol.md"))
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -285,37 +288,102 @@ func TestGoCommentsCiteExistingSections(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		prev := "" // the previous comment line, for a reference split over two lines
-		for i, line := range strings.Split(string(data), "\n") {
-			m := goCommentRE.FindStringSubmatch(line)
-			if m == nil {
-				prev = ""
-				continue
-			}
-			c := m[1]
-			ctx := prev
-			prev = c
-			for _, loc := range sectionRE.FindAllStringSubmatchIndex(c, -1) {
-				num := c[loc[4]:loc[5]]
-				before := c[:loc[0]]
-				if strings.TrimSpace(before) == "" {
-					before = ctx + " " + before
-				}
-				switch {
-				case strings.Contains(before, "protocol.md"):
-					if !secs[num] {
-						t.Errorf("%s:%d: cites protocol.md section %s, which does not exist", rel(path), i+1, num)
-					}
-				case externalRE.MatchString(before) || specNameRE.MatchString(before):
-				default:
-					t.Errorf("%s:%d: bare %q names no document; write \"protocol.md §%s\" (or the RFC it means)", rel(path), i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num)
-				}
-			}
+		for _, msg := range checkGoComments(string(data), secs, texts) {
+			t.Errorf("%s:%s", rel(path), msg)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+var (
+	// protoBareRE matches a protocol.md citation by bare number:
+	// "protocol.md 2.3", "docs/protocol.md, 5.2.5".
+	protoBareRE = regexp.MustCompile(`protocol\.md\)?[,:]?\s+(\d+\.\d+(?:\.\d+)*)`)
+	// protoQuotedRE matches a protocol.md citation by heading name:
+	// docs/protocol.md, "Map tiles".
+	protoQuotedRE = regexp.MustCompile(`protocol\.md\)?[,:]?\s+"([^"]+)"`)
+)
+
+// checkGoComments returns "line: problem" for every comment line of a Go
+// source that cites docs/protocol.md wrongly: a section number that is not a
+// numbered heading (secs), a quoted heading name that no heading (headings)
+// contains, or a bare "section N"/"§N" that names no document.
+func checkGoComments(src string, secs map[string]bool, headings []mdLine) []string {
+	var out []string
+	prev := "" // the previous comment line, for a reference split over two lines
+	for i, line := range strings.Split(src, "\n") {
+		m := goCommentRE.FindStringSubmatch(line)
+		if m == nil {
+			prev = ""
+			continue
+		}
+		c := m[1]
+		ctx := prev
+		prev = c
+		for _, loc := range sectionRE.FindAllStringSubmatchIndex(c, -1) {
+			num := c[loc[4]:loc[5]]
+			before := c[:loc[0]]
+			if strings.TrimSpace(before) == "" {
+				before = ctx + " " + before
+			}
+			switch {
+			case strings.Contains(before, "protocol.md"):
+				if !secs[num] {
+					out = append(out, fmt.Sprintf("%d: cites protocol.md section %s, which does not exist", i+1, num))
+				}
+			case externalRE.MatchString(before) || specNameRE.MatchString(before):
+			default:
+				out = append(out, fmt.Sprintf("%d: bare %q names no document; write \"protocol.md §%s\" (or the RFC it means)", i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num))
+			}
+		}
+		for _, m := range protoBareRE.FindAllStringSubmatch(c, -1) {
+			if !secs[m[1]] {
+				out = append(out, fmt.Sprintf("%d: cites protocol.md %s, which does not exist (write \"protocol.md §N\" with an existing section)", i+1, m[1]))
+			}
+		}
+		for _, m := range protoQuotedRE.FindAllStringSubmatch(c, -1) {
+			found := false
+			for _, h := range headings {
+				if strings.Contains(strings.ToLower(h.text), strings.ToLower(m[1])) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				out = append(out, fmt.Sprintf("%d: cites protocol.md heading %q, which does not exist (cite its number: \"protocol.md §N\")", i+1, m[1]))
+			}
+		}
+	}
+	return out
+}
+
+// TestCheckGoComments shows that the Go comment rules fail on the mistakes
+// they exist for and pass the correct forms.
+func TestCheckGoComments(t *testing.T) {
+	secs := map[string]bool{"2": true, "5.2.5": true}
+	heads := []mdLine{{1, "#### 5.2.5 Tiled storage (vmap.TiledMap)"}}
+	for _, c := range []struct {
+		src string
+		bad bool
+	}{
+		{"// see protocol.md §5.2.5", false},
+		{"// see docs/protocol.md section 2.", false},
+		{"// protocol.md 5.2.5 defines tiles", false},
+		{"// (docs/protocol.md, \"Tiled storage\")", false},
+		{"// RFC 9381 section 5.4.1.1", false},
+		{"// see protocol.md §2.3", true},
+		{"// as docs/protocol.md 2.3 defines verification", true},
+		{"// (docs/protocol.md, \"Map tiles\")", true},
+		{"// the rules of section 1.1", true},
+		{"// protocol.md\n// section 9", true},
+	} {
+		got := checkGoComments(c.src, secs, heads)
+		if (len(got) > 0) != c.bad {
+			t.Errorf("checkGoComments(%q) = %q, want problems: %v", c.src, got, c.bad)
+		}
 	}
 }
 

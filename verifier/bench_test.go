@@ -11,7 +11,7 @@ import (
 )
 
 // foldMap computes the map root over value at idx with the given siblings
-// (depths 0..n-1), as docs/protocol.md 2.3 defines verification.
+// (depths 0..n-1), as docs/protocol.md §5.2.3 defines verification.
 func foldMap(idx [32]byte, value [32]byte, sibs []vmap.Sibling) [32]byte {
 	h := vmap.LeafHash(idx, value)
 	for i := len(sibs) - 1; i >= 0; i-- {

@@ -4,7 +4,7 @@
 // Bucket layout, inside the top-level bucket named at Open:
 //
 //	tiles/   the map as tiles (vmap.TiledMap): TileID.Key -> tile encoding
-//	         (docs/protocol.md, "Map tiles")
+//	         (docs/protocol.md §5.2.5)
 //	epochs/  u64 epoch (big-endian) -> [32] map root after that epoch
 //	meta/    "latest" -> u64 latest applied epoch
 //	         "stride" -> u8 tile stride in bits (fixed when the map is created)

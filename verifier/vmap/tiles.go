@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// Tiled storage (docs/protocol.md, "Map tiles").
+// Tiled storage (docs/protocol.md §5.2.5).
 //
 // A tiled map stores the same tree as Store/Apply, with the same hashes,
 // roots and proofs, but groups the interior nodes into tiles: the tile
