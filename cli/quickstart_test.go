@@ -86,20 +86,37 @@ func TestQuickstart(t *testing.T) {
 					time.Sleep(200 * time.Millisecond)
 				}
 			},
-			// grab VAR REGEXP sets VAR to the first submatch of REGEXP in
-			// the previous command's stdout, whitespace runs made one space.
-			"grab": func(ts *testscript.TestScript, neg bool, args []string) {
-				if len(args) != 2 {
-					ts.Fatalf("usage: grab VAR REGEXP")
-				}
-				m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile("stdout"))
-				if len(m) < 2 {
-					ts.Fatalf("grab %s: %q not found in stdout", args[0], args[1])
-				}
-				ts.Setenv(args[0], strings.Join(strings.Fields(m[1]), " "))
-			},
+			"grab":     scriptGrab,
+			"grabfile": scriptGrabFile,
 		},
 	})
+}
+
+// scriptGrab is the script command `grab VAR REGEXP`: it sets VAR to the
+// first submatch of REGEXP in the previous command's stdout, whitespace runs
+// made one space.
+func scriptGrab(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: grab VAR REGEXP")
+	}
+	ts.Setenv(args[0], grabStdout(ts, args[1]))
+}
+
+// scriptGrabFile is the script command `grabfile FILE REGEXP`: like grab,
+// but it writes the match (and a newline) to FILE.
+func scriptGrabFile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: grabfile FILE REGEXP")
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(grabStdout(ts, args[1])+"\n"), 0o600))
+}
+
+func grabStdout(ts *testscript.TestScript, re string) string {
+	m := regexp.MustCompile(re).FindStringSubmatch(ts.ReadFile("stdout"))
+	if len(m) < 2 {
+		ts.Fatalf("%q not found in stdout", re)
+	}
+	return strings.Join(strings.Fields(m[1]), " ")
 }
 
 // quickstartSubst turns README text into what the script runs instead:

@@ -37,7 +37,8 @@ func TestMain(m *testing.M) {
 // directory on loopback (started in this process): $SERVER is its address,
 // $TRUST its trust.json, $SRVDIR its data dir. The command `pairing DIR`
 // sets $CODE and $FP from the pending pairing request in the client folder
-// DIR.
+// DIR; `grab VAR REGEXP` and `grabfile FILE REGEXP` keep a part of the
+// previous command's stdout.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
@@ -56,7 +57,9 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"pairing": scriptPairing,
+			"pairing":  scriptPairing,
+			"grab":     scriptGrab,
+			"grabfile": scriptGrabFile,
 			// othertrust FILE writes the trust file of another directory
 			// (another origin and log key) to FILE.
 			"othertrust": func(ts *testscript.TestScript, neg bool, args []string) {
