@@ -53,7 +53,7 @@ func (k *DeviceKey) NewCert(name string, rkPub [32]byte, created time.Time) (*De
 // c must describe this device's keys.
 func (k *DeviceKey) BackSign(c *DeviceCert, rkPub [32]byte) error {
 	if c.SigningKey != k.SigningPublic() || c.X25519Key != k.X25519Public() {
-		return fmt.Errorf("devices: %w: cert keys are not this device's keys", ErrDeviceCert)
+		return fmt.Errorf("%w: cert keys are not this device's keys", ErrDeviceCert)
 	}
 	body, err := c.body()
 	if err != nil {
@@ -74,7 +74,7 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 		return err
 	}
 	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
-		return fmt.Errorf("devices: %w: device %s: back-signature does not verify for this root key", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: back-signature does not verify for this root key", ErrDeviceCert, c.ID)
 	}
 	c.Signature = a.sign(signedMessage(ctxDeviceCert, body))
 	return nil
@@ -87,7 +87,7 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 // ErrDeviceName).
 func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
 	if c == nil {
-		return fmt.Errorf("devices: %w: nil cert", ErrDeviceCert)
+		return fmt.Errorf("%w: nil cert", ErrDeviceCert)
 	}
 	if err := c.checkKeys(rkPub, askPub); err != nil {
 		return err
@@ -97,10 +97,10 @@ func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
 		return err
 	}
 	if !ed25519.Verify(askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
-		return fmt.Errorf("devices: %w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
 	}
 	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
-		return fmt.Errorf("devices: %w: device %s: back-signature does not verify", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: back-signature does not verify", ErrDeviceCert, c.ID)
 	}
 	return nil
 }
@@ -111,19 +111,19 @@ func (c *DeviceCert) checkKeys(rkPub, askPub [32]byte) error {
 		return err
 	}
 	if DeviceIDFor(c.SigningKey) != c.ID {
-		return fmt.Errorf("devices: %w: device id %s does not match its signing key (want %s)", ErrDeviceCert, c.ID, DeviceIDFor(c.SigningKey))
+		return fmt.Errorf("%w: device id %s does not match its signing key (want %s)", ErrDeviceCert, c.ID, DeviceIDFor(c.SigningKey))
 	}
 	if c.SigningKey == c.X25519Key {
-		return fmt.Errorf("devices: %w: device %s: signing key equals X25519 key", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: signing key equals X25519 key", ErrDeviceCert, c.ID)
 	}
 	if c.SigningKey == rkPub || c.SigningKey == askPub {
-		return fmt.Errorf("devices: %w: device %s: signing key equals the root key or the account signing key", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: signing key equals the root key or the account signing key", ErrDeviceCert, c.ID)
 	}
 	if c.X25519Key == rkPub || c.X25519Key == askPub {
-		return fmt.Errorf("devices: %w: device %s: X25519 key equals the root key or the account signing key", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: X25519 key equals the root key or the account signing key", ErrDeviceCert, c.ID)
 	}
 	if isLowOrderX25519(c.X25519Key) {
-		return fmt.Errorf("devices: %w: device %s: X25519 key is a low-order point", ErrDeviceCert, c.ID)
+		return fmt.Errorf("%w: device %s: X25519 key is a low-order point", ErrDeviceCert, c.ID)
 	}
 	return nil
 }
@@ -138,17 +138,17 @@ func (c *DeviceCert) checkFields() error {
 
 func checkDeviceName(name string) error {
 	if len(name) == 0 {
-		return fmt.Errorf("devices: %w: empty", ErrDeviceName)
+		return fmt.Errorf("%w: empty", ErrDeviceName)
 	}
 	if len(name) > MaxDeviceNameLen {
-		return fmt.Errorf("devices: %w: %d bytes, over the limit of %d", ErrDeviceName, len(name), MaxDeviceNameLen)
+		return fmt.Errorf("%w: %d bytes, over the limit of %d", ErrDeviceName, len(name), MaxDeviceNameLen)
 	}
 	if !utf8.ValidString(name) {
-		return fmt.Errorf("devices: %w: not valid UTF-8", ErrDeviceName)
+		return fmt.Errorf("%w: not valid UTF-8", ErrDeviceName)
 	}
 	for i, r := range name {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("devices: %w: control character %U at byte %d", ErrDeviceName, r, i)
+			return fmt.Errorf("%w: control character %U at byte %d", ErrDeviceName, r, i)
 		}
 	}
 	return nil

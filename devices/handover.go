@@ -46,7 +46,7 @@ func (h *SigningKeyHandover) header() ([]byte, error) {
 		return nil, err
 	}
 	if h.Generation == 0 {
-		return nil, fmt.Errorf("devices: %w: handover of signing key generation 0", ErrMalformed)
+		return nil, fmt.Errorf("%w: handover of signing key generation 0", ErrMalformed)
 	}
 	var w builder
 	w.u8(handoverFormat)
@@ -99,24 +99,24 @@ func SealHandover(ask *AccountSigningKey, cert *DeviceCert, rand io.Reader) (*Si
 	}
 	pk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(cert.X25519Key[:])
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: recipient X25519 key: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: recipient X25519 key: %v", ErrHandover, err)
 	}
 	snd, err := handoverSuite.NewSender(pk, []byte(ctxSigningKeyHandover))
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	enc, sealer, err := snd.Setup(rand)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	seed := ask.Seed()
 	defer clear(seed[:])
 	ct, err := sealer.Seal(seed[:], aad)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	if len(enc) != handoverEncLen || len(ct) != handoverCTLen {
-		return nil, fmt.Errorf("devices: %w: unexpected HPKE sizes %d, %d", ErrHandover, len(enc), len(ct))
+		return nil, fmt.Errorf("%w: unexpected HPKE sizes %d, %d", ErrHandover, len(enc), len(ct))
 	}
 	copy(h.Enc[:], enc)
 	copy(h.Ciphertext[:], ct)
@@ -130,16 +130,16 @@ func SealHandover(ask *AccountSigningKey, cert *DeviceCert, rand io.Reader) (*Si
 // generation).
 func OpenHandover(h *SigningKeyHandover, dk *DeviceKey, state *AccountState) (*AccountSigningKey, error) {
 	if h.UserID != state.UserID {
-		return nil, fmt.Errorf("devices: %w: handover is for %q, the account is %q", ErrUserMismatch, h.UserID, state.UserID)
+		return nil, fmt.Errorf("%w: handover is for %q, the account is %q", ErrUserMismatch, h.UserID, state.UserID)
 	}
 	if h.Device != dk.ID() {
-		return nil, fmt.Errorf("devices: %w: handover is for device %s, this is %s", ErrHandover, h.Device, dk.ID())
+		return nil, fmt.Errorf("%w: handover is for device %s, this is %s", ErrHandover, h.Device, dk.ID())
 	}
 	if g := state.Generation(); h.Generation != g {
 		if h.Generation < g {
-			return nil, fmt.Errorf("devices: %w: handover carries generation %d, the account now uses %d", ErrStaleSigningKey, h.Generation, g)
+			return nil, fmt.Errorf("%w: handover carries generation %d, the account now uses %d", ErrStaleSigningKey, h.Generation, g)
 		}
-		return nil, fmt.Errorf("devices: %w: handover carries generation %d, the account's state has %d", ErrHandover, h.Generation, g)
+		return nil, fmt.Errorf("%w: handover carries generation %d, the account's state has %d", ErrHandover, h.Generation, g)
 	}
 	aad, err := h.header()
 	if err != nil {
@@ -147,27 +147,27 @@ func OpenHandover(h *SigningKeyHandover, dk *DeviceKey, state *AccountState) (*A
 	}
 	sk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPrivateKey(dk.dh.Bytes())
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	rcv, err := handoverSuite.NewReceiver(sk, []byte(ctxSigningKeyHandover))
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	opener, err := rcv.Setup(h.Enc[:])
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %v", ErrHandover, err)
 	}
 	pt, err := opener.Open(h.Ciphertext[:], aad)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: does not decrypt for this device", ErrHandover)
+		return nil, fmt.Errorf("%w: does not decrypt for this device", ErrHandover)
 	}
 	defer clear(pt)
 	if len(pt) != 32 {
-		return nil, fmt.Errorf("devices: %w: plaintext is %d bytes", ErrHandover, len(pt))
+		return nil, fmt.Errorf("%w: plaintext is %d bytes", ErrHandover, len(pt))
 	}
 	ask, err := AccountSigningKeyFromSeed(state.SigningKey, [32]byte(pt))
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %w", ErrHandover, err)
+		return nil, fmt.Errorf("%w: %w", ErrHandover, err)
 	}
 	return ask, nil
 }
@@ -197,24 +197,24 @@ func (h *SigningKeyHandover) Code() (string, error) {
 // between groups ignored). Errors wrap ErrPairingCode.
 func ParseHandoverCode(s string) (*SigningKeyHandover, error) {
 	if len(s) > maxHandoverCodeLen {
-		return nil, fmt.Errorf("devices: %w: %d characters, over the limit of %d", ErrPairingCode, len(s), maxHandoverCodeLen)
+		return nil, fmt.Errorf("%w: %d characters, over the limit of %d", ErrPairingCode, len(s), maxHandoverCodeLen)
 	}
 	t := strings.ToUpper(strings.Join(strings.Fields(s), ""))
 	if !strings.HasPrefix(t, HandoverCodePrefix) {
-		return nil, fmt.Errorf("devices: %w: handover code does not start with %q", ErrPairingCode, HandoverCodePrefix)
+		return nil, fmt.Errorf("%w: handover code does not start with %q", ErrPairingCode, HandoverCodePrefix)
 	}
 	t = strings.ReplaceAll(t[len(HandoverCodePrefix):], "-", "")
 	raw, err := handoverBase32.DecodeString(t)
 	if err != nil || handoverBase32.EncodeToString(raw) != t || len(raw) < pairingCheckLen {
-		return nil, fmt.Errorf("devices: %w: handover code is not valid base32 of the right length", ErrPairingCode)
+		return nil, fmt.Errorf("%w: handover code is not valid base32 of the right length", ErrPairingCode)
 	}
 	payload := raw[:len(raw)-pairingCheckLen]
 	if subtle.ConstantTimeCompare(withCheck(payload), raw) != 1 {
-		return nil, fmt.Errorf("devices: %w: handover code checksum mismatch (mistyped or damaged)", ErrPairingCode)
+		return nil, fmt.Errorf("%w: handover code checksum mismatch (mistyped or damaged)", ErrPairingCode)
 	}
 	h, err := ParseSigningKeyHandover(payload)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %w", ErrPairingCode, err)
+		return nil, fmt.Errorf("%w: %w", ErrPairingCode, err)
 	}
 	return h, nil
 }

@@ -65,7 +65,7 @@ func (ks *Keystore) encodeContents() ([]byte, error) {
 		return nil, err
 	}
 	if ks.Device == nil {
-		return nil, fmt.Errorf("devices: %w: keystore has no device key", ErrKeystore)
+		return nil, fmt.Errorf("%w: keystore has no device key", ErrKeystore)
 	}
 	var w builder
 	w.u8(contentsFormat)
@@ -141,18 +141,18 @@ func decodeContents(b []byte) (*Keystore, error) {
 		}
 	}
 	if err := r.done(); err != nil {
-		return nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
 	}
 	dk, err := DeviceKeyFromSeeds(seed, x)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
 	}
 	ks.Device = dk
 	if signCert != nil {
 		ask, err := AccountSigningKeyFromSeed(signCert, signSeed)
 		clear(signSeed[:])
 		if err != nil {
-			return nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
+			return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
 		}
 		ks.Signing = ask
 	}
@@ -182,15 +182,15 @@ func (h *keystoreHeader) encode() []byte {
 // parseKeystoreFile splits a keystore file into its header and ciphertext.
 func parseKeystoreFile(file []byte) (*keystoreHeader, []byte, error) {
 	if len(file) > maxKeystoreFileLen {
-		return nil, nil, fmt.Errorf("devices: %w: %d bytes, over the limit of %d", ErrKeystore, len(file), maxKeystoreFileLen)
+		return nil, nil, fmt.Errorf("%w: %d bytes, over the limit of %d", ErrKeystore, len(file), maxKeystoreFileLen)
 	}
 	if len(file) < len(keystoreMagic) || string(file[:len(keystoreMagic)]) != keystoreMagic {
-		return nil, nil, fmt.Errorf("devices: %w: not a Keyline keystore (bad magic)", ErrKeystore)
+		return nil, nil, fmt.Errorf("%w: not a Keyline keystore (bad magic)", ErrKeystore)
 	}
 	r := &reader{what: "keystore header", b: file, off: len(keystoreMagic)}
 	h := new(keystoreHeader)
 	if len(file) > len(keystoreMagic) && file[len(keystoreMagic)] < keystoreFormat {
-		return nil, nil, fmt.Errorf("devices: %w: keystore format version %d is from an older Keyline (it may hold the root key); this version reads only format %d: create the account again, or recover it with the paper key on this device (account recover)", ErrKeystore, file[len(keystoreMagic)], keystoreFormat)
+		return nil, nil, fmt.Errorf("%w: keystore format version %d is from an older Keyline (it may hold the root key); this version reads only format %d: create the account again, or recover it with the paper key on this device (account recover)", ErrKeystore, file[len(keystoreMagic)], keystoreFormat)
 	}
 	r.format(keystoreFormat)
 	if kdf := r.u8("KDF id"); r.err == nil && kdf != keystoreKDFArgon2 {
@@ -211,7 +211,7 @@ func parseKeystoreFile(file []byte) (*keystoreHeader, []byte, error) {
 		r.fail("ciphertext shorter than the %d-byte tag", chacha20poly1305.Overhead)
 	}
 	if err := r.done(); err != nil {
-		return nil, nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrKeystore, err)
 	}
 	return h, ct, nil
 }
@@ -230,7 +230,7 @@ func EncryptKeystore(ks *Keystore, passphrase []byte, params KDFParams) ([]byte,
 
 func encryptKeystore(ks *Keystore, passphrase []byte, params KDFParams, rnd io.Reader) ([]byte, error) {
 	if err := params.check(); err != nil {
-		return nil, fmt.Errorf("devices: %w: %v", ErrKeystore, err)
+		return nil, fmt.Errorf("%w: %v", ErrKeystore, err)
 	}
 	pt, err := ks.encodeContents()
 	if err != nil {
@@ -271,7 +271,7 @@ func DecryptKeystore(file, passphrase []byte) (*Keystore, error) {
 	hdr := file[:len(file)-len(ct)]
 	pt, err := aead.Open(nil, h.nonce[:], ct, hdr)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w", ErrWrongPassphrase)
+		return nil, fmt.Errorf("%w", ErrWrongPassphrase)
 	}
 	defer clear(pt)
 	return decodeContents(pt)

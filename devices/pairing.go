@@ -64,7 +64,7 @@ func (p *PairingRequest) body() ([]byte, error) {
 		return nil, err
 	}
 	if p.Cert == nil {
-		return nil, fmt.Errorf("devices: %w: pairing request has no cert", ErrMalformed)
+		return nil, fmt.Errorf("%w: pairing request has no cert", ErrMalformed)
 	}
 	if err := p.Cert.checkFields(); err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func (p *PairingRequest) checkExpiry() error {
 		return err
 	}
 	if !p.Expires.After(p.Cert.Created) || p.Expires.Sub(p.Cert.Created) > MaxPairingTTL {
-		return fmt.Errorf("devices: %w: pairing request expiry %v is not within (creation %v, +%v]", ErrMalformed, p.Expires, p.Cert.Created, MaxPairingTTL)
+		return fmt.Errorf("%w: pairing request expiry %v is not within (creation %v, +%v]", ErrMalformed, p.Expires, p.Cert.Created, MaxPairingTTL)
 	}
 	return nil
 }
@@ -170,7 +170,7 @@ func (p *PairingRequest) QR() (string, error) {
 // and say whether the prefix, the characters or the checksum was wrong.
 func ParsePairingCode(s string) (*PairingRequest, error) {
 	if len(s) > maxPairingCodeLen {
-		return nil, fmt.Errorf("devices: %w: %d characters, over the limit of %d", ErrPairingCode, len(s), maxPairingCodeLen)
+		return nil, fmt.Errorf("%w: %d characters, over the limit of %d", ErrPairingCode, len(s), maxPairingCodeLen)
 	}
 	s = strings.TrimSpace(s)
 	var raw []byte
@@ -179,38 +179,38 @@ func ParsePairingCode(s string) (*PairingRequest, error) {
 	case strings.HasPrefix(s, PairingQRPrefix):
 		enc := s[len(PairingQRPrefix):]
 		if i := strings.IndexFunc(enc, notBase64URL); i >= 0 {
-			return nil, fmt.Errorf("devices: %w: QR payload is not base64url: character %d %q", ErrPairingCode, i+1, enc[i])
+			return nil, fmt.Errorf("%w: QR payload is not base64url: character %d %q", ErrPairingCode, i+1, enc[i])
 		}
 		raw, err = base64.RawURLEncoding.Strict().DecodeString(enc)
 		if err != nil {
-			return nil, fmt.Errorf("devices: %w: QR payload is not base64url: %v", ErrPairingCode, err)
+			return nil, fmt.Errorf("%w: QR payload is not base64url: %v", ErrPairingCode, err)
 		}
 	default:
 		t := strings.ToUpper(strings.Join(strings.Fields(s), ""))
 		if !strings.HasPrefix(t, PairingCodePrefix) {
-			return nil, fmt.Errorf("devices: %w: code does not start with %q", ErrPairingCode, PairingCodePrefix)
+			return nil, fmt.Errorf("%w: code does not start with %q", ErrPairingCode, PairingCodePrefix)
 		}
 		t = strings.ReplaceAll(t[len(PairingCodePrefix):], "-", "")
 		for i, ch := range t {
 			if !('A' <= ch && ch <= 'Z' || '2' <= ch && ch <= '7') {
-				return nil, fmt.Errorf("devices: %w: character %d %q is not base32 (A-Z, 2-7)", ErrPairingCode, i+1, ch)
+				return nil, fmt.Errorf("%w: character %d %q is not base32 (A-Z, 2-7)", ErrPairingCode, i+1, ch)
 			}
 		}
 		raw, err = pairingBase32.DecodeString(t)
 		if err != nil || pairingBase32.EncodeToString(raw) != t {
-			return nil, fmt.Errorf("devices: %w: code has a wrong length or last character (characters missing or added)", ErrPairingCode)
+			return nil, fmt.Errorf("%w: code has a wrong length or last character (characters missing or added)", ErrPairingCode)
 		}
 	}
 	if len(raw) < pairingCheckLen {
-		return nil, fmt.Errorf("devices: %w: too short", ErrPairingCode)
+		return nil, fmt.Errorf("%w: too short", ErrPairingCode)
 	}
 	payload := raw[:len(raw)-pairingCheckLen]
 	if subtle.ConstantTimeCompare(withCheck(payload), raw) != 1 {
-		return nil, fmt.Errorf("devices: %w: checksum mismatch (code mistyped or damaged)", ErrPairingCode)
+		return nil, fmt.Errorf("%w: checksum mismatch (code mistyped or damaged)", ErrPairingCode)
 	}
 	p, err := ParsePairingRequest(payload)
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w: %w", ErrPairingCode, err)
+		return nil, fmt.Errorf("%w: %w", ErrPairingCode, err)
 	}
 	return p, nil
 }
@@ -255,10 +255,10 @@ func uint40(b []byte) uint64 {
 // SealHandover).
 func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequest, fingerprint string, trusted bool, now time.Time) (*AccountState, error) {
 	if req.UserID != prev.UserID {
-		return nil, fmt.Errorf("devices: %w: pairing request is for %q, this account is %q", ErrUserMismatch, req.UserID, prev.UserID)
+		return nil, fmt.Errorf("%w: pairing request is for %q, this account is %q", ErrUserMismatch, req.UserID, prev.UserID)
 	}
 	if req.IdentityKey != prev.IdentityKey {
-		return nil, fmt.Errorf("devices: %w: pairing request was made for another root key", ErrIdentityChanged)
+		return nil, fmt.Errorf("%w: pairing request was made for another root key", ErrIdentityChanged)
 	}
 	if err := checkSigner(prev, ask); err != nil {
 		return nil, err
@@ -268,10 +268,10 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 		return nil, err
 	}
 	if now.After(req.Expires) {
-		return nil, fmt.Errorf("devices: %w: it expired at %s (now %s); make a new request on the new device", ErrPairingExpired, req.Expires.Format(time.RFC3339), now.UTC().Truncate(time.Second).Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: it expired at %s (now %s); make a new request on the new device", ErrPairingExpired, req.Expires.Format(time.RFC3339), now.UTC().Truncate(time.Second).Format(time.RFC3339))
 	}
 	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
-		return nil, fmt.Errorf("devices: %w: pairing request signature does not verify", ErrDeviceCert)
+		return nil, fmt.Errorf("%w: pairing request signature does not verify", ErrDeviceCert)
 	}
 	want, err := req.Fingerprint()
 	if err != nil {
@@ -279,14 +279,14 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 	}
 	got := strings.Join(strings.Fields(fingerprint), "")
 	if subtle.ConstantTimeCompare([]byte(got), []byte(strings.ReplaceAll(want, " ", ""))) != 1 {
-		return nil, fmt.Errorf("devices: %w: fingerprint %q does not match the request's", ErrPairingCode, fingerprint)
+		return nil, fmt.Errorf("%w: fingerprint %q does not match the request's", ErrPairingCode, fingerprint)
 	}
 	cbody, err := req.Cert.body()
 	if err != nil {
 		return nil, err
 	}
 	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
-		return nil, fmt.Errorf("devices: %w: pairing request back-signature does not verify", ErrDeviceCert)
+		return nil, fmt.Errorf("%w: pairing request back-signature does not verify", ErrDeviceCert)
 	}
 	return addDevice(prev, ask, req.Cert, trusted, now)
 }

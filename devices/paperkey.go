@@ -79,13 +79,13 @@ func ParsePaperKey(words string) (RecoverySecret, error) {
 	var s RecoverySecret
 	fields := strings.Fields(strings.ToLower(words))
 	if len(fields) != PaperKeyWords {
-		return s, fmt.Errorf("devices: %w: got %d words, want %d", ErrPaperKey, len(fields), PaperKeyWords)
+		return s, fmt.Errorf("%w: got %d words, want %d", ErrPaperKey, len(fields), PaperKeyWords)
 	}
 	var buf [33]byte
 	for i, w := range fields {
 		idx, ok := bip39Index[w]
 		if !ok {
-			return s, fmt.Errorf("devices: %w: word %d %q is not in the BIP39 English list", ErrPaperKey, i+1, w)
+			return s, fmt.Errorf("%w: word %d %q is not in the BIP39 English list", ErrPaperKey, i+1, w)
 		}
 		for j := 0; j < 11; j++ {
 			if idx>>(10-j)&1 == 1 {
@@ -97,7 +97,7 @@ func ParsePaperKey(words string) (RecoverySecret, error) {
 	copy(s[:], buf[:32])
 	sum := sha256.Sum256(s[:])
 	if sum[0] != buf[32] {
-		return RecoverySecret{}, fmt.Errorf("devices: %w: checksum mismatch (a word is wrong or words are out of order)", ErrPaperKey)
+		return RecoverySecret{}, fmt.Errorf("%w: checksum mismatch (a word is wrong or words are out of order)", ErrPaperKey)
 	}
 	return s, nil
 }

@@ -75,20 +75,20 @@ func (a *ResetAuthorization) Pending(t time.Time) bool { return t.Before(a.Effec
 
 func (k *AccountKeys) check() error {
 	if k == nil {
-		return fmt.Errorf("devices: %w: reset authorization has no current keys", ErrMalformed)
+		return fmt.Errorf("%w: reset authorization has no current keys", ErrMalformed)
 	}
 	if k.SigningKey == nil {
-		return fmt.Errorf("devices: %w: reset authorization's current keys have no signing key cert", ErrMalformed)
+		return fmt.Errorf("%w: reset authorization's current keys have no signing key cert", ErrMalformed)
 	}
 	if err := k.SigningKey.checkFields(); err != nil {
 		return err
 	}
 	if len(k.Devices) == 0 || len(k.Devices) > MaxDevices {
-		return fmt.Errorf("devices: %w: reset authorization's current keys have %d devices, want 1..%d", ErrMalformed, len(k.Devices), MaxDevices)
+		return fmt.Errorf("%w: reset authorization's current keys have %d devices, want 1..%d", ErrMalformed, len(k.Devices), MaxDevices)
 	}
 	for i, c := range k.Devices {
 		if c == nil {
-			return fmt.Errorf("devices: %w: device %d is nil", ErrMalformed, i)
+			return fmt.Errorf("%w: device %d is nil", ErrMalformed, i)
 		}
 		if err := c.checkFields(); err != nil {
 			return err
@@ -203,7 +203,7 @@ func (a *ResetAuthorization) body() ([]byte, error) {
 		return nil, err
 	}
 	if a.NewState == nil {
-		return nil, fmt.Errorf("devices: %w: reset authorization has no new state", ErrMalformed)
+		return nil, fmt.Errorf("%w: reset authorization has no new state", ErrMalformed)
 	}
 	if err := a.Current.check(); err != nil {
 		return nil, err
@@ -213,7 +213,7 @@ func (a *ResetAuthorization) body() ([]byte, error) {
 		return nil, err
 	}
 	if !a.Reason.valid() {
-		return nil, fmt.Errorf("devices: %w: unknown reset reason %d", ErrMalformed, a.Reason)
+		return nil, fmt.Errorf("%w: unknown reset reason %d", ErrMalformed, a.Reason)
 	}
 	if err := checkTime("reset time", a.Time); err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func NewResetState(prev *AccountState, newRK [32]byte, ask *AccountSigningKey, f
 // window has passed after now. It checks the result with VerifyReset.
 func SignReset(resetKey ed25519.PrivateKey, prev, newState *AccountState, reason ResetReason, now time.Time, window time.Duration) (*ResetAuthorization, error) {
 	if len(resetKey) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("devices: %w: reset private key is %d bytes", ErrReset, len(resetKey))
+		return nil, fmt.Errorf("%w: reset private key is %d bytes", ErrReset, len(resetKey))
 	}
 	h, err := prev.Hash()
 	if err != nil {
@@ -360,17 +360,17 @@ func SignReset(resetKey ed25519.PrivateKey, prev, newState *AccountState, reason
 // encode). It does not check a's states or keys.
 func VerifyResetSignature(a *ResetAuthorization, resetKeyPub ed25519.PublicKey) error {
 	if a == nil {
-		return fmt.Errorf("devices: %w: nil reset authorization", ErrMalformed)
+		return fmt.Errorf("%w: nil reset authorization", ErrMalformed)
 	}
 	if len(resetKeyPub) != ed25519.PublicKeySize {
-		return fmt.Errorf("devices: %w: reset public key is %d bytes", ErrReset, len(resetKeyPub))
+		return fmt.Errorf("%w: reset public key is %d bytes", ErrReset, len(resetKeyPub))
 	}
 	b, err := a.body()
 	if err != nil {
 		return err
 	}
 	if !ed25519.Verify(resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
-		return fmt.Errorf("devices: %w: %s v%d: signature by the directory reset key does not verify", ErrReset, a.UserID, a.Version)
+		return fmt.Errorf("%w: %s v%d: signature by the directory reset key does not verify", ErrReset, a.UserID, a.Version)
 	}
 	return nil
 }
@@ -394,23 +394,23 @@ func VerifyResetEntry(a *ResetAuthorization, resetKeyPub ed25519.PublicKey, minW
 	}
 	next := a.NewState
 	if a.UserID != next.UserID {
-		return fmt.Errorf("devices: %w: reset is for %q, its new state for %q", ErrUserMismatch, a.UserID, next.UserID)
+		return fmt.Errorf("%w: reset is for %q, its new state for %q", ErrUserMismatch, a.UserID, next.UserID)
 	}
 	if a.Version != next.Version {
-		return fmt.Errorf("devices: %w: reset names version %d, its new state is v%d", ErrVersion, a.Version, next.Version)
+		return fmt.Errorf("%w: reset names version %d, its new state is v%d", ErrVersion, a.Version, next.Version)
 	}
 	if a.PrevHash != next.PrevHash {
-		return fmt.Errorf("devices: %w: reset and its new state name different previous hashes", ErrPrevHash)
+		return fmt.Errorf("%w: reset and its new state name different previous hashes", ErrPrevHash)
 	}
 	if a.EffectiveAt.Before(a.Time.Add(minWindow)) {
-		return fmt.Errorf("devices: %w: %s v%d: reset logged at %v takes effect at %v, before the %v window ends", ErrResetWindow, a.UserID, a.Version, a.Time, a.EffectiveAt, minWindow)
+		return fmt.Errorf("%w: %s v%d: reset logged at %v takes effect at %v, before the %v window ends", ErrResetWindow, a.UserID, a.Version, a.Time, a.EffectiveAt, minWindow)
 	}
 	cur := a.Current
 	if err := VerifySigningKeyCert(cur.IdentityKey, a.UserID, cur.SigningKey); err != nil {
 		return err
 	}
 	if a.Time.Before(cur.SigningKey.Created) {
-		return fmt.Errorf("devices: %w: %s v%d: reset logged at %v, before the current signing key was certified (%v): a backdated reset", ErrTimestamp, a.UserID, a.Version, a.Time, cur.SigningKey.Created)
+		return fmt.Errorf("%w: %s v%d: reset logged at %v, before the current signing key was certified (%v): a backdated reset", ErrTimestamp, a.UserID, a.Version, a.Time, cur.SigningKey.Created)
 	}
 	for _, c := range cur.Devices {
 		if err := VerifyDeviceCert(cur.IdentityKey, cur.SigningKey.Key, c); err != nil {
@@ -418,17 +418,17 @@ func VerifyResetEntry(a *ResetAuthorization, resetKeyPub ed25519.PublicKey, minW
 		}
 	}
 	if next.IdentityKey == cur.IdentityKey {
-		return fmt.Errorf("devices: %w: reset keeps the root key (use a normal update)", ErrReset)
+		return fmt.Errorf("%w: reset keeps the root key (use a normal update)", ErrReset)
 	}
 	if g := next.Generation(); g != 1 {
-		return fmt.Errorf("devices: %w: reset state has signing key generation %d, want 1", ErrSigningKeyCert, g)
+		return fmt.Errorf("%w: reset state has signing key generation %d, want 1", ErrSigningKeyCert, g)
 	}
 	if err := VerifyAccountState(next); err != nil {
 		return err
 	}
 	for _, d := range cur.Devices {
 		if next.Revoked(d.ID) == nil {
-			return fmt.Errorf("devices: %w: device %s is not revoked by the reset", ErrReset, d.ID)
+			return fmt.Errorf("%w: device %s is not revoked by the reset", ErrReset, d.ID)
 		}
 	}
 	return nil
@@ -441,20 +441,20 @@ func VerifyResetEntry(a *ResetAuthorization, resetKeyPub ed25519.PublicKey, minW
 // reset time not before prev's timestamp.
 func VerifyReset(prev *AccountState, reset *ResetAuthorization, resetKeyPub ed25519.PublicKey, minWindow time.Duration) error {
 	if reset == nil || prev == nil {
-		return fmt.Errorf("devices: %w: nil reset or previous state", ErrMalformed)
+		return fmt.Errorf("%w: nil reset or previous state", ErrMalformed)
 	}
 	if err := VerifyResetEntry(reset, resetKeyPub, minWindow); err != nil {
 		return err
 	}
 	if !reset.Current.equalState(prev) {
-		return fmt.Errorf("devices: %w: %s v%d: the reset's current keys are not those of v%d", ErrReset, reset.UserID, reset.Version, prev.Version)
+		return fmt.Errorf("%w: %s v%d: the reset's current keys are not those of v%d", ErrReset, reset.UserID, reset.Version, prev.Version)
 	}
 	next := reset.NewState
 	if err := checkLink(prev, next); err != nil {
 		return err
 	}
 	if reset.Time.Before(prev.Timestamp) {
-		return fmt.Errorf("devices: %w: reset time %v is before v%d's %v", ErrTimestamp, reset.Time, prev.Version, prev.Timestamp)
+		return fmt.Errorf("%w: reset time %v is before v%d's %v", ErrTimestamp, reset.Time, prev.Version, prev.Timestamp)
 	}
 	return checkRevocations(prev, next)
 }
@@ -482,7 +482,7 @@ func VerifyReset(prev *AccountState, reset *ResetAuthorization, resetKeyPub ed25
 // then prev is reset.PreviousState().
 func VerifyAfterReset(prev *AccountState, reset *ResetAuthorization, next *AccountState) (cancelled bool, err error) {
 	if reset == nil || next == nil || reset.Current == nil || reset.NewState == nil {
-		return false, fmt.Errorf("devices: %w: nil state or reset", ErrMalformed)
+		return false, fmt.Errorf("%w: nil state or reset", ErrMalformed)
 	}
 	if prev == nil {
 		prev = reset.PreviousState()
@@ -490,7 +490,7 @@ func VerifyAfterReset(prev *AccountState, reset *ResetAuthorization, next *Accou
 	switch next.IdentityKey {
 	case prev.IdentityKey:
 		if next.UserID != prev.UserID {
-			return false, fmt.Errorf("devices: %w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
+			return false, fmt.Errorf("%w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
 		}
 		if err := checkGeneration(prev, next); err != nil {
 			return false, err
@@ -499,10 +499,10 @@ func VerifyAfterReset(prev *AccountState, reset *ResetAuthorization, next *Accou
 			return false, err
 		}
 		if !next.Timestamp.Before(reset.EffectiveAt) {
-			return false, fmt.Errorf("devices: %w: %s v%d cancels the reset at %v, after its window ended at %v", ErrResetWindow, next.UserID, next.Version, next.Timestamp, reset.EffectiveAt)
+			return false, fmt.Errorf("%w: %s v%d cancels the reset at %v, after its window ended at %v", ErrResetWindow, next.UserID, next.Version, next.Timestamp, reset.EffectiveAt)
 		}
 		if next.Timestamp.Before(prev.Timestamp) {
-			return false, fmt.Errorf("devices: %w: %s v%d timestamp %v is before v%d's %v", ErrTimestamp, next.UserID, next.Version, next.Timestamp, prev.Version, prev.Timestamp)
+			return false, fmt.Errorf("%w: %s v%d timestamp %v is before v%d's %v", ErrTimestamp, next.UserID, next.Version, next.Timestamp, prev.Version, prev.Timestamp)
 		}
 		if err := VerifyAccountState(next); err != nil {
 			return false, err
@@ -510,9 +510,9 @@ func VerifyAfterReset(prev *AccountState, reset *ResetAuthorization, next *Accou
 		return true, checkRevocations(prev, next)
 	case reset.NewState.IdentityKey:
 		if next.Timestamp.Before(reset.EffectiveAt) {
-			return false, fmt.Errorf("devices: %w: %s v%d uses the reset's new keys at %v, before the reset takes effect at %v", ErrResetPending, next.UserID, next.Version, next.Timestamp, reset.EffectiveAt)
+			return false, fmt.Errorf("%w: %s v%d uses the reset's new keys at %v, before the reset takes effect at %v", ErrResetPending, next.UserID, next.Version, next.Timestamp, reset.EffectiveAt)
 		}
 		return false, VerifyTransition(reset.NewState, next)
 	}
-	return false, fmt.Errorf("devices: %w: %s v%d after a reset has root key %x, neither the previous nor the reset's", ErrIdentityChanged, next.UserID, next.Version, next.IdentityKey[:8])
+	return false, fmt.Errorf("%w: %s v%d after a reset has root key %x, neither the previous nor the reset's", ErrIdentityChanged, next.UserID, next.Version, next.IdentityKey[:8])
 }

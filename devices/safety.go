@@ -105,15 +105,15 @@ func encodeSafetyQR(a, b [32]byte) []byte {
 // (sender's) local and remote fingerprints.
 func parseSafetyQR(payload string) (local, remote [32]byte, err error) {
 	if !strings.HasPrefix(payload, SafetyQRPrefix) {
-		return local, remote, fmt.Errorf("devices: %w: not a Keyline safety-number payload (want prefix %q)", ErrMalformed, SafetyQRPrefix)
+		return local, remote, fmt.Errorf("%w: not a Keyline safety-number payload (want prefix %q)", ErrMalformed, SafetyQRPrefix)
 	}
 	enc := payload[len(SafetyQRPrefix):]
 	if i := strings.IndexFunc(enc, notBase64URL); i >= 0 {
-		return local, remote, fmt.Errorf("devices: %w: safety-number payload is not base64url: character %d %q", ErrMalformed, i+1, enc[i])
+		return local, remote, fmt.Errorf("%w: safety-number payload is not base64url: character %d %q", ErrMalformed, i+1, enc[i])
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(enc)
 	if err != nil {
-		return local, remote, fmt.Errorf("devices: %w: safety-number payload is not base64url: %v", ErrMalformed, err)
+		return local, remote, fmt.Errorf("%w: safety-number payload is not base64url: %v", ErrMalformed, err)
 	}
 	r := &reader{what: "safety-number payload", b: b}
 	r.format(safetyQRVersion)
@@ -133,7 +133,7 @@ func (s *SafetyNumber) VerifyQR(scanned string) error {
 	}
 	ok := subtle.ConstantTimeCompare(theirLocal[:], s.remote[:]) & subtle.ConstantTimeCompare(theirRemote[:], s.local[:])
 	if ok != 1 {
-		return fmt.Errorf("devices: %w: the scanned code does not match this conversation's identity keys", ErrSafetyNumberMismatch)
+		return fmt.Errorf("%w: the scanned code does not match this conversation's identity keys", ErrSafetyNumberMismatch)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func (c *SigningKeyCert) checkFields() error {
 		return err
 	}
 	if c.Generation == 0 {
-		return fmt.Errorf("devices: %w: signing key generation 0 (generations start at 1)", ErrMalformed)
+		return fmt.Errorf("%w: signing key generation 0 (generations start at 1)", ErrMalformed)
 	}
 	return checkTime("signing key cert creation time", c.Created)
 }
@@ -97,20 +97,20 @@ func readSigningKeyCert(r *reader) *SigningKeyCert {
 // wrap ErrSigningKeyCert (or ErrMalformed, ErrUserMismatch).
 func VerifySigningKeyCert(rkPub [32]byte, userID string, c *SigningKeyCert) error {
 	if c == nil {
-		return fmt.Errorf("devices: %w: no signing key cert", ErrSigningKeyCert)
+		return fmt.Errorf("%w: no signing key cert", ErrSigningKeyCert)
 	}
 	b, err := c.body()
 	if err != nil {
 		return err
 	}
 	if c.UserID != userID {
-		return fmt.Errorf("devices: %w: signing key cert is for %q, the account is %q", ErrUserMismatch, c.UserID, userID)
+		return fmt.Errorf("%w: signing key cert is for %q, the account is %q", ErrUserMismatch, c.UserID, userID)
 	}
 	if c.Key == rkPub {
-		return fmt.Errorf("devices: %w: generation %d: the signing key is the root key", ErrSigningKeyCert, c.Generation)
+		return fmt.Errorf("%w: generation %d: the signing key is the root key", ErrSigningKeyCert, c.Generation)
 	}
 	if !ed25519.Verify(rkPub[:], signedMessage(ctxSigningKeyCert, b), c.Signature[:]) {
-		return fmt.Errorf("devices: %w: generation %d: root key signature does not verify", ErrSigningKeyCert, c.Generation)
+		return fmt.Errorf("%w: generation %d: root key signature does not verify", ErrSigningKeyCert, c.Generation)
 	}
 	return nil
 }
@@ -160,11 +160,11 @@ func NewAccountSigningKey(rk *RootKey, userID string, gen uint32, rand io.Reader
 // certificate cert; the seed's public key must be cert.Key.
 func AccountSigningKeyFromSeed(cert *SigningKeyCert, seed [32]byte) (*AccountSigningKey, error) {
 	if cert == nil {
-		return nil, fmt.Errorf("devices: %w: no signing key cert", ErrSigningKeyCert)
+		return nil, fmt.Errorf("%w: no signing key cert", ErrSigningKeyCert)
 	}
 	priv := ed25519.NewKeyFromSeed(seed[:])
 	if [32]byte(priv[32:]) != cert.Key {
-		return nil, fmt.Errorf("devices: %w: signing key seed does not match the generation %d cert", ErrSigningKeyCert, cert.Generation)
+		return nil, fmt.Errorf("%w: signing key seed does not match the generation %d cert", ErrSigningKeyCert, cert.Generation)
 	}
 	return &AccountSigningKey{Cert: cert, priv: priv}, nil
 }

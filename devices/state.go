@@ -89,26 +89,26 @@ func (s *AccountState) checkFields() error {
 		return err
 	}
 	if s.Version == 0 {
-		return fmt.Errorf("devices: %w: AccountState version 0 (versions start at 1)", ErrVersion)
+		return fmt.Errorf("%w: AccountState version 0 (versions start at 1)", ErrVersion)
 	}
 	if s.SigningKey == nil {
-		return fmt.Errorf("devices: %w: AccountState has no signing key cert", ErrMalformed)
+		return fmt.Errorf("%w: AccountState has no signing key cert", ErrMalformed)
 	}
 	if err := s.SigningKey.checkFields(); err != nil {
 		return err
 	}
 	if len(s.Devices) == 0 {
-		return fmt.Errorf("devices: %w: AccountState has no devices", ErrMalformed)
+		return fmt.Errorf("%w: AccountState has no devices", ErrMalformed)
 	}
 	if len(s.Devices) > MaxDevices {
-		return fmt.Errorf("devices: %w: AccountState has %d devices, over the limit of %d", ErrMalformed, len(s.Devices), MaxDevices)
+		return fmt.Errorf("%w: AccountState has %d devices, over the limit of %d", ErrMalformed, len(s.Devices), MaxDevices)
 	}
 	if len(s.Revocations) > MaxRevocations {
-		return fmt.Errorf("devices: %w: AccountState has %d revocations, over the limit of %d", ErrMalformed, len(s.Revocations), MaxRevocations)
+		return fmt.Errorf("%w: AccountState has %d revocations, over the limit of %d", ErrMalformed, len(s.Revocations), MaxRevocations)
 	}
 	for i, c := range s.Devices {
 		if c == nil {
-			return fmt.Errorf("devices: %w: device %d is nil", ErrMalformed, i)
+			return fmt.Errorf("%w: device %d is nil", ErrMalformed, i)
 		}
 		if err := c.checkFields(); err != nil {
 			return err
@@ -126,12 +126,12 @@ func (s *AccountState) checkFields() error {
 			}
 		}
 		if s.Device(id) == nil {
-			return fmt.Errorf("devices: %w: trusted device %s is not listed", ErrMalformed, id)
+			return fmt.Errorf("%w: trusted device %s is not listed", ErrMalformed, id)
 		}
 	}
 	for i, rv := range s.Revocations {
 		if !rv.Reason.valid() {
-			return fmt.Errorf("devices: %w: revocation of %s has unknown reason %d", ErrMalformed, rv.Device, rv.Reason)
+			return fmt.Errorf("%w: revocation of %s has unknown reason %d", ErrMalformed, rv.Device, rv.Reason)
 		}
 		if err := checkTime("revocation time", rv.Time); err != nil {
 			return err
@@ -148,9 +148,9 @@ func (s *AccountState) checkFields() error {
 func checkOrder(what string, prev, cur DeviceID) error {
 	switch bytes.Compare(prev[:], cur[:]) {
 	case 0:
-		return fmt.Errorf("devices: %w: %w: %s list has device %s twice", ErrMalformed, ErrDuplicateDevice, what, cur)
+		return fmt.Errorf("%w: %w: %s list has device %s twice", ErrMalformed, ErrDuplicateDevice, what, cur)
 	case 1:
-		return fmt.Errorf("devices: %w: %s list not sorted: %s after %s", ErrMalformed, what, cur, prev)
+		return fmt.Errorf("%w: %s list not sorted: %s after %s", ErrMalformed, what, cur, prev)
 	}
 	return nil
 }
@@ -214,7 +214,7 @@ func (s *AccountState) Hash() ([32]byte, error) {
 // unless s.SigningKey is ask's certificate and s encodes.
 func (s *AccountState) Sign(ask *AccountSigningKey) error {
 	if !s.SigningKey.equal(ask.Cert) {
-		return fmt.Errorf("devices: %w: signing key is not the state's account signing key", ErrSigner)
+		return fmt.Errorf("%w: signing key is not the state's account signing key", ErrSigner)
 	}
 	b, err := s.body()
 	if err != nil {
@@ -255,7 +255,7 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 // VerifyCreate, VerifyTransition and VerifyReset.
 func VerifyAccountState(s *AccountState) error {
 	if s == nil {
-		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
 	b, err := s.body()
 	if err != nil {
@@ -279,7 +279,7 @@ func verifyStateSignature(s *AccountState, b []byte) error {
 		return err
 	}
 	if !ed25519.Verify(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
-		return fmt.Errorf("devices: %w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
+		return fmt.Errorf("%w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
 	}
 	return nil
 }
@@ -290,10 +290,10 @@ func checkDeviceList(s *AccountState) error {
 	names := make(map[string]DeviceID, len(s.Devices))
 	for _, c := range s.Devices {
 		if rv := s.Revoked(c.ID); rv != nil {
-			return fmt.Errorf("devices: %w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
+			return fmt.Errorf("%w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
 		}
 		if other, ok := names[c.Name]; ok {
-			return fmt.Errorf("devices: %w: %w: devices %s and %s are both named %q", ErrDuplicateDevice, ErrDeviceName, other, c.ID, c.Name)
+			return fmt.Errorf("%w: %w: devices %s and %s are both named %q", ErrDuplicateDevice, ErrDeviceName, other, c.ID, c.Name)
 		}
 		names[c.Name] = c.ID
 	}

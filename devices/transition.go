@@ -12,19 +12,19 @@ import (
 // (VerifyAccountState).
 func VerifyCreate(next *AccountState) error {
 	if next == nil {
-		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
 	if next.Version != 1 {
-		return fmt.Errorf("devices: %w: create has version %d, want 1", ErrVersion, next.Version)
+		return fmt.Errorf("%w: create has version %d, want 1", ErrVersion, next.Version)
 	}
 	if next.PrevHash != ([32]byte{}) {
-		return fmt.Errorf("devices: %w: create has non-zero previous hash", ErrPrevHash)
+		return fmt.Errorf("%w: create has non-zero previous hash", ErrPrevHash)
 	}
 	if len(next.Revocations) != 0 {
-		return fmt.Errorf("devices: %w: create revokes %d devices of no previous state", ErrRevocation, len(next.Revocations))
+		return fmt.Errorf("%w: create revokes %d devices of no previous state", ErrRevocation, len(next.Revocations))
 	}
 	if g := next.Generation(); g != 1 {
-		return fmt.Errorf("devices: %w: create has signing key generation %d, want 1", ErrSigningKeyCert, g)
+		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, g)
 	}
 	return VerifyAccountState(next)
 }
@@ -63,13 +63,13 @@ func VerifyTransition(prev, next *AccountState) error {
 // signatures and the revocation rules.
 func checkHead(prev, next *AccountState) error {
 	if prev == nil || next == nil {
-		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
 	if next.UserID != prev.UserID {
-		return fmt.Errorf("devices: %w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
+		return fmt.Errorf("%w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
 	}
 	if next.IdentityKey != prev.IdentityKey {
-		return fmt.Errorf("devices: %w: %s v%d has root key %x, v%d had %x", ErrIdentityChanged, next.UserID, next.Version, next.IdentityKey[:8], prev.Version, prev.IdentityKey[:8])
+		return fmt.Errorf("%w: %s v%d has root key %x, v%d had %x", ErrIdentityChanged, next.UserID, next.Version, next.IdentityKey[:8], prev.Version, prev.IdentityKey[:8])
 	}
 	if err := checkGeneration(prev, next); err != nil {
 		return err
@@ -81,18 +81,18 @@ func checkHead(prev, next *AccountState) error {
 // VerifyTransition.
 func checkGeneration(prev, next *AccountState) error {
 	if prev.SigningKey == nil || next.SigningKey == nil {
-		return fmt.Errorf("devices: %w: AccountState has no signing key cert", ErrMalformed)
+		return fmt.Errorf("%w: AccountState has no signing key cert", ErrMalformed)
 	}
 	pg, ng := prev.SigningKey.Generation, next.SigningKey.Generation
 	switch {
 	case ng < pg:
-		return fmt.Errorf("devices: %w: %s v%d is signed by signing key generation %d, but v%d already uses generation %d (the older key was rotated out)", ErrStaleSigningKey, next.UserID, next.Version, ng, prev.Version, pg)
+		return fmt.Errorf("%w: %s v%d is signed by signing key generation %d, but v%d already uses generation %d (the older key was rotated out)", ErrStaleSigningKey, next.UserID, next.Version, ng, prev.Version, pg)
 	case ng == pg:
 		if !next.SigningKey.equal(prev.SigningKey) {
-			return fmt.Errorf("devices: %w: %s v%d carries a different signing key cert for generation %d than v%d", ErrSigningKeyCert, next.UserID, next.Version, ng, prev.Version)
+			return fmt.Errorf("%w: %s v%d carries a different signing key cert for generation %d than v%d", ErrSigningKeyCert, next.UserID, next.Version, ng, prev.Version)
 		}
 	case ng != pg+1:
-		return fmt.Errorf("devices: %w: %s v%d jumps from signing key generation %d to %d (want %d)", ErrSigningKeyCert, next.UserID, next.Version, pg, ng, pg+1)
+		return fmt.Errorf("%w: %s v%d jumps from signing key generation %d to %d (want %d)", ErrSigningKeyCert, next.UserID, next.Version, pg, ng, pg+1)
 	}
 	return nil
 }
@@ -100,23 +100,23 @@ func checkGeneration(prev, next *AccountState) error {
 // checkLink checks user id, version, previous hash and timestamp.
 func checkLink(prev, next *AccountState) error {
 	if prev == nil || next == nil {
-		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
+		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
 	if next.UserID != prev.UserID {
-		return fmt.Errorf("devices: %w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
+		return fmt.Errorf("%w: next state is for %q, previous for %q", ErrUserMismatch, next.UserID, prev.UserID)
 	}
 	if prev.Version == ^uint64(0) || next.Version != prev.Version+1 {
-		return fmt.Errorf("devices: %w: %s v%d follows v%d, want v%d", ErrVersion, next.UserID, next.Version, prev.Version, prev.Version+1)
+		return fmt.Errorf("%w: %s v%d follows v%d, want v%d", ErrVersion, next.UserID, next.Version, prev.Version, prev.Version+1)
 	}
 	h, err := prev.Hash()
 	if err != nil {
 		return err
 	}
 	if next.PrevHash != h {
-		return fmt.Errorf("devices: %w: %s v%d names previous hash %x, v%d hashes to %x", ErrPrevHash, next.UserID, next.Version, next.PrevHash[:8], prev.Version, h[:8])
+		return fmt.Errorf("%w: %s v%d names previous hash %x, v%d hashes to %x", ErrPrevHash, next.UserID, next.Version, next.PrevHash[:8], prev.Version, h[:8])
 	}
 	if next.Timestamp.Before(prev.Timestamp) {
-		return fmt.Errorf("devices: %w: %s v%d timestamp %v is before v%d's %v", ErrTimestamp, next.UserID, next.Version, next.Timestamp, prev.Version, prev.Timestamp)
+		return fmt.Errorf("%w: %s v%d timestamp %v is before v%d's %v", ErrTimestamp, next.UserID, next.Version, next.Timestamp, prev.Version, prev.Timestamp)
 	}
 	return nil
 }
@@ -125,16 +125,16 @@ func checkLink(prev, next *AccountState) error {
 func checkRevocations(prev, next *AccountState) error {
 	for _, c := range next.Devices {
 		if rv := prev.Revoked(c.ID); rv != nil {
-			return fmt.Errorf("devices: %w: device %s (%q) was revoked (%s) and is listed again", ErrRevokedDevice, c.ID, c.Name, rv.Reason)
+			return fmt.Errorf("%w: device %s (%q) was revoked (%s) and is listed again", ErrRevokedDevice, c.ID, c.Name, rv.Reason)
 		}
 	}
 	for _, old := range prev.Revocations {
 		rv := next.Revoked(old.Device)
 		if rv == nil {
-			return fmt.Errorf("devices: %w: revocation of device %s was dropped", ErrRevocation, old.Device)
+			return fmt.Errorf("%w: revocation of device %s was dropped", ErrRevocation, old.Device)
 		}
 		if rv.Reason != old.Reason || !rv.Time.Equal(old.Time) {
-			return fmt.Errorf("devices: %w: revocation of device %s was altered", ErrRevocation, old.Device)
+			return fmt.Errorf("%w: revocation of device %s was altered", ErrRevocation, old.Device)
 		}
 	}
 	for _, rv := range next.Revocations {
@@ -142,10 +142,10 @@ func checkRevocations(prev, next *AccountState) error {
 			continue
 		}
 		if prev.Device(rv.Device) == nil {
-			return fmt.Errorf("devices: %w: new revocation names device %s, which is not in v%d", ErrRevocation, rv.Device, prev.Version)
+			return fmt.Errorf("%w: new revocation names device %s, which is not in v%d", ErrRevocation, rv.Device, prev.Version)
 		}
 		if rv.Time.Before(prev.Timestamp) || rv.Time.After(next.Timestamp) {
-			return fmt.Errorf("devices: %w: revocation of device %s at %v is outside [%v, %v]", ErrTimestamp, rv.Device, rv.Time, prev.Timestamp, next.Timestamp)
+			return fmt.Errorf("%w: revocation of device %s at %v is outside [%v, %v]", ErrTimestamp, rv.Device, rv.Time, prev.Timestamp, next.Timestamp)
 		}
 	}
 	return nil
@@ -216,14 +216,14 @@ func successor(prev *AccountState, ask *AccountSigningKey, now time.Time) (*Acco
 
 func (s *AccountState) addDevice(c *DeviceCert) error {
 	if s.Device(c.ID) != nil {
-		return fmt.Errorf("devices: %w: device %s is already in the account", ErrDuplicateDevice, c.ID)
+		return fmt.Errorf("%w: device %s is already in the account", ErrDuplicateDevice, c.ID)
 	}
 	if rv := s.Revoked(c.ID); rv != nil {
-		return fmt.Errorf("devices: %w: device %s was revoked (%s) and cannot be added again", ErrRevokedDevice, c.ID, rv.Reason)
+		return fmt.Errorf("%w: device %s was revoked (%s) and cannot be added again", ErrRevokedDevice, c.ID, rv.Reason)
 	}
 	for _, d := range s.Devices {
 		if d.Name == c.Name {
-			return fmt.Errorf("devices: %w: %w: the account already has a device named %q (%s)", ErrDuplicateDevice, ErrDeviceName, c.Name, d.ID)
+			return fmt.Errorf("%w: %w: the account already has a device named %q (%s)", ErrDuplicateDevice, ErrDeviceName, c.Name, d.ID)
 		}
 	}
 	i, _ := slices.BinarySearchFunc(s.Devices, c.ID, func(e *DeviceCert, id DeviceID) int { return bytes.Compare(e.ID[:], id[:]) })
@@ -234,7 +234,7 @@ func (s *AccountState) addDevice(c *DeviceCert) error {
 func (s *AccountState) revoke(id DeviceID, reason RevocationReason) error {
 	i := slices.IndexFunc(s.Devices, func(c *DeviceCert) bool { return c.ID == id })
 	if i < 0 {
-		return fmt.Errorf("devices: %w: device %s is not in the account", ErrRevocation, id)
+		return fmt.Errorf("%w: device %s is not in the account", ErrRevocation, id)
 	}
 	s.Devices = slices.Delete(s.Devices, i, i+1)
 	s.Trusted = slices.DeleteFunc(s.Trusted, func(t DeviceID) bool { return t == id })
@@ -287,13 +287,13 @@ func addDevice(prev *AccountState, ask *AccountSigningKey, c *DeviceCert, truste
 // checkSigner requires ask to be prev's current account signing key.
 func checkSigner(prev *AccountState, ask *AccountSigningKey) error {
 	if ask == nil || ask.Cert == nil {
-		return fmt.Errorf("devices: %w: no account signing key", ErrSigner)
+		return fmt.Errorf("%w: no account signing key", ErrSigner)
 	}
 	if g, pg := ask.Generation(), prev.Generation(); g < pg {
-		return fmt.Errorf("devices: %w: this signing key is generation %d, %s v%d uses generation %d: it was rotated out", ErrStaleSigningKey, g, prev.UserID, prev.Version, pg)
+		return fmt.Errorf("%w: this signing key is generation %d, %s v%d uses generation %d: it was rotated out", ErrStaleSigningKey, g, prev.UserID, prev.Version, pg)
 	}
 	if !ask.Cert.equal(prev.SigningKey) {
-		return fmt.Errorf("devices: %w: this signing key is not the account's current one (generation %d)", ErrSigner, prev.Generation())
+		return fmt.Errorf("%w: this signing key is not the account's current one (generation %d)", ErrSigner, prev.Generation())
 	}
 	return nil
 }
@@ -317,7 +317,7 @@ func TrustDevice(prev *AccountState, ask *AccountSigningKey, id DeviceID, now ti
 
 func (s *AccountState) trust(id DeviceID) error {
 	if s.Device(id) == nil {
-		return fmt.Errorf("devices: %w: device %s is not in the account", ErrRevocation, id)
+		return fmt.Errorf("%w: device %s is not in the account", ErrRevocation, id)
 	}
 	i, found := slices.BinarySearchFunc(s.Trusted, id, func(e, id DeviceID) int { return bytes.Compare(e[:], id[:]) })
 	if !found {
@@ -364,10 +364,10 @@ type Rotation struct {
 // signs from now on is refused (ErrStaleSigningKey).
 func Rotate(prev *AccountState, ask *AccountSigningKey, r Rotation, now time.Time) (*AccountState, error) {
 	if ask == nil || ask.Cert == nil {
-		return nil, fmt.Errorf("devices: %w: no account signing key", ErrSigner)
+		return nil, fmt.Errorf("%w: no account signing key", ErrSigner)
 	}
 	if g, want := ask.Generation(), prev.Generation()+1; g != want {
-		return nil, fmt.Errorf("devices: %w: rotation to generation %d, want %d", ErrSigningKeyCert, g, want)
+		return nil, fmt.Errorf("%w: rotation to generation %d, want %d", ErrSigningKeyCert, g, want)
 	}
 	next, err := successor(prev, ask, now)
 	if err != nil {
@@ -384,7 +384,7 @@ func Rotate(prev *AccountState, ask *AccountSigningKey, r Rotation, now time.Tim
 	}
 	for _, id := range r.Keep {
 		if next.Device(id) == nil {
-			return nil, fmt.Errorf("devices: %w: device %s to keep is not in the account", ErrRevocation, id)
+			return nil, fmt.Errorf("%w: device %s to keep is not in the account", ErrRevocation, id)
 		}
 	}
 	trusted := slices.Clone(r.Trusted)

@@ -26,21 +26,21 @@ func NormalizeUserID(id string) (string, error) {
 // checkUserID reports whether id is canonical.
 func checkUserID(id string) error {
 	if len(id) == 0 {
-		return fmt.Errorf("devices: %w: empty", ErrUserID)
+		return fmt.Errorf("%w: empty", ErrUserID)
 	}
 	if len(id) > MaxUserIDLen {
-		return fmt.Errorf("devices: %w: %d bytes, over the limit of %d", ErrUserID, len(id), MaxUserIDLen)
+		return fmt.Errorf("%w: %d bytes, over the limit of %d", ErrUserID, len(id), MaxUserIDLen)
 	}
 	for i, r := range id {
 		switch {
 		case 'a' <= r && r <= 'z', '0' <= r && r <= '9', r == '.', r == '_', r == '@', r == '+', r == '-':
 		case 'A' <= r && r <= 'Z':
-			return fmt.Errorf("devices: %w: %q has upper-case %q at byte %d (not canonical; use NormalizeUserID)", ErrUserID, id, r, i)
+			return fmt.Errorf("%w: %q has upper-case %q at byte %d (not canonical; use NormalizeUserID)", ErrUserID, id, r, i)
 		default:
 			if r == utf8.RuneError {
-				return fmt.Errorf("devices: %w: invalid UTF-8 at byte %d", ErrUserID, i)
+				return fmt.Errorf("%w: invalid UTF-8 at byte %d", ErrUserID, i)
 			}
-			return fmt.Errorf("devices: %w: %q has disallowed character %q at byte %d (allowed: a-z 0-9 . _ @ + -)", ErrUserID, id, r, i)
+			return fmt.Errorf("%w: %q has disallowed character %q at byte %d (allowed: a-z 0-9 . _ @ + -)", ErrUserID, id, r, i)
 		}
 	}
 	return nil

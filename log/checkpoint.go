@@ -39,7 +39,7 @@ const (
 )
 
 // ErrMalformedCheckpoint is wrapped by every ParseCheckpoint and Marshal error.
-var ErrMalformedCheckpoint = errors.New("malformed checkpoint")
+var ErrMalformedCheckpoint = errors.New("log: malformed checkpoint")
 
 func checkLine(what, s string) error {
 	if s == "" {

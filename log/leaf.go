@@ -28,7 +28,7 @@ const (
 const MaxPayloadSize = 64 << 10
 
 // ErrMalformedLeaf is wrapped by every leaf encoding and decoding error.
-var ErrMalformedLeaf = errors.New("malformed log leaf")
+var ErrMalformedLeaf = errors.New("log: malformed leaf")
 
 // A Leaf is a decoded log leaf: *AccountUpdate or *EpochRecord.
 type Leaf interface {
