@@ -12,6 +12,9 @@
 //   - In Markdown, "section 8.2" or "§8.2" must be the text of a link, unless
 //     an external specification is named right before it ("RFC 9381 section
 //     5.3", "C2SP tlog-tiles §2", "BIP39 §3").
+//   - In Markdown and Go comments, a citation of protocol.md by bare
+//     number ("protocol.md 2.3") must name a numbered heading, and one by
+//     quoted name (protocol.md, "Epochs") a heading that contains the name.
 //   - Every heading of docs/protocol.md below the title is numbered
 //     ("## 3. Devices", "### 3.2 DeviceCert").
 //   - A Go comment that mentions protocol.md and a section ("protocol.md
@@ -203,10 +206,15 @@ func TestMarkdownLinks(t *testing.T) {
 }
 
 func TestMarkdownSectionReferences(t *testing.T) {
+	secs := protocolSections(t, false)
+	_, heads := headings(t, filepath.Join(root, "docs", "protocol.md"))
 	for _, file := range markdownFiles(t) {
 		for _, l := range readMarkdown(t, file) {
 			if headingRE.MatchString(l.text) {
 				continue
+			}
+			for _, msg := range checkProtoCitations(strings.ReplaceAll(l.text, "`", ""), secs, heads) {
+				t.Errorf("%s:%d: %s", rel(file), l.n, msg)
 			}
 			// Blank out link texts and inline code: references there are fine.
 			text := linkRE.ReplaceAllStringFunc(l.text, func(s string) string { return strings.Repeat(" ", len(s)) })
@@ -339,22 +347,33 @@ func checkGoComments(src string, secs map[string]bool, headings []mdLine) []stri
 				out = append(out, fmt.Sprintf("%d: bare %q names no document; write \"protocol.md §%s\" (or the RFC it means)", i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num))
 			}
 		}
-		for _, m := range protoBareRE.FindAllStringSubmatch(c, -1) {
-			if !secs[m[1]] {
-				out = append(out, fmt.Sprintf("%d: cites protocol.md %s, which does not exist (write \"protocol.md §N\" with an existing section)", i+1, m[1]))
+		for _, msg := range checkProtoCitations(c, secs, headings) {
+			out = append(out, fmt.Sprintf("%d: %s", i+1, msg))
+		}
+	}
+	return out
+}
+
+// checkProtoCitations returns a problem for every citation of protocol.md
+// in text by bare number ("protocol.md 2.3") that is not a numbered heading,
+// and by quoted name (protocol.md, "Map tiles") that no heading contains.
+func checkProtoCitations(text string, secs map[string]bool, headings []mdLine) []string {
+	var out []string
+	for _, m := range protoBareRE.FindAllStringSubmatch(text, -1) {
+		if !secs[m[1]] {
+			out = append(out, fmt.Sprintf("cites protocol.md %s, which does not exist (write \"protocol.md §N\" with an existing section)", m[1]))
+		}
+	}
+	for _, m := range protoQuotedRE.FindAllStringSubmatch(text, -1) {
+		found := false
+		for _, h := range headings {
+			if strings.Contains(strings.ToLower(h.text), strings.ToLower(m[1])) {
+				found = true
+				break
 			}
 		}
-		for _, m := range protoQuotedRE.FindAllStringSubmatch(c, -1) {
-			found := false
-			for _, h := range headings {
-				if strings.Contains(strings.ToLower(h.text), strings.ToLower(m[1])) {
-					found = true
-					break
-				}
-			}
-			if !found {
-				out = append(out, fmt.Sprintf("%d: cites protocol.md heading %q, which does not exist (cite its number: \"protocol.md §N\")", i+1, m[1]))
-			}
+		if !found {
+			out = append(out, fmt.Sprintf("cites protocol.md heading %q, which does not exist (cite its number: \"protocol.md §N\")", m[1]))
 		}
 	}
 	return out
