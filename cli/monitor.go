@@ -83,7 +83,7 @@ func (a *app) printMonitor(out monitorOutput) {
 		fmt.Fprintf(w, "!!! %s (v%d, log entry %d): %s\n", strings.ToUpper(al.Kind), al.Version, al.LogIndex, al.Message)
 	}
 	for _, c := range out.Changes {
-		signer := "your identity key " + c.SignerIK[:16] + "… (someone holds your paper key or a device with the identity key)"
+		signer := "your account signing key (root key " + c.SignerIK[:16] + "…), which only your trusted devices hold"
 		if c.ByResetKey {
 			signer = "the DIRECTORY RESET KEY (new identity key " + c.SignerIK[:16] + "…)"
 		}
@@ -104,8 +104,8 @@ func (a *app) printMonitor(out monitorOutput) {
 		fmt.Fprintln(w, "!!! account was taken over by the directory: warn your contacts (their safety")
 		fmt.Fprintln(w, "!!! number for you changed) and publish this report.")
 	} else {
-		fmt.Fprintln(w, "!!! If you did not make these changes, someone holds your identity key: recover")
-		fmt.Fprintln(w, "!!! with your paper key (`keyline account recover`) and warn your contacts.")
+		fmt.Fprintln(w, "!!! If you did not make these changes, a device holding your account signing key")
+		fmt.Fprintln(w, "!!! did: cut it off with `keyline account rotate-key` (needs your paper key).")
 	}
 	fmt.Fprintln(w, "!!! If you made them on another device, run `keyline monitor --once --accept`.")
 	fmt.Fprintln(w, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!")
@@ -120,8 +120,8 @@ func (a *app) monitorCmd() *cobra.Command {
 		Long: `Check, with one verified lookup, that the directory serves exactly the latest
 version of your account this device published or saw. On an unexpected
 version the verified history is fetched and every change is reported (devices
-added and removed, and whether your identity key or the directory reset key
-signed it); the command then exits with code 3. Without --once it checks
+added and removed, and whether your account signing key or the directory
+reset key signed it); the command then exits with code 3. Without --once it checks
 every --interval until interrupted. --accept (with --once) acknowledges
 changes you made on another device.`,
 		Args: exactArgs(0, "no arguments"),
