@@ -29,8 +29,10 @@
 //   - Verify returns nil only for exactly the replayed tree (size and root,
 //     ending at an EpochRecord); "not yet" wraps witness.ErrAuditPending.
 //
-// Files: auditor.go is the public API (Open, Run, Follow, Verify, Status),
-// replay.go the batch replay, rules.go and canonical.go the rules,
-// evidence.go the evidence format and VerifyEvidence, parallel.go the
-// pre-check, store.go the state file.
+// Files: auditor.go is the public API (Open, Run, Follow, Verify, Status);
+// replay.go the replay behind it (sync to a checkpoint batch by batch,
+// Verify's catch-up); rules.go the rules and per-entry checks; parallel.go
+// the pre-check; violate.go building and recording evidence; evidence.go
+// and canonical.go the evidence format and VerifyEvidence; store.go the
+// state file's layout.
 package auditor
