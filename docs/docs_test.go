@@ -216,16 +216,62 @@ func TestMarkdownSectionReferences(t *testing.T) {
 			for _, msg := range checkProtoCitations(strings.ReplaceAll(l.text, "`", ""), secs, heads) {
 				t.Errorf("%s:%d: %s", rel(file), l.n, msg)
 			}
-			// Blank out link texts and inline code: references there are fine.
-			text := linkRE.ReplaceAllStringFunc(l.text, func(s string) string { return strings.Repeat(" ", len(s)) })
-			text = blankInlineCode(text)
-			for _, loc := range sectionRE.FindAllStringIndex(text, -1) {
-				if externalRE.MatchString(text[:loc[0]]) {
-					continue
-				}
-				t.Errorf("%s:%d: bare reference %q: link it to the heading, e.g. [§8.2](protocol.md#82-rules)",
-					rel(file), l.n, strings.TrimSpace(text[loc[0]:loc[1]]))
+			for _, ref := range bareReferences(l.text) {
+				t.Errorf("%s:%d: bare reference %q: link it to the heading, e.g. [§8.2](protocol.md#82-rules-rule-names-as-in-evidence-files)",
+					rel(file), l.n, ref)
 			}
+		}
+	}
+}
+
+// bareReferences returns the section references of a Markdown line that
+// are neither the text of a link, inside inline code, nor right after the
+// name of an external specification.
+func bareReferences(line string) []string {
+	// Blank out links and inline code: references there are fine.
+	text := linkRE.ReplaceAllStringFunc(line, func(s string) string { return strings.Repeat(" ", len(s)) })
+	text = blankInlineCode(text)
+	var refs []string
+	for _, loc := range sectionRE.FindAllStringIndex(text, -1) {
+		if !externalRE.MatchString(text[:loc[0]]) {
+			refs = append(refs, strings.TrimSpace(text[loc[0]:loc[1]]))
+		}
+	}
+	return refs
+}
+
+// TestBareReferences shows that the Markdown reference rule fails on bare
+// references and passes links, code and external specifications.
+func TestBareReferences(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want int
+	}{
+		{"the auditor part says section 2", 1},
+		{"as in §8.1.1 and §3", 2},
+		{"see [§8.2](protocol.md#82-rules)", 0},
+		{"see `section 2` in code", 0},
+		{"RFC 9381 section 5.5 and RFC 4648 §4", 0},
+		{"C2SP tlog-tiles §2", 0},
+		{"RFC 9381 section 5, then section 6 of ours", 1},
+	} {
+		if got := bareReferences(c.line); len(got) != c.want {
+			t.Errorf("bareReferences(%q) = %q, want %d", c.line, got, c.want)
+		}
+	}
+}
+
+// TestAnchor checks anchors against headings as GitHub renders them.
+func TestAnchor(t *testing.T) {
+	for h, want := range map[string]string{
+		"8.2 Rules (rule names as in evidence files)":                                          "82-rules-rule-names-as-in-evidence-files",
+		"3.8 Rules (devices.VerifyCreate / VerifyTransition / VerifyReset / VerifyAfterReset)": "38-rules-devicesverifycreate--verifytransition--verifyreset--verifyafterreset",
+		"7.1.1 Signing key generations (`Client.Lookup`)":                                      "711-signing-key-generations-clientlookup",
+		"keyline demo attack [--dir D]":                                                        "keyline-demo-attack---dir-d",
+		"See [the API](api.md) now":                                                            "see-the-api-now",
+	} {
+		if got := anchor(h); got != want {
+			t.Errorf("anchor(%q) = %q, want %q", h, got, want)
 		}
 	}
 }
