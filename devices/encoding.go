@@ -42,7 +42,7 @@ func (r *reader) fail(format string, args ...any) {
 // sentinel for errors.Is.
 func (r *reader) failErr(err error) {
 	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s: %w", ErrMalformed, r.what, err)
+		r.err = withCause(fmt.Errorf("%w: %s", ErrMalformed, r.what), err)
 	}
 }
 

@@ -1,8 +1,12 @@
 package devices
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
-// Sentinel errors. Every error returned by this package wraps one of these
+// Sentinel errors, each prefixed "devices: " (docs/design.md §4.1). Every
+// error returned by this package wraps one of these
 // (use errors.Is); the message adds what exactly was wrong.
 var (
 	// ErrMalformed: an encoding violates its documented format (truncated,
@@ -75,3 +79,18 @@ var (
 	// ErrKeystore: a keystore file is corrupted or not a keystore.
 	ErrKeystore = errors.New("devices: invalid keystore file")
 )
+
+// withCause returns an error that wraps both sentinel and cause (errors.Is
+// matches either) and names the package once: "devices: invalid keystore
+// file: malformed encoding: ...", not "...: devices: malformed encoding".
+func withCause(sentinel, cause error) error {
+	return &causeError{sentinel: sentinel, cause: cause}
+}
+
+type causeError struct{ sentinel, cause error }
+
+func (e *causeError) Error() string {
+	return e.sentinel.Error() + ": " + strings.TrimPrefix(e.cause.Error(), "devices: ")
+}
+
+func (e *causeError) Unwrap() []error { return []error{e.sentinel, e.cause} }

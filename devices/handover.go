@@ -167,7 +167,7 @@ func OpenHandover(h *SigningKeyHandover, dk *DeviceKey, state *AccountState) (*A
 	}
 	ask, err := AccountSigningKeyFromSeed(state.SigningKey, [32]byte(pt))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrHandover, err)
+		return nil, withCause(ErrHandover, err)
 	}
 	return ask, nil
 }
@@ -214,7 +214,7 @@ func ParseHandoverCode(s string) (*SigningKeyHandover, error) {
 	}
 	h, err := ParseSigningKeyHandover(payload)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrPairingCode, err)
+		return nil, withCause(ErrPairingCode, err)
 	}
 	return h, nil
 }

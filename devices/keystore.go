@@ -141,18 +141,18 @@ func decodeContents(b []byte) (*Keystore, error) {
 		}
 	}
 	if err := r.done(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
+		return nil, withCause(ErrKeystore, err)
 	}
 	dk, err := DeviceKeyFromSeeds(seed, x)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
+		return nil, withCause(ErrKeystore, err)
 	}
 	ks.Device = dk
 	if signCert != nil {
 		ask, err := AccountSigningKeyFromSeed(signCert, signSeed)
 		clear(signSeed[:])
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrKeystore, err)
+			return nil, withCause(ErrKeystore, err)
 		}
 		ks.Signing = ask
 	}
@@ -211,7 +211,7 @@ func parseKeystoreFile(file []byte) (*keystoreHeader, []byte, error) {
 		r.fail("ciphertext shorter than the %d-byte tag", chacha20poly1305.Overhead)
 	}
 	if err := r.done(); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrKeystore, err)
+		return nil, nil, withCause(ErrKeystore, err)
 	}
 	return h, ct, nil
 }

@@ -210,7 +210,7 @@ func ParsePairingCode(s string) (*PairingRequest, error) {
 	}
 	p, err := ParsePairingRequest(payload)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrPairingCode, err)
+		return nil, withCause(ErrPairingCode, err)
 	}
 	return p, nil
 }

@@ -148,7 +148,7 @@ func (s *AccountState) checkFields() error {
 func checkOrder(what string, prev, cur DeviceID) error {
 	switch bytes.Compare(prev[:], cur[:]) {
 	case 0:
-		return fmt.Errorf("%w: %w: %s list has device %s twice", ErrMalformed, ErrDuplicateDevice, what, cur)
+		return withCause(ErrMalformed, fmt.Errorf("%w: %s list has device %s twice", ErrDuplicateDevice, what, cur))
 	case 1:
 		return fmt.Errorf("%w: %s list not sorted: %s after %s", ErrMalformed, what, cur, prev)
 	}
@@ -293,7 +293,7 @@ func checkDeviceList(s *AccountState) error {
 			return fmt.Errorf("%w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
 		}
 		if other, ok := names[c.Name]; ok {
-			return fmt.Errorf("%w: %w: devices %s and %s are both named %q", ErrDuplicateDevice, ErrDeviceName, other, c.ID, c.Name)
+			return withCause(ErrDuplicateDevice, fmt.Errorf("%w: devices %s and %s are both named %q", ErrDeviceName, other, c.ID, c.Name))
 		}
 		names[c.Name] = c.ID
 	}

@@ -3,6 +3,8 @@ package devices
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -324,4 +326,21 @@ func TestDeviceID(t *testing.T) {
 		t.Fatal("two keys share an id")
 	}
 	_ = ed25519.PublicKeySize
+}
+
+// TestErrorsNamePackageOnce checks the error-prefix rule (docs/design.md):
+// an error wrapping two sentinels says "devices:" once and matches both.
+func TestErrorsNamePackageOnce(t *testing.T) {
+	err := withCause(ErrKeystore, fmt.Errorf("%w: truncated", ErrMalformed))
+	if got, want := err.Error(), "devices: invalid keystore file: malformed encoding: truncated"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if !errors.Is(err, ErrKeystore) || !errors.Is(err, ErrMalformed) {
+		t.Errorf("errors.Is does not match both sentinels of %v", err)
+	}
+	for _, e := range []error{ErrMalformed, ErrUserID, ErrKeystore, ErrWrongPassphrase, ErrStaleSigningKey} {
+		if !strings.HasPrefix(e.Error(), "devices: ") {
+			t.Errorf("sentinel %q lacks the package prefix", e)
+		}
+	}
 }

@@ -223,7 +223,7 @@ func (s *AccountState) addDevice(c *DeviceCert) error {
 	}
 	for _, d := range s.Devices {
 		if d.Name == c.Name {
-			return fmt.Errorf("%w: %w: the account already has a device named %q (%s)", ErrDuplicateDevice, ErrDeviceName, c.Name, d.ID)
+			return withCause(ErrDuplicateDevice, fmt.Errorf("%w: the account already has a device named %q (%s)", ErrDeviceName, c.Name, d.ID))
 		}
 	}
 	i, _ := slices.BinarySearchFunc(s.Devices, c.ID, func(e *DeviceCert, id DeviceID) int { return bytes.Compare(e.ID[:], id[:]) })

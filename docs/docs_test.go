@@ -17,9 +17,9 @@
 //     quoted name (protocol.md, "Epochs") a heading that contains the name.
 //   - Every heading of docs/protocol.md below the title is numbered
 //     ("## 3. Devices", "### 3.2 DeviceCert").
-//   - A Go comment that mentions protocol.md and a section ("protocol.md
-//     §3.2", "protocol.md section 3.2", "protocol.md 3.2") must name a
-//     numbered heading of docs/protocol.md, and one that cites a heading by
+//   - A Go comment that names a document of docs/ and a section
+//     ("protocol.md §3.2", "docs/design.md section 4.1", "protocol.md 3.2")
+//     must name a numbered heading of that document, and one that cites a heading by
 //     name (protocol.md, "Tiled storage") a heading that contains it; a Go
 //     comment with a bare "section N" that names no document at all is an
 //     error.
@@ -294,8 +294,14 @@ func blankInlineCode(s string) string {
 // protocolSections returns the section numbers of docs/protocol.md.
 // If report is set, an unnumbered heading is an error.
 func protocolSections(t *testing.T, report bool) map[string]bool {
+	return docSections(t, "protocol.md", report)
+}
+
+// docSections returns the section numbers of the numbered headings of
+// docs/name. If report is set, an unnumbered heading is an error.
+func docSections(t *testing.T, name string, report bool) map[string]bool {
 	t.Helper()
-	_, texts := headings(t, filepath.Join(root, "docs", "protocol.md"))
+	_, texts := headings(t, filepath.Join(root, "docs", name))
 	secs := make(map[string]bool)
 	for i, h := range texts {
 		level := strings.IndexByte(h.text, ' ')
@@ -306,13 +312,29 @@ func protocolSections(t *testing.T, report bool) map[string]bool {
 		m := protoNumRE.FindStringSubmatch(title)
 		if m == nil {
 			if report {
-				t.Errorf("docs/protocol.md:%d: heading %q is not numbered", h.n, h.text)
+				t.Errorf("docs/%s:%d: heading %q is not numbered", name, h.n, h.text)
 			}
 			continue
 		}
 		secs[m[1]] = true
 	}
 	return secs
+}
+
+// allDocSections returns the section numbers of every docs/*.md, by file
+// name without ".md".
+func allDocSections(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := make(map[string]map[string]bool)
+	for _, f := range files {
+		name := filepath.Base(f)
+		all[strings.TrimSuffix(name, ".md")] = docSections(t, name, false)
+	}
+	return all
 }
 
 func TestProtocolHeadingsNumbered(t *testing.T) {
@@ -322,7 +344,7 @@ func TestProtocolHeadingsNumbered(t *testing.T) {
 }
 
 func TestGoCommentsCiteExistingSections(t *testing.T) {
-	secs := protocolSections(t, false)
+	docs := allDocSections(t)
 	_, texts := headings(t, filepath.Join(root, "docs", "protocol.md"))
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -342,7 +364,7 @@ func TestGoCommentsCiteExistingSections(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, msg := range checkGoComments(string(data), secs, texts) {
+		for _, msg := range checkGoComments(string(data), docs, texts) {
 			t.Errorf("%s:%s", rel(path), msg)
 		}
 		return nil
@@ -361,11 +383,17 @@ var (
 	protoQuotedRE = regexp.MustCompile(`protocol\.md\)?[,:]?\s+"([^"]+)"`)
 )
 
+// lastDocRE finds the Markdown documents a comment names ("protocol.md",
+// "docs/design.md").
+var lastDocRE = regexp.MustCompile(`([\w-]+)\.md\b`)
+
 // checkGoComments returns "line: problem" for every comment line of a Go
-// source that cites docs/protocol.md wrongly: a section number that is not a
-// numbered heading (secs), a quoted heading name that no heading (headings)
-// contains, or a bare "section N"/"§N" that names no document.
-func checkGoComments(src string, secs map[string]bool, headings []mdLine) []string {
+// source that cites a document of docs/ wrongly: a section number that is
+// not a numbered heading of the document named last before it (docs: file
+// name without ".md" -> section numbers), a protocol.md heading cited by a
+// bare number or a quoted name (headings) that does not exist, or a bare
+// "section N"/"§N" that names no document.
+func checkGoComments(src string, docs map[string]map[string]bool, headings []mdLine) []string {
 	var out []string
 	prev := "" // the previous comment line, for a reference split over two lines
 	for i, line := range strings.Split(src, "\n") {
@@ -383,17 +411,22 @@ func checkGoComments(src string, secs map[string]bool, headings []mdLine) []stri
 			if strings.TrimSpace(before) == "" {
 				before = ctx + " " + before
 			}
+			var doc string
+			if ms := lastDocRE.FindAllStringSubmatch(before, -1); ms != nil {
+				doc = ms[len(ms)-1][1]
+			}
 			switch {
-			case strings.Contains(before, "protocol.md"):
-				if !secs[num] {
-					out = append(out, fmt.Sprintf("%d: cites protocol.md section %s, which does not exist", i+1, num))
+			case externalRE.MatchString(before):
+			case doc != "" && docs[doc] != nil:
+				if !docs[doc][num] {
+					out = append(out, fmt.Sprintf("%d: cites %s.md section %s, which does not exist", i+1, doc, num))
 				}
-			case externalRE.MatchString(before) || specNameRE.MatchString(before):
+			case specNameRE.MatchString(before):
 			default:
-				out = append(out, fmt.Sprintf("%d: bare %q names no document; write \"protocol.md §%s\" (or the RFC it means)", i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num))
+				out = append(out, fmt.Sprintf("%d: bare %q names no document of docs/; write \"protocol.md §%s\" (or the RFC it means)", i+1, strings.TrimSpace(c[loc[0]:loc[1]]), num))
 			}
 		}
-		for _, msg := range checkProtoCitations(c, secs, headings) {
+		for _, msg := range checkProtoCitations(c, docs["protocol"], headings) {
 			out = append(out, fmt.Sprintf("%d: %s", i+1, msg))
 		}
 	}
@@ -428,7 +461,7 @@ func checkProtoCitations(text string, secs map[string]bool, headings []mdLine) [
 // TestCheckGoComments shows that the Go comment rules fail on the mistakes
 // they exist for and pass the correct forms.
 func TestCheckGoComments(t *testing.T) {
-	secs := map[string]bool{"2": true, "5.2.5": true}
+	docs := map[string]map[string]bool{"protocol": {"2": true, "5.2.5": true}, "design": {"4.1": true}}
 	heads := []mdLine{{1, "#### 5.2.5 Tiled storage (vmap.TiledMap)"}}
 	for _, c := range []struct {
 		src string
@@ -444,8 +477,11 @@ func TestCheckGoComments(t *testing.T) {
 		{"// (docs/protocol.md, \"Map tiles\")", true},
 		{"// the rules of section 1.1", true},
 		{"// protocol.md\n// section 9", true},
+		{"// the rule of docs/design.md §4.1", false},
+		{"// the rule of docs/design.md §4.2", true},
+		{"// docs/protocol.md §2 and design.md §2", true},
 	} {
-		got := checkGoComments(c.src, secs, heads)
+		got := checkGoComments(c.src, docs, heads)
 		if (len(got) > 0) != c.bad {
 			t.Errorf("checkGoComments(%q) = %q, want problems: %v", c.src, got, c.bad)
 		}
