@@ -1,7 +1,7 @@
 // Package docs holds Keyline's documentation. Its test is the docs check of
 // `make test`: every Markdown link to a file or heading resolves, no Markdown
 // file says "section N" or "§N" of our own documents without linking it, and
-// every Go comment that cites docs/protocol.md names a section that exists.
+// every Go comment that cites a section of docs/ names one that exists.
 //
 // The rules, so that a failure is easy to fix:
 //
@@ -18,11 +18,10 @@
 //   - Every heading of docs/protocol.md below the title is numbered
 //     ("## 3. Devices", "### 3.2 DeviceCert").
 //   - A Go comment that names a document of docs/ and a section
-//     ("protocol.md §3.2", "docs/design.md section 4.1", "protocol.md 3.2")
-//     must name a numbered heading of that document, and one that cites a heading by
-//     name (protocol.md, "Tiled storage") a heading that contains it; a Go
-//     comment with a bare "section N" that names no document at all is an
-//     error.
+//     ("protocol.md §3.2", "docs/design.md section 4.1") must name a
+//     numbered heading of that document; a Go comment with a bare "section
+//     N" that names no document at all is an error. The README quickstart
+//     is checked by cli's TestQuickstartMatchesREADME.
 package docs
 
 import (
