@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,15 +39,26 @@ func TestQuickstart(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"pairing": scriptPairing,
-			// freeport VAR sets VAR to a free loopback address.
+			// freeport VAR sets VAR to a free loopback address with a port
+			// below Linux's ephemeral range (32768-60999), so that no
+			// outgoing connection takes it while the script restarts the
+			// server on it.
 			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 1 {
 					ts.Fatalf("usage: freeport VAR")
 				}
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				ts.Check(err)
-				ts.Setenv(args[0], l.Addr().String())
-				ts.Check(l.Close())
+				for i := 0; ; i++ {
+					addr := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000))
+					l, err := net.Listen("tcp", addr)
+					if err == nil {
+						ts.Check(l.Close())
+						ts.Setenv(args[0], addr)
+						return
+					}
+					if i == 100 {
+						ts.Fatalf("no free port: %v", err)
+					}
+				}
 			},
 			// waitport ADDR waits (up to 60 s) until ADDR accepts connections.
 			"waitport": func(ts *testscript.TestScript, neg bool, args []string) {
