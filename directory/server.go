@@ -59,6 +59,8 @@ type Server struct {
 	witnesses []*witness
 	hooks     atomic.Pointer[testHooks] // fault injection (tests)
 
+	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
+
 	closeOnce  sync.Once
 	storesOnce sync.Once
 	closeErr   error
@@ -151,6 +153,13 @@ func Open(cfg Config) (*Server, error) {
 		}
 	}()
 	ctx := context.Background()
+	if c.StateBackend == StateMySQL {
+		if err := s.openShared(ctx); err != nil {
+			return nil, err
+		}
+		ok = true
+		return s, nil
+	}
 	switch c.LogBackend {
 	case BackendEmbedded:
 		l, err := embedded.Open(filepath.Join(c.DataDir, FileLogDB), &embedded.Options{NoSync: c.NoSync, Timeout: 5 * time.Second})
@@ -231,6 +240,7 @@ func (s *Server) closeStores() error {
 		if s.cpsDB != nil {
 			errs = append(errs, s.cpsDB.Close())
 		}
+		errs = append(errs, s.closeShared())
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr

@@ -1,0 +1,422 @@
+package directory
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/sqlstate"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/embedded"
+	"github.com/keyline/keyline/log/trillian"
+	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// Shared state (Config.StateBackend = StateMySQL).
+//
+// Every process of the directory keeps its state in one MySQL/MariaDB
+// database (directory/sqlstate) and its log in one Trillian tree:
+//
+//   - Any process answers reads from a consistent snapshot of the database
+//     (sharedSnapshot): the latest epoch row, whose served checkpoint
+//     commits to exactly the map and account index read in the same
+//     snapshot; the view of that checkpoint (EpochRecord, its inclusion
+//     proof) is built from the log once per epoch.
+//   - Any process validates Update and Reset as the single process does and
+//     puts the result in the durable queue table; the caller waits until its
+//     row is done (or failed) in a published epoch.
+//   - Sequencers (RoleAll, RoleSequencer) compete for the lease row; the
+//     holder drains the queue, cuts epochs, signs checkpoints and asks
+//     witnesses, and every write it makes (epoch commit, checkpoint store)
+//     checks its fencing token under the lease row's lock, so a sequencer
+//     that lost the lease never publishes. A new holder first replays the
+//     log beyond the state's applied size (the log is the source of truth:
+//     leaves an old holder appended are kept and closed into an epoch).
+type shared struct {
+	st    *sqlstate.Store
+	cps   *sqlstate.Checkpoints
+	m     sharedMap
+	token atomic.Uint64 // lease token of this sequencer; 0 when not holding
+
+	viewMu sync.Mutex // serializes installShared
+
+	waitMu  sync.Mutex
+	waiters map[uint64]chan sqlstate.Result
+
+	poll time.Duration // how often frontends look for a new epoch / results
+	done chan struct{} // closed when follower and waiter loops have stopped
+}
+
+func (c *Config) sharedDefaults() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: "+f, append([]any{ErrConfig}, a...)...) }
+	if c.StateBackend == "" {
+		c.StateBackend = StateBolt
+	}
+	if c.Role == "" {
+		c.Role = RoleAll
+	}
+	switch c.Role {
+	case RoleAll, RoleFrontend, RoleSequencer:
+	default:
+		return bad("Role %q is not %q, %q or %q", c.Role, RoleAll, RoleFrontend, RoleSequencer)
+	}
+	switch c.StateBackend {
+	case StateBolt:
+		if c.Role != RoleAll {
+			return bad("Role %q needs the %q state backend (the %q state lives in one process)", c.Role, StateMySQL, StateBolt)
+		}
+		if c.MySQLDSN != "" {
+			return bad("MySQLDSN is set but the state backend is %q", StateBolt)
+		}
+	case StateMySQL:
+		if c.MySQLDSN == "" {
+			return bad("the %q state backend needs MySQLDSN", StateMySQL)
+		}
+		if c.LogBackend != BackendTrillian && c.Role != RoleAll && c.sharedLog == nil {
+			return bad("Role %q shares the log between processes: it needs the %q log backend", c.Role, BackendTrillian)
+		}
+	default:
+		return bad("StateBackend %q is not %q or %q", c.StateBackend, StateBolt, StateMySQL)
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = DefaultLeaseDuration
+	}
+	if c.LeaseDuration < 100*time.Millisecond {
+		return bad("LeaseDuration %v is below 100ms", c.LeaseDuration)
+	}
+	if c.LeaseHolder == "" {
+		host, _ := os.Hostname()
+		var r [4]byte
+		rand.Read(r[:])
+		c.LeaseHolder = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(r[:]))
+	}
+	return nil
+}
+
+// openShared finishes Open for the shared state backend.
+func (s *Server) openShared(ctx context.Context) (err error) {
+	c := &s.cfg
+	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), m: nodeMap{}}
+	sh.poll = min(max(c.EpochInterval/4, 5*time.Millisecond), 100*time.Millisecond)
+	if sh.st, err = sqlstate.Open(ctx, c.MySQLDSN); err != nil {
+		return fmt.Errorf("directory: state database: %w", err)
+	}
+	s.sh = sh
+	sh.cps = &sqlstate.Checkpoints{S: sh.st, Token: sh.token.Load}
+	s.cps = sh.cps
+	switch {
+	case c.sharedLog != nil:
+		s.backend = c.sharedLog
+	case c.LogBackend == BackendEmbedded:
+		l, err := embedded.Open(filepath.Join(c.DataDir, FileLogDB), &embedded.Options{NoSync: c.NoSync, Timeout: 5 * time.Second})
+		if err != nil {
+			return fmt.Errorf("directory: opening log: %w", err)
+		}
+		s.backend = l
+	case c.LogBackend == BackendTrillian:
+		b, err := trillian.Dial(ctx, c.TrillianAddr, c.TrillianTreeID, nil)
+		if err != nil {
+			return fmt.Errorf("directory: trillian: %w", err)
+		}
+		s.backend = b
+	}
+	if s.witnesses, err = newWitnesses(c.Witnesses); err != nil {
+		return err
+	}
+	if err := s.writeTrust(); err != nil {
+		return fmt.Errorf("directory: writing %s: %w", FileTrust, err)
+	}
+	// Serve the published epoch at once if there is one.
+	if err := s.follow(ctx); err != nil {
+		c.Logf("directory: no published epoch to serve yet: %v", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.followLoop() }()
+	go func() { defer wg.Done(); s.waiterLoop() }()
+	go func() { wg.Wait(); close(sh.done) }()
+	if c.Role == RoleFrontend {
+		close(s.seqDone)
+	} else {
+		go s.sharedSequencer()
+	}
+	return nil
+}
+
+// closeShared closes the state database (after the loops stopped).
+func (s *Server) closeShared() error {
+	if s.sh == nil {
+		return nil
+	}
+	select {
+	case <-s.closing:
+		<-s.sh.done
+	default:
+	}
+	return s.sh.st.Close()
+}
+
+// follow installs the view of the latest published epoch of the database
+// if it is newer than the installed one, and notes the newest signed
+// checkpoint.
+func (s *Server) follow(ctx context.Context) error {
+	e, err := s.sh.st.Latest(ctx)
+	if err != nil {
+		return err
+	}
+	if e == nil || e.Checkpoint == nil {
+		return errors.New("no published epoch in the state database")
+	}
+	if v := s.view.Load(); v == nil || v.epoch < e.Epoch {
+		if _, err := s.sharedView(ctx, e); err != nil {
+			return err
+		}
+	}
+	if cp, err := s.sh.cps.LatestCheckpoint(ctx); err == nil && cp != nil {
+		if c, _, err := klog.OpenCheckpoint(cp, s.keys.verifier, s.keys.origin); err == nil {
+			if h := s.signed.Load(); h == nil || h.size < c.Size {
+				s.signed.Store(&signedHead{size: c.Size, note: cp})
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) followLoop() {
+	t := time.NewTicker(s.sh.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s.follow(ctx)
+		cancel()
+	}
+}
+
+// sharedView returns the view of epoch row e (which must have a
+// checkpoint): the installed one if it is e's, else one built from the log
+// and checked against e, installed if newer than the installed one.
+func (s *Server) sharedView(ctx context.Context, e *sqlstate.Epoch) (*epochView, error) {
+	if v := s.view.Load(); v != nil && v.epoch == e.Epoch && bytes.Equal(v.checkpoint, e.Checkpoint) {
+		return v, nil
+	}
+	c, _, err := klog.OpenCheckpoint(e.Checkpoint, s.keys.verifier, s.keys.origin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stored checkpoint of epoch %d: %v", errCorrupt, e.Epoch, err)
+	}
+	if c.Size != e.LogSize || c.Size == 0 {
+		return nil, fmt.Errorf("%w: epoch %d covers %d log leaves, its checkpoint %d", errCorrupt, e.Epoch, e.LogSize, c.Size)
+	}
+	leaves, err := s.backend.Entries(ctx, c.Size-1, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := klog.ParseEpochRecord(leaves[0])
+	if err != nil || rec.Epoch != e.Epoch || rec.MapRoot != e.MapRoot {
+		return nil, fmt.Errorf("%w: leaf %d is not the EpochRecord of epoch %d with the stored map root", errCorrupt, c.Size-1, e.Epoch)
+	}
+	proof, err := s.backend.InclusionProof(ctx, c.Size-1, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	v := &epochView{
+		epoch: rec.Epoch, size: c.Size, mapRoot: rec.MapRoot, timestamp: rec.Timestamp,
+		checkpoint: e.Checkpoint, record: leaves[0], recordProof: proof,
+		next: make(chan struct{}), cons: map[uint64][][]byte{},
+	}
+	s.installShared(v)
+	return v, nil
+}
+
+// installShared installs v unless a view of a later epoch (or of the same
+// epoch with the same checkpoint) is installed.
+func (s *Server) installShared(v *epochView) {
+	s.sh.viewMu.Lock()
+	defer s.sh.viewMu.Unlock()
+	if cur := s.view.Load(); cur != nil && (cur.epoch > v.epoch || cur.epoch == v.epoch && bytes.Equal(cur.checkpoint, v.checkpoint)) {
+		return
+	}
+	s.install(v)
+}
+
+// sharedSnapshot runs f with a snapshot of the state database and the view
+// of the epoch it holds. It never serves an epoch older than the installed
+// view (a client that saw a checkpoint on this process never sees an older
+// one), and never a map state without its published checkpoint.
+func (s *Server) sharedSnapshot(ctx context.Context, f func(v *epochView, sn *sqlstate.Snapshot) error) error {
+	for try := 0; ; try++ {
+		sn, err := s.sh.st.Snapshot(ctx)
+		if err != nil {
+			return s.internal(err)
+		}
+		e, err := sn.Latest()
+		if err != nil {
+			sn.Close()
+			return s.internal(err)
+		}
+		if e == nil || e.Checkpoint == nil {
+			sn.Close()
+			if e != nil && try < 50 {
+				// The sequencer is publishing an epoch it replayed.
+				select {
+				case <-time.After(s.sh.poll):
+					continue
+				case <-ctx.Done():
+					return ctxError(ctx.Err(), "waiting for the recovered epoch's checkpoint")
+				}
+			}
+			return apierr.New(codes.Unavailable, apierr.Unavailable, "no epoch published yet")
+		}
+		if cur := s.view.Load(); cur != nil && cur.epoch > e.Epoch && try < 3 {
+			sn.Close() // a snapshot older than the installed view: take a new one
+			continue
+		}
+		v, err := s.sharedView(ctx, e)
+		if err != nil {
+			sn.Close()
+			return s.internal(err)
+		}
+		err = f(v, sn)
+		sn.Close()
+		return err
+	}
+}
+
+// sharedMap is the verifiable map's storage in the state database.
+type sharedMap interface {
+	// apply applies one epoch's updates in tx and returns the new root.
+	apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error)
+	// prove returns index's proof in the map in r, whose root must be root.
+	prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error)
+}
+
+// nodeMap stores the map as vmap node records (the vmap.Store layout) in
+// map_kv. A proof prefetches the records of its path's possible nodes in
+// one query.
+type nodeMap struct{}
+
+func (nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
+	ns := sqlstate.NewNodeStore(tx)
+	root, err := vmap.Apply(ns, ups)
+	if err != nil {
+		return root, err
+	}
+	return root, ns.Flush(tx)
+}
+
+// prefetchDepth bounds the depths whose node records a proof prefetches: a
+// map of N random indexes has branching nodes down to about 2*log2(N).
+const prefetchDepth = 64
+
+func (nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {
+	ns := sqlstate.NewNodeStore(r)
+	keys := [][]byte{[]byte("root")}
+	for d := 0; d < prefetchDepth; d++ {
+		var p [32]byte
+		copy(p[:d/8], index[:d/8])
+		if d%8 != 0 {
+			p[d/8] = index[d/8] & byte(0xff<<(8-d%8))
+		}
+		keys = append(keys, append(append([]byte{'n'}, p[:]...), byte(d)))
+	}
+	if err := ns.Prefetch(keys); err != nil {
+		return nil, err
+	}
+	got, err := vmap.Root(ns)
+	if err != nil {
+		return nil, err
+	}
+	if got != root {
+		return nil, fmt.Errorf("%w: map root %x in the database, epoch row says %x", errCorrupt, got[:8], root[:8])
+	}
+	return vmap.Prove(ns, index)
+}
+
+// lookupShared is Lookup on the shared state.
+func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
+	var out *verifier.LookupBundle
+	err := s.sharedSnapshot(ctx, func(v *epochView, sn *sqlstate.Snapshot) error {
+		p, err := s.sh.m.prove(sn, v.mapRoot, index)
+		if err != nil {
+			return s.internal(err)
+		}
+		mp, err := p.MarshalBinary()
+		if err != nil {
+			return s.internal(err)
+		}
+		b := &verifier.LookupBundle{
+			Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
+			EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
+		}
+		if p.Kind == vmap.Inclusion {
+			rec, err := sn.Account(index)
+			if err != nil {
+				return s.internal(err)
+			}
+			if rec == nil {
+				return s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
+			}
+			if klog.EntryHash(rec.Leaf) != rec.EntryHash || vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != p.Value {
+				return s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
+			}
+			incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
+			if err != nil {
+				return s.internal(err)
+			}
+			b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = rec.Leaf, rec.LogIndex, incl
+		}
+		if knownSize != 0 {
+			if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
+				return err
+			}
+		}
+		out = b
+		return nil
+	})
+	return out, err
+}
+
+// historyShared is History on the shared state.
+func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, fromVersion uint64) (*verifier.HistoryBundle, error) {
+	var out *verifier.HistoryBundle
+	err := s.sharedSnapshot(ctx, func(v *epochView, sn *sqlstate.Snapshot) error {
+		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}
+		idxs, err := sn.History(index, fromVersion, MaxHistoryEntries)
+		if err != nil {
+			return s.internal(err)
+		}
+		for _, li := range idxs {
+			if li >= v.size {
+				break
+			}
+			leaves, err := s.backend.Entries(ctx, li, li+1)
+			if err != nil {
+				return s.internal(err)
+			}
+			incl, err := s.backend.InclusionProof(ctx, li, v.size)
+			if err != nil {
+				return s.internal(err)
+			}
+			hb.Entries = append(hb.Entries, verifier.HistoryEntry{LogIndex: li, Leaf: leaves[0], Inclusion: incl})
+		}
+		out = hb
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,352 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/keyline/keyline/directory/apierr"
+	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/embedded"
+)
+
+// sharedDSN returns the DSN of a fresh database on the MySQL/MariaDB server
+// in $KEYLINE_MYSQL_DSN (scripts/integration-mysql.sh), dropped when t
+// ends; without the variable it skips t.
+func sharedDSN(t testing.TB) (string, *sql.DB) {
+	t.Helper()
+	base := os.Getenv("KEYLINE_MYSQL_DSN")
+	if base == "" {
+		t.Skip("KEYLINE_MYSQL_DSN not set (scripts/integration-mysql.sh runs the shared-state tests against a private MariaDB)")
+	}
+	cfg, err := mysql.ParseDSN(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	name := "kldir_" + hex.EncodeToString(rnd[:])
+	cfg.DBName = ""
+	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DBName = name
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		admin.Exec("DROP DATABASE " + name)
+		admin.Close()
+	})
+	return cfg.FormatDSN(), db
+}
+
+// nopCloseLog is a log shared by in-process servers: Close is the test's.
+type nopCloseLog struct{ klog.Backend }
+
+func (nopCloseLog) Close() error { return nil }
+
+// sharedEnv is one shared log and state database with servers on them.
+type sharedEnv struct {
+	t   *testing.T
+	dir string // keys and trust.json, shared by the servers
+	dsn string
+	db  *sql.DB
+	log klog.Backend
+}
+
+func newSharedEnv(t *testing.T) *sharedEnv {
+	dsn, db := sharedDSN(t)
+	dir := t.TempDir()
+	l, err := embedded.Open(filepath.Join(t.TempDir(), FileLogDB), &embedded.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return &sharedEnv{t: t, dir: dir, dsn: dsn, db: db, log: l}
+}
+
+func (e *sharedEnv) open(role, holder string, mod func(*Config)) *Server {
+	e.t.Helper()
+	cfg := Config{
+		DataDir: e.dir, EpochInterval: 10 * time.Millisecond, NoSync: true,
+		StateBackend: StateMySQL, MySQLDSN: e.dsn, Role: role, LeaseDuration: time.Second, LeaseHolder: holder,
+		sharedLog: nopCloseLog{e.log},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// waitView waits until s serves a view.
+func waitView(t *testing.T, s *Server) {
+	t.Helper()
+	for i := 0; s.view.Load() == nil; i++ {
+		if i > 500 {
+			t.Fatal("no view within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSharedConfig(t *testing.T) {
+	for _, c := range []Config{
+		{DataDir: "d", Role: RoleFrontend},
+		{DataDir: "d", StateBackend: StateMySQL},
+		{DataDir: "d", StateBackend: StateMySQL, MySQLDSN: "u:p@tcp(h)/db", Role: RoleFrontend},
+		{DataDir: "d", StateBackend: "pg"},
+		{DataDir: "d", Role: "leader"},
+		{DataDir: "d", MySQLDSN: "u:p@tcp(h)/db"},
+	} {
+		if _, err := c.withDefaults(); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: %v, want ErrConfig", c, err)
+		}
+	}
+	c := Config{DataDir: "d", StateBackend: StateMySQL, MySQLDSN: "u:p@tcp(h)/db", Role: RoleFrontend, LogBackend: BackendTrillian, TrillianAddr: "h:1", TrillianTreeID: 1}
+	got, err := c.withDefaults()
+	if err != nil || got.LeaseDuration != DefaultLeaseDuration || got.LeaseHolder == "" {
+		t.Fatalf("%+v %v", got, err)
+	}
+}
+
+// TestSharedEndToEnd runs a sequencer and a frontend on one state database
+// and log: updates through either are published, lookups and history from
+// either verify, racing updates of one account through different
+// processes are decided once, and a restart serves the same state.
+func TestSharedEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, seq)
+	waitView(t, fe)
+	trust := trustOf(t, seq)
+
+	if v := mustLookup(t, fe.Source(), trust, "nobody@example.com"); v.found {
+		t.Fatal("unknown user found")
+	}
+	alice := newTestAccount(t, "alice@example.com")
+	res, err := fe.Update(ctx, alice.bytes(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.OpenCheckpoint(res.Checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Server{fe, seq} {
+		v := mustLookup(t, s.Source(), trust, "alice@example.com")
+		if !v.found || v.version != 1 || v.cp.Size <= res.LogIndex {
+			t.Fatalf("after create: found=%v version=%d size=%d", v.found, v.version, v.cp.Size)
+		}
+	}
+	// A second create of the same account is refused by validation.
+	if _, err := fe.Update(ctx, newTestAccount(t, "alice@example.com").bytes(t)); apierr.Reason(err) != apierr.AccountExists {
+		t.Fatalf("second create: %v", err)
+	}
+
+	const accounts, versions = 8, 3
+	var wg sync.WaitGroup
+	errs := make(chan error, accounts*versions)
+	for i := range accounts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			servers := []*Server{fe, seq}
+			a := newTestAccount(t, fmt.Sprintf("user%d", i))
+			if _, err := servers[i%2].Update(ctx, a.bytes(t)); err != nil {
+				errs <- err
+				return
+			}
+			for j := range versions - 1 {
+				next := a.addDevice(t, "d")
+				if _, err := servers[(i+j+1)%2].Update(ctx, mustMarshal(t, next)); err != nil {
+					errs <- err
+					return
+				}
+				a.state = next
+			}
+		}()
+	}
+	// Racing updates of one account through the two processes: one wins.
+	z := newTestAccount(t, "zed")
+	if _, err := seq.Update(ctx, z.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := z.addDevice(t, "x"), z.addDevice(t, "y")
+	var mu sync.Mutex
+	var ok, rejected int
+	for i, n := range [][]byte{mustMarshal(t, n1), mustMarshal(t, n2)} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := []*Server{fe, seq}[i].Update(ctx, n)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case apierr.Reason(err) == apierr.ConcurrentUpdate || apierr.Reason(err) == apierr.VersionNotNext:
+				rejected++
+			default:
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if ok != 1 || rejected != 1 {
+		t.Fatalf("racing updates: %d accepted, %d rejected", ok, rejected)
+	}
+	for i := range accounts {
+		for _, s := range []*Server{fe, seq} {
+			if v := mustLookup(t, s.Source(), trust, fmt.Sprintf("user%d", i)); v.version != versions {
+				t.Fatalf("user%d at version %d", i, v.version)
+			}
+		}
+	}
+	h, err := fe.History(ctx, "user3", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHistory(t, trust, h, versions)
+
+	// Restart everything: the state is served as it was.
+	before := mustLookup(t, fe.Source(), trust, "user5")
+	seq.Close()
+	fe.Close()
+	seq2 := env.open(RoleSequencer, "seq2", nil)
+	fe2 := env.open(RoleFrontend, "fe2", nil)
+	waitView(t, fe2)
+	waitView(t, seq2)
+	after := mustLookup(t, fe2.Source(), trust, "user5")
+	if after.version != before.version || after.cp.Size < before.cp.Size {
+		t.Fatalf("after restart: version %d size %d, before %d %d", after.version, after.cp.Size, before.version, before.cp.Size)
+	}
+	b, err := fe2.Lookup(ctx, "user5", before.cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
+		t.Fatalf("consistency across the restart: %v", err)
+	}
+	if _, err := fe2.Update(ctx, mustMarshal(t, alice.addDevice(t, "phone"))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSharedFencing: a sequencer whose lease was taken over cannot publish
+// (its epoch commit and checkpoint store are refused by the fencing token);
+// queued updates wait, durable, and are published once a sequencer holds
+// the lease again; two sequencers never both publish.
+func TestSharedFencing(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seqA := env.open(RoleSequencer, "A", nil)
+	waitView(t, seqA)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, fe)
+	trust := trustOf(t, fe)
+	a := newTestAccount(t, "a@example.com")
+	if _, err := fe.Update(ctx, a.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	base := mustLookup(t, fe.Source(), trust, "a@example.com")
+
+	// Another holder takes the lease (as a standby would after A's lease
+	// expired while A was paused): A's token is stale from now on.
+	if _, err := env.db.Exec(`UPDATE leases SET holder = 'thief', token = token + 1, expires_at = NOW(6) + INTERVAL 1 HOUR WHERE name = 'sequencer'`); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestAccount(t, "b@example.com")
+	wctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	_, err := fe.Update(wctx, b.bytes(t))
+	cancel()
+	if apierr.Reason(err) != apierr.Canceled {
+		t.Fatalf("update without a lease holder: %v, want a timeout while queued", err)
+	}
+	if v := mustLookup(t, fe.Source(), trust, "b@example.com"); v.found || v.cp.Size != base.cp.Size {
+		t.Fatalf("published without the lease: found=%v size %d (was %d)", v.found, v.cp.Size, base.cp.Size)
+	}
+	var n int
+	env.db.QueryRow(`SELECT COUNT(*) FROM checkpoints WHERE token = (SELECT token FROM leases WHERE name = 'sequencer') - 1 AND stored_at > NOW(6) - INTERVAL 1 SECOND`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d checkpoints stored with the stale token after the takeover", n)
+	}
+	// A standby B joins; the "thief" dies (its lease expires): A or B takes
+	// over and publishes the queued update.
+	seqB := env.open(RoleSequencer, "B", nil)
+	if _, err := env.db.Exec(`UPDATE leases SET expires_at = NOW(6) WHERE name = 'sequencer'`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		v := mustLookup(t, fe.Source(), trust, "b@example.com")
+		if v.found {
+			bl, err := fe.Lookup(ctx, "b@example.com", base.cp.Size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := verifyLookup(trust, "b@example.com", bl, base.cp.Size, base.cp.Hash[:]); err != nil {
+				t.Fatalf("not consistent with the checkpoint before the takeover: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("queued update not published after the takeover")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var holder string
+	var token uint64
+	if err := env.db.QueryRow(`SELECT holder, token FROM leases WHERE name = 'sequencer'`).Scan(&holder, &token); err != nil {
+		t.Fatal(err)
+	}
+	if (holder != "A" && holder != "B") || token < 3 {
+		t.Fatalf("lease held by %q with token %d", holder, token)
+	}
+	// Every stored checkpoint extends the previous one.
+	rows, err := env.db.Query(`SELECT note FROM checkpoints ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var prevSize uint64
+	for rows.Next() {
+		var note []byte
+		rows.Scan(&note)
+		c, err := trust.OpenCheckpoint(note)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Size <= prevSize {
+			t.Fatalf("stored checkpoints regress: %d after %d", c.Size, prevSize)
+		}
+		prevSize = c.Size
+	}
+	_ = seqB
+}
