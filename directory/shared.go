@@ -3,7 +3,9 @@ package directory
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -105,6 +107,19 @@ func (c *Config) sharedDefaults() error {
 	return nil
 }
 
+// fingerprint hashes what every process of one directory must share: the
+// origin, the log's verifier key, the VRF public key, the reset public key
+// and the admin token.
+func (k *keys) fingerprint() []byte {
+	h := sha256.New()
+	h.Write([]byte("keyline shared-state keys v1\n" + k.origin + "\n" + k.vkey + "\n"))
+	h.Write(k.vrf.Public().Bytes())
+	h.Write(k.resetKey.Public().(ed25519.PublicKey))
+	adm := sha256.Sum256(k.adminHash)
+	h.Write(adm[:])
+	return h.Sum(nil)
+}
+
 // openShared finishes Open for the shared state backend.
 func (s *Server) openShared(ctx context.Context) (err error) {
 	c := &s.cfg
@@ -114,6 +129,13 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 		return fmt.Errorf("directory: state database: %w", err)
 	}
 	s.sh = sh
+	if err := sh.st.ClaimKeys(ctx, s.keys.fingerprint()); err != nil {
+		if errors.Is(err, sqlstate.ErrKeysDiffer) {
+			return fmt.Errorf("%w: the keys in %s (origin, log, VRF, reset keys, admin token) are not those of the directory in the state database: "+
+				"every process of one directory needs a copy of the first process's key files", ErrKeyFile, c.DataDir)
+		}
+		return fmt.Errorf("directory: state database: %w", err)
+	}
 	sh.cps = &sqlstate.Checkpoints{S: sh.st, Token: sh.token.Load}
 	s.cps = sh.cps
 	switch {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
@@ -254,8 +255,37 @@ func TestSharedEndToEnd(t *testing.T) {
 	if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
 		t.Fatalf("consistency across the restart: %v", err)
 	}
-	if _, err := fe2.Update(ctx, mustMarshal(t, alice.addDevice(t, "phone"))); err != nil {
+	phone := alice.addDevice(t, "phone")
+	if _, err := fe2.Update(ctx, mustMarshal(t, phone)); err != nil {
 		t.Fatal(err)
+	}
+	alice.state = phone
+
+	// A reset through a frontend (signed with the shared reset key).
+	newIK := devices.IdentityKeyFromSeed(randSeed(t))
+	c, err := mustDeviceKey(t).NewCert("new phone", newIK.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := devices.NewResetState(alice.state, newIK, c, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = fe2.Reset(ctx, fe2.AdminToken(), "alice@example.com", mustMarshal(t, rs), "lost")
+	if err != nil {
+		t.Fatalf("reset through a frontend: %v", err)
+	}
+	if v := mustLookup(t, seq2.Source(), trust, "alice@example.com"); v.version != 3 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK.Public() || v.cp.Size <= res.LogIndex {
+		t.Fatalf("after reset: version %d kind %v", v.version, v.update.Update)
+	}
+
+	// A process with other keys is refused by the state database.
+	cfg := Config{DataDir: t.TempDir(), NoSync: true, StateBackend: StateMySQL, MySQLDSN: env.dsn, Role: RoleAll, sharedLog: nopCloseLog{env.log}}
+	if s, err := Open(cfg); !errors.Is(err, ErrKeyFile) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open with other keys: %v, want ErrKeyFile", err)
 	}
 }
 

@@ -427,3 +427,24 @@ func (s *Store) Size(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, rows.Err()
 }
+
+// ErrKeysDiffer means ClaimKeys found another key fingerprint recorded.
+var ErrKeysDiffer = errors.New("sqlstate: the state database belongs to a directory with other keys")
+
+// ClaimKeys records fingerprint (a hash of the directory's public keys and
+// origin) on first use and afterwards checks that it is the recorded one, so
+// that a process started with other keys (a data dir not copied from the
+// first) cannot serve or write this state.
+func (s *Store) ClaimKeys(ctx context.Context, fingerprint []byte) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO meta (name, value) VALUES ('keys', ?)`, fingerprint); err != nil {
+		return err
+	}
+	var got []byte
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = 'keys'`).Scan(&got); err != nil {
+		return err
+	}
+	if string(got) != string(fingerprint) {
+		return ErrKeysDiffer
+	}
+	return nil
+}
