@@ -50,7 +50,7 @@ type shared struct {
 	st    *sqlstate.Store
 	cps   *sqlstate.Checkpoints
 	m     sharedMap
-	token atomic.Uint64 // lease token of this sequencer; 0 when not holding
+	lease atomic.Pointer[sqlstate.Lease] // the lease this sequencer holds; nil when not holding
 
 	viewMu sync.Mutex // serializes installShared
 
@@ -59,6 +59,15 @@ type shared struct {
 
 	poll time.Duration // how often frontends look for a new epoch / results
 	done chan struct{} // closed when follower and waiter loops have stopped
+}
+
+// leaseToken is the fencing token of the held lease (0: none; no write
+// passes the fence with it).
+func (sh *shared) leaseToken() uint64 {
+	if l := sh.lease.Load(); l != nil {
+		return l.Token
+	}
+	return 0
 }
 
 func (c *Config) sharedDefaults() error {
@@ -123,7 +132,7 @@ func (k *keys) fingerprint() []byte {
 // openShared finishes Open for the shared state backend.
 func (s *Server) openShared(ctx context.Context) (err error) {
 	c := &s.cfg
-	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), m: nodeMap{}}
+	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), m: newNodeMap()}
 	sh.poll = min(max(c.EpochInterval/4, 5*time.Millisecond), 100*time.Millisecond)
 	if sh.st, err = sqlstate.Open(ctx, c.MySQLDSN); err != nil {
 		return fmt.Errorf("directory: state database: %w", err)
@@ -136,7 +145,7 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("directory: state database: %w", err)
 	}
-	sh.cps = &sqlstate.Checkpoints{S: sh.st, Token: sh.token.Load}
+	sh.cps = &sqlstate.Checkpoints{S: sh.st, Token: sh.leaseToken}
 	s.cps = sh.cps
 	switch {
 	case c.sharedLog != nil:
@@ -326,14 +335,27 @@ type sharedMap interface {
 	apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error)
 	// prove returns index's proof in the map in r, whose root must be root.
 	prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error)
+	// pathKeys are the records prove reads for index (all but those of
+	// improbably deep paths).
+	pathKeys(index vmap.Index) [][]byte
 }
 
 // nodeMap stores the map as vmap node records (the vmap.Store layout) in
-// map_kv. A proof prefetches the records of its path's possible nodes in
-// one query.
-type nodeMap struct{}
+// map_kv. A proof prefetches, in the lookup's one statement, the records of
+// every depth its path may have a node at, up to the deepest node seen so
+// far plus a margin (a deeper path falls back to a snapshot read and raises
+// the bound).
+type nodeMap struct {
+	depth *atomic.Int32 // prefetch depths [0, depth)
+}
 
-func (nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
+func newNodeMap() nodeMap {
+	m := nodeMap{depth: new(atomic.Int32)}
+	m.depth.Store(24)
+	return m
+}
+
+func (m nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
 	ns := sqlstate.NewNodeStore(tx)
 	root, err := vmap.Apply(ns, ups)
 	if err != nil {
@@ -342,14 +364,9 @@ func (nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
 	return root, ns.Flush(tx)
 }
 
-// prefetchDepth bounds the depths whose node records a proof prefetches: a
-// map of N random indexes has branching nodes down to about 2*log2(N).
-const prefetchDepth = 64
-
-func (nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {
-	ns := sqlstate.NewNodeStore(r)
+func (m nodeMap) pathKeys(index vmap.Index) [][]byte {
 	keys := [][]byte{[]byte("root")}
-	for d := 0; d < prefetchDepth; d++ {
+	for d := 0; d < int(m.depth.Load()); d++ {
 		var p [32]byte
 		copy(p[:d/8], index[:d/8])
 		if d%8 != 0 {
@@ -357,7 +374,12 @@ func (nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*v
 		}
 		keys = append(keys, append(append([]byte{'n'}, p[:]...), byte(d)))
 	}
-	if err := ns.Prefetch(keys); err != nil {
+	return keys
+}
+
+func (m nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {
+	ns := sqlstate.NewNodeStore(r)
+	if err := ns.Prefetch(m.pathKeys(index)); err != nil {
 		return nil, err
 	}
 	got, err := vmap.Root(ns)
@@ -367,78 +389,183 @@ func (nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*v
 	if got != root {
 		return nil, fmt.Errorf("%w: map root %x in the database, epoch row says %x", errCorrupt, got[:8], root[:8])
 	}
-	return vmap.Prove(ns, index)
+	p, err := vmap.Prove(ns, index)
+	for want := int32(min(ns.MaxDepth+4, 256)); err == nil || errors.Is(err, errNotPrefetched); {
+		cur := m.depth.Load()
+		if want <= cur || m.depth.CompareAndSwap(cur, want) {
+			break
+		}
+	}
+	return p, err
 }
 
-// lookupShared is Lookup on the shared state.
+// errNotPrefetched means a proof needed a map record its one-statement read
+// did not fetch (a path deeper than prefetchDepth): the lookup then reads in
+// a snapshot transaction.
+var errNotPrefetched = errors.New("directory: map record not prefetched")
+
+// prefetched is a MapReader over the records read with a Point.
+type prefetched map[string][]byte
+
+func (p prefetched) GetMany(keys [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		v, ok := p[string(k)]
+		if !ok {
+			return nil, errNotPrefetched
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// pointView returns the epoch row and view of a one-statement read, or
+// retry=true if the read is older than the installed view or its epoch is
+// not published yet.
+func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *epochView, retry bool, err error) {
+	if e == nil {
+		return nil, false, apierr.New(codes.Unavailable, apierr.Unavailable, "no epoch published yet")
+	}
+	if e.Checkpoint == nil {
+		if try >= 50 {
+			return nil, false, apierr.New(codes.Unavailable, apierr.Unavailable, "the sequencer is publishing a recovered epoch; retry")
+		}
+		select {
+		case <-time.After(s.sh.poll):
+			return nil, true, nil
+		case <-ctx.Done():
+			return nil, false, ctxError(ctx.Err(), "waiting for the recovered epoch's checkpoint")
+		}
+	}
+	if cur := s.view.Load(); cur != nil && cur.epoch > e.Epoch && try < 3 {
+		return nil, true, nil // older than the installed view: read again
+	}
+	v, err = s.sharedView(ctx, e)
+	if err != nil {
+		return nil, false, s.internal(err)
+	}
+	return v, false, nil
+}
+
+// lookupShared is Lookup on the shared state: the epoch row, the map
+// records of the index's path and its account record in one statement (one
+// round trip, one read view); a path deeper than prefetched falls back to a
+// snapshot transaction.
 func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
+	keys := s.sh.m.pathKeys(index)
+	for try := 0; ; try++ {
+		p, err := s.sh.st.ReadPoint(ctx, keys, index)
+		if err != nil {
+			return nil, s.internal(err)
+		}
+		v, retry, err := s.pointView(ctx, p.Epoch, try)
+		if err != nil {
+			return nil, err
+		}
+		if retry {
+			continue
+		}
+		recs := make(prefetched, len(keys))
+		for i, k := range keys {
+			recs[string(k)] = p.Records[i]
+		}
+		b, err := s.lookupBundle(ctx, v, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, knownSize)
+		if errors.Is(err, errNotPrefetched) {
+			return s.lookupSnapshot(ctx, pi, index, knownSize)
+		}
+		return b, err
+	}
+}
+
+// lookupSnapshot is lookupShared in a snapshot transaction.
+func (s *Server) lookupSnapshot(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
 	var out *verifier.LookupBundle
 	err := s.sharedSnapshot(ctx, func(v *epochView, sn *sqlstate.Snapshot) error {
-		p, err := s.sh.m.prove(sn, v.mapRoot, index)
-		if err != nil {
-			return s.internal(err)
-		}
-		mp, err := p.MarshalBinary()
-		if err != nil {
-			return s.internal(err)
-		}
-		b := &verifier.LookupBundle{
-			Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
-			EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
-		}
-		if p.Kind == vmap.Inclusion {
-			rec, err := sn.Account(index)
-			if err != nil {
-				return s.internal(err)
-			}
-			if rec == nil {
-				return s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
-			}
-			if klog.EntryHash(rec.Leaf) != rec.EntryHash || vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != p.Value {
-				return s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
-			}
-			incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
-			if err != nil {
-				return s.internal(err)
-			}
-			b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = rec.Leaf, rec.LogIndex, incl
-		}
-		if knownSize != 0 {
-			if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
-				return err
-			}
-		}
+		b, err := s.lookupBundle(ctx, v, sn, func() (*sqlstate.Account, error) { return sn.Account(index) }, pi, index, knownSize)
 		out = b
-		return nil
+		return err
 	})
 	return out, err
 }
 
-// historyShared is History on the shared state.
-func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, fromVersion uint64) (*verifier.HistoryBundle, error) {
-	var out *verifier.HistoryBundle
-	err := s.sharedSnapshot(ctx, func(v *epochView, sn *sqlstate.Snapshot) error {
-		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}
-		idxs, err := sn.History(index, fromVersion, MaxHistoryEntries)
+// lookupBundle builds a lookup bundle of view v from map records read by r
+// and the account record given by account, all of v's epoch.
+func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapReader, account func() (*sqlstate.Account, error), pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
+	p, err := s.sh.m.prove(r, v.mapRoot, index)
+	if errors.Is(err, errNotPrefetched) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	// Fail closed: never serve a proof that does not verify under the
+	// checkpoint's map root.
+	if _, _, err := vmap.Verify(v.mapRoot, index, p); err != nil {
+		return nil, s.internal(fmt.Errorf("%w: map proof from the database does not verify: %v", errCorrupt, err))
+	}
+	mp, err := p.MarshalBinary()
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	b := &verifier.LookupBundle{
+		Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
+		EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
+	}
+	if p.Kind == vmap.Inclusion {
+		rec, err := account()
 		if err != nil {
-			return s.internal(err)
+			return nil, s.internal(err)
 		}
+		if rec == nil {
+			return nil, s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
+		}
+		if klog.EntryHash(rec.Leaf) != rec.EntryHash || vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != p.Value {
+			return nil, s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
+		}
+		incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
+		if err != nil {
+			return nil, s.internal(err)
+		}
+		b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = rec.Leaf, rec.LogIndex, incl
+	}
+	if knownSize != 0 {
+		if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// historyShared is History on the shared state (the epoch row and the
+// history rows in one statement).
+func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, fromVersion uint64) (*verifier.HistoryBundle, error) {
+	for try := 0; ; try++ {
+		e, idxs, err := s.sh.st.ReadHistory(ctx, index, fromVersion, MaxHistoryEntries)
+		if err != nil {
+			return nil, s.internal(err)
+		}
+		v, retry, err := s.pointView(ctx, e, try)
+		if err != nil {
+			return nil, err
+		}
+		if retry {
+			continue
+		}
+		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}
 		for _, li := range idxs {
 			if li >= v.size {
-				break
+				return nil, s.internal(fmt.Errorf("%w: history has log index %d beyond the epoch's %d leaves", errCorrupt, li, v.size))
 			}
 			leaves, err := s.backend.Entries(ctx, li, li+1)
 			if err != nil {
-				return s.internal(err)
+				return nil, s.internal(err)
 			}
 			incl, err := s.backend.InclusionProof(ctx, li, v.size)
 			if err != nil {
-				return s.internal(err)
+				return nil, s.internal(err)
 			}
 			hb.Entries = append(hb.Entries, verifier.HistoryEntry{LogIndex: li, Leaf: leaves[0], Inclusion: incl})
 		}
-		out = hb
-		return nil
-	})
-	return out, err
+		return hb, nil
+	}
 }

@@ -28,7 +28,7 @@ func (s *Server) sharedSequencer() {
 			return // closing
 		}
 		s.cfg.Logf("directory: sequencer lease acquired (holder %s, token %d)", l.Holder, l.Token)
-		s.sh.token.Store(l.Token)
+		s.sh.lease.Store(&l)
 		ctx, cancel := context.WithCancelCause(context.Background())
 		renewDone := make(chan struct{})
 		go func() {
@@ -38,7 +38,7 @@ func (s *Server) sharedSequencer() {
 		err := s.leadEpochs(ctx)
 		cancel(err)
 		<-renewDone
-		s.sh.token.Store(0)
+		s.sh.lease.Store(nil)
 		select {
 		case <-s.closing:
 			rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -236,7 +236,7 @@ func (s *Server) recoverShared(ctx context.Context) error {
 	}
 	s.signed.Store(&signedHead{size: s.size, note: cp})
 	served := s.cosign(ctx, cp)
-	if err := s.sh.st.SetCheckpoint(ctx, s.sh.token.Load(), s.epoch, served); err != nil {
+	if err := s.sh.st.SetCheckpoint(ctx, s.sh.leaseToken(), s.epoch, served); err != nil {
 		return err
 	}
 	e, err := s.sh.st.EpochRow(ctx, s.epoch)
@@ -351,7 +351,7 @@ type sharedTx struct {
 // beginShared writes an epoch's map updates, account records, history,
 // users and queue outcomes in a new fenced transaction (not committed).
 func (s *Server) beginShared(ctx context.Context, epoch uint64, batch []*entry, rejects []sqlstate.Rejection) (*sharedTx, error) {
-	tx, err := s.sh.st.Begin(ctx, s.sh.token.Load())
+	tx, err := s.sh.st.Begin(ctx, s.sh.leaseToken())
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +459,11 @@ func (s *Server) runEpochShared(ctx context.Context, batch []*entry, rejects []s
 	// Check the lease right before the append: a sequencer that lost it
 	// must not append (the conditional append at the expected index is the
 	// second guard).
-	if err := s.sh.st.RenewLease(ctx, sqlstate.Lease{Name: sqlstate.SequencerLease, Holder: s.cfg.LeaseHolder, Token: s.sh.token.Load()}, s.cfg.LeaseDuration); err != nil {
+	l := s.sh.lease.Load()
+	if l == nil {
+		return nil, fmt.Errorf("before appending epoch %d: %w", epoch, errLeaseLost)
+	}
+	if err := s.sh.st.RenewLease(ctx, *l, s.cfg.LeaseDuration); err != nil {
 		return nil, fmt.Errorf("before appending epoch %d: %w", epoch, err)
 	}
 	got, err := s.backend.Append(ctx, leaves)
@@ -474,7 +478,7 @@ func (s *Server) runEpochShared(ctx context.Context, batch []*entry, rejects []s
 		return nil, fmt.Errorf("publishing epoch %d: %w", epoch, err)
 	}
 	if c, _, err := klog.OpenCheckpoint(cp, s.keys.verifier, s.keys.origin); err != nil || c.Size != newSize {
-		return nil, fmt.Errorf("%w: published checkpoint does not cover epoch %d (%d leaves)", errCorrupt, epoch, newSize)
+		return nil, fmt.Errorf("%w: published checkpoint (size %d, %v) does not cover epoch %d (%d leaves)", errCorrupt, c.Size, err, epoch, newSize)
 	}
 	s.signed.Store(&signedHead{size: newSize, note: cp})
 	served := s.cosign(ctx, cp)

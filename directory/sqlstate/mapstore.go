@@ -19,11 +19,14 @@ type NodeStore struct {
 	r     MapReader
 	cache map[string][]byte // fetched or written; nil value = absent
 	dirty map[string][]byte
+	// MaxDepth is the largest depth byte of a present node record ('n'
+	// || [32] prefix || u8 depth) Get returned, -1 if none.
+	MaxDepth int
 }
 
 // NewNodeStore returns a NodeStore reading from r.
 func NewNodeStore(r MapReader) *NodeStore {
-	return &NodeStore{r: r, cache: map[string][]byte{}, dirty: map[string][]byte{}}
+	return &NodeStore{r: r, cache: map[string][]byte{}, dirty: map[string][]byte{}, MaxDepth: -1}
 }
 
 // Prefetch reads keys in one query (per 1000 keys) into the cache.
@@ -49,15 +52,19 @@ func (n *NodeStore) Prefetch(keys [][]byte) error {
 
 // Get implements vmap.Reader.
 func (n *NodeStore) Get(key []byte) ([]byte, error) {
-	if v, ok := n.cache[string(key)]; ok {
-		return v, nil
+	v, ok := n.cache[string(key)]
+	if !ok {
+		vs, err := n.r.GetMany([][]byte{key})
+		if err != nil {
+			return nil, err
+		}
+		v = vs[0]
+		n.cache[string(key)] = v
 	}
-	vs, err := n.r.GetMany([][]byte{key})
-	if err != nil {
-		return nil, err
+	if v != nil && len(key) == 34 && key[0] == 'n' {
+		n.MaxDepth = max(n.MaxDepth, int(key[33]))
 	}
-	n.cache[string(key)] = vs[0]
-	return vs[0], nil
+	return v, nil
 }
 
 // Put implements vmap.Store: the record is written by Flush.

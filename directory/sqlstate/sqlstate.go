@@ -30,6 +30,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -447,4 +448,109 @@ func (s *Store) ClaimKeys(ctx context.Context, fingerprint []byte) error {
 		return ErrKeysDiffer
 	}
 	return nil
+}
+
+// Point is what one lookup reads, all from one consistent read (a single
+// statement sees one InnoDB read view, so no transaction is needed): the
+// latest epoch's row, the map records of the keys asked for (nil if absent)
+// and the account record of an index (nil if absent).
+type Point struct {
+	Epoch   *Epoch // nil before the first epoch
+	Records [][]byte
+	Account *Account
+}
+
+// ReadPoint reads a Point in one round trip.
+func (s *Store) ReadPoint(ctx context.Context, mapKeys [][]byte, index [32]byte) (*Point, error) {
+	var q strings.Builder
+	q.WriteString(`(SELECT 0 AS kind, map_root AS k, checkpoint AS v, epoch AS n1, log_size AS n2 FROM epochs ORDER BY epoch DESC LIMIT 1)
+		UNION ALL (SELECT 1, entry_hash, leaf, version, log_index FROM accounts WHERE vrf_index = ?)`)
+	args := []any{index[:]}
+	if len(mapKeys) > 0 {
+		q.WriteString(` UNION ALL (SELECT 3, k, v, 0, 0 FROM map_kv WHERE k IN (` + placeholders(len(mapKeys)) + `))`)
+		for _, k := range mapKeys {
+			args = append(args, k)
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	p := &Point{Records: make([][]byte, len(mapKeys))}
+	pos := make(map[string][]int, len(mapKeys))
+	for i, k := range mapKeys {
+		pos[string(k)] = append(pos[string(k)], i)
+	}
+	for rows.Next() {
+		var kind int
+		var k, v []byte
+		var n1, n2 uint64
+		if err := rows.Scan(&kind, &k, &v, &n1, &n2); err != nil {
+			return nil, err
+		}
+		switch kind {
+		case 0:
+			if len(k) != 32 {
+				return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, n1)
+			}
+			p.Epoch = &Epoch{Epoch: n1, LogSize: n2, Checkpoint: v}
+			copy(p.Epoch.MapRoot[:], k)
+		case 1:
+			if len(k) != 32 {
+				return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(k))
+			}
+			p.Account = &Account{Version: n1, LogIndex: n2, Leaf: v}
+			copy(p.Account.EntryHash[:], k)
+		case 3:
+			for _, i := range pos[string(k)] {
+				p.Records[i] = v
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ReadHistory reads, in one round trip (one read view), the latest epoch's
+// row and the log indexes of index's versions >= from (at most limit,
+// oldest first).
+func (s *Store) ReadHistory(ctx context.Context, index [32]byte, from uint64, limit int) (*Epoch, []uint64, error) {
+	rows, err := s.db.QueryContext(ctx, `(SELECT 0 AS kind, map_root AS k, checkpoint AS v, epoch AS n1, log_size AS n2 FROM epochs ORDER BY epoch DESC LIMIT 1)
+		UNION ALL (SELECT 1, NULL, NULL, version, log_index FROM history WHERE vrf_index = ? AND version >= ? ORDER BY version LIMIT ?)`, index[:], from, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var e *Epoch
+	type hv struct{ version, li uint64 }
+	var hs []hv
+	for rows.Next() {
+		var kind int
+		var k, v []byte
+		var n1, n2 uint64
+		if err := rows.Scan(&kind, &k, &v, &n1, &n2); err != nil {
+			return nil, nil, err
+		}
+		if kind == 0 {
+			if len(k) != 32 {
+				return nil, nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, n1)
+			}
+			e = &Epoch{Epoch: n1, LogSize: n2, Checkpoint: v}
+			copy(e.MapRoot[:], k)
+		} else {
+			hs = append(hs, hv{n1, n2})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].version < hs[j].version })
+	out := make([]uint64, len(hs))
+	for i, h := range hs {
+		out[i] = h.li
+	}
+	return e, out, nil
 }
