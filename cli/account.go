@@ -18,7 +18,7 @@ func (a *app) accountCmd() *cobra.Command {
 		Use:   "account",
 		Short: "Create or recover an account",
 	}
-	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd())
+	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountSyncCmd())
 	return cmd
 }
 
@@ -51,15 +51,22 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 }
 
 type accountOutput struct {
-	UserID       string   `json:"user_id"`
-	Version      uint64   `json:"version"`
-	DeviceID     string   `json:"device_id"`
-	DeviceName   string   `json:"device_name"`
-	IdentityKey  string   `json:"identity_key"`
-	LogIndex     uint64   `json:"log_index"`
-	PaperKey     string   `json:"paper_key,omitempty"`
-	Revoked      []string `json:"revoked_devices,omitempty"`
-	SafetyNumber string   `json:"safety_number_unchanged,omitempty"`
+	UserID               string      `json:"user_id"`
+	Version              uint64      `json:"version"`
+	Epoch                uint64      `json:"epoch"`
+	LogIndex             uint64      `json:"log_index"`
+	DeviceID             string      `json:"device_id"`
+	DeviceName           string      `json:"device_name"`
+	IdentityKey          string      `json:"identity_key"`
+	PaperKey             *string     `json:"paper_key"`
+	RevokedDevices       []deviceRef `json:"revoked_devices"`
+	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
+}
+
+// deviceRef names a device in --json output.
+type deviceRef struct {
+	DeviceID   string `json:"device_id"`
+	DeviceName string `json:"device_name"`
 }
 
 func (a *app) accountCreateCmd() *cobra.Command {
@@ -68,19 +75,38 @@ func (a *app) accountCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create USER",
 		Short: "Create an account: paper key, identity key, first device",
-		Long: `Create an account. Keyline generates a recovery secret and shows it ONCE as a
-24-word paper key; write it down and keep it offline. It is the only way to
-recover the account if you lose every device. You are asked to type two of
-the words back to confirm you wrote them down. Then this device's keys are
-created, version 1 of the account is published and verified, and the keys
-are stored in the keystore of --data-dir, encrypted with your passphrase.`,
+		Long: `Create an account. Keyline first asks for the passphrase that will protect
+this device's keystore (or takes it from $KEYLINE_PASSPHRASE or
+--passphrase-file; at least 8 characters). Then it generates a recovery
+secret and shows it ONCE as a 24-word paper key; write it down and keep it
+offline. It is the only way to recover the account if you lose every
+device. You are asked to type two of the words back to confirm you wrote
+them down. Then this device's keys are stored in the keystore of --data-dir,
+encrypted with your passphrase, and version 1 of the account is published
+and verified. If the command is interrupted while publishing, your keys
+are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := normUser(args[0])
 			if err != nil {
 				return err
 			}
+			if a.jsonOut && !noConfirm {
+				return usageErr("with --json, pass --no-confirm: --json never asks questions (the paper key is in the output; store it safely)")
+			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			// The passphrase source is checked before anything secret
+			// is shown: a paper key shown by a command that then fails
+			// is void.
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -122,34 +148,22 @@ are stored in the keystore of --data-dir, encrypted with your passphrase.`,
 			}
 
 			paper := secret.PaperKey()
-			switch {
-			case !a.jsonOut:
+			if !a.jsonOut {
 				a.showPaperKey(a.out, paper)
-			case !noConfirm:
-				// JSON goes to stdout at the end; the person confirming
-				// the words needs to see them now.
-				a.showPaperKey(a.errw, paper)
 			}
 			if !noConfirm {
 				if err := a.confirmPaperKey(paper); err != nil {
 					return err
 				}
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			res, err = s.publish(ctx, state)
-			if err != nil {
-				return err
-			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
-				return fmt.Errorf("%w (the account is published; recover it with the paper key: `keyline account recover %s`)", err, uid)
-			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: []deviceRef{}}
 			if a.jsonOut {
-				out.PaperKey = paper
+				out.PaperKey = &paper
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Created account %s (version %d, log entry %d).\n", uid, res.Version, res.LogIndex)
@@ -230,7 +244,16 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := a.ensureNoKeystore(); err != nil {
+				return err
+			}
+			pass, err := a.passphrase(true)
+			if err != nil {
 				return err
 			}
 			var words string
@@ -285,29 +308,22 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return failf("", err, "building the recovery state")
 			}
-			var revoked []string
+			revoked := []deviceRef{}
 			for _, d := range res.State.Devices {
-				revoked = append(revoked, fmt.Sprintf("%s (%s)", d.Name, d.ID))
+				revoked = append(revoked, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
-			pass, err := a.passphrase(true)
+			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			res, err = s.publish(ctx, next)
-			if err != nil {
-				return err
-			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret, State: res.State}
-			if err := a.saveKeystore(ks, pass); err != nil {
-				return err
-			}
-			out := accountOutput{UserID: uid, Version: res.Version, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, Revoked: revoked, SafetyNumber: "identity key unchanged"}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: revoked, IdentityKeyUnchanged: true}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
 			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d.\n", uid, name, dk.ID(), res.Version)
 			for _, r := range revoked {
-				fmt.Fprintf(a.out, "  revoked as lost: %s\n", r)
+				fmt.Fprintf(a.out, "  revoked as lost: %s (%s)\n", r.DeviceName, r.DeviceID)
 			}
 			fmt.Fprintln(a.out, "Your identity key is unchanged, so your contacts' safety numbers for you are unchanged.")
 			return nil
@@ -316,4 +332,77 @@ every safety number, stays the same. The paper key is read from
 	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this new device")
 	cmd.Flags().StringVar(&paperFile, "paper-key-file", "", "read the 24 words from this file instead of stdin")
 	return cmd
+}
+
+func (a *app) accountSyncCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "sync",
+		Short: "Finish or clear an interrupted update of your account, and check the account",
+		Long: `Check your account against the directory. If a command that publishes
+(account create or recover, device approve or revoke) was interrupted, the
+update it was sending is recorded next to the keystore; sync finds out
+whether the directory published it. If it did, the keystore and pins are
+updated; if it is not visible, sync sends it again; if the account moved on
+without it, it is forgotten. Every command that changes the account does
+this first; sync does only this.`,
+		Example: `  # after "keyline account create alice" lost its connection:
+  keyline account sync`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			if p, err := a.readPending(); err == nil && p != nil && p.NewAccount && !a.keystoreExists() {
+				if err := a.ensureNoKeystore(); err != nil { // clears it: nothing was sent
+					return err
+				}
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: p.UserID, Pending: reconcileAbandoned.String()})
+				}
+				return nil
+			}
+			ks, pass, err := a.loadKeystore()
+			if err != nil {
+				return err
+			}
+			s, err := a.openSession(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			outcome, err := a.reconcilePending(ctx, s, ks, pass)
+			if err != nil {
+				return err
+			}
+			if outcome == reconcileAbandoned && !a.keystoreExists() {
+				if a.jsonOut {
+					return writeJSON(a.out, syncOutput{UserID: ks.UserID, Pending: outcome.String()})
+				}
+				return nil
+			}
+			if ks.State == nil {
+				return failf("finish joining your account first: `keyline device finish`", nil, "this device is not part of an account yet")
+			}
+			res, err := s.ownState(ctx, ks)
+			if err != nil {
+				return err
+			}
+			out := syncOutput{UserID: ks.UserID, Version: &res.Version, Pending: outcome.String(), Verified: true}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "%s is at version %d (verified); nothing is pending.\n", ks.UserID, res.Version)
+			return nil
+		},
+	}
+}
+
+type syncOutput struct {
+	UserID   string  `json:"user_id"`
+	Version  *uint64 `json:"version"`
+	Pending  string  `json:"pending"` // none, published, resubmitted, abandoned
+	Verified bool    `json:"verified"`
 }

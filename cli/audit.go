@@ -14,36 +14,37 @@ import (
 )
 
 type auditOutput struct {
-	OK             bool     `json:"ok"`
-	CheckpointSize uint64   `json:"checkpoint_size"`
-	Replayed       uint64   `json:"replayed"`
-	Epoch          uint64   `json:"epoch"`
-	EpochTime      string   `json:"epoch_time,omitempty"`
-	Accounts       uint64   `json:"accounts"`
-	Resets         uint64   `json:"resets"`
-	ResetIndexes   []uint64 `json:"reset_log_indexes,omitempty"`
-	Violation      string   `json:"violation,omitempty"`
-	ViolationIndex uint64   `json:"violation_log_index,omitempty"`
-	Detail         string   `json:"detail,omitempty"`
-	EvidencePath   string   `json:"evidence_path,omitempty"`
+	OK             bool       `json:"ok"`
+	CheckpointSize uint64     `json:"checkpoint_size"`
+	Replayed       uint64     `json:"replayed"`
+	Epoch          uint64     `json:"epoch"`
+	EpochTime      *time.Time `json:"epoch_time"`
+	Accounts       uint64     `json:"accounts"`
+	Resets         uint64     `json:"resets"`
+	ResetIndexes   []uint64   `json:"reset_log_indexes"`
+	Violation      *string    `json:"violation"`
+	ViolationIndex *uint64    `json:"violation_log_index"`
+	Detail         *string    `json:"detail"`
+	EvidencePath   *string    `json:"evidence_path"`
 }
 
 func auditOut(st *auditor.Status) auditOutput {
-	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: st.ResetIndexes}
+	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: append([]uint64{}, st.ResetIndexes...)}
 	if st.Checkpoint != nil {
 		out.CheckpointSize = st.Checkpoint.Size
 	}
 	if st.EpochTime != 0 {
-		out.EpochTime = fmtTime(time.Unix(int64(st.EpochTime), 0))
+		out.EpochTime = jsonTime(time.Unix(int64(st.EpochTime), 0))
 	}
 	if v := st.Violation; v != nil {
-		out.Violation, out.ViolationIndex, out.Detail, out.EvidencePath = string(v.Rule), v.LogIndex, v.Detail, v.EvidencePath
+		idx := v.LogIndex
+		out.Violation, out.ViolationIndex, out.Detail, out.EvidencePath = jsonStr(string(v.Rule)), &idx, jsonStr(v.Detail), jsonStr(v.EvidencePath)
 	}
 	return out
 }
 
 func (a *app) auditCmd() *cobra.Command {
-	var dir string
+	var dir, tilesURL string
 	var follow bool
 	var interval time.Duration
 	cmd := &cobra.Command{
@@ -61,15 +62,15 @@ and exit code 3.`,
 			if dir == "" {
 				dir = filepath.Join(a.dataDir, "audit")
 			}
-			s, err := a.openSession(ctx)
+			trust, src, closeSrc, err := a.logSource(ctx, tilesURL)
 			if err != nil {
 				return err
 			}
-			defer s.close()
+			defer closeSrc()
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return failf("check --dir", err, "cannot create the audit dir")
 			}
-			au, err := auditor.Open(dir, s.trust, s.conn, nil)
+			au, err := auditor.Open(dir, trust, src, nil)
 			if err != nil {
 				return failf("move the audit dir away to start over from entry 0", err, "cannot open the auditor state in %s", dir)
 			}
@@ -129,7 +130,7 @@ and exit code 3.`,
 			t.row("result", "OK: no violation")
 			t.row("checkpoint size", fmt.Sprint(out.CheckpointSize))
 			t.row("entries replayed", fmt.Sprint(out.Replayed))
-			t.row("epoch", fmt.Sprintf("%d (%s)", out.Epoch, out.EpochTime))
+			t.row("epoch", fmt.Sprintf("%d (%s)", out.Epoch, fmtTime(rep0(out.EpochTime))))
 			t.row("accounts", fmt.Sprint(out.Accounts))
 			resets := fmt.Sprint(out.Resets)
 			if out.Resets > 0 {
@@ -146,6 +147,7 @@ and exit code 3.`,
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "auditor state directory (default <data-dir>/audit)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep auditing new checkpoints every --interval")
+	cmd.Flags().StringVar(&tilesURL, "tiles", "", "read the log from this C2SP tlog-tiles URL (keyline serve --http, or an export-tiles mirror) instead of --server")
 	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "with --follow: time between runs")
 	cmd.AddCommand(a.verifyEvidenceCmd())
 	return cmd
@@ -170,11 +172,11 @@ func (a *app) verifyEvidenceCmd() *cobra.Command {
 				return verificationErr("the evidence does NOT prove a violation", "it may be forged or damaged, or be for another directory (check --trust)", err)
 			}
 			if a.jsonOut {
-				var sizes []uint64
+				sizes := []uint64{}
 				for _, c := range f.Checkpoints {
 					sizes = append(sizes, c.Size)
 				}
-				return writeJSON(a.out, map[string]any{"valid": true, "rule": string(f.Rule), "log_index": f.LogIndex, "detail": f.Detail, "checkpoint_sizes": sizes})
+				return writeJSON(a.out, evidenceOutput{Valid: true, Rule: string(f.Rule), LogIndex: f.LogIndex, Detail: f.Detail, CheckpointSizes: sizes})
 			}
 			fmt.Fprintf(a.out, "VALID evidence: the directory %s broke rule %q at log entry %d.\n%s\n", t.Origin, string(f.Rule), f.LogIndex, f.Detail)
 			for _, c := range f.Checkpoints {
@@ -183,4 +185,12 @@ func (a *app) verifyEvidenceCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+type evidenceOutput struct {
+	Valid           bool     `json:"valid"`
+	Rule            string   `json:"rule"`
+	LogIndex        uint64   `json:"log_index"`
+	Detail          string   `json:"detail"`
+	CheckpointSizes []uint64 `json:"checkpoint_sizes"`
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"rsc.io/qr"
@@ -240,5 +242,33 @@ func TestFindDevice(t *testing.T) {
 	}
 	if _, err := findDevice(st, "tablet"); err == nil || !strings.Contains(err.Error(), "laptop") {
 		t.Fatalf("unknown device: %v", err)
+	}
+}
+
+// Every command's --help shows at least one example, and every command
+// has more than a one-line description.
+func TestEveryCommandHasHelpExample(t *testing.T) {
+	root := NewRootCommand()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
+			return
+		}
+		if strings.TrimSpace(c.Example) == "" {
+			t.Errorf("%s: no example in --help", c.CommandPath())
+		}
+		if c.Runnable() && strings.TrimSpace(c.Long) == "" {
+			t.Errorf("%s: only a one-line description", c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(root)
+	// serve's help shows only server flags.
+	var out bytes.Buffer
+	code := Run(context.Background(), []string{"serve", "--help"}, IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: testEnv})
+	if code != 0 || strings.Contains(out.String(), "--passphrase-file") || strings.Contains(out.String(), "--server ") || !strings.Contains(out.String(), "--tls-cert") || !strings.Contains(out.String(), "Examples:") {
+		t.Errorf("serve --help (exit %d):\n%s", code, out.String())
 	}
 }

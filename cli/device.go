@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -24,15 +28,100 @@ func (a *app) deviceCmd() *cobra.Command {
 	return cmd
 }
 
+// pairingOutput is a pairing request as `device request` shows it; it is
+// also kept (public data only) in pairing.json until the device finishes
+// joining, so that the request can be shown again.
 type pairingOutput struct {
-	UserID      string `json:"user_id"`
-	DeviceID    string `json:"device_id"`
-	DeviceName  string `json:"device_name"`
-	Code        string `json:"pairing_code"`
-	QR          string `json:"qr_payload"`
-	Fingerprint string `json:"fingerprint"`
-	Finished    bool   `json:"finished"`
-	Version     uint64 `json:"version,omitempty"`
+	UserID      string    `json:"user_id"`
+	DeviceID    string    `json:"device_id"`
+	DeviceName  string    `json:"device_name"`
+	Code        string    `json:"pairing_code"`
+	QR          string    `json:"qr_payload"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	Finished    bool      `json:"finished"`
+	Version     *uint64   `json:"version"`
+}
+
+const pairingFile = "pairing.json"
+
+func (a *app) pairingPath() string { return filepath.Join(a.dataDir, pairingFile) }
+
+// readPairing returns this device's pending pairing request, or nil.
+func (a *app) readPairing() (*pairingOutput, error) {
+	b, err := os.ReadFile(a.pairingPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var p pairingOutput
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	if err != nil {
+		return nil, failf("remove it and request again from a fresh --data-dir", err, "cannot read the pending pairing request %s", a.pairingPath())
+	}
+	return &p, nil
+}
+
+func (a *app) writePairing(p *pairingOutput) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(a.pairingPath(), append(b, '\n'))
+	}
+	if err != nil {
+		return failf("check the permissions and free space of --data-dir", err, "cannot save the pairing request")
+	}
+	return nil
+}
+
+// pairingFlow shows the pairing request out and, with wait, waits for its
+// approval and finishes joining. pass is the keystore passphrase if known.
+func (a *app) pairingFlow(ctx context.Context, s *session, out pairingOutput, pass []byte, wait time.Duration) error {
+	if !a.jsonOut {
+		fmt.Fprintf(a.out, "Request to add this device %q (%s) to account %s.\n\n", out.DeviceName, out.DeviceID, out.UserID)
+		fmt.Fprintf(a.out, "Pairing code:\n\n  %s\n\n", out.Code)
+		if err := printQR(a.out, out.QR, a.qrInvert); err != nil {
+			return failf("", err, "drawing the QR code")
+		}
+		fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", out.Fingerprint)
+		fmt.Fprintf(a.out, "On a device of %s that holds the identity key, run:\n\n  keyline device approve %s\n\nand check it shows the same fingerprint. Then run `keyline device finish` here\n(`keyline device request %s` shows this request again).\n", out.UserID, out.Code, out.UserID)
+	}
+	if wait <= 0 {
+		if a.jsonOut {
+			return writeJSON(a.out, out)
+		}
+		return nil
+	}
+	if pass == nil {
+		var err error
+		if _, pass, err = a.loadKeystore(); err != nil {
+			return err
+		}
+	}
+	if !a.jsonOut {
+		fmt.Fprintf(a.errw, "Waiting up to %s for the approval...\n", wait)
+	}
+	deadline := a.now().Add(wait)
+	for {
+		ver, err := a.finishPairing(ctx, s, pass)
+		if err == nil {
+			out.Finished, out.Version = true, &ver
+			break
+		}
+		if _, pending := err.(*pendingErr); !pending || a.now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if a.jsonOut {
+		return writeJSON(a.out, out)
+	}
+	fmt.Fprintf(a.out, "Approved: this device is now part of %s (version %d).\n", out.UserID, *out.Version)
+	return nil
 }
 
 func (a *app) deviceRequestCmd() *cobra.Command {
@@ -53,10 +142,34 @@ wait for the approval).`,
 			if err != nil {
 				return err
 			}
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			ctx := cmd.Context()
+			if a.keystoreExists() {
+				prev, err := a.readPairing()
+				if err != nil {
+					return err
+				}
+				if prev == nil || prev.UserID != uid {
+					return a.ensureNoKeystore()
+				}
+				// The request is pending: show it again.
+				s, err := a.openSession(ctx)
+				if err != nil {
+					return err
+				}
+				defer s.close()
+				if !a.jsonOut {
+					a.info("This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
+				}
+				return a.pairingFlow(ctx, s, *prev, nil, wait)
+			}
 			if err := a.ensureNoKeystore(); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
 			s, err := a.openSession(ctx)
 			if err != nil {
 				return err
@@ -68,6 +181,9 @@ wait for the approval).`,
 			}
 			if !res.Found {
 				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", uid), Hint: "create it with `keyline account create " + uid + "`"}
+			}
+			if err := checkNewDeviceName(res.State, name); err != nil {
+				return err
 			}
 			dk, err := devices.NewDeviceKey(a.rand)
 			if err != nil {
@@ -93,57 +209,50 @@ wait for the approval).`,
 			if err != nil {
 				return err
 			}
-			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
+			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp, CreatedAt: a.now().UTC().Truncate(time.Second)}
+			if err := a.writePairing(&out); err != nil {
 				return err
 			}
-			out := pairingOutput{UserID: uid, DeviceID: dk.ID().String(), DeviceName: name, Code: code, QR: qrp, Fingerprint: fp}
-			if !a.jsonOut {
-				for _, w := range res.Warnings {
-					fmt.Fprintf(a.errw, "WARNING: %s\n", w)
-				}
-				fmt.Fprintf(a.out, "Request to add this device %q (%s) to account %s.\n\n", name, dk.ID(), uid)
-				fmt.Fprintf(a.out, "Pairing code:\n\n  %s\n\n", code)
-				if err := printQR(a.out, qrp, a.qrInvert); err != nil {
-					return failf("", err, "drawing the QR code")
-				}
-				fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", fp)
-				fmt.Fprintf(a.out, "On a device of %s that holds the identity key, run:\n\n  keyline device approve %s\n\nand check it shows the same fingerprint. Then run `keyline device finish` here.\n", uid, code)
+			if err := a.saveKeystore(&devices.Keystore{UserID: uid, Device: dk}, pass); err != nil {
+				os.Remove(a.pairingPath())
+				return err
 			}
-			if wait <= 0 {
-				if a.jsonOut {
-					return writeJSON(a.out, out)
-				}
-				return nil
+			for _, w := range res.Warnings {
+				a.info("WARNING: %s\n", w)
 			}
-			if !a.jsonOut {
-				fmt.Fprintf(a.errw, "Waiting up to %s for the approval...\n", wait)
-			}
-			deadline := a.now().Add(wait)
-			for {
-				ver, err := a.finishPairing(ctx, s, pass)
-				if err == nil {
-					out.Finished, out.Version = true, ver
-					break
-				}
-				if _, pending := err.(*pendingErr); !pending || a.now().After(deadline) {
-					return err
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(500 * time.Millisecond):
-				}
-			}
-			if a.jsonOut {
-				return writeJSON(a.out, out)
-			}
-			fmt.Fprintf(a.out, "Approved: this device is now part of %s (version %d).\n", uid, out.Version)
-			return nil
+			return a.pairingFlow(ctx, s, out, pass, wait)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", defaultDeviceName(), "name of this device, shown to the approving device")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "wait this long for the approval, then finish")
 	return cmd
+}
+
+// finishOutput is `device finish --json`.
+type finishOutput struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	Finished bool   `json:"finished"`
+	Version  uint64 `json:"version"`
+}
+
+// changeOutput is `device approve --json` and `device revoke --json`: the
+// device added or removed and the version that published it.
+type changeOutput struct {
+	UserID      string  `json:"user_id"`
+	Version     uint64  `json:"version"`
+	Epoch       uint64  `json:"epoch"`
+	LogIndex    uint64  `json:"log_index"`
+	DeviceID    string  `json:"device_id"`
+	DeviceName  string  `json:"device_name"`
+	Fingerprint *string `json:"fingerprint"` // approve
+	Reason      *string `json:"reason"`      // revoke
+}
+
+type deviceListOutput struct {
+	UserID  string      `json:"user_id"`
+	Version uint64      `json:"version"`
+	Devices []deviceRow `json:"devices"`
 }
 
 // pendingErr says the pairing is not approved yet.
@@ -184,6 +293,7 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	if err := a.saveKeystore(ks, pass); err != nil {
 		return 0, err
 	}
+	os.Remove(a.pairingPath())
 	h, _ := res.State.Hash()
 	if err := s.client.SetOwn(verifier.OwnAccount{UserID: ks.UserID, Version: res.Version, EntryHash: res.EntryHash, StateHash: h}); err != nil {
 		return 0, failf("", err, "saving the client state")
@@ -201,6 +311,11 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			unlock, err := a.lockDataDir()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			ks, pass, err := a.loadKeystore()
 			if err != nil {
 				return err
@@ -218,7 +333,7 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "device_id": ks.Device.ID().String(), "finished": true, "version": ver})
+				return writeJSON(a.out, finishOutput{UserID: ks.UserID, DeviceID: ks.Device.ID().String(), Finished: true, Version: ver})
 			}
 			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
 			return nil
@@ -251,10 +366,13 @@ next version of the account with the device added. For scripts, pass
 			if err != nil {
 				return failf("", err, "computing the fingerprint")
 			}
-			ks, pass, err := a.loadKeystore()
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
 			if err != nil {
 				return err
 			}
+			defer o.close()
+			ks, res := o.ks, o.res
 			ik, err := needIdentity(ks, "approving a device")
 			if err != nil {
 				return err
@@ -262,24 +380,17 @@ next version of the account with the device added. For scripts, pass
 			if req.UserID != ks.UserID {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("the request is to join %s, but this device belongs to %s", req.UserID, ks.UserID)}
 			}
-			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
-			if err != nil {
+			if err := checkNewDeviceName(res.State, req.Cert.Name); err != nil {
 				return err
 			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.errw, "New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
+			a.info("New device:   %q (%s)\nFingerprint:  %s\n", req.Cert.Name, req.Cert.ID, fp)
 			switch {
 			case fingerprint != "":
 				if normDigits(fingerprint) != normDigits(fp) {
 					return verificationErr("the fingerprint you entered does not match the pairing code", "do not approve: the code may have been altered in transit; request again", nil)
 				}
 			default:
-				ok, err := a.confirm("Does the new device show exactly this fingerprint?", yes)
+				ok, err := a.confirmOr("Does the new device show exactly this fingerprint?", yes, "pass --fingerprint DIGITS (the fingerprint the new device shows) or --yes to approve without a terminal")
 				if err != nil {
 					return err
 				}
@@ -292,12 +403,12 @@ next version of the account with the device added. For scripts, pass
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot approve this request", Err: err}
 			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publish(ctx, "device approve", next)
 			if err != nil {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "approved_device_id": req.Cert.ID.String(), "device_name": req.Cert.Name, "version": res.Version, "fingerprint": fp})
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: req.Cert.ID.String(), DeviceName: req.Cert.Name, Fingerprint: &fp})
 			}
 			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d. Run `keyline device finish` on the new device.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
 			return nil
@@ -318,25 +429,52 @@ func normDigits(s string) string {
 	return b.String()
 }
 
+// deviceRow is one device of an account in --json output. The name and
+// creation time of a revoked device are null when no verified earlier
+// version of the account lists it.
 type deviceRow struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Created    string `json:"created"`
-	ThisDevice bool   `json:"this_device"`
-	Revoked    bool   `json:"revoked"`
-	RevokedAt  string `json:"revoked_at,omitempty"`
-	Reason     string `json:"reason,omitempty"`
+	ID         string     `json:"device_id"`
+	Name       *string    `json:"device_name"`
+	Created    *time.Time `json:"created_at"`
+	ThisDevice bool       `json:"this_device"`
+	Revoked    bool       `json:"revoked"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	Reason     *string    `json:"reason"`
+}
+
+func (r deviceRow) name() string {
+	if r.Name == nil {
+		return "(unknown)"
+	}
+	return *r.Name
+}
+
+func (r deviceRow) created() string {
+	if r.Created == nil {
+		return "-"
+	}
+	return fmtTime(*r.Created)
+}
+
+func (r deviceRow) status() string {
+	if !r.Revoked {
+		return "active"
+	}
+	return "REVOKED " + fmtTime(*r.RevokedAt) + " (" + *r.Reason + ")"
 }
 
 func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devices.DeviceID]*devices.DeviceCert) []deviceRow {
-	var rows []deviceRow
+	rows := []deviceRow{}
 	for _, d := range st.Devices {
-		rows = append(rows, deviceRow{ID: d.ID.String(), Name: d.Name, Created: fmtTime(d.Created), ThisDevice: d.ID == this})
+		name := d.Name
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: &name, Created: jsonTime(d.Created), ThisDevice: d.ID == this})
 	}
 	for _, r := range st.Revocations {
-		row := deviceRow{ID: r.Device.String(), Name: "(unknown)", Created: "-", ThisDevice: r.Device == this, Revoked: true, RevokedAt: fmtTime(r.Time), Reason: r.Reason.String()}
+		reason := r.Reason.String()
+		row := deviceRow{ID: r.Device.String(), ThisDevice: r.Device == this, Revoked: true, RevokedAt: jsonTime(r.Time), Reason: &reason}
 		if c := names[r.Device]; c != nil {
-			row.Name, row.Created = c.Name, fmtTime(c.Created)
+			name := c.Name
+			row.Name, row.Created = &name, jsonTime(c.Created)
 		}
 		rows = append(rows, row)
 	}
@@ -350,11 +488,7 @@ func (a *app) printDevices(rows []deviceRow) error {
 		if r.ThisDevice {
 			this = "*"
 		}
-		status := "active"
-		if r.Revoked {
-			status = "REVOKED " + r.RevokedAt + " (" + r.Reason + ")"
-		}
-		t.row(r.ID, r.Name, r.Created, this, status)
+		t.row(r.ID, r.name(), r.created(), this, r.status())
 	}
 	return t.flush()
 }
@@ -365,7 +499,8 @@ func (a *app) deviceListCmd() *cobra.Command {
 		Short: "List your account's devices as the directory serves them (verified)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ks, _, err := a.loadKeystore()
+			// Read-only: the public device record is enough (no passphrase).
+			info, err := a.ownDeviceInfo()
 			if err != nil {
 				return err
 			}
@@ -375,24 +510,19 @@ func (a *app) deviceListCmd() *cobra.Command {
 				return err
 			}
 			defer s.close()
-			res, err := s.ownState(ctx, ks)
+			res, err := s.ownState(ctx, info.keystore())
 			if err != nil {
 				return err
 			}
 			names := map[devices.DeviceID]*devices.DeviceCert{}
-			if ks.State != nil {
-				for _, d := range ks.State.Devices {
-					names[d.ID] = d
-				}
-			}
 			if len(res.State.Revocations) > 0 {
 				s.historyNames(ctx, res, names)
 			}
-			rows := deviceRows(res.State, ks.Device.ID(), names)
+			rows := deviceRows(res.State, info.deviceID(), names)
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "devices": rows})
+				return writeJSON(a.out, deviceListOutput{UserID: info.UserID, Version: res.Version, Devices: rows})
 			}
-			fmt.Fprintf(a.out, "%s, version %d (verified)\n", ks.UserID, res.Version)
+			fmt.Fprintf(a.out, "%s, version %d (verified)\n", info.UserID, res.Version)
 			return a.printDevices(rows)
 		},
 	}
@@ -428,21 +558,14 @@ lookup.`,
 			if err != nil {
 				return err
 			}
-			ks, pass, err := a.loadKeystore()
-			if err != nil {
-				return err
-			}
-			ik, err := needIdentity(ks, "revoking a device")
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx)
+			o, err := a.openOwn(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			res, err := s.ownState(ctx, ks)
+			defer o.close()
+			ks, res := o.ks, o.res
+			ik, err := needIdentity(ks, "revoking a device")
 			if err != nil {
 				return err
 			}
@@ -453,8 +576,8 @@ lookup.`,
 			if target.ID == ks.Device.ID() {
 				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
 			}
-			fmt.Fprintf(a.errw, "Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
-			ok, err := a.confirm("Revoke this device?", yes)
+			a.info("Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
+			ok, err := a.confirmOr("Revoke this device?", yes, "pass --yes to revoke without a terminal")
 			if err != nil {
 				return err
 			}
@@ -466,12 +589,13 @@ lookup.`,
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot revoke", Err: err}
 			}
-			res, err = a.publishOwn(ctx, s, ks, pass, next)
+			res, err = o.publish(ctx, "device revoke", next)
 			if err != nil {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "revoked_device_id": target.ID.String(), "device_name": target.Name, "reason": why.String(), "version": res.Version})
+				reason := why.String()
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: target.ID.String(), DeviceName: target.Name, Reason: &reason})
 			}
 			fmt.Fprintf(a.out, "Revoked %q (%s): %s is now at version %d.\n", target.Name, target.ID, ks.UserID, res.Version)
 			return nil
@@ -545,4 +669,15 @@ func (s *session) historyNames(ctx context.Context, res *verifier.LookupResult, 
 			}
 		}
 	}
+}
+
+// checkNewDeviceName refuses a name that a current device of the account
+// already has: devices are revoked and listed by name.
+func checkNewDeviceName(st *devices.AccountState, name string) error {
+	for _, d := range st.Devices {
+		if d.Name == name {
+			return &Error{Code: ExitUsage, Kind: KindUsage, Msg: fmt.Sprintf("account %s already has a device named %q (%s)", st.UserID, name, d.ID), Hint: "device names must be unique in an account: on the new device, request again with another --name"}
+		}
+	}
+	return nil
 }

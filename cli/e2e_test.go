@@ -254,14 +254,14 @@ type lookupJSON struct {
 	IdentityKey string      `json:"identity_key"`
 	Pin         string      `json:"pin"`
 	Devices     []deviceRow `json:"devices"`
-	Checks      []string    `json:"checks"`
+	Checks      []checkRow  `json:"checks"`
 }
 
 func activeNames(l lookupJSON) []string {
 	var n []string
 	for _, d := range l.Devices {
 		if !d.Revoked {
-			n = append(n, d.Name)
+			n = append(n, d.name())
 		}
 	}
 	sort.Strings(n)
@@ -317,12 +317,14 @@ func TestEndToEnd(t *testing.T) {
 	// A wrong passphrase does not open the keystore; a passphrase file does.
 	wrongPass := filepath.Join(root, "wrong-pass")
 	os.WriteFile(wrongPass, []byte("not it\n"), 0o600)
-	if r := w.run("bob-pc", "", "--passphrase-file", wrongPass, "device", "list"); r.code != ExitError || !strings.Contains(r.err, "wrong passphrase") {
+	if r := w.run("bob-pc", "", "--passphrase-file", wrongPass, "account", "sync"); r.code != ExitError || !strings.Contains(r.err, "wrong passphrase") {
 		t.Fatalf("wrong passphrase: exit %d\n%s", r.code, r.err)
 	}
 	rightPass := filepath.Join(root, "right-pass")
 	os.WriteFile(rightPass, []byte(testEnv("KEYLINE_PASSPHRASE")+"\n"), 0o600)
-	w.ok("bob-pc", "", "--passphrase-file", rightPass, "device", "list")
+	w.ok("bob-pc", "", "--passphrase-file", rightPass, "account", "sync")
+	// Listing devices is read-only: no passphrase is needed.
+	w.ok("bob-pc", "", "--passphrase-file", wrongPass, "device", "list")
 
 	// They look each other up.
 	var l lookupJSON
@@ -391,7 +393,7 @@ func TestEndToEnd(t *testing.T) {
 		Devices []deviceRow `json:"devices"`
 	}
 	w.okJSON("alice-laptop", &list, "device", "list")
-	if len(list.Devices) != 2 || !list.Devices[0].ThisDevice || list.Devices[1].Name != "phone" || !list.Devices[1].Revoked {
+	if len(list.Devices) != 2 || !list.Devices[0].ThisDevice || list.Devices[1].name() != "phone" || !list.Devices[1].Revoked {
 		t.Fatalf("device list after revoke: %+v", list.Devices)
 	}
 	// The phone's monitor sees a change it did not make, names it, exits 3.
@@ -437,7 +439,7 @@ func TestEndToEnd(t *testing.T) {
 	// Errors: friendly, with exit codes, and JSON with --json.
 	r = w.runAt("127.0.0.1:1", "bob-pc", "", "--json", "lookup", "alice")
 	var je jsonError
-	if r.code != ExitNetwork || json.Unmarshal([]byte(r.err), &je) != nil || je.Kind != KindNetwork || !strings.Contains(je.Hint, "keyline serve") {
+	if r.code != ExitNetwork || json.Unmarshal([]byte(r.err), &je) != nil || je.Kind != KindNetwork || je.Hint == nil || !strings.Contains(*je.Hint, "keyline serve") {
 		t.Fatalf("unreachable server: exit %d, stderr %s", r.code, r.err)
 	}
 	if r := w.run("bob-pc", "", "lookup"); r.code != ExitUsage {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/devices"
-	"github.com/keyline/keyline/verifier"
 )
 
 // Files in the client data dir.
@@ -38,6 +36,16 @@ func (a *app) keystoreExists() bool {
 
 // ensureNoKeystore refuses to overwrite an existing device.
 func (a *app) ensureNoKeystore() error {
+	if p, err := a.readPending(); err == nil && p != nil && p.NewAccount && !a.keystoreExists() {
+		// Interrupted before the keys were saved: nothing was sent.
+		a.info("note: the interrupted `keyline %s %s` stopped before saving keys; nothing was published.\n", p.Op, p.UserID)
+		if err := a.removePending(); err != nil {
+			return err
+		}
+	}
+	if p, err := a.readPending(); err == nil && p != nil {
+		return failf("run `keyline account sync` to find out whether it was published and finish it", nil, "an earlier `keyline %s %s` in this data dir did not finish", p.Op, p.UserID)
+	}
 	if a.keystoreExists() {
 		return failf("use another --data-dir (or $KEYLINE_HOME) for a second device, or move the old keystore away", nil, "this data dir already holds a device keystore (%s)", a.keystorePath())
 	}
@@ -55,16 +63,20 @@ func (a *app) loadKeystore() (*devices.Keystore, []byte, error) {
 		return nil, nil, err
 	}
 	ks, err := devices.LoadKeystore(path, pass)
+	damagedHint := "restore the keystore from a backup, or recover the account with the paper key in a new --data-dir (`keyline account recover USER`)"
 	switch {
+	case err != nil && a.keystoreDamaged():
+		return nil, nil, failf(damagedHint, nil, "the keystore %s is damaged: it does not match the checksum saved with it (%s), so it was truncated or modified after it was written", path, keystoreSumFile)
 	case errors.Is(err, devices.ErrWrongPassphrase):
 		return nil, nil, failf("check the passphrase ($KEYLINE_PASSPHRASE / --passphrase-file)", nil, "cannot open the keystore %s: wrong passphrase (or the file was modified)", path)
 	case err != nil:
-		return nil, nil, failf("restore it from a backup, or recover the account with the paper key in a new --data-dir", err, "cannot open the keystore %s", path)
+		return nil, nil, failf(damagedHint, err, "the keystore %s is damaged or not a keystore", path)
 	}
 	return ks, pass, nil
 }
 
-// saveKeystore writes ks with pass (creating the data dir).
+// saveKeystore writes ks with pass (creating the data dir), then its
+// checksum, which tells a damaged keystore from a wrong passphrase.
 func (a *app) saveKeystore(ks *devices.Keystore, pass []byte) error {
 	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
 		return failf("check --data-dir", err, "cannot create the data dir")
@@ -72,21 +84,17 @@ func (a *app) saveKeystore(ks *devices.Keystore, pass []byte) error {
 	if err := devices.SaveKeystore(a.keystorePath(), ks, pass, a.kdfParams()); err != nil {
 		return failf("check the permissions and free space of --data-dir", err, "cannot save the keystore")
 	}
-	return nil
-}
-
-// publishOwn publishes next, the account's own new state, and saves it in
-// the keystore once the directory has accepted it and the lookup verified.
-func (a *app) publishOwn(ctx context.Context, s *session, ks *devices.Keystore, pass []byte, next *devices.AccountState) (*verifier.LookupResult, error) {
-	res, err := s.publish(ctx, next)
+	sum, err := a.keystoreSum()
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(a.dataDir, keystoreSumFile), []byte(sum+"\n"))
+	}
+	if err == nil {
+		err = a.writeDeviceInfo(ks)
+	}
 	if err != nil {
-		return nil, err
+		return failf("check the permissions and free space of --data-dir", err, "cannot save the keystore checksum and device record")
 	}
-	ks.State = res.State
-	if err := a.saveKeystore(ks, pass); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return nil
 }
 
 // nowAfter is the time for a state that follows prev: now, but never before

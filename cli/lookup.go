@@ -15,24 +15,34 @@ import (
 	"github.com/keyline/keyline/verifier"
 )
 
+// lookupOutput is `lookup --json`. Fields about the account are null when
+// the account is proven absent.
 type lookupOutput struct {
-	UserID         string      `json:"user_id"`
-	Found          bool        `json:"found"`
-	Verified       bool        `json:"verified"`
-	Version        uint64      `json:"version,omitempty"`
-	IdentityKey    string      `json:"identity_key,omitempty"`
-	Pin            string      `json:"pin,omitempty"`
-	Reset          bool        `json:"reset"`
-	Devices        []deviceRow `json:"devices,omitempty"`
-	LogIndex       uint64      `json:"log_index,omitempty"`
-	CheckpointSize uint64      `json:"checkpoint_size"`
-	Epoch          uint64      `json:"epoch"`
-	EpochTime      string      `json:"epoch_time"`
-	EpochAge       string      `json:"epoch_age"`
-	Cosigners      []string    `json:"cosigners"`
-	WitnessQuorum  int         `json:"witness_quorum"`
-	Checks         []string    `json:"checks"`
-	Warnings       []string    `json:"warnings,omitempty"`
+	UserID          string      `json:"user_id"`
+	Found           bool        `json:"found"`
+	Verified        bool        `json:"verified"`
+	Version         *uint64     `json:"version"`
+	IdentityKey     *string     `json:"identity_key"`
+	Pin             *string     `json:"pin"`
+	Reset           bool        `json:"reset"`
+	Devices         []deviceRow `json:"devices"`
+	LogIndex        *uint64     `json:"log_index"`
+	CheckpointSize  uint64      `json:"checkpoint_size"`
+	Epoch           uint64      `json:"epoch"`
+	EpochTime       *time.Time  `json:"epoch_time"`
+	EpochAgeSeconds int64       `json:"epoch_age_seconds"`
+	Cosigners       []string    `json:"cosigners"`
+	WitnessQuorum   int         `json:"witness_quorum"`
+	Checks          []checkRow  `json:"checks"`
+	Warnings        []string    `json:"warnings"`
+}
+
+// checkRow is one verification step of a lookup: every step listed
+// passed (a failed step fails the lookup instead).
+type checkRow struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
 }
 
 func (a *app) lookupCmd() *cobra.Command {
@@ -78,45 +88,55 @@ Any failure exits with code 3 and nothing is shown as verified.`,
 
 func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput {
 	cp := res.Checkpoint
+	et := epochTime(res.Epoch)
 	out := lookupOutput{
 		UserID: res.UserID, Found: res.Found, Verified: true,
 		CheckpointSize: cp.Size, Epoch: res.Epoch.Epoch,
-		EpochTime: fmtTime(epochTime(res.Epoch)), EpochAge: age(a.now(), epochTime(res.Epoch)),
+		EpochTime: jsonTime(et), EpochAgeSeconds: int64(a.now().Sub(et).Seconds()),
 		Cosigners: append([]string{}, cp.Cosigners...), WitnessQuorum: s.trust.Quorum,
-		Warnings: res.Warnings,
+		Warnings: append([]string{}, res.Warnings...), Devices: []deviceRow{},
 	}
-	checks := []string{
-		fmt.Sprintf("checkpoint      signed by %s, tree size %d", s.trust.Origin, cp.Size),
+	check := func(name, format string, args ...any) {
+		out.Checks = append(out.Checks, checkRow{Name: name, OK: true, Detail: fmt.Sprintf(format, args...)})
 	}
+	check("checkpoint", "signed by %s, tree size %d", s.trust.Origin, cp.Size)
 	if s.trust.Quorum > 0 || len(cp.Cosigners) > 0 {
-		checks = append(checks, fmt.Sprintf("witnesses       %d of %d required cosigned: %s", len(cp.Cosigners), s.trust.Quorum, strings.Join(cp.Cosigners, ", ")))
+		check("witnesses", "%d of %d required cosigned: %s", len(cp.Cosigners), s.trust.Quorum, strings.Join(cp.Cosigners, ", "))
 	} else {
-		checks = append(checks, "witnesses       none required by the trust file (no cosignatures)")
+		check("witnesses", "none required by the trust file (no cosignatures)")
 	}
-	checks = append(checks,
-		"consistency     consistent with the last checkpoint this client verified",
-		fmt.Sprintf("freshness       epoch %d at %s (%s old, limit %s)", res.Epoch.Epoch, fmtTime(epochTime(res.Epoch)), out.EpochAge, s.trust.MaxAge),
-		"VRF proof       valid for "+res.UserID,
-	)
+	check("consistency", "consistent with the last checkpoint this client verified")
+	check("freshness", "epoch %d at %s (%s old, limit %s)", res.Epoch.Epoch, fmtTime(et), age(a.now(), et), s.trust.MaxAge)
+	check("vrf_proof", "valid for %s", res.UserID)
 	if !res.Found {
-		checks = append(checks, "map proof       proves the account ABSENT")
-		out.Checks = checks
+		check("map_proof", "proves the account ABSENT")
 		return out
 	}
-	checks = append(checks,
-		fmt.Sprintf("map proof       value matches log entry %d (version %d)", res.LogIndex, res.Version),
-		fmt.Sprintf("log inclusion   entry %d and the epoch record are in the checkpoint", res.LogIndex),
-		fmt.Sprintf("signatures      account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices)),
-		fmt.Sprintf("revocations     %d revoked devices, none served", len(res.State.Revocations)),
-		"identity key    "+pinLine(res),
-	)
-	out.Checks = checks
-	out.Version, out.LogIndex = res.Version, res.LogIndex
-	out.IdentityKey = hex.EncodeToString(res.IdentityKey[:])
-	out.Pin = res.Pin.String()
+	check("map_proof", "value matches log entry %d (version %d)", res.LogIndex, res.Version)
+	check("log_inclusion", "entry %d and the epoch record are in the checkpoint", res.LogIndex)
+	check("signatures", "account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices))
+	check("revocations", "%d revoked devices, none served", len(res.State.Revocations))
+	check("identity_key", "%s", pinLine(res))
+	v, li, ik, pin := res.Version, res.LogIndex, hex.EncodeToString(res.IdentityKey[:]), pinName(res.Pin)
+	out.Version, out.LogIndex, out.IdentityKey, out.Pin = &v, &li, &ik, &pin
 	out.Reset = res.Reset != nil
 	out.Devices = deviceRows(res.State, devices.DeviceID{}, nil)
 	return out
+}
+
+// pinName is the --json name of a pin status.
+func pinName(p verifier.PinStatus) string {
+	switch p {
+	case verifier.PinNew:
+		return "new"
+	case verifier.PinMatch:
+		return "match"
+	case verifier.PinMatchVerified:
+		return "match_verified"
+	case verifier.PinChanged:
+		return "changed"
+	}
+	return "none"
 }
 
 func pinLine(res *verifier.LookupResult) string {
@@ -139,17 +159,13 @@ func (a *app) printLookup(out lookupOutput) {
 		fmt.Fprintf(a.errw, "WARNING: %s\n", warn)
 	}
 	if out.Found {
-		fmt.Fprintf(w, "%s  version %d  identity key %s\n", out.UserID, out.Version, out.IdentityKey[:16]+"…")
+		fmt.Fprintf(w, "%s  version %d  identity key %s\n", out.UserID, *out.Version, (*out.IdentityKey)[:16]+"…")
 		if out.Reset {
 			fmt.Fprintln(w, "!!! the latest entry is a DIRECTORY RESET: the identity key was replaced by the directory, not by the user !!!")
 		}
 		t := newTable(w, "DEVICE", "NAME", "CREATED", "STATUS")
 		for _, d := range out.Devices {
-			st := "active"
-			if d.Revoked {
-				st = "revoked " + d.RevokedAt + " (" + d.Reason + ")"
-			}
-			t.row(d.ID, d.Name, d.Created, st)
+			t.row(d.ID, d.name(), d.created(), d.status())
 		}
 		t.flush()
 	} else {
@@ -157,7 +173,11 @@ func (a *app) printLookup(out lookupOutput) {
 	}
 	fmt.Fprintln(w, "verified:")
 	for _, c := range out.Checks {
-		fmt.Fprintf(w, "  ok  %s\n", c)
+		label := strings.ReplaceAll(c.Name, "_", " ")
+		if c.Name == "vrf_proof" {
+			label = "VRF proof"
+		}
+		fmt.Fprintf(w, "  ok  %-15s %s\n", label, c.Detail)
 	}
 }
 
@@ -183,13 +203,15 @@ func (a *app) ownIdentity(s *session) (string, [32]byte, error) {
 	return ks.UserID, ks.State.IdentityKey, nil
 }
 
+// safetyOutput is `safety-number --json`: user_id is the contact.
 type safetyOutput struct {
-	Local        string `json:"local_user"`
-	Remote       string `json:"remote_user"`
+	UserID       string `json:"user_id"`
+	OwnUserID    string `json:"own_user_id"`
 	SafetyNumber string `json:"safety_number"`
 	QR           string `json:"qr_payload"`
 	Verified     bool   `json:"verified"`
 	Pin          string `json:"pin"`
+	Changed      bool   `json:"changed"`
 }
 
 // safetyNumber looks up peer (verified) and computes the safety number.
@@ -209,11 +231,23 @@ func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) 
 	defer cancel()
 	res, err := s.client.Lookup(cctx, peer)
 	var changed *verifier.SafetyNumberChangedError
-	if errors.As(err, &changed) && changed.Result != nil {
-		// Everything verified except the pin: show the new number (loudly)
-		// so that the users can compare again.
-		fmt.Fprintf(a.errw, "WARNING: %v\nWARNING: the safety number below is NEW; compare it again before trusting %s.\n", s.classify("lookup "+peer, err), peer)
-		res, err = changed.Result, nil
+	if errors.As(err, &changed) {
+		// Show the new number (loudly) so that the users can compare
+		// again: it is computed from the key the directory serves now.
+		// If the change is unexplained (no reset entry), the number is
+		// what a key substitution would show; only the comparison in
+		// person tells.
+		a.info("WARNING: %s\n", asError(s.classify("lookup "+peer, err)).Msg)
+		if changed.Unexplained {
+			a.info("WARNING: no directory reset explains this change: if %s's own device shows other digits than the ones below, the directory is serving a FORGED key (keep this output and run `keyline audit`).\n", peer)
+		}
+		a.info("WARNING: the safety number below is NEW; compare it again before trusting %s.\n", peer)
+		if changed.Result != nil {
+			res = changed.Result
+		} else {
+			res = &verifier.LookupResult{UserID: changed.UserID, Found: true, IdentityKey: changed.New}
+		}
+		err = nil
 		res.Pin = verifier.PinChanged
 	}
 	if err != nil {
@@ -226,7 +260,7 @@ func (a *app) safetyNumberChanged(ctx context.Context, s *session, peer string) 
 	if err != nil {
 		return nil, nil, "", false, failf("", err, "computing the safety number")
 	}
-	return sn, res, me, changed != nil && changed.Result != nil, nil
+	return sn, res, me, changed != nil, nil
 }
 
 func groupedDigits(sn *devices.SafetyNumber) []string {
@@ -267,7 +301,7 @@ code with ` + "`keyline verify USER --scan PAYLOAD`" + `). If they match, run
 			if err != nil {
 				return err
 			}
-			out := safetyOutput{Local: me, Remote: uid, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: res.Pin.String()}
+			out := safetyOutput{UserID: uid, OwnUserID: me, SafetyNumber: sn.String(), QR: sn.QR(), Verified: res.Pin == verifier.PinMatchVerified, Pin: pinName(res.Pin), Changed: changed}
 			changedErr := func() error {
 				if !changed {
 					return nil
@@ -360,7 +394,7 @@ nothing is pinned and the command fails with exit code 3.`,
 				return failf("", err, "saving the pin")
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"user_id": uid, "verified": true, "identity_key": hex.EncodeToString(res.IdentityKey[:])})
+				return writeJSON(a.out, verifyOutput{UserID: uid, Verified: true, IdentityKey: hex.EncodeToString(res.IdentityKey[:])})
 			}
 			fmt.Fprintf(a.out, "Verified: %s's identity key is pinned. Any change will be reported as SAFETY NUMBER CHANGED.\n", uid)
 			return nil
@@ -368,6 +402,12 @@ nothing is pinned and the command fails with exit code 3.`,
 	}
 	cmd.Flags().StringVar(&scan, "scan", "", "payload scanned from the other party's QR code (keyline-safety:...)")
 	return cmd
+}
+
+type verifyOutput struct {
+	UserID      string `json:"user_id"`
+	Verified    bool   `json:"verified"`
+	IdentityKey string `json:"identity_key"`
 }
 
 func epochTime(er klog.EpochRecord) time.Time { return time.Unix(int64(er.Timestamp), 0).UTC() }

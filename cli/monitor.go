@@ -15,24 +15,24 @@ import (
 type monitorOutput struct {
 	UserID         string          `json:"user_id"`
 	OK             bool            `json:"ok"`
-	Checked        string          `json:"checked"`
+	CheckedAt      *time.Time      `json:"checked_at"`
 	Version        uint64          `json:"version"`
 	Expected       uint64          `json:"expected_version"`
 	CheckpointSize uint64          `json:"checkpoint_size"`
 	Cosigners      []string        `json:"cosigners"`
-	Changes        []monitorChange `json:"changes,omitempty"`
-	Alerts         []monitorAlert  `json:"alerts,omitempty"`
-	Accepted       bool            `json:"accepted,omitempty"`
+	Changes        []monitorChange `json:"changes"`
+	Alerts         []monitorAlert  `json:"alerts"`
+	Accepted       bool            `json:"accepted"`
 }
 
 type monitorChange struct {
 	Version    uint64   `json:"version"`
 	LogIndex   uint64   `json:"log_index"`
 	Kind       string   `json:"kind"`
-	SignerIK   string   `json:"signer_ik"`
+	SignerIK   string   `json:"signer_identity_key"`
 	ByResetKey bool     `json:"by_reset_key"`
-	Added      []string `json:"added,omitempty"`
-	Removed    []string `json:"removed,omitempty"`
+	Added      []string `json:"added"`
+	Removed    []string `json:"removed"`
 }
 
 type monitorAlert struct {
@@ -43,7 +43,7 @@ type monitorAlert struct {
 }
 
 func monitorOut(rep *verifier.MonitorReport) monitorOutput {
-	out := monitorOutput{UserID: rep.UserID, OK: rep.OK, Checked: fmtTime(rep.Checked), Expected: rep.Expected.Version}
+	out := monitorOutput{UserID: rep.UserID, OK: rep.OK, CheckedAt: jsonTime(rep.Checked), Expected: rep.Expected.Version, Cosigners: []string{}, Changes: []monitorChange{}, Alerts: []monitorAlert{}}
 	if rep.Checkpoint != nil {
 		out.CheckpointSize = rep.Checkpoint.Size
 		out.Cosigners = append([]string{}, rep.Checkpoint.Cosigners...)
@@ -52,7 +52,7 @@ func monitorOut(rep *verifier.MonitorReport) monitorOutput {
 		out.Version = rep.Latest.Version
 	}
 	for _, c := range rep.Changes {
-		mc := monitorChange{Version: c.Version, LogIndex: c.LogIndex, Kind: updateKind(c.Kind), SignerIK: hex.EncodeToString(c.SignerIK[:]), ByResetKey: c.ByResetKey}
+		mc := monitorChange{Version: c.Version, LogIndex: c.LogIndex, Kind: updateKind(c.Kind), SignerIK: hex.EncodeToString(c.SignerIK[:]), ByResetKey: c.ByResetKey, Added: []string{}, Removed: []string{}}
 		for _, d := range c.Added {
 			mc.Added = append(mc.Added, devInfo(d))
 		}
@@ -69,7 +69,7 @@ func monitorOut(rep *verifier.MonitorReport) monitorOutput {
 
 func (a *app) printMonitor(out monitorOutput) {
 	if out.OK {
-		fmt.Fprintf(a.out, "%s  OK  %s v%d is exactly what this device expects (checkpoint size %d", out.Checked, out.UserID, out.Version, out.CheckpointSize)
+		fmt.Fprintf(a.out, "%s  OK  %s v%d is exactly what this device expects (checkpoint size %d", fmtTime(rep0(out.CheckedAt)), out.UserID, out.Version, out.CheckpointSize)
 		if len(out.Cosigners) > 0 {
 			fmt.Fprintf(a.out, ", cosigned by %s", strings.Join(out.Cosigners, ", "))
 		}
@@ -206,4 +206,11 @@ func updateKind(k klog.UpdateKind) string {
 		return "reset"
 	}
 	return fmt.Sprintf("kind %d", k)
+}
+
+func rep0(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }

@@ -32,6 +32,15 @@ func (t *table) row(cols ...string) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
+// info writes a message for the person at the terminal on stderr; with
+// --json it writes nothing (stderr then holds only the error object, and
+// the JSON output carries what matters).
+func (a *app) info(format string, args ...any) {
+	if !a.jsonOut {
+		fmt.Fprintf(a.errw, format, args...)
+	}
+}
+
 // writeJSON writes v as indented JSON followed by a newline.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -40,14 +49,32 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// jsonTime is t for --json output: RFC 3339 in UTC, whole seconds, or
+// null for the zero time.
+func jsonTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC().Truncate(time.Second)
+	return &u
+}
+
+// jsonStr is s for --json output, or null if empty.
+func jsonStr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 // jsonError is the shape of errors printed on stderr with --json.
 type jsonError struct {
-	Error    string `json:"error"`
-	Kind     string `json:"kind"`
-	ExitCode int    `json:"exit_code"`
-	Message  string `json:"message"`
-	Hint     string `json:"hint,omitempty"`
-	Reason   string `json:"reason,omitempty"`
+	Error    string  `json:"error"`
+	Kind     string  `json:"kind"`
+	ExitCode int     `json:"exit_code"`
+	Message  string  `json:"message"`
+	Hint     *string `json:"hint"`
+	Reason   *string `json:"reason"`
 }
 
 // age formats how long ago t was, coarsely ("12s", "3m", "2h5m", "4d").

@@ -51,6 +51,24 @@ func (a *app) confirm(question string, assumeYes bool) (bool, error) {
 	return ans == "y" || ans == "yes", nil
 }
 
+// confirmOr is confirm for a question that scripts answer with a flag:
+// when stdin holds no answer, the error names the flag (hint).
+func (a *app) confirmOr(question string, assumeYes bool, hint string) (bool, error) {
+	if a.jsonOut && !assumeYes {
+		return false, failf(hint, nil, "%s (--json never asks)", strings.TrimSuffix(question, "?"))
+	}
+	ok, err := a.confirm(question, assumeYes)
+	var e *Error
+	if errors.As(err, &e) && !a.stdinIsTerminal() {
+		e.Hint = hint
+	}
+	return ok, err
+}
+
+// minPassphraseLen is the shortest passphrase accepted for a new keystore,
+// from any source (terminal, $KEYLINE_PASSPHRASE, --passphrase-file).
+const minPassphraseLen = 8
+
 // passphrase returns the keystore passphrase: from --passphrase-file, else
 // $KEYLINE_PASSPHRASE, else asked on the terminal without echo (twice when
 // creating a keystore). It never reads a passphrase from a non-terminal
@@ -65,10 +83,19 @@ func (a *app) passphrase(creating bool) ([]byte, error) {
 		if len(b) == 0 {
 			return nil, failf("put the passphrase on the first line", nil, "passphrase file %s is empty", a.passphraseFile)
 		}
+		if creating && len(b) < minPassphraseLen {
+			return nil, failf(fmt.Sprintf("use at least %d characters", minPassphraseLen), nil, "the passphrase in %s is too short for a new keystore", a.passphraseFile)
+		}
 		return b, nil
 	}
 	if p := a.getenv("KEYLINE_PASSPHRASE"); p != "" {
+		if creating && len(p) < minPassphraseLen {
+			return nil, failf(fmt.Sprintf("use at least %d characters", minPassphraseLen), nil, "$KEYLINE_PASSPHRASE is too short for a new keystore")
+		}
 		return []byte(p), nil
+	}
+	if a.jsonOut {
+		return nil, failf("set KEYLINE_PASSPHRASE or use --passphrase-file with --json", nil, "no passphrase for the keystore (--json never asks)")
 	}
 	if !a.stdinIsTerminal() {
 		return nil, failf("set KEYLINE_PASSPHRASE or use --passphrase-file when stdin is not a terminal", nil, "no passphrase for the keystore")
@@ -101,8 +128,8 @@ func (a *app) passphrase(creating bool) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(p1) < 8 {
-			fmt.Fprintln(a.errw, "Use at least 8 characters.")
+		if len(p1) < minPassphraseLen {
+			fmt.Fprintf(a.errw, "Use at least %d characters.\n", minPassphraseLen)
 			continue
 		}
 		p2, err := read("Repeat the passphrase: ")

@@ -53,6 +53,8 @@ type app struct {
 	tlsCA          string // --tls-ca: trust this CA (or self-signed) certificate; implies --tls
 	tlsServerName  string // --tls-server-name: name to verify instead of the --server host; implies --tls
 
+	keepStateBackup bool // do not make the client state the backup after this command (state reset)
+
 	root *cobra.Command
 }
 
@@ -77,13 +79,14 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 	a.root.SetArgs(args)
 	err := a.root.ExecuteContext(ctx)
 	if err == nil {
+		a.backupClientState()
 		return ExitOK
 	}
 	err = normalizeCobraErr(err)
 	e := asError(err)
 	if a.jsonOut {
 		msg := e.Error()
-		writeJSON(a.errw, jsonError{Error: msg, Kind: e.Kind, ExitCode: e.Code, Message: e.Msg, Hint: e.Hint, Reason: e.Reason})
+		writeJSON(a.errw, jsonError{Error: msg, Kind: e.Kind, ExitCode: e.Code, Message: e.Msg, Hint: jsonStr(e.Hint), Reason: jsonStr(e.Reason)})
 	} else {
 		fmt.Fprintf(a.errw, "keyline: %s\n", e.Error())
 		if e.Code == ExitUsage {
@@ -177,7 +180,11 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 verification failure (never ignore it),
 		a.auditCmd(),
 		a.witnessCmd(),
 		a.benchCmd(),
+		a.stateCmd(),
+		a.demoCmd(),
+		a.exportTilesCmd(),
 	)
+	applyHelp(root)
 	return a
 }
 

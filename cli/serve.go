@@ -48,6 +48,8 @@ func (a *app) serveCmd() *cobra.Command {
 		noSync         bool
 		tlsCert        string
 		tlsKey         string
+		maxAge         time.Duration
+		httpAddr       string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -67,15 +69,14 @@ loopback or behind a TLS-terminating proxy.`,
 				return usageErr("--tls-cert and --tls-key go together: give both to serve TLS, or neither for plaintext")
 			}
 			var grpcOpts []grpc.ServerOption
+			var tlsCfg *tls.Config
 			if tlsCert != "" {
 				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
 				if err != nil {
 					return failf("check --tls-cert and --tls-key (PEM certificate chain and its private key)", err, "cannot load the TLS certificate")
 				}
-				grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
-					Certificates: []tls.Certificate{cert},
-					MinVersion:   tls.VersionTLS13,
-				})))
+				tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+				grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 			}
 			for _, w := range witnesses {
 				wc, err := parseWitnessFlag(w)
@@ -94,6 +95,17 @@ loopback or behind a TLS-terminating proxy.`,
 					return usageErr("--admin-token-file %s is empty", adminTokenFile)
 				}
 			}
+			if maxAge != 0 {
+				if maxAge < 0 {
+					return usageErr("--max-checkpoint-age %v must be positive", maxAge)
+				}
+				cfg.MaxCheckpointAge = fmtDuration(maxAge)
+			}
+			created, err := checkServerKeyFiles(cfg.DataDir, adminTokenFile != "")
+			if err != nil {
+				return err
+			}
+			oldTrust, _ := os.ReadFile(filepath.Join(cfg.DataDir, directory.FileTrust))
 			cfg.NoSync = noSync
 			if cfg.MySQLDSN == "" && cfg.StateBackend == directory.StateMySQL {
 				cfg.MySQLDSN = os.Getenv("KEYLINE_MYSQL_DSN")
@@ -111,6 +123,15 @@ loopback or behind a TLS-terminating proxy.`,
 				}
 				return failf("check --data-dir and the log backend settings", err, "cannot open the directory")
 			}
+			var hs *httpServer
+			if httpAddr != "" {
+				if hs, err = a.startHTTP(srv, httpAddr, tlsCfg, cfg.Logf); err != nil {
+					srv.Close()
+					return err
+				}
+				defer hs.stop()
+				grpcOpts = append(grpcOpts, hs.grpc...)
+			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
 				srv.Close()
@@ -122,14 +143,23 @@ loopback or behind a TLS-terminating proxy.`,
 			if !useTLS {
 				fmt.Fprintf(a.errw, "keyline: warning: serving plaintext gRPC on %s: traffic, including the admin token of resets, is unencrypted (use --tls-cert and --tls-key)\n", addr)
 			}
+			info := a.serveInfo(cmd.Context(), srv, cfg, created, oldTrust)
+			info.Listen, info.TLS, info.TrustFile = addr, useTLS, trustPath
+			if hs != nil {
+				info.HTTP = &hs.addr
+			}
 			if a.jsonOut {
-				writeJSON(a.out, map[string]any{"listen": addr, "tls": useTLS, "origin": srv.Origin(), "trust_file": trustPath, "data_dir": cfg.DataDir, "log_backend": cfg.LogBackend, "witnesses": len(cfg.Witnesses), "witness_quorum": cfg.WitnessQuorum})
+				writeJSON(a.out, info)
 			} else {
+				a.printServeInfo(info)
 				fmt.Fprintf(a.out, "keyline directory %s listening on %s\n", srv.Origin(), addr)
 				fmt.Fprintf(a.out, "trust file for clients: %s\n", trustPath)
 				fmt.Fprintf(a.out, "  (clients: copy it to ~/.keyline/trust.json or pass --trust; add --server %s if not the default)\n", addr)
 				if useTLS {
 					fmt.Fprintf(a.out, "  (TLS: clients add --tls, or --tls-ca FILE if the certificate is not signed by a system root)\n")
+				}
+				if hs != nil {
+					hs.describe(a)
 				}
 			}
 			errc := make(chan error, 1)
@@ -142,6 +172,10 @@ loopback or behind a TLS-terminating proxy.`,
 				srv.Close()
 				<-errc
 				return nil
+			case err := <-httpErr(hs):
+				srv.Close()
+				<-errc
+				return failf("", err, "serving HTTP")
 			case err := <-errc:
 				srv.Close()
 				if err != nil {
@@ -162,7 +196,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.Int64Var(&cfg.TrillianTreeID, "trillian-tree-id", 0, "Trillian PREORDERED_LOG tree id (trillian backend)")
 	f.StringArrayVar(&witnesses, "witness", nil, "witness to ask for cosignatures, URL=VKEY (repeatable)")
 	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
-	f.StringVar(&cfg.MaxCheckpointAge, "max-checkpoint-age", "", "max_checkpoint_age written to trust.json (default 24h)")
+	f.DurationVar(&maxAge, "max-checkpoint-age", 0, "max_checkpoint_age written to trust.json, a duration like 24h or 90m (default 24h)")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -170,7 +204,9 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&cfg.StateBackend, "state-backend", directory.StateBolt, "where the map and account index live: bolt (directory.db in --data-dir) or mysql (--mysql-dsn, shared by every process)")
 	f.StringVar(&cfg.MySQLDSN, "mysql-dsn", "", "state database, user:pass@tcp(host:port)/dbname (default $KEYLINE_MYSQL_DSN, which keeps the password out of the process list)")
 	f.DurationVar(&cfg.LeaseDuration, "lease-duration", 0, "sequencer lease: a standby takes over this long after the active sequencer stops (default 10s)")
+	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this address (host:port): C2SP tlog-tiles, the JSON read API, /metrics, /healthz, /readyz, the status page and /verify; TLS with --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
+	serverOnlyHelp(cmd)
 	return cmd
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/keyline/keyline/devices"
-	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
 
@@ -49,6 +48,9 @@ func (a *app) openSession(ctx context.Context) (*session, error) {
 	}
 	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
 		return nil, failf("check --data-dir", err, "cannot create the data dir")
+	}
+	if err := a.checkClientState(t); err != nil {
+		return nil, err
 	}
 	conn, err := a.dial(ctx)
 	if err != nil {
@@ -95,7 +97,7 @@ func (s *session) classify(what string, err error) error {
 	case errors.Is(err, verifier.ErrUserID):
 		return &Error{Code: ExitUsage, Kind: KindUsage, Msg: what, Err: err, Hint: "user ids are 1-64 characters of a-z 0-9 . _ @ + -"}
 	case errors.Is(err, verifier.ErrState):
-		return failf(fmt.Sprintf("the client state %s is damaged; move it away to start over (you lose your pins)", s.a.statePath()), err, "%s", what)
+		return failf(s.a.stateRecoveryHint(), err, "%s: the client state %s cannot be used", what, s.a.statePath())
 	case isOutOfRange(err):
 		// The client sends the size of the last checkpoint it verified;
 		// the directory answers OutOfRange when its published log is
@@ -107,36 +109,23 @@ func (s *session) classify(what string, err error) error {
 	return remoteErr(what, s.a.server, err)
 }
 
-// publish submits a signed AccountState and checks, with a verified lookup,
-// that the directory now serves exactly it. It records the entry as the
-// owner's own (for the monitor) and pins the own identity key as verified.
-func (s *session) publish(ctx context.Context, state *devices.AccountState) (*verifier.LookupResult, error) {
-	enc, err := state.MarshalBinary()
+// verifyPublished checks, with a verified lookup, that the directory now
+// serves exactly state. It records the entry as the owner's own (for the
+// monitor) and pins the own identity key as verified.
+func (s *session) verifyPublished(ctx context.Context, state *devices.AccountState) (*verifier.LookupResult, error) {
+	want, err := state.Hash()
 	if err != nil {
-		return nil, failf("", err, "encoding the account state")
-	}
-	cctx, cancel := s.ctx(ctx)
-	defer cancel()
-	pub, err := s.conn.Update(cctx, enc)
-	if err != nil {
-		return nil, remoteErr(fmt.Sprintf("publish %s v%d", state.UserID, state.Version), s.a.server, err)
-	}
-	want, _ := state.Hash()
-	if pub.Leaf != nil {
-		up, err := klog.ParseAccountUpdate(pub.Leaf)
-		if err != nil || up.Version != state.Version {
-			return nil, verificationErr("publish: the directory acknowledged with a leaf that is not our update", "", err)
-		}
+		return nil, failf("", err, "hashing the account state")
 	}
 	res, err := s.lookup(ctx, state.UserID)
 	if err != nil {
 		return nil, err
 	}
 	if !res.Found || res.State == nil || res.Reset != nil {
-		return nil, verificationErr(fmt.Sprintf("publish: the directory accepted %s v%d but does not serve it", state.UserID, state.Version), "run `keyline lookup "+state.UserID+"` and report this", nil)
+		return nil, verificationErr(fmt.Sprintf("the directory does not serve %s v%d (yet)", state.UserID, state.Version), "", nil)
 	}
 	if got, _ := res.State.Hash(); got != want {
-		return nil, verificationErr(fmt.Sprintf("publish: the directory serves %s v%d, not the state we published (v%d)", state.UserID, res.Version, state.Version), "another device may have updated the account at the same time; run the command again", nil)
+		return nil, verificationErr(fmt.Sprintf("the directory serves %s v%d, not the state we published (v%d)", state.UserID, res.Version, state.Version), "another device may have updated the account at the same time", nil)
 	}
 	if err := s.client.SetOwn(verifier.OwnAccount{UserID: state.UserID, Version: res.Version, EntryHash: res.EntryHash, StateHash: want}); err != nil {
 		return nil, failf("", err, "saving the client state")

@@ -27,7 +27,7 @@ func (a *app) witnessKeyPath(keyFile string) string {
 }
 
 func (a *app) witnessCmd() *cobra.Command {
-	var listen, keyFile, dir string
+	var listen, keyFile, dir, tilesURL string
 	cmd := &cobra.Command{
 		Use:   "witness",
 		Short: "Run a witness: audit the directory's log and cosign checkpoints (C2SP tlog-witness)",
@@ -53,14 +53,14 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 				return failf("the key file must hold a cosignature skey from `keyline witness keygen`", err, "bad witness key %s", kp)
 			}
 			vkey := signer.Vkey()
-			s, err := a.openSession(ctx)
+			trust, src, closeSrc, err := a.logSource(ctx, tilesURL)
 			if err != nil {
 				return err
 			}
-			defer s.close()
+			defer closeSrc()
 			// The witness' auditor checks the log itself; it cannot require
 			// cosignatures on the checkpoints it is asked to cosign.
-			at := *s.trust
+			at := *trust
 			at.Quorum = 0
 			if dir == "" {
 				dir = filepath.Join(a.dataDir, "witness")
@@ -71,7 +71,7 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 			if err := os.MkdirAll(filepath.Join(dir, "audit"), 0o700); err != nil {
 				return failf("", err, "cannot create the audit dir")
 			}
-			au, err := auditor.Open(filepath.Join(dir, "audit"), &at, s.conn, nil)
+			au, err := auditor.Open(filepath.Join(dir, "audit"), &at, src, nil)
 			if err != nil {
 				return failf("", err, "cannot open the witness' auditor state")
 			}
@@ -96,7 +96,7 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 			}
 			url := "http://" + lis.Addr().String()
 			if a.jsonOut {
-				writeJSON(a.out, map[string]any{"url": url, "vkey": vkey, "origin": at.Origin})
+				writeJSON(a.out, witnessOutput{URL: url, VKey: vkey, Origin: at.Origin})
 			} else {
 				fmt.Fprintf(a.out, "keyline witness %s listening on %s\n", signer.Name(), lis.Addr())
 				fmt.Fprintf(a.out, "vkey: %s\n", vkey)
@@ -127,6 +127,7 @@ directory operator (` + "`keyline serve --witness URL=VKEY`" + `).`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7412", "HTTP address to listen on")
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "witness signing key (default <data-dir>/witness.skey)")
 	cmd.Flags().StringVar(&dir, "dir", "", "witness state: cosigned checkpoints and auditor (default <data-dir>/witness)")
+	cmd.Flags().StringVar(&tilesURL, "tiles", "", "read the log from this C2SP tlog-tiles URL instead of --server")
 	cmd.AddCommand(a.witnessKeygenCmd())
 	return cmd
 }
@@ -165,7 +166,7 @@ func (a *app) witnessKeygenCmd() *cobra.Command {
 				return failf("", err, "writing the key file")
 			}
 			if a.jsonOut {
-				return writeJSON(a.out, map[string]any{"name": args[0], "vkey": vkey, "key_file": kp})
+				return writeJSON(a.out, witnessKeyOutput{Name: args[0], VKey: vkey, KeyFile: kp})
 			}
 			fmt.Fprintf(a.out, "witness key written to %s (keep it secret)\nvkey: %s\n", kp, vkey)
 			return nil
@@ -173,4 +174,16 @@ func (a *app) witnessKeygenCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "where to write the key (default <data-dir>/witness.skey)")
 	return cmd
+}
+
+type witnessOutput struct {
+	URL    string `json:"url"`
+	VKey   string `json:"vkey"`
+	Origin string `json:"origin"`
+}
+
+type witnessKeyOutput struct {
+	Name    string `json:"name"`
+	VKey    string `json:"vkey"`
+	KeyFile string `json:"key_file"`
 }

@@ -23,3 +23,11 @@ go test -race -count=1 ./...
 echo "== integration: Trillian log backend"
 ./scripts/integration-trillian.sh
 # ---- END integration: Trillian log backend ----------------------------------
+
+# ---- BEGIN integration: browser (owner: directory/httpapi) -------------------
+# Builds the WebAssembly verifier and drives the /verify page in headless
+# Chromium (installs chromium with apt-get if missing). Remove this block
+# once test.sh runs every scripts/integration-*.sh by itself.
+echo "== integration: browser"
+./scripts/integration-browser.sh
+# ---- END integration: browser -------------------------------------------------

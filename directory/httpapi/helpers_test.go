@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory"
+	"github.com/keyline/keyline/verifier"
+)
+
+// env is an in-process directory with its HTTP server.
+type env struct {
+	t     testing.TB
+	dir   *directory.Server
+	h     *Handler
+	ts    *httptest.Server
+	trust *verifier.Trust
+	accts map[string]*account
+}
+
+type account struct {
+	ik    *devices.IdentityKey
+	state *devices.AccountState
+}
+
+func newEnv(t testing.TB, opts *Options, users ...string) *env {
+	t.Helper()
+	return newEnvConfig(t, directory.Config{}, opts, users...)
+}
+
+// newEnvConfig is newEnv with directory settings (DataDir, EpochInterval
+// and NoSync are set here).
+func newEnvConfig(t testing.TB, cfg directory.Config, opts *Options, users ...string) *env {
+	t.Helper()
+	cfg.DataDir, cfg.EpochInterval, cfg.NoSync = t.TempDir(), 10*time.Millisecond, true
+	d, err := directory.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	e := &env{t: t, dir: d, accts: map[string]*account{}}
+	if e.trust, err = d.Trust().Trust(); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		e.create(u)
+	}
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.Source == nil {
+		o.Source = d
+	}
+	o.Trust, o.QueueDepth = d.Trust(), d.QueueDepth
+	if e.h, err = New(o); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.ts = httptest.NewServer(e.h)
+	t.Cleanup(e.ts.Close)
+	return e
+}
+
+func seed(t testing.TB) [32]byte {
+	var s [32]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newCert(t testing.TB, ik *devices.IdentityKey, name string) *devices.DeviceCert {
+	dk, err := devices.NewDeviceKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dk.NewCert(name, ik.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// create publishes a new account for uid.
+func (e *env) create(uid string) { e.createLocked(nil, uid) }
+
+// createLocked is create for concurrent callers: mu (if set) guards e.accts.
+func (e *env) createLocked(mu *sync.Mutex, uid string) {
+	e.t.Helper()
+	ik := devices.IdentityKeyFromSeed(seed(e.t))
+	st, err := devices.NewAccount(ik, uid, newCert(e.t, ik, "phone"), time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, err := st.MarshalBinary()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.dir.Update(context.Background(), b); err != nil {
+		e.t.Fatal(err)
+	}
+	if mu != nil {
+		mu.Lock()
+		defer mu.Unlock()
+	}
+	e.accts[uid] = &account{ik: ik, state: st}
+}
+
+// reset replaces uid's identity key by a directory reset.
+func (e *env) reset(uid string) {
+	e.t.Helper()
+	a := e.accts[uid]
+	ik := devices.IdentityKeyFromSeed(seed(e.t))
+	st, err := devices.NewResetState(a.state, ik, newCert(e.t, ik, "new phone"), time.Now().Add(time.Second))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, err := st.MarshalBinary()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.dir.Reset(context.Background(), e.dir.AdminToken(), uid, b, "lost"); err != nil {
+		e.t.Fatal(err)
+	}
+	e.accts[uid] = &account{ik: ik, state: st}
+}
+
+// sync makes the HTTP server follow the latest checkpoint.
+func (e *env) sync() {
+	e.t.Helper()
+	if err := e.h.Sync(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
