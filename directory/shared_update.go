@@ -127,3 +127,14 @@ func (s *Server) waiterLoop() {
 		}
 	}
 }
+
+// sharedQueueDepth counts the queued updates (-1 on a database error).
+func (s *Server) sharedQueueDepth() int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n, err := s.sh.st.QueueLen(ctx)
+	if err != nil {
+		return -1
+	}
+	return n
+}
