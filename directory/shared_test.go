@@ -380,3 +380,70 @@ func TestSharedFencing(t *testing.T) {
 	}
 	_ = seqB
 }
+
+// TestSharedUnfinishedEpoch: a sequencer appended a queued update's leaf
+// and died before its epoch committed; the next sequencer closes the epoch
+// over that leaf and the waiting frontend acknowledges the update with the
+// leaf's log index (it is not sequenced twice).
+func TestSharedUnfinishedEpoch(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seqA := env.open(RoleSequencer, "A", nil)
+	waitView(t, seqA)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, fe)
+	trust := trustOf(t, fe)
+	a := newTestAccount(t, "una@example.com")
+	if _, err := fe.Update(ctx, a.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	seqA.Close()
+
+	v2 := a.addDevice(t, "two")
+	type res struct {
+		r   *UpdateResult
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := fe.Update(wctx, mustMarshal(t, v2))
+		done <- res{r, err}
+	}()
+	var leaf []byte
+	for i := 0; ; i++ {
+		if err := env.db.QueryRow(`SELECT leaf FROM update_queue WHERE status = 0`).Scan(&leaf); err == nil {
+			break
+		}
+		if i > 500 {
+			t.Fatal("update not queued")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The dead sequencer's append.
+	size, err := env.log.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := appendAt(ctx, env.log, size, leaf); err != nil {
+		t.Fatal(err)
+	}
+	env.open(RoleSequencer, "B", nil)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("update whose leaf the dead sequencer appended: %v", r.err)
+	}
+	if r.r.LogIndex != size {
+		t.Fatalf("acknowledged at log index %d, the leaf is at %d", r.r.LogIndex, size)
+	}
+	v := mustLookup(t, fe.Source(), trust, "una@example.com")
+	if v.version != 2 || v.cp.Size <= size {
+		t.Fatalf("after recovery: version %d, size %d", v.version, v.cp.Size)
+	}
+	var n int
+	env.db.QueryRow(`SELECT COUNT(*) FROM history WHERE version = 2`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("version 2 recorded %d times", n)
+	}
+}
