@@ -31,3 +31,11 @@ echo "== integration: Trillian log backend"
 echo "== integration: browser"
 ./scripts/integration-browser.sh
 # ---- END integration: browser -------------------------------------------------
+
+# ---- BEGIN integration: MySQL state and failover (owner: directory/sqlstate) --
+# Private MariaDB + Trillian on loopback: the shared-state tests and the
+# failover test (two sequencers, two frontends, SIGKILL/SIGSTOP). Remove this
+# block once test.sh runs every scripts/integration-*.sh by itself.
+echo "== integration: MySQL state and failover"
+./scripts/integration-mysql.sh
+# ---- END integration: MySQL state and failover -------------------------------
