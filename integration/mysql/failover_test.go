@@ -422,6 +422,14 @@ func (l *load) stop(t testing.TB) {
 	if f := l.mon.fatal.Load(); f != nil {
 		t.Fatalf("a client saw a bad checkpoint: %v", f)
 	}
+	// Frontends keep serving while sequencers fail over: lookups and
+	// updates (queued until a sequencer publishes them) keep succeeding.
+	if ok, bad := l.mon.ok.Load(), l.mon.errs.Load(); ok == 0 || bad*20 > ok {
+		t.Fatalf("clients stopped verifying: %d lookups verified, %d failed", ok, bad)
+	}
+	if ok, bad := l.updOK.Load(), l.updErr.Load(); ok == 0 || bad*10 > ok {
+		t.Fatalf("updates failed during failover: %d acknowledged, %d failed", ok, bad)
+	}
 }
 
 // published waits until the cluster publishes a checkpoint larger than size
