@@ -187,13 +187,28 @@ func (s *Server) leadEpochs(ctx context.Context) error {
 func (s *Server) sharedBatch(ctx context.Context, rows []*sqlstate.Queued) ([]*entry, []sqlstate.Rejection, error) {
 	var batch []*entry
 	var rejects []sqlstate.Rejection
+	var idxs [][32]byte
+	seen := map[[32]byte]bool{}
+	for _, q := range rows {
+		if !seen[q.Index] {
+			seen[q.Index] = true
+			idxs = append(idxs, q.Index)
+		}
+	}
+	committed, err := s.sh.st.Accounts(ctx, idxs)
+	if err != nil {
+		return nil, nil, err
+	}
 	latest := map[[32]byte]*entry{}
 	for _, q := range rows {
 		prev, ok := latest[q.Index]
 		if !ok {
-			var err error
-			if prev, err = s.committedShared(ctx, q.Index); err != nil {
-				return nil, nil, err
+			if a := committed[q.Index]; a != nil {
+				if klog.EntryHash(a.Leaf) != a.EntryHash {
+					return nil, nil, fmt.Errorf("%w: account record entry hash mismatch", errCorrupt)
+				}
+				// checkChain needs the version and entry hash only.
+				prev = &entry{index: q.Index, version: a.Version, entryHash: a.EntryHash}
 			}
 		}
 		e := &entry{index: q.Index, userID: q.UserID, pi: q.VRFProof, version: q.Version, prevHash: q.PrevHash, entryHash: q.EntryHash, leaf: q.Leaf}

@@ -554,3 +554,38 @@ func (s *Store) ReadHistory(ctx context.Context, index [32]byte, from uint64, li
 	}
 	return e, out, nil
 }
+
+// Accounts returns the latest committed entries of indexes (absent ones
+// are missing from the map), in one query per 1000 indexes.
+func (s *Store) Accounts(ctx context.Context, indexes [][32]byte) (map[[32]byte]*Account, error) {
+	out := make(map[[32]byte]*Account, len(indexes))
+	for start := 0; start < len(indexes); start += 1000 {
+		chunk := indexes[start:min(len(indexes), start+1000)]
+		args := make([]any, len(chunk))
+		for i := range chunk {
+			args[i] = chunk[i][:]
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT vrf_index, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (`+placeholders(len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var a Account
+			var idx, h []byte
+			if err := rows.Scan(&idx, &a.Version, &a.LogIndex, &h, &a.Leaf); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if len(idx) != 32 || len(h) != 32 {
+				rows.Close()
+				return nil, fmt.Errorf("%w: account row", ErrCorrupt)
+			}
+			copy(a.EntryHash[:], h)
+			out[[32]byte(idx)] = &a
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
