@@ -145,6 +145,9 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("directory: state database: %w", err)
 	}
+	if err := sh.st.ClaimLayout(ctx, sh.m.layout()); err != nil {
+		return fmt.Errorf("directory: state database: %w", err)
+	}
 	sh.cps = &sqlstate.Checkpoints{S: sh.st, Token: sh.leaseToken}
 	s.cps = sh.cps
 	switch {
@@ -338,6 +341,8 @@ type sharedMap interface {
 	// pathKeys are the records prove reads for index (all but those of
 	// improbably deep paths).
 	pathKeys(index vmap.Index) [][]byte
+	// layout names the storage layout (recorded in the database).
+	layout() string
 }
 
 // nodeMap stores the map as vmap node records (the vmap.Store layout) in
@@ -363,6 +368,8 @@ func (m nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
 	}
 	return root, ns.Flush(tx)
 }
+
+func (nodeMap) layout() string { return "vmap-nodes-v1" }
 
 func (m nodeMap) pathKeys(index vmap.Index) [][]byte {
 	keys := [][]byte{[]byte("root")}

@@ -432,20 +432,33 @@ func (s *Store) Size(ctx context.Context) (map[string]int64, error) {
 // ErrKeysDiffer means ClaimKeys found another key fingerprint recorded.
 var ErrKeysDiffer = errors.New("sqlstate: the state database belongs to a directory with other keys")
 
+// ErrLayoutDiffers means ClaimLayout found another map layout recorded.
+var ErrLayoutDiffers = errors.New("sqlstate: the state database stores the map in another layout")
+
 // ClaimKeys records fingerprint (a hash of the directory's public keys and
 // origin) on first use and afterwards checks that it is the recorded one, so
 // that a process started with other keys (a data dir not copied from the
-// first) cannot serve or write this state.
+// first) cannot serve or write this state (ErrKeysDiffer).
 func (s *Store) ClaimKeys(ctx context.Context, fingerprint []byte) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO meta (name, value) VALUES ('keys', ?)`, fingerprint); err != nil {
+	return s.claim(ctx, "keys", fingerprint, ErrKeysDiffer)
+}
+
+// ClaimLayout records the name of the map's storage layout in map_kv on
+// first use and afterwards checks it (ErrLayoutDiffers).
+func (s *Store) ClaimLayout(ctx context.Context, layout string) error {
+	return s.claim(ctx, "map_layout", []byte(layout), ErrLayoutDiffers)
+}
+
+func (s *Store) claim(ctx context.Context, name string, value []byte, differs error) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO meta (name, value) VALUES (?, ?)`, name, value); err != nil {
 		return err
 	}
 	var got []byte
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = 'keys'`).Scan(&got); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = ?`, name).Scan(&got); err != nil {
 		return err
 	}
-	if string(got) != string(fingerprint) {
-		return ErrKeysDiffer
+	if string(got) != string(value) {
+		return fmt.Errorf("%w: %q recorded, %q wanted", differs, got, value)
 	}
 	return nil
 }
