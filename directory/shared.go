@@ -411,6 +411,11 @@ func (m nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (
 // a snapshot transaction.
 var errNotPrefetched = errors.New("directory: map record not prefetched")
 
+// errStaleRecords means map records read apart from the epoch row do not
+// give a proof under the epoch's root (a later epoch committed between the
+// two reads): the lookup reads again in a snapshot transaction.
+var errStaleRecords = errors.New("directory: map records of another epoch")
+
 // prefetched is a MapReader over the records read with a Point.
 type prefetched map[string][]byte
 
@@ -454,10 +459,11 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 	return v, false, nil
 }
 
-// lookupShared is Lookup on the shared state: the epoch row, the map
-// records of the index's path and its account record in one statement (one
-// round trip, one read view); a path deeper than prefetched falls back to a
-// snapshot transaction.
+// lookupShared is Lookup on the shared state: the epoch row and the
+// account record in one statement (one read view), the map records of the
+// index's path in a second; the proof must verify under the epoch's root.
+// A path deeper than prefetched, or records of a later epoch, fall back to
+// a snapshot transaction.
 func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
 	keys := s.sh.m.pathKeys(index)
 	for try := 0; ; try++ {
@@ -477,7 +483,7 @@ func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, kn
 			recs[string(k)] = p.Records[i]
 		}
 		b, err := s.lookupBundle(ctx, v, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, knownSize)
-		if errors.Is(err, errNotPrefetched) {
+		if errors.Is(err, errNotPrefetched) || errors.Is(err, errStaleRecords) {
 			return s.lookupSnapshot(ctx, pi, index, knownSize)
 		}
 		return b, err
@@ -498,16 +504,26 @@ func (s *Server) lookupSnapshot(ctx context.Context, pi []byte, index [32]byte, 
 // lookupBundle builds a lookup bundle of view v from map records read by r
 // and the account record given by account, all of v's epoch.
 func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapReader, account func() (*sqlstate.Account, error), pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
+	_, isSnap := r.(*sqlstate.Snapshot)
 	p, err := s.sh.m.prove(r, v.mapRoot, index)
 	if errors.Is(err, errNotPrefetched) {
 		return nil, err
+	}
+	if err != nil && !isSnap {
+		// The map records were read after the epoch row, possibly of a
+		// later epoch: read again in one snapshot.
+		return nil, errStaleRecords
 	}
 	if err != nil {
 		return nil, s.internal(err)
 	}
 	// Fail closed: never serve a proof that does not verify under the
-	// checkpoint's map root.
+	// checkpoint's map root. (A proof that verifies is the epoch's, even
+	// if some records were read after a later epoch committed.)
 	if _, _, err := vmap.Verify(v.mapRoot, index, p); err != nil {
+		if !isSnap {
+			return nil, errStaleRecords
+		}
 		return nil, s.internal(fmt.Errorf("%w: map proof from the database does not verify: %v", errCorrupt, err))
 	}
 	mp, err := p.MarshalBinary()

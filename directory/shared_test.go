@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
 )
@@ -445,5 +446,45 @@ func TestSharedUnfinishedEpoch(t *testing.T) {
 	env.db.QueryRow(`SELECT COUNT(*) FROM history WHERE version = 2`).Scan(&n)
 	if n != 1 {
 		t.Fatalf("version 2 recorded %d times", n)
+	}
+}
+
+// TestSharedStaleRecords: map records read after a later epoch committed
+// are never served under the earlier epoch's checkpoint: the lookup reads
+// again in a snapshot.
+func TestSharedStaleRecords(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	waitView(t, seq)
+	trust := trustOf(t, seq)
+	a := newTestAccount(t, "sam@example.com")
+	if _, err := seq.Update(ctx, a.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	v1 := seq.view.Load()
+	pi, index, err := seq.vrf.get(nil, "sam@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := a.addDevice(t, "two")
+	if _, err := seq.Update(ctx, mustMarshal(t, next)); err != nil {
+		t.Fatal(err)
+	}
+	keys := seq.sh.m.pathKeys(index)
+	p, err := seq.sh.st.ReadPoint(ctx, keys, index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := prefetched{}
+	for i, k := range keys {
+		recs[string(k)] = p.Records[i]
+	}
+	_, err = seq.lookupBundle(ctx, v1, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, 0)
+	if !errors.Is(err, errStaleRecords) {
+		t.Fatalf("records of a later epoch under an older view: %v, want errStaleRecords", err)
+	}
+	if v := mustLookup(t, seq.Source(), trust, "sam@example.com"); v.version != 2 {
+		t.Fatalf("version %d", v.version)
 	}
 }

@@ -463,66 +463,50 @@ func (s *Store) claim(ctx context.Context, name string, value []byte, differs er
 	return nil
 }
 
-// Point is what one lookup reads, all from one consistent read (a single
-// statement sees one InnoDB read view, so no transaction is needed): the
-// latest epoch's row, the map records of the keys asked for (nil if absent)
-// and the account record of an index (nil if absent).
+// Point is what one lookup reads: the latest epoch's row and the account
+// record of an index (nil if absent), from one read view, and the map
+// records of the keys asked for (nil if absent), from one read view that
+// may be of a later epoch: the caller checks them against the epoch's map
+// root (a proof that verifies under it is the epoch's).
 type Point struct {
 	Epoch   *Epoch // nil before the first epoch
-	Records [][]byte
 	Account *Account
+	Records [][]byte
 }
 
-// ReadPoint reads a Point in one round trip.
+// ReadPoint reads a Point in two statements (no transaction: each
+// statement sees one read view).
 func (s *Store) ReadPoint(ctx context.Context, mapKeys [][]byte, index [32]byte) (*Point, error) {
-	var q strings.Builder
-	q.WriteString(`(SELECT 0 AS kind, map_root AS k, checkpoint AS v, epoch AS n1, log_size AS n2 FROM epochs ORDER BY epoch DESC LIMIT 1)
-		UNION ALL (SELECT 1, entry_hash, leaf, version, log_index FROM accounts WHERE vrf_index = ?)`)
-	args := []any{index[:]}
-	if len(mapKeys) > 0 {
-		q.WriteString(` UNION ALL (SELECT 3, k, v, 0, 0 FROM map_kv WHERE k IN (` + placeholders(len(mapKeys)) + `))`)
-		for _, k := range mapKeys {
-			args = append(args, k)
-		}
+	p := &Point{}
+	var root, hash, leaf, cp []byte
+	var epoch, size uint64
+	var version, li sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT e.epoch, e.map_root, e.log_size, e.checkpoint, a.version, a.log_index, a.entry_hash, a.leaf
+		FROM epochs e LEFT JOIN accounts a ON a.vrf_index = ? WHERE e.epoch = (SELECT MAX(epoch) FROM epochs)`, index[:]).
+		Scan(&epoch, &root, &size, &cp, &version, &li, &hash, &leaf)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, nil
 	}
-	rows, err := s.db.QueryContext(ctx, q.String(), args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	p := &Point{Records: make([][]byte, len(mapKeys))}
-	pos := make(map[string][]int, len(mapKeys))
-	for i, k := range mapKeys {
-		pos[string(k)] = append(pos[string(k)], i)
+	if len(root) != 32 {
+		return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, epoch)
 	}
-	for rows.Next() {
-		var kind int
-		var k, v []byte
-		var n1, n2 uint64
-		if err := rows.Scan(&kind, &k, &v, &n1, &n2); err != nil {
+	p.Epoch = &Epoch{Epoch: epoch, LogSize: size, Checkpoint: cp}
+	copy(p.Epoch.MapRoot[:], root)
+	if version.Valid {
+		if len(hash) != 32 {
+			return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(hash))
+		}
+		p.Account = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: leaf}
+		copy(p.Account.EntryHash[:], hash)
+	}
+	p.Records = make([][]byte, len(mapKeys))
+	if len(mapKeys) > 0 {
+		if p.Records, err = s.r(ctx).GetMany(mapKeys); err != nil {
 			return nil, err
 		}
-		switch kind {
-		case 0:
-			if len(k) != 32 {
-				return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, n1)
-			}
-			p.Epoch = &Epoch{Epoch: n1, LogSize: n2, Checkpoint: v}
-			copy(p.Epoch.MapRoot[:], k)
-		case 1:
-			if len(k) != 32 {
-				return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(k))
-			}
-			p.Account = &Account{Version: n1, LogIndex: n2, Leaf: v}
-			copy(p.Account.EntryHash[:], k)
-		case 3:
-			for _, i := range pos[string(k)] {
-				p.Records[i] = v
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	return p, nil
 }
