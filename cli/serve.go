@@ -194,6 +194,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&cfg.LogBackend, "log-backend", directory.BackendEmbedded, "log backend: embedded or trillian")
 	f.StringVar(&cfg.TrillianAddr, "trillian-addr", "", "trillian_log_server host:port (trillian backend)")
 	f.Int64Var(&cfg.TrillianTreeID, "trillian-tree-id", 0, "Trillian PREORDERED_LOG tree id (trillian backend)")
+	f.DurationVar(&cfg.TrillianIntegrationTimeout, "trillian-integration-timeout", 0, "how long an append waits for trillian_log_signer before the epoch fails and the directory resynchronizes (trillian backend; default 30s)")
 	f.StringArrayVar(&witnesses, "witness", nil, "witness to ask for cosignatures, URL=VKEY (repeatable)")
 	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
 	f.DurationVar(&maxAge, "max-checkpoint-age", 0, "max_checkpoint_age written to trust.json, a duration like 24h or 90m (default 24h)")
@@ -207,6 +208,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this address (host:port): C2SP tlog-tiles, the JSON read API, /metrics, /healthz, /readyz, the status page and /verify; TLS with --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")
+	addServeLimitFlags(cmd, &cfg)
 	serverOnlyHelp(cmd)
 	return cmd
 }

@@ -100,22 +100,26 @@ func TestWitnessCosigns(t *testing.T) {
 		t.Fatalf("text lookup does not name the witness:\n%s", r.out)
 	}
 
-	// Without the witness, new checkpoints carry no cosignature: refused.
+	// Without the witness the directory's next (empty) epoch cannot be
+	// cosigned: it waits for the witness (asking again with backoff), and
+	// lookups keep being answered from the last cosigned checkpoint, which
+	// quorum clients accept. (directory.TestWitnessLiveness covers the
+	// witness coming back.)
 	wcancel()
 	if code := <-wdone; code != 0 {
 		t.Errorf("witness exited %d: %s", code, werr.String())
 	}
 	wdone <- 0
-	var last result
-	waitFor(t, "an uncosigned checkpoint to be refused", func() bool {
-		last = w.run("dave", "", "lookup", "carol")
-		return last.code == ExitVerification
-	}, func() string { return last.out + last.err })
-	if !strings.Contains(last.err, "witness") || strings.Contains(last.out, "ok ") {
-		t.Fatalf("quorum failure output:\n%s\n%s", last.out, last.err)
+	time.Sleep(300 * time.Millisecond) // several empty-epoch intervals
+	for i := 0; i < 3; i++ {
+		r = w.ok("dave", "", "lookup", "carol")
+		if !strings.Contains(r.out, "1 of 1 required cosigned: w1.test") {
+			t.Fatalf("lookup without the witness:\n%s", r.out)
+		}
 	}
-	// An explicit override accepts it (the user's choice).
-	w.ok("dave", "", "--witness-quorum", "0", "lookup", "carol")
+	if !strings.Contains(serr.String(), "asking the other witnesses again") {
+		t.Fatalf("serve does not say it waits for the witness:\n%s", lastLines(serr.String(), 5))
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool, diag func() string) {

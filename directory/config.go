@@ -17,6 +17,8 @@ const (
 	DefaultMaxBatch           = 5000
 	DefaultQueueSize          = 20000
 	DefaultWitnessTimeout     = 5 * time.Second
+	DefaultWitnessRetryMin    = time.Second
+	DefaultWitnessRetryMax    = 30 * time.Second
 	DefaultMaxRecvMsgSize     = 256 << 10
 	DefaultVRFCacheSize       = 200000
 	DefaultMaxCheckpointAge   = "24h"
@@ -86,6 +88,11 @@ type Config struct {
 	TrillianAddr string
 	// TrillianTreeID is the id of a PREORDERED_LOG tree.
 	TrillianTreeID int64
+	// TrillianIntegrationTimeout bounds how long one append waits for
+	// trillian_log_signer to integrate its leaves (default 30s). When it
+	// expires the epoch fails (its updates get Unavailable) and the
+	// sequencer resynchronizes with the log, retrying with backoff.
+	TrillianIntegrationTimeout time.Duration
 
 	// Witnesses are asked to cosign every checkpoint (C2SP tlog-witness);
 	// their vkeys and WitnessQuorum are written to trust.json.
@@ -95,6 +102,15 @@ type Config struct {
 	WitnessQuorum int
 	// WitnessTimeout bounds one round of cosigning requests (default 5s).
 	WitnessTimeout time.Duration
+	// WitnessRetryMin and WitnessRetryMax bound the wait between rounds
+	// while a checkpoint has fewer than WitnessQuorum cosignatures: the
+	// first wait is WitnessRetryMin (default 1s), each next one doubles, up
+	// to WitnessRetryMax (default 30s). Meanwhile the sequencer cuts no new
+	// epoch and lookups are served from the last checkpoint that has the
+	// quorum; once enough witnesses answer again, quorum clients work again
+	// within WitnessRetryMax + WitnessTimeout, with no update needed.
+	WitnessRetryMin time.Duration
+	WitnessRetryMax time.Duration
 
 	// MaxCheckpointAge is written to trust.json as max_checkpoint_age
 	// (default "24h"). It must be a positive time.ParseDuration string
@@ -110,6 +126,10 @@ type Config struct {
 
 	// MaxRecvMsgSize bounds a gRPC request (default 256 KiB).
 	MaxRecvMsgSize int
+
+	// Limits bound the requests served over gRPC (rates, concurrency,
+	// memory, keepalive); zero fields get their defaults (see Limits).
+	Limits Limits
 
 	// VRFCacheSize bounds the in-memory cache of VRF proofs by user id
 	// (default 200000 entries; proofs of existing accounts are also kept
@@ -145,6 +165,10 @@ type Config struct {
 	// sharedLog, if set, is the log of a StateMySQL directory (tests: one
 	// log shared by several in-process servers).
 	sharedLog klog.Backend
+	// remoteLog, set by tests, is a log backend the directory treats like a
+	// remote one (Trillian): checkpoints in checkpoint.db, Merkle proofs from
+	// the log node cache. The directory closes it.
+	remoteLog klog.Backend
 }
 
 // WitnessConfig is one witness.
@@ -204,6 +228,9 @@ func (c *Config) withDefaults() (Config, error) {
 		if cfg.TrillianAddr == "" || cfg.TrillianTreeID == 0 {
 			return cfg, bad("the trillian backend needs TrillianAddr and TrillianTreeID")
 		}
+		if cfg.TrillianIntegrationTimeout < 0 {
+			return cfg, bad("TrillianIntegrationTimeout %v is negative", cfg.TrillianIntegrationTimeout)
+		}
 	default:
 		return cfg, bad("unknown LogBackend %q (want %q or %q)", cfg.LogBackend, BackendEmbedded, BackendTrillian)
 	}
@@ -217,6 +244,15 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.WitnessTimeout == 0 {
 		cfg.WitnessTimeout = DefaultWitnessTimeout
+	}
+	if cfg.WitnessRetryMin == 0 {
+		cfg.WitnessRetryMin = DefaultWitnessRetryMin
+	}
+	if cfg.WitnessRetryMax == 0 {
+		cfg.WitnessRetryMax = DefaultWitnessRetryMax
+	}
+	if cfg.WitnessRetryMin < 0 || cfg.WitnessRetryMax < cfg.WitnessRetryMin {
+		return cfg, bad("need 0 < WitnessRetryMin (%v) <= WitnessRetryMax (%v)", cfg.WitnessRetryMin, cfg.WitnessRetryMax)
 	}
 	if cfg.MaxCheckpointAge == "" {
 		cfg.MaxCheckpointAge = DefaultMaxCheckpointAge
@@ -232,6 +268,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if err := cfg.Limits.withDefaults(); err != nil {
+		return cfg, err
 	}
 	if cfg.VRFCacheSize == 0 {
 		cfg.VRFCacheSize = DefaultVRFCacheSize

@@ -39,7 +39,7 @@ func (s *Server) Serve(lis net.Listener, opts ...grpc.ServerOption) error {
 // NewGRPCServer returns a gRPC server with the Directory service
 // registered and the request size limit set; Close does not stop it.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize)}, opts...)
+	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize)}, s.limitOptions()...), opts...)
 	g := grpc.NewServer(opts...)
 	pb.RegisterDirectoryServer(g, &grpcService{s: s})
 	return g

@@ -153,7 +153,7 @@ func loadKeys(cfg *Config) (*keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.verifier, err = note.NewVerifier(k.vkey)
+	k.verifier, err = klog.NewNoteVerifier(k.vkey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
 	}
@@ -220,7 +220,7 @@ func vkeyOf(skey string) (string, error) {
 	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
 		return "", fmt.Errorf("%w: %s is not a note signer key", ErrKeyFile, FileLogKey)
 	}
-	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	raw, err := klog.DecodeBase64(parts[4])
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
 		return "", fmt.Errorf("%w: %s holds no Ed25519 seed", ErrKeyFile, FileLogKey)
 	}

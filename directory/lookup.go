@@ -60,11 +60,10 @@ func (s *Server) snapshot(ctx context.Context, f func(v *epochView, tx *bbolt.Tx
 		}
 		tx.Rollback()
 		// The map already holds the next epoch, whose view is about to be
-		// installed: wait for it.
-		select {
-		case <-v.next:
-		case <-ctx.Done():
-			return ctxError(ctx.Err(), "waiting for the next epoch")
+		// installed: wait for it (bounded; at once Unavailable while the
+		// sequencer recovers, see awaitView).
+		if err := s.awaitView(ctx, v); err != nil {
+			return err
 		}
 	}
 }
@@ -129,7 +128,7 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 			if vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != l.Value {
 				return s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
 			}
-			incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
+			incl, err := s.inclusionProofTx(ctx, tx, rec.LogIndex, v.size)
 			if err != nil {
 				return s.internal(err)
 			}
@@ -158,7 +157,7 @@ func (s *Server) consistency(ctx context.Context, v *epochView, oldSize uint64) 
 	if ok {
 		return p, nil
 	}
-	p, err := s.backend.ConsistencyProof(ctx, oldSize, v.size)
+	p, err := s.consistencyProof(ctx, oldSize, v.size)
 	if err != nil {
 		return nil, s.internal(err)
 	}
@@ -207,7 +206,7 @@ func (s *Server) History(ctx context.Context, userID string, fromVersion uint64)
 			if err != nil {
 				return s.internal(err)
 			}
-			incl, err := s.backend.InclusionProof(ctx, li, v.size)
+			incl, err := s.inclusionProofTx(ctx, tx, li, v.size)
 			if err != nil {
 				return s.internal(err)
 			}
@@ -258,7 +257,7 @@ func (s *Server) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) 
 	if newSize == v.size {
 		return s.consistency(ctx, v, oldSize)
 	}
-	p, err := s.backend.ConsistencyProof(ctx, oldSize, newSize)
+	p, err := s.consistencyProof(ctx, oldSize, newSize)
 	if err != nil {
 		return nil, s.internal(err)
 	}

@@ -160,7 +160,7 @@ func TestUnfinishedEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Append(ctx, [][]byte{leaf}); err != nil {
+	if err := appendAtEnd(ctx, l, leaf); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -191,7 +191,7 @@ func TestCorruptLogRefused(t *testing.T) {
 	var prev [32]byte
 	prev[0] = 1
 	leaf, _ := (&klog.AccountUpdate{Index: index, Version: 2, PrevHash: prev, Update: klog.UpdateUpdate, Payload: a.bytes(t)}).Marshal()
-	if _, err := l.Append(ctx, [][]byte{leaf}); err != nil {
+	if err := appendAtEnd(ctx, l, leaf); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -199,4 +199,13 @@ func TestCorruptLogRefused(t *testing.T) {
 		s.Close()
 		t.Fatal("opened a log with a broken version chain")
 	}
+}
+
+// appendAtEnd appends leaves at the end of l.
+func appendAtEnd(ctx context.Context, l klog.Backend, leaves ...[]byte) error {
+	size, err := l.Size(ctx)
+	if err != nil {
+		return err
+	}
+	return l.Append(ctx, size, leaves)
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/keyline/keyline/directory/mapdb"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
-	"github.com/keyline/keyline/log/trillian"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vmap"
 )
@@ -57,7 +56,32 @@ type Server struct {
 	lastCut   time.Time
 
 	witnesses []*witness
-	hooks     atomic.Pointer[testHooks] // fault injection (tests)
+	limiter   *limiter
+	// degraded is the error Update fails with while recovery after a
+	// failed epoch is retried (faults.go); nil when healthy.
+	degraded atomic.Pointer[error]
+	// queuedBytes is the size of the leaves in queue (guarded by mu;
+	// bounded by Limits.QueueBytes).
+	queuedBytes int64
+	// sequencing is set when the sequencer starts: from then on an epoch
+	// waits for the witness quorum (cosignQuorum); during Open it does not.
+	sequencing atomic.Bool
+	quorumView atomic.Pointer[epochView] // last view seen to have the witness quorum
+	hooks      atomic.Pointer[testHooks] // fault injection (tests)
+
+	// cacheLog is set when the log is remote (Trillian): Merkle proofs are
+	// then served from the log node cache in directory.db (logcache.go).
+	cacheLog bool
+	// recovering is set while the sequencer resynchronizes with the log
+	// after a failure (resync.go): updates and reads needing a new view
+	// fail at once with Unavailable.
+	recovering atomic.Bool
+	// startRecovering is set by Open when the log backend was unreachable:
+	// the sequencer starts with resync.
+	startRecovering bool
+	// appended is the last EpochRecord leaf runEpoch appended, so that
+	// installing its view needs no log read (sequencer only).
+	appended appendedRecord
 
 	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
 
@@ -146,6 +170,7 @@ func Open(cfg Config) (*Server, error) {
 		seqDone: make(chan struct{}),
 	}
 	s.vrf = newVRFCache(k.vrf, c.VRFCacheSize)
+	s.limiter = newLimiter(c.Limits, c.MaxRecvMsgSize)
 	ok := false
 	defer func() {
 		if !ok {
@@ -160,19 +185,26 @@ func Open(cfg Config) (*Server, error) {
 		ok = true
 		return s, nil
 	}
-	switch c.LogBackend {
-	case BackendEmbedded:
+	switch {
+	case c.remoteLog != nil:
+		s.backend, s.cacheLog = c.remoteLog, true
+		s.cpsDB, err = openBolt(filepath.Join(c.DataDir, FileCheckpoint), c.NoSync)
+		if err != nil {
+			return nil, fmt.Errorf("directory: checkpoint store: %w", err)
+		}
+		s.cps = &boltCheckpoints{db: s.cpsDB}
+	case c.LogBackend == BackendEmbedded:
 		l, err := embedded.Open(filepath.Join(c.DataDir, FileLogDB), &embedded.Options{NoSync: c.NoSync, Timeout: 5 * time.Second})
 		if err != nil {
 			return nil, fmt.Errorf("directory: opening log: %w", err)
 		}
 		s.backend, s.cps = l, l
-	case BackendTrillian:
-		b, err := trillian.Dial(ctx, c.TrillianAddr, c.TrillianTreeID, nil)
+	case c.LogBackend == BackendTrillian:
+		b, err := dialTrillian(ctx, &c)
 		if err != nil {
 			return nil, fmt.Errorf("directory: trillian: %w", err)
 		}
-		s.backend = b
+		s.backend, s.cacheLog = b, true
 		s.cpsDB, err = openBolt(filepath.Join(c.DataDir, FileCheckpoint), c.NoSync)
 		if err != nil {
 			return nil, fmt.Errorf("directory: checkpoint store: %w", err)
@@ -196,7 +228,15 @@ func Open(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("directory: writing %s: %w", FileTrust, err)
 	}
 	if err := s.recover(ctx); err != nil {
-		return nil, err
+		if permanent(err) {
+			return nil, err
+		}
+		// The log backend is down or restarting: serve (reads fail with
+		// Unavailable until a view is installed) and let the sequencer
+		// retry.
+		c.Logf("directory: log backend not ready, the sequencer retries in the background: %v", err)
+		s.startRecovering = true
+		s.recovering.Store(true)
 	}
 	ok = true
 	go s.sequencer()
@@ -250,6 +290,9 @@ func (s *Server) closeStores() error {
 // they miss), closes a trailing unfinished epoch, publishes a checkpoint at
 // the log's size and installs the published view.
 func (s *Server) recover(ctx context.Context) error {
+	if err := s.fillLogCache(ctx); err != nil {
+		return err
+	}
 	if err := s.replay(ctx); err != nil {
 		return err
 	}
@@ -260,7 +303,7 @@ func (s *Server) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	cp, err := s.publish(ctx, s.size)
 	if err != nil {
 		return fmt.Errorf("directory: publishing: %w", err)
 	}
@@ -300,7 +343,7 @@ func (s *Server) replay(ctx context.Context) error {
 	if applied > 0 {
 		leaves, err := s.backend.Entries(ctx, applied-1, applied)
 		if err != nil {
-			return fmt.Errorf("%w: reading leaf %d: %v", errCorrupt, applied-1, err)
+			return corruptOr(err, "reading leaf %d", applied-1)
 		}
 		rec, err := klog.ParseEpochRecord(leaves[0])
 		if err != nil || rec.Epoch != s.epoch {
@@ -355,7 +398,7 @@ func (s *Server) replay(ctx context.Context) error {
 				if s.haveEpoch && l.Epoch != s.epoch+1 || !s.haveEpoch && l.Epoch != 0 {
 					return fmt.Errorf("%w: leaf %d is EpochRecord %d after epoch %d", errCorrupt, pos, l.Epoch, s.epoch)
 				}
-				if err := s.applyReplayed(batch, l, pos); err != nil {
+				if err := s.applyReplayed(ctx, batch, l, leaf, pos); err != nil {
 					return err
 				}
 				batch, latest = nil, map[[32]byte]*entry{}
@@ -405,7 +448,7 @@ func stateOf(u *klog.AccountUpdate) (*devices.AccountState, error) {
 
 // applyReplayed commits a replayed epoch and checks its map root against
 // the EpochRecord.
-func (s *Server) applyReplayed(batch []*entry, rec *klog.EpochRecord, pos uint64) error {
+func (s *Server) applyReplayed(ctx context.Context, batch []*entry, rec *klog.EpochRecord, recLeaf []byte, pos uint64) error {
 	first := pos - uint64(len(batch))
 	for i, e := range batch {
 		e.logIndex = first + uint64(i)
@@ -421,6 +464,19 @@ func (s *Server) applyReplayed(batch []*entry, rec *klog.EpochRecord, pos uint64
 	}
 	if root != rec.MapRoot {
 		return fmt.Errorf("%w: epoch %d: map root %x recomputed from the log differs from the EpochRecord's %x", errCorrupt, rec.Epoch, root[:8], rec.MapRoot[:8])
+	}
+	if s.cacheLog {
+		local, err := appendLogNodesTx(tx, first, append(leavesOf(batch), recLeaf))
+		if err != nil {
+			return err
+		}
+		trusted, err := s.backend.RootHash(ctx, pos+1)
+		if err != nil {
+			return corruptOr(err, "log root at size %d", pos+1)
+		}
+		if err := checkLogRoot(pos+1, local, trusted); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return err
@@ -537,21 +593,36 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 	if preAppended {
 		want = first + uint64(len(batch))
 	}
-	got, err := s.backend.Append(ctx, leaves)
-	if err != nil {
-		return nil, fmt.Errorf("appending epoch %d: %w", epoch, err)
+	var localRoot []byte
+	if s.cacheLog {
+		if localRoot, err = appendLogNodesTx(tx, first, append(leavesOf(batch), rec)); err != nil {
+			return nil, err
+		}
 	}
-	if got != want {
-		return nil, fmt.Errorf("%w: log appended epoch %d at %d, want %d (another writer?)", errCorrupt, epoch, got, want)
+	// The append is conditional on want: if the log does not end there
+	// (leaves of an interrupted append, another writer) nothing is written
+	// and resync rereads the log.
+	if err := s.backend.Append(ctx, want, leaves); err != nil {
+		return nil, fmt.Errorf("appending epoch %d at log index %d: %w", epoch, want, err)
 	}
+	s.appended = appendedRecord{size: newSize, leaf: rec}
 	if h := s.hooks.Load(); h != nil && h.afterAppend != nil {
 		if err := h.afterAppend(); err != nil {
 			return nil, err
 		}
 	}
-	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	cp, err := s.publish(ctx, newSize)
 	if err != nil {
 		return nil, fmt.Errorf("publishing epoch %d: %w", epoch, err)
+	}
+	if localRoot != nil {
+		c, _, err := klog.OpenCheckpoint(cp, s.keys.verifier, s.keys.origin)
+		if err != nil {
+			return nil, fmt.Errorf("%w: own checkpoint: %v", errCorrupt, err)
+		}
+		if err := checkLogRoot(newSize, localRoot, c.Hash[:]); err != nil {
+			return nil, err
+		}
 	}
 	if h := s.hooks.Load(); h != nil && h.afterPublish != nil {
 		if err := h.afterPublish(); err != nil {
@@ -559,7 +630,12 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 		}
 	}
 	s.signed.Store(&signedHead{size: newSize, note: cp})
-	served := s.cosign(ctx, cp)
+	// Wait for the witness quorum: until then lookups are served from the
+	// previous view, whose checkpoint has it (see cosignQuorum).
+	served, err := s.cosignQuorum(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing epoch %d: %w", epoch, err)
 	}
@@ -582,7 +658,15 @@ func (s *Server) buildView(ctx context.Context, cp, served []byte) (*epochView, 
 	if c.Size != s.size {
 		return nil, fmt.Errorf("%w: checkpoint size %d, map and index cover %d", errCorrupt, c.Size, s.size)
 	}
-	leaves, err := s.backend.Entries(ctx, c.Size-1, c.Size)
+	var proof [][]byte
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		proof, err = s.inclusionProofTx(ctx, tx, c.Size-1, c.Size)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	leaves, err := s.lastLeaf(ctx, c.Size)
 	if err != nil {
 		return nil, err
 	}
@@ -593,10 +677,6 @@ func (s *Server) buildView(ctx context.Context, cp, served []byte) (*epochView, 
 	mroot, err := s.m.Root(rec.Epoch)
 	if err != nil || mroot != rec.MapRoot || rec.Epoch != s.epoch {
 		return nil, fmt.Errorf("%w: EpochRecord %d does not match the map (epoch %d)", errCorrupt, rec.Epoch, s.epoch)
-	}
-	proof, err := s.backend.InclusionProof(ctx, c.Size-1, c.Size)
-	if err != nil {
-		return nil, err
 	}
 	return &epochView{
 		epoch: rec.Epoch, size: c.Size, mapRoot: rec.MapRoot, timestamp: rec.Timestamp,
@@ -615,16 +695,34 @@ func (s *Server) install(v *epochView) {
 // sequencer cuts epochs until Close.
 func (s *Server) sequencer() {
 	defer close(s.seqDone)
+	s.sequencing.Store(true)
+	if s.startRecovering {
+		if err := s.resync(context.Background(), nil); err != nil {
+			if err != errClosing {
+				s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", err)
+			}
+			s.setFailed(err)
+			<-s.closing
+			return
+		}
+	}
 	t := time.NewTicker(s.cfg.EpochInterval)
 	defer t.Stop()
 	s.lastCut = time.Now()
 	for {
-		select {
-		case <-s.closing:
+		stop := func() {
 			s.mu.Lock()
 			s.failed = errors.New("directory closed")
 			s.mu.Unlock()
 			s.failQueued(apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shutting down"))
+		}
+		if s.awaitViewQuorum() != nil { // only Close interrupts it
+			stop()
+			return
+		}
+		select {
+		case <-s.closing:
+			stop()
 			return
 		case <-t.C:
 		case <-s.kick:
@@ -651,6 +749,7 @@ func (s *Server) take() []*entry {
 		select {
 		case e := <-s.queue:
 			batch = append(batch, e)
+			s.dequeued(e)
 		default:
 			return batch
 		}
@@ -663,6 +762,10 @@ func (s *Server) take() []*entry {
 // log, or stops (returning the error) if it cannot.
 func (s *Server) cut(batch []*entry) error {
 	ctx := context.Background()
+	batch, err := s.dropStale(batch)
+	if err != nil {
+		s.cfg.Logf("directory: checking the batch against the map: %v", err)
+	}
 	v, err := s.runEpoch(ctx, batch, false)
 	if err == nil {
 		s.mu.Lock()
@@ -677,18 +780,20 @@ func (s *Server) cut(batch []*entry) error {
 		}
 		return nil
 	}
-	s.cfg.Logf("directory: epoch failed: %v", err)
-	fail := apierr.New(codes.Unavailable, apierr.Unavailable, "the epoch holding this update failed; it may or may not be in the log: look the account up and retry")
+	s.cfg.Logf("directory: epoch %d failed: %v", s.epoch+1, err)
+	fail := epochFailure(err)
 	for _, e := range batch {
 		e.done <- result{err: fail}
 	}
 	s.failQueued(fail)
-	if errors.Is(err, errCrash) {
+	if errors.Is(err, errCrash) || errors.Is(err, errClosing) {
 		s.setFailed(err)
 		return err
 	}
-	if rerr := s.recover(ctx); rerr != nil {
-		s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", rerr)
+	if rerr := s.resync(ctx, err); rerr != nil {
+		if rerr != errClosing {
+			s.cfg.Logf("directory: recovery failed, sequencer stopped: %v", rerr)
+		}
 		s.setFailed(rerr)
 		return rerr
 	}
@@ -709,6 +814,7 @@ func (s *Server) failQueued(err error) {
 	for {
 		select {
 		case e := <-s.queue:
+			s.queuedBytes -= int64(len(e.leaf))
 			e.done <- result{err: err}
 		default:
 			clear(s.pending)

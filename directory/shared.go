@@ -21,7 +21,6 @@ import (
 	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
-	"github.com/keyline/keyline/log/trillian"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vmap"
 )
@@ -160,7 +159,7 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 		}
 		s.backend = l
 	case c.LogBackend == BackendTrillian:
-		b, err := trillian.Dial(ctx, c.TrillianAddr, c.TrillianTreeID, nil)
+		b, err := dialTrillian(ctx, c)
 		if err != nil {
 			return fmt.Errorf("directory: trillian: %w", err)
 		}

@@ -141,6 +141,9 @@ func (s *Server) leadEpochs(ctx context.Context) error {
 	defer t.Stop()
 	s.lastCut = time.Now()
 	sincePrune := 0
+	// From now on every epoch (and a recovered one, above, from its second
+	// attempt) waits for the witness quorum, as the single process does.
+	s.sequencing.Store(true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -242,7 +245,7 @@ func (s *Server) recoverShared(ctx context.Context) error {
 		}
 		return nil
 	}
-	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	cp, err := s.publish(ctx, s.size)
 	if err != nil {
 		return fmt.Errorf("directory: publishing: %w", err)
 	}
@@ -250,7 +253,10 @@ func (s *Server) recoverShared(ctx context.Context) error {
 		return fmt.Errorf("%w: published checkpoint does not cover the %d leaves the state covers", errCorrupt, s.size)
 	}
 	s.signed.Store(&signedHead{size: s.size, note: cp})
-	served := s.cosign(ctx, cp)
+	served, err := s.cosignQuorum(ctx, cp)
+	if err != nil {
+		return err
+	}
 	if err := s.sh.st.SetCheckpoint(ctx, s.sh.leaseToken(), s.epoch, served); err != nil {
 		return err
 	}
@@ -481,14 +487,12 @@ func (s *Server) runEpochShared(ctx context.Context, batch []*entry, rejects []s
 	if err := s.sh.st.RenewLease(ctx, *l, s.cfg.LeaseDuration); err != nil {
 		return nil, fmt.Errorf("before appending epoch %d: %w", epoch, err)
 	}
-	got, err := s.backend.Append(ctx, leaves)
-	if err != nil {
-		return nil, fmt.Errorf("appending epoch %d: %w", epoch, err)
+	// Conditional on the log's size: a deposed sequencer's append at an
+	// index another one has written fails (log.ErrConflict).
+	if err := s.backend.Append(ctx, want, leaves); err != nil {
+		return nil, fmt.Errorf("appending epoch %d at log index %d: %w", epoch, want, err)
 	}
-	if got != want {
-		return nil, fmt.Errorf("%w: log appended epoch %d at %d, want %d (another writer?)", errCorrupt, epoch, got, want)
-	}
-	cp, err := klog.Publish(ctx, s.backend, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
+	cp, err := s.publish(ctx, newSize)
 	if err != nil {
 		return nil, fmt.Errorf("publishing epoch %d: %w", epoch, err)
 	}
@@ -496,7 +500,12 @@ func (s *Server) runEpochShared(ctx context.Context, batch []*entry, rejects []s
 		return nil, fmt.Errorf("%w: published checkpoint (size %d, %v) does not cover epoch %d (%d leaves)", errCorrupt, c.Size, err, epoch, newSize)
 	}
 	s.signed.Store(&signedHead{size: newSize, note: cp})
-	served := s.cosign(ctx, cp)
+	// Wait for the witness quorum (lookups keep being served from the
+	// previous epoch meanwhile).
+	served, err := s.cosignQuorum(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := t.tx.PutEpoch(sqlstate.Epoch{Epoch: epoch, MapRoot: t.root, LogSize: newSize, Checkpoint: served}); err != nil {
 		return nil, err
 	}

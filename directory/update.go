@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
@@ -150,10 +151,17 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		return s.enqueueShared(ctx, e)
 	}
 
+	if err := s.degradedErr(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
 		return nil, apierr.New(codes.Unavailable, apierr.Unavailable, "the directory is closed or its sequencer stopped after a failure")
+	}
+	if s.recovering.Load() {
+		s.mu.Unlock()
+		return nil, recoveringErr()
 	}
 	cur, ok := s.pending[e.index]
 	if !ok {
@@ -167,8 +175,13 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		s.mu.Unlock()
 		return nil, apierr.New(codes.Aborted, apierr.ConcurrentUpdate, "another update of %q was accepted meanwhile; look it up and retry", e.userID)
 	}
+	if q := s.cfg.Limits.QueueBytes; q > 0 && s.queuedBytes+int64(len(e.leaf)) > q {
+		s.mu.Unlock()
+		return nil, apierr.New(codes.ResourceExhausted, apierr.QueueFull, "the update queue is full (%d bytes of updates waiting for an epoch); retry later", s.queuedBytes)
+	}
 	select {
 	case s.queue <- e:
+		s.queuedBytes += int64(len(e.leaf))
 	default:
 		s.mu.Unlock()
 		return nil, apierr.New(codes.ResourceExhausted, apierr.QueueFull, "the update queue is full (%d updates waiting for an epoch); retry later", cap(s.queue))
@@ -228,6 +241,10 @@ func (s *Server) internal(err error) error {
 	}
 	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
 		return apierr.New(codes.Unavailable, apierr.Unavailable, "directory is shut down")
+	}
+	if !permanent(err) && status.Code(err) == codes.Unavailable {
+		s.cfg.Logf("directory: log backend unavailable: %v", err)
+		return apierr.New(codes.Unavailable, apierr.Unavailable, "the log backend is unavailable; retry shortly")
 	}
 	s.cfg.Logf("directory: internal error: %v", err)
 	return apierr.New(codes.Internal, apierr.Internal, "internal error")

@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/cosign"
 	tlogwitness "github.com/keyline/keyline/verifier/witness"
 )
@@ -62,22 +64,112 @@ func newWitnesses(cfgs []WitnessConfig) ([]*witness, error) {
 // cosign cp, and returns cp with every valid cosignature line appended.
 // Failures are logged; cp is returned with whatever was gathered.
 func (s *Server) cosign(ctx context.Context, cp []byte) []byte {
+	lines := make([][]byte, len(s.witnesses))
+	s.cosignRound(ctx, cp, lines)
+	return withCosignatures(cp, lines)
+}
+
+// errClosing is returned by waits that Close interrupted.
+var errClosing = errors.New("directory: closing")
+
+// cosignQuorum gathers cosignatures of cp until at least WitnessQuorum
+// witnesses have cosigned it: it asks every witness that has not cosigned
+// yet, then waits (WitnessRetryMin, doubling up to WitnessRetryMax) and asks
+// again. With WitnessQuorum 0, and during Open (before the sequencer
+// runs; it then calls awaitViewQuorum), it makes one round, like cosign. It
+// returns errClosing if Close is called meanwhile.
+func (s *Server) cosignQuorum(ctx context.Context, cp []byte) ([]byte, error) {
+	if !s.sequencing.Load() {
+		return s.cosign(ctx, cp), nil
+	}
+	lines := make([][]byte, len(s.witnesses))
+	delay := s.cfg.WitnessRetryMin
+	for round := 1; ; round++ {
+		s.cosignRound(ctx, cp, lines)
+		got := countLines(lines)
+		if got >= s.cfg.WitnessQuorum {
+			if round > 1 {
+				s.cfg.Logf("directory: witness quorum reached (%d of %d required) after %d rounds", got, s.cfg.WitnessQuorum, round)
+			}
+			return withCosignatures(cp, lines), nil
+		}
+		s.cfg.Logf("directory: checkpoint has %d of the %d required witness cosignatures; asking the other witnesses again in %v (lookups are served from the last checkpoint that has them)", got, s.cfg.WitnessQuorum, delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.closing:
+			t.Stop()
+			return nil, errClosing
+		}
+		delay = min(2*delay, s.cfg.WitnessRetryMax)
+	}
+}
+
+// awaitViewQuorum makes the published view's checkpoint meet the witness
+// quorum, asking the witnesses again with cosignQuorum and installing the
+// cosigned view. It is needed after recovery, which installs its view
+// after a single round so that Open does not wait for witnesses. It returns
+// errClosing if Close is called meanwhile.
+func (s *Server) awaitViewQuorum() error {
+	v := s.view.Load()
+	if v == nil || s.cfg.WitnessQuorum == 0 || s.quorumView.Load() == v {
+		return nil
+	}
+	if s.cosignatures(v.checkpoint) >= s.cfg.WitnessQuorum {
+		s.quorumView.Store(v) // checked once per view
+		return nil
+	}
+	h := s.signed.Load()
+	if h == nil || h.size != v.size {
+		return nil
+	}
+	cp, err := s.cosignQuorum(context.Background(), h.note)
+	if err != nil {
+		return err
+	}
+	nv := &epochView{
+		epoch: v.epoch, size: v.size, mapRoot: v.mapRoot, timestamp: v.timestamp,
+		checkpoint: cp, record: v.record, recordProof: v.recordProof,
+		next: make(chan struct{}), cons: map[uint64][][]byte{},
+	}
+	s.install(nv)
+	return nil
+}
+
+// cosignatures counts the configured witnesses with a valid cosignature
+// on cp.
+func (s *Server) cosignatures(cp []byte) int {
+	n := 0
+	for _, w := range s.witnesses {
+		if _, err := note.Open(cp, note.VerifierList(w.verifier)); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// cosignRound asks every witness i with no line[i] yet, in parallel and
+// within WitnessTimeout, to cosign cp, and stores each valid cosignature
+// line in lines[i]. Failures are logged.
+func (s *Server) cosignRound(ctx context.Context, cp []byte, lines [][]byte) {
 	if len(s.witnesses) == 0 {
-		return cp
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WitnessTimeout)
 	defer cancel()
 	n, err := note.Open(cp, note.VerifierList(s.keys.verifier))
 	if err != nil {
-		return cp
+		return
 	}
 	size, err := checkpointSize(n.Text)
 	if err != nil {
-		return cp
+		return
 	}
-	lines := make([][]byte, len(s.witnesses))
 	var wg sync.WaitGroup
 	for i, w := range s.witnesses {
+		if lines[i] != nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -90,6 +182,20 @@ func (s *Server) cosign(ctx context.Context, cp []byte) []byte {
 		}()
 	}
 	wg.Wait()
+}
+
+func countLines(lines [][]byte) int {
+	n := 0
+	for _, l := range lines {
+		if l != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// withCosignatures returns cp with lines appended in witness order.
+func withCosignatures(cp []byte, lines [][]byte) []byte {
 	out := bytes.Clone(cp)
 	for _, l := range lines {
 		out = append(out, l...)
@@ -135,7 +241,7 @@ func validCosignature(cp, raw []byte, v *cosign.Verifier) ([]byte, error) {
 		if !strings.HasPrefix(line, "— ") || !strings.HasSuffix(line, "\n") {
 			continue
 		}
-		n, err := note.Open(append(bytes.Clone(cp), line...), note.VerifierList(v))
+		n, err := klog.OpenNote(append(bytes.Clone(cp), line...), note.VerifierList(v))
 		if err != nil {
 			continue
 		}

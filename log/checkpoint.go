@@ -110,7 +110,7 @@ func ParseCheckpoint(text []byte) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("%w: size %q is not a canonical decimal u64", ErrMalformedCheckpoint, lines[1])
 	}
 	c.Size = size
-	h, err := base64.StdEncoding.Strict().DecodeString(lines[2])
+	h, err := DecodeBase64(lines[2])
 	if err != nil || len(h) != 32 || base64.StdEncoding.EncodeToString(h) != lines[2] {
 		return Checkpoint{}, fmt.Errorf("%w: root hash %q is not canonical base64 of 32 bytes", ErrMalformedCheckpoint, lines[2])
 	}
@@ -167,7 +167,7 @@ func OpenCheckpoint(msg []byte, verifier note.Verifier, origin string) (Checkpoi
 	if len(msg) > MaxSignedCheckpointSize {
 		return Checkpoint{}, nil, fmt.Errorf("log: open checkpoint: %w: signed note of %d bytes, over the limit of %d", ErrMalformedCheckpoint, len(msg), MaxSignedCheckpointSize)
 	}
-	n, err := note.Open(msg, note.VerifierList(verifier))
+	n, err := OpenNote(msg, note.VerifierList(verifier))
 	if err != nil {
 		return Checkpoint{}, nil, fmt.Errorf("log: open checkpoint: %w", err)
 	}

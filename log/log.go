@@ -27,6 +27,13 @@ var ErrRange = errors.New("log: out of range")
 // leaves, or a root is inconsistent with a signed checkpoint.
 var ErrCorrupt = errors.New("log: stored data corrupt")
 
+// ErrConflict is returned (wrapped) by Append when the log does not end at
+// the index the caller expected: another writer appended, or leaves of an
+// earlier, interrupted Append were stored. Nothing of the refused Append
+// was stored at any other index than the one expected. The caller must read
+// the log again (Size, Entries) before it appends anything else.
+var ErrConflict = errors.New("log: append conflict: the log does not end at the expected index")
+
 // Backend stores the leaves of one log and answers proofs about them.
 //
 // Implementations must be safe for concurrent use. Append is the only
@@ -35,11 +42,20 @@ var ErrCorrupt = errors.New("log: stored data corrupt")
 // Hashes (roots and proof elements) are 32-byte SHA-256 RFC 6962 hashes.
 // Errors about indices or sizes outside the tree wrap ErrRange.
 type Backend interface {
-	// Append appends leaves, in order, and returns the index of the first.
-	// It returns only once the leaves are durable: after a crash every
-	// acknowledged leaf is present at the index that was returned.
-	// Appending zero leaves is a no-op that returns the current size.
-	Append(ctx context.Context, leaves [][]byte) (first uint64, err error)
+	// Append appends leaves, in order, at indices expected,
+	// expected+1, ... It is conditional: if the log's size is not expected
+	// (or, for a backend with asynchronous integration, index expected is
+	// already taken by a stored leaf) it fails with an error wrapping
+	// ErrConflict and appends nothing at any other index, so a restarted or
+	// deposed writer can never store the same leaves twice. It returns only
+	// once the leaves are durable: after a crash every acknowledged leaf is
+	// present at its expected index. Appending zero leaves checks the size
+	// and appends nothing.
+	//
+	// Any other error leaves the outcome unknown (a prefix of the leaves
+	// may have been stored at their expected indices): the caller must read
+	// the log again before it appends.
+	Append(ctx context.Context, expected uint64, leaves [][]byte) error
 
 	// Size returns the number of leaves appended so far.
 	Size(ctx context.Context) (uint64, error)

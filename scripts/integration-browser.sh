@@ -11,6 +11,7 @@
 # Installs Debian's chromium with apt-get only if no chromium is on PATH.
 # KEYLINE_BROWSER_INTEGRATION=skip skips it (and says so);
 # KEYLINE_SCREENSHOT_DIR=DIR keeps the screenshots.
+# apt-packages: chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
@@ -28,8 +29,8 @@ if [ -z "$chrome" ]; then
 	echo "[browser-it] installing chromium (apt-get)"
 	SUDO=""
 	if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+	$SUDO apt-get update -qq -o DPkg::Lock::Timeout=600
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium >/dev/null
 	chrome=$(command -v chromium)
 fi
 echo "[browser-it] using $("$chrome" --version 2>/dev/null | tail -1)"

@@ -20,6 +20,8 @@
 # KEYLINE_MYSQL_KILLS=N sets the SIGKILL rounds (default 3);
 # KEYLINE_MYSQL_BENCH=1 also runs the benchmarks (BenchmarkShared*, see
 # docs/scaling.md), KEYLINE_MYSQL_BENCH_ACCOUNTS sizes them.
+#
+# apt-packages: mariadb-server mariadb-client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"

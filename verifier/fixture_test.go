@@ -144,7 +144,7 @@ func (d *testDir) publish(es ...entry) {
 	er := &klog.EpochRecord{Epoch: d.epoch, MapRoot: root, Timestamp: uint64(d.now.Unix())}
 	erLeaf, _ := er.Marshal()
 	leaves = append(leaves, erLeaf)
-	if _, err := d.log.Append(ctx, leaves); err != nil {
+	if err := d.log.Append(ctx, size, leaves); err != nil {
 		t.Fatal(err)
 	}
 	d.cp = d.sign(size + uint64(len(leaves)))

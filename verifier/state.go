@@ -132,7 +132,7 @@ func ParseClientState(data []byte) (*ClientState, error) {
 	}
 	st := &ClientState{Contacts: map[string]*Contact{}}
 	if f.Checkpoint != "" {
-		n, err := base64.StdEncoding.Strict().DecodeString(f.Checkpoint)
+		n, err := klog.DecodeBase64(f.Checkpoint)
 		if err != nil {
 			return nil, bad("checkpoint is not base64: %v", err)
 		}
@@ -155,7 +155,7 @@ func ParseClientState(data []byte) (*ClientState, error) {
 		if n, err := devices.NormalizeUserID(uid); err != nil || n != uid {
 			return nil, bad("contact %q is not a canonical user id", uid)
 		}
-		ik, err := base64.StdEncoding.Strict().DecodeString(c.IK)
+		ik, err := klog.DecodeBase64(c.IK)
 		if err != nil || len(ik) != 32 {
 			return nil, bad("contact %s: ik must be base64 of 32 bytes", uid)
 		}

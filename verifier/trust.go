@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,14 +89,14 @@ func (f *TrustFile) Trust() (*Trust, error) {
 	if f.Origin == "" {
 		return nil, bad("origin is empty")
 	}
-	lv, err := note.NewVerifier(f.LogKey)
+	lv, err := klog.NewNoteVerifier(f.LogKey)
 	if err != nil {
 		return nil, bad("log_key: %v", err)
 	}
 	if lv.Name() != f.Origin {
 		return nil, bad("log_key is named %q, want the origin %q", lv.Name(), f.Origin)
 	}
-	vb, err := base64.StdEncoding.Strict().DecodeString(f.VRFKey)
+	vb, err := klog.DecodeBase64(f.VRFKey)
 	if err != nil {
 		return nil, bad("vrf_key is not base64: %v", err)
 	}
@@ -105,7 +104,7 @@ func (f *TrustFile) Trust() (*Trust, error) {
 	if err != nil {
 		return nil, bad("vrf_key: %v", err)
 	}
-	rb, err := base64.StdEncoding.Strict().DecodeString(f.ResetKey)
+	rb, err := klog.DecodeBase64(f.ResetKey)
 	if err != nil || len(rb) != ed25519.PublicKeySize {
 		return nil, bad("reset_key must be a base64 32-byte Ed25519 public key")
 	}
@@ -160,7 +159,7 @@ func (t *Trust) OpenCheckpoint(signed []byte) (*VerifiedCheckpoint, error) {
 	for _, w := range t.Witnesses {
 		verifiers = append(verifiers, w)
 	}
-	n, err := note.Open(signed, note.VerifierList(verifiers...))
+	n, err := klog.OpenNote(signed, note.VerifierList(verifiers...))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpointSignature, err)
 	}

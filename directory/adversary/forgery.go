@@ -93,7 +93,7 @@ func (f *Forgery) appendCopied(ctx context.Context, leaf []byte) error {
 			return fmt.Errorf("map root of epoch %d differs from the one recomputed", l.Epoch)
 		}
 		f.epoch, f.lastTS = l.Epoch, l.Timestamp
-		_, err = f.log.Append(ctx, [][]byte{leaf})
+		_, err = f.appendLeaf(ctx, leaf)
 		return err
 	}
 	return nil
@@ -142,7 +142,7 @@ func (f *Forgery) AppendUpdate(ctx context.Context, leaf []byte, setMap bool) (u
 	if err != nil {
 		return 0, err
 	}
-	i, err := f.log.Append(ctx, [][]byte{leaf})
+	i, err := f.appendLeaf(ctx, leaf)
 	if err != nil {
 		return 0, err
 	}
@@ -196,7 +196,7 @@ func (f *Forgery) CloseEpoch(ctx context.Context, o EpochOptions) ([]byte, error
 	f.epoch++
 	f.lastTS = ts
 	rec, _ := (&klog.EpochRecord{Epoch: f.epoch, MapRoot: root, Timestamp: ts}).Marshal()
-	if _, err := f.log.Append(ctx, [][]byte{rec}); err != nil {
+	if _, err := f.appendLeaf(ctx, rec); err != nil {
 		return nil, err
 	}
 	size, err := f.log.Size(ctx)
@@ -332,3 +332,12 @@ func (f *Forgery) History(ctx context.Context, userID string, fromVersion uint64
 }
 
 var _ verifier.Source = (*Forgery)(nil)
+
+// appendLeaf appends leaf at the end of the forged log and returns its index.
+func (f *Forgery) appendLeaf(ctx context.Context, leaf []byte) (uint64, error) {
+	size, err := f.log.Size(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return size, f.log.Append(ctx, size, [][]byte{leaf})
+}

@@ -43,6 +43,9 @@ const (
 	PermissionDenied      = "PERMISSION_DENIED"       // wrong bearer token
 	OutOfRange            = "OUT_OF_RANGE"            // a tree size or entry range outside the published log
 	Unavailable           = "UNAVAILABLE"             // server closing or sequencer stopped after a failure
+	StorageFailure        = "STORAGE_FAILURE"         // the directory cannot write its storage (disk full, I/O error); nothing new is acknowledged or signed until it can
+	RateLimited           = "RATE_LIMITED"            // a request-rate token bucket (per address or global) is empty; retry later
+	Overloaded            = "OVERLOADED"              // too many requests in progress (per address or global) or the request memory budget is used up; retry later
 	Internal              = "INTERNAL"                // internal failure; details only in the server log
 	Canceled              = "CANCELED"                // the caller's context ended first (an update may still be published)
 )

@@ -47,7 +47,7 @@ func benchAppend(b *testing.B, opts *embedded.Options) {
 			batch[i] = benchLeaf(next)
 			next++
 		}
-		if _, err := l.Append(ctx, batch); err != nil {
+		if err := l.Append(ctx, next-uint64(len(batch)), batch); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -89,7 +89,7 @@ func fixture(b *testing.B, n uint64) *embedded.Log {
 		for i := uint64(0); i < n; i++ {
 			batch = append(batch, benchLeaf(i))
 			if len(batch) == cap(batch) || i == n-1 {
-				if _, err := l.Append(ctx, batch); err != nil {
+				if err := l.Append(ctx, i+1-uint64(len(batch)), batch); err != nil {
 					b.Fatal(err)
 				}
 				batch = batch[:0]

@@ -63,8 +63,8 @@ func TestCrashChild(t *testing.T) {
 		for i := range leaves {
 			leaves[i] = logtest.Leaf(size + uint64(i))
 		}
-		first, err := l.Append(ctx, leaves)
-		if err != nil {
+		first := size
+		if err := l.Append(ctx, size, leaves); err != nil {
 			fmt.Fprintf(os.Stderr, "child append: %v\n", err)
 			os.Exit(2)
 		}

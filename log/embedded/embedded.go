@@ -161,23 +161,26 @@ func compactRange(tx *bolt.Tx, size uint64) (*compact.Range, error) {
 	return factory.NewRange(0, size, hashes)
 }
 
-// Append implements log.Backend.
-func (l *Log) Append(ctx context.Context, leaves [][]byte) (uint64, error) {
+// Append implements log.Backend: it appends leaves at expected in one
+// transaction, or fails with log.ErrConflict if the log's size is not
+// expected.
+func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) error {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return err
 	}
 	for i, leaf := range leaves {
 		if len(leaf) > MaxLeafSize {
-			return 0, fmt.Errorf("embedded: append: leaf %d is %d bytes, over the %d limit", i, len(leaf), MaxLeafSize)
+			return fmt.Errorf("embedded: append: leaf %d is %d bytes, over the %d limit", i, len(leaf), MaxLeafSize)
 		}
 	}
-	var first uint64
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		size, err := readSize(tx)
 		if err != nil {
 			return err
 		}
-		first = size
+		if size != expected {
+			return fmt.Errorf("%w: append at %d to a log of size %d", log.ErrConflict, expected, size)
+		}
 		if len(leaves) == 0 {
 			return nil
 		}
@@ -210,9 +213,9 @@ func (l *Log) Append(ctx context.Context, leaves [][]byte) (uint64, error) {
 		return tx.Bucket(bucketMeta).Put(keySize, u64(size+uint64(len(leaves))))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("embedded: append: %w", err)
+		return fmt.Errorf("embedded: append: %w", err)
 	}
-	return first, nil
+	return nil
 }
 
 // Size implements log.Backend.

@@ -38,7 +38,7 @@ func TestReopen(t *testing.T) {
 func TestAppendRejectsOversizedLeaf(t *testing.T) {
 	l := openTemp(t)
 	defer l.Close()
-	if _, err := l.Append(t.Context(), [][]byte{{1}, make([]byte, embedded.MaxLeafSize+1)}); err == nil {
+	if err := l.Append(t.Context(), 0, [][]byte{{1}, make([]byte, embedded.MaxLeafSize+1)}); err == nil {
 		t.Fatal("oversized leaf accepted")
 	}
 	if n, _ := l.Size(t.Context()); n != 0 {

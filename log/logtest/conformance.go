@@ -62,8 +62,10 @@ func Leaf(i uint64) []byte {
 // RunConformance runs the Backend conformance suite. open must return a new,
 // empty backend each time it is called; the suite closes it.
 //
-// The suite requires: Append returns consecutive first indices and accepts
-// duplicate leaves; Size, Entries, RootHash, InclusionProof and
+// The suite requires: Append stores leaves at the index the caller expects
+// and accepts duplicate leaves; an Append whose expected index is not the
+// log's size fails with an error wrapping log.ErrConflict and changes
+// nothing; Size, Entries, RootHash, InclusionProof and
 // ConsistencyProof agree with a reference tree at every size; out-of-range
 // requests fail with an error wrapping log.ErrRange; and readers running
 // concurrently with the writer only ever observe prefixes of the log.
@@ -72,6 +74,7 @@ func RunConformance(t *testing.T, open func(t *testing.T) log.Backend) {
 	t.Run("AppendAndProofs", func(t *testing.T) { testAppendAndProofs(t, open(t)) })
 	t.Run("OutOfRange", func(t *testing.T) { testOutOfRange(t, open(t)) })
 	t.Run("Duplicates", func(t *testing.T) { testDuplicates(t, open(t)) })
+	t.Run("Conflict", func(t *testing.T) { testConflict(t, open(t)) })
 	t.Run("ConcurrentReaders", func(t *testing.T) { testConcurrent(t, open(t)) })
 }
 
@@ -98,8 +101,11 @@ func testEmpty(t *testing.T, b log.Backend) {
 	if p, err := b.ConsistencyProof(ctx, 0, 0); err != nil || len(p) != 0 {
 		t.Errorf("ConsistencyProof(0, 0) = %d hashes, %v; want 0, nil", len(p), err)
 	}
-	if first, err := b.Append(ctx, nil); err != nil || first != 0 {
-		t.Errorf("Append(nil) = %d, %v; want 0, nil", first, err)
+	if err := b.Append(ctx, 0, nil); err != nil {
+		t.Errorf("Append(0, nil) = %v; want nil", err)
+	}
+	if err := b.Append(ctx, 1, nil); !errors.Is(err, log.ErrConflict) {
+		t.Errorf("Append(1, nil) on an empty log = %v; want an error wrapping log.ErrConflict", err)
 	}
 	expectRange(t, "Entries(0, 1)", func() error { _, err := b.Entries(ctx, 0, 1); return err })
 	expectRange(t, "RootHash(1)", func() error { _, err := b.RootHash(ctx, 1); return err })
@@ -118,18 +124,41 @@ func expectRange(t *testing.T, what string, f func() error) {
 	}
 }
 
-// appendChecked appends leaves to b and ref and checks the returned index.
+// appendChecked appends leaves to b and ref at the reference's size.
 func appendChecked(t *testing.T, b log.Backend, ref *reference, leaves [][]byte) {
 	t.Helper()
 	want := uint64(len(ref.leaves))
-	first, err := b.Append(t.Context(), leaves)
-	if err != nil {
+	if err := b.Append(t.Context(), want, leaves); err != nil {
 		t.Fatalf("Append(%d leaves) at size %d: %v", len(leaves), want, err)
 	}
-	if first != want {
-		t.Fatalf("Append at size %d returned first index %d", want, first)
-	}
 	ref.add(leaves...)
+}
+
+// testConflict checks that Appends naming another index than the log's size
+// fail with log.ErrConflict and store nothing, and that the log then still
+// accepts an Append at its size.
+func testConflict(t *testing.T, b log.Backend) {
+	defer closeBackend(t, b)
+	ctx := t.Context()
+	ref := newReference()
+	appendChecked(t, b, ref, [][]byte{Leaf(7000), Leaf(7001), Leaf(7002)})
+	for _, expected := range []uint64{0, 2, 4, 100} {
+		err := b.Append(ctx, expected, [][]byte{Leaf(7100 + expected), Leaf(7200 + expected)})
+		if !errors.Is(err, log.ErrConflict) {
+			t.Fatalf("Append at %d to a log of size 3 = %v; want an error wrapping log.ErrConflict", expected, err)
+		}
+		if n, err := b.Size(ctx); err != nil || n != 3 {
+			t.Fatalf("after a refused Append at %d: Size = %d, %v; want 3", expected, n, err)
+		}
+	}
+	checkEntries(t, b, ref, 0, 3)
+	appendChecked(t, b, ref, [][]byte{Leaf(7003)})
+	checkEntries(t, b, ref, 0, 4)
+	checkRoot(t, b, ref, 4)
+	if err := b.Append(ctx, 3, [][]byte{Leaf(7003)}); !errors.Is(err, log.ErrConflict) {
+		t.Fatalf("repeating the Append at 3 after it succeeded = %v; want an error wrapping log.ErrConflict", err)
+	}
+	checkEntries(t, b, ref, 0, 4)
 }
 
 func checkRoot(t *testing.T, b log.Backend, ref *reference, size uint64) {
@@ -325,13 +354,8 @@ func testConcurrent(t *testing.T, b log.Backend) {
 		defer wg.Done()
 		defer close(done)
 		for i := 0; i < batches; i++ {
-			first, err := b.Append(ctx, all[i*per:(i+1)*per])
-			if err != nil {
+			if err := b.Append(ctx, uint64(i*per), all[i*per:(i+1)*per]); err != nil {
 				errs <- fmt.Errorf("writer: Append batch %d: %w", i, err)
-				return
-			}
-			if first != uint64(i*per) {
-				errs <- fmt.Errorf("writer: batch %d got first index %d, want %d", i, first, i*per)
 				return
 			}
 		}

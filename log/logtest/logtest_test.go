@@ -20,14 +20,16 @@ type memBackend struct {
 	leaves [][]byte
 }
 
-func (m *memBackend) Append(_ context.Context, leaves [][]byte) (uint64, error) {
+func (m *memBackend) Append(_ context.Context, expected uint64, leaves [][]byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	first := uint64(len(m.leaves))
+	if expected != uint64(len(m.leaves)) {
+		return fmt.Errorf("%w: at %d, size %d", log.ErrConflict, expected, len(m.leaves))
+	}
 	for _, l := range leaves {
 		m.leaves = append(m.leaves, append([]byte{}, l...))
 	}
-	return first, nil
+	return nil
 }
 
 func (m *memBackend) Size(context.Context) (uint64, error) {
@@ -119,7 +121,7 @@ func TestProbesAllShapes(t *testing.T) {
 	m := &memBackend{}
 	ref := newReference()
 	for i := uint64(0); i < 48; i++ {
-		m.Append(ctx, [][]byte{Leaf(i)})
+		m.Append(ctx, i, [][]byte{Leaf(i)})
 		ref.add(Leaf(i))
 	}
 	total := 0
@@ -143,7 +145,7 @@ func TestProbesCoverMutationClasses(t *testing.T) {
 	m := &memBackend{}
 	ref := newReference()
 	for i := uint64(0); i < 13; i++ {
-		m.Append(ctx, [][]byte{Leaf(i)})
+		m.Append(ctx, i, [][]byte{Leaf(i)})
 		ref.add(Leaf(i))
 	}
 	ip, _ := m.InclusionProof(ctx, 5, 13)

@@ -28,7 +28,7 @@ func benchBackend(b *testing.B, size int) *Backend {
 		for i := range leaves {
 			leaves[i] = logtest.Leaf(uint64(done + i))
 		}
-		if _, err := be.Append(ctx, leaves); err != nil {
+		if err := be.Append(ctx, uint64(done), leaves); err != nil {
 			b.Fatal(err)
 		}
 		done += n
@@ -42,7 +42,7 @@ func BenchmarkAppend1(b *testing.B) {
 	be := benchBackend(b, 0)
 	i := uint64(0)
 	for b.Loop() {
-		if _, err := be.Append(b.Context(), [][]byte{logtest.Leaf(i)}); err != nil {
+		if err := be.Append(b.Context(), i, [][]byte{logtest.Leaf(i)}); err != nil {
 			b.Fatal(err)
 		}
 		i++
@@ -55,11 +55,12 @@ func BenchmarkAppend100(b *testing.B) {
 	i := uint64(0)
 	for b.Loop() {
 		leaves := make([][]byte, 100)
+		first := i
 		for j := range leaves {
 			leaves[j] = logtest.Leaf(i)
 			i++
 		}
-		if _, err := be.Append(b.Context(), leaves); err != nil {
+		if err := be.Append(b.Context(), first, leaves); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -273,9 +273,8 @@ func appendN(t *testing.T, b *Backend, from, n int) {
 	for i := range leaves {
 		leaves[i] = logtest.Leaf(uint64(from + i))
 	}
-	first, err := b.Append(t.Context(), leaves)
-	if err != nil || first != uint64(from) {
-		t.Fatalf("Append(%d leaves) = %d, %v; want %d", n, first, err, from)
+	if err := b.Append(t.Context(), uint64(from), leaves); err != nil {
+		t.Fatalf("Append(%d leaves) at %d: %v", n, from, err)
 	}
 }
 
@@ -412,7 +411,7 @@ func TestDetectsLyingTrillian(t *testing.T) {
 		b := openFake(t, f, nil)
 		appendN(t, b, 0, 4)
 		f.set(func() { f.onIntegrate = func(v []byte) []byte { return append(bytes.Clone(v), '!') } })
-		_, err := b.Append(ctx, [][]byte{[]byte("a"), []byte("b")})
+		err := b.Append(ctx, 4, [][]byte{[]byte("a"), []byte("b")})
 		wantCorrupt(t, "Append when Trillian integrates different leaves", err)
 	})
 }
@@ -424,7 +423,7 @@ func TestAppendNotIntegrated(t *testing.T) {
 	f.integrate = false
 	b := openFake(t, f, &Options{IntegrationTimeout: 150 * time.Millisecond})
 	start := time.Now()
-	_, err := b.Append(t.Context(), [][]byte{[]byte("a")})
+	err := b.Append(t.Context(), 0, [][]byte{[]byte("a")})
 	if !errors.Is(err, ErrNotIntegrated) {
 		t.Fatalf("Append without a signer = %v; want ErrNotIntegrated", err)
 	}
@@ -436,53 +435,100 @@ func TestAppendNotIntegrated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	f.set(func() { f.stored = map[int64]*trillian.LogLeaf{}; f.ids = map[string]bool{} })
-	if _, err := b.Append(ctx, [][]byte{[]byte("a")}); !errors.Is(err, ErrNotIntegrated) {
+	if err := b.Append(ctx, 0, [][]byte{[]byte("a")}); !errors.Is(err, ErrNotIntegrated) {
 		t.Fatalf("Append with a short context = %v; want ErrNotIntegrated", err)
 	}
 }
 
 // TestAppendConflictAndRetry covers Trillian's per-leaf conflict statuses: a
-// different leaf already stored at the next index gives ErrConflict and
-// stores nothing; the same leaf (same identity hash) is a successful retry.
+// different leaf already stored at the expected index gives ErrConflict and
+// stores nothing (after waiting for the stored leaf's integration, bounded by
+// the integration timeout); the same leaf (same identity hash) is a
+// successful retry.
 func TestAppendConflictAndRetry(t *testing.T) {
 	f := newFake()
 	f.integrate = false
-	b := openFake(t, f, &Options{IntegrationTimeout: 5 * time.Second})
+	b := openFake(t, f, &Options{IntegrationTimeout: 200 * time.Millisecond})
 	other := []byte("left over from an interrupted Append")
 	f.set(func() {
 		f.stored[0] = &trillian.LogLeaf{LeafValue: other, LeafIndex: 0}
 		f.ids[string(identityHash(0, other))] = true
 	})
-	_, err := b.Append(t.Context(), [][]byte{[]byte("new 0"), []byte("new 1"), []byte("new 2")})
-	if !errors.Is(err, ErrConflict) {
-		t.Fatalf("Append over a stored leaf = %v; want ErrConflict", err)
+	err := b.Append(t.Context(), 0, [][]byte{[]byte("new 0"), []byte("new 1"), []byte("new 2")})
+	if !errors.Is(err, ErrConflict) || !errors.Is(err, ErrNotIntegrated) {
+		t.Fatalf("Append over a stored leaf the signer does not integrate = %v; want ErrConflict and ErrNotIntegrated", err)
 	}
 	f.set(func() {
 		if len(f.stored) != 1 {
 			t.Errorf("after a conflicting Append %d leaves are stored; want only the old one", len(f.stored))
 		}
-		f.integrate = true
 	})
 	// Retrying exactly the stored leaf at its index succeeds.
-	f.set(func() { f.integrate = false })
+	b.opts.IntegrationTimeout = 5 * time.Second
 	go func() { time.Sleep(50 * time.Millisecond); f.set(func() { f.integrate = true }) }()
-	first, err := b.Append(t.Context(), [][]byte{other, []byte("next")})
-	if err != nil {
+	if err := b.Append(t.Context(), 0, [][]byte{other, []byte("next")}); err != nil {
 		t.Fatalf("Append retrying the stored leaf: %v", err)
-	}
-	if first != 0 {
-		t.Fatalf("Append retrying the stored leaf returned %d, want 0", first)
 	}
 	got, err := b.Entries(t.Context(), 0, 2)
 	if err != nil || !bytes.Equal(got[0], other) || string(got[1]) != "next" {
 		t.Fatalf("Entries = %q, %v", got, err)
+	}
+	// The same Append again: the tree no longer ends at 0.
+	if err := b.Append(t.Context(), 0, [][]byte{other, []byte("next")}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("repeating a successful Append = %v; want ErrConflict", err)
+	}
+	if n, _ := b.Size(t.Context()); n != 2 {
+		t.Fatalf("Size after a refused repeat = %d, want 2", n)
+	}
+}
+
+// TestAppendAfterInterruptedAppend is the wedge of issue 15 in miniature: a
+// writer stored three leaves while the signer was down and died; the next
+// writer, which only sees the integrated tree, appends at the old size. Its
+// Append waits until the signer integrates the stored leaves, then fails with
+// ErrConflict without storing anything; after reading the integrated leaves
+// it appends at the new size.
+func TestAppendAfterInterruptedAppend(t *testing.T) {
+	f := newFake()
+	b := openFake(t, f, &Options{IntegrationTimeout: 5 * time.Second})
+	appendN(t, b, 0, 2)
+	f.set(func() {
+		f.integrate = false
+		for i := int64(2); i < 5; i++ {
+			v := logtest.Leaf(uint64(100 + i))
+			f.stored[i] = &trillian.LogLeaf{LeafValue: v, LeafIndex: i}
+			f.ids[string(identityHash(uint64(i), v))] = true
+		}
+	})
+	go func() { time.Sleep(100 * time.Millisecond); f.set(func() { f.integrate = true }) }()
+	err := b.Append(t.Context(), 2, [][]byte{[]byte("epoch of the new writer")})
+	if !errors.Is(err, ErrConflict) || errors.Is(err, ErrNotIntegrated) {
+		t.Fatalf("Append over stored leaves = %v; want ErrConflict after their integration", err)
+	}
+	n, err := b.Size(t.Context())
+	if err != nil || n < 3 {
+		t.Fatalf("Size after the conflict = %d, %v; want the stored leaves integrated", n, err)
+	}
+	if err := b.Append(t.Context(), 2, [][]byte{[]byte("x")}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Append at the old size after integration = %v; want ErrConflict", err)
+	}
+	for n < 5 { // the fake may integrate in steps
+		time.Sleep(10 * time.Millisecond)
+		n, _ = b.Size(t.Context())
+	}
+	got, err := b.Entries(t.Context(), 2, 5)
+	if err != nil || !bytes.Equal(got[0], logtest.Leaf(102)) || !bytes.Equal(got[2], logtest.Leaf(104)) {
+		t.Fatalf("Entries(2, 5) = %v; want the interrupted Append's leaves", err)
+	}
+	if err := b.Append(t.Context(), 5, [][]byte{[]byte("epoch of the new writer")}); err != nil {
+		t.Fatalf("Append at the integrated size: %v", err)
 	}
 }
 
 func TestRejects(t *testing.T) {
 	f := newFake()
 	b := openFake(t, f, nil)
-	if _, err := b.Append(t.Context(), [][]byte{[]byte("a"), {}}); err == nil {
+	if err := b.Append(t.Context(), 0, [][]byte{[]byte("a"), {}}); err == nil {
 		t.Error("Append of an empty leaf succeeded")
 	}
 	if n, _ := b.Size(t.Context()); n != 0 {
@@ -557,5 +603,33 @@ func TestReopenFake(t *testing.T) {
 func TestCreateTreeNameLimit(t *testing.T) {
 	if _, err := CreateTree(t.Context(), newFake().serve(t), "a-display-name-of-21c"); err == nil {
 		t.Fatal("CreateTree accepted a 21-byte display name")
+	}
+}
+
+// TestTransient checks which errors the directory may retry: failed RPCs
+// (server or database down) yes; verdicts about the tree and invalid
+// requests no.
+func TestTransient(t *testing.T) {
+	b := &Backend{treeID: 7}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{b.rpcErr("GetLatestSignedLogRoot", status.Error(codes.Unavailable, "connection refused")), true},
+		{b.rpcErr("AddSequencedLeaves", status.Error(codes.Unknown, "dial tcp 127.0.0.1:3306: connect: connection refused")), true},
+		{b.rpcErr("GetLeavesByRange", status.Error(codes.Internal, "driver: bad connection")), true},
+		{b.rpcErr("GetLeavesByRange", status.Error(codes.DeadlineExceeded, "deadline")), true},
+		{fmt.Errorf("%w: leaves [3, 5)", ErrNotIntegrated), true},
+		{corrupt("tree %d rolled back", 7), false},
+		{fmt.Errorf("%w: index 3 taken", ErrConflict), false},
+		{fmt.Errorf("%w: Entries(5, 9)", klog.ErrRange), false},
+		{fmt.Errorf("%w: tree 7 is deleted", ErrTree), false},
+		{b.rpcErr("GetTree", status.Error(codes.NotFound, "no such tree")), false},
+		{b.rpcErr("GetInclusionProof", status.Error(codes.InvalidArgument, "bad size")), false},
+		{nil, false},
+	} {
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -55,10 +55,11 @@ import (
 // and are integrated later; the Append was not acknowledged.
 var ErrNotIntegrated = errors.New("trillian: leaves stored but not integrated in time")
 
-// ErrConflict is returned (wrapped) by Append when the next leaf index
-// already holds a different leaf: another writer uses the tree, or the
-// leaves of an interrupted Append are still waiting for integration.
-var ErrConflict = errors.New("trillian: leaf index already taken")
+// ErrConflict is log.ErrConflict, which Append wraps when the tree does not
+// end at the expected index or the expected index already holds a different
+// leaf: another writer uses the tree, or the leaves of an interrupted Append
+// were stored.
+var ErrConflict = klog.ErrConflict
 
 // ErrTree is returned (wrapped) when the tree cannot back a Keyline log: it
 // is not a PREORDERED_LOG, or it is deleted.
@@ -584,38 +585,53 @@ func identityHash(index uint64, leaf []byte) []byte {
 	return h.Sum(nil)
 }
 
-// Append stores leaves at the next indices with AddSequencedLeaves and
-// returns once trillian_log_signer has integrated them and the new root
-// equals the one computed locally from the previous tree and the leaves.
+// Append stores leaves at indices expected, expected+1, ... with
+// AddSequencedLeaves and returns once trillian_log_signer has integrated them
+// and the new root equals the one computed locally from the previous tree
+// and the leaves.
 //
-// The first leaf is sent alone, so that if its index is taken (ErrConflict)
-// nothing was stored; the rest follow in batches. Trillian cannot store an
-// empty leaf, so empty leaves are rejected up front.
-func (b *Backend) Append(ctx context.Context, leaves [][]byte) (uint64, error) {
+// The Append is conditional on expected. If the verified tree's size is not
+// expected, nothing is written and the error wraps log.ErrConflict. Trillian
+// itself refuses a second leaf at a stored index, so the check also holds
+// against leaves that are stored but not yet integrated (an interrupted
+// Append, or another writer): then Append waits, up to the integration
+// timeout, until the signer has integrated the leaf at expected, and fails
+// with an error wrapping log.ErrConflict (and ErrNotIntegrated if the wait
+// timed out). The caller reads the integrated leaves and appends after them.
+// A leaf identical to the one being appended at the same index (a retry of
+// this very Append) is accepted as already stored.
+//
+// The first leaf is sent alone, so that if its index is taken nothing was
+// stored; the rest follow in batches. Trillian cannot store an empty leaf,
+// so empty leaves are rejected up front.
+func (b *Backend) Append(ctx context.Context, expected uint64, leaves [][]byte) error {
 	for i, l := range leaves {
 		if len(l) == 0 {
-			return 0, fmt.Errorf("trillian: Append: leaf %d is empty (Trillian cannot store empty leaves)", i)
+			return fmt.Errorf("trillian: Append: leaf %d is empty (Trillian cannot store empty leaves)", i)
 		}
 	}
 	b.appendMu.Lock()
 	defer b.appendMu.Unlock()
 	t, err := b.latest(ctx)
 	if err != nil {
-		return 0, err
+		return err
+	}
+	if t.size != expected {
+		return fmt.Errorf("%w: trillian: Append at %d, but tree %d has %d integrated leaves", klog.ErrConflict, expected, b.treeID, t.size)
 	}
 	if len(leaves) == 0 {
-		return t.size, nil
+		return nil
 	}
 	first := t.size
 	if first > math.MaxInt64-uint64(len(leaves)) {
-		return 0, fmt.Errorf("%w: Append of %d leaves at size %d overflows", klog.ErrRange, len(leaves), first)
+		return fmt.Errorf("%w: Append of %d leaves at size %d overflows", klog.ErrRange, len(leaves), first)
 	}
 	rng := b.tail
 	if rng == nil || rng.End() != first {
 		if first == 0 {
 			rng = factory.NewEmptyRange(0)
 		} else if rng, err = b.prefixRange(ctx, first, t); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	b.tail = nil // rng is extended below; rebuilt on failure
@@ -630,34 +646,60 @@ func (b *Backend) Append(ctx context.Context, leaves [][]byte) (uint64, error) {
 			}
 		}
 		if err := b.addSequenced(ctx, first+uint64(lo), leaves[lo:hi]); err != nil {
-			return 0, err
+			var ce *conflictError
+			if errors.As(err, &ce) {
+				return b.awaitConflict(ctx, ce)
+			}
+			return err
 		}
 		lo = hi
 	}
 
 	for _, l := range leaves {
 		if err := rng.Append(hasher.HashLeaf(l), nil); err != nil {
-			return 0, fmt.Errorf("trillian: compact range: %w", err)
+			return fmt.Errorf("trillian: compact range: %w", err)
 		}
 	}
 	want, err := rng.GetRootHash(nil)
 	if err != nil {
-		return 0, fmt.Errorf("trillian: compact range root: %w", err)
+		return fmt.Errorf("trillian: compact range root: %w", err)
 	}
 	end := first + uint64(len(leaves))
 	nt, err := b.waitFor(ctx, first, end)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	got, err := b.rootAt(ctx, end, nt)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if !bytes.Equal(got, want) {
-		return 0, corrupt("tree %d root at size %d after Append is %x, but the appended leaves give %x", b.treeID, end, got, want)
+		return corrupt("tree %d root at size %d after Append is %x, but the appended leaves give %x", b.treeID, end, got, want)
 	}
 	b.tail = rng
-	return first, nil
+	return nil
+}
+
+// conflictError reports that AddSequencedLeaves found index taken by
+// another leaf.
+type conflictError struct {
+	index uint64
+	msg   string
+}
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("leaf index %d is taken: %s", e.index, e.msg)
+}
+
+func (e *conflictError) Unwrap() error { return klog.ErrConflict }
+
+// awaitConflict waits until the leaf stored at the conflicting index is
+// integrated, so that the caller can read it, and returns the conflict.
+func (b *Backend) awaitConflict(ctx context.Context, ce *conflictError) error {
+	if _, err := b.waitFor(ctx, ce.index, ce.index+1); err != nil {
+		return fmt.Errorf("%w: trillian: AddSequencedLeaves(tree %d): %v (another writer, or an interrupted Append), and waiting for it to be integrated failed: %w", klog.ErrConflict, b.treeID, ce, err)
+	}
+	return fmt.Errorf("%w: trillian: AddSequencedLeaves(tree %d): %v (another writer, or an interrupted Append); it is now integrated", klog.ErrConflict, b.treeID, ce)
 }
 
 func (b *Backend) addSequenced(ctx context.Context, first uint64, leaves [][]byte) error {
@@ -685,7 +727,7 @@ func (b *Backend) addSequenced(ctx context.Context, first uint64, leaves [][]byt
 		}
 		idx := first + uint64(i)
 		if st.Code() == codes.FailedPrecondition || st.Code() == codes.AlreadyExists {
-			return fmt.Errorf("%w: AddSequencedLeaves(tree %d) leaf index %d: %s (another writer, or an interrupted Append whose leaves are not yet integrated; retry after they are)", ErrConflict, b.treeID, idx, st.Message())
+			return &conflictError{index: idx, msg: st.Message()}
 		}
 		return fmt.Errorf("trillian: AddSequencedLeaves(tree %d) leaf index %d rejected (%s): %s", b.treeID, idx, st.Code(), st.Message())
 	}
@@ -703,13 +745,8 @@ func (b *Backend) waitFor(ctx context.Context, first, end uint64) (root, error) 
 		if err == nil && t.size >= end {
 			return t, nil
 		}
-		if err != nil {
-			switch status.Code(err) {
-			case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-				// Transient, or our deadline: the select below decides.
-			default:
-				return root{}, err
-			}
+		if err != nil && !Transient(err) && ctx.Err() == nil {
+			return root{}, err
 		}
 		timer := time.NewTimer(interval)
 		select {
@@ -736,6 +773,23 @@ func (b *Backend) Close() error {
 		return b.closer()
 	}
 	return nil
+}
+
+// Transient reports whether err may go away by itself: a failed RPC (the
+// log server, its database or the signer down or restarting) rather than a
+// verdict about the tree. Errors wrapping log.ErrCorrupt, log.ErrConflict,
+// log.ErrRange or ErrTree, and RPCs refused as invalid, are not transient.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, klog.ErrCorrupt) || errors.Is(err, klog.ErrConflict) ||
+		errors.Is(err, klog.ErrRange) || errors.Is(err, ErrTree) {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.PermissionDenied, codes.Unauthenticated,
+		codes.Unimplemented, codes.OutOfRange:
+		return false
+	}
+	return true
 }
 
 func cloneHashes(p [][]byte) [][]byte {

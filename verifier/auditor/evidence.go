@@ -109,6 +109,9 @@ func ParseEvidence(data []byte) (*Evidence, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, bad("trailing data after the JSON object")
 	}
+	if err := checkEvidenceBase64(data); err != nil {
+		return nil, bad("%v", err)
+	}
 	if e.Format != EvidenceFormat {
 		return nil, bad("format %q, want %q", e.Format, EvidenceFormat)
 	}

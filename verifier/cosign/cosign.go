@@ -221,8 +221,8 @@ func parseKey(s string, keyLen int) (name string, id uint32, key []byte, err err
 		return "", 0, nil, fmt.Errorf("%w: key ID %q is not hex", ErrMalformedKey, hexID)
 	}
 	raw, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil {
-		return "", 0, nil, fmt.Errorf("%w: key material is not base64", ErrMalformedKey)
+	if err != nil || base64.StdEncoding.EncodeToString(raw) != b64 {
+		return "", 0, nil, fmt.Errorf("%w: key material is not canonical base64", ErrMalformedKey)
 	}
 	if len(raw) != 1+keyLen || raw[0] != AlgCosignatureV1 {
 		return "", 0, nil, fmt.Errorf("%w: not an Ed25519 cosignature/v1 key (type 0x04, %d bytes)", ErrMalformedKey, keyLen)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	klog "github.com/keyline/keyline/log"
 )
 
 // MaxResponseSize bounds an add-checkpoint response body the client reads.
@@ -106,6 +108,9 @@ func checkSigLines(b []byte) error {
 		name, sig, ok := strings.Cut(strings.TrimPrefix(l, "— "), " ")
 		if !strings.HasPrefix(l, "— ") || !ok || name == "" || sig == "" || strings.Contains(sig, " ") {
 			return fmt.Errorf("witness: response line %q is not a signature line", truncate([]byte(l)))
+		}
+		if _, err := klog.DecodeBase64(sig); err != nil {
+			return fmt.Errorf("witness: response line %q: %w", truncate([]byte(l)), err)
 		}
 	}
 	return nil

@@ -68,7 +68,7 @@ func ParseRequest(body []byte) (*Request, error) {
 		if len(r.Proof) == MaxProofLines {
 			return nil, bad("more than %d proof lines", MaxProofLines)
 		}
-		h, err := base64.StdEncoding.Strict().DecodeString(string(line))
+		h, err := klog.DecodeBase64(string(line))
 		if err != nil || len(h) != 32 {
 			return nil, bad("proof line %d is not a base64 32-byte hash", len(r.Proof)+1)
 		}

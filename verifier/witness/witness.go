@@ -48,7 +48,7 @@ type Log struct {
 // LogFromVkey returns the Log whose key is the note verifier key vkey; the
 // origin is the key's name.
 func LogFromVkey(vkey string) (Log, error) {
-	v, err := note.NewVerifier(vkey)
+	v, err := klog.NewNoteVerifier(vkey)
 	if err != nil {
 		return Log{}, fmt.Errorf("witness: log key: %w", err)
 	}
@@ -156,7 +156,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, r *Request) ([]byte, error)
 	if !ok {
 		return nil, status(http.StatusNotFound, "unknown log origin %q", cp.Origin)
 	}
-	if _, err := note.Open(r.Checkpoint, note.VerifierList(l.Verifiers...)); err != nil {
+	if _, err := klog.OpenNote(r.Checkpoint, note.VerifierList(l.Verifiers...)); err != nil {
 		var unv *note.UnverifiedNoteError
 		var inv *note.InvalidSignatureError
 		if errors.As(err, &unv) || errors.As(err, &inv) {

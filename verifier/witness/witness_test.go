@@ -107,7 +107,11 @@ func (e *env) grow(n int) ([]byte, uint64) {
 	for i := 0; i < n; i++ {
 		leaves = append(leaves, []byte(fmt.Sprintf("leaf %d %d", time.Now().UnixNano(), i)))
 	}
-	if _, err := e.lg.Append(ctx, leaves); err != nil {
+	old, err := e.lg.Size(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.lg.Append(ctx, old, leaves); err != nil {
 		e.t.Fatal(err)
 	}
 	size, _ := e.lg.Size(ctx)
