@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/loadgen"
 )
 
@@ -22,23 +23,50 @@ type benchOutput struct {
 	ProofBytes    float64 `json:"proof_bytes"`
 	PayloadBytes  float64 `json:"payload_bytes"`
 	Verified      int     `json:"verified"`
+	// Ed25519PerSec is single-core ed25519 verifications/s measured by this
+	// run: the reference for comparing runs on different machines.
+	Ed25519PerSec float64 `json:"ed25519_verifies_per_sec"`
+	// CPU seconds per operation: the server's (with --server-pid) and this
+	// load generator's.
+	ServerCPUPerCreate float64 `json:"server_cpu_s_per_create,omitempty"`
+	ServerCPUPerLookup float64 `json:"server_cpu_s_per_lookup,omitempty"`
+	ClientCPUPerCreate float64 `json:"client_cpu_s_per_create"`
+	ClientCPUPerLookup float64 `json:"client_cpu_s_per_lookup"`
 }
 
 func (a *app) benchCmd() *cobra.Command {
 	var o loadgen.Options
 	var verify bool
+	var serverPID int
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Load-test a directory: create accounts, then measure lookups",
 		Long: `Create --accounts synthetic accounts (<prefix>-<i>; existing ones are kept) on
 the directory at --server, then run lookups from --concurrency workers for
 --duration and report throughput, latency and proof sizes. --verify checks
-every lookup bundle against the trust file (costs client CPU).`,
+every lookup bundle against the trust file (costs client CPU). With
+--server-pid (a directory on this machine, Linux) it also reports the
+server's CPU seconds per create and per lookup, apart from the load
+generator's own. Rates are also given as a ratio to single-core ed25519
+verifications/s measured in the same run.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Accounts < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 				return usageErr("--accounts and --concurrency must be positive, --duration too")
 			}
+			if err := checkBenchPrefix(o.Prefix, o.Accounts); err != nil {
+				return err
+			}
+			if serverPID < 0 {
+				return usageErr("--server-pid must be a process id")
+			}
+			if serverPID > 0 {
+				o.ServerCPU = loadgen.ProcessCPU(serverPID)
+				if _, err := o.ServerCPU(); err != nil {
+					return usageErr("--server-pid: %v", err)
+				}
+			}
+			ref := loadgen.Ed25519Rate(300 * time.Millisecond)
 			o.Addr = a.server
 			if verify {
 				t, err := a.loadTrust()
@@ -66,19 +94,26 @@ every lookup bundle against the trust file (costs client CPU).`,
 			}
 			out := benchOutput{Server: a.server, Accounts: rep.Accounts, Created: rep.Created, CreateSeconds: rep.CreateTime.Seconds(), UpdatesPerSec: rep.UpdatesPerSec,
 				Lookups: rep.Lookups, LookupsPerSec: rep.LookupsPerSec, P50Millis: ms(rep.P50), P99Millis: ms(rep.P99),
-				ProofBytes: rep.ProofBytes, PayloadBytes: rep.PayloadBytes, Verified: rep.Verified}
+				ProofBytes: rep.ProofBytes, PayloadBytes: rep.PayloadBytes, Verified: rep.Verified, Ed25519PerSec: ref,
+				ServerCPUPerCreate: rep.ServerCPUPerCreate.Seconds(), ServerCPUPerLookup: rep.ServerCPUPerLookup.Seconds(),
+				ClientCPUPerCreate: rep.ClientCPUPerCreate.Seconds(), ClientCPUPerLookup: rep.ClientCPUPerLookup.Seconds()}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
 			t := newTable(a.out, "METRIC", "VALUE")
 			t.row("accounts", fmt.Sprintf("%d (%d created by this run)", out.Accounts, out.Created))
-			t.row("create phase", fmt.Sprintf("%.2fs, %.0f updates/s", out.CreateSeconds, out.UpdatesPerSec))
-			t.row("lookups", fmt.Sprintf("%d, %.0f/s", out.Lookups, out.LookupsPerSec))
+			t.row("ed25519 reference", fmt.Sprintf("%.0f verifies/s on one core", ref))
+			t.row("create phase", fmt.Sprintf("%.2fs, %.0f updates/s (%.3f x ed25519)", out.CreateSeconds, out.UpdatesPerSec, out.UpdatesPerSec/ref))
+			t.row("lookups", fmt.Sprintf("%d, %.0f/s (%.3f x ed25519)", out.Lookups, out.LookupsPerSec, out.LookupsPerSec/ref))
 			t.row("latency p50 / p99", fmt.Sprintf("%.2f ms / %.2f ms", out.P50Millis, out.P99Millis))
 			t.row("proof size", fmt.Sprintf("%.0f bytes (+ %.0f bytes account state)", out.ProofBytes, out.PayloadBytes))
 			if verify {
 				t.row("verified bundles", fmt.Sprint(out.Verified))
 			}
+			if serverPID > 0 {
+				t.row("server CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", out.ServerCPUPerCreate*1e6, out.ServerCPUPerLookup*1e6))
+			}
+			t.row("load generator CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", out.ClientCPUPerCreate*1e6, out.ClientCPUPerLookup*1e6))
 			return t.flush()
 		},
 	}
@@ -88,7 +123,19 @@ every lookup bundle against the trust file (costs client CPU).`,
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "length of the lookup phase")
 	f.StringVar(&o.Prefix, "prefix", "loadgen", "user id prefix (<prefix>-<i>)")
 	f.BoolVar(&verify, "verify", false, "verify every lookup bundle against the trust file")
+	f.IntVar(&serverPID, "server-pid", 0, "process id of the directory on this machine, to report its CPU per operation (Linux)")
 	return cmd
+}
+
+// checkBenchPrefix refuses a --prefix that does not make canonical user ids
+// <prefix>-<i> for every account: an upper-case prefix would be created
+// under its lower-case form and every lookup would then fail verification.
+func checkBenchPrefix(prefix string, accounts int) error {
+	uid := fmt.Sprintf("%s-%d", prefix, accounts-1)
+	if n, err := devices.NormalizeUserID(uid); err != nil || n != uid {
+		return usageErr("--prefix %q: user ids <prefix>-<i> must be canonical (lower-case a-z, 0-9 and . _ @ + - only, %d bytes at most): %q is not", prefix, devices.MaxUserIDLen, uid)
+	}
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
@@ -235,7 +234,7 @@ func verifyAdvance(t *Trust, oldNote []byte, cp *VerifiedCheckpoint, consistency
 			return fail(ErrConsistency, nil, "non-empty consistency proof from size 0")
 		}
 	default:
-		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, cp.Size, consistency, old.Hash[:], cp.Hash[:]); err != nil {
+		if err := proof.VerifyConsistency(hasher, old.Size, cp.Size, consistency, old.Hash[:], cp.Hash[:]); err != nil {
 			return fail(ErrConsistency, err, "from size %d to %d", old.Size, cp.Size)
 		}
 	}
@@ -244,7 +243,7 @@ func verifyAdvance(t *Trust, oldNote []byte, cp *VerifiedCheckpoint, consistency
 
 func verifyInclusion(cp *VerifiedCheckpoint, index uint64, leaf []byte, p [][]byte) error {
 	h := klog.EntryHash(leaf)
-	return proof.VerifyInclusion(rfc6962.DefaultHasher, index, cp.Size, h[:], p, cp.Hash[:])
+	return proof.VerifyInclusion(hasher, index, cp.Size, h[:], p, cp.Hash[:])
 }
 
 func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {

@@ -35,6 +35,11 @@ type Options struct {
 	Trust *verifier.Trust
 	// Progress, if set, is called as accounts are created (done of total).
 	Progress func(done, total int)
+	// ServerCPU, if set, returns the directory process's cumulative CPU
+	// time (ProcessCPU), so Run can report the server's CPU per operation
+	// apart from the load generator's own (key derivation, signing,
+	// verification).
+	ServerCPU func() (time.Duration, error)
 }
 
 // Report is what Run measured.
@@ -53,6 +58,12 @@ type Report struct {
 	ProofBytes   float64
 	PayloadBytes float64
 	Verified     int // bundles verified (with Options.Trust)
+
+	// CPU time per operation of the server (with Options.ServerCPU; zero
+	// otherwise) and of this load generator, per created account and per
+	// lookup.
+	ServerCPUPerCreate, ServerCPUPerLookup time.Duration
+	ClientCPUPerCreate, ClientCPUPerLookup time.Duration
 }
 
 func (r *Report) String() string {
@@ -80,10 +91,45 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer c.Close()
 	r := &Report{Accounts: o.Accounts}
+	sample := func() (server, self time.Duration, err error) {
+		if o.ServerCPU != nil {
+			if server, err = o.ServerCPU(); err != nil {
+				return 0, 0, err
+			}
+		}
+		return server, selfCPU(), nil
+	}
+	s0, c0, err := sample()
+	if err != nil {
+		return r, err
+	}
 	if err := create(ctx, c, o, r); err != nil {
 		return r, err
 	}
-	return r, lookups(ctx, c, o, r)
+	s1, c1, err := sample()
+	if err != nil {
+		return r, err
+	}
+	if r.Created > 0 {
+		r.ClientCPUPerCreate = (c1 - c0) / time.Duration(r.Created)
+		if o.ServerCPU != nil {
+			r.ServerCPUPerCreate = (s1 - s0) / time.Duration(r.Created)
+		}
+	}
+	if err := lookups(ctx, c, o, r); err != nil {
+		return r, err
+	}
+	s2, c2, err := sample()
+	if err != nil {
+		return r, err
+	}
+	if r.Lookups > 0 {
+		r.ClientCPUPerLookup = (c2 - c1) / time.Duration(r.Lookups)
+		if o.ServerCPU != nil {
+			r.ServerCPUPerLookup = (s2 - s1) / time.Duration(r.Lookups)
+		}
+	}
+	return r, nil
 }
 
 func create(ctx context.Context, c *client.Client, o Options, r *Report) error {

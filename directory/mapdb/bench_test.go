@@ -1,6 +1,7 @@
 package mapdb
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -18,7 +19,9 @@ import (
 // Benchmarks run against a fixture map of N accounts, N from the
 // KEYLINE_MAP_BENCH_N environment variable (default 20000; use 1000000 for
 // the product-size numbers). The fixture is built once and cached in
-// $TMPDIR/keyline-mapdb-bench-N.db for later runs; delete it to rebuild.
+// $TMPDIR/keyline-mapdb-tiles-S-N.db for later runs; delete it to rebuild.
+// KEYLINE_MAP_BENCH_STRIDE sets the tile stride (default DefaultStride).
+// BenchmarkEd25519Verify is the reference for ratios (docs/performance.md).
 //
 //	KEYLINE_MAP_BENCH_N=1000000 go test -run='^$' -bench=. -benchtime=20x ./directory/mapdb
 
@@ -39,8 +42,14 @@ func benchFixture(b *testing.B) (*Map, int) {
 				return
 			}
 		}
-		path := filepath.Join(os.TempDir(), fmt.Sprintf("keyline-mapdb-bench-v2-%d.db", benchN))
-		benchMap, benchErr = openFixture(path, benchN)
+		stride := DefaultStride
+		if s := os.Getenv("KEYLINE_MAP_BENCH_STRIDE"); s != "" {
+			if stride, benchErr = strconv.Atoi(s); benchErr != nil {
+				return
+			}
+		}
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("keyline-mapdb-tiles-%d-%d.db", stride, benchN))
+		benchMap, benchErr = openFixture(path, benchN, stride)
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
@@ -69,7 +78,7 @@ func setNextKey(tx *bbolt.Tx, n int) error {
 	return bk.Put([]byte("n"), binary.BigEndian.AppendUint64(nil, uint64(n)))
 }
 
-func openFixture(path string, n int) (*Map, error) {
+func openFixture(path string, n, stride int) (*Map, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		InitialMmapSize: 1 << 30,
 		// Recommended for the directory's database: without these bbolt
@@ -80,7 +89,7 @@ func openFixture(path string, n int) (*Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := Open(db, "map")
+	m, err := OpenOptions(db, "map", Options{Stride: stride})
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +100,9 @@ func openFixture(path string, n int) (*Map, error) {
 	}
 	start := time.Now()
 	db.NoSync = true
-	const chunk = 100000
+	// Large chunks keep the build near-linear: an epoch rewrites every tile it
+	// touches, and 100k updates touch most depth-16 tiles.
+	chunk := max(100000, n/8)
 	for have < n {
 		to := min(have+chunk, n)
 		err := db.Update(func(tx *bbolt.Tx) error {
@@ -113,7 +124,9 @@ func openFixture(path string, n int) (*Map, error) {
 	if err := db.Sync(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "mapdb bench: built %d-key fixture %s in %v\n", n, path, time.Since(start).Round(time.Millisecond))
+	st, _ := os.Stat(path)
+	fmt.Fprintf(os.Stderr, "mapdb bench: built %d-key fixture %s (stride %d) in %v, %d bytes\n",
+		n, path, stride, time.Since(start).Round(time.Millisecond), st.Size())
 	return m, nil
 }
 
@@ -165,19 +178,49 @@ func benchApply(b *testing.B, k int) {
 	b.ReportMetric(float64(n), "accounts")
 }
 
-func BenchmarkApplyEpoch1000(b *testing.B) { benchApply(b, 1000) }
-func BenchmarkApplyEpoch5000(b *testing.B) { benchApply(b, 5000) }
+func BenchmarkApplyEpoch1000(b *testing.B)  { benchApply(b, 1000) }
+func BenchmarkApplyEpoch5000(b *testing.B)  { benchApply(b, 5000) }
+func BenchmarkApplyEpoch10000(b *testing.B) { benchApply(b, 10000) }
 
-// BenchmarkProve measures one lookup proof (read transaction + proof).
+// BenchmarkProve measures one lookup proof (read transaction + proof),
+// with the top tiles cached (warmed before timing), and reports the cache's
+// size and the stored tile bytes per account.
 func BenchmarkProve(b *testing.B) {
 	m, n := benchFixture(b)
 	rng := rand.New(rand.NewPCG(1, 1))
+	for i := 0; i < 2000; i++ {
+		m.Prove(idx(rng.IntN(n)))
+	}
+	b.ResetTimer()
 	for b.Loop() {
 		if _, err := m.Prove(idx(rng.IntN(n))); err != nil {
 			b.Fatal(err)
 		}
 	}
+	st := m.CacheStats()
+	b.ReportMetric(float64(st.Bytes), "cache-bytes")
+	b.ReportMetric(float64(st.Tiles), "cache-tiles")
 	b.ReportMetric(float64(n), "accounts")
+	var tileBytes int
+	m.db.View(func(tx *bbolt.Tx) error {
+		bk, _ := m.buckets(tx)
+		return bk.tiles.ForEach(func(k, v []byte) error { tileBytes += len(k) + len(v); return nil })
+	})
+	b.ReportMetric(float64(tileBytes)/float64(n), "tile-bytes/account")
+}
+
+// BenchmarkEd25519Verify is the reference every ratio in
+// docs/performance.md divides by: single-core ed25519 verifications.
+func BenchmarkEd25519Verify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	msg := make([]byte, 200)
+	sig := ed25519.Sign(priv, msg)
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("signature does not verify")
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifies/s")
 }
 
 // BenchmarkProveParallel measures lookup proofs on all GOMAXPROCS cores.

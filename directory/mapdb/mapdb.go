@@ -3,17 +3,22 @@
 //
 // Bucket layout, inside the top-level bucket named at Open:
 //
-//	nodes/   the vmap Store: "root" and 'n' || [32] prefix || u8 depth keys
-//	         (layout in verifier/vmap and docs/protocol.md)
+//	tiles/   the map as tiles (vmap.TiledMap): TileID.Key -> tile encoding
+//	         (docs/protocol.md, "Map tiles")
 //	epochs/  u64 epoch (big-endian) -> [32] map root after that epoch
 //	meta/    "latest" -> u64 latest applied epoch
+//	         "stride" -> u8 tile stride in bits (fixed when the map is created)
+//
+// A database written by an older version keeps its map as one record per
+// node in nodes/; Open converts it to tiles once, in one transaction.
 //
 // All updates of one epoch are applied in one bbolt read-write transaction,
 // together with its epochs/ and meta/ records: either the whole epoch is
 // stored or none of it. Lookups run in one read transaction, so a proof
 // always matches the root recorded for the epoch it reports. Only the latest
-// epoch's tree is kept: nodes are updated in place, so proofs are available
-// for the latest epoch only; roots stay available for every epoch.
+// epoch's tree is kept: tiles are rewritten in place, so proofs are available
+// for the latest epoch only (the only proofs the API serves); roots stay
+// available for every epoch. The top tiles are cached in memory (Options).
 package mapdb
 
 import (
@@ -28,11 +33,30 @@ import (
 )
 
 var (
-	nodesBucket  = []byte("nodes")
+	nodesBucket  = []byte("nodes") // untiled layout of older versions
+	tilesBucket  = []byte("tiles")
 	epochsBucket = []byte("epochs")
 	metaBucket   = []byte("meta")
 	latestKey    = []byte("latest")
+	strideKey    = []byte("stride")
 )
+
+// DefaultStride is the tile stride of a new map: 8 bits, so at 1M accounts
+// a lookup crosses 3 tiles, of which the top 2 levels are cached
+// (docs/performance.md has the measurements of other strides).
+const DefaultStride = 8
+
+// Options tune a Map. The zero value means the defaults.
+type Options struct {
+	// Stride is the tile stride in bits for a new map (DefaultStride if
+	// 0); an existing map keeps the stride it was created with.
+	Stride int
+	// CacheDepth caches the tiles above this depth in bits (default 16:
+	// the top two levels at stride 8, 257 tiles); -1 disables the cache.
+	CacheDepth int
+	// CacheBytes bounds the cache's decoded size (default 64 MiB).
+	CacheBytes int
+}
 
 // Errors returned by Map. Callers match with errors.Is.
 var (
@@ -52,13 +76,29 @@ var (
 type Map struct {
 	db     *bbolt.DB
 	bucket []byte
+	tm     *vmap.TiledMap
+	cache  *vmap.TileCache
 }
 
 // Open returns the map stored in the top-level bucket named bucket of db,
-// creating the buckets if needed.
+// creating the buckets if needed, with the default Options.
 func Open(db *bbolt.DB, bucket string) (*Map, error) {
+	return OpenOptions(db, bucket, Options{})
+}
+
+// OpenOptions is Open with options.
+func OpenOptions(db *bbolt.DB, bucket string, o Options) (*Map, error) {
 	if bucket == "" {
 		return nil, errors.New("mapdb: empty bucket name")
+	}
+	if o.Stride == 0 {
+		o.Stride = DefaultStride
+	}
+	if o.CacheDepth == 0 {
+		o.CacheDepth = 16
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 64 << 20
 	}
 	m := &Map{db: db, bucket: []byte(bucket)}
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -66,24 +106,83 @@ func Open(db *bbolt.DB, bucket string) (*Map, error) {
 		if err != nil {
 			return err
 		}
-		for _, name := range [][]byte{nodesBucket, epochsBucket, metaBucket} {
+		for _, name := range [][]byte{tilesBucket, epochsBucket, metaBucket} {
 			if _, err := top.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
+		meta := top.Bucket(metaBucket)
+		if v := meta.Get(strideKey); v != nil {
+			if len(v) != 1 {
+				return fmt.Errorf("%w: stride record is %d bytes", ErrCorrupt, len(v))
+			}
+			o.Stride = int(v[0])
+		} else if err := meta.Put(strideKey, []byte{byte(o.Stride)}); err != nil {
+			return err
+		}
+		if m.tm, err = vmap.NewTiledMap(o.Stride, nil); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if nodes := top.Bucket(nodesBucket); nodes != nil {
+			return m.convertNodes(top, nodes)
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mapdb: creating buckets: %w", err)
+		return nil, fmt.Errorf("mapdb: opening: %w", err)
 	}
+	if o.CacheDepth > 0 {
+		m.cache = vmap.NewTileCache(o.CacheDepth, o.CacheBytes)
+	}
+	m.tm, _ = vmap.NewTiledMap(m.tm.Stride(), m.cache)
 	return m, nil
 }
+
+// convertNodes rebuilds the tiles from the untiled node records of an
+// older version, checks the root is unchanged, and deletes the nodes.
+func (m *Map) convertNodes(top, nodes *bbolt.Bucket) error {
+	var ups []vmap.Update
+	err := nodes.ForEach(func(k, v []byte) error {
+		leaves, err := vmap.NodeRecordLeaves(k, v)
+		ups = append(ups, leaves...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: converting the node records to tiles: %v", ErrCorrupt, err)
+	}
+	b, err := m.buckets(top.Tx())
+	if err != nil {
+		return err
+	}
+	tiles := boltstore.NewTiles(b.tiles)
+	if r, err := m.tm.Root(tiles); err != nil || r != vmap.EmptyRoot {
+		return fmt.Errorf("%w: both node records and tiles present", ErrCorrupt)
+	}
+	want, err := vmap.Root(boltstore.New(nodes))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	got, err := m.tm.Apply(tiles, ups)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("%w: tiles rebuilt from the node records have root %x, the nodes %x", ErrCorrupt, got[:8], want[:8])
+	}
+	return top.DeleteBucket(nodesBucket)
+}
+
+// CacheStats returns the tile cache's size and hit counters.
+func (m *Map) CacheStats() vmap.CacheStats { return m.cache.Stats() }
+
+// Stride returns the map's tile stride in bits.
+func (m *Map) Stride() int { return m.tm.Stride() }
 
 // DB returns the underlying database.
 func (m *Map) DB() *bbolt.DB { return m.db }
 
 type buckets struct {
-	nodes, epochs, meta *bbolt.Bucket
+	tiles, epochs, meta *bbolt.Bucket
 }
 
 func (m *Map) buckets(tx *bbolt.Tx) (buckets, error) {
@@ -91,8 +190,8 @@ func (m *Map) buckets(tx *bbolt.Tx) (buckets, error) {
 	if top == nil {
 		return buckets{}, fmt.Errorf("%w: bucket %q missing", ErrCorrupt, m.bucket)
 	}
-	b := buckets{top.Bucket(nodesBucket), top.Bucket(epochsBucket), top.Bucket(metaBucket)}
-	if b.nodes == nil || b.epochs == nil || b.meta == nil {
+	b := buckets{top.Bucket(tilesBucket), top.Bucket(epochsBucket), top.Bucket(metaBucket)}
+	if b.tiles == nil || b.epochs == nil || b.meta == nil {
 		return buckets{}, fmt.Errorf("%w: sub-bucket of %q missing", ErrCorrupt, m.bucket)
 	}
 	return b, nil
@@ -153,7 +252,7 @@ func (m *Map) ApplyEpochTx(tx *bbolt.Tx, epoch uint64, updates []vmap.Update) (v
 	if ok && (last == ^uint64(0) || epoch != last+1) {
 		return vmap.Hash{}, fmt.Errorf("%w: got %d, latest is %d", ErrEpochOrder, epoch, last)
 	}
-	root, err := vmap.Apply(boltstore.New(b.nodes), updates)
+	root, err := m.tm.Apply(boltstore.NewTiles(b.tiles), updates)
 	if err != nil {
 		return vmap.Hash{}, err
 	}
@@ -241,17 +340,10 @@ func (m *Map) ProveTx(tx *bbolt.Tx, index vmap.Index) (*Lookup, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := boltstore.New(b.nodes)
-	treeRoot, err := vmap.Root(s)
+	// The tiled map checks tile 0 hashes to root (vmap.ErrCorruptStore).
+	p, err := m.tm.Prove(boltstore.NewTiles(b.tiles), root, index)
 	if err != nil {
-		return nil, err
-	}
-	if treeRoot != root {
-		return nil, fmt.Errorf("%w: tree root %x differs from epoch %d root %x", ErrCorrupt, treeRoot[:8], epoch, root[:8])
-	}
-	p, err := vmap.Prove(s, index)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: epoch %d: %w", ErrCorrupt, epoch, err)
 	}
 	return &Lookup{Epoch: epoch, Root: root, Found: p.Kind == vmap.Inclusion, Value: p.Value, Proof: p}, nil
 }

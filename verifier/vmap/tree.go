@@ -389,3 +389,38 @@ func (m *MemStore) Len() int {
 	defer m.mu.RUnlock()
 	return len(m.m)
 }
+
+// NodeRecordLeaves returns the leaves stored inline in one record (key,
+// value) of the untiled Store layout, as updates: with those of every
+// record, Apply to an empty map rebuilds it. Used to convert a Store to
+// tiles.
+func NodeRecordLeaves(key, value []byte) ([]Update, error) {
+	var refs []ref
+	rest := value
+	for len(rest) > 0 {
+		r, next, err := parseRef(rest)
+		if err != nil {
+			return nil, err
+		}
+		refs, rest = append(refs, r), next
+	}
+	switch {
+	case bytes.Equal(key, rootKey):
+		if len(refs) != 1 {
+			return nil, fmt.Errorf("%w: root record with %d refs", ErrCorruptStore, len(refs))
+		}
+	case len(key) == 34 && key[0] == 'n':
+		if len(refs) != 2 {
+			return nil, fmt.Errorf("%w: node record with %d refs", ErrCorruptStore, len(refs))
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown record key %x", ErrCorruptStore, key)
+	}
+	var ups []Update
+	for _, r := range refs {
+		if r.kind == refLeaf {
+			ups = append(ups, Update{Index: r.key, Value: r.val})
+		}
+	}
+	return ups, nil
+}

@@ -24,3 +24,35 @@ func (s Store) Get(key []byte) ([]byte, error) { return s.b.Get(key), nil }
 
 // Put implements vmap.Store.
 func (s Store) Put(key, value []byte) error { return s.b.Put(key, value) }
+
+// Tiles is a vmap.TileStore over one bbolt bucket, keyed by TileID.Key.
+// It is valid only for the life of the bucket's transaction; WriteTiles
+// needs a writable transaction and is atomic with everything else it
+// writes.
+type Tiles struct{ b *bbolt.Bucket }
+
+var _ vmap.TileStore = Tiles{}
+
+// NewTiles returns the TileStore over bucket b.
+func NewTiles(b *bbolt.Bucket) Tiles { return Tiles{b: b} }
+
+// ReadTiles implements vmap.TileReader. The slices are bbolt's, valid until
+// the transaction ends or writes.
+func (s Tiles) ReadTiles(ids []vmap.TileID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var k [vmap.HashSize + 1]byte
+	for i, id := range ids {
+		out[i] = s.b.Get(id.AppendKey(k[:0]))
+	}
+	return out, nil
+}
+
+// WriteTiles implements vmap.TileStore.
+func (s Tiles) WriteTiles(tiles []vmap.Tile) error {
+	for _, t := range tiles {
+		if err := s.b.Put(t.ID.Key(), t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
