@@ -131,7 +131,12 @@ func (k *keys) fingerprint() []byte {
 // openShared finishes Open for the shared state backend.
 func (s *Server) openShared(ctx context.Context) (err error) {
 	c := &s.cfg
-	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), m: newNodeMap()}
+	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{})}
+	tm, err := newTileMap()
+	if err != nil {
+		return err
+	}
+	sh.m = tm
 	sh.poll = min(max(c.EpochInterval/4, 5*time.Millisecond), 100*time.Millisecond)
 	if sh.st, err = sqlstate.Open(ctx, c.MySQLDSN); err != nil {
 		return fmt.Errorf("directory: state database: %w", err)
@@ -342,67 +347,6 @@ type sharedMap interface {
 	pathKeys(index vmap.Index) [][]byte
 	// layout names the storage layout (recorded in the database).
 	layout() string
-}
-
-// nodeMap stores the map as vmap node records (the vmap.Store layout) in
-// map_kv. A proof prefetches, in the lookup's one statement, the records of
-// every depth its path may have a node at, up to the deepest node seen so
-// far plus a margin (a deeper path falls back to a snapshot read and raises
-// the bound).
-type nodeMap struct {
-	depth *atomic.Int32 // prefetch depths [0, depth)
-}
-
-func newNodeMap() nodeMap {
-	m := nodeMap{depth: new(atomic.Int32)}
-	m.depth.Store(24)
-	return m
-}
-
-func (m nodeMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
-	ns := sqlstate.NewNodeStore(tx)
-	root, err := vmap.Apply(ns, ups)
-	if err != nil {
-		return root, err
-	}
-	return root, ns.Flush(tx)
-}
-
-func (nodeMap) layout() string { return "vmap-nodes-v1" }
-
-func (m nodeMap) pathKeys(index vmap.Index) [][]byte {
-	keys := [][]byte{[]byte("root")}
-	for d := 0; d < int(m.depth.Load()); d++ {
-		var p [32]byte
-		copy(p[:d/8], index[:d/8])
-		if d%8 != 0 {
-			p[d/8] = index[d/8] & byte(0xff<<(8-d%8))
-		}
-		keys = append(keys, append(append([]byte{'n'}, p[:]...), byte(d)))
-	}
-	return keys
-}
-
-func (m nodeMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {
-	ns := sqlstate.NewNodeStore(r)
-	if err := ns.Prefetch(m.pathKeys(index)); err != nil {
-		return nil, err
-	}
-	got, err := vmap.Root(ns)
-	if err != nil {
-		return nil, err
-	}
-	if got != root {
-		return nil, fmt.Errorf("%w: map root %x in the database, epoch row says %x", errCorrupt, got[:8], root[:8])
-	}
-	p, err := vmap.Prove(ns, index)
-	for want := int32(min(ns.MaxDepth+4, 256)); err == nil || errors.Is(err, errNotPrefetched); {
-		cur := m.depth.Load()
-		if want <= cur || m.depth.CompareAndSwap(cur, want) {
-			break
-		}
-	}
-	return p, err
 }
 
 // errNotPrefetched means a proof needed a map record its one-statement read

@@ -289,11 +289,13 @@ func TestQueue(t *testing.T) {
 	}
 }
 
-func TestNodeStoreMatchesMemory(t *testing.T) {
+func TestTilesMatchMemory(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	l, _, _ := s.AcquireLease(ctx, SequencerLease, "seq", time.Minute)
-	mem := memStore{}
+	tm, err := vmap.NewTiledMap(4, nil)
+	must(t, err)
+	mem := vmap.NewMemTileStore()
 	var want vmap.Hash
 	for epoch := range 3 {
 		var ups []vmap.Update
@@ -307,15 +309,12 @@ func TestNodeStoreMatchesMemory(t *testing.T) {
 			rand.Read(v[:])
 			ups = append(ups, vmap.Update{Index: ix, Value: v})
 		}
-		var err error
-		if want, err = vmap.Apply(mem, ups); err != nil {
+		if want, err = tm.Apply(mem, ups); err != nil {
 			t.Fatal(err)
 		}
 		tx, _ := s.Begin(ctx, l.Token)
-		ns := NewNodeStore(tx)
-		got, err := vmap.Apply(ns, ups)
+		got, err := tm.Apply(NewTileStore(tx, tx), ups)
 		must(t, err)
-		must(t, ns.Flush(tx))
 		must(t, tx.Commit())
 		if got != want {
 			t.Fatalf("epoch %d: root %x, in memory %x", epoch, got[:4], want[:4])
@@ -323,14 +322,17 @@ func TestNodeStoreMatchesMemory(t *testing.T) {
 	}
 	snap, _ := s.Snapshot(ctx)
 	defer snap.Close()
-	ns := NewNodeStore(snap)
-	if r, err := vmap.Root(ns); err != nil || r != want {
+	ts := NewTileStore(snap, nil)
+	if r, err := tm.Root(ts); err != nil || r != want {
 		t.Fatalf("root from the database %x %v", r[:4], err)
 	}
-	p, err := vmap.Prove(ns, idx(3))
+	p, err := tm.Prove(ts, want, idx(3))
 	must(t, err)
 	if _, found, err := vmap.Verify(want, idx(3), p); err != nil || !found {
-		t.Fatalf("proof from the database: %v", err)
+		t.Fatalf("proof from the database: %v %v", found, err)
+	}
+	if ts.Deepest < 4 {
+		t.Fatalf("deepest tile read at depth %d", ts.Deepest)
 	}
 }
 
