@@ -33,7 +33,9 @@ func newTileMap() (tileMap, error) {
 		return tileMap{}, err
 	}
 	m := tileMap{tm: tm, levels: new(atomic.Int32), cached: tileCacheDepth / mapdb.DefaultStride}
-	m.levels.Store(int32(m.cached + 1))
+	// Start with no uncached level: the first proof that needs one
+	// (misses it, reads in a snapshot) raises the bound for all.
+	m.levels.Store(int32(m.cached))
 	return m, nil
 }
 
