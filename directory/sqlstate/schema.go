@@ -45,8 +45,9 @@ var migrations = [][]string{
 			vrf_proof BINARY(80) NOT NULL,
 			vrf_index BINARY(32) NOT NULL
 		) ENGINE=InnoDB`,
-		// map_kv: the verifiable map's storage records (map tiles or node
-		// records, keyed as verifier/vmap lays them out: prefix first).
+		// map_kv: the verifiable map's storage records: its tiles, keyed
+		// by vmap.TileID.Key (index prefix bytes first); the layout is
+		// recorded in meta "map_layout".
 		`CREATE TABLE IF NOT EXISTS map_kv (
 			k VARBINARY(64) NOT NULL PRIMARY KEY,
 			v MEDIUMBLOB NOT NULL
