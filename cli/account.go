@@ -7,18 +7,20 @@ import (
 	"math/big"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/verifier"
 )
 
 func (a *app) accountCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "account",
-		Short: "Create or recover an account",
+		Short: "Create, recover or rotate an account; cancel a pending reset",
 	}
-	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountSyncCmd())
+	cmd.AddCommand(a.accountCreateCmd(), a.accountRecoverCmd(), a.accountRotateKeyCmd(), a.accountCancelResetCmd(), a.accountSyncCmd())
 	return cmd
 }
 
@@ -61,6 +63,9 @@ type accountOutput struct {
 	PaperKey             *string     `json:"paper_key"`
 	RevokedDevices       []deviceRef `json:"revoked_devices"`
 	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
+	// SigningKeyGeneration is the account signing key generation this
+	// command certified (1 for create, the next one for recover).
+	SigningKeyGeneration uint32 `json:"signing_key_generation"`
 }
 
 // deviceRef names a device in --json output.
@@ -74,16 +79,19 @@ func (a *app) accountCreateCmd() *cobra.Command {
 	var noConfirm bool
 	cmd := &cobra.Command{
 		Use:   "create USER",
-		Short: "Create an account: paper key, identity key, first device",
+		Short: "Create an account: paper key, root key, signing key, first device",
 		Long: `Create an account. Keyline first asks for the passphrase that will protect
 this device's keystore (or takes it from $KEYLINE_PASSPHRASE or
 --passphrase-file; at least 8 characters). Then it generates a recovery
 secret and shows it ONCE as a 24-word paper key; write it down and keep it
 offline. It is the only way to recover the account if you lose every
-device. You are asked to type two of the words back to confirm you wrote
-them down. Then this device's keys are stored in the keystore of --data-dir,
-encrypted with your passphrase, and version 1 of the account is published
-and verified. If the command is interrupted while publishing, your keys
+device, and to cut off a lost or stolen device. You are asked to type two
+of the words back to confirm you wrote them down. The paper key derives the
+account's root key (RK), which certifies a random account signing key
+(generation 1); the root key is used only during this command and never
+stored. Then this device's keys and the account signing key (this device
+is trusted) are stored in the keystore of --data-dir, encrypted with your
+passphrase, and version 1 of the account is published and verified. If the command is interrupted while publishing, your keys
 are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,20 +137,24 @@ are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 			if err != nil {
 				return failf("", err, "generating the recovery secret")
 			}
-			ik := devices.DeriveIdentityKey(secret)
+			rk := devices.DeriveRootKey(secret)
+			defer rk.Wipe()
 			dk, err := devices.NewDeviceKey(a.rand)
 			if err != nil {
 				return failf("", err, "generating device keys")
 			}
 			now := a.now()
-			cert, err := dk.NewCert(name, ik.Public(), now)
+			ask, err := devices.NewAccountSigningKey(rk, uid, 1, a.rand, now)
+			if err != nil {
+				return failf("", err, "generating the account signing key")
+			}
+			rkPub := rk.Public()
+			rk.Wipe() // the root key is not needed any more
+			cert, err := dk.NewCert(name, rkPub, now)
 			if err != nil {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad --name", Err: err}
 			}
-			if err := ik.IssueCert(cert); err != nil {
-				return failf("", err, "issuing the device cert")
-			}
-			state, err := devices.NewAccount(ik, uid, cert, now)
+			state, err := devices.NewAccount(ask, rkPub, uid, cert, now)
 			if err != nil {
 				return failf("", err, "building the account state")
 			}
@@ -156,12 +168,12 @@ are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 					return err
 				}
 			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask}
 			res, err = a.publishPending(ctx, s, ks, pass, "account create", state, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: []deviceRef{}}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", rkPub), LogIndex: res.LogIndex, RevokedDevices: []deviceRef{}, SigningKeyGeneration: 1}
 			if a.jsonOut {
 				out.PaperKey = &paper
 				return writeJSON(a.out, out)
@@ -234,9 +246,13 @@ func (a *app) accountRecoverCmd() *cobra.Command {
 		Use:   "recover USER",
 		Short: "Recover an account on a new device with the paper key",
 		Long: `Recover an account with its 24-word paper key, on a new device (a fresh
---data-dir). The paper key re-derives the identity key; a new device is
-added and every other device is revoked as lost. The identity key, and so
-every safety number, stays the same. The paper key is read from
+--data-dir). The paper key re-derives the root key, which certifies the
+next generation of the account signing key; this new device is added and
+trusted, and every other device is revoked as lost. From this version on,
+everything signed with the old signing key (a lost or stolen device) is
+refused by the directory, by every client and by auditors. The root key,
+and so every safety number, stays the same. During a pending directory
+reset, recovering also cancels it. The paper key is read from
 --paper-key-file or from stdin.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -256,23 +272,11 @@ every safety number, stays the same. The paper key is read from
 			if err != nil {
 				return err
 			}
-			var words string
-			if paperFile != "" {
-				b, err := os.ReadFile(paperFile)
-				if err != nil {
-					return failf("check --paper-key-file", err, "cannot read the paper key file")
-				}
-				words = string(b)
-			} else {
-				if words, err = a.readLine("Paper key (24 words): "); err != nil {
-					return err
-				}
-			}
-			secret, err := devices.ParsePaperKey(words)
+			rk, err := a.readPaperKey(paperFile)
 			if err != nil {
-				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the paper key", Err: err, Hint: "check the words against what you wrote down"}
+				return err
 			}
-			ik := devices.DeriveIdentityKey(secret)
+			defer rk.Wipe()
 			ctx := cmd.Context()
 			s, err := a.openSession(ctx)
 			if err != nil {
@@ -286,46 +290,49 @@ every safety number, stays the same. The paper key is read from
 			if !res.Found {
 				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", uid), Hint: "check the user id; to start over use `keyline account create`"}
 			}
-			if res.IdentityKey != ik.Public() {
-				if res.Reset != nil {
-					return verificationErr(fmt.Sprintf("account %s was reset by the directory (%s); this paper key belongs to its old identity key", uid, res.Reset.Reason), "the account now has another owner key; contact the directory operator", nil)
-				}
-				return &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this paper key is not the key of account %s", uid), Hint: "check the user id and the words"}
+			if err := checkRootKey(uid, rk, res); err != nil {
+				return err
 			}
 			dk, err := devices.NewDeviceKey(a.rand)
 			if err != nil {
 				return failf("", err, "generating device keys")
 			}
 			now := a.nowAfter(res.State)
-			cert, err := dk.NewCert(name, ik.Public(), now)
+			cert, err := dk.NewCert(name, rk.Public(), now)
 			if err != nil {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "bad --name", Err: err}
 			}
-			if err := ik.IssueCert(cert); err != nil {
-				return failf("", err, "issuing the device cert")
-			}
-			next, err := devices.Recover(res.State, ik, cert, now)
+			ask, err := a.nextSigningKey(rk, res.State, now)
 			if err != nil {
-				return failf("", err, "building the recovery state")
+				return err
+			}
+			rk.Wipe()
+			next, err := devices.Recover(res.State, ask, cert, now)
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot build the recovery state", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
 			}
 			revoked := []deviceRef{}
 			for _, d := range res.State.Devices {
 				revoked = append(revoked, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
 			}
-			ks := &devices.Keystore{UserID: uid, Device: dk, Secret: &secret}
+			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask}
 			res, err = a.publishPending(ctx, s, ks, pass, "account recover", next, keysNewAccount)
 			if err != nil {
 				return err
 			}
-			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", ik.Public()), LogIndex: res.LogIndex, RevokedDevices: revoked, IdentityKeyUnchanged: true}
+			out := accountOutput{UserID: uid, Version: res.Version, Epoch: res.Epoch.Epoch, DeviceID: dk.ID().String(), DeviceName: name, IdentityKey: fmt.Sprintf("%x", res.IdentityKey), LogIndex: res.LogIndex, RevokedDevices: revoked, IdentityKeyUnchanged: true, SigningKeyGeneration: ask.Generation()}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
-			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d.\n", uid, name, dk.ID(), res.Version)
+			fmt.Fprintf(a.out, "Recovered account %s on this device %s (%s): version %d, signing key generation %d.\n", uid, name, dk.ID(), res.Version, ask.Generation())
 			for _, r := range revoked {
 				fmt.Fprintf(a.out, "  revoked as lost: %s (%s)\n", r.DeviceName, r.DeviceID)
 			}
-			fmt.Fprintln(a.out, "Your identity key is unchanged, so your contacts' safety numbers for you are unchanged.")
+			fmt.Fprintf(a.out, "Everything signed with signing key generation %d (your old devices) is now refused.\n", ask.Generation()-1)
+			fmt.Fprintln(a.out, "Your root key is unchanged, so your contacts' safety numbers for you are unchanged.")
 			return nil
 		},
 	}
@@ -405,4 +412,225 @@ type syncOutput struct {
 	Version  *uint64 `json:"version"`
 	Pending  string  `json:"pending"` // none, published, resubmitted, abandoned
 	Verified bool    `json:"verified"`
+}
+
+// readPaperKey reads the paper key from file (if set) or stdin and
+// derives the root key. The caller wipes it when done.
+func (a *app) readPaperKey(file string) (*devices.RootKey, error) {
+	var words string
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, failf("check --paper-key-file", err, "cannot read the paper key file")
+		}
+		words = string(b)
+	} else {
+		var err error
+		if words, err = a.readLine("Paper key (24 words): "); err != nil {
+			return nil, err
+		}
+	}
+	secret, err := devices.ParsePaperKey(words)
+	if err != nil {
+		return nil, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the paper key", Err: err, Hint: "check the words against what you wrote down"}
+	}
+	defer clear(secret[:])
+	return devices.DeriveRootKey(secret), nil
+}
+
+// checkRootKey checks that rk is the root key of the account res serves.
+func checkRootKey(uid string, rk *devices.RootKey, res *verifier.LookupResult) error {
+	if res.IdentityKey == rk.Public() {
+		return nil
+	}
+	if res.Reset != nil {
+		return verificationErr(fmt.Sprintf("account %s was reset by the directory (%s); this paper key belongs to its old root key", uid, res.Reset.Reason), "the account now has another owner key; contact the directory operator", nil)
+	}
+	return &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this paper key is not the key of account %s", uid), Hint: "check the user id and the words"}
+}
+
+// nextSigningKey certifies the next account signing key generation with rk.
+func (a *app) nextSigningKey(rk *devices.RootKey, st *devices.AccountState, now time.Time) (*devices.AccountSigningKey, error) {
+	ask, err := devices.NewAccountSigningKey(rk, st.UserID, st.Generation()+1, a.rand, now)
+	if err != nil {
+		return nil, failf("", err, "generating the account signing key")
+	}
+	return ask, nil
+}
+
+type rotateOutput struct {
+	UserID               string      `json:"user_id"`
+	Version              uint64      `json:"version"`
+	SigningKeyGeneration uint32      `json:"signing_key_generation"`
+	RevokedDevices       []deviceRef `json:"revoked_devices"`
+	UntrustedDevices     []deviceRef `json:"untrusted_devices"`
+	IdentityKeyUnchanged bool        `json:"identity_key_unchanged"`
+}
+
+func (a *app) accountRotateKeyCmd() *cobra.Command {
+	var paperFile, reason string
+	var revoke []string
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "rotate-key",
+		Short: "With the paper key: new account signing key; cut off lost or stolen devices",
+		Long: `Rotate the account signing key, on one of your devices, with the paper key.
+The paper key re-derives the root key, which certifies the next generation
+of the account signing key. The devices you keep are re-signed with it, the
+ones named with --revoke are revoked, and this device becomes the only
+trusted device (hand the key to others with ` + "`keyline device trust`" + `).
+From this version on, the directory, every client, your monitor and the
+auditors refuse everything signed with the old key: a lost or stolen device
+that held it is cut off. Safety numbers do not change. During a pending
+directory reset, rotating also cancels it.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			why, err := parseReason(reason)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
+			if err != nil {
+				return err
+			}
+			defer o.close()
+			ks, res := o.ks, o.res
+			rk, err := a.readPaperKey(paperFile)
+			if err != nil {
+				return err
+			}
+			defer rk.Wipe()
+			if err := checkRootKey(ks.UserID, rk, res); err != nil {
+				return err
+			}
+			if res.State.Device(ks.Device.ID()) == nil {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: "this device is not part of the account any more", Hint: "recover on a fresh --data-dir: `keyline account recover " + ks.UserID + "`"}
+			}
+			drop := map[devices.DeviceID]*devices.DeviceCert{}
+			for _, arg := range revoke {
+				d, err := findDevice(res.State, arg)
+				if err != nil {
+					return err
+				}
+				if d.ID == ks.Device.ID() {
+					return usageErr("--revoke %q is this device", arg)
+				}
+				drop[d.ID] = d
+			}
+			var keep []devices.DeviceID
+			for _, d := range res.State.Devices {
+				if drop[d.ID] == nil {
+					keep = append(keep, d.ID)
+				}
+			}
+			now := a.nowAfter(res.State)
+			ask, err := a.nextSigningKey(rk, res.State, now)
+			if err != nil {
+				return err
+			}
+			rk.Wipe()
+			if !yes && a.jsonOut {
+				return usageErr("with --json, pass --yes: --json never asks questions")
+			}
+			a.info("Rotate %s to signing key generation %d, keeping %d devices, revoking %d.\n", ks.UserID, ask.Generation(), len(keep), len(drop))
+			for _, d := range drop {
+				a.info("  revoke %q (%s)\n", d.Name, d.ID)
+			}
+			ok, err := a.confirm("Rotate the signing key?", yes)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return failf("nothing was published", nil, "not rotated")
+			}
+			next, err := devices.Rotate(res.State, ask, devices.Rotation{Keep: keep, Reason: why, Trusted: []devices.DeviceID{ks.Device.ID()}}, now)
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot build the rotation", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
+			}
+			ks.Signing = ask
+			res, err = o.publishWithNewKeys(ctx, "account rotate-key", next)
+			if err != nil {
+				return err
+			}
+			out := rotateOutput{UserID: ks.UserID, Version: res.Version, SigningKeyGeneration: ask.Generation(), RevokedDevices: []deviceRef{}, UntrustedDevices: []deviceRef{}, IdentityKeyUnchanged: true}
+			for _, d := range drop {
+				out.RevokedDevices = append(out.RevokedDevices, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
+			}
+			for _, d := range res.State.Devices {
+				if !res.State.IsTrusted(d.ID) {
+					out.UntrustedDevices = append(out.UntrustedDevices, deviceRef{DeviceID: d.ID.String(), DeviceName: d.Name})
+				}
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, out)
+			}
+			fmt.Fprintf(a.out, "Rotated %s to signing key generation %d (version %d). Everything generation %d signs is now refused.\n", ks.UserID, ask.Generation(), res.Version, ask.Generation()-1)
+			for _, r := range out.RevokedDevices {
+				fmt.Fprintf(a.out, "  revoked: %s (%s)\n", r.DeviceName, r.DeviceID)
+			}
+			if len(out.UntrustedDevices) > 0 {
+				var names []string
+				for _, d := range out.UntrustedDevices {
+					names = append(names, d.DeviceName)
+				}
+				fmt.Fprintf(a.out, "Kept but no longer trusted (they can list and monitor): %s. Hand them the new key with `keyline device trust NAME`.\n", strings.Join(names, ", "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&paperFile, "paper-key-file", "", "read the 24 words from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&revoke, "revoke", nil, "device ID or NAME to revoke (repeatable)")
+	cmd.Flags().StringVar(&reason, "reason", "compromised", "revocation reason: lost, compromised, retired or unspecified")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+func (a *app) accountCancelResetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel-reset",
+		Short: "On a trusted device: cancel a pending directory reset of your account",
+		Long: `Cancel a directory reset of your account while it is pending (lookups show
+"reset pending"; ` + "`keyline monitor`" + ` alerts). Publishes the next version of
+your account, unchanged, signed with your account signing key: the reset
+never takes effect. Without a trusted device, ` + "`keyline account recover`" + `
+with the paper key also cancels it.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
+			if err != nil {
+				return err
+			}
+			defer o.close()
+			ks, res := o.ks, o.res
+			if res.ResetPending == nil {
+				return &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no reset of %s is pending (version %d)", ks.UserID, res.Version)}
+			}
+			ask, err := needSigningKey(ks, res.State, "cancelling a reset")
+			if err != nil {
+				return err
+			}
+			next, err := devices.Resign(res.State, ask, a.nowAfter(res.State))
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot build the cancellation", Err: err}
+			}
+			pending := res.ResetPending
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
+			}
+			res, err = o.publish(ctx, "account cancel-reset", next)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, map[string]any{"user_id": ks.UserID, "version": res.Version, "cancelled_reset_version": pending.Version, "cancelled": true})
+			}
+			fmt.Fprintf(a.out, "Cancelled the reset of %s pending since %s: version %d keeps your keys.\n", ks.UserID, fmtTime(pending.Time), res.Version)
+			return nil
+		},
+	}
 }

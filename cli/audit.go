@@ -22,14 +22,16 @@ type auditOutput struct {
 	Accounts       uint64     `json:"accounts"`
 	Resets         uint64     `json:"resets"`
 	ResetIndexes   []uint64   `json:"reset_log_indexes"`
-	Violation      *string    `json:"violation"`
-	ViolationIndex *uint64    `json:"violation_log_index"`
-	Detail         *string    `json:"detail"`
-	EvidencePath   *string    `json:"evidence_path"`
+	// CancelledResets: resets the owner cancelled in their window.
+	CancelledResets uint64  `json:"cancelled_resets"`
+	Violation       *string `json:"violation"`
+	ViolationIndex  *uint64 `json:"violation_log_index"`
+	Detail          *string `json:"detail"`
+	EvidencePath    *string `json:"evidence_path"`
 }
 
 func auditOut(st *auditor.Status) auditOutput {
-	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: append([]uint64{}, st.ResetIndexes...)}
+	out := auditOutput{OK: st.Violation == nil, Replayed: st.Replayed, Epoch: st.Epoch, Accounts: st.Accounts, Resets: st.Resets, ResetIndexes: append([]uint64{}, st.ResetIndexes...), CancelledResets: st.CancelledResets}
 	if st.Checkpoint != nil {
 		out.CheckpointSize = st.Checkpoint.Size
 	}
@@ -139,6 +141,9 @@ and exit code 3.`,
 					idx = append(idx, fmt.Sprint(i))
 				}
 				resets += " (log entries " + strings.Join(idx, ", ") + ")"
+				if out.CancelledResets > 0 {
+					resets += fmt.Sprintf("; %d cancelled by the owner in their window", out.CancelledResets)
+				}
 			}
 			t.row("identity resets", resets)
 			t.row("state", dir)

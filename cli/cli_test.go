@@ -210,27 +210,32 @@ func TestParseWitnessFlag(t *testing.T) {
 
 func TestFindDevice(t *testing.T) {
 	secret, _ := devices.NewRecoverySecret(strings.NewReader(strings.Repeat("s", 32)))
-	ik := devices.DeriveIdentityKey(secret)
+	rk := devices.DeriveRootKey(secret)
 	now := time.Unix(1700000000, 0)
+	ask, err := devices.NewAccountSigningKey(rk, "alice", 1, strings.NewReader(strings.Repeat("k", 32)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var certs []*devices.DeviceCert
 	for i, name := range []string{"laptop", "phone", "phone"} {
 		dk, err := devices.NewDeviceKey(strings.NewReader(strings.Repeat(string(rune('a'+i)), 64)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _ := dk.NewCert(name, ik.Public(), now)
-		ik.IssueCert(c)
+		c, _ := dk.NewCert(name, rk.Public(), now)
+		ask.IssueCert(rk.Public(), c)
 		certs = append(certs, c)
 	}
-	st, err := devices.NewAccount(ik, "alice", certs[0], now)
+	st, err := devices.NewAccount(ask, rk.Public(), "alice", certs[0], now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range certs[1:] {
-		if st, err = devices.AddDevice(st, ik, c, now); err != nil {
-			t.Fatal(err)
-		}
+	if st, err = devices.AddDevice(st, ask, certs[1], now); err != nil {
+		t.Fatal(err)
 	}
+	// Names are unique in a valid state; findDevice still refuses an
+	// ambiguous name in whatever it is given.
+	st.Devices = append(st.Devices, certs[2])
 	if d, err := findDevice(st, "laptop"); err != nil || d.ID != certs[0].ID {
 		t.Fatalf("by name: %v %v", d, err)
 	}

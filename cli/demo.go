@@ -124,7 +124,7 @@ type demoWorld struct {
 
 type demoUser struct {
 	uid   string
-	ik    *devices.IdentityKey
+	ik    *devices.AccountSigningKey // the account signing key (the demo keeps it)
 	state *devices.AccountState
 	leaf  []byte
 }
@@ -209,26 +209,29 @@ func (w *demoWorld) publish(u *demoUser, st *devices.AccountState) error {
 	return nil
 }
 
-// demoAccount builds a signed first state of uid under a new identity key.
-func demoAccount(uid, device string, now time.Time) (*devices.IdentityKey, *devices.AccountState, error) {
-	var seed [32]byte
-	if _, err := rand.Read(seed[:]); err != nil {
+// demoAccount builds a signed first state of uid under a new root key,
+// and returns it with its account signing key.
+func demoAccount(uid, device string, now time.Time) (*devices.AccountSigningKey, *devices.AccountState, error) {
+	var secret devices.RecoverySecret
+	if _, err := rand.Read(secret[:]); err != nil {
 		return nil, nil, err
 	}
-	ik := devices.IdentityKeyFromSeed(seed)
+	rk := devices.DeriveRootKey(secret)
+	defer rk.Wipe()
+	ask, err := devices.NewAccountSigningKey(rk, uid, 1, rand.Reader, now)
+	if err != nil {
+		return nil, nil, err
+	}
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := dk.NewCert(device, ik.Public(), now)
+	c, err := dk.NewCert(device, rk.Public(), now)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := ik.IssueCert(c); err != nil {
-		return nil, nil, err
-	}
-	st, err := devices.NewAccount(ik, uid, c, now)
-	return ik, st, err
+	st, err := devices.NewAccount(ask, rk.Public(), uid, c, now)
+	return ask, st, err
 }
 
 // client returns a fresh client (its own state file) talking to the

@@ -24,7 +24,7 @@ func (a *app) deviceCmd() *cobra.Command {
 		Use:   "device",
 		Short: "Add, list and revoke the devices of your account",
 	}
-	cmd.AddCommand(a.deviceRequestCmd(), a.deviceApproveCmd(), a.deviceFinishCmd(), a.deviceListCmd(), a.deviceRevokeCmd())
+	cmd.AddCommand(a.deviceRequestCmd(), a.deviceApproveCmd(), a.deviceFinishCmd(), a.deviceListCmd(), a.deviceRevokeCmd(), a.deviceTrustCmd())
 	return cmd
 }
 
@@ -84,7 +84,7 @@ func (a *app) pairingFlow(ctx context.Context, s *session, out pairingOutput, pa
 			return failf("", err, "drawing the QR code")
 		}
 		fmt.Fprintf(a.out, "\nFingerprint:  %s\n\n", out.Fingerprint)
-		fmt.Fprintf(a.out, "On a device of %s that holds the identity key, run:\n\n  keyline device approve %s\n\nand check it shows the same fingerprint. Then run `keyline device finish` here\n(`keyline device request %s` shows this request again).\n", out.UserID, out.Code, out.UserID)
+		fmt.Fprintf(a.out, "On a trusted device of %s, within %s, run:\n\n  keyline device approve %s\n\n(add --trusted to let this device approve and revoke devices too) and check it\nshows the same fingerprint. Then run `keyline device finish` here, with\n--signing-key CODE if the approval printed one (`keyline device request %s`\nshows this request again).\n", out.UserID, devices.DefaultPairingTTL, out.Code, out.UserID)
 	}
 	if wait <= 0 {
 		if a.jsonOut {
@@ -124,6 +124,42 @@ func (a *app) pairingFlow(ctx context.Context, s *session, out pairingOutput, pa
 	return nil
 }
 
+// renewPairing replaces an expired pairing request of this device by a new
+// one with the same keys (the keystore is opened for them).
+func (a *app) renewPairing(ctx context.Context, s *session, prev *pairingOutput) (*pairingOutput, []byte, error) {
+	ks, pass, err := a.loadKeystore()
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := s.lookup(ctx, prev.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !res.Found {
+		return nil, nil, &Error{Code: ExitRejected, Kind: KindRejected, Msg: fmt.Sprintf("no account %s in the directory (absence proven)", prev.UserID)}
+	}
+	req, err := devices.NewPairingRequest(ks.Device, prev.UserID, res.IdentityKey, prev.DeviceName, a.now(), devices.DefaultPairingTTL)
+	if err != nil {
+		return nil, nil, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot build the pairing request", Err: err}
+	}
+	out := *prev
+	if out.Code, err = req.Code(); err != nil {
+		return nil, nil, failf("", err, "encoding the pairing code")
+	}
+	if out.QR, err = req.QR(); err != nil {
+		return nil, nil, failf("", err, "encoding the pairing QR payload")
+	}
+	if out.Fingerprint, err = req.Fingerprint(); err != nil {
+		return nil, nil, failf("", err, "computing the fingerprint")
+	}
+	out.CreatedAt = a.now().UTC().Truncate(time.Second)
+	if err := a.writePairing(&out); err != nil {
+		return nil, nil, err
+	}
+	a.info("The earlier request expired; this is a new one for the same device keys.\n")
+	return &out, pass, nil
+}
+
 func (a *app) deviceRequestCmd() *cobra.Command {
 	var name string
 	var wait time.Duration
@@ -131,11 +167,12 @@ func (a *app) deviceRequestCmd() *cobra.Command {
 		Use:   "request USER",
 		Short: "On a new device: ask to join USER's account (prints a pairing code)",
 		Long: `Run this on the new device, with its own --data-dir. It looks up USER's
-identity key, creates this device's keys, and prints a pairing code, a QR
-code and a fingerprint. On a device that holds the account's identity key,
-run ` + "`keyline device approve CODE`" + ` and check that it shows the same
-fingerprint. Then run ` + "`keyline device finish`" + ` here (or pass --wait to
-wait for the approval).`,
+root key, creates this device's keys, and prints a pairing code, a QR code
+and a fingerprint; the request is valid for 10 minutes (running the command
+again shows it again, renewed with the same keys once it expired). On a
+trusted device of the account, run ` + "`keyline device approve CODE`" + ` and check
+that it shows the same fingerprint. Then run ` + "`keyline device finish`" + ` here
+(or pass --wait to wait for the approval).`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := normUser(args[0])
@@ -156,12 +193,20 @@ wait for the approval).`,
 				if prev == nil || prev.UserID != uid {
 					return a.ensureNoKeystore()
 				}
-				// The request is pending: show it again.
+				// The request is pending: show it again (renewed, with the
+				// same keys, if it expired).
 				s, err := a.openSession(ctx)
 				if err != nil {
 					return err
 				}
 				defer s.close()
+				if old, err := devices.ParsePairingCode(prev.Code); err != nil || !a.now().Before(old.Expires) {
+					renewed, pass, err := a.renewPairing(ctx, s, prev)
+					if err != nil {
+						return err
+					}
+					return a.pairingFlow(ctx, s, *renewed, pass, wait)
+				}
 				if !a.jsonOut {
 					a.info("This device already asked to join %s (at %s); showing that request again.\n", uid, prev.CreatedAt.Format(time.RFC3339))
 				}
@@ -189,7 +234,7 @@ wait for the approval).`,
 			if err != nil {
 				return failf("", err, "generating device keys")
 			}
-			req, err := devices.NewPairingRequest(dk, uid, res.IdentityKey, name, a.now())
+			req, err := devices.NewPairingRequest(dk, uid, res.IdentityKey, name, a.now(), devices.DefaultPairingTTL)
 			if err != nil {
 				return &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot build the pairing request", Err: err}
 			}
@@ -234,6 +279,9 @@ type finishOutput struct {
 	DeviceID string `json:"device_id"`
 	Finished bool   `json:"finished"`
 	Version  uint64 `json:"version"`
+	// Trusted: this device now holds the account signing key (--signing-key).
+	Trusted              bool    `json:"trusted"`
+	SigningKeyGeneration *uint32 `json:"signing_key_generation"`
 }
 
 // changeOutput is `device approve --json` and `device revoke --json`: the
@@ -247,6 +295,11 @@ type changeOutput struct {
 	DeviceName  string  `json:"device_name"`
 	Fingerprint *string `json:"fingerprint"` // approve
 	Reason      *string `json:"reason"`      // revoke
+	// Trusted (approve --trusted, trust): the device is handed the
+	// account signing key; SigningKeyHandover is the code for
+	// `device finish --signing-key` (null otherwise).
+	Trusted            bool    `json:"trusted"`
+	SigningKeyHandover *string `json:"signing_key_handover"`
 }
 
 type deviceListOutput struct {
@@ -281,7 +334,7 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	}
 	c := res.State.Device(id)
 	if c == nil {
-		return 0, &pendingErr{e: &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this device is not (yet) part of %s (version %d)", ks.UserID, res.Version), Hint: "approve it on a device holding the identity key: `keyline device approve CODE`, then run `keyline device finish` again"}}
+		return 0, &pendingErr{e: &Error{Code: ExitError, Kind: KindError, Msg: fmt.Sprintf("this device is not (yet) part of %s (version %d)", ks.UserID, res.Version), Hint: "approve it on a trusted device: `keyline device approve CODE`, then run `keyline device finish` again"}}
 	}
 	if c.SigningKey != ks.Device.SigningPublic() || c.X25519Key != ks.Device.X25519Public() {
 		return 0, verificationErr("the published cert for this device id has other keys", "do not use this account; keep this output", nil)
@@ -304,8 +357,51 @@ func (a *app) finishPairing(ctx context.Context, s *session, pass []byte) (uint6
 	return res.Version, nil
 }
 
+// handoverCode seals ask to the device id of st as a handover code.
+func (a *app) handoverCode(ask *devices.AccountSigningKey, st *devices.AccountState, id devices.DeviceID) (string, error) {
+	c := st.Device(id)
+	if c == nil {
+		return "", failf("", nil, "device %s is not in the published state", id)
+	}
+	h, err := devices.SealHandover(ask, c, a.rand)
+	if err != nil {
+		return "", failf("", err, "encrypting the account signing key")
+	}
+	code, err := h.Code()
+	if err != nil {
+		return "", failf("", err, "encoding the handover code")
+	}
+	return code, nil
+}
+
+// acceptHandover opens a signing key handover code for this device and
+// stores the key in the keystore.
+func (a *app) acceptHandover(code string, pass []byte) (uint32, error) {
+	h, err := devices.ParseHandoverCode(code)
+	if err != nil {
+		return 0, &Error{Code: ExitUsage, Kind: KindUsage, Msg: "cannot read the --signing-key code", Err: err, Hint: "copy it again from the approving device"}
+	}
+	ks, err := devices.LoadKeystore(a.keystorePath(), pass)
+	if err != nil {
+		return 0, failf("", err, "cannot open the keystore")
+	}
+	if ks.State == nil {
+		return 0, failf("run `keyline device finish` first", nil, "this device has no verified account state yet")
+	}
+	ask, err := devices.OpenHandover(h, ks.Device, ks.State)
+	if err != nil {
+		return 0, &Error{Code: ExitRejected, Kind: KindRejected, Msg: "cannot accept the account signing key", Err: err, Hint: "the code must come from a trusted device of this account, for this device, at the current signing key generation"}
+	}
+	ks.Signing = ask
+	if err := a.saveKeystore(ks, pass); err != nil {
+		return 0, err
+	}
+	return ask.Generation(), nil
+}
+
 func (a *app) deviceFinishCmd() *cobra.Command {
-	return &cobra.Command{
+	var signingKey string
+	cmd := &cobra.Command{
 		Use:   "finish",
 		Short: "On the new device: check the approval was published and start using the account",
 		Args:  exactArgs(0, "no arguments"),
@@ -332,25 +428,42 @@ func (a *app) deviceFinishCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var gen *uint32
+			if signingKey != "" {
+				g, err := a.acceptHandover(signingKey, pass)
+				if err != nil {
+					return err
+				}
+				gen = &g
+			}
 			if a.jsonOut {
-				return writeJSON(a.out, finishOutput{UserID: ks.UserID, DeviceID: ks.Device.ID().String(), Finished: true, Version: ver})
+				return writeJSON(a.out, finishOutput{UserID: ks.UserID, DeviceID: ks.Device.ID().String(), Finished: true, Version: ver, Trusted: gen != nil, SigningKeyGeneration: gen})
 			}
 			fmt.Fprintf(a.out, "This device (%s) is part of %s (version %d, verified).\n", ks.Device.ID(), ks.UserID, ver)
+			if gen != nil {
+				fmt.Fprintf(a.out, "It holds the account signing key (generation %d): it can approve and revoke devices.\n", *gen)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", "the handover code printed by `device approve --trusted` or `device trust`")
+	return cmd
 }
 
 func (a *app) deviceApproveCmd() *cobra.Command {
-	var yes bool
+	var yes, trusted bool
 	var fingerprint string
 	cmd := &cobra.Command{
 		Use:   "approve CODE",
-		Short: "On a device holding the identity key: add the device that showed CODE",
+		Short: "On a trusted device: add the device that showed CODE",
 		Long: `Approve a pairing request. Shows the new device's name and fingerprint; it
 must be the fingerprint the new device shows. Then signs and publishes the
-next version of the account with the device added. For scripts, pass
---fingerprint with the digits read from the new device (or --yes).`,
+next version of the account with the device added. With --trusted the new
+device is also handed the account signing key, encrypted to its X25519 key
+(HPKE), as a code to pass to ` + "`keyline device finish --signing-key CODE`" + `
+on the new device; a trusted device can approve and revoke devices, an
+untrusted one can only list and monitor. For scripts, pass --fingerprint
+with the digits read from the new device (or --yes).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErr("%s needs the pairing CODE printed by `keyline device request`", cmd.CommandPath())
@@ -373,7 +486,7 @@ next version of the account with the device added. For scripts, pass
 			}
 			defer o.close()
 			ks, res := o.ks, o.res
-			ik, err := needIdentity(ks, "approving a device")
+			ask, err := needSigningKey(ks, res.State, "approving a device")
 			if err != nil {
 				return err
 			}
@@ -399,22 +512,39 @@ next version of the account with the device added. For scripts, pass
 				}
 			}
 			now := a.nowAfter(res.State)
-			next, err := devices.ApprovePairing(res.State, ik, req, fp, now)
+			next, err := devices.ApprovePairing(res.State, ask, req, fp, trusted, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot approve this request", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
 			}
 			res, err = o.publish(ctx, "device approve", next)
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: req.Cert.ID.String(), DeviceName: req.Cert.Name, Fingerprint: &fp})
+			var handover *string
+			if trusted {
+				code, err := a.handoverCode(ask, res.State, req.Cert.ID)
+				if err != nil {
+					return err
+				}
+				handover = &code
 			}
-			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d. Run `keyline device finish` on the new device.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
+			if a.jsonOut {
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: req.Cert.ID.String(), DeviceName: req.Cert.Name, Fingerprint: &fp, Trusted: trusted, SigningKeyHandover: handover})
+			}
+			fmt.Fprintf(a.out, "Approved %q (%s): %s is now at version %d.\n", req.Cert.Name, req.Cert.ID, ks.UserID, res.Version)
+			if handover != nil {
+				fmt.Fprintf(a.out, "On the new device run:\n\n  keyline device finish --signing-key %s\n\n(the code carries the account signing key, encrypted so that only that device can read it).\n", *handover)
+			} else {
+				fmt.Fprintln(a.out, "Run `keyline device finish` on the new device.")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (you compared the fingerprint yourself)")
+	cmd.Flags().BoolVar(&trusted, "trusted", false, "also hand the new device the account signing key (it can then approve and revoke devices)")
 	cmd.Flags().StringVar(&fingerprint, "fingerprint", "", "the fingerprint shown on the new device (checked instead of asking)")
 	return cmd
 }
@@ -437,6 +567,7 @@ type deviceRow struct {
 	Name       *string    `json:"device_name"`
 	Created    *time.Time `json:"created_at"`
 	ThisDevice bool       `json:"this_device"`
+	Trusted    bool       `json:"trusted"`
 	Revoked    bool       `json:"revoked"`
 	RevokedAt  *time.Time `json:"revoked_at"`
 	Reason     *string    `json:"reason"`
@@ -467,7 +598,7 @@ func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devic
 	rows := []deviceRow{}
 	for _, d := range st.Devices {
 		name := d.Name
-		rows = append(rows, deviceRow{ID: d.ID.String(), Name: &name, Created: jsonTime(d.Created), ThisDevice: d.ID == this})
+		rows = append(rows, deviceRow{ID: d.ID.String(), Name: &name, Created: jsonTime(d.Created), ThisDevice: d.ID == this, Trusted: st.IsTrusted(d.ID)})
 	}
 	for _, r := range st.Revocations {
 		reason := r.Reason.String()
@@ -482,13 +613,16 @@ func deviceRows(st *devices.AccountState, this devices.DeviceID, names map[devic
 }
 
 func (a *app) printDevices(rows []deviceRow) error {
-	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "STATUS")
+	t := newTable(a.out, "ID", "NAME", "CREATED", "THIS", "TRUSTED", "STATUS")
 	for _, r := range rows {
-		this := ""
+		this, trusted := "", ""
 		if r.ThisDevice {
 			this = "*"
 		}
-		t.row(r.ID, r.name(), r.created(), this, r.status())
+		if r.Trusted {
+			trusted = "yes"
+		}
+		t.row(r.ID, r.name(), r.created(), this, trusted, r.status())
 	}
 	return t.flush()
 }
@@ -547,7 +681,7 @@ func (a *app) deviceRevokeCmd() *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "revoke ID|NAME",
-		Short: "Remove a device from your account (on a device holding the identity key)",
+		Short: "On a trusted device: remove a device from your account",
 		Long: `Revoke a device by its id (or a unique prefix of at least 4 hex digits) or its
 exact name. The next version of the account no longer lists it and records
 the revocation permanently; contacts stop using its keys after their next
@@ -565,7 +699,7 @@ lookup.`,
 			}
 			defer o.close()
 			ks, res := o.ks, o.res
-			ik, err := needIdentity(ks, "revoking a device")
+			ask, err := needSigningKey(ks, res.State, "revoking a device")
 			if err != nil {
 				return err
 			}
@@ -574,7 +708,7 @@ lookup.`,
 				return err
 			}
 			if target.ID == ks.Device.ID() {
-				return usageErr("%q is this device; revoke it from another device holding the identity key (or recover with the paper key)", args[0])
+				return usageErr("%q is this device; revoke it from another trusted device (or with the paper key: `keyline account rotate-key --revoke`)", args[0])
 			}
 			a.info("Revoke %q (%s, created %s) from %s?\n", target.Name, target.ID, fmtTime(target.Created), ks.UserID)
 			ok, err := a.confirmOr("Revoke this device?", yes, "pass --yes to revoke without a terminal")
@@ -585,9 +719,12 @@ lookup.`,
 				return failf("nothing was published", nil, "not revoked")
 			}
 			now := a.nowAfter(res.State)
-			next, err := devices.RevokeDevices(res.State, ik, []devices.DeviceID{target.ID}, why, now)
+			next, err := devices.RevokeDevices(res.State, ask, []devices.DeviceID{target.ID}, why, now)
 			if err != nil {
 				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot revoke", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
 			}
 			res, err = o.publish(ctx, "device revoke", next)
 			if err != nil {
@@ -680,4 +817,63 @@ func checkNewDeviceName(st *devices.AccountState, name string) error {
 		}
 	}
 	return nil
+}
+
+func (a *app) deviceTrustCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "trust ID|NAME",
+		Short: "On a trusted device: hand the account signing key to another of your devices",
+		Long: `Hand the account signing key to a device of the account (after a rotation,
+for example): publishes the next version listing it as trusted and prints a
+code, the key encrypted to that device's X25519 key, to pass to
+` + "`keyline device finish --signing-key CODE`" + ` on that device.`,
+		Args: exactArgs(1, "the device ID or NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			o, err := a.openOwn(ctx)
+			if err != nil {
+				return err
+			}
+			defer o.close()
+			ks, res := o.ks, o.res
+			ask, err := needSigningKey(ks, res.State, "trusting a device")
+			if err != nil {
+				return err
+			}
+			target, err := findDevice(res.State, args[0])
+			if err != nil {
+				return err
+			}
+			ok, err := a.confirmOr(fmt.Sprintf("Hand the account signing key to %q (%s)? It can then approve and revoke devices.", target.Name, target.ID), yes, "pass --yes to trust the device without a terminal")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return failf("nothing was published", nil, "not trusted")
+			}
+			next, err := devices.TrustDevice(res.State, ask, target.ID, a.nowAfter(res.State))
+			if err != nil {
+				return &Error{Code: ExitError, Kind: KindError, Msg: "cannot trust this device", Err: err}
+			}
+			if next, err = a.linkAfterPendingReset(res, next, ask); err != nil {
+				return err
+			}
+			res, err = o.publish(ctx, "device trust", next)
+			if err != nil {
+				return err
+			}
+			code, err := a.handoverCode(ask, res.State, target.ID)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.out, changeOutput{UserID: ks.UserID, Version: res.Version, Epoch: res.Epoch.Epoch, LogIndex: res.LogIndex, DeviceID: target.ID.String(), DeviceName: target.Name, Trusted: true, SigningKeyHandover: &code})
+			}
+			fmt.Fprintf(a.out, "%q is now listed as trusted (version %d). On it run:\n\n  keyline device finish --signing-key %s\n", target.Name, res.Version, code)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
 }

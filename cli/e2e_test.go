@@ -23,6 +23,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/client"
+	"github.com/keyline/keyline/directory/loadgen"
 	klog "github.com/keyline/keyline/log"
 	pb "github.com/keyline/keyline/proto"
 )
@@ -102,6 +103,34 @@ func (w *world) okJSON(device string, v any, args ...string) {
 	}
 }
 
+// testResetWindow is the reset window of the test directories.
+const testResetWindow = 2 * time.Second
+
+// touchServer publishes a throwaway account on the directory at addr, so
+// that it cuts a new epoch (with the current time).
+func touchServer(t *testing.T, addr string) {
+	t.Helper()
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b [4]byte
+	rand.Read(b[:])
+	acct, err := loadgen.NewAccount(fmt.Sprintf("filler-%x", b), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := acct.Create(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := st.MarshalBinary()
+	if _, err := c.Update(context.Background(), enc); err != nil {
+		t.Fatalf("touch: %v", err)
+	}
+}
+
 // startServer runs `keyline serve` in process on a free loopback port and
 // returns its address and a stop function.
 func startServer(t *testing.T, dataDir string) (string, func()) {
@@ -110,7 +139,7 @@ func startServer(t *testing.T, dataDir string) (string, func()) {
 	var out, errb syncBuf
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--epoch-interval", "20ms", "--insecure-no-sync"},
+		done <- Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--epoch-interval", "20ms", "--insecure-no-sync", "--reset-window", testResetWindow.String()},
 			IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: testEnv})
 	}()
 	re := regexp.MustCompile(`listening on (\S+)`)
@@ -231,7 +260,7 @@ func (w *world) pairWaiting(user, approver, newDev, name string) {
 	go func() {
 		done <- Run(context.Background(), args, IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: testEnv})
 	}()
-	codeRe := regexp.MustCompile(`KL1-[A-Z0-9-]+`)
+	codeRe := regexp.MustCompile(`KL2-[A-Z0-9-]+`)
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(errb.String(), "Waiting") {
 		if time.Now().After(deadline) {
@@ -247,14 +276,17 @@ func (w *world) pairWaiting(user, approver, newDev, name string) {
 }
 
 type lookupJSON struct {
-	UserID      string      `json:"user_id"`
-	Found       bool        `json:"found"`
-	Verified    bool        `json:"verified"`
-	Version     uint64      `json:"version"`
-	IdentityKey string      `json:"identity_key"`
-	Pin         string      `json:"pin"`
-	Devices     []deviceRow `json:"devices"`
-	Checks      []checkRow  `json:"checks"`
+	UserID      string `json:"user_id"`
+	Found       bool   `json:"found"`
+	Verified    bool   `json:"verified"`
+	Version     uint64 `json:"version"`
+	IdentityKey string `json:"identity_key"`
+	Pin         string `json:"pin"`
+	Reset       bool   `json:"reset"`
+	// ResetPending is set while a directory reset is in its window.
+	ResetPending *resetInfo  `json:"reset_pending"`
+	Devices      []deviceRow `json:"devices"`
+	Checks       []checkRow  `json:"checks"`
 }
 
 func activeNames(l lookupJSON) []string {
@@ -284,10 +316,10 @@ func TestEndToEnd(t *testing.T) {
 	alicePaper := w.createAccount("alice-laptop", "alice", "laptop")
 	var phoneReq pairingOutput
 	r := w.ok("alice-phone", "", "device", "request", "alice", "--name", "phone")
-	if !strings.Contains(r.out, "▀") || !strings.Contains(r.out, "KL1-") {
+	if !strings.Contains(r.out, "▀") || !strings.Contains(r.out, "KL2-") {
 		t.Fatalf("device request shows no QR code or pairing code:\n%s", r.out)
 	}
-	code := regexp.MustCompile(`KL1-[A-Z0-9-]+`).FindString(r.out)
+	code := regexp.MustCompile(`KL2-[A-Z0-9-]+`).FindString(r.out)
 	fp := regexp.MustCompile(`Fingerprint:\s+([0-9 ]+)`).FindStringSubmatch(r.out)[1]
 	phoneReq.Code, phoneReq.Fingerprint = code, strings.TrimSpace(fp)
 	// Saying no publishes nothing.
@@ -306,8 +338,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("approver did not show the fingerprint %q:\n%s", phoneReq.Fingerprint, r.err)
 	}
 	w.ok("alice-phone", "", "device", "finish")
-	// The phone does not hold the identity key.
-	if r := w.run("alice-phone", "", "device", "revoke", "laptop", "-y"); r.code != ExitError || !strings.Contains(r.err, "identity key") {
+	// The phone is not trusted: it does not hold the account signing key.
+	if r := w.run("alice-phone", "", "device", "revoke", "laptop", "-y"); r.code != ExitError || !strings.Contains(r.err, "not trusted") {
 		t.Fatalf("revoke from the phone: exit %d\n%s", r.code, r.err)
 	}
 
@@ -466,6 +498,19 @@ func TestEndToEnd(t *testing.T) {
 	evilAddr, stopEvil := startServer(t, evilDir)
 	defer stopEvil()
 	forgeReset(t, evilAddr, evilDir, "alice")
+	// The reset is pending: bob still gets alice's keys, with a notice;
+	// alice's monitor tells her how to cancel it.
+	r = w.runAt(evilAddr, "bob-pc", "", "lookup", "alice")
+	if r.code != 0 || !strings.Contains(r.err, "RESET PENDING") || !strings.Contains(r.out, "RESET PENDING") {
+		t.Fatalf("lookup during the reset window: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err)
+	}
+	r = w.runAt(evilAddr, "alice-new", "", "monitor", "--once")
+	if r.code != ExitVerification || !strings.Contains(r.out, "keyline account cancel-reset") {
+		t.Fatalf("alice's monitor during the reset window: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	// Nobody cancels it: after the window it takes effect, loudly.
+	time.Sleep(testResetWindow + time.Second)
+	touchServer(t, evilAddr)
 	r = w.runAt(evilAddr, "bob-pc", "", "lookup", "alice")
 	if r.code != ExitVerification || !strings.Contains(r.err, "SAFETY NUMBER CHANGED") || strings.Contains(r.out, "ok ") {
 		t.Fatalf("silent key substitution by the directory: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err)
@@ -532,14 +577,11 @@ func forgeReset(t *testing.T, addr, dataDir, user string) {
 	}
 	defer c.Close()
 	secret, _ := devices.NewRecoverySecret(rand.Reader)
-	ik := devices.DeriveIdentityKey(secret)
+	rk := devices.DeriveRootKey(secret)
 	dk, _ := devices.NewDeviceKey(rand.Reader)
 	now := time.Now()
-	cert, err := dk.NewCert("attacker", ik.Public(), now)
+	cert, err := dk.NewCert("attacker", rk.Public(), now)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ik.IssueCert(cert); err != nil {
 		t.Fatal(err)
 	}
 	// The new state must link to the current one.
@@ -558,7 +600,11 @@ func forgeReset(t *testing.T, addr, dataDir, user string) {
 	if now.Before(prev.Timestamp) {
 		now = prev.Timestamp
 	}
-	next, err := devices.NewResetState(prev, ik, cert, now)
+	ask, err := devices.NewAccountSigningKey(rk, user, 1, rand.Reader, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := devices.NewResetState(prev, rk.Public(), ask, cert, now)
 	if err != nil {
 		t.Fatal(err)
 	}

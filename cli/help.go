@@ -19,7 +19,12 @@ var commandHelp = map[string]struct{ example, long string }{
   keyline serve --witness http://127.0.0.1:7412=witness.example.org+1234abcd+AbC... --witness-quorum 1`},
 	"account": {example: `  keyline account create alice --name laptop
   keyline account recover alice --paper-key-file words.txt
+  keyline account rotate-key --revoke laptop --paper-key-file words.txt   # cut off a stolen device
+  keyline account cancel-reset
   keyline account sync`},
+	"account rotate-key": {example: `  keyline account rotate-key --revoke laptop --reason compromised   # type the 24 words
+  keyline account rotate-key --paper-key-file words.txt --yes       # new signing key, keep every device`},
+	"account cancel-reset": {example: `  keyline account cancel-reset          # on a trusted device, while "RESET PENDING" is shown`},
 	"account create": {example: `  keyline account create alice --name laptop
   KEYLINE_PASSPHRASE=... keyline --json account create alice --no-confirm   # scripts: the paper key is in the JSON`},
 	"account recover": {example: `  keyline --data-dir ~/.keyline-new account recover alice            # type the 24 words
@@ -28,16 +33,19 @@ var commandHelp = map[string]struct{ example, long string }{
 	"export-tiles": {example: `  keyline export-tiles /srv/www/keyline-log                          # from the directory (--server)
   keyline export-tiles /srv/www/keyline-log --tiles https://log.example.org/   # from another mirror`},
 	"device": {example: `  keyline --data-dir ~/.keyline-phone device request alice --name phone   # on the new device
-  keyline device approve KL1-ABCDE-...                                  # on a device with the identity key
-  keyline --data-dir ~/.keyline-phone device finish                     # back on the new device
+  keyline device approve --trusted KL2-ABCDE-...                        # on a trusted device
+  keyline --data-dir ~/.keyline-phone device finish --signing-key KLH1-...   # back on the new device
   keyline device list
   keyline device revoke phone --reason lost`},
 	"device request": {example: `  keyline --data-dir ~/.keyline-phone device request alice --name phone
   keyline --data-dir ~/.keyline-phone device request alice --name phone --wait 5m   # wait for the approval
   keyline --data-dir ~/.keyline-phone device request alice    # again: shows the same pending request`},
-	"device approve": {example: `  keyline device approve KL1-ABCDE-FGHIJ-...           # asks you to compare the fingerprint
-  keyline device approve KL1-ABCDE-FGHIJ-... --fingerprint "1234 5678 9012 3456 7890"   # scripts`},
-	"device finish": {example: `  keyline --data-dir ~/.keyline-phone device finish`,
+	"device approve": {example: `  keyline device approve KL2-ABCDE-FGHIJ-...           # asks you to compare the fingerprint
+  keyline device approve KL2-ABCDE-FGHIJ-... --trusted # and hand it the account signing key
+  keyline device approve KL2-ABCDE-FGHIJ-... --fingerprint "1234 5678 9012 3456 7890"   # scripts`},
+	"device trust": {example: `  keyline device trust phone        # prints a code for: keyline device finish --signing-key CODE`},
+	"device finish": {example: `  keyline --data-dir ~/.keyline-phone device finish
+  keyline --data-dir ~/.keyline-phone device finish --signing-key KLH1-ABCDE-...   # approved with --trusted`,
 		long: `Run this on the new device after ` + "`keyline device approve`" + ` on another device.
 It looks up the account (every proof verified) and checks that the directory
 now lists this device with exactly the keys this device created. Then it

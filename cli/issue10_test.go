@@ -119,7 +119,7 @@ func wantNotIn(t *testing.T, what, s string, subs ...string) {
 func (w *world) pairingCode(dev, user, name string) (code, fp string) {
 	w.t.Helper()
 	r := w.ok(dev, "", "device", "request", user, "--name", name)
-	code = regexp.MustCompile(`KL1-[A-Z0-9-]+`).FindString(r.out)
+	code = regexp.MustCompile(`KL2-[A-Z0-9-]+`).FindString(r.out)
 	fp = strings.TrimSpace(regexp.MustCompile(`Fingerprint:\s+([0-9 ]+)`).FindStringSubmatch(r.out)[1])
 	return code, fp
 }
@@ -386,7 +386,7 @@ func TestIssue10(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ik, err := needIdentity(o.ks, "test")
+			ask, err := needSigningKey(o.ks, o.res.State, "test")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -394,14 +394,11 @@ func TestIssue10(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cert, err := dk.NewCert("tablet", ik.Public(), o.res.State.Timestamp)
+			cert, err := dk.NewCert("tablet", o.res.IdentityKey, o.res.State.Timestamp)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := ik.IssueCert(cert); err != nil {
-				t.Fatal(err)
-			}
-			next, err := devices.AddDevice(o.res.State, ik, cert, o.res.State.Timestamp.Add(time.Second))
+			next, err := devices.AddDevice(o.res.State, ask, cert, o.res.State.Timestamp.Add(time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}

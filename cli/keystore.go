@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/verifier"
 )
 
 // Files in the client data dir.
@@ -107,16 +108,38 @@ func (a *app) nowAfter(prev *devices.AccountState) time.Time {
 	return now
 }
 
-// identity returns the identity key the keystore holds, or an error saying
-// which device can do this.
-func needIdentity(ks *devices.Keystore, what string) (*devices.IdentityKey, error) {
-	if ks.Identity != nil {
-		return ks.Identity, nil
+// needSigningKey returns the account signing key (ASK) the keystore holds
+// for st, the account's current state, or an error saying why this device
+// cannot do what: it is not trusted, or its key was rotated out (the
+// device was cut off).
+func needSigningKey(ks *devices.Keystore, st *devices.AccountState, what string) (*devices.AccountSigningKey, error) {
+	if ks.Signing == nil {
+		return nil, failf("run it on a trusted device (`keyline device list` shows them), or use the paper key: `keyline account rotate-key` makes this device trusted", nil,
+			"%s needs the account signing key, which this device does not hold (it is not trusted)", what)
 	}
-	if ks.Secret != nil {
-		return devices.DeriveIdentityKey(*ks.Secret), nil
+	if g, cur := ks.Signing.Generation(), st.Generation(); g < cur {
+		return nil, &Error{Code: ExitRejected, Kind: KindRejected,
+			Msg:  fmt.Sprintf("%s: this device's account signing key (generation %d) was rotated out: %s now uses generation %d, and everything generation %d signs is refused", what, g, ks.UserID, cur, g),
+			Hint: "this device was cut off from the account; if it is yours, ask a trusted device to hand it the new key (`keyline device trust`), or use the paper key"}
 	}
-	return nil, failf("run it on the device that created the account (it holds the identity key), or recover with the paper key: `keyline account recover "+ks.UserID+"`", nil, "%s needs the account's identity key, which this device does not hold", what)
+	if ks.Signing.Cert.Key != st.SigningKey.Key {
+		return nil, verificationErr(fmt.Sprintf("%s: the account's signing key generation %d is not the one this device holds", what, st.Generation()), "keep this output; the account may have been tampered with", nil)
+	}
+	return ks.Signing, nil
+}
+
+// linkAfterPendingReset makes next, built on res.State, the version that
+// follows a pending reset (and so cancels it), if res shows one.
+func (a *app) linkAfterPendingReset(res *verifier.LookupResult, next *devices.AccountState, ask *devices.AccountSigningKey) (*devices.AccountState, error) {
+	if res.ResetPending == nil {
+		return next, nil
+	}
+	linked, err := devices.LinkAfterReset(next, res.ResetPending, ask)
+	if err != nil {
+		return nil, &Error{Code: ExitError, Kind: KindError, Msg: "cannot build the version that cancels the pending reset", Err: err}
+	}
+	a.info("Note: this update cancels the directory reset pending since %s.\n", fmtTime(res.ResetPending.Time))
+	return linked, nil
 }
 
 func shortID(id devices.DeviceID) string { return fmt.Sprintf("%x", id[:4]) }

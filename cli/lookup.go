@@ -25,6 +25,8 @@ type lookupOutput struct {
 	IdentityKey     *string     `json:"identity_key"`
 	Pin             *string     `json:"pin"`
 	Reset           bool        `json:"reset"`
+	ResetPending    *resetInfo  `json:"reset_pending"`
+	Generation      *uint32     `json:"signing_key_generation"`
 	Devices         []deviceRow `json:"devices"`
 	LogIndex        *uint64     `json:"log_index"`
 	CheckpointSize  uint64      `json:"checkpoint_size"`
@@ -35,6 +37,13 @@ type lookupOutput struct {
 	WitnessQuorum   int         `json:"witness_quorum"`
 	Checks          []checkRow  `json:"checks"`
 	Warnings        []string    `json:"warnings"`
+}
+
+// resetInfo describes a pending directory reset (lookup --json).
+type resetInfo struct {
+	Since       time.Time `json:"since"`        // when it was logged
+	EffectiveAt time.Time `json:"effective_at"` // when it takes effect unless cancelled
+	Reason      string    `json:"reason"`
 }
 
 // checkRow is one verification step of a lookup: every step listed
@@ -114,12 +123,17 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 	}
 	check("map_proof", "value matches log entry %d (version %d)", res.LogIndex, res.Version)
 	check("log_inclusion", "entry %d and the epoch record are in the checkpoint", res.LogIndex)
-	check("signatures", "account state signed by its identity key; %d device certs doubly signed", len(res.State.Devices))
+	check("signatures", "signing key generation %d certified by the root key; account state and %d device certs signed by it, devices back-signed", res.Generation, len(res.State.Devices))
 	check("revocations", "%d revoked devices, none served", len(res.State.Revocations))
 	check("identity_key", "%s", pinLine(res))
 	v, li, ik, pin := res.Version, res.LogIndex, hex.EncodeToString(res.IdentityKey[:]), pinName(res.Pin)
 	out.Version, out.LogIndex, out.IdentityKey, out.Pin = &v, &li, &ik, &pin
 	out.Reset = res.Reset != nil
+	g := res.Generation
+	out.Generation = &g
+	if r := res.ResetPending; r != nil {
+		out.ResetPending = &resetInfo{Since: r.Time.UTC(), EffectiveAt: r.EffectiveAt.UTC(), Reason: r.Reason.String()}
+	}
 	out.Devices = deviceRows(res.State, devices.DeviceID{}, nil)
 	return out
 }
@@ -162,6 +176,9 @@ func (a *app) printLookup(out lookupOutput) {
 		fmt.Fprintf(w, "%s  version %d  identity key %s\n", out.UserID, *out.Version, (*out.IdentityKey)[:16]+"…")
 		if out.Reset {
 			fmt.Fprintln(w, "!!! the latest entry is a DIRECTORY RESET: the identity key was replaced by the directory, not by the user !!!")
+		}
+		if r := out.ResetPending; r != nil {
+			fmt.Fprintf(w, "!!! RESET PENDING since %s (%s): the directory will replace these keys at %s unless the owner cancels it; until then they and the safety number are unchanged !!!\n", fmtTime(r.Since), r.Reason, fmtTime(r.EffectiveAt))
 		}
 		t := newTable(w, "DEVICE", "NAME", "CREATED", "STATUS")
 		for _, d := range out.Devices {

@@ -198,6 +198,7 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringArrayVar(&witnesses, "witness", nil, "witness to ask for cosignatures, URL=VKEY (repeatable)")
 	f.IntVar(&cfg.WitnessQuorum, "witness-quorum", 0, "cosignatures clients must require (written to trust.json)")
 	f.DurationVar(&maxAge, "max-checkpoint-age", 0, "max_checkpoint_age written to trust.json, a duration like 24h or 90m (default 24h)")
+	f.DurationVar(&cfg.ResetWindow, "reset-window", 0, "how long a directory reset stays pending (cancellable by the owner) before it takes effect; written to trust.json as reset_window (default 72h)")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")

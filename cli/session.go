@@ -121,7 +121,7 @@ func (s *session) verifyPublished(ctx context.Context, state *devices.AccountSta
 	if err != nil {
 		return nil, err
 	}
-	if !res.Found || res.State == nil || res.Reset != nil {
+	if !res.Found || res.State == nil || res.Reset != nil || res.ResetPending != nil {
 		return nil, verificationErr(fmt.Sprintf("the directory does not serve %s v%d (yet)", state.UserID, state.Version), "", nil)
 	}
 	if got, _ := res.State.Hash(); got != want {
@@ -147,22 +147,21 @@ func (s *session) ownState(ctx context.Context, ks *devices.Keystore) (*verifier
 	if !res.Found {
 		return nil, verificationErr(fmt.Sprintf("the directory proves your account %s absent", ks.UserID), "if you just created it, wait and retry; otherwise the directory is hiding it — keep this output", nil)
 	}
-	var ikPub [32]byte
-	switch {
-	case ks.Identity != nil:
-		ikPub = ks.Identity.Public()
-	case ks.Secret != nil:
-		ikPub = devices.DeriveIdentityKey(*ks.Secret).Public()
-	case ks.State != nil:
+	ikPub := res.IdentityKey
+	if ks.State != nil {
 		ikPub = ks.State.IdentityKey
-	default:
-		ikPub = res.IdentityKey
 	}
 	if res.IdentityKey != ikPub {
 		if res.Reset != nil {
 			return nil, verificationErr(fmt.Sprintf("your account %s was RESET by the directory (%s at %s): it now has another identity key", ks.UserID, res.Reset.Reason, fmtTime(res.Reset.Time)), "if you did not ask for this, your account was taken over; warn your contacts", nil)
 		}
 		return nil, verificationErr(fmt.Sprintf("the directory serves another identity key for your account %s", ks.UserID), "keep this output; your account may have been tampered with", nil)
+	}
+	if res.ResetPending != nil {
+		for _, w := range res.Warnings {
+			s.a.info("WARNING: %s\n", w)
+		}
+		s.a.info("To cancel the reset (if you did not ask for it), run `%s` on a trusted device before %s.\n", verifier.CancelResetCommand, fmtTime(res.ResetPending.EffectiveAt))
 	}
 	if ks.State != nil && res.Version < ks.State.Version {
 		return nil, verificationErr(fmt.Sprintf("the directory serves %s v%d, older than v%d which this device published", ks.UserID, res.Version, ks.State.Version), "the directory rolled your account back; keep this output", nil)

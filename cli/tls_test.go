@@ -142,16 +142,20 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ik := devices.IdentityKeyFromSeed([32]byte{1, 2, 3})
+	rk := devices.DeriveRootKey(devices.RecoverySecret{1, 2, 3})
+	ask, err := devices.NewAccountSigningKey(rk, "alice", 1, rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := dk.NewCert("laptop", ik.Public(), time.Now())
+	cert, err := dk.NewCert("laptop", rk.Public(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := devices.NewAccount(ik, "alice", cert, time.Now())
+	st, err := devices.NewAccount(ask, rk.Public(), "alice", cert, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,14 @@
 package devices
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"testing"
 	"time"
 )
 
 func BenchmarkSafetyNumber(b *testing.B) {
-	a, c := testIK("alice").Public(), testIK("bob").Public()
+	a, c := testRK("alice").Public(), testRK("bob").Public()
 	for b.Loop() {
 		if _, err := NewSafetyNumber("alice", a, "bob", c); err != nil {
 			b.Fatal(err)
@@ -17,19 +19,10 @@ func BenchmarkSafetyNumber(b *testing.B) {
 // BenchmarkVerifyTransitionMaxDevices verifies a transition into a state
 // with MaxDevices devices (1 state signature + 2 per cert).
 func BenchmarkVerifyTransitionMaxDevices(b *testing.B) {
-	ik := testIK("alice")
-	prev, err := NewAccount(ik, "alice", mustCert(b, testDevice(b, "d0"), "d0", ik.Public(), t0), t0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := 1; i < MaxDevices; i++ {
-		l := "d" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		prev, err = AddDevice(prev, ik, mustCert(b, testDevice(b, l), l, ik.Public(), t0), t0.Add(time.Duration(i)*time.Second))
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	next, err := RevokeDevices(prev, ik, []DeviceID{prev.Devices[0].ID}, ReasonRetired, t0.Add(time.Hour))
+	rk := testRK("alice")
+	ask := testASK(b, rk, "alice", 1, "alice")
+	prev := benchAccount(b, rk, ask, MaxDevices)
+	next, err := RevokeDevices(prev, ask, []DeviceID{prev.Devices[0].ID}, ReasonRetired, t0.Add(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -42,12 +35,8 @@ func BenchmarkVerifyTransitionMaxDevices(b *testing.B) {
 }
 
 func BenchmarkParseAccountStateMaxDevices(b *testing.B) {
-	ik := testIK("alice")
-	s, _ := NewAccount(ik, "alice", mustCert(b, testDevice(b, "d0"), "d0", ik.Public(), t0), t0)
-	for i := 1; i < MaxDevices; i++ {
-		l := "d" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		s, _ = AddDevice(s, ik, mustCert(b, testDevice(b, l), l, ik.Public(), t0), t0)
-	}
+	rk := testRK("alice")
+	s := benchAccount(b, rk, testASK(b, rk, "alice", 1, "alice"), MaxDevices)
 	enc, _ := s.MarshalBinary()
 	b.SetBytes(int64(len(enc)))
 	for b.Loop() {
@@ -66,6 +55,56 @@ func BenchmarkKeystoreDefaultKDF(b *testing.B) {
 	}
 	for b.Loop() {
 		if _, err := DecryptKeystore(file, []byte("pw")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEd25519Verify is the reference for ratios: one Ed25519
+// signature verification on this machine, in the same run.
+func BenchmarkEd25519Verify(b *testing.B) {
+	k := ed25519.NewKeyFromSeed(make([]byte, 32))
+	msg := []byte("keyline reference message")
+	sig := ed25519.Sign(k, msg)
+	pub := k.Public().(ed25519.PublicKey)
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("verify")
+		}
+	}
+}
+
+// BenchmarkVerifyRotationMaxDevices verifies a rotation (generation g+1,
+// every kept cert re-signed) of a state with MaxDevices devices.
+func BenchmarkVerifyRotationMaxDevices(b *testing.B) {
+	rk := testRK("alice")
+	ask := testASK(b, rk, "alice", 1, "alice")
+	prev := benchAccount(b, rk, ask, MaxDevices)
+	var keep []DeviceID
+	for _, d := range prev.Devices[1:] {
+		keep = append(keep, d.ID)
+	}
+	next, err := Rotate(prev, testASK(b, rk, "alice", 2, "alice 2"), Rotation{Keep: keep, Reason: ReasonLost}, t0.Add(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := VerifyTransition(prev, next); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHandover seals and opens a signing key handover (HPKE).
+func BenchmarkHandover(b *testing.B) {
+	c := newChain(b)
+	for b.Loop() {
+		h, err := SealHandover(c.ask, c.v3.Devices[0], rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := OpenHandover(h, c.laptop, c.v3); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,26 +11,28 @@ import (
 // MaxDeviceNameLen is the maximum length of a device name in bytes.
 const MaxDeviceNameLen = 64
 
-const certFormat = 0x01
+const certFormat = 0x02
 
-// DeviceCert binds a device's keys to an account's identity key. It carries
-// two signatures: the device's back-signature over (IK public key, body),
-// proving the device holds its signing key and agreed to join that identity,
-// and IK's signature over the body.
+// DeviceCert binds a device's keys to an account. It carries two
+// signatures: the device's back-signature over (RK public key, body),
+// proving the device holds its signing key and agreed to join the account
+// of that root key, and the account signing key's (ASK) signature over the
+// body. The back-signature names RK, not the ASK, so a rotation can re-sign
+// the certs of the devices it keeps without their help.
 type DeviceCert struct {
 	ID            DeviceID  // DeviceIDFor(SigningKey)
 	Name          string    // 1..64 bytes of UTF-8, no control characters
 	SigningKey    [32]byte  // Ed25519 public key
 	X25519Key     [32]byte  // X25519 public key
 	Created       time.Time // whole seconds, UTC
-	BackSignature [64]byte  // device over "keyline device-cert backsig v1" || 0x00 || IK || body
-	Signature     [64]byte  // IK over "keyline device-cert v1" || 0x00 || body
+	BackSignature [64]byte  // device over "keyline device-cert backsig v2" || 0x00 || RK || body
+	Signature     [64]byte  // ASK over "keyline device-cert v2" || 0x00 || body
 }
 
 // NewCert returns a DeviceCert for this device, named name, created at
-// created (truncated to whole seconds), back-signed for the identity key
-// ikPub. The IK signature is left empty for IdentityKey.IssueCert.
-func (k *DeviceKey) NewCert(name string, ikPub [32]byte, created time.Time) (*DeviceCert, error) {
+// created (truncated to whole seconds), back-signed for the root key
+// rkPub. The ASK signature is left empty for AccountSigningKey.IssueCert.
+func (k *DeviceKey) NewCert(name string, rkPub [32]byte, created time.Time) (*DeviceCert, error) {
 	c := &DeviceCert{
 		ID:         k.ID(),
 		Name:       name,
@@ -41,15 +43,15 @@ func (k *DeviceKey) NewCert(name string, ikPub [32]byte, created time.Time) (*De
 	if err := c.checkFields(); err != nil {
 		return nil, err
 	}
-	if err := k.BackSign(c, ikPub); err != nil {
+	if err := k.BackSign(c, rkPub); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// BackSign sets c.BackSignature: the device's signature over (ikPub, body).
+// BackSign sets c.BackSignature: the device's signature over (rkPub, body).
 // c must describe this device's keys.
-func (k *DeviceKey) BackSign(c *DeviceCert, ikPub [32]byte) error {
+func (k *DeviceKey) BackSign(c *DeviceCert, rkPub [32]byte) error {
 	if c.SigningKey != k.SigningPublic() || c.X25519Key != k.X25519Public() {
 		return fmt.Errorf("devices: %w: cert keys are not this device's keys", ErrDeviceCert)
 	}
@@ -57,54 +59,54 @@ func (k *DeviceKey) BackSign(c *DeviceCert, ikPub [32]byte) error {
 	if err != nil {
 		return err
 	}
-	c.BackSignature = k.sig(signedMessage(ctxDeviceBacksig, ikPub[:], body))
+	c.BackSignature = k.sig(signedMessage(ctxDeviceBacksig, rkPub[:], body))
 	return nil
 }
 
-// IssueCert checks c's back-signature for this identity key and sets
-// c.Signature, the identity key's signature over the cert body.
-func (k *IdentityKey) IssueCert(c *DeviceCert) error {
-	ik := k.Public()
-	if err := c.checkKeys(ik); err != nil {
+// IssueCert checks c's back-signature for the root key rkPub and sets
+// c.Signature, the ASK's signature over the cert body.
+func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
+	if err := c.checkKeys(rkPub, a.Public()); err != nil {
 		return err
 	}
 	body, err := c.body()
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, ik[:], body), c.BackSignature[:]) {
-		return fmt.Errorf("devices: %w: device %s: back-signature does not verify for this identity key", ErrDeviceCert, c.ID)
+	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
+		return fmt.Errorf("devices: %w: device %s: back-signature does not verify for this root key", ErrDeviceCert, c.ID)
 	}
-	c.Signature = k.sign(signedMessage(ctxDeviceCert, body))
+	c.Signature = a.sign(signedMessage(ctxDeviceCert, body))
 	return nil
 }
 
 // VerifyDeviceCert checks that c is well formed, that its device id matches
-// its signing key, that its keys are usable and distinct from each other
-// and from ikPub, that ikPub signed it, and that the device back-signed
-// (ikPub, body). Errors wrap ErrDeviceCert (or ErrDeviceName).
-func VerifyDeviceCert(ikPub [32]byte, c *DeviceCert) error {
+// its signing key, that its keys are usable and distinct from each other,
+// from rkPub and from askPub, that the ASK askPub signed it, and that the
+// device back-signed (rkPub, body). Errors wrap ErrDeviceCert (or
+// ErrDeviceName).
+func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
 	if c == nil {
 		return fmt.Errorf("devices: %w: nil cert", ErrDeviceCert)
 	}
-	if err := c.checkKeys(ikPub); err != nil {
+	if err := c.checkKeys(rkPub, askPub); err != nil {
 		return err
 	}
 	body, err := c.body()
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(ikPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
-		return fmt.Errorf("devices: %w: device %s: identity key signature does not verify", ErrDeviceCert, c.ID)
+	if !ed25519.Verify(askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
+		return fmt.Errorf("devices: %w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
 	}
-	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, ikPub[:], body), c.BackSignature[:]) {
+	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
 		return fmt.Errorf("devices: %w: device %s: back-signature does not verify", ErrDeviceCert, c.ID)
 	}
 	return nil
 }
 
 // checkKeys checks the key fields of c that do not need signatures.
-func (c *DeviceCert) checkKeys(ikPub [32]byte) error {
+func (c *DeviceCert) checkKeys(rkPub, askPub [32]byte) error {
 	if err := c.checkFields(); err != nil {
 		return err
 	}
@@ -114,11 +116,11 @@ func (c *DeviceCert) checkKeys(ikPub [32]byte) error {
 	if c.SigningKey == c.X25519Key {
 		return fmt.Errorf("devices: %w: device %s: signing key equals X25519 key", ErrDeviceCert, c.ID)
 	}
-	if c.SigningKey == ikPub {
-		return fmt.Errorf("devices: %w: device %s: signing key equals the identity key", ErrDeviceCert, c.ID)
+	if c.SigningKey == rkPub || c.SigningKey == askPub {
+		return fmt.Errorf("devices: %w: device %s: signing key equals the root key or the account signing key", ErrDeviceCert, c.ID)
 	}
-	if c.X25519Key == ikPub {
-		return fmt.Errorf("devices: %w: device %s: X25519 key equals the identity key", ErrDeviceCert, c.ID)
+	if c.X25519Key == rkPub || c.X25519Key == askPub {
+		return fmt.Errorf("devices: %w: device %s: X25519 key equals the root key or the account signing key", ErrDeviceCert, c.ID)
 	}
 	if isLowOrderX25519(c.X25519Key) {
 		return fmt.Errorf("devices: %w: device %s: X25519 key is a low-order point", ErrDeviceCert, c.ID)
@@ -178,7 +180,7 @@ func (c *DeviceCert) appendTo(w *builder) {
 }
 
 // MarshalBinary returns the canonical encoding of c: body || back-signature
-// || IK signature (docs/protocol.md).
+// || ASK signature (docs/protocol.md).
 func (c *DeviceCert) MarshalBinary() ([]byte, error) {
 	if err := c.checkFields(); err != nil {
 		return nil, err
@@ -205,7 +207,7 @@ func readDeviceCert(r *reader) *DeviceCert {
 		return nil
 	}
 	c.BackSignature = r.array64("back-signature")
-	c.Signature = r.array64("identity key signature")
+	c.Signature = r.array64("signing key signature")
 	if r.err != nil {
 		return nil
 	}

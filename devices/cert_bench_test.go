@@ -8,15 +8,16 @@ import (
 // BenchmarkVerifyDeviceCert measures one DeviceCert verification (two
 // ed25519 signatures and the key checks), next to one ed25519 verification.
 func BenchmarkVerifyDeviceCert(b *testing.B) {
-	k := testIK("bench")
-	ik := k.Public()
-	c := mustCert(b, testDevice(b, "bench"), "phone", ik, t0)
-	if err := k.IssueCert(c); err != nil {
+	rk := testRK("bench")
+	rkPub := rk.Public()
+	ask := testASK(b, rk, "bench@example.org", 1, "bench 1")
+	c := mustCert(b, testDevice(b, "bench"), "phone", rkPub, t0)
+	if err := ask.IssueCert(rkPub, c); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("cert", func(b *testing.B) {
 		for b.Loop() {
-			if err := VerifyDeviceCert(ik, c); err != nil {
+			if err := VerifyDeviceCert(rkPub, ask.Public(), c); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -34,10 +35,11 @@ func BenchmarkVerifyDeviceCert(b *testing.B) {
 // BenchmarkCheckKeys measures DeviceCert.checkKeys alone (the key checks
 // without signatures, including the low-order X25519 check).
 func BenchmarkCheckKeys(b *testing.B) {
-	ik := testIK("bench").Public()
-	c := mustCert(b, testDevice(b, "bench"), "phone", ik, t0)
+	rk := testRK("bench")
+	ask := testASK(b, rk, "bench@example.org", 1, "bench 1")
+	c := mustCert(b, testDevice(b, "bench"), "phone", rk.Public(), t0)
 	for b.Loop() {
-		if err := c.checkKeys(ik); err != nil {
+		if err := c.checkKeys(rk.Public(), ask.Public()); err != nil {
 			b.Fatal(err)
 		}
 	}

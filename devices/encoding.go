@@ -188,16 +188,20 @@ func signedMessage(context string, parts ...[]byte) []byte {
 	return m
 }
 
-// Domain-separation contexts. Each is listed in docs/protocol.md.
+// Domain-separation contexts. Each is listed in docs/protocol.md. Those
+// whose signer or signed encoding changed with format 2 end in "v2".
 const (
-	ctxIdentityHKDF  = "keyline identity-key v1"
-	ctxDeviceID      = "keyline device-id v1"
-	ctxDeviceCert    = "keyline device-cert v1"
-	ctxDeviceBacksig = "keyline device-cert backsig v1"
-	ctxAccountState  = "keyline account-state v1"
-	ctxAccountHash   = "keyline account-state hash v1"
-	ctxReset         = "keyline reset v1"
-	ctxPairingCheck  = "keyline pairing-code checksum v1"
-	ctxPairingFP     = "keyline pairing fingerprint v1"
-	ctxSafetyNumber  = "keyline safety-number v1"
+	ctxRootHKDF           = "keyline identity-key v1"
+	ctxDeviceID           = "keyline device-id v1"
+	ctxSigningKeyCert     = "keyline signing-key-cert v1"
+	ctxDeviceCert         = "keyline device-cert v2"
+	ctxDeviceBacksig      = "keyline device-cert backsig v2"
+	ctxAccountState       = "keyline account-state v2"
+	ctxAccountHash        = "keyline account-state hash v2"
+	ctxReset              = "keyline reset v2"
+	ctxPairingRequest     = "keyline pairing-request v1"
+	ctxPairingCheck       = "keyline pairing-code checksum v1"
+	ctxPairingFP          = "keyline pairing fingerprint v1"
+	ctxSafetyNumber       = "keyline safety-number v1"
+	ctxSigningKeyHandover = "keyline signing-key handover v1"
 )

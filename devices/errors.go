@@ -17,10 +17,19 @@ var (
 	// word, or a bad checksum.
 	ErrPaperKey = errors.New("invalid paper key")
 
-	// ErrDeviceCert: a DeviceCert's device id, IK signature or back-signature
-	// does not verify, or its keys are unusable.
+	// ErrDeviceCert: a DeviceCert's device id, ASK signature or
+	// back-signature does not verify, or its keys are unusable.
 	ErrDeviceCert = errors.New("invalid device cert")
-	// ErrSigner: an AccountState is not signed by the identity key required.
+	// ErrSigningKeyCert: a SigningKeyCert is not signed by the account's
+	// root key, or a state changes its account signing key without moving
+	// to exactly the next generation.
+	ErrSigningKeyCert = errors.New("invalid signing key cert")
+	// ErrStaleSigningKey: a state is signed by an account signing key of an
+	// older generation than the previous state's: the key was rotated out
+	// (a lost or stolen device still holding it).
+	ErrStaleSigningKey = errors.New("stale account signing key")
+	// ErrSigner: an AccountState is not signed by the account signing key
+	// its SigningKeyCert names.
 	ErrSigner = errors.New("wrong or invalid signature")
 	// ErrVersion: the version is not 1 for a create, or not previous+1.
 	ErrVersion = errors.New("wrong version")
@@ -28,9 +37,9 @@ var (
 	ErrPrevHash = errors.New("previous state hash mismatch")
 	// ErrUserMismatch: two structures that must name the same user do not.
 	ErrUserMismatch = errors.New("user id mismatch")
-	// ErrIdentityChanged: a normal update changes the identity key (only a
+	// ErrIdentityChanged: a normal update changes the root key (only a
 	// reset may).
-	ErrIdentityChanged = errors.New("identity key changed without reset")
+	ErrIdentityChanged = errors.New("root key changed without reset")
 	// ErrRevokedDevice: a revoked device is present in the device list.
 	ErrRevokedDevice = errors.New("revoked device present")
 	// ErrRevocation: a revocation was dropped, altered, or names a device
@@ -43,9 +52,20 @@ var (
 	// ErrReset: a reset authorization is inconsistent with the states it
 	// links, or is not signed by the directory reset key.
 	ErrReset = errors.New("invalid reset authorization")
+	// ErrResetPending: a state signed by a reset's new keys follows the
+	// reset before its window ended.
+	ErrResetPending = errors.New("reset still pending")
+	// ErrResetWindow: a reset's window is shorter than the minimum, or a
+	// cancellation comes after the window ended.
+	ErrResetWindow = errors.New("reset window violated")
 
 	// ErrPairingCode: a pairing code or QR payload is corrupted or unreadable.
 	ErrPairingCode = errors.New("invalid pairing code")
+	// ErrPairingExpired: a pairing request is past its expiry time.
+	ErrPairingExpired = errors.New("pairing request expired")
+	// ErrHandover: a signing key handover does not decrypt, or the key it
+	// carries is not the one its state certifies.
+	ErrHandover = errors.New("invalid signing key handover")
 	// ErrSafetyNumberMismatch: a scanned safety-number payload does not match.
 	ErrSafetyNumberMismatch = errors.New("safety number mismatch")
 

@@ -15,18 +15,9 @@ func fuzzSeeds(f *testing.F) (cert, state, reset, pairing []byte, code, qr strin
 	c := newChain(f)
 	cert, _ = c.v2.Devices[0].MarshalBinary()
 	state, _ = c.v3.MarshalBinary()
-	newIK := testIK("alice new")
-	at := t0.Add(10 * time.Hour)
-	ns, err := NewResetState(c.v3, newIK, mustCert(f, testDevice(f, "alice new phone"), "new phone", newIK.Public(), at), at)
-	if err != nil {
-		f.Fatal(err)
-	}
-	ra, err := SignReset(testResetKey(), c.v3, ns, ResetLostAllKeys, at)
-	if err != nil {
-		f.Fatal(err)
-	}
+	_, _, ra := newReset(f, c.v3, "alice new", t0.Add(10*time.Hour))
 	reset, _ = ra.MarshalBinary()
-	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.ik.Public(), "tablet", t0)
+	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.rk.Public(), "tablet", t0, DefaultPairingTTL)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -49,7 +40,7 @@ func FuzzParseDeviceCert(f *testing.F) {
 		if err != nil || !bytes.Equal(out, b) {
 			t.Fatalf("round trip: %v\n in %x\nout %x", err, b, out)
 		}
-		_ = VerifyDeviceCert([32]byte{}, c)
+		_ = VerifyDeviceCert([32]byte{}, [32]byte{}, c)
 	})
 }
 
@@ -143,7 +134,7 @@ func FuzzParsePairingCode(f *testing.F) {
 }
 
 func FuzzSafetyQR(f *testing.F) {
-	sn, _ := NewSafetyNumber("alice", testIK("alice").Public(), "bob", testIK("bob").Public())
+	sn, _ := NewSafetyNumber("alice", testRK("alice").Public(), "bob", testRK("bob").Public())
 	f.Add(sn.QR())
 	f.Add("keyline-safety:")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -190,8 +181,7 @@ func FuzzKeystoreContents(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(pt)
-	ks.Secret, ks.State = nil, nil
-	ks.Identity = testIK("x")
+	ks.Signing, ks.State = nil, nil
 	pt2, _ := ks.encodeContents()
 	f.Add(pt2)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -220,6 +210,64 @@ func FuzzParsePaperKey(f *testing.F) {
 		}
 		if canon := strings.Join(strings.Fields(strings.ToLower(s)), " "); sec.PaperKey() != canon {
 			t.Fatalf("round trip: %q -> %q", canon, sec.PaperKey())
+		}
+	})
+}
+
+func FuzzParseSigningKeyCert(f *testing.F) {
+	c := newChain(f)
+	b, _ := c.ask.Cert.MarshalBinary()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sc, err := ParseSigningKeyCert(b)
+		if err != nil {
+			return
+		}
+		out, err := sc.MarshalBinary()
+		if err != nil || !bytes.Equal(out, b) {
+			t.Fatalf("round trip: %v\n in %x\nout %x", err, b, out)
+		}
+		_ = VerifySigningKeyCert(c.rk.Public(), sc.UserID, sc)
+	})
+}
+
+func FuzzParseSigningKeyHandover(f *testing.F) {
+	c := newChain(f)
+	h, err := SealHandover(c.ask, c.v3.Devices[0], bytes.NewReader(make([]byte, 32)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, _ := h.MarshalBinary()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseSigningKeyHandover(b)
+		if err != nil {
+			return
+		}
+		out, err := h.MarshalBinary()
+		if err != nil || !bytes.Equal(out, b) {
+			t.Fatalf("round trip: %v\n in %x\nout %x", err, b, out)
+		}
+		_, _ = OpenHandover(h, c.laptop, c.v3)
+	})
+}
+
+func FuzzParseHandoverCode(f *testing.F) {
+	c := newChain(f)
+	h, err := SealHandover(c.ask, c.v3.Devices[0], bytes.NewReader(make([]byte, 32)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	code, _ := h.Code()
+	f.Add(code)
+	f.Add(strings.ToLower(code))
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseHandoverCode(s)
+		if err != nil {
+			return
+		}
+		if _, err := h.MarshalBinary(); err != nil {
+			t.Fatalf("parsed handover does not encode: %v", err)
 		}
 	})
 }

@@ -34,12 +34,25 @@ type goldenState struct {
 type goldenVectors struct {
 	Comment  string `json:"comment"`
 	PaperKey struct {
-		Secret         string `json:"secret"`
-		Words          string `json:"words"`
-		IdentitySeed   string `json:"identity_seed"`
-		IdentityPublic string `json:"identity_public"`
+		Secret     string `json:"secret"`
+		Words      string `json:"words"`
+		RootPublic string `json:"root_public"`
 	} `json:"paper_key"`
-	Devices    []goldenDevice `json:"devices"`
+	Devices        []goldenDevice `json:"devices"`
+	SigningKeyCert struct {
+		Generation1Seed string `json:"generation1_seed"`
+		Generation1     string `json:"generation1"`
+		Generation2Seed string `json:"generation2_seed"`
+		Generation2     string `json:"generation2"`
+	} `json:"signing_key_certs"`
+	Handover struct {
+		Comment   string `json:"comment"`
+		EphemSeed string `json:"hpke_ephemeral_seed"`
+		Recipient string `json:"recipient_device"`
+		Encoding  string `json:"encoding"`
+		Code      string `json:"code"`
+		StateIdx  int    `json:"state_index"`
+	} `json:"signing_key_handover"`
 	DeviceCert struct {
 		Body          string `json:"body"`
 		BackSignature string `json:"back_signature"`
@@ -50,7 +63,8 @@ type goldenVectors struct {
 	Reset  struct {
 		ResetKeySeed   string `json:"reset_key_seed"`
 		ResetPublic    string `json:"reset_public"`
-		NewIKPublic    string `json:"new_identity_public"`
+		NewIKPublic    string `json:"new_root_public"`
+		WindowSeconds  int64  `json:"window_seconds"`
 		Encoding       string `json:"encoding"`
 		NewStateHash   string `json:"new_state_hash"`
 		PrevStateIndex int    `json:"prev_state_index"`
@@ -88,8 +102,8 @@ func makeGolden(t *testing.T) *goldenVectors {
 	secret := testSecret("alice")
 	g.PaperKey.Secret = hx(secret[:])
 	g.PaperKey.Words = secret.PaperKey()
-	seed, pub := c.ik.Seed(), c.ik.Public()
-	g.PaperKey.IdentitySeed, g.PaperKey.IdentityPublic = hx(seed[:]), hx(pub[:])
+	pub := c.rk.Public()
+	g.PaperKey.RootPublic = hx(pub[:])
 	for _, l := range []string{"alice phone", "alice laptop", "alice tablet"} {
 		dk := testDevice(t, l)
 		s, x, sp, xp, id := dk.SigningSeed(), dk.X25519Private(), dk.SigningPublic(), dk.X25519Public(), dk.ID()
@@ -99,29 +113,44 @@ func makeGolden(t *testing.T) *goldenVectors {
 	body, _ := cert.body()
 	enc, _ := cert.MarshalBinary()
 	g.DeviceCert.Body, g.DeviceCert.BackSignature, g.DeviceCert.Signature, g.DeviceCert.Encoding = hx(body), hx(cert.BackSignature[:]), hx(cert.Signature[:]), hx(enc)
-	for i, s := range []*AccountState{c.v1, c.v2, c.v3} {
+	ask2 := testASK(t, c.rk, "alice@example.org", 2, "alice 2")
+	v4, err := AddDevice(c.v3, c.ask, mustCert(t, c.tablet, "tablet", pub, t0.Add(3*time.Hour)), t0.Add(3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v5, err := Rotate(v4, ask2, Rotation{Keep: []DeviceID{c.tablet.ID()}, Reason: ReasonLost, Trusted: []DeviceID{c.tablet.ID()}}, t0.Add(4*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := seed32("alice 1 ask"), seed32("alice 2 ask")
+	c1, _ := c.ask.Cert.MarshalBinary()
+	c2, _ := ask2.Cert.MarshalBinary()
+	g.SigningKeyCert.Generation1Seed, g.SigningKeyCert.Generation1 = hx(s1[:]), hx(c1)
+	g.SigningKeyCert.Generation2Seed, g.SigningKeyCert.Generation2 = hx(s2[:]), hx(c2)
+	for i, s := range []*AccountState{c.v1, c.v2, c.v3, v4, v5} {
 		b, _ := s.MarshalBinary()
 		h, _ := s.Hash()
-		g.States = append(g.States, goldenState{[]string{"v1 create {phone}", "v2 add laptop", "v3 revoke phone (lost)"}[i], hx(b), hx(h[:])})
+		g.States = append(g.States, goldenState{[]string{"v1 create {phone} (generation 1)", "v2 add laptop", "v3 revoke phone (lost)", "v4 add tablet", "v5 rotate to generation 2 keeping tablet, laptop revoked (lost)"}[i], hx(b), hx(h[:])})
 	}
-	newIK := testIK("alice new")
+	eph := seed32("handover ephemeral")
+	ho, err := SealHandover(ask2, v5.Device(c.tablet.ID()), bytes.NewReader(eph[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, _ := ho.MarshalBinary()
+	g.Handover.Comment = "generation 2 ASK seed sealed to the tablet (alice tablet x25519 key) of state index 4; HPKE base mode DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305; the ephemeral key pair is DeriveKeyPair(hpke_ephemeral_seed)"
+	g.Handover.EphemSeed, g.Handover.Recipient, g.Handover.Encoding, g.Handover.StateIdx = hx(eph[:]), c.tablet.ID().String(), hx(hb), 4
+	g.Handover.Code, _ = ho.Code()
 	at := t0.Add(10 * time.Hour)
-	ns, err := NewResetState(c.v3, newIK, mustCert(t, testDevice(t, "alice new phone"), "new phone", newIK.Public(), at), at)
-	if err != nil {
-		t.Fatal(err)
-	}
+	newRK, _, ra := newReset(t, c.v3, "alice new", at)
 	rk := testResetKey()
-	ra, err := SignReset(rk, c.v3, ns, ResetLostAllKeys, at)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rb, _ := ra.MarshalBinary()
-	nh, _ := ns.Hash()
+	nh, _ := ra.NewState.Hash()
 	rs := seed32("directory reset key")
-	np := newIK.Public()
+	np := newRK.Public()
 	g.Reset.ResetKeySeed, g.Reset.ResetPublic, g.Reset.NewIKPublic = hx(rs[:]), hx(rk.Public().(ed25519.PublicKey)), hx(np[:])
-	g.Reset.Encoding, g.Reset.NewStateHash, g.Reset.PrevStateIndex = hx(rb), hx(nh[:]), 2
-	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.ik.Public(), "Alice's tablet", t0.Add(3*time.Hour))
+	g.Reset.Encoding, g.Reset.NewStateHash, g.Reset.PrevStateIndex, g.Reset.WindowSeconds = hx(rb), hx(nh[:]), 2, int64(testWindow/time.Second)
+	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.rk.Public(), "Alice's tablet", t0.Add(3*time.Hour), DefaultPairingTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +159,8 @@ func makeGolden(t *testing.T) *goldenVectors {
 	g.Pairing.Code, _ = req.Code()
 	g.Pairing.QR, _ = req.QR()
 	g.Pairing.Fingerprint, _ = req.Fingerprint()
-	bob := testIK("bob")
-	sn, _ := NewSafetyNumber("alice@example.org", c.ik.Public(), "bob", bob.Public())
+	bob := testRK("bob")
+	sn, _ := NewSafetyNumber("alice@example.org", c.rk.Public(), "bob", bob.Public())
 	bp := bob.Public()
 	g.Safety.LocalUser, g.Safety.LocalIK, g.Safety.RemoteUser, g.Safety.RemoteIK = "alice@example.org", hx(pub[:]), "bob", hx(bp[:])
 	g.Safety.Display, g.Safety.QR = sn.String(), sn.QR()
@@ -190,18 +219,29 @@ func TestGolden(t *testing.T) {
 	if err != nil || hx(secret[:]) != f.PaperKey.Secret {
 		t.Fatalf("paper key: %x %v", secret, err)
 	}
-	ikPub := DeriveIdentityKey(secret).Public()
-	if hx(ikPub[:]) != f.PaperKey.IdentityPublic {
-		t.Fatal("identity public key")
+	ikPub := DeriveRootKey(secret).Public()
+	if hx(ikPub[:]) != f.PaperKey.RootPublic {
+		t.Fatal("root public key")
+	}
+	g1, err := ParseSigningKeyCert(unhex(t, f.SigningKeyCert.Generation1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifySigningKeyCert(ikPub, "alice@example.org", g1); err != nil {
+		t.Fatal(err)
+	}
+	g1b, _ := g1.body()
+	if !ed25519.Verify(ikPub[:], signedMessage("keyline signing-key-cert v1", g1b), g1.Signature[:]) {
+		t.Fatal("signing key cert signature is not over context || 0x00 || body")
 	}
 	cert, err := ParseDeviceCert(unhex(t, f.DeviceCert.Encoding))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyDeviceCert(ikPub, cert); err != nil {
+	if err := VerifyDeviceCert(ikPub, g1.Key, cert); err != nil {
 		t.Fatal(err)
 	}
-	if !ed25519.Verify(ikPub[:], signedMessage("keyline device-cert v1", unhex(t, f.DeviceCert.Body)), unhex(t, f.DeviceCert.Signature)) {
+	if !ed25519.Verify(g1.Key[:], signedMessage("keyline device-cert v2", unhex(t, f.DeviceCert.Body)), unhex(t, f.DeviceCert.Signature)) {
 		t.Fatal("cert signature is not over context || 0x00 || body")
 	}
 	var states []*AccountState
@@ -211,7 +251,7 @@ func TestGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h := domainHash("keyline account-state hash v1", b); hx(h[:]) != gs.Hash {
+		if h := domainHash("keyline account-state hash v2", b); hx(h[:]) != gs.Hash {
 			t.Fatalf("%s: hash", gs.Name)
 		}
 		if len(states) == 0 {
@@ -228,8 +268,27 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyReset(states[f.Reset.PrevStateIndex], ra, unhex(t, f.Reset.ResetPublic)); err != nil {
+	if err := VerifyReset(states[f.Reset.PrevStateIndex], ra, unhex(t, f.Reset.ResetPublic), time.Duration(f.Reset.WindowSeconds)*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	ho, err := ParseHandoverCode(f.Handover.Code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb, _ := ho.MarshalBinary(); hx(hb) != f.Handover.Encoding {
+		t.Fatal("handover code and encoding differ")
+	}
+	dev := f.Devices[2]
+	tablet, err := DeviceKeyFromSeeds([32]byte(unhex(t, dev.SigningSeed)), [32]byte(unhex(t, dev.X25519Private)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask, err := OpenHandover(ho, tablet, states[f.Handover.StateIdx])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := ask.Seed(); hx(s[:]) != f.SigningKeyCert.Generation2Seed {
+		t.Fatal("handover does not decrypt to the generation 2 seed")
 	}
 	for _, in := range []string{f.Pairing.Code, f.Pairing.QR} {
 		req, err := ParsePairingCode(in)

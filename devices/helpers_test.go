@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -18,7 +19,19 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func testSecret(label string) RecoverySecret { return RecoverySecret(seed32(label)) }
 
-func testIK(label string) *IdentityKey { return DeriveIdentityKey(testSecret(label)) }
+func testRK(label string) *RootKey { return DeriveRootKey(testSecret(label)) }
+
+// testASK returns generation gen of userID's account signing key under rk,
+// its seed derived from label.
+func testASK(t testing.TB, rk *RootKey, userID string, gen uint32, label string) *AccountSigningKey {
+	t.Helper()
+	s := seed32(label + " ask")
+	a, err := NewAccountSigningKey(rk, userID, gen, bytes.NewReader(s[:]), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
 
 func testDevice(t testing.TB, label string) *DeviceKey {
 	t.Helper()
@@ -46,25 +59,27 @@ func mustCert(t testing.TB, dk *DeviceKey, name string, ik [32]byte, at time.Tim
 // chain is a small account history used by many tests:
 // v1 {phone}, v2 {phone, laptop}, v3 {laptop} with phone revoked (lost).
 type chain struct {
-	ik                    *IdentityKey
+	rk                    *RootKey
+	ask                   *AccountSigningKey // generation 1
 	phone, laptop, tablet *DeviceKey
 	v1, v2, v3            *AccountState
 }
 
 func newChain(t testing.TB) *chain {
 	t.Helper()
-	c := &chain{ik: testIK("alice"), phone: testDevice(t, "alice phone"), laptop: testDevice(t, "alice laptop"), tablet: testDevice(t, "alice tablet")}
-	ik := c.ik.Public()
+	c := &chain{rk: testRK("alice"), phone: testDevice(t, "alice phone"), laptop: testDevice(t, "alice laptop"), tablet: testDevice(t, "alice tablet")}
+	c.ask = testASK(t, c.rk, "alice@example.org", 1, "alice 1")
+	rk := c.rk.Public()
 	var err error
-	c.v1, err = NewAccount(c.ik, "alice@example.org", mustCert(t, c.phone, "Alice's phone", ik, t0), t0)
+	c.v1, err = NewAccount(c.ask, rk, "alice@example.org", mustCert(t, c.phone, "Alice's phone", rk, t0), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.v2, err = AddDevice(c.v1, c.ik, mustCert(t, c.laptop, "laptop", ik, t0.Add(time.Hour)), t0.Add(time.Hour))
+	c.v2, err = AddDevice(c.v1, c.ask, mustCert(t, c.laptop, "laptop", rk, t0.Add(time.Hour)), t0.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.v3, err = RevokeDevices(c.v2, c.ik, []DeviceID{c.phone.ID()}, ReasonLost, t0.Add(2*time.Hour))
+	c.v3, err = RevokeDevices(c.v2, c.ask, []DeviceID{c.phone.ID()}, ReasonLost, t0.Add(2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +100,7 @@ func clone(t testing.TB, s *AccountState) *AccountState {
 	return c
 }
 
-// resign signs s with ik regardless of s.IdentityKey, over the unchecked
+// resign signs s with priv regardless of s.SigningKey, over the unchecked
 // body, so tests reach the rule under test rather than the signature check.
 func resign(s *AccountState, priv ed25519.PrivateKey) {
 	var w builder
@@ -93,7 +108,9 @@ func resign(s *AccountState, priv ed25519.PrivateKey) {
 	copy(s.Signature[:], ed25519.Sign(priv, signedMessage(ctxAccountState, w.b)))
 }
 
-func ikPriv(ik *IdentityKey) ed25519.PrivateKey { return ik.priv }
+func askPriv(a *AccountSigningKey) ed25519.PrivateKey { return a.priv }
+
+func rkPriv(rk *RootKey) ed25519.PrivateKey { return rk.priv }
 
 func wantErr(t testing.TB, err, target error, substr string) {
 	t.Helper()
@@ -109,3 +126,40 @@ func wantErr(t testing.TB, err, target error, substr string) {
 }
 
 func encodeB64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// testWindow is the reset window the tests use.
+const testWindow = time.Hour
+
+// newReset returns the reset state replacing prev under the new root key
+// of label, and its authorization logged at at (effective at+testWindow).
+func newReset(t testing.TB, prev *AccountState, label string, at time.Time) (*RootKey, *AccountSigningKey, *ResetAuthorization) {
+	t.Helper()
+	newRK := testRK(label)
+	ask := testASK(t, newRK, prev.UserID, 1, label)
+	ns, err := NewResetState(prev, newRK.Public(), ask, mustCert(t, testDevice(t, label+" phone"), "new phone", newRK.Public(), at), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := SignReset(testResetKey(), prev, ns, ResetLostAllKeys, at, testWindow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newRK, ask, ra
+}
+
+// benchAccount returns an account of userID with n devices under rk/ask.
+func benchAccount(t testing.TB, rk *RootKey, ask *AccountSigningKey, n int) *AccountState {
+	t.Helper()
+	s, err := NewAccount(ask, rk.Public(), ask.Cert.UserID, mustCert(t, testDevice(t, "d0"), "d0", rk.Public(), t0), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < n; i++ {
+		l := "d" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		s, err = AddDevice(s, ask, mustCert(t, testDevice(t, l), l, rk.Public(), t0), t0.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}

@@ -11,46 +11,41 @@ import (
 	"golang.org/x/crypto/hkdf"
 )
 
-// IdentityKey is an account's Ed25519 identity key (IK). It signs
-// AccountStates and DeviceCerts. Safety numbers depend only on its public
-// key and the user id.
-type IdentityKey struct {
+// RootKey is an account's Ed25519 root key (RK). It is derived from the
+// paper key and exists only while the paper key is typed in (account
+// create, recover, rotate-key): no keystore ever holds it. It certifies
+// account signing keys (SigningKeyCert). Safety numbers and pins depend
+// only on its public key and the user id, so they change only on a reset.
+type RootKey struct {
 	priv ed25519.PrivateKey
 }
 
-// DeriveIdentityKey derives the identity key from a recovery secret:
+// DeriveRootKey derives the root key from a recovery secret:
 // seed = HKDF-SHA256(ikm = secret, salt = empty, info = "keyline identity-key v1"),
-// 32 bytes, used as the Ed25519 seed (RFC 8032).
-func DeriveIdentityKey(secret RecoverySecret) *IdentityKey {
+// 32 bytes, used as the Ed25519 seed (RFC 8032). (The info string is the
+// one of the former identity key, which the root key replaces.)
+func DeriveRootKey(secret RecoverySecret) *RootKey {
 	seed := make([]byte, ed25519.SeedSize)
-	r := hkdf.New(sha256.New, secret[:], nil, []byte(ctxIdentityHKDF))
+	r := hkdf.New(sha256.New, secret[:], nil, []byte(ctxRootHKDF))
 	if _, err := io.ReadFull(r, seed); err != nil {
 		panic("devices: hkdf: " + err.Error()) // cannot happen: 32 bytes is far below the HKDF limit
 	}
-	return &IdentityKey{priv: ed25519.NewKeyFromSeed(seed)}
+	defer clear(seed)
+	return &RootKey{priv: ed25519.NewKeyFromSeed(seed)}
 }
 
-// IdentityKeyFromSeed returns the identity key with the given Ed25519 seed
-// (as stored in a keystore by a device that holds IK but not the paper key).
-func IdentityKeyFromSeed(seed [32]byte) *IdentityKey {
-	return &IdentityKey{priv: ed25519.NewKeyFromSeed(seed[:])}
-}
-
-// Public returns the identity public key.
-func (k *IdentityKey) Public() [32]byte {
+// Public returns the root public key.
+func (k *RootKey) Public() [32]byte {
 	var p [32]byte
 	copy(p[:], k.priv[32:])
 	return p
 }
 
-// Seed returns the Ed25519 seed of the identity key.
-func (k *IdentityKey) Seed() [32]byte {
-	var s [32]byte
-	copy(s[:], k.priv.Seed())
-	return s
-}
+// Wipe overwrites the private key in memory. The key must not be used
+// afterwards.
+func (k *RootKey) Wipe() { clear(k.priv[:32]) }
 
-func (k *IdentityKey) sign(msg []byte) (sig [64]byte) {
+func (k *RootKey) sign(msg []byte) (sig [64]byte) {
 	copy(sig[:], ed25519.Sign(k.priv, msg))
 	return sig
 }

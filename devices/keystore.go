@@ -34,30 +34,27 @@ func (p KDFParams) check() error {
 	return nil
 }
 
-// Keystore is what a device keeps on disk.
+// Keystore is what a device keeps on disk. It never holds the root key
+// or the paper key's recovery secret.
 type Keystore struct {
 	UserID string     // canonical user id of the account
 	Device *DeviceKey // this device's keys
-	// Secret is the recovery secret, if this device holds it (the device that
-	// created the account, or one recovered with the paper key). Optional.
-	Secret *RecoverySecret
-	// Identity is the identity key, if this device holds it. When Secret is
-	// set, Identity is derived from it (and must match if also set).
-	Identity *IdentityKey
+	// Signing is the account signing key (ASK) with its cert, if this is a
+	// trusted device. Optional.
+	Signing *AccountSigningKey
 	// State is the latest own AccountState this device knows. Optional.
 	State *AccountState
 }
 
 const (
 	keystoreMagic      = "KLKS"
-	keystoreFormat     = 0x01
+	keystoreFormat     = 0x02
 	keystoreKDFArgon2  = 0x01
 	keystoreSaltLen    = 16
 	keystoreHeaderLen  = 4 + 1 + 1 + 4 + 4 + 1 + keystoreSaltLen + chacha20poly1305.NonceSizeX
-	contentsFormat     = 0x01
-	identityNone       = 0
-	identitySecret     = 1
-	identitySeed       = 2
+	contentsFormat     = 0x02
+	signingNone        = 0
+	signingKey         = 1
 	maxKeystoreState   = 1 << 20
 	maxKeystoreFileLen = keystoreHeaderLen + 1<<21
 )
@@ -76,19 +73,19 @@ func (ks *Keystore) encodeContents() ([]byte, error) {
 	seed, x := ks.Device.SigningSeed(), ks.Device.X25519Private()
 	w.raw(seed[:])
 	w.raw(x[:])
-	switch {
-	case ks.Secret != nil:
-		if ks.Identity != nil && ks.Identity.Public() != DeriveIdentityKey(*ks.Secret).Public() {
-			return nil, fmt.Errorf("devices: %w: keystore identity key does not match its recovery secret", ErrKeystore)
+	if ks.Signing == nil {
+		w.u8(signingNone)
+	} else {
+		cert, err := ks.Signing.Cert.MarshalBinary()
+		if err != nil {
+			return nil, err
 		}
-		w.u8(identitySecret)
-		w.raw(ks.Secret[:])
-	case ks.Identity != nil:
-		w.u8(identitySeed)
-		s := ks.Identity.Seed()
-		w.raw(s[:])
-	default:
-		w.u8(identityNone)
+		w.u8(signingKey)
+		w.u16(uint16(len(cert)))
+		w.raw(cert)
+		seed := ks.Signing.Seed()
+		w.raw(seed[:])
+		clear(seed[:])
 	}
 	if ks.State == nil {
 		w.u32(0)
@@ -110,16 +107,22 @@ func decodeContents(b []byte) (*Keystore, error) {
 	ks.UserID = r.string16("user id", MaxUserIDLen)
 	seed := r.array32("device signing seed")
 	x := r.array32("device X25519 key")
-	switch kind := r.u8("identity kind"); kind {
-	case identityNone:
-	case identitySecret:
-		s := RecoverySecret(r.array32("recovery secret"))
-		ks.Secret = &s
-		ks.Identity = DeriveIdentityKey(s)
-	case identitySeed:
-		ks.Identity = IdentityKeyFromSeed(r.array32("identity key seed"))
+	var signCert *SigningKeyCert
+	var signSeed [32]byte
+	switch kind := r.u8("signing key kind"); kind {
+	case signingNone:
+	case signingKey:
+		n := int(r.u16("signing key cert length"))
+		if b := r.take(n, "signing key cert"); r.err == nil {
+			c, err := ParseSigningKeyCert(b)
+			if err != nil {
+				r.failErr(err)
+			}
+			signCert = c
+		}
+		signSeed = r.array32("signing key seed")
 	default:
-		r.fail("unknown identity kind %d", kind)
+		r.fail("unknown signing key kind %d", kind)
 	}
 	n := r.u32("state length")
 	if r.err == nil && n > maxKeystoreState {
@@ -145,6 +148,14 @@ func decodeContents(b []byte) (*Keystore, error) {
 		return nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
 	}
 	ks.Device = dk
+	if signCert != nil {
+		ask, err := AccountSigningKeyFromSeed(signCert, signSeed)
+		clear(signSeed[:])
+		if err != nil {
+			return nil, fmt.Errorf("devices: %w: %w", ErrKeystore, err)
+		}
+		ks.Signing = ask
+	}
 	return ks, nil
 }
 
@@ -178,6 +189,9 @@ func parseKeystoreFile(file []byte) (*keystoreHeader, []byte, error) {
 	}
 	r := &reader{what: "keystore header", b: file, off: len(keystoreMagic)}
 	h := new(keystoreHeader)
+	if len(file) > len(keystoreMagic) && file[len(keystoreMagic)] < keystoreFormat {
+		return nil, nil, fmt.Errorf("devices: %w: keystore format version %d is from an older Keyline (it may hold the root key); this version reads only format %d: create the account again, or recover it with the paper key on this device (account recover)", ErrKeystore, file[len(keystoreMagic)], keystoreFormat)
+	}
 	r.format(keystoreFormat)
 	if kdf := r.u8("KDF id"); r.err == nil && kdf != keystoreKDFArgon2 {
 		r.fail("unknown KDF id %d", kdf)

@@ -12,8 +12,7 @@ var testKDF = KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 func testKeystore(t testing.TB) *Keystore {
 	c := newChain(t)
-	s := testSecret("alice")
-	return &Keystore{UserID: "alice@example.org", Device: c.laptop, Secret: &s, State: c.v3}
+	return &Keystore{UserID: "alice@example.org", Device: c.laptop, Signing: c.ask, State: c.v3}
 }
 
 func sameKeystore(t *testing.T, got, want *Keystore) {
@@ -47,8 +46,8 @@ func TestKeystoreSaveLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameKeystore(t, got, ks)
-	if got.Identity == nil || got.Identity.Public() != testIK("alice").Public() {
-		t.Fatal("identity key not derived from the stored secret")
+	if got.Signing == nil || got.Signing.Public() != ks.Signing.Public() || got.Signing.Seed() != ks.Signing.Seed() {
+		t.Fatal("account signing key not kept")
 	}
 	if got.Device.ID() != ks.Device.ID() {
 		t.Fatal("device key differs")
@@ -66,7 +65,7 @@ func TestKeystoreSaveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Identity != nil || got.Secret != nil || got.State != nil {
+	if got.Signing != nil || got.State != nil {
 		t.Fatal("optional fields appeared")
 	}
 	_, err = LoadKeystore(path, []byte("correct horse"))
@@ -87,25 +86,50 @@ func errUnwrapAll(err error) error {
 	}
 }
 
-func TestKeystoreIdentitySeedOnly(t *testing.T) {
+// TestKeystoreNeverHoldsRootKey: the contents hold the device keys, the
+// ASK seed and the state, and neither the recovery secret nor the root
+// key's seed or private key.
+func TestKeystoreNeverHoldsRootKey(t *testing.T) {
 	ks := testKeystore(t)
-	ks.Secret = nil
-	ks.Identity = testIK("alice")
-	f, err := EncryptKeystore(ks, []byte("p"), testKDF)
+	pt, err := ks.encodeContents()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecryptKeystore(f, []byte("p"))
+	sec := testSecret("alice")
+	rk := testRK("alice")
+	for name, b := range map[string][]byte{"recovery secret": sec[:], "root key seed": rk.priv.Seed()} {
+		if bytes.Contains(pt, b) {
+			t.Fatalf("keystore contents hold the %s", name)
+		}
+	}
+	ask := ks.Signing.Seed()
+	if !bytes.Contains(pt, ask[:]) {
+		t.Fatal("keystore contents do not hold the ASK seed")
+	}
+}
+
+func TestKeystoreOldFormatRefused(t *testing.T) {
+	file, err := EncryptKeystore(testKeystore(t), []byte("pw"), testKDF)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Secret != nil || got.Identity.Public() != ks.Identity.Public() {
-		t.Fatal("identity seed not kept")
+	old := bytes.Clone(file)
+	old[4] = 0x01
+	_, err = DecryptKeystore(old, []byte("pw"))
+	wantErr(t, err, ErrKeystore, "format version 1")
+}
+
+// TestKeystoreSigningKeyMismatch: a stored ASK seed that does not match its
+// stored cert is refused.
+func TestKeystoreSigningKeyMismatch(t *testing.T) {
+	ks := testKeystore(t)
+	other := testASK(t, testRK("alice"), "alice@example.org", 1, "other")
+	ks.Signing = &AccountSigningKey{Cert: ks.Signing.Cert, priv: other.priv}
+	pt, err := ks.encodeContents()
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Inconsistent secret and identity are refused.
-	s := testSecret("bob")
-	ks.Secret = &s
-	_, err = EncryptKeystore(ks, []byte("p"), testKDF)
+	_, err = decodeContents(pt)
 	wantErr(t, err, ErrKeystore, "does not match")
 }
 
@@ -166,7 +190,7 @@ func TestKeystoreContentsRejects(t *testing.T) {
 	bad := bytes.Clone(pt)
 	bad[1+2+len(ks.UserID)+64] = 7
 	_, err = decodeContents(bad)
-	wantErr(t, err, ErrKeystore, "unknown identity kind 7")
+	wantErr(t, err, ErrKeystore, "unknown signing key kind 7")
 }
 
 func TestSaveKeystoreFailsCleanly(t *testing.T) {

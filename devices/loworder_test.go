@@ -199,8 +199,9 @@ func TestLowOrderRefused(t *testing.T) {
 		_, err = probe.ECDH(pub)
 		return err != nil
 	}
-	ik := testIK("low-order").Public()
-	cert := mustCert(t, testDevice(t, "low-order"), "phone", ik, t0)
+	rk := testRK("low-order")
+	ask := testASK(t, rk, "low@example.org", 1, "low 1").Public()
+	cert := mustCert(t, testDevice(t, "low-order"), "phone", rk.Public(), t0)
 	for _, k := range lowOrderX25519 {
 		for _, top := range []byte{0, 0x80} {
 			k := k
@@ -210,7 +211,7 @@ func TestLowOrderRefused(t *testing.T) {
 			}
 			c := *cert
 			c.X25519Key = k
-			if err := c.checkKeys(ik); err == nil || !bytes.Contains([]byte(err.Error()), []byte("low-order")) {
+			if err := c.checkKeys(rk.Public(), ask); err == nil || !bytes.Contains([]byte(err.Error()), []byte("low-order")) {
 				t.Errorf("%x: checkKeys = %v, want low-order refusal", k, err)
 			}
 		}

@@ -12,42 +12,54 @@ import (
 )
 
 const (
-	pairingFormat = 0x01
+	pairingFormat = 0x02
 	// PairingCodePrefix starts every text pairing code.
-	PairingCodePrefix = "KL1-"
+	PairingCodePrefix = "KL2-"
 	// PairingQRPrefix starts every pairing QR payload.
 	PairingQRPrefix = "keyline-pair:"
 	pairingCheckLen = 4
 	// maxPairingCodeLen bounds the input ParsePairingCode accepts.
 	maxPairingCodeLen = 4096
+	// DefaultPairingTTL is how long a pairing request stays valid.
+	DefaultPairingTTL = 10 * time.Minute
+	// MaxPairingTTL bounds a request's validity (expiry - creation time).
+	MaxPairingTTL = 24 * time.Hour
 )
 
 var pairingBase32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-// PairingRequest is what a new device sends to a device holding the
-// identity key: the account it wants to join and its DeviceCert, complete
-// except for the identity key's signature.
+// PairingRequest is what a new device sends to a trusted device (one
+// holding the account signing key): the account it wants to join, its
+// DeviceCert complete except for the ASK's signature, and an expiry; the
+// whole request is signed by the device.
 type PairingRequest struct {
 	UserID      string      // canonical user id of the account to join
-	IdentityKey [32]byte    // the identity key the device back-signed for
+	IdentityKey [32]byte    // the root key the device back-signed for
 	Cert        *DeviceCert // body and BackSignature; Signature is not carried
+	Expires     time.Time   // whole seconds, UTC; after Cert.Created, at most MaxPairingTTL later
+	Signature   [64]byte    // device over "keyline pairing-request v1" || 0x00 || body
 }
 
 // NewPairingRequest builds the request of device k, named name, to join
-// the account userID whose identity key is ikPub.
-func NewPairingRequest(k *DeviceKey, userID string, ikPub [32]byte, name string, now time.Time) (*PairingRequest, error) {
+// the account userID whose root key is rkPub, valid for ttl from now.
+func NewPairingRequest(k *DeviceKey, userID string, rkPub [32]byte, name string, now time.Time, ttl time.Duration) (*PairingRequest, error) {
 	if err := checkUserID(userID); err != nil {
 		return nil, err
 	}
-	c, err := k.NewCert(name, ikPub, now)
+	c, err := k.NewCert(name, rkPub, now)
 	if err != nil {
 		return nil, err
 	}
-	return &PairingRequest{UserID: userID, IdentityKey: ikPub, Cert: c}, nil
+	p := &PairingRequest{UserID: userID, IdentityKey: rkPub, Cert: c, Expires: c.Created.Add(ttl.Truncate(time.Second))}
+	b, err := p.body()
+	if err != nil {
+		return nil, err
+	}
+	p.Signature = k.sig(signedMessage(ctxPairingRequest, b))
+	return p, nil
 }
 
-// MarshalBinary returns the canonical encoding of the request.
-func (p *PairingRequest) MarshalBinary() ([]byte, error) {
+func (p *PairingRequest) body() ([]byte, error) {
 	if err := checkUserID(p.UserID); err != nil {
 		return nil, err
 	}
@@ -57,28 +69,57 @@ func (p *PairingRequest) MarshalBinary() ([]byte, error) {
 	if err := p.Cert.checkFields(); err != nil {
 		return nil, err
 	}
+	if err := p.checkExpiry(); err != nil {
+		return nil, err
+	}
 	var w builder
 	w.u8(pairingFormat)
 	w.string16(p.UserID)
 	w.raw(p.IdentityKey[:])
 	p.Cert.appendBody(&w)
 	w.raw(p.Cert.BackSignature[:])
+	w.time(p.Expires)
 	return w.b, nil
 }
 
-// ParsePairingRequest decodes the binary encoding of a request.
+func (p *PairingRequest) checkExpiry() error {
+	if err := checkTime("pairing request expiry", p.Expires); err != nil {
+		return err
+	}
+	if !p.Expires.After(p.Cert.Created) || p.Expires.Sub(p.Cert.Created) > MaxPairingTTL {
+		return fmt.Errorf("devices: %w: pairing request expiry %v is not within (creation %v, +%v]", ErrMalformed, p.Expires, p.Cert.Created, MaxPairingTTL)
+	}
+	return nil
+}
+
+// MarshalBinary returns the canonical encoding of the request: body ||
+// device signature.
+func (p *PairingRequest) MarshalBinary() ([]byte, error) {
+	b, err := p.body()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, p.Signature[:]...), nil
+}
+
+// ParsePairingRequest decodes the binary encoding of a request. It checks
+// the format only; ApprovePairing checks signatures and expiry.
 func ParsePairingRequest(b []byte) (*PairingRequest, error) {
 	r := &reader{what: "PairingRequest", b: b}
 	p := new(PairingRequest)
 	r.format(pairingFormat)
 	p.UserID = r.string16("user id", MaxUserIDLen)
-	p.IdentityKey = r.array32("identity key")
+	p.IdentityKey = r.array32("root key")
 	p.Cert = readDeviceCertBody(r)
 	if p.Cert != nil {
 		p.Cert.BackSignature = r.array64("back-signature")
 	}
+	p.Expires = r.time("expiry")
+	p.Signature = r.array64("device signature")
 	if r.err == nil {
 		if err := checkUserID(p.UserID); err != nil {
+			r.failErr(err)
+		} else if err := p.checkExpiry(); err != nil {
 			r.failErr(err)
 		}
 	}
@@ -95,7 +136,7 @@ func withCheck(payload []byte) []byte {
 	return append(payload[:len(payload):len(payload)], h[:pairingCheckLen]...)
 }
 
-// Code returns the request as a text code: "KL1-" then the RFC 4648 base32
+// Code returns the request as a text code: "KL2-" then the RFC 4648 base32
 // (no padding) of encoding || checksum, in dash-separated groups of 5.
 func (p *PairingRequest) Code() (string, error) {
 	b, err := p.MarshalBinary()
@@ -203,17 +244,34 @@ func uint40(b []byte) uint64 {
 	return binary.BigEndian.Uint64(buf[:])
 }
 
-// ApprovePairing is run on a device holding the identity key ik. It checks
-// that req is for prev's account and identity key, that fingerprint (what
-// the user saw on the new device) matches req's, and that the back-signature
-// verifies; then it returns the signed AccountState prev.Version+1 with the
-// new device added (AddDevice).
-func ApprovePairing(prev *AccountState, ik *IdentityKey, req *PairingRequest, fingerprint string, now time.Time) (*AccountState, error) {
+// ApprovePairing is run on a trusted device holding the account signing
+// key ask. It checks that req is for prev's account and root key, that it
+// has not expired at now (ErrPairingExpired), that it is signed by the
+// device it describes, that fingerprint (what the user saw on the new
+// device) matches req's, and that the back-signature verifies; then it
+// returns the signed AccountState prev.Version+1 with the new device added
+// (AddDevice; ErrStaleSigningKey if ask was rotated out), listed as
+// trusted if trusted is set (the caller then hands it the ASK with
+// SealHandover).
+func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequest, fingerprint string, trusted bool, now time.Time) (*AccountState, error) {
 	if req.UserID != prev.UserID {
 		return nil, fmt.Errorf("devices: %w: pairing request is for %q, this account is %q", ErrUserMismatch, req.UserID, prev.UserID)
 	}
-	if req.IdentityKey != prev.IdentityKey || ik.Public() != prev.IdentityKey {
-		return nil, fmt.Errorf("devices: %w: pairing request was made for another identity key", ErrIdentityChanged)
+	if req.IdentityKey != prev.IdentityKey {
+		return nil, fmt.Errorf("devices: %w: pairing request was made for another root key", ErrIdentityChanged)
+	}
+	if err := checkSigner(prev, ask); err != nil {
+		return nil, err
+	}
+	body, err := req.body()
+	if err != nil {
+		return nil, err
+	}
+	if now.After(req.Expires) {
+		return nil, fmt.Errorf("devices: %w: it expired at %s (now %s); make a new request on the new device", ErrPairingExpired, req.Expires.Format(time.RFC3339), now.UTC().Truncate(time.Second).Format(time.RFC3339))
+	}
+	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
+		return nil, fmt.Errorf("devices: %w: pairing request signature does not verify", ErrDeviceCert)
 	}
 	want, err := req.Fingerprint()
 	if err != nil {
@@ -223,12 +281,12 @@ func ApprovePairing(prev *AccountState, ik *IdentityKey, req *PairingRequest, fi
 	if subtle.ConstantTimeCompare([]byte(got), []byte(strings.ReplaceAll(want, " ", ""))) != 1 {
 		return nil, fmt.Errorf("devices: %w: fingerprint %q does not match the request's", ErrPairingCode, fingerprint)
 	}
-	body, err := req.Cert.body()
+	cbody, err := req.Cert.body()
 	if err != nil {
 		return nil, err
 	}
-	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], body), req.Cert.BackSignature[:]) {
+	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
 		return nil, fmt.Errorf("devices: %w: pairing request back-signature does not verify", ErrDeviceCert)
 	}
-	return AddDevice(prev, ik, req.Cert, now)
+	return addDevice(prev, ask, req.Cert, trusted, now)
 }

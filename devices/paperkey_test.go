@@ -101,20 +101,21 @@ func TestPaperKeyErrors(t *testing.T) {
 	}
 }
 
-func TestIdentityKeyDerivation(t *testing.T) {
-	a, b := testIK("x"), testIK("x")
+func TestRootKeyDerivation(t *testing.T) {
+	a, b := testRK("x"), testRK("x")
 	if a.Public() != b.Public() {
 		t.Fatal("derivation not deterministic")
 	}
-	if testIK("y").Public() == a.Public() {
-		t.Fatal("different secrets gave the same IK")
-	}
-	if IdentityKeyFromSeed(a.Seed()).Public() != a.Public() {
-		t.Fatal("IdentityKeyFromSeed(Seed()) differs")
+	if testRK("y").Public() == a.Public() {
+		t.Fatal("different secrets gave the same RK")
 	}
 	// The seed is HKDF output, not the secret itself.
 	s := testSecret("x")
-	if bytes.Equal(s[:], func() []byte { v := a.Seed(); return v[:] }()) {
-		t.Fatal("IK seed equals the recovery secret")
+	if bytes.Equal(s[:], a.priv.Seed()) {
+		t.Fatal("RK seed equals the recovery secret")
+	}
+	a.Wipe()
+	if !bytes.Equal(a.priv.Seed(), make([]byte, 32)) {
+		t.Fatal("Wipe left the seed in memory")
 	}
 }

@@ -8,25 +8,15 @@ import (
 
 func TestVerifyResetSignature(t *testing.T) {
 	c := newChain(t)
-	newIK := testIK("alice new")
-	at := t0.Add(10 * time.Hour)
-	ns, err := NewResetState(c.v3, newIK, mustCert(t, testDevice(t, "alice new phone"), "new phone", newIK.Public(), at), at)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rk := testResetKey()
-	rkPub := rk.Public().(ed25519.PublicKey)
-	ra, err := SignReset(rk, c.v3, ns, ResetLostAllKeys, at)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, ra := newReset(t, c.v3, "alice new", t0.Add(10*time.Hour))
+	rkPub := testResetKey().Public().(ed25519.PublicKey)
 	if err := VerifyResetSignature(ra, rkPub); err != nil {
 		t.Fatal(err)
 	}
 	// Another reset key.
 	otherPub, _, _ := ed25519.GenerateKey(nil)
 	wantErr(t, VerifyResetSignature(ra, otherPub), ErrReset, "does not verify")
-	wantErr(t, VerifyReset(c.v3, ra, otherPub), ErrReset, "does not verify")
+	wantErr(t, VerifyReset(c.v3, ra, otherPub, testWindow), ErrReset, "does not verify")
 	// A wrong-size key.
 	wantErr(t, VerifyResetSignature(ra, rkPub[:31]), ErrReset, "31 bytes")
 	// Any change to the signed body breaks the signature.

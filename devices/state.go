@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -13,7 +14,7 @@ const (
 	MaxRevocations = 1024 // revocations per AccountState
 )
 
-const stateFormat = 0x01
+const stateFormat = 0x02
 
 // RevocationReason says why a device was revoked.
 type RevocationReason uint8
@@ -50,17 +51,35 @@ type Revocation struct {
 	Reason RevocationReason
 }
 
-// AccountState is version Version of an account: its identity key, its
-// current devices and every device ever revoked, signed by the identity key.
+// AccountState is version Version of an account: its root key, the
+// current account signing key's certificate, its current devices and every
+// device ever revoked, signed by that account signing key (ASK).
 type AccountState struct {
-	UserID      string        // canonical (NormalizeUserID)
-	Version     uint64        // 1 for the first state, then +1 per update
-	PrevHash    [32]byte      // Hash of version-1; zero for version 1
-	IdentityKey [32]byte      // Ed25519 public key of IK
-	Devices     []*DeviceCert // 1..64, sorted by ID ascending, unique
-	Revocations []Revocation  // 0..1024, sorted by Device ascending, unique
-	Timestamp   time.Time     // whole seconds, UTC
-	Signature   [64]byte      // IK over "keyline account-state v1" || 0x00 || body
+	UserID   string   // canonical (NormalizeUserID)
+	Version  uint64   // 1 for the first state, then +1 per update
+	PrevHash [32]byte // Hash of version-1; zero for version 1
+	// IdentityKey is the Ed25519 public key of the root key (RK), the key
+	// safety numbers and pins bind. It changes only on a reset.
+	IdentityKey [32]byte
+	SigningKey  *SigningKeyCert // the current ASK, certified by RK
+	Devices     []*DeviceCert   // 1..64, sorted by ID ascending, unique; signed by the ASK
+	// Trusted lists the devices the owner handed the current ASK to (they
+	// can approve and revoke devices): sorted, unique, each in Devices.
+	// It is the owner's record for device lists and monitors; it resets
+	// with every rotation.
+	Trusted     []DeviceID
+	Revocations []Revocation // 0..1024, sorted by Device ascending, unique
+	Timestamp   time.Time    // whole seconds, UTC
+	Signature   [64]byte     // ASK over "keyline account-state v2" || 0x00 || body
+}
+
+// Generation returns the generation of the state's account signing key
+// (0 if it has none, which no valid state has).
+func (s *AccountState) Generation() uint32 {
+	if s.SigningKey == nil {
+		return 0
+	}
+	return s.SigningKey.Generation
 }
 
 // checkFields checks everything the encoding requires: bounds, canonical
@@ -71,6 +90,12 @@ func (s *AccountState) checkFields() error {
 	}
 	if s.Version == 0 {
 		return fmt.Errorf("devices: %w: AccountState version 0 (versions start at 1)", ErrVersion)
+	}
+	if s.SigningKey == nil {
+		return fmt.Errorf("devices: %w: AccountState has no signing key cert", ErrMalformed)
+	}
+	if err := s.SigningKey.checkFields(); err != nil {
+		return err
 	}
 	if len(s.Devices) == 0 {
 		return fmt.Errorf("devices: %w: AccountState has no devices", ErrMalformed)
@@ -92,6 +117,16 @@ func (s *AccountState) checkFields() error {
 			if err := checkOrder("device", s.Devices[i-1].ID, c.ID); err != nil {
 				return err
 			}
+		}
+	}
+	for i, id := range s.Trusted {
+		if i > 0 {
+			if err := checkOrder("trusted device", s.Trusted[i-1], id); err != nil {
+				return err
+			}
+		}
+		if s.Device(id) == nil {
+			return fmt.Errorf("devices: %w: trusted device %s is not listed", ErrMalformed, id)
 		}
 	}
 	for i, rv := range s.Revocations {
@@ -137,9 +172,15 @@ func (s *AccountState) appendBody(w *builder) {
 	w.u64(s.Version)
 	w.raw(s.PrevHash[:])
 	w.raw(s.IdentityKey[:])
+	s.SigningKey.appendBody(w)
+	w.raw(s.SigningKey.Signature[:])
 	w.u16(uint16(len(s.Devices)))
 	for _, c := range s.Devices {
 		c.appendTo(w)
+	}
+	w.u16(uint16(len(s.Trusted)))
+	for _, id := range s.Trusted {
+		w.raw(id[:])
 	}
 	w.u16(uint16(len(s.Revocations)))
 	for _, rv := range s.Revocations {
@@ -169,17 +210,17 @@ func (s *AccountState) Hash() ([32]byte, error) {
 	return domainHash(ctxAccountHash, b), nil
 }
 
-// Sign sets s.Signature with the identity key. It fails unless
-// s.IdentityKey is that key's public key and s encodes.
-func (s *AccountState) Sign(ik *IdentityKey) error {
-	if s.IdentityKey != ik.Public() {
-		return fmt.Errorf("devices: %w: signing key is not the state's identity key", ErrSigner)
+// Sign sets s.Signature with the account signing key ask. It fails
+// unless s.SigningKey is ask's certificate and s encodes.
+func (s *AccountState) Sign(ask *AccountSigningKey) error {
+	if !s.SigningKey.equal(ask.Cert) {
+		return fmt.Errorf("devices: %w: signing key is not the state's account signing key", ErrSigner)
 	}
 	b, err := s.body()
 	if err != nil {
 		return err
 	}
-	s.Signature = ik.sign(signedMessage(ctxAccountState, b))
+	s.Signature = ask.sign(signedMessage(ctxAccountState, b))
 	return nil
 }
 
@@ -193,6 +234,9 @@ func (s *AccountState) Device(id DeviceID) *DeviceCert {
 	return nil
 }
 
+// IsTrusted reports whether the state lists device id as trusted.
+func (s *AccountState) IsTrusted(id DeviceID) bool { return slices.Contains(s.Trusted, id) }
+
 // Revoked returns the revocation of the device with the given id, or nil.
 func (s *AccountState) Revoked(id DeviceID) *Revocation {
 	for i := range s.Revocations {
@@ -203,10 +247,12 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 	return nil
 }
 
-// VerifyAccountState checks that s is self-consistent: well formed, signed
-// by its own identity key, every DeviceCert doubly signed (VerifyDeviceCert)
-// and no device both present and revoked. It does not check s against any
-// previous state; see VerifyCreate, VerifyTransition and VerifyReset.
+// VerifyAccountState checks that s is self-consistent: well formed, its
+// SigningKeyCert signed by its root key for its user (VerifySigningKeyCert),
+// s signed by that account signing key, every DeviceCert doubly signed
+// (VerifyDeviceCert), device names unique, and no device both present and
+// revoked. It does not check s against any previous state; see
+// VerifyCreate, VerifyTransition and VerifyReset.
 func VerifyAccountState(s *AccountState) error {
 	if s == nil {
 		return fmt.Errorf("devices: %w: nil AccountState", ErrMalformed)
@@ -215,16 +261,41 @@ func VerifyAccountState(s *AccountState) error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(s.IdentityKey[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
-		return fmt.Errorf("devices: %w: AccountState %s v%d: signature by its identity key does not verify", ErrSigner, s.UserID, s.Version)
+	if err := verifyStateSignature(s, b); err != nil {
+		return err
 	}
 	for _, c := range s.Devices {
-		if err := VerifyDeviceCert(s.IdentityKey, c); err != nil {
+		if err := VerifyDeviceCert(s.IdentityKey, s.SigningKey.Key, c); err != nil {
 			return err
 		}
+	}
+	return checkDeviceList(s)
+}
+
+// verifyStateSignature checks s's SigningKeyCert and s's signature by it;
+// b is s's body.
+func verifyStateSignature(s *AccountState, b []byte) error {
+	if err := VerifySigningKeyCert(s.IdentityKey, s.UserID, s.SigningKey); err != nil {
+		return err
+	}
+	if !ed25519.Verify(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
+		return fmt.Errorf("devices: %w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
+	}
+	return nil
+}
+
+// checkDeviceList checks that no listed device is revoked and that device
+// names are unique.
+func checkDeviceList(s *AccountState) error {
+	names := make(map[string]DeviceID, len(s.Devices))
+	for _, c := range s.Devices {
 		if rv := s.Revoked(c.ID); rv != nil {
 			return fmt.Errorf("devices: %w: device %s (%q) is listed and revoked (%s at %v)", ErrRevokedDevice, c.ID, c.Name, rv.Reason, rv.Time)
 		}
+		if other, ok := names[c.Name]; ok {
+			return fmt.Errorf("devices: %w: %w: devices %s and %s are both named %q", ErrDuplicateDevice, ErrDeviceName, other, c.ID, c.Name)
+		}
+		names[c.Name] = c.ID
 	}
 	return nil
 }
@@ -247,7 +318,10 @@ func readAccountState(r *reader) *AccountState {
 	s.UserID = r.string16("user id", MaxUserIDLen)
 	s.Version = r.u64("version")
 	s.PrevHash = r.array32("previous hash")
-	s.IdentityKey = r.array32("identity key")
+	s.IdentityKey = r.array32("root key")
+	if r.err == nil {
+		s.SigningKey = readSigningKeyCert(r)
+	}
 	n := int(r.u16("device count"))
 	if r.err == nil && (n == 0 || n > MaxDevices) {
 		r.fail("device count %d outside 1..%d", n, MaxDevices)
@@ -256,6 +330,15 @@ func readAccountState(r *reader) *AccountState {
 		if c := readDeviceCert(r); c != nil {
 			s.Devices = append(s.Devices, c)
 		}
+	}
+	n = int(r.u16("trusted device count"))
+	if r.err == nil && n > MaxDevices {
+		r.fail("trusted device count %d over the limit of %d", n, MaxDevices)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		var id DeviceID
+		copy(id[:], r.take(16, "trusted device id"))
+		s.Trusted = append(s.Trusted, id)
 	}
 	n = int(r.u16("revocation count"))
 	if r.err == nil && n > MaxRevocations {

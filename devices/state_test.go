@@ -60,21 +60,19 @@ func TestDecodeRejects(t *testing.T) {
 	c := newChain(t)
 	state, _ := c.v3.MarshalBinary()
 	cert, _ := c.v3.Devices[0].MarshalBinary()
-	newIK := testIK("alice new")
-	rs, err := NewResetState(c.v3, newIK, mustCert(t, testDevice(t, "alice new phone"), "new phone", newIK.Public(), t0.Add(5*time.Hour)), t0.Add(5*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ra, err := SignReset(testResetKey(), c.v3, rs, ResetLostAllKeys, t0.Add(5*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, ra := newReset(t, c.v3, "alice new", t0.Add(5*time.Hour))
 	reset, _ := ra.MarshalBinary()
-	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.ik.Public(), "tablet", t0)
+	req, err := NewPairingRequest(c.tablet, "alice@example.org", c.rk.Public(), "tablet", t0, DefaultPairingTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pr, _ := req.MarshalBinary()
+	skc, _ := c.ask.Cert.MarshalBinary()
+	h, err := SealHandover(c.ask, c.v3.Devices[0], bytes.NewReader(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ho, _ := h.MarshalBinary()
 	decoders := map[string]struct {
 		enc   []byte
 		parse func([]byte) error
@@ -83,6 +81,8 @@ func TestDecodeRejects(t *testing.T) {
 		"AccountState":       {state, func(b []byte) error { _, err := ParseAccountState(b); return err }},
 		"ResetAuthorization": {reset, func(b []byte) error { _, err := ParseResetAuthorization(b); return err }},
 		"PairingRequest":     {pr, func(b []byte) error { _, err := ParsePairingRequest(b); return err }},
+		"SigningKeyCert":     {skc, func(b []byte) error { _, err := ParseSigningKeyCert(b); return err }},
+		"SigningKeyHandover": {ho, func(b []byte) error { _, err := ParseSigningKeyHandover(b); return err }},
 	}
 	for name, d := range decoders {
 		t.Run(name, func(t *testing.T) {
@@ -94,8 +94,8 @@ func TestDecodeRejects(t *testing.T) {
 			}
 			wantErr(t, d.parse(append(bytes.Clone(d.enc), 0)), ErrMalformed, "1 trailing bytes")
 			bad := bytes.Clone(d.enc)
-			bad[0] = 0x02
-			wantErr(t, d.parse(bad), ErrMalformed, "unknown format byte 0x02")
+			bad[0] = 0x07
+			wantErr(t, d.parse(bad), ErrMalformed, "unknown format byte 0x07")
 		})
 	}
 }
@@ -109,7 +109,7 @@ func encodeRaw(s *AccountState) []byte {
 
 func TestAccountStateDecodeRejectsNonCanonical(t *testing.T) {
 	c := newChain(t)
-	ik := c.ik.Public()
+	ik := c.rk.Public()
 	big := clone(t, c.v2)
 	if bytes.Compare(big.Devices[0].ID[:], big.Devices[1].ID[:]) >= 0 {
 		t.Fatal("fixture devices not sorted")
@@ -190,64 +190,76 @@ func TestNormalizeUserID(t *testing.T) {
 }
 
 func TestDeviceCertRejects(t *testing.T) {
-	ik := testIK("alice")
-	other := testIK("mallory")
+	rk := testRK("alice")
+	ask := testASK(t, rk, "alice", 1, "alice")
+	other := testASK(t, testRK("mallory"), "alice", 1, "mallory")
+	otherRK := testRK("mallory")
 	dk := testDevice(t, "alice phone")
-	good := mustCert(t, dk, "phone", ik.Public(), t0)
-	if err := ik.IssueCert(good); err != nil {
+	good := mustCert(t, dk, "phone", rk.Public(), t0)
+	if err := ask.IssueCert(rk.Public(), good); err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyDeviceCert(ik.Public(), good); err != nil {
+	if err := VerifyDeviceCert(rk.Public(), ask.Public(), good); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name   string
-		ikPub  [32]byte
+		rkPub  [32]byte
+		askPub [32]byte
 		mutate func(c *DeviceCert)
 		substr string
 	}{
-		{"verified against another IK", other.Public(), func(c *DeviceCert) {}, "identity key signature"},
-		{"signed by another IK", ik.Public(), func(c *DeviceCert) {
+		{"verified against another ASK", rk.Public(), other.Public(), func(c *DeviceCert) {}, "signing key signature"},
+		{"verified against another RK", otherRK.Public(), ask.Public(), func(c *DeviceCert) {}, "back-signature"},
+		{"signed by another ASK", rk.Public(), ask.Public(), func(c *DeviceCert) {
 			body, _ := c.body()
 			c.Signature = other.sign(signedMessage(ctxDeviceCert, body))
-		}, "identity key signature"},
-		{"signed by the device instead of IK", ik.Public(), func(c *DeviceCert) {
+		}, "signing key signature"},
+		{"signed by RK instead of the ASK", rk.Public(), ask.Public(), func(c *DeviceCert) {
+			body, _ := c.body()
+			c.Signature = rk.sign(signedMessage(ctxDeviceCert, body))
+		}, "signing key signature"},
+		{"signed by the device instead of the ASK", rk.Public(), ask.Public(), func(c *DeviceCert) {
 			body, _ := c.body()
 			c.Signature = dk.sig(signedMessage(ctxDeviceCert, body))
-		}, "identity key signature"},
-		{"back-signed for another IK", ik.Public(), func(c *DeviceCert) {
-			_ = dk.BackSign(c, other.Public())
+		}, "signing key signature"},
+		{"back-signed for another RK", rk.Public(), ask.Public(), func(c *DeviceCert) {
+			_ = dk.BackSign(c, otherRK.Public())
 			body, _ := c.body()
-			c.Signature = ik.sign(signedMessage(ctxDeviceCert, body))
+			c.Signature = ask.sign(signedMessage(ctxDeviceCert, body))
 		}, "back-signature"},
-		{"back-signature by IK (IK vs device swapped)", ik.Public(), func(c *DeviceCert) {
+		{"back-signature by RK (RK vs device swapped)", rk.Public(), ask.Public(), func(c *DeviceCert) {
 			body, _ := c.body()
-			pub := ik.Public()
-			c.BackSignature = ik.sign(signedMessage(ctxDeviceBacksig, pub[:], body))
+			pub := rk.Public()
+			c.BackSignature = rk.sign(signedMessage(ctxDeviceBacksig, pub[:], body))
 		}, "back-signature"},
-		{"signing and X25519 keys swapped", ik.Public(), func(c *DeviceCert) {
+		{"signing and X25519 keys swapped", rk.Public(), ask.Public(), func(c *DeviceCert) {
 			c.SigningKey, c.X25519Key = c.X25519Key, c.SigningKey
 		}, "does not match its signing key"},
-		{"signing and X25519 keys swapped, id recomputed", ik.Public(), func(c *DeviceCert) {
+		{"signing and X25519 keys swapped, id recomputed", rk.Public(), ask.Public(), func(c *DeviceCert) {
 			c.SigningKey, c.X25519Key = c.X25519Key, c.SigningKey
 			c.ID = DeviceIDFor(c.SigningKey)
 		}, "signature does not verify"},
-		{"same key for signing and X25519", ik.Public(), func(c *DeviceCert) { c.X25519Key = c.SigningKey }, "signing key equals X25519 key"},
-		{"device key is the IK", ik.Public(), func(c *DeviceCert) {
-			c.SigningKey = ik.Public()
+		{"same key for signing and X25519", rk.Public(), ask.Public(), func(c *DeviceCert) { c.X25519Key = c.SigningKey }, "signing key equals X25519 key"},
+		{"device key is the RK", rk.Public(), ask.Public(), func(c *DeviceCert) {
+			c.SigningKey = rk.Public()
 			c.ID = DeviceIDFor(c.SigningKey)
-		}, "signing key equals the identity key"},
-		{"low-order X25519 key", ik.Public(), func(c *DeviceCert) { c.X25519Key = [32]byte{} }, "low-order"},
-		{"wrong device id", ik.Public(), func(c *DeviceCert) { c.ID[0] ^= 1 }, "does not match its signing key"},
-		{"name changed after signing", ik.Public(), func(c *DeviceCert) { c.Name = "evil" }, "identity key signature"},
-		{"created changed after signing", ik.Public(), func(c *DeviceCert) { c.Created = c.Created.Add(time.Second) }, "identity key signature"},
-		{"sub-second time", ik.Public(), func(c *DeviceCert) { c.Created = c.Created.Add(time.Millisecond) }, "whole second"},
+		}, "signing key equals the root key"},
+		{"device key is the ASK", rk.Public(), ask.Public(), func(c *DeviceCert) {
+			c.SigningKey = ask.Public()
+			c.ID = DeviceIDFor(c.SigningKey)
+		}, "signing key equals the root key or the account signing key"},
+		{"low-order X25519 key", rk.Public(), ask.Public(), func(c *DeviceCert) { c.X25519Key = [32]byte{} }, "low-order"},
+		{"wrong device id", rk.Public(), ask.Public(), func(c *DeviceCert) { c.ID[0] ^= 1 }, "does not match its signing key"},
+		{"name changed after signing", rk.Public(), ask.Public(), func(c *DeviceCert) { c.Name = "evil" }, "signing key signature"},
+		{"created changed after signing", rk.Public(), ask.Public(), func(c *DeviceCert) { c.Created = c.Created.Add(time.Second) }, "signing key signature"},
+		{"sub-second time", rk.Public(), ask.Public(), func(c *DeviceCert) { c.Created = c.Created.Add(time.Millisecond) }, "whole second"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := *good
 			tc.mutate(&c)
-			err := VerifyDeviceCert(tc.ikPub, &c)
+			err := VerifyDeviceCert(tc.rkPub, tc.askPub, &c)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -256,16 +268,48 @@ func TestDeviceCertRejects(t *testing.T) {
 			}
 		})
 	}
-	// IssueCert refuses a cert back-signed for another IK.
-	c := mustCert(t, dk, "phone", other.Public(), t0)
-	wantErr(t, ik.IssueCert(c), ErrDeviceCert, "back-signature")
+	// IssueCert refuses a cert back-signed for another RK.
+	c := mustCert(t, dk, "phone", otherRK.Public(), t0)
+	wantErr(t, ask.IssueCert(rk.Public(), c), ErrDeviceCert, "back-signature")
 	// Oversized and empty names are refused at creation.
-	_, err := dk.NewCert(strings.Repeat("n", 65), ik.Public(), t0)
+	_, err := dk.NewCert(strings.Repeat("n", 65), rk.Public(), t0)
 	wantErr(t, err, ErrDeviceName, "65 bytes")
-	_, err = dk.NewCert("", ik.Public(), t0)
+	_, err = dk.NewCert("", rk.Public(), t0)
 	wantErr(t, err, ErrDeviceName, "empty")
 	// BackSign refuses to sign another device's cert.
-	wantErr(t, testDevice(t, "other").BackSign(good, ik.Public()), ErrDeviceCert, "not this device's keys")
+	wantErr(t, testDevice(t, "other").BackSign(good, rk.Public()), ErrDeviceCert, "not this device's keys")
+}
+
+func TestSigningKeyCertRejects(t *testing.T) {
+	rk := testRK("alice")
+	ask := testASK(t, rk, "alice", 1, "alice")
+	if err := VerifySigningKeyCert(rk.Public(), "alice", ask.Cert); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, VerifySigningKeyCert(testRK("mallory").Public(), "alice", ask.Cert), ErrSigningKeyCert, "root key signature")
+	wantErr(t, VerifySigningKeyCert(rk.Public(), "bob", ask.Cert), ErrUserMismatch, "")
+	for _, mutate := range map[string]func(c *SigningKeyCert){
+		"generation changed": func(c *SigningKeyCert) { c.Generation = 2 },
+		"key changed":        func(c *SigningKeyCert) { c.Key[0] ^= 1 },
+		"time changed":       func(c *SigningKeyCert) { c.Created = c.Created.Add(time.Second) },
+		"signature flipped":  func(c *SigningKeyCert) { c.Signature[5] ^= 1 },
+	} {
+		c := *ask.Cert
+		mutate(&c)
+		wantErr(t, VerifySigningKeyCert(rk.Public(), "alice", &c), ErrSigningKeyCert, "does not verify")
+	}
+	c := *ask.Cert
+	c.Generation = 0
+	wantErr(t, VerifySigningKeyCert(rk.Public(), "alice", &c), ErrMalformed, "generation 0")
+	// A cert whose ASK is RK itself is refused even if RK signed it.
+	c = *ask.Cert
+	c.Key = rk.Public()
+	b, _ := c.body()
+	c.Signature = rk.sign(signedMessage(ctxSigningKeyCert, b))
+	wantErr(t, VerifySigningKeyCert(rk.Public(), "alice", &c), ErrSigningKeyCert, "is the root key")
+	// The seed must match the cert.
+	_, err := AccountSigningKeyFromSeed(ask.Cert, seed32("wrong"))
+	wantErr(t, err, ErrSigningKeyCert, "does not match")
 }
 
 func TestDeviceID(t *testing.T) {

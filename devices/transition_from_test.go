@@ -15,7 +15,8 @@ func TestVerifyTransitionFrom(t *testing.T) {
 			t.Fatalf("v%d -> v%d: %v", tr[0].Version, tr[1].Version, err)
 		}
 	}
-	mallory := testIK("mallory")
+	mallory := testRK("mallory")
+	malloryASK := testASK(t, mallory, "alice@example.org", 1, "mallory")
 	cases := []struct {
 		name   string
 		mutate func(s *AccountState)
@@ -26,24 +27,29 @@ func TestVerifyTransitionFrom(t *testing.T) {
 			cert := *s.Devices[0]
 			cert.Signature[0] ^= 1
 			s.Devices[0] = &cert
-			resign(s, ikPriv(c.ik))
+			resign(s, askPriv(c.ask))
 		}, ErrDeviceCert},
 		{"kept cert's back-signature changed", func(s *AccountState) {
 			cert := *s.Devices[0]
 			cert.BackSignature[3] ^= 1
 			s.Devices[0] = &cert
-			resign(s, ikPriv(c.ik))
+			resign(s, askPriv(c.ask))
 		}, ErrDeviceCert},
 		{"kept cert renamed (re-signed by another IK)", func(s *AccountState) {
 			cert := *s.Devices[0]
 			cert.Name = "renamed"
 			body, _ := cert.body()
-			cert.Signature = mallory.sign(signedMessage(ctxDeviceCert, body))
+			cert.Signature = malloryASK.sign(signedMessage(ctxDeviceCert, body))
 			s.Devices[0] = &cert
-			resign(s, ikPriv(c.ik))
+			resign(s, askPriv(c.ask))
 		}, ErrDeviceCert},
-		{"version skip", func(s *AccountState) { s.Version = 5; resign(s, ikPriv(c.ik)) }, ErrVersion},
-		{"IK replaced", func(s *AccountState) { s.IdentityKey = mallory.Public(); resign(s, ikPriv(mallory)) }, ErrIdentityChanged},
+		{"version skip", func(s *AccountState) { s.Version = 5; resign(s, askPriv(c.ask)) }, ErrVersion},
+		{"new generation without re-signed certs", func(s *AccountState) {
+			g2 := testASK(t, c.rk, "alice@example.org", 2, "alice 2")
+			s.SigningKey = g2.Cert
+			resign(s, askPriv(g2))
+		}, ErrDeviceCert},
+		{"IK replaced", func(s *AccountState) { s.IdentityKey = mallory.Public(); resign(s, askPriv(c.ask)) }, ErrIdentityChanged},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -55,8 +61,8 @@ func TestVerifyTransitionFrom(t *testing.T) {
 	}
 
 	// A new cert with a bad back-signature is verified (and rejected).
-	tablet := mustCert(t, c.tablet, "tablet", c.ik.Public(), t0)
-	if err := c.ik.IssueCert(tablet); err != nil {
+	tablet := mustCert(t, c.tablet, "tablet", c.rk.Public(), t0)
+	if err := c.ask.IssueCert(c.rk.Public(), tablet); err != nil {
 		t.Fatal(err)
 	}
 	tablet.BackSignature[0] ^= 1
@@ -64,7 +70,7 @@ func TestVerifyTransitionFrom(t *testing.T) {
 	next.Version, next.PrevHash, next.Timestamp = 3, mustHash(t, c.v2), c.v2.Timestamp.Add(time.Minute)
 	next.Devices = append(next.Devices, tablet)
 	sortDevices(next)
-	resign(next, ikPriv(c.ik))
+	resign(next, askPriv(c.ask))
 	wantErr(t, VerifyTransitionFrom(c.v2, next), ErrDeviceCert, "back-signature")
 
 	// The precondition: with an unverified prev whose cert is forged,
@@ -72,19 +78,19 @@ func TestVerifyTransitionFrom(t *testing.T) {
 	// trusts the kept cert. The directory only passes states it accepted.
 	forged := clone(t, c.v1)
 	forged.Devices[0].Signature[0] ^= 1
-	resign(forged, ikPriv(c.ik))
+	resign(forged, askPriv(c.ask))
 	succ := clone(t, c.v2)
 	succ.PrevHash = mustHash(t, forged)
 	succ.Devices = []*DeviceCert{forged.Devices[0], succ.Device(c.laptop.ID())}
 	sortDevices(succ)
-	resign(succ, ikPriv(c.ik))
+	resign(succ, askPriv(c.ask))
 	wantErr(t, VerifyTransition(forged, succ), ErrDeviceCert, "")
 	if err := VerifyTransitionFrom(forged, succ); err != nil {
 		t.Fatalf("VerifyTransitionFrom re-verified a kept cert: %v", err)
 	}
 }
 
-func mustHash(t *testing.T, s *AccountState) [32]byte {
+func mustHash(t testing.TB, s *AccountState) [32]byte {
 	t.Helper()
 	h, err := s.Hash()
 	if err != nil {

@@ -2,7 +2,6 @@ package directory
 
 import (
 	"context"
-	"crypto/rand"
 	"testing"
 	"time"
 
@@ -31,7 +30,7 @@ func TestAuditorReplaysDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.state = next
-	revoked, err := devices.RevokeDevices(alice.state, alice.ik, []devices.DeviceID{alice.state.Devices[0].ID}, devices.ReasonLost, time.Now())
+	revoked, err := devices.RevokeDevices(alice.state, alice.ask, []devices.DeviceID{alice.state.Devices[0].ID}, devices.ReasonLost, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,19 +38,7 @@ func TestAuditorReplaysDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Bob lost everything: the directory resets his identity key.
-	newIK := devices.IdentityKeyFromSeed(randSeed(t))
-	dk, err := devices.NewDeviceKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dk.NewCert("new phone", newIK.Public(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devices.NewResetState(bob.state, newIK, c, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := resetStateFor(t, bob.state, "new phone")
 	if _, err := s.Reset(ctx, s.AdminToken(), "bob", mustMarshal(t, rs), "lost"); err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,8 @@ func TestConcurrentUpdates(t *testing.T) {
 				errs <- err
 				return
 			}
-			for range versions - 1 {
-				next := a.addDevice(t, "d")
+			for v := range versions - 1 {
+				next := a.addDevice(t, fmt.Sprintf("d%d", v))
 				b, _ := next.MarshalBinary()
 				if _, err := s.Update(ctx, b); err != nil {
 					errs <- err

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
 )
 
@@ -118,6 +119,11 @@ type Config struct {
 	// fails with ErrConfig: otherwise every lookup during an idle period
 	// would fail as stale.
 	MaxCheckpointAge string
+
+	// ResetWindow is how long a reset stays pending (cancellable by the
+	// owner) before it takes effect; written to trust.json as reset_window
+	// (default 72h; whole seconds, at least 1s).
+	ResetWindow time.Duration
 
 	// AdminToken authorizes Reset (metadata "authorization: Bearer
 	// <token>"). Empty: a random token is created at first start in
@@ -265,6 +271,12 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, bad("MaxCheckpointAge %v is not longer than EmptyEpochInterval %v: with no updates the directory "+
 			"cuts a fresh epoch only every EmptyEpochInterval, so clients would reject every lookup as stale "+
 			"during idle periods; raise MaxCheckpointAge (or lower EmptyEpochInterval)", maxAge, cfg.EmptyEpochInterval)
+	}
+	if cfg.ResetWindow == 0 {
+		cfg.ResetWindow = devices.DefaultResetWindow
+	}
+	if cfg.ResetWindow < time.Second || cfg.ResetWindow%time.Second != 0 {
+		return cfg, bad("ResetWindow %v is not a positive whole number of seconds", cfg.ResetWindow)
 	}
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize

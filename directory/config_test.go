@@ -64,3 +64,17 @@ func TestConfigMaxCheckpointAgeVsEmptyEpochInterval(t *testing.T) {
 		t.Fatalf("Open of a refused config created its data dir (stat: %v)", err)
 	}
 }
+
+func TestConfigResetWindow(t *testing.T) {
+	c := Config{DataDir: t.TempDir()}
+	cfg, err := c.withDefaults()
+	if err != nil || cfg.ResetWindow != 72*time.Hour {
+		t.Fatalf("default reset window: %v %v", cfg.ResetWindow, err)
+	}
+	for _, w := range []time.Duration{-time.Second, 1500 * time.Millisecond, time.Millisecond} {
+		c := Config{DataDir: t.TempDir(), ResetWindow: w}
+		if _, err := c.withDefaults(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "ResetWindow") {
+			t.Fatalf("ResetWindow %v: got %v", w, err)
+		}
+	}
+}

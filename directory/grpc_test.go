@@ -5,13 +5,11 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/client"
 	klog "github.com/keyline/keyline/log"
@@ -49,12 +47,12 @@ func TestGRPCRejections(t *testing.T) {
 	bad.Signature[5] ^= 1
 	skip := *next
 	skip.Version = 7
-	if err := skip.Sign(carol.ik); err != nil {
+	if err := skip.Sign(carol.ask); err != nil {
 		t.Fatal(err)
 	}
 	wrongPrev := *next
 	wrongPrev.PrevHash[31] ^= 1
-	if err := wrongPrev.Sign(carol.ik); err != nil {
+	if err := wrongPrev.Sign(carol.ask); err != nil {
 		t.Fatal(err)
 	}
 	badCert := *next
@@ -62,7 +60,7 @@ func TestGRPCRejections(t *testing.T) {
 	cc := *badCert.Devices[0]
 	cc.Signature[0] ^= 1
 	badCert.Devices[0] = &cc
-	if err := badCert.Sign(carol.ik); err != nil {
+	if err := badCert.Sign(carol.ask); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -144,15 +142,7 @@ func TestGRPCRejections(t *testing.T) {
 	}
 
 	// A reset with the admin token, over gRPC.
-	newIK := devices.IdentityKeyFromSeed(randSeed(t))
-	cert, err := mustDeviceKey(t).NewCert("replacement", newIK.Public(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devices.NewResetState(next, newIK, cert, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := resetStateFor(t, next, "replacement")
 	res, err := c.Reset(ctx, s.AdminToken(), "Carol", mustMarshal(t, rs), "compromised")
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +151,7 @@ func TestGRPCRejections(t *testing.T) {
 	if err != nil || u.Update != klog.UpdateReset || u.Version != 3 {
 		t.Fatalf("reset leaf: %+v %v", u, err)
 	}
-	if v := mustLookup(t, c, trust, "carol"); v.version != 3 || v.state.IdentityKey != newIK.Public() {
+	if v := mustLookup(t, c, trust, "carol"); v.version != 3 || v.state.IdentityKey != rs.IdentityKey {
 		t.Fatalf("after reset: version %d", v.version)
 	}
 	h, err := c.History(ctx, "carol", 0)

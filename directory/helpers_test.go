@@ -20,13 +20,45 @@ import (
 // its latest state.
 type testAccount struct {
 	uid   string
-	ik    *devices.IdentityKey
+	ik    *devices.RootKey           // root key (a real device never keeps it)
+	ask   *devices.AccountSigningKey // current account signing key
 	state *devices.AccountState
+}
+
+// newKeys returns a fresh root key and its generation-1 signing key for uid.
+func newKeys(t testing.TB, uid string) (*devices.RootKey, *devices.AccountSigningKey) {
+	t.Helper()
+	rk := devices.DeriveRootKey(devices.RecoverySecret(randSeed(t)))
+	ask, err := devices.NewAccountSigningKey(rk, uid, 1, rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rk, ask
+}
+
+// resetStateFor returns the state a reset of prev to fresh keys installs,
+// with one device named name.
+func resetStateFor(t testing.TB, prev *devices.AccountState, name string) *devices.AccountState {
+	t.Helper()
+	rk, ask := newKeys(t, prev.UserID)
+	dk, err := devices.NewDeviceKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dk.NewCert(name, rk.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := devices.NewResetState(prev, rk.Public(), ask, c, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
 
 func newTestAccount(t testing.TB, uid string) *testAccount {
 	t.Helper()
-	ik := devices.IdentityKeyFromSeed(randSeed(t))
+	ik, ask := newKeys(t, uid)
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -35,11 +67,11 @@ func newTestAccount(t testing.TB, uid string) *testAccount {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := devices.NewAccount(ik, uid, c, time.Now())
+	st, err := devices.NewAccount(ask, ik.Public(), uid, c, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testAccount{uid: uid, ik: ik, state: st}
+	return &testAccount{uid: uid, ik: ik, ask: ask, state: st}
 }
 
 func randSeed(t testing.TB) [32]byte {
@@ -70,7 +102,7 @@ func (a *testAccount) addDevice(t testing.TB, name string) *devices.AccountState
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := devices.AddDevice(a.state, a.ik, c, time.Now())
+	next, err := devices.AddDevice(a.state, a.ask, c, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

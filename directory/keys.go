@@ -237,6 +237,7 @@ func (s *Server) trustFile() *verifier.TrustFile {
 		ResetKey:         base64.StdEncoding.EncodeToString(s.keys.resetKey.Public().(ed25519.PublicKey)),
 		WitnessQuorum:    s.cfg.WitnessQuorum,
 		MaxCheckpointAge: s.cfg.MaxCheckpointAge,
+		ResetWindow:      s.cfg.ResetWindow.String(),
 	}
 	for _, w := range s.cfg.Witnesses {
 		tf.Witnesses = append(tf.Witnesses, w.VKey)

@@ -103,8 +103,9 @@ type entry struct {
 	prevHash  [32]byte
 	entryHash [32]byte
 	leaf      []byte
-	state     *devices.AccountState // the account's state after this entry
-	done      chan result           // nil for replayed entries
+	state     *devices.AccountState       // the account's state after this entry
+	reset     *devices.ResetAuthorization // for a reset entry: its authorization (state is its NewState)
+	done      chan result                 // nil for replayed entries
 
 	logIndex uint64 // set by the sequencer
 }
@@ -389,8 +390,8 @@ func (s *Server) replay(ctx context.Context) error {
 				if err := checkChain(prev, e); err != nil {
 					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
 				}
-				if e.state, err = stateOf(l); err != nil {
-					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
+				if e.state, e.reset, err = stateOf(l); err != nil {
+					return fmt.Errorf("%w: leaf %d: %w", errCorrupt, pos, err)
 				}
 				latest[l.Index] = e
 				batch = append(batch, e)
@@ -434,17 +435,32 @@ func checkChain(prev, e *entry) error {
 	return nil
 }
 
-// stateOf returns the AccountState an AccountUpdate leaf sets.
-func stateOf(u *klog.AccountUpdate) (*devices.AccountState, error) {
+// stateOf returns the AccountState an AccountUpdate leaf sets, and for a
+// reset entry its authorization. A payload of an older format (a data dir
+// written by a Keyline before format 2) is refused with an error naming
+// the version.
+func stateOf(u *klog.AccountUpdate) (*devices.AccountState, *devices.ResetAuthorization, error) {
+	if len(u.Payload) > 0 && u.Payload[0] < payloadFormat {
+		return nil, nil, fmt.Errorf("%w: account version %d is stored in format %d, written by an older Keyline (identity key signing states); this directory reads format %d only: start a new data dir", ErrOldDataDir, u.Version, u.Payload[0], payloadFormat)
+	}
 	if u.Update == klog.UpdateReset {
 		a, err := devices.ParseResetAuthorization(u.Payload)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return a.NewState, nil
+		return a.NewState, a, nil
 	}
-	return devices.ParseAccountState(u.Payload)
+	st, err := devices.ParseAccountState(u.Payload)
+	return st, nil, err
 }
+
+// payloadFormat is the format byte of the AccountState and
+// ResetAuthorization encodings this directory reads.
+const payloadFormat = 0x02
+
+// ErrOldDataDir is wrapped by the error Open returns for a data dir
+// written in an older format.
+var ErrOldDataDir = errors.New("directory: data dir of an older format")
 
 // applyReplayed commits a replayed epoch and checks its map root against
 // the EpochRecord.
@@ -543,11 +559,11 @@ func entryFromRecord(index [32]byte, rec *accountRecord) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
 	}
-	st, err := stateOf(u)
+	st, ra, err := stateOf(u)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 	}
-	return &entry{index: index, version: rec.Version, prevHash: u.PrevHash, entryHash: rec.EntryHash, leaf: rec.Leaf, state: st, logIndex: rec.LogIndex}, nil
+	return &entry{index: index, version: rec.Version, prevHash: u.PrevHash, entryHash: rec.EntryHash, leaf: rec.Leaf, state: st, reset: ra, logIndex: rec.LogIndex}, nil
 }
 
 // errCrash is returned by a test hook to simulate a crash: the sequencer

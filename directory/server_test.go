@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	prev := alice.state
 	alice.state = next
-	rev, err := devices.RevokeDevices(alice.state, alice.ik, []devices.DeviceID{prev.Devices[0].ID}, devices.ReasonLost, time.Now())
+	rev, err := devices.RevokeDevices(alice.state, alice.ask, []devices.DeviceID{prev.Devices[0].ID}, devices.ReasonLost, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +92,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Reset with the admin token: new IK, every device revoked.
-	newIK := devices.IdentityKeyFromSeed(randSeed(t))
-	dk := mustDeviceKey(t)
-	c, err := dk.NewCert("new phone", newIK.Public(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devices.NewResetState(alice.state, newIK, c, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := resetStateFor(t, alice.state, "new phone")
+	newIK := rs.IdentityKey
 	if _, err := s.Reset(ctx, "wrong", "alice@example.com", mustMarshal(t, rs), "lost"); apierr.Code(err) != codes.PermissionDenied {
 		t.Fatalf("reset with a wrong token: %v", err)
 	}
@@ -108,14 +101,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = mustLookup(t, s.Source(), trust, "alice@example.com")
-	if v.version != 4 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK.Public() {
+	if v.version != 4 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK {
 		t.Fatalf("after reset: version %d kind %d", v.version, v.update.Update)
 	}
 	a, err := devices.ParseResetAuthorization(v.update.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := devices.VerifyReset(alice.state, a, trust.ResetKey); err != nil {
+	if err := devices.VerifyReset(alice.state, a, trust.ResetKey, trust.MinResetWindow()); err != nil {
 		t.Fatalf("reset authorization: %v", err)
 	}
 
@@ -199,12 +192,12 @@ func TestRejections(t *testing.T) {
 	bad.Signature[0] ^= 1
 	skip := *next
 	skip.Version = 3
-	if err := skip.Sign(bob.ik); err != nil {
+	if err := skip.Sign(bob.ask); err != nil {
 		t.Fatal(err)
 	}
 	wrongPrev := *next
 	wrongPrev.PrevHash[0] ^= 1
-	if err := wrongPrev.Sign(bob.ik); err != nil {
+	if err := wrongPrev.Sign(bob.ask); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -231,5 +224,21 @@ func TestRejections(t *testing.T) {
 	}
 	if !errors.Is(devicesError(devices.ErrDeviceCert), &apierr.Error{Reason: apierr.BadDeviceCert}) {
 		t.Fatal("ErrDeviceCert does not map to BAD_DEVICE_CERT")
+	}
+}
+
+// TestOldDataDirRefused: an account payload of format 1 (written by a
+// Keyline before the root key / signing key formats) is refused on
+// replay with an error naming the version.
+func TestOldDataDirRefused(t *testing.T) {
+	for _, kind := range []klog.UpdateKind{klog.UpdateCreate, klog.UpdateReset} {
+		_, _, err := stateOf(&klog.AccountUpdate{Version: 3, Update: kind, Payload: []byte{0x01, 0x00, 0x05}})
+		if !errors.Is(err, ErrOldDataDir) || !strings.Contains(err.Error(), "format 1") {
+			t.Fatalf("kind %d: got %v", kind, err)
+		}
+	}
+	a := newTestAccount(t, "alice")
+	if st, ra, err := stateOf(&klog.AccountUpdate{Version: 1, Update: klog.UpdateCreate, Payload: a.bytes(t)}); err != nil || ra != nil || st.UserID != "alice" {
+		t.Fatalf("format 2: %v", err)
 	}
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/mapdb"
 	"github.com/keyline/keyline/directory/sqlstate"
@@ -185,7 +184,7 @@ func TestSharedEndToEnd(t *testing.T) {
 				return
 			}
 			for j := range versions - 1 {
-				next := a.addDevice(t, "d")
+				next := a.addDevice(t, fmt.Sprintf("d%d", j))
 				if _, err := servers[(i+j+1)%2].Update(ctx, mustMarshal(t, next)); err != nil {
 					errs <- err
 					return
@@ -259,27 +258,19 @@ func TestSharedEndToEnd(t *testing.T) {
 	if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
 		t.Fatalf("consistency across the restart: %v", err)
 	}
-	phone := alice.addDevice(t, "phone")
+	phone := alice.addDevice(t, "tablet")
 	if _, err := fe2.Update(ctx, mustMarshal(t, phone)); err != nil {
 		t.Fatal(err)
 	}
 	alice.state = phone
 
 	// A reset through a frontend (signed with the shared reset key).
-	newIK := devices.IdentityKeyFromSeed(randSeed(t))
-	c, err := mustDeviceKey(t).NewCert("new phone", newIK.Public(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devices.NewResetState(alice.state, newIK, c, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := resetStateFor(t, alice.state, "new phone")
 	res, err = fe2.Reset(ctx, fe2.AdminToken(), "alice@example.com", mustMarshal(t, rs), "lost")
 	if err != nil {
 		t.Fatalf("reset through a frontend: %v", err)
 	}
-	if v := mustLookup(t, seq2.Source(), trust, "alice@example.com"); v.version != 3 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != newIK.Public() || v.cp.Size <= res.LogIndex {
+	if v := mustLookup(t, seq2.Source(), trust, "alice@example.com"); v.version != 3 || v.update.Update != klog.UpdateReset || v.state.IdentityKey != rs.IdentityKey || v.cp.Size <= res.LogIndex {
 		t.Fatalf("after reset: version %d kind %v", v.version, v.update.Update)
 	}
 

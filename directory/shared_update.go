@@ -25,11 +25,11 @@ func (s *Server) latestShared(ctx context.Context, index [32]byte) (*entry, erro
 		if err != nil {
 			return nil, fmt.Errorf("%w: queued update %d: %v", errCorrupt, q.ID, err)
 		}
-		st, err := stateOf(u)
+		st, ra, err := stateOf(u)
 		if err != nil {
-			return nil, fmt.Errorf("%w: queued update %d: %v", errCorrupt, q.ID, err)
+			return nil, fmt.Errorf("%w: queued update %d: %w", errCorrupt, q.ID, err)
 		}
-		return &entry{index: index, userID: q.UserID, version: q.Version, prevHash: q.PrevHash, entryHash: q.EntryHash, leaf: q.Leaf, state: st}, nil
+		return &entry{index: index, userID: q.UserID, version: q.Version, prevHash: q.PrevHash, entryHash: q.EntryHash, leaf: q.Leaf, state: st, reset: ra}, nil
 	}
 	return s.committedShared(ctx, index)
 }

@@ -16,7 +16,8 @@ import (
 )
 
 // MaxStateSize bounds an AccountState in a request: the log's payload bound
-// (the largest valid AccountState is 43,927 bytes).
+// (the largest valid AccountState is 45,128 bytes, the largest
+// ResetAuthorization 44,800; docs/protocol.md section 3).
 const MaxStateSize = klog.MaxPayloadSize
 
 // Update validates a signed AccountState (create: version 1 of a new
@@ -62,13 +63,38 @@ func (s *Server) Update(ctx context.Context, stateBytes []byte) (*UpdateResult, 
 		if st.Version == 1 {
 			return nil, apierr.New(codes.FailedPrecondition, apierr.AccountExists, "account %q already exists (latest version %d)", st.UserID, prev.version)
 		}
-		// prev was verified when it was accepted (or replayed from our own
-		// log), so certs it already holds need not be verified again.
-		if err := devices.VerifyTransitionFrom(prev.state, st); err != nil {
+		if prev.reset != nil {
+			if err := s.checkAfterReset(prev, st); err != nil {
+				return nil, err
+			}
+		} else if err := devices.VerifyTransitionFrom(prev.state, st); err != nil {
+			// prev was verified when it was accepted (or replayed from our
+			// own log), so certs it already holds need not be verified again.
 			return nil, devicesError(err)
 		}
 	}
 	return s.enqueue(ctx, prev, &entry{index: index, userID: st.UserID, pi: pi, version: st.Version, state: st}, kind, stateBytes)
+}
+
+// checkAfterReset validates st, the version after the reset entry prev
+// (devices.VerifyAfterReset), against the directory's clock: a
+// cancellation by the previous keys only before the reset takes effect
+// (else RESET_WINDOW), an update by the reset's new keys only after
+// (else RESET_PENDING).
+func (s *Server) checkAfterReset(prev *entry, st *devices.AccountState) error {
+	cancelled, err := devices.VerifyAfterReset(nil, prev.reset, st)
+	if err != nil {
+		return devicesError(err)
+	}
+	now := time.Now()
+	eff := prev.reset.EffectiveAt.UTC().Format(time.RFC3339)
+	if cancelled && !prev.reset.Pending(now) {
+		return apierr.New(codes.FailedPrecondition, apierr.ResetWindow, "the reset of %q took effect at %s; it can no longer be cancelled", st.UserID, eff)
+	}
+	if !cancelled && prev.reset.Pending(now) {
+		return apierr.New(codes.FailedPrecondition, apierr.ResetPending, "the reset of %q is pending until %s; its new keys cannot be used before", st.UserID, eff)
+	}
+	return nil
 }
 
 // ResetReason parses the reason of a ResetRequest: "lost" (or empty) for
@@ -83,10 +109,13 @@ func ResetReason(s string) (devices.ResetReason, error) {
 	return 0, apierr.New(codes.InvalidArgument, apierr.BadResetReason, "reset reason %q is not \"lost\" or \"compromised\"", s)
 }
 
-// Reset replaces the identity key of userID's account by the one of
-// stateBytes (version latest+1, signed by the new identity key, every old
-// device revoked), signed with the directory's reset key and published as
-// a reset entry. token must be the admin token. Errors are *apierr.Error.
+// Reset replaces the root key of userID's account by the one of
+// stateBytes (version latest+1, signed by the new root key's generation-1
+// signing key, every old device revoked), signed with the directory's
+// reset key and published as a pending reset entry: it takes effect
+// Config.ResetWindow later unless the owner cancels it first (an update
+// signed with the previous keys, see checkAfterReset). token must be the
+// admin token. Errors are *apierr.Error.
 func (s *Server) Reset(ctx context.Context, token, userID string, stateBytes []byte, reason string) (*UpdateResult, error) {
 	if token == "" {
 		return nil, apierr.New(codes.Unauthenticated, apierr.Unauthenticated, "Reset needs the admin token (authorization: Bearer <token>)")
@@ -123,7 +152,13 @@ func (s *Server) Reset(ctx context.Context, token, userID string, stateBytes []b
 	if prev == nil {
 		return nil, apierr.New(codes.FailedPrecondition, apierr.UnknownAccount, "account %q does not exist; nothing to reset", uid)
 	}
-	auth, err := devices.SignReset(s.keys.resetKey, prev.state, st, rr, time.Now())
+	if prev.reset != nil {
+		if prev.reset.Pending(time.Now()) {
+			return nil, apierr.New(codes.FailedPrecondition, apierr.ResetPending, "a reset of %q is already pending until %s", uid, prev.reset.EffectiveAt.UTC().Format(time.RFC3339))
+		}
+		return nil, apierr.New(codes.FailedPrecondition, apierr.ResetPending, "the latest version of %q is a reset; its new keys must publish a version before another reset", uid)
+	}
+	auth, err := devices.SignReset(s.keys.resetKey, prev.state, st, rr, time.Now(), s.cfg.ResetWindow)
 	if err != nil {
 		return nil, devicesError(err)
 	}
@@ -131,7 +166,7 @@ func (s *Server) Reset(ctx context.Context, token, userID string, stateBytes []b
 	if err != nil {
 		return nil, devicesError(err)
 	}
-	return s.enqueue(ctx, prev, &entry{index: index, userID: uid, pi: pi, version: st.Version, state: st}, klog.UpdateReset, payload)
+	return s.enqueue(ctx, prev, &entry{index: index, userID: uid, pi: pi, version: st.Version, state: st, reset: auth}, klog.UpdateReset, payload)
 }
 
 // enqueue builds e's leaf on prev, queues it if prev is still the
@@ -259,12 +294,16 @@ func devicesError(err error) error {
 	}
 	for _, r := range []rule{
 		{devices.ErrReset, codes.InvalidArgument, apierr.BadReset},
+		{devices.ErrStaleSigningKey, codes.FailedPrecondition, apierr.StaleSigningKey},
+		{devices.ErrResetPending, codes.FailedPrecondition, apierr.ResetPending},
+		{devices.ErrResetWindow, codes.FailedPrecondition, apierr.ResetWindow},
 		{devices.ErrUserMismatch, codes.InvalidArgument, apierr.UserMismatch},
 		{devices.ErrVersion, codes.FailedPrecondition, apierr.VersionNotNext},
 		{devices.ErrPrevHash, codes.FailedPrecondition, apierr.PrevHashMismatch},
 		{devices.ErrTimestamp, codes.FailedPrecondition, apierr.TimestampBackwards},
 		{devices.ErrIdentityChanged, codes.FailedPrecondition, apierr.IdentityChanged},
 		{devices.ErrSigner, codes.InvalidArgument, apierr.BadSignature},
+		{devices.ErrSigningKeyCert, codes.InvalidArgument, apierr.BadSigningKeyCert},
 		{devices.ErrDeviceCert, codes.InvalidArgument, apierr.BadDeviceCert},
 		{devices.ErrRevokedDevice, codes.FailedPrecondition, apierr.RevokedDevice},
 		{devices.ErrRevocation, codes.FailedPrecondition, apierr.BadRevocation},

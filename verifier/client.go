@@ -124,6 +124,7 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	now := c.now()
 	res, verr := VerifyLookup(c.Trust, st, uid, b, now)
 	res, verr = c.checkIdentityChange(ctx, st, uid, res, verr)
+	res, verr = c.checkGenerations(ctx, st, uid, res, verr)
 	if !locked {
 		unlock, err := lockStateFile(c.StatePath)
 		if err != nil {

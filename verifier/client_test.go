@@ -219,18 +219,22 @@ func forgeNewIK(t *testing.T, d *testDir, uid string) entry {
 	a := d.accounts[uid]
 	prev := a.state
 	s, _ := devices.NewRecoverySecret(rand.Reader)
-	a.ik = devices.DeriveIdentityKey(s)
+	a.ik = devices.DeriveRootKey(s)
+	var err error
+	if a.ask, err = devices.NewAccountSigningKey(a.ik, uid, 1, rand.Reader, d.now); err != nil {
+		t.Fatal(err)
+	}
 	c := d.newDevice(a, uid+"-evil")
-	if err := a.ik.IssueCert(c); err != nil {
+	if err := a.ask.IssueCert(a.ik.Public(), c); err != nil {
 		t.Fatal(err)
 	}
 	h, err := prev.Hash()
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &devices.AccountState{UserID: uid, Version: prev.Version + 1, PrevHash: h, IdentityKey: a.ik.Public(),
+	st := &devices.AccountState{UserID: uid, Version: prev.Version + 1, PrevHash: h, IdentityKey: a.ik.Public(), SigningKey: a.ask.Cert,
 		Devices: []*devices.DeviceCert{c}, Timestamp: prev.Timestamp.Add(time.Second)}
-	if err := st.Sign(a.ik); err != nil {
+	if err := st.Sign(a.ask); err != nil {
 		t.Fatal(err)
 	}
 	a.state = st
@@ -324,7 +328,7 @@ func TestClientPinnedKeyNotInHistory(t *testing.T) {
 
 func TestContactVersionRoundTrip(t *testing.T) {
 	st := &ClientState{}
-	if err := st.pinAt("bob", [32]byte{1}, true, 7, t0); err != nil {
+	if err := st.pinAt("bob", [32]byte{1}, true, 7, 0, t0); err != nil {
 		t.Fatal(err)
 	}
 	b, err := st.Marshal()

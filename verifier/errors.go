@@ -60,6 +60,14 @@ var (
 	// ErrReset: a reset entry's authorization does not verify under the
 	// directory reset key.
 	ErrReset = errors.New("verifier: reset authorization rejected")
+	// ErrResetWindow: a reset's window is shorter than trust.json's
+	// reset_window, or the directory applied a reset before its window
+	// ended or after the owner cancelled it.
+	ErrResetWindow = errors.New("verifier: reset window violated")
+	// ErrStaleSigningKey: the account is served signed by an account
+	// signing key generation older than one already seen (a rotated-out
+	// key, e.g. on a stolen device).
+	ErrStaleSigningKey = errors.New("verifier: stale account signing key")
 	// ErrAccountMissing: a pinned contact's account is proven absent. Map
 	// entries are never deleted, so the directory is hiding it (or the pin
 	// was made for an account that was never published).

@@ -28,10 +28,12 @@ const testOrigin = "keyline.test/dir"
 // account is a test user's keys and latest state.
 type account struct {
 	uid    string
-	ik     *devices.IdentityKey
+	ik     *devices.RootKey           // RK (kept by the test; a real device never holds it)
+	ask    *devices.AccountSigningKey // current ASK
 	devs   []*devices.DeviceKey
 	state  *devices.AccountState
-	leaf   []byte // latest AccountUpdate leaf
+	reset  *devices.ResetAuthorization // the last reset published, if any
+	leaf   []byte                      // latest AccountUpdate leaf
 	logIdx uint64
 }
 
@@ -93,7 +95,7 @@ func newTestDir(t testing.TB) *testDir {
 		d.wvkeys = append(d.wvkeys, wv)
 	}
 	tf := TrustFile{Origin: testOrigin, LogKey: vkey, VRFKey: base64.StdEncoding.EncodeToString(vk.Public().Bytes()),
-		ResetKey: base64.StdEncoding.EncodeToString(rpub), Witnesses: d.wvkeys, WitnessQuorum: 2, MaxCheckpointAge: "1h"}
+		ResetKey: base64.StdEncoding.EncodeToString(rpub), Witnesses: d.wvkeys, WitnessQuorum: 2, MaxCheckpointAge: "1h", ResetWindow: "10m"}
 	if d.trust, err = tf.Trust(); err != nil {
 		t.Fatal(err)
 	}
@@ -223,12 +225,12 @@ func (d *testDir) create(uid string) entry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &account{uid: uid, ik: devices.DeriveIdentityKey(s)}
-	c := d.newDevice(a, uid+"-phone")
-	if err := a.ik.IssueCert(c); err != nil {
+	a := &account{uid: uid, ik: devices.DeriveRootKey(s)}
+	if a.ask, err = devices.NewAccountSigningKey(a.ik, uid, 1, rand.Reader, d.now); err != nil {
 		t.Fatal(err)
 	}
-	st, err := devices.NewAccount(a.ik, uid, c, d.now)
+	c := d.newDevice(a, uid+"-phone")
+	st, err := devices.NewAccount(a.ask, a.ik.Public(), uid, c, d.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +245,7 @@ func (d *testDir) addDevice(uid, name string) entry {
 	t.Helper()
 	a := d.accounts[uid]
 	c := d.newDevice(a, name)
-	st, err := devices.AddDevice(a.state, a.ik, c, d.now)
+	st, err := devices.AddDevice(a.state, a.ask, c, d.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +259,7 @@ func (d *testDir) revoke(uid string) (entry, *devices.DeviceCert) {
 	t.Helper()
 	a := d.accounts[uid]
 	gone := a.state.Devices[0]
-	st, err := devices.RevokeDevices(a.state, a.ik, []devices.DeviceID{gone.ID}, devices.ReasonLost, d.now)
+	st, err := devices.RevokeDevices(a.state, a.ask, []devices.DeviceID{gone.ID}, devices.ReasonLost, d.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,35 +267,49 @@ func (d *testDir) revoke(uid string) (entry, *devices.DeviceCert) {
 	return entry{uid, d.updateLeaf(a, klog.UpdateUpdate, st.Version, enc(t, st))}, gone
 }
 
-// reset replaces the account's IK by a directory reset.
+// reset replaces the account's RK by a directory reset logged now, and
+// advances the clock past its window, so the epoch that publishes it
+// already has it in effect.
 func (d *testDir) reset(uid string) entry {
+	e, _ := d.resetPending(uid)
+	d.now = d.now.Add(d.trust.ResetWindow)
+	return e
+}
+
+// resetPending replaces the account's RK by a directory reset logged now,
+// pending for the trust's window. The account's previous keys are
+// returned so the test can cancel it.
+func (d *testDir) resetPending(uid string) (entry, *account) {
 	t := d.t
 	t.Helper()
 	a := d.accounts[uid]
+	old := *a
 	prev := a.state
 	s, _ := devices.NewRecoverySecret(rand.Reader)
-	a.ik = devices.DeriveIdentityKey(s)
-	c := d.newDevice(a, uid+"-new-phone")
-	if err := a.ik.IssueCert(c); err != nil {
+	a.ik = devices.DeriveRootKey(s)
+	var err error
+	if a.ask, err = devices.NewAccountSigningKey(a.ik, uid, 1, rand.Reader, d.now); err != nil {
 		t.Fatal(err)
 	}
-	ns, err := devices.NewResetState(prev, a.ik, c, d.now)
+	c := d.newDevice(a, uid+"-new-phone")
+	ns, err := devices.NewResetState(prev, a.ik.Public(), a.ask, c, d.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ra, err := devices.SignReset(d.resetPriv, prev, ns, devices.ResetLostAllKeys, d.now)
+	ra, err := devices.SignReset(d.resetPriv, prev, ns, devices.ResetLostAllKeys, d.now, d.trust.ResetWindow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.state = ns
-	return entry{uid, d.updateLeaf(a, klog.UpdateReset, ns.Version, enc(t, ra))}
+	a.reset = ra
+	return entry{uid, d.updateLeaf(a, klog.UpdateReset, ns.Version, enc(t, ra))}, &old
 }
 
 // resign re-signs a modified state with the account's IK (devices sorted).
 func resign(t testing.TB, a *account, st *devices.AccountState) []byte {
 	t.Helper()
 	sort.Slice(st.Devices, func(i, j int) bool { return bytes.Compare(st.Devices[i].ID[:], st.Devices[j].ID[:]) < 0 })
-	if err := st.Sign(a.ik); err != nil {
+	if err := st.Sign(a.ask); err != nil {
 		t.Fatal(err)
 	}
 	return enc(t, st)

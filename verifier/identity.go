@@ -8,6 +8,49 @@ import (
 	"time"
 )
 
+// checkGenerations applies the signing key generation rule across
+// versions. The latest state alone cannot show that its signing key was
+// rotated out, so when a lookup serves a version newer than the one last
+// verified for the contact with the same root key (for a contact seen for
+// the first time: any version after 1), it fetches and verifies the
+// account's history from that version (from 1 for a new contact):
+// verifyHistory checks every transition by the devices rules, so a state
+// signed by a rotated-out signing key fails with ErrStaleSigningKey, and a
+// reset applied early or after a cancellation with ErrResetWindow. A
+// served version older than the one already verified is refused
+// (ErrHistory). res and verr are the lookup's results; they pass through
+// when the rule does not apply.
+func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+	if verr != nil || res == nil || !res.Found {
+		return res, verr
+	}
+	from := uint64(1)
+	if ct := st.contact(uid); ct != nil {
+		if ct.IK != res.IdentityKey || ct.Version == 0 {
+			return res, verr
+		}
+		if res.Version < ct.Version {
+			return nil, fail(ErrHistory, nil, "the directory serves v%d of %s, v%d was already verified", res.Version, uid, ct.Version)
+		}
+		from = ct.Version
+	}
+	if res.Version == from {
+		return res, nil
+	}
+	entries, err := historyFrom(ctx, c.Trust, c.Source, res, from)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 || entries[0].update.Version != from {
+		return nil, fail(ErrHistory, nil, "the history of %s does not start at v%d", uid, from)
+	}
+	last := entries[len(entries)-1]
+	if last.update.Version != res.Version || last.entryHash != res.EntryHash || last.LogIndex != res.LogIndex {
+		return nil, fail(ErrHistory, nil, "the history of %s from v%d does not end at the served v%d", uid, from, res.Version)
+	}
+	return res, nil
+}
+
 // checkIdentityChange applies the identity-key rule to a lookup verified
 // against st: a pinned contact (verified or not) may get a new identity key
 // only through a directory reset entry. If the key served differs from the
@@ -52,24 +95,35 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 	if last.update.Version != res.Version || last.entryHash != res.EntryHash || last.LogIndex != res.LogIndex {
 		return unexplained(fail(ErrHistory, nil, "the history of %s from v%d does not end at the served v%d (log index %d)", uid, from, res.Version, res.LogIndex))
 	}
-	pinned := -1
+	// pinned is the last entry that carries the pinned key, or a reset
+	// entry that replaced it (then the search for the reset starts there).
+	pinned, from0 := -1, 0
 	for i, e := range entries {
-		if e.state.IdentityKey == ct.IK {
-			pinned = i
+		switch {
+		case e.state.IdentityKey == ct.IK:
+			pinned, from0 = i, i+1
+		case e.reset != nil && e.reset.Current.IdentityKey == ct.IK:
+			pinned, from0 = i, i
 		}
 	}
 	if pinned < 0 {
-		return unexplained(fmt.Errorf("the pinned key is the identity key of no version of %s from v%d to v%d", uid, from, res.Version))
+		return unexplained(fmt.Errorf("the pinned key is the root key of no version of %s from v%d to v%d", uid, from, res.Version))
 	}
 	var reset *historyEntry
-	for i := pinned + 1; i < len(entries); i++ {
+	for i := from0; i < len(entries); i++ {
 		if entries[i].reset != nil {
+			if i+1 < len(entries) && entries[i+1].cancels {
+				continue // cancelled by the owner: it never took effect
+			}
 			reset = &entries[i]
 			break
 		}
 	}
 	if reset == nil {
-		return unexplained(fmt.Errorf("no reset entry of %s after v%d, the last version with the pinned key", uid, entries[pinned].update.Version))
+		return unexplained(fmt.Errorf("no reset entry of %s after v%d, the last version with the pinned key, took effect", uid, entries[pinned].update.Version))
+	}
+	if et := epochTime(res.Epoch); reset.reset.Pending(et) {
+		return nil, fail(ErrResetWindow, nil, "%s: the directory serves the keys of the reset v%d at %s, before it takes effect at %s", uid, reset.update.Version, et.Format(time.RFC3339), reset.reset.EffectiveAt.UTC().Format(time.RFC3339))
 	}
 	if ct.Verified {
 		return nil, &SafetyNumberChangedError{UserID: uid, Old: ct.IK, New: res.IdentityKey, Reset: true, Result: res}

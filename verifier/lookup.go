@@ -72,14 +72,26 @@ type LookupResult struct {
 	Leaf      []byte
 	EntryHash [32]byte
 	Update    *klog.AccountUpdate
-	// State is the account's current AccountState (for a reset, the new
-	// state the authorization installs).
+	// State is the account's current AccountState (for a reset in effect,
+	// the new state the authorization installs). During a pending reset
+	// (ResetPending) it holds the keys still in effect, from the reset
+	// entry: devices.ResetAuthorization.PreviousState, an unsigned state
+	// (zero Signature) of the previous version, for display, encryption
+	// and as the base of a cancellation (devices.LinkAfterReset).
 	State *devices.AccountState
 	// Reset is the reset authorization if the latest entry is a directory
-	// reset. Clients must show it loudly: the identity key was replaced by
-	// the directory, not by the user.
-	Reset       *devices.ResetAuthorization
+	// reset that has taken effect. Clients must show it loudly: the root
+	// key was replaced by the directory, not by the user.
+	Reset *devices.ResetAuthorization
+	// ResetPending is set if the latest entry is a directory reset that
+	// has not taken effect at the epoch's timestamp: State and IdentityKey
+	// are still the previous keys, the safety number is unchanged, and the
+	// owner can cancel it until ResetPending.EffectiveAt.
+	ResetPending *devices.ResetAuthorization
+	// IdentityKey is the root key (RK) public key in effect.
 	IdentityKey [32]byte
+	// Generation is the account signing key generation of State.
+	Generation uint32
 
 	Pin      PinStatus
 	PinnedIK [32]byte // the previously pinned key, if there was one
@@ -109,11 +121,17 @@ type LookupResult struct {
 //  7. the payload: a create or update carries an AccountState that verifies
 //     (ErrAccountState, ErrRevokedDevice) for this user (ErrUserMismatch)
 //     at the entry's version (ErrVersionMismatch); a reset carries a
-//     ResetAuthorization signed by Trust.ResetKey whose new state verifies
-//     (ErrReset), reported in Result.Reset and Warnings;
+//     ResetAuthorization that verifies (devices.VerifyResetEntry: signed by
+//     Trust.ResetKey, its new state and current keys verify; ErrReset) with
+//     a window of at least Trust.ResetWindow (ErrResetWindow); if the
+//     epoch's timestamp is before its EffectiveAt it is pending: the
+//     previous keys are returned with Result.ResetPending and a warning,
+//     otherwise it is reported in Result.Reset and Warnings;
 //  8. the pin: a verified contact must keep its identity key
 //     (*SafetyNumberChangedError); an unverified pin that changed is a
-//     warning (PinChanged); a pinned contact must exist (ErrAccountMissing).
+//     warning (PinChanged); a pinned contact must exist (ErrAccountMissing);
+//     with the pinned key, the signing key generation must not be older
+//     than the newest one seen for the contact (ErrStaleSigningKey).
 func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
 	if t == nil || b == nil {
 		return nil, errors.New("verifier: VerifyLookup: nil trust or bundle")
@@ -280,13 +298,24 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		if err != nil {
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
-		if err := devices.VerifyResetSignature(a, t.ResetKey); err != nil {
+		if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
+			if errors.Is(err, devices.ErrResetWindow) {
+				return fail(ErrResetWindow, err, "%s v%d", res.UserID, up.Version)
+			}
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
-		if a.UserID != a.NewState.UserID || a.Version != a.NewState.Version || a.PrevHash != a.NewState.PrevHash {
-			return fail(ErrReset, nil, "%s v%d: authorization does not match its new state", res.UserID, up.Version)
-		}
 		st = a.NewState
+		if a.Pending(epochTime(res.Epoch)) {
+			if a.UserID != res.UserID || a.Version != up.Version {
+				return fail(ErrReset, nil, "looked up %s v%d, the reset is for %s v%d", res.UserID, up.Version, a.UserID, a.Version)
+			}
+			res.ResetPending = a
+			res.State = a.PreviousState()
+			res.IdentityKey, res.Generation = a.Current.IdentityKey, a.Current.SigningKey.Generation
+			res.Warnings = append(res.Warnings, fmt.Sprintf("RESET PENDING since %s: the directory will replace %s's keys (%s) at %s unless the owner cancels it; until then the keys and safety number are unchanged",
+				a.Time.UTC().Format(time.RFC3339), res.UserID, a.Reason, a.EffectiveAt.UTC().Format(time.RFC3339)))
+			return nil
+		}
 		res.Reset = a
 	default:
 		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
@@ -306,12 +335,20 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 	if up.Update == klog.UpdateCreate && st.Version != 1 {
 		return fail(ErrVersionMismatch, nil, "%s: create with state v%d", res.UserID, st.Version)
 	}
-	res.State, res.IdentityKey = st, st.IdentityKey
+	res.State, res.IdentityKey, res.Generation = st, st.IdentityKey, st.Generation()
 	if res.Reset != nil {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("IDENTITY RESET: %s v%d was reset by the directory (%s) at %s; the safety number changed",
 			res.UserID, up.Version, res.Reset.Reason, res.Reset.Time.UTC().Format(time.RFC3339)))
 	}
 	return nil
+}
+
+// epochTime is the epoch's timestamp as a time (checkFresh bounds it).
+func epochTime(er klog.EpochRecord) time.Time {
+	if er.Timestamp > 1<<62 {
+		return time.Time{}
+	}
+	return time.Unix(int64(er.Timestamp), 0).UTC()
 }
 
 // checkPin compares res.IdentityKey with st's pin (policy: see PinStatus).
@@ -320,6 +357,8 @@ func checkPin(st *ClientState, res *LookupResult) error {
 	switch {
 	case c == nil:
 		res.Pin = PinNew
+	case c.IK == res.IdentityKey && res.Generation < c.Generation:
+		return fail(ErrStaleSigningKey, nil, "%s v%d is signed by signing key generation %d, but generation %d was already seen: the older key was rotated out (a lost or stolen device)", res.UserID, res.Version, res.Generation, c.Generation)
 	case c.IK == res.IdentityKey && c.Verified:
 		res.Pin, res.PinnedIK = PinMatchVerified, c.IK
 	case c.IK == res.IdentityKey:

@@ -266,9 +266,10 @@ func TestLookupPayload(t *testing.T) {
 	evil.Version++
 	evil.PrevHash, _ = a.state.Hash()
 	s, _ := devices.NewRecoverySecret(rand.Reader)
-	mallory := &account{uid: "alice", ik: devices.DeriveIdentityKey(s)}
-	c := d.newDevice(mallory, "mallory")
-	mallory.ik.IssueCert(c) // issued by the wrong IK
+	mallory := &account{uid: "alice", ik: devices.DeriveRootKey(s)}
+	mask, _ := devices.NewAccountSigningKey(mallory.ik, "alice", 1, rand.Reader, d.now)
+	c := d.newDevice(a, "mallory")
+	mask.IssueCert(a.ik.Public(), c) // issued by the wrong ASK
 	evil.Devices = append(append([]*devices.DeviceCert(nil), a.state.Devices...), c)
 	payload := resign(t, a, &evil)
 	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, evil.Version, payload)})
@@ -386,4 +387,100 @@ func TestLookupStateFromAnotherLog(t *testing.T) {
 	st := &ClientState{Checkpoint: other.cp}
 	_, err := verify(d, st, "alice", d.bundle("alice", 0))
 	wantErr(t, err, ErrState)
+}
+
+// TestLookupResetPending: during its window a reset entry is served with
+// the previous keys and a notice; a verified pin still matches.
+func TestLookupResetPending(t *testing.T) {
+	d := world(t)
+	a := d.accounts["alice"]
+	oldIK := a.ik.Public()
+	prev := a.state
+	e, _ := d.resetPending("alice")
+	d.publish(e)
+	st := &ClientState{}
+	st.Pin("alice", oldIK, true, d.now)
+	res, err := verify(d, st, "alice", d.bundle("alice", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ResetPending == nil || res.Reset != nil || res.IdentityKey != oldIK || res.Pin != PinMatchVerified || len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], "RESET PENDING") {
+		t.Fatalf("pending reset: %+v", res)
+	}
+	if len(res.State.Devices) != len(prev.Devices) || res.State.Device(prev.Devices[0].ID) == nil || res.Generation != prev.Generation() {
+		t.Fatal("the previous keys are not served during the window")
+	}
+	// After the window (a later epoch), the reset is in effect and loud.
+	d.now = d.now.Add(d.trust.ResetWindow)
+	d.publish(d.create("carol"))
+	_, err = verify(d, st, "alice", d.bundle("alice", 0))
+	var snc *SafetyNumberChangedError
+	if !errors.As(err, &snc) || !snc.Reset {
+		t.Fatalf("after the window: %v", err)
+	}
+	// A client that requires a longer window refuses it.
+	long := *d.trust
+	long.ResetWindow = 2 * d.trust.ResetWindow
+	_, err = VerifyLookup(&long, nil, "alice", d.bundle("alice", 0), d.now)
+	wantErr(t, err, ErrResetWindow, devices.ErrResetWindow)
+}
+
+// TestLookupStaleGeneration: a contact seen at signing key generation 2 is
+// never accepted at generation 1 again.
+func TestLookupStaleGeneration(t *testing.T) {
+	d := world(t)
+	a := d.accounts["alice"]
+	gen1 := a.ask
+	gen2, err := devices.NewAccountSigningKey(a.ik, "alice", 2, rand.Reader, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := devices.Rotate(a.state, gen2, devices.Rotation{Keep: []devices.DeviceID{a.state.Devices[0].ID}, Reason: devices.ReasonCompromised}, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ask, a.state = gen2, rot
+	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, rot.Version, enc(t, rot))})
+	st := &ClientState{}
+	res, err := verify(d, st, "alice", d.bundle("alice", 0))
+	if err != nil || res.Generation != 2 {
+		t.Fatalf("rotation: %v", err)
+	}
+	if err := st.Apply(res, d.now); err != nil {
+		t.Fatal(err)
+	}
+	if c := st.contact("alice"); c.Generation != 2 {
+		t.Fatalf("pinned generation %d", c.Generation)
+	}
+	// The rotated-out key signs a self-consistent successor.
+	stale := *rot
+	stale.Version, stale.PrevHash, stale.SigningKey = rot.Version+1, mustStateHash(t, rot), gen1.Cert
+	stale.Trusted = nil
+	stale.Devices = nil
+	for _, c := range rot.Devices {
+		cc := *c
+		if err := gen1.IssueCert(a.ik.Public(), &cc); err != nil {
+			t.Fatal(err)
+		}
+		stale.Devices = append(stale.Devices, &cc)
+	}
+	if err := stale.Sign(gen1); err != nil {
+		t.Fatal(err)
+	}
+	a.state = &stale
+	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, stale.Version, enc(t, &stale))})
+	if _, err := verify(d, nil, "alice", d.bundle("alice", 0)); err != nil {
+		t.Fatalf("a lookup alone cannot tell: %v", err)
+	}
+	_, err = verify(d, st, "alice", d.bundle("alice", res.Checkpoint.Size))
+	wantErr(t, err, ErrStaleSigningKey)
+}
+
+func mustStateHash(t *testing.T, s *devices.AccountState) [32]byte {
+	t.Helper()
+	h, err := s.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -43,7 +43,21 @@ const (
 	AlertHistoryTruncated
 	// AlertAccountMissing: the map proves the owner's account absent.
 	AlertAccountMissing
+	// AlertResetPending: a directory reset of the account is logged and
+	// pending; it takes effect at the end of its window unless the owner
+	// cancels it (keyline account cancel-reset).
+	AlertResetPending
 )
+
+// CutOffCommand is what the owner runs to cut off a device that signs
+// with the current account signing key (a lost or stolen trusted device):
+// the paper key certifies a new signing key generation, and everything
+// the old one signs is refused from then on.
+const CutOffCommand = "keyline account rotate-key"
+
+// CancelResetCommand is what the owner runs on a trusted device (or with
+// the paper key) to cancel a pending directory reset.
+const CancelResetCommand = "keyline account cancel-reset"
 
 func (k AlertKind) String() string {
 	switch k {
@@ -59,6 +73,8 @@ func (k AlertKind) String() string {
 		return "history truncated"
 	case AlertAccountMissing:
 		return "account missing"
+	case AlertResetPending:
+		return "reset pending"
 	}
 	return fmt.Sprintf("AlertKind(%d)", int(k))
 }
@@ -214,6 +230,8 @@ type historyEntry struct {
 	entryHash [32]byte
 	state     *devices.AccountState
 	reset     *devices.ResetAuthorization
+	// cancels is set on the entry that cancelled the pending reset before it.
+	cancels bool
 }
 
 // verifyHistory verifies h for res's account: its checkpoint (trust,
@@ -293,10 +311,13 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				return nil, fail(ErrHistory, err, "v%d reset authorization", up.Version)
 			}
 			if p != nil {
-				if err := devices.VerifyReset(p.state, a, t.ResetKey); err != nil {
+				if p.reset != nil {
+					return nil, fail(ErrHistory, nil, "v%d reset (log index %d) follows the reset v%d", up.Version, e.LogIndex, p.update.Version)
+				}
+				if err := devices.VerifyReset(p.state, a, t.ResetKey, t.resetWindow()); err != nil {
 					return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 				}
-			} else if err := devices.VerifyResetSignature(a, t.ResetKey); err != nil {
+			} else if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
 				return nil, fail(ErrHistory, err, "v%d reset (log index %d)", up.Version, e.LogIndex)
 			}
 			he.reset, he.state = a, a.NewState
@@ -305,15 +326,28 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			if err != nil {
 				return nil, fail(ErrHistory, err, "v%d account state", up.Version)
 			}
-			if p != nil {
+			switch {
+			case p != nil && p.reset != nil:
+				// The entry after a reset: a cancellation by the previous
+				// keys within the window, or an update by the new keys
+				// after it.
+				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
+			case p != nil:
 				err = devices.VerifyTransition(p.state, s)
-			} else if up.Update == klog.UpdateCreate {
+			case up.Update == klog.UpdateCreate:
 				err = devices.VerifyCreate(s)
-			} else {
+			default:
 				err = devices.VerifyAccountState(s)
 			}
 			if err != nil {
-				return nil, fail(ErrHistory, err, "v%d (log index %d)", up.Version, e.LogIndex)
+				target := ErrHistory
+				switch {
+				case errors.Is(err, devices.ErrStaleSigningKey):
+					target = ErrStaleSigningKey
+				case errors.Is(err, devices.ErrResetPending), errors.Is(err, devices.ErrResetWindow):
+					target = ErrResetWindow
+				}
+				return nil, fail(target, err, "v%d (log index %d)", up.Version, e.LogIndex)
 			}
 			he.state = s
 		}
@@ -355,12 +389,23 @@ func (m *Monitor) analyze(rep *MonitorReport, own OwnAccount, res *LookupResult,
 		}
 		c := describe(prevOf(i), e)
 		rep.Changes = append(rep.Changes, c)
-		kind, who := AlertUnexpectedUpdate, fmt.Sprintf("signed by the identity key %x...", c.SignerIK[:8])
-		if c.ByResetKey {
-			kind, who = AlertReset, fmt.Sprintf("authorized by the DIRECTORY RESET KEY, new identity key %x...", c.SignerIK[:8])
+		kind := AlertUnexpectedUpdate
+		who := fmt.Sprintf("signed by signing key generation %d of your root key %x...", e.state.Generation(), c.SignerIK[:8])
+		todo := fmt.Sprintf("if you did not make it, a device holding your account signing key made it: cut it off with `%s` (needs your paper key)", CutOffCommand)
+		switch {
+		case c.ByResetKey && e.reset.Pending(epochTime(res.Epoch)):
+			kind = AlertResetPending
+			who = fmt.Sprintf("a DIRECTORY RESET (%s) logged at %s, pending until %s, new root key %x...", e.reset.Reason, e.reset.Time.UTC().Format(time.RFC3339), e.reset.EffectiveAt.UTC().Format(time.RFC3339), c.SignerIK[:8])
+			todo = fmt.Sprintf("if you did not ask for it, cancel it before %s with `%s` on a trusted device (or `keyline account recover` with your paper key)", e.reset.EffectiveAt.UTC().Format(time.RFC3339), CancelResetCommand)
+		case c.ByResetKey:
+			kind = AlertReset
+			who = fmt.Sprintf("authorized by the DIRECTORY RESET KEY, new root key %x...", c.SignerIK[:8])
+			todo = "the reset took effect; your contacts see a new safety number"
+		case e.cancels:
+			who += ", cancelling the pending reset before it"
 		}
 		rep.Alerts = append(rep.Alerts, Alert{Kind: kind, Version: c.Version, LogIndex: c.LogIndex,
-			Message: fmt.Sprintf("v%d at log index %d was not made by this owner: %s; %s", c.Version, c.LogIndex, who, deviceSummary(c))})
+			Message: fmt.Sprintf("v%d at log index %d was not made by this owner: %s; %s; %s", c.Version, c.LogIndex, who, deviceSummary(c), todo)})
 	}
 	var found bool
 	for _, e := range entries {

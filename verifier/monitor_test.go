@@ -2,7 +2,10 @@ package verifier
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,13 +135,12 @@ func TestMonitorHistoryTruncated(t *testing.T) {
 	_, m := monitorFor(t, d)
 	d.publish(d.addDevice("alice", "x"))
 	// The history hides the newest entry the lookup served.
+	// The lookup itself verifies the history from the version it last
+	// verified (Client.checkGenerations) and fails closed.
 	m.Client.Source = &truncatingSource{testDir: d}
 	rep, err := m.Check(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.OK || !hasAlert(rep, AlertHistoryTruncated) {
-		t.Fatalf("%+v", rep)
+	if !errors.Is(err, ErrHistory) {
+		t.Fatalf("got %v %+v, want ErrHistory", err, rep)
 	}
 }
 
@@ -199,7 +201,7 @@ func TestMonitorHistoryPages(t *testing.T) {
 	_, m := monitorFor(t, d) // own v2
 	const n = 7
 	for i := 0; i < n; i++ {
-		d.publish(d.addDevice("alice", "unexpected"))
+		d.publish(d.addDevice("alice", fmt.Sprintf("unexpected %d", i)))
 	}
 	src := &pagingSource{testDir: d, pageSize: 2}
 	m.Client.Source = src
@@ -207,13 +209,20 @@ func TestMonitorHistoryPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// History from v1 to v9: 9 entries in pages of 2.
-	if hasAlert(rep, AlertHistoryTruncated) || len(rep.Changes) != n || src.calls != 5 {
+	// History from v1 to v9: 9 entries in pages of 2, fetched twice: by
+	// the lookup's generation check from the pinned v1, and by the monitor.
+	if hasAlert(rep, AlertHistoryTruncated) || len(rep.Changes) != n || src.calls != 10 {
 		t.Fatalf("calls %d, %d changes, alerts %+v", src.calls, len(rep.Changes), rep.Alerts)
 	}
 	for i, c := range rep.Changes {
 		if c.Version != uint64(3+i) {
 			t.Fatalf("change %d is v%d", i, c.Version)
+		}
+	}
+	// Each unexpected change tells the owner how to cut the device off.
+	for _, al := range rep.Alerts {
+		if al.Kind != AlertUnexpectedUpdate || !strings.Contains(al.Message, "`"+CutOffCommand+"`") || !strings.Contains(al.Message, "generation 1") {
+			t.Fatalf("alert %+v", al)
 		}
 	}
 	// A page that breaks the chain to the previous page is rejected.

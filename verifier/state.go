@@ -48,8 +48,11 @@ type Contact struct {
 	// Version is the newest account version a verified lookup found
 	// carrying IK (0: not known, e.g. a key pinned by hand). An identity
 	// key change is checked against the history from this version.
-	Version  uint64
-	PinnedAt time.Time // whole seconds, UTC
+	Version uint64
+	// Generation is the newest account signing key generation a verified
+	// lookup found with IK; older ones are refused (ErrStaleSigningKey).
+	Generation uint32
+	PinnedAt   time.Time // whole seconds, UTC
 }
 
 // OwnAccount is what the owner expects the directory to hold for its own
@@ -76,7 +79,9 @@ type contactFile struct {
 	IK       string `json:"ik"` // base64 32 bytes
 	Verified bool   `json:"verified"`
 	Version  uint64 `json:"version,omitempty"`
-	PinnedAt string `json:"pinned_at"` // RFC 3339, UTC, whole seconds
+	// Generation: newest account signing key generation seen with IK.
+	Generation uint32 `json:"generation,omitempty"`
+	PinnedAt   string `json:"pinned_at"` // RFC 3339, UTC, whole seconds
 }
 
 type ownFile struct {
@@ -163,7 +168,7 @@ func ParseClientState(data []byte) (*ClientState, error) {
 		if err != nil || at.Format(time.RFC3339) != c.PinnedAt || at.Location() != time.UTC || at.Unix() < 0 {
 			return nil, bad("contact %s: pinned_at %q is not an RFC 3339 UTC time in whole seconds", uid, c.PinnedAt)
 		}
-		ct := &Contact{Verified: c.Verified, Version: c.Version, PinnedAt: at}
+		ct := &Contact{Verified: c.Verified, Version: c.Version, Generation: c.Generation, PinnedAt: at}
 		copy(ct.IK[:], ik)
 		st.Contacts[uid] = ct
 	}
@@ -278,7 +283,7 @@ func (st *ClientState) Marshal() ([]byte, error) {
 			if n, err := devices.NormalizeUserID(uid); err != nil || n != uid {
 				return nil, fmt.Errorf("%w: contact %q is not a canonical user id", ErrState, uid)
 			}
-			f.Contacts[uid] = contactFile{IK: base64.StdEncoding.EncodeToString(c.IK[:]), Verified: c.Verified, Version: c.Version, PinnedAt: c.PinnedAt.UTC().Truncate(time.Second).Format(time.RFC3339)}
+			f.Contacts[uid] = contactFile{IK: base64.StdEncoding.EncodeToString(c.IK[:]), Verified: c.Verified, Version: c.Version, Generation: c.Generation, PinnedAt: c.PinnedAt.UTC().Truncate(time.Second).Format(time.RFC3339)}
 		}
 	}
 	if o := st.Own; o != nil {
@@ -361,12 +366,12 @@ func writeFileAtomic(path string, b []byte) (err error) {
 // Pin pins ik for userID (normalized), replacing any previous pin. The
 // pin's Version is kept if the previous pin had the same key, else 0.
 func (st *ClientState) Pin(userID string, ik [32]byte, verified bool, now time.Time) error {
-	return st.pinAt(userID, ik, verified, 0, now)
+	return st.pinAt(userID, ik, verified, 0, 0, now)
 }
 
 // pinAt is Pin, recording that version carries ik (0: keep the version
 // of a previous pin of the same key).
-func (st *ClientState) pinAt(userID string, ik [32]byte, verified bool, version uint64, now time.Time) error {
+func (st *ClientState) pinAt(userID string, ik [32]byte, verified bool, version uint64, gen uint32, now time.Time) error {
 	uid, err := devices.NormalizeUserID(userID)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUserID, err)
@@ -377,10 +382,13 @@ func (st *ClientState) pinAt(userID string, ik [32]byte, verified bool, version 
 	if _, ok := st.Contacts[uid]; !ok && len(st.Contacts) >= MaxContacts {
 		return fmt.Errorf("%w: already %d pinned contacts (the maximum); remove one before pinning %s", ErrState, MaxContacts, uid)
 	}
-	if old := st.Contacts[uid]; version == 0 && old != nil && old.IK == ik {
-		version = old.Version
+	if old := st.Contacts[uid]; old != nil && old.IK == ik {
+		if version == 0 {
+			version = old.Version
+		}
+		gen = max(gen, old.Generation)
 	}
-	st.Contacts[uid] = &Contact{IK: ik, Verified: verified, Version: version, PinnedAt: now.UTC().Truncate(time.Second)}
+	st.Contacts[uid] = &Contact{IK: ik, Verified: verified, Version: version, Generation: gen, PinnedAt: now.UTC().Truncate(time.Second)}
 	return nil
 }
 
@@ -395,12 +403,15 @@ func (st *ClientState) Apply(res *LookupResult, now time.Time) error {
 	if res.Found {
 		switch res.Pin {
 		case PinNew, PinChanged:
-			if err := st.pinAt(res.UserID, res.IdentityKey, false, res.Version, now); err != nil {
+			if err := st.pinAt(res.UserID, res.IdentityKey, false, res.Version, res.Generation, now); err != nil {
 				return fmt.Errorf("verifier: cannot pin %s: %w", res.UserID, err)
 			}
 		case PinMatch, PinMatchVerified:
-			if c := st.contact(res.UserID); c != nil && c.IK == res.IdentityKey && res.Version > c.Version {
-				c.Version = res.Version
+			if c := st.contact(res.UserID); c != nil && c.IK == res.IdentityKey {
+				if res.Version > c.Version {
+					c.Version = res.Version
+				}
+				c.Generation = max(c.Generation, res.Generation)
 			}
 		}
 	}

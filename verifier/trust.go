@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/cosign"
 	"github.com/keyline/keyline/verifier/vrf"
@@ -26,8 +27,13 @@ import (
 //	  "reset_key": "<base64 32-byte Ed25519 public key>",
 //	  "witnesses": ["<cosignature/v1 vkey>", ...],
 //	  "witness_quorum": 2,
-//	  "max_checkpoint_age": "24h"
+//	  "max_checkpoint_age": "24h",
+//	  "reset_window": "72h"
 //	}
+//
+// reset_window is the shortest reset window clients accept: a directory
+// reset is logged pending and may take effect only that long after it was
+// logged (default DefaultResetWindow, 72h).
 type TrustFile struct {
 	Origin           string   `json:"origin"`
 	LogKey           string   `json:"log_key"`
@@ -36,7 +42,12 @@ type TrustFile struct {
 	Witnesses        []string `json:"witnesses,omitempty"`
 	WitnessQuorum    int      `json:"witness_quorum"`
 	MaxCheckpointAge string   `json:"max_checkpoint_age,omitempty"`
+	ResetWindow      string   `json:"reset_window,omitempty"`
 }
+
+// DefaultResetWindow is the reset window when the trust file does not
+// name one.
+const DefaultResetWindow = devices.DefaultResetWindow
 
 // DefaultMaxCheckpointAge bounds how old the newest epoch a client accepts
 // may be when the trust file does not say.
@@ -57,6 +68,19 @@ type Trust struct {
 	Quorum int
 	// MaxAge bounds how old the checkpoint's epoch timestamp may be.
 	MaxAge time.Duration
+	// ResetWindow is the shortest window between a reset being logged
+	// and taking effect that clients accept (0: DefaultResetWindow).
+	ResetWindow time.Duration
+}
+
+// MinResetWindow returns ResetWindow, or DefaultResetWindow if it is 0.
+func (t *Trust) MinResetWindow() time.Duration { return t.resetWindow() }
+
+func (t *Trust) resetWindow() time.Duration {
+	if t.ResetWindow <= 0 {
+		return DefaultResetWindow
+	}
+	return t.ResetWindow
 }
 
 // ParseTrust parses and checks a trust file.
@@ -130,6 +154,14 @@ func (f *TrustFile) Trust() (*Trust, error) {
 			return nil, bad("max_checkpoint_age %q is not a positive duration", f.MaxCheckpointAge)
 		}
 		t.MaxAge = d
+	}
+	t.ResetWindow = DefaultResetWindow
+	if f.ResetWindow != "" {
+		d, err := time.ParseDuration(f.ResetWindow)
+		if err != nil || d < time.Second || d%time.Second != 0 {
+			return nil, bad("reset_window %q is not a positive whole number of seconds", f.ResetWindow)
+		}
+		t.ResetWindow = d
 	}
 	return t, nil
 }

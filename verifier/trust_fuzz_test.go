@@ -107,6 +107,8 @@ func FuzzParseTrust(f *testing.F) {
 		func(tf *TrustFile) { tf.Origin = "other.example/dir" },
 		func(tf *TrustFile) { tf.VRFKey = base64.StdEncoding.EncodeToString(make([]byte, 32)) },
 		func(tf *TrustFile) { tf.ResetKey = tf.ResetKey[:40] },
+		func(tf *TrustFile) { tf.ResetWindow = "10s" },
+		func(tf *TrustFile) { tf.ResetWindow = "1500ms" },
 	} {
 		tf := good
 		tf.Witnesses = append([]string(nil), good.Witnesses...)

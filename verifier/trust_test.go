@@ -41,6 +41,14 @@ func TestParseTrust(t *testing.T) {
 	if tr, err := f2.Trust(); err != nil || tr.MaxAge != DefaultMaxCheckpointAge {
 		t.Fatalf("default max age: %v", err)
 	}
+	f2.ResetWindow = ""
+	if tr, err := f2.Trust(); err != nil || tr.ResetWindow != DefaultResetWindow || tr.MinResetWindow() != 72*time.Hour {
+		t.Fatalf("default reset window: %v", err)
+	}
+	f2.ResetWindow = "5s"
+	if tr, err := f2.Trust(); err != nil || tr.ResetWindow != 5*time.Second {
+		t.Fatalf("reset window 5s: %v", err)
+	}
 	_, otherVkey, _ := klog.GenerateKey(rand.Reader, "other.test")
 	for name, mut := range map[string]func(f *TrustFile){
 		"empty origin":      func(f *TrustFile) { f.Origin = "" },
@@ -55,6 +63,9 @@ func TestParseTrust(t *testing.T) {
 		"quorum negative":   func(f *TrustFile) { f.WitnessQuorum = -1 },
 		"max age negative":  func(f *TrustFile) { f.MaxCheckpointAge = "-1m" },
 		"max age not a dur": func(f *TrustFile) { f.MaxCheckpointAge = "soon" },
+		"reset window zero": func(f *TrustFile) { f.ResetWindow = "0s" },
+		"reset window frac": func(f *TrustFile) { f.ResetWindow = "1500ms" },
+		"reset window junk": func(f *TrustFile) { f.ResetWindow = "3 days" },
 	} {
 		g := f
 		g.Witnesses = append([]string(nil), f.Witnesses...)

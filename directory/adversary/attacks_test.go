@@ -33,7 +33,7 @@ func TestAttackKeySubstitution(t *testing.T) {
 
 	// The attacker's device, cert issued by the attacker's own key but
 	// back-signed for alice's IK.
-	evil := newIK(t)
+	evil := newIK(t, "alice")
 	dk, c := newDevice(t, evil, "evil")
 	if err := dk.BackSign(c, alice.ik.Public()); err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestAttackKeySubstitution(t *testing.T) {
 		// Even with a state signature by the IK (a device tricked into
 		// signing), the cert's missing IK signature is caught.
 		st := build()
-		if err := st.Sign(alice.ik); err != nil {
+		if err := st.Sign(alice.ik.ask); err != nil {
 			t.Fatal(err)
 		}
 		f := e.forge(0)
@@ -130,7 +130,7 @@ func TestAttackShowThenHide(t *testing.T) {
 	if err != nil {
 		t.Fatalf("carol on fork A: %v", err)
 	}
-	if r.Reset == nil || len(r.Warnings) == 0 {
+	if r.ResetPending == nil || len(r.Warnings) == 0 {
 		t.Fatal("a reset was shown without a warning")
 	}
 
@@ -217,10 +217,18 @@ func TestAttackVersionSkip(t *testing.T) {
 	}
 	e.src.ServeOther(f)
 
-	// The client alone cannot see the gap, but the reset is loud.
-	r, err := e.client(nil).Lookup(e.ctx, "bob")
-	if err != nil || r.Reset == nil || r.Version != 3 {
-		t.Fatalf("client: %v", err)
+	// VerifyLookup alone cannot see the gap (the reset is pending and
+	// loud); Client.Lookup verifies the history of a new contact and
+	// refuses it.
+	b, err := e.src.Lookup(e.ctx, "bob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := verifier.VerifyLookup(e.trust, nil, "bob", b, time.Now()); err != nil || r.ResetPending == nil || len(r.Warnings) == 0 || r.Version != 3 {
+		t.Fatalf("single lookup: %v", err)
+	}
+	if _, err := e.client(nil).Lookup(e.ctx, "bob"); !errors.Is(err, verifier.ErrHistory) {
+		t.Fatalf("client: got %v, want ErrHistory", err)
 	}
 	// Bob's monitor rejects the history (versions 1, 3).
 	rep, err := verifier.NewMonitor(own).Check(e.ctx)
@@ -339,9 +347,9 @@ func TestAttackSplitView(t *testing.T) {
 	// The honest directory gets bob; the fork gets a "bob" with the
 	// attacker's keys.
 	e.create("bob")
-	evil := newIK(t)
+	evil := newIK(t, "bob")
 	_, c := newDevice(t, evil, "evil")
-	st, err := devices.NewAccount(evil, "bob", c, time.Now())
+	st, err := devices.NewAccount(evil.ask, evil.Public(), "bob", c, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,7 +635,7 @@ func TestAttackRevokedDeviceReplay(t *testing.T) {
 	e.publish(alice, e.addDevice(alice, "laptop"))
 	v2, v2leaf := alice.state, alice.leaf
 	laptop := alice.devs[1].ID()
-	revoked, err := devices.RevokeDevices(alice.state, alice.ik, []devices.DeviceID{laptop}, devices.ReasonUnspecified, time.Now())
+	revoked, err := devices.RevokeDevices(alice.state, alice.ik.ask, []devices.DeviceID{laptop}, devices.ReasonUnspecified, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,7 +658,7 @@ func TestAttackRevokedDeviceReplay(t *testing.T) {
 		st.Version, st.PrevHash, st.Timestamp = 4, h, revoked.Timestamp.Add(time.Second)
 		st.Devices = append(append([]*devices.DeviceCert(nil), revoked.Devices...), v2.Device(laptop))
 		sortDevices(st.Devices)
-		if err := st.Sign(alice.ik); err != nil {
+		if err := st.Sign(alice.ik.ask); err != nil {
 			t.Fatal(err)
 		}
 		f := e.forge(0)
@@ -735,9 +743,9 @@ func TestAttackIndexConfusion(t *testing.T) {
 	t.Run("user-at-two-indexes", func(t *testing.T) {
 		// The directory logs a second "bob" (attacker's keys) at a made-up
 		// index: lookups of bob never reach it, but it exists.
-		evil := newIK(t)
+		evil := newIK(t, "bob")
 		_, c := newDevice(t, evil, "evil")
-		st, err := devices.NewAccount(evil, "bob", c, time.Now())
+		st, err := devices.NewAccount(evil.ask, evil.Public(), "bob", c, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -781,12 +789,12 @@ func TestAttackSilentReset(t *testing.T) {
 	e.auditHonest(e.auditor())
 
 	t.Run("update-with-new-IK", func(t *testing.T) {
-		evil := newIK(t)
+		evil := newIK(t, "alice")
 		_, c := newDevice(t, evil, "evil")
 		h, _ := alice.state.Hash()
-		st := &devices.AccountState{UserID: "alice", Version: 2, PrevHash: h, IdentityKey: evil.Public(),
+		st := &devices.AccountState{UserID: "alice", Version: 2, PrevHash: h, IdentityKey: evil.Public(), SigningKey: evil.ask.Cert,
 			Devices: []*devices.DeviceCert{c}, Revocations: nil, Timestamp: alice.state.Timestamp.Add(time.Second)}
-		if err := st.Sign(evil); err != nil {
+		if err := st.Sign(evil.ask); err != nil {
 			t.Fatal(err)
 		}
 		f := e.forge(0)
@@ -831,15 +839,21 @@ func TestAttackSilentReset(t *testing.T) {
 		expectViolation(t, e.trust, err, auditor.RuleReset)
 	})
 	t.Run("real-reset-is-loud", func(t *testing.T) {
-		nik := newIK(t)
+		nik := newIK(t, "alice")
 		_, c := newDevice(t, nik, "new-phone")
-		ns, err := devices.NewResetState(alice.state, nik, c, time.Now())
+		ns, err := devices.NewResetState(alice.state, nik.Public(), nik.ask, c, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.srv.Reset(e.ctx, e.srv.AdminToken(), "alice", marshal(t, ns), "lost"); err != nil {
 			t.Fatal(err)
 		}
+		// Pending: the contact keeps the verified key, with a notice.
+		pr, err := contact.Lookup(e.ctx, "alice")
+		if err != nil || pr.ResetPending == nil || pr.IdentityKey != alice.ik.Public() || pr.Pin != verifier.PinMatchVerified {
+			t.Fatalf("verified contact during the window: %v", err)
+		}
+		e.waitResetWindow()
 		_, err = contact.Lookup(e.ctx, "alice")
 		var snc *verifier.SafetyNumberChangedError
 		if !errors.As(err, &snc) || !snc.Reset {
@@ -858,7 +872,7 @@ func TestAttackSilentReset(t *testing.T) {
 			t.Fatalf("monitor: %v %v", err, alertKinds(rep))
 		}
 		st := e.auditHonest(e.auditor())
-		if st.Resets != 1 || len(st.ResetIndexes) != 1 {
+		if st.Resets != 1 || len(st.ResetIndexes) != 1 || st.CancelledResets != 0 {
 			t.Fatalf("auditor counted %d resets", st.Resets)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -40,11 +41,14 @@ type env struct {
 // user is an honest user with real device keys.
 type user struct {
 	uid   string
-	ik    *devices.IdentityKey
+	ik    *ikeys
 	devs  []*devices.DeviceKey
 	state *devices.AccountState
 	leaf  []byte // latest AccountUpdate leaf
 }
+
+// resetWindow is the reset window of the test directories.
+const resetWindow = 2 * time.Second
 
 func newEnv(t *testing.T, tweak func(*directory.Config)) *env {
 	t.Helper()
@@ -54,6 +58,7 @@ func newEnv(t *testing.T, tweak func(*directory.Config)) *env {
 		EpochInterval:      10 * time.Millisecond,
 		EmptyEpochInterval: time.Hour,
 		MaxCheckpointAge:   "2h", // must exceed EmptyEpochInterval (directory.Config)
+		ResetWindow:        resetWindow,
 		NoSync:             true,
 	}
 	if tweak != nil {
@@ -76,7 +81,17 @@ func newEnv(t *testing.T, tweak func(*directory.Config)) *env {
 		src: NewSource(srv.Source()), users: map[string]*user{}}
 }
 
-func newDevice(t *testing.T, ik *devices.IdentityKey, name string) (*devices.DeviceKey, *devices.DeviceCert) {
+// ikeys are an account's root key and current account signing key (a
+// test keeps both; a real device never holds the root key).
+type ikeys struct {
+	rk  *devices.RootKey
+	ask *devices.AccountSigningKey
+}
+
+// Public returns the root public key.
+func (k *ikeys) Public() [32]byte { return k.rk.Public() }
+
+func newDevice(t *testing.T, ik *ikeys, name string) (*devices.DeviceKey, *devices.DeviceCert) {
 	t.Helper()
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
@@ -86,19 +101,35 @@ func newDevice(t *testing.T, ik *devices.IdentityKey, name string) (*devices.Dev
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ik.IssueCert(c); err != nil {
+	if err := ik.ask.IssueCert(ik.Public(), c); err != nil {
 		t.Fatal(err)
 	}
 	return dk, c
 }
 
-func newIK(t *testing.T) *devices.IdentityKey {
+// newIK returns fresh keys for uid: a root key and its generation-1 ASK.
+func newIK(t *testing.T, uid string) *ikeys {
 	t.Helper()
-	var s [32]byte
+	var s devices.RecoverySecret
 	if _, err := rand.Read(s[:]); err != nil {
 		t.Fatal(err)
 	}
-	return devices.IdentityKeyFromSeed(s)
+	k := &ikeys{rk: devices.DeriveRootKey(s)}
+	var err error
+	if k.ask, err = devices.NewAccountSigningKey(k.rk, uid, 1, rand.Reader, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// rotate certifies the next ASK generation of u's root key.
+func (k *ikeys) rotate(t *testing.T) *devices.AccountSigningKey {
+	t.Helper()
+	ask, err := devices.NewAccountSigningKey(k.rk, k.ask.Cert.UserID, k.ask.Generation()+1, rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ask
 }
 
 func marshal(t *testing.T, s *devices.AccountState) []byte {
@@ -113,9 +144,9 @@ func marshal(t *testing.T, s *devices.AccountState) []byte {
 // create publishes a new honest account with one device.
 func (e *env) create(uid string) *user {
 	e.t.Helper()
-	ik := newIK(e.t)
+	ik := newIK(e.t, uid)
 	dk, c := newDevice(e.t, ik, "phone")
-	st, err := devices.NewAccount(ik, uid, c, time.Now())
+	st, err := devices.NewAccount(ik.ask, ik.Public(), uid, c, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -138,7 +169,7 @@ func (e *env) publish(u *user, st *devices.AccountState) {
 func (e *env) addDevice(u *user, name string) *devices.AccountState {
 	e.t.Helper()
 	dk, c := newDevice(e.t, u.ik, name)
-	next, err := devices.AddDevice(u.state, u.ik, c, time.Now())
+	next, err := devices.AddDevice(u.state, u.ik.ask, c, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -279,17 +310,27 @@ func (e *env) index(uid string) [32]byte {
 	return idx
 }
 
+// waitResetWindow sleeps past the reset window and publishes another
+// account, so that the latest epoch is after every reset's window.
+func (e *env) waitResetWindow() {
+	e.t.Helper()
+	time.Sleep(resetWindow + 1100*time.Millisecond)
+	var b [8]byte
+	rand.Read(b[:])
+	e.create(fmt.Sprintf("filler-%x", b))
+}
+
 // resetPayload returns a reset authorization signed with key replacing
 // prev by a state of a new (attacker's) identity key.
 func resetPayload(t *testing.T, key ed25519.PrivateKey, prev *devices.AccountState) ([]byte, *devices.AccountState) {
 	t.Helper()
-	nik := newIK(t)
+	nik := newIK(t, prev.UserID)
 	_, c := newDevice(t, nik, "attacker")
-	ns, err := devices.NewResetState(prev, nik, c, time.Now())
+	ns, err := devices.NewResetState(prev, nik.Public(), nik.ask, c, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := devices.SignReset(key, prev, ns, devices.ResetLostAllKeys, time.Now())
+	a, err := devices.SignReset(key, prev, ns, devices.ResetLostAllKeys, time.Now(), resetWindow)
 	if err != nil {
 		t.Fatal(err)
 	}

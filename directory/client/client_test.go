@@ -113,16 +113,20 @@ func redirect(addr string) grpc.DialOption {
 
 func resetState(t *testing.T) []byte {
 	t.Helper()
-	ik := devices.IdentityKeyFromSeed([32]byte{7})
+	rk := devices.DeriveRootKey(devices.RecoverySecret{7})
+	ask, err := devices.NewAccountSigningKey(rk, "mallory", 1, rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := dk.NewCert("phone", ik.Public(), time.Now())
+	c, err := dk.NewCert("phone", rk.Public(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := devices.NewAccount(ik, "mallory", c, time.Now())
+	st, err := devices.NewAccount(ask, rk.Public(), "mallory", c, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

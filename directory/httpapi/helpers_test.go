@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -21,11 +22,24 @@ type env struct {
 	ts    *httptest.Server
 	trust *verifier.Trust
 	accts map[string]*account
+	// resetWindow is the directory's reset window (1s unless the test
+	// sets one): reset waits it out so that the reset is in effect.
+	resetWindow time.Duration
 }
 
 type account struct {
-	ik    *devices.IdentityKey
+	ik    *devices.RootKey // the account's root key (tests keep it)
 	state *devices.AccountState
+}
+
+// newKeys returns a fresh root key and its generation-1 signing key.
+func newKeys(t testing.TB, uid string) (*devices.RootKey, *devices.AccountSigningKey) {
+	rk := devices.DeriveRootKey(devices.RecoverySecret(seed(t)))
+	ask, err := devices.NewAccountSigningKey(rk, uid, 1, rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rk, ask
 }
 
 func newEnv(t testing.TB, opts *Options, users ...string) *env {
@@ -38,12 +52,15 @@ func newEnv(t testing.TB, opts *Options, users ...string) *env {
 func newEnvConfig(t testing.TB, cfg directory.Config, opts *Options, users ...string) *env {
 	t.Helper()
 	cfg.DataDir, cfg.EpochInterval, cfg.NoSync = t.TempDir(), 10*time.Millisecond, true
+	if cfg.ResetWindow == 0 {
+		cfg.ResetWindow = time.Second
+	}
 	d, err := directory.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	e := &env{t: t, dir: d, accts: map[string]*account{}}
+	e := &env{t: t, dir: d, accts: map[string]*account{}, resetWindow: cfg.ResetWindow}
 	if e.trust, err = d.Trust().Trust(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +94,7 @@ func seed(t testing.TB) [32]byte {
 	return s
 }
 
-func newCert(t testing.TB, ik *devices.IdentityKey, name string) *devices.DeviceCert {
+func newCert(t testing.TB, ik *devices.RootKey, name string) *devices.DeviceCert {
 	dk, err := devices.NewDeviceKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -95,8 +112,8 @@ func (e *env) create(uid string) { e.createLocked(nil, uid) }
 // createLocked is create for concurrent callers: mu (if set) guards e.accts.
 func (e *env) createLocked(mu *sync.Mutex, uid string) {
 	e.t.Helper()
-	ik := devices.IdentityKeyFromSeed(seed(e.t))
-	st, err := devices.NewAccount(ik, uid, newCert(e.t, ik, "phone"), time.Now())
+	ik, ask := newKeys(e.t, uid)
+	st, err := devices.NewAccount(ask, ik.Public(), uid, newCert(e.t, ik, "phone"), time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -114,12 +131,24 @@ func (e *env) createLocked(mu *sync.Mutex, uid string) {
 	e.accts[uid] = &account{ik: ik, state: st}
 }
 
-// reset replaces uid's identity key by a directory reset.
+// reset replaces uid's root key by a directory reset and waits until it
+// is in effect: past the reset window, with a later epoch (another
+// account is created) that the HTTP server follows.
 func (e *env) reset(uid string) {
 	e.t.Helper()
+	e.resetPending(uid)
+	time.Sleep(e.resetWindow + 1100*time.Millisecond)
+	s := seed(e.t)
+	e.create(fmt.Sprintf("after-reset-%x", s[:4]))
+	e.sync()
+}
+
+// resetPending replaces uid's root key by a directory reset, still pending.
+func (e *env) resetPending(uid string) {
+	e.t.Helper()
 	a := e.accts[uid]
-	ik := devices.IdentityKeyFromSeed(seed(e.t))
-	st, err := devices.NewResetState(a.state, ik, newCert(e.t, ik, "new phone"), time.Now().Add(time.Second))
+	ik, ask := newKeys(e.t, uid)
+	st, err := devices.NewResetState(a.state, ik.Public(), ask, newCert(e.t, ik, "new phone"), time.Now().Add(time.Second))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -315,7 +315,7 @@ func metricValue(t testing.TB, body, name, sub string) float64 {
 
 func TestMetricsAndHealth(t *testing.T) {
 	e := newEnv(t, nil, "alice", "bob")
-	e.reset("bob")
+	e.resetPending("bob") // logged (and counted) at once, in effect later
 	e.sync()
 	get(t, e.ts.URL+"/v1/lookup/alice")
 	code, _, body := get(t, e.ts.URL+"/metrics")

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"time"
@@ -13,9 +14,14 @@ import (
 // created.
 type Account struct {
 	UserID string
-	IK     *devices.IdentityKey
+	RK     [32]byte                   // root public key (the private key is not kept)
+	ASK    *devices.AccountSigningKey // generation 1
 	Device *devices.DeviceKey
 }
+
+// askCreated is the fixed creation time of every synthetic signing key
+// cert, so that runs re-derive identical certs.
+var askCreated = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func seed(parts ...string) [32]byte {
 	h := sha256.New()
@@ -34,16 +40,22 @@ func NewAccount(prefix string, i int) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Account{UserID: uid, IK: devices.IdentityKeyFromSeed(seed("keyline loadgen ik", uid)), Device: dk}, nil
+	rk := devices.DeriveRootKey(devices.RecoverySecret(seed("keyline loadgen rk", uid)))
+	s := seed("keyline loadgen ask", uid)
+	ask, err := devices.NewAccountSigningKey(rk, uid, 1, bytes.NewReader(s[:]), askCreated)
+	if err != nil {
+		return nil, err
+	}
+	return &Account{UserID: uid, RK: rk.Public(), ASK: ask, Device: dk}, nil
 }
 
 // Create returns the account's signed version-1 state.
 func (a *Account) Create(now time.Time) (*devices.AccountState, error) {
-	c, err := a.Device.NewCert("loadgen", a.IK.Public(), now)
+	c, err := a.Device.NewCert("loadgen", a.RK, now)
 	if err != nil {
 		return nil, err
 	}
-	return devices.NewAccount(a.IK, a.UserID, c, now)
+	return devices.NewAccount(a.ASK, a.RK, a.UserID, c, now)
 }
 
 // Touch returns the signed successor of prev that changes nothing but the
@@ -58,10 +70,10 @@ func (a *Account) Touch(prev *devices.AccountState, now time.Time) (*devices.Acc
 		ts = prev.Timestamp
 	}
 	next := &devices.AccountState{
-		UserID: prev.UserID, Version: prev.Version + 1, PrevHash: h, IdentityKey: prev.IdentityKey,
+		UserID: prev.UserID, Version: prev.Version + 1, PrevHash: h, IdentityKey: prev.IdentityKey, SigningKey: prev.SigningKey,
 		Devices: prev.Devices, Revocations: prev.Revocations, Timestamp: ts,
 	}
-	if err := next.Sign(a.IK); err != nil {
+	if err := next.Sign(a.ASK); err != nil {
 		return nil, err
 	}
 	return next, nil

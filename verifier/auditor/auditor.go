@@ -215,7 +215,11 @@ type Status struct {
 	Epoch      uint64 // last epoch record replayed
 	EpochTime  uint64 // its timestamp
 	Accounts   uint64 // VRF indexes created
-	Resets     uint64 // reset entries replayed
+	Resets     uint64 // reset entries replayed (pending, in effect or cancelled)
+	// CancelledResets counts the resets the owner cancelled within their
+	// window (the version after the reset is signed with the previous
+	// keys): they never took effect.
+	CancelledResets uint64
 	// ResetIndexes lists the log index of every reset entry, oldest first.
 	ResetIndexes []uint64
 	// Violation is the violation found, if any: the auditor stops at it.
@@ -247,6 +251,9 @@ func (a *Auditor) Status(ctx context.Context) (*Status, error) {
 			return err
 		}
 		if st.Resets, _, err = getU64(m, kResets); err != nil {
+			return err
+		}
+		if st.CancelledResets, _, err = getU64(m, kCancelled); err != nil {
 			return err
 		}
 		return tx.Bucket(bResets).ForEach(func(k, _ []byte) error {
@@ -603,6 +610,10 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 	if err != nil {
 		return nil, err
 	}
+	nCancelled, _, err := getU64(meta, kCancelled)
+	if err != nil {
+		return nil, err
+	}
 	var lastEpoch *klog.EpochRecord
 	var lastEpochIdx *uint64
 	if l := meta.Get(kEpochLeaf); l != nil {
@@ -618,7 +629,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 	pending := tx.Bucket(bPending)
 	var pc *precheck // nil: compute everything here
 	if w := a.workers(); w > 1 {
-		pc = precheckBatch(accts, a.trust.ResetKey, leaves, w)
+		pc = precheckBatch(accts, a.trust, leaves, w)
 	}
 	for k, leaf := range leaves {
 		i := start + uint64(k)
@@ -633,6 +644,36 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			}
 			if rule, detail := checkEpoch(lastEpoch, er); rule != "" {
 				return &finding{rule: rule, x: i, prev: lastEpochIdx, cover: true, detail: detail}, nil
+			}
+			after := tx.Bucket(bAfterReset)
+			var late *finding
+			seenAfter := 0
+			if err := after.ForEach(func(k, v []byte) error {
+				seenAfter++
+				if len(v) != 17 || late != nil {
+					if len(v) != 17 {
+						return fmt.Errorf("%w: after-reset record", ErrCorruptState)
+					}
+					return nil
+				}
+				if rule, detail := checkResetLogTime(er, int64(binaryU64(v[8:16])), v[16] == 1); rule != "" {
+					p := binaryU64(v[:8])
+					late = &finding{rule: rule, x: i, prev: &p, cover: true, detail: fmt.Sprintf("leaf %d: %s", binaryU64(k), detail)}
+				}
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			if late != nil {
+				return late, nil
+			}
+			if seenAfter > 0 {
+				if err := tx.DeleteBucket(bAfterReset); err != nil {
+					return nil, err
+				}
+				if _, err := tx.CreateBucket(bAfterReset); err != nil {
+					return nil, err
+				}
 			}
 			var ups []vmap.Update
 			if err := pending.ForEach(func(k, v []byte) error {
@@ -680,7 +721,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			pi := rec.logIndex
 			prevIdx = &pi
 		}
-		if rule, detail := pc.check(k, a.trust.ResetKey, pe, xe); rule != "" {
+		if rule, detail := pc.check(k, a.trust, pe, xe); rule != "" {
 			f := &finding{rule: rule, x: i, prev: prevIdx, detail: detail}
 			f.cover = rule == RuleVersionSkip
 			return f, nil
@@ -698,6 +739,21 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 					detail: fmt.Sprintf("user id %q already at index %x", xe.state.UserID, v[:8])}, nil
 			}
 			if err := users.Put(uid, append(bytes.Clone(u.Index[:]), u64b(i)...)); err != nil {
+				return nil, err
+			}
+		}
+		if pe != nil && pe.reset != nil && xe.reset == nil {
+			cancelled := xe.state.IdentityKey == pe.reset.Current.IdentityKey
+			if cancelled {
+				nCancelled++ // checkEntry accepted it as a cancellation
+			}
+			ar := append(u64b(*prevIdx), u64b(uint64(pe.reset.EffectiveAt.Unix()))...)
+			if cancelled {
+				ar = append(ar, 1)
+			} else {
+				ar = append(ar, 0)
+			}
+			if err := tx.Bucket(bAfterReset).Put(u64b(i), ar); err != nil {
 				return nil, err
 			}
 		}
@@ -724,6 +780,9 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 		return nil, err
 	}
 	if err := meta.Put(kResets, u64b(nResets)); err != nil {
+		return nil, err
+	}
+	if err := meta.Put(kCancelled, u64b(nCancelled)); err != nil {
 		return nil, err
 	}
 	if lastEpoch != nil {

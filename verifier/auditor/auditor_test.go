@@ -252,10 +252,10 @@ func TestRules(t *testing.T) {
 	})
 	t.Run("version-skip", func(t *testing.T) {
 		d, a := base(t)
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Version = 3
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		payload, _ := next.MarshalBinary()
 		must(t, d.AppendUpdate(a, a.Index, 3, klog.EntryHash(a.Leaf), klog.UpdateUpdate, payload))
 		closeEpoch(t, d)
@@ -266,7 +266,7 @@ func TestRules(t *testing.T) {
 		b, err := d.NewAccountState("newbie", 1)
 		must(t, err)
 		b.State.Version, b.State.PrevHash = 2, [32]byte{9}
-		must(t, b.State.Sign(b.IK))
+		must(t, b.State.Sign(b.ASK))
 		payload, _ := b.State.MarshalBinary()
 		must(t, d.AppendUpdate(nil, b.Index, 2, [32]byte{9}, klog.UpdateUpdate, payload))
 		closeEpoch(t, d)
@@ -275,7 +275,7 @@ func TestRules(t *testing.T) {
 	})
 	t.Run("prev-hash", func(t *testing.T) {
 		d, a := base(t)
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		payload, _ := next.MarshalBinary()
 		must(t, d.AppendUpdate(a, a.Index, 2, [32]byte{7}, klog.UpdateUpdate, payload))
@@ -284,7 +284,7 @@ func TestRules(t *testing.T) {
 	})
 	t.Run("signature", func(t *testing.T) {
 		d, a := base(t)
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Signature[5] ^= 1
 		must(t, d.Update(a, next))
@@ -304,14 +304,14 @@ func TestRules(t *testing.T) {
 		// A device whose cert is signed by another identity key.
 		other, err := d.NewAccountState("mallory", 1)
 		must(t, err)
-		_, c, err := d.NewDevice(other.IK, "evil")
+		_, c, err := d.NewDevice(a.RK, other.ASK, "evil")
 		must(t, err)
 		next := *a.State
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Devices = append(append([]*devices.DeviceCert{}, a.State.Devices...), c)
 		sortCerts(next.Devices)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleDeviceCert)
@@ -323,7 +323,8 @@ func TestRules(t *testing.T) {
 		other, err := d.NewAccountState("mallory", 1)
 		must(t, err)
 		b.State.Devices = other.State.Devices // certs issued by another IK
-		must(t, b.State.Sign(b.IK))
+		b.State.Trusted = nil
+		must(t, b.State.Sign(b.ASK))
 		payload, _ := b.State.MarshalBinary()
 		must(t, d.AppendUpdate(nil, b.Index, 1, [32]byte{}, klog.UpdateCreate, payload))
 		closeEpoch(t, d)
@@ -345,13 +346,13 @@ func TestRules(t *testing.T) {
 		old := d.Accounts["user0"]
 		_ = old
 		// Find the revoked cert in the previous-previous state: re-issue it.
-		c, err := a.Devices[0].NewCert("device-0", a.IK.Public(), d.Time)
+		c, err := a.Devices[0].NewCert("device-0", a.RK.Public(), d.Time)
 		must(t, err)
-		must(t, a.IK.IssueCert(c))
+		must(t, a.ASK.IssueCert(a.RK.Public(), c))
 		next.Devices = append(append([]*devices.DeviceCert{}, revoked.Devices...), c)
 		sortCerts(next.Devices)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleRevokedDevice)
@@ -364,7 +365,7 @@ func TestRules(t *testing.T) {
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Revocations = nil
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleRevocation)
@@ -375,7 +376,7 @@ func TestRules(t *testing.T) {
 		next.UserID = "someone-else"
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleUserID)
@@ -396,7 +397,7 @@ func TestRules(t *testing.T) {
 		next := *a.State
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Timestamp = a.State.Timestamp.Add(-3600e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleTransition)

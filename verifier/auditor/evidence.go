@@ -213,6 +213,8 @@ func VerifyEvidence(t *verifier.Trust, data []byte) (*Finding, error) {
 		detail, err = v.checkEnd(e)
 	case RuleEpochNumber, RuleEpochTime, RuleMapRoot:
 		detail, err = v.checkEpoch(e)
+	case RuleResetLogTime:
+		detail, err = v.checkResetLogTime(t, e)
 	default:
 		detail, err = v.checkAccount(t, e)
 	}
@@ -436,7 +438,7 @@ func (v *evidenceView) checkAccount(t *verifier.Trust, e *Evidence) (string, err
 			return "", errors.New("evidence for a new index must hold every leaf before it")
 		}
 	}
-	got, detail := checkEntry(t.ResetKey, pe, xe)
+	got, detail := checkEntry(t, pe, xe)
 	if got != e.Rule {
 		if got == "" {
 			return "", fmt.Errorf("leaf %d is a valid successor of leaf %v", x, e.PrevIndex)
@@ -444,6 +446,59 @@ func (v *evidenceView) checkAccount(t *verifier.Trust, e *Evidence) (string, err
 		return "", fmt.Errorf("leaf %d breaks %s, not %s", x, string(got), string(e.Rule))
 	}
 	return detail, nil
+}
+
+// checkResetLogTime checks reset-log-time evidence: prev_index is a reset
+// entry, log_index the first EpochRecord after the version that follows
+// it (every leaf in between present), and that epoch's timestamp
+// contradicts the reset's window for that version.
+func (v *evidenceView) checkResetLogTime(t *verifier.Trust, e *Evidence) (string, error) {
+	if e.PrevIndex == nil {
+		return "", errors.New("needs prev_index (the reset entry)")
+	}
+	p, x := *e.PrevIndex, e.LogIndex
+	if p >= x || !v.covers(p, x+1) {
+		return "", errors.New("needs every leaf from the reset entry to the epoch record")
+	}
+	pe, rule, _ := decodeEntry(v.leaves[p])
+	if rule != "" || pe == nil || pe.reset == nil {
+		return "", fmt.Errorf("leaf %d is not a reset entry", p)
+	}
+	var next *entry
+	var k uint64
+	for i := p + 1; i < x; i++ {
+		l, err := klog.ParseLeaf(v.leaves[i])
+		if err != nil {
+			return "", fmt.Errorf("leaf %d: %v", i, err)
+		}
+		u, ok := l.(*klog.AccountUpdate)
+		if next == nil && ok && u.Index == pe.u.Index {
+			if next, rule, _ = decodeEntry(v.leaves[i]); rule != "" || next == nil {
+				return "", fmt.Errorf("leaf %d does not decode", i)
+			}
+			k = i
+			continue
+		}
+		if next != nil && l.Kind() == klog.KindEpochRecord {
+			return "", fmt.Errorf("leaf %d, an epoch record, closes the epoch of leaf %d before log_index", i, k)
+		}
+	}
+	if next == nil {
+		return "", errors.New("no version of the reset's account follows it before log_index")
+	}
+	if r, d := checkEntry(t, pe, next); r != "" {
+		return "", fmt.Errorf("leaf %d breaks %s (evidence for that rule instead): %s", k, string(r), d)
+	}
+	er, err := klog.ParseEpochRecord(v.leaves[x])
+	if err != nil {
+		return "", fmt.Errorf("log_index %d is not an epoch record: %v", x, err)
+	}
+	cancelled := next.state.IdentityKey == pe.reset.Current.IdentityKey
+	r, detail := checkResetLogTime(er, pe.reset.EffectiveAt.Unix(), cancelled)
+	if r == "" {
+		return "", fmt.Errorf("epoch %d's timestamp is consistent with the reset's window", er.Epoch)
+	}
+	return fmt.Sprintf("leaf %d: %s", k, detail), nil
 }
 
 // latestBefore reports whether every leaf in [a, b) is present and none is

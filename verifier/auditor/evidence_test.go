@@ -23,7 +23,7 @@ const goldenDir = "../../testdata/audit"
 var goldenCases = map[string]func(t *testing.T, d *audittest.Directory){
 	"prev-hash": func(t *testing.T, d *audittest.Directory) {
 		a := d.Accounts["user0"]
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		p, err := next.MarshalBinary()
 		must(t, err)

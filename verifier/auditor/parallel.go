@@ -2,7 +2,7 @@ package auditor
 
 import (
 	"bytes"
-	"crypto/ed25519"
+	"github.com/keyline/keyline/verifier"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -101,7 +101,7 @@ func parallelFor(n, workers int, f func(i int)) {
 // in accts, the state before the batch. It only reads accts, on the
 // calling goroutine. Any record it cannot read is left to the rule pass,
 // which reports it.
-func precheckBatch(accts *bbolt.Bucket, resetKey ed25519.PublicKey, leaves [][]byte, workers int) *precheck {
+func precheckBatch(accts *bbolt.Bucket, t *verifier.Trust, leaves [][]byte, workers int) *precheck {
 	pc := &precheck{dec: make([]decoded, len(leaves)), chk: make([]checked, len(leaves))}
 	parallelFor(len(leaves), workers, func(k int) {
 		defer func() { _ = recover() }() // left to the rule pass
@@ -146,7 +146,7 @@ func precheckBatch(accts *bbolt.Bucket, resetKey ed25519.PublicKey, leaves [][]b
 		if pe := prevs[k]; pe != nil {
 			c.prevLeaf = pe.leaf
 		}
-		c.rule, c.detail = checkEntry(resetKey, prevs[k], pc.dec[k].e)
+		c.rule, c.detail = checkEntry(t, prevs[k], pc.dec[k].e)
 		pc.chk[k] = c
 	})
 	return pc
@@ -161,14 +161,14 @@ func (pc *precheck) decode(k int, leaf []byte) (*entry, Rule, string) {
 	return decodeEntry(leaf)
 }
 
-// check returns checkEntry(resetKey, prev, x) for the entry at position k:
+// check returns checkEntry(t, prev, x) for the entry at position k:
 // the pre-checked result if it was computed for a previous leaf
 // byte-identical to prev's, otherwise computed now.
-func (pc *precheck) check(k int, resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
+func (pc *precheck) check(k int, t *verifier.Trust, prev, x *entry) (Rule, string) {
 	if pc != nil {
 		if c := pc.chk[k]; c.ok && (prev == nil) == (c.prevLeaf == nil) && (prev == nil || bytes.Equal(prev.leaf, c.prevLeaf)) {
 			return c.rule, c.detail
 		}
 	}
-	return checkEntry(resetKey, prev, x)
+	return checkEntry(t, prev, x)
 }

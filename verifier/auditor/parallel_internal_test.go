@@ -26,12 +26,12 @@ func TestPrecheckCacheKey(t *testing.T) {
 	p, _, _ := decodeEntry(v1)
 	x, _, _ := decodeEntry(v2)
 	other, _, _ := decodeEntry(d.Accounts["user1"].Leaf)
-	if r, detail := checkEntry(d.Trust().ResetKey, p, x); r != "" {
+	if r, detail := checkEntry(d.Trust(), p, x); r != "" {
 		t.Fatalf("honest v2: %s %s", r, detail)
 	}
 	const fake Rule = "cached"
 	pc := &precheck{dec: make([]decoded, 1), chk: []checked{{ok: true, prevLeaf: append([]byte(nil), v1...), rule: fake}}}
-	key := d.Trust().ResetKey
+	key := d.Trust()
 	if r, _ := pc.check(0, key, p, x); r != fake {
 		t.Errorf("same previous leaf bytes: got %q, want the cached result", r)
 	}

@@ -114,10 +114,10 @@ var violationScenarios = []struct {
 		closeEpoch(t, d)
 	}},
 	{"version-skip", auditor.RuleVersionSkip, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Version = 3
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		payload, _ := next.MarshalBinary()
 		must(t, d.AppendUpdate(a, a.Index, 3, klog.EntryHash(a.Leaf), klog.UpdateUpdate, payload))
 		closeEpoch(t, d)
@@ -126,14 +126,14 @@ var violationScenarios = []struct {
 		b, err := d.NewAccountState("newbie", 1)
 		must(t, err)
 		b.State.Version, b.State.PrevHash = 2, [32]byte{9}
-		must(t, b.State.Sign(b.IK))
+		must(t, b.State.Sign(b.ASK))
 		payload, _ := b.State.MarshalBinary()
 		must(t, d.AppendUpdate(nil, b.Index, 2, [32]byte{9}, klog.UpdateUpdate, payload))
 		closeEpoch(t, d)
 	}},
 	{"prev-hash", auditor.RulePrevHash, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
 		must(t, d.AddDevice(a))
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		payload, _ := next.MarshalBinary()
 		must(t, d.AppendUpdate(a, a.Index, 3, [32]byte{7}, klog.UpdateUpdate, payload))
@@ -142,14 +142,14 @@ var violationScenarios = []struct {
 	{"signature after two updates in the batch", auditor.RuleSignature, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
 		must(t, d.AddDevice(a))
 		must(t, d.AddDevice(a))
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Signature[5] ^= 1
 		must(t, d.Update(a, next))
 		closeEpoch(t, d)
 	}},
 	{"signature, then a valid-looking successor", auditor.RuleSignature, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Signature[5] ^= 1
 		must(t, d.Update(a, next))
@@ -167,14 +167,14 @@ var violationScenarios = []struct {
 	{"device-cert", auditor.RuleDeviceCert, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
 		other, err := d.NewAccountState("mallory", 1)
 		must(t, err)
-		_, c, err := d.NewDevice(other.IK, "evil")
+		_, c, err := d.NewDevice(a.RK, other.ASK, "evil")
 		must(t, err)
 		next := *a.State
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Devices = append(append([]*devices.DeviceCert{}, a.State.Devices...), c)
 		sortCerts(next.Devices)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 	}},
@@ -184,7 +184,8 @@ var violationScenarios = []struct {
 		other, err := d.NewAccountState("mallory", 1)
 		must(t, err)
 		b.State.Devices = other.State.Devices
-		must(t, b.State.Sign(b.IK))
+		b.State.Trusted = nil
+		must(t, b.State.Sign(b.ASK))
 		payload, _ := b.State.MarshalBinary()
 		must(t, d.AppendUpdate(nil, b.Index, 1, [32]byte{}, klog.UpdateCreate, payload))
 		closeEpoch(t, d)
@@ -193,13 +194,13 @@ var violationScenarios = []struct {
 		must(t, d.Revoke(a, 0))
 		next := *a.State
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
-		c, err := a.Devices[0].NewCert("device-0", a.IK.Public(), d.Time)
+		c, err := a.Devices[0].NewCert("device-0", a.RK.Public(), d.Time)
 		must(t, err)
-		must(t, a.IK.IssueCert(c))
+		must(t, a.ASK.IssueCert(a.RK.Public(), c))
 		next.Devices = append(append([]*devices.DeviceCert{}, a.State.Devices...), c)
 		sortCerts(next.Devices)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 	}},
@@ -209,7 +210,7 @@ var violationScenarios = []struct {
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Revocations = nil
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 	}},
@@ -218,7 +219,7 @@ var violationScenarios = []struct {
 		next.UserID = "someone-else"
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Timestamp = d.Time.Add(5e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 	}},
@@ -235,7 +236,7 @@ var violationScenarios = []struct {
 		next := *a.State
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Timestamp = a.State.Timestamp.Add(-3600e9)
-		must(t, next.Sign(a.IK))
+		must(t, next.Sign(a.ASK))
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 	}},
@@ -247,13 +248,14 @@ var violationScenarios = []struct {
 		closeEpoch(t, d)
 	}},
 	{"update by the old IK after a valid reset", auditor.RuleIdentityChanged, func(t *testing.T, d *audittest.Directory, a *audittest.Account) {
-		oldIK, oldState := a.IK, a.State
+		oldIK, oldState := a.ASK, a.State
 		must(t, d.Reset(a))
 		must(t, d.AddDevice(a)) // valid, by the new IK
 		next := *oldState
 		next.Version, next.PrevHash = a.State.Version+1, mustHash(t, a.State)
 		next.Revocations = a.State.Revocations
 		next.Devices = a.State.Devices
+		next.Trusted = nil
 		next.Timestamp = d.Time.Add(5e9)
 		must(t, next.Sign(oldIK))
 		must(t, d.Update(a, &next))
@@ -265,10 +267,11 @@ var violationScenarios = []struct {
 		other, err := d.NewAccountState("mallory", 1)
 		must(t, err)
 		b.State.Devices = other.State.Devices
-		must(t, b.State.Sign(b.IK))
+		b.State.Trusted = nil
+		must(t, b.State.Sign(b.ASK))
 		payload, _ := b.State.MarshalBinary()
 		must(t, d.AppendUpdate(nil, b.Index, 1, [32]byte{}, klog.UpdateCreate, payload))
-		next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
+		next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[0].ID()}, devices.ReasonLost, d.Time.Add(5e9))
 		must(t, err)
 		next.Signature[5] ^= 1
 		must(t, d.Update(a, next))

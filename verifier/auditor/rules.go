@@ -1,12 +1,12 @@
 package auditor
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier"
 )
 
 // A Rule names one rule of the log that the auditor enforces. Every Rule is
@@ -67,6 +67,29 @@ const (
 	// RuleReset: a reset fails devices.VerifyReset (not signed by the
 	// directory reset key, or inconsistent with the states it links).
 	RuleReset Rule = "reset"
+	// RuleStaleSigningKey: an update is signed by an account signing key
+	// of an older generation than the previous version's (a rotated-out
+	// key, e.g. a stolen device's, published after the owner's rotation).
+	RuleStaleSigningKey Rule = "stale-signing-key"
+	// RuleSigningKeyCert: a version changes the account signing key
+	// without moving to exactly the next generation certified by the
+	// account's root key, or its SigningKeyCert does not verify.
+	RuleSigningKeyCert Rule = "signing-key-cert"
+	// RuleResetWindow: a reset's window is shorter than the trust
+	// configuration's reset_window; or the version after a pending reset
+	// breaks the window: a state signed by the reset's new keys timestamped
+	// before the reset takes effect (a reset applied early), or a
+	// cancellation by the previous keys timestamped after the window.
+	// (Applying a reset after the owner cancelled it means publishing the
+	// new keys after the cancelling version: RuleIdentityChanged.)
+	RuleResetWindow Rule = "reset-window"
+	// RuleResetLogTime: the version after a reset is logged in an epoch
+	// whose timestamp contradicts the reset's window: an update by the
+	// reset's new keys in an epoch timestamped before effective_at (the
+	// reset applied early, even with a forward-dated state), or a
+	// cancellation in an epoch timestamped CancelLogSlack (60 s) or more
+	// after effective_at (held back until the reset had taken effect).
+	RuleResetLogTime Rule = "reset-log-time"
 	// RuleEpochNumber: epoch records are not numbered 0, 1, 2, ...
 	RuleEpochNumber Rule = "epoch-number"
 	// RuleEpochTime: an epoch record's timestamp is before the previous one's.
@@ -87,6 +110,7 @@ var allRules = []Rule{
 	RuleMalformedLeaf, RulePayload, RuleCreateExisting, RuleVersionRewrite, RuleVersionSkip,
 	RulePrevHash, RuleCreate, RuleSignature, RuleIdentityChanged, RuleDeviceCert,
 	RuleRevokedDevice, RuleRevocation, RuleUserID, RuleUserIndex, RuleTransition, RuleReset,
+	RuleStaleSigningKey, RuleSigningKeyCert, RuleResetWindow, RuleResetLogTime,
 	RuleEpochNumber, RuleEpochTime, RuleMapRoot, RuleCheckpointEnd, RuleSplitView, RuleFork,
 }
 
@@ -184,13 +208,19 @@ func mapDeviceErr(err error, fallback Rule) Rule {
 		return RuleRevocation
 	case errors.Is(err, devices.ErrSigner):
 		return RuleSignature
+	case errors.Is(err, devices.ErrStaleSigningKey):
+		return RuleStaleSigningKey
+	case errors.Is(err, devices.ErrSigningKeyCert):
+		return RuleSigningKeyCert
+	case errors.Is(err, devices.ErrResetPending), errors.Is(err, devices.ErrResetWindow):
+		return RuleResetWindow
 	}
 	return fallback
 }
 
 // checkEntry checks entry x against prev, the latest earlier entry of the same
 // index (nil if the index is new). It returns "" if x is a valid successor.
-func checkEntry(resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
+func checkEntry(t *verifier.Trust, prev, x *entry) (Rule, string) {
 	u := x.u
 	if prev == nil {
 		if u.Version != 1 {
@@ -214,13 +244,44 @@ func checkEntry(resetKey ed25519.PublicKey, prev, x *entry) (Rule, string) {
 		return RulePrevHash, fmt.Sprintf("prev_hash %x, entry hash of version %d is %x", u.PrevHash[:8], p.Version, h[:8])
 	}
 	if u.Update == klog.UpdateReset {
-		if err := devices.VerifyReset(prev.state, x.reset, resetKey); err != nil {
+		if prev.reset != nil {
+			return RuleReset, fmt.Sprintf("reset version %d of index %x follows the reset version %d", u.Version, u.Index[:8], p.Version)
+		}
+		if err := devices.VerifyReset(prev.state, x.reset, t.ResetKey, t.MinResetWindow()); err != nil {
 			return mapDeviceErr(err, RuleReset), err.Error()
+		}
+		return "", ""
+	}
+	if prev.reset != nil {
+		// The version after a reset: a cancellation by the previous keys
+		// within the window, or an update by the new keys after it.
+		if _, err := devices.VerifyAfterReset(nil, prev.reset, x.state); err != nil {
+			return mapDeviceErr(err, RuleTransition), err.Error()
 		}
 		return "", ""
 	}
 	if err := devices.VerifyTransition(prev.state, x.state); err != nil {
 		return mapDeviceErr(err, RuleTransition), err.Error()
+	}
+	return "", ""
+}
+
+// CancelLogSlack is how long after a reset's effective_at the epoch
+// holding its cancellation may be timestamped: a directory accepts a
+// cancellation until effective_at, and cuts the epoch holding it shortly
+// after.
+const CancelLogSlack = 60
+
+// checkResetLogTime checks the version after a reset (cancelled: signed
+// with the previous keys) against the timestamp of the epoch record that
+// closes it.
+func checkResetLogTime(er *klog.EpochRecord, effectiveAt int64, cancelled bool) (Rule, string) {
+	ts := int64(er.Timestamp)
+	switch {
+	case cancelled && ts >= effectiveAt+CancelLogSlack:
+		return RuleResetLogTime, fmt.Sprintf("a cancellation of a reset is logged in epoch %d at %d, more than %d s after the reset took effect at %d", er.Epoch, ts, CancelLogSlack, effectiveAt)
+	case !cancelled && ts < effectiveAt:
+		return RuleResetLogTime, fmt.Sprintf("the reset's new keys are used in epoch %d at %d, before the reset takes effect at %d (applied early)", er.Epoch, ts, effectiveAt)
 	}
 	return "", ""
 }

@@ -21,8 +21,12 @@ var (
 	bMap      = []byte("map")      // vmap key space (verifier/vmap), the recomputed map
 	bEpochs   = []byte("epochs")   // u64 tree size ending at an epoch record -> u64 epoch
 	bResets   = []byte("resets")   // u64 log index of a reset -> [32] VRF index
+	// bAfterReset holds, until the next EpochRecord, the versions that
+	// follow a reset: u64 log index -> u64 reset log index || u64
+	// effective_at (Unix seconds) || u8 1 if a cancellation.
+	bAfterReset = []byte("after_reset")
 
-	allBuckets = [][]byte{bMeta, bNodes, bAccounts, bUsers, bPending, bMap, bEpochs, bResets}
+	allBuckets = [][]byte{bMeta, bNodes, bAccounts, bUsers, bPending, bMap, bEpochs, bResets, bAfterReset}
 
 	kFormat     = []byte("format")      // u64 1
 	kNext       = []byte("next")        // u64 next log index to replay
@@ -31,6 +35,7 @@ var (
 	kEpochLeaf  = []byte("epoch_leaf")  // leaf of the last EpochRecord
 	kEpochIndex = []byte("epoch_index") // u64 log index of the last EpochRecord
 	kResets     = []byte("resets")      // u64 number of resets replayed
+	kCancelled  = []byte("cancelled")   // u64 number of resets cancelled by the owner within their window
 	kAccounts   = []byte("accounts")    // u64 number of indexes created
 	kViolation  = []byte("violation")   // evidence JSON of the violation found, if any
 )

@@ -189,7 +189,8 @@ func (l *Log) History(ctx context.Context, userID string, fromVersion uint64) (*
 type Account struct {
 	UserID   string
 	Index    [32]byte
-	IK       *devices.IdentityKey
+	RK       *devices.RootKey           // root key (kept by the test directory)
+	ASK      *devices.AccountSigningKey // current account signing key
 	Devices  []*devices.DeviceKey
 	State    *devices.AccountState
 	Leaf     []byte // latest AccountUpdate leaf
@@ -246,7 +247,7 @@ func NewDirectory(seed uint64) (*Directory, error) {
 // Trust returns the trust configuration of d (no witnesses).
 func (d *Directory) Trust() *verifier.Trust {
 	return &verifier.Trust{Origin: Origin, Log: d.Log.Verifier(), VRF: d.VRF.Public(),
-		ResetKey: d.ResetKey.Public().(ed25519.PublicKey), MaxAge: time.Hour}
+		ResetKey: d.ResetKey.Public().(ed25519.PublicKey), MaxAge: time.Hour, ResetWindow: ResetWindow}
 }
 
 // Index returns the VRF index of userID.
@@ -260,17 +261,18 @@ func (d *Directory) now() time.Time {
 	return d.Time
 }
 
-// NewDevice returns a new device key with a cert issued by ik.
-func (d *Directory) NewDevice(ik *devices.IdentityKey, name string) (*devices.DeviceKey, *devices.DeviceCert, error) {
+// NewDevice returns a new device key with a cert back-signed for rk and
+// issued by ask.
+func (d *Directory) NewDevice(rk *devices.RootKey, ask *devices.AccountSigningKey, name string) (*devices.DeviceKey, *devices.DeviceCert, error) {
 	dk, err := devices.NewDeviceKey(d.rnd)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := dk.NewCert(name, ik.Public(), d.now())
+	c, err := dk.NewCert(name, rk.Public(), d.now())
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := ik.IssueCert(c); err != nil {
+	if err := ask.IssueCert(rk.Public(), c); err != nil {
 		return nil, nil, err
 	}
 	return dk, c, nil
@@ -283,22 +285,26 @@ func (d *Directory) NewAccountState(userID string, nDevices int) (*Account, erro
 	if err != nil {
 		return nil, err
 	}
-	ik := devices.DeriveIdentityKey(secret)
-	dk, c, err := d.NewDevice(ik, "device-0")
+	rk := devices.DeriveRootKey(secret)
+	ask, err := devices.NewAccountSigningKey(rk, userID, 1, d.rnd, d.now())
 	if err != nil {
 		return nil, err
 	}
-	st, err := devices.NewAccount(ik, userID, c, d.now())
+	dk, c, err := d.NewDevice(rk, ask, "device-0")
 	if err != nil {
 		return nil, err
 	}
-	a := &Account{UserID: userID, Index: d.Index(userID), IK: ik, Devices: []*devices.DeviceKey{dk}, State: st}
+	st, err := devices.NewAccount(ask, rk.Public(), userID, c, d.now())
+	if err != nil {
+		return nil, err
+	}
+	a := &Account{UserID: userID, Index: d.Index(userID), RK: rk, ASK: ask, Devices: []*devices.DeviceKey{dk}, State: st}
 	for i := 1; i < nDevices; i++ {
-		dk, c, err := d.NewDevice(ik, fmt.Sprintf("device-%d", i))
+		dk, c, err := d.NewDevice(rk, ask, fmt.Sprintf("device-%d", i))
 		if err != nil {
 			return nil, err
 		}
-		if a.State, err = devices.AddDevice(a.State, ik, c, d.now()); err != nil {
+		if a.State, err = devices.AddDevice(a.State, ask, c, d.now()); err != nil {
 			return nil, err
 		}
 		a.Devices = append(a.Devices, dk)
@@ -306,7 +312,7 @@ func (d *Directory) NewAccountState(userID string, nDevices int) (*Account, erro
 	if nDevices > 1 { // re-sign as version 1 with all devices
 		st := *a.State
 		st.Version, st.PrevHash, st.Revocations = 1, [32]byte{}, nil
-		if err := st.Sign(ik); err != nil {
+		if err := st.Sign(ask); err != nil {
 			return nil, err
 		}
 		a.State = &st
@@ -362,11 +368,11 @@ func (d *Directory) Update(a *Account, next *devices.AccountState) error {
 
 // AddDevice appends an update adding a new device to a.
 func (d *Directory) AddDevice(a *Account) error {
-	dk, c, err := d.NewDevice(a.IK, fmt.Sprintf("device-%d", len(a.Devices)))
+	dk, c, err := d.NewDevice(a.RK, a.ASK, fmt.Sprintf("device-%d", len(a.Devices)))
 	if err != nil {
 		return err
 	}
-	next, err := devices.AddDevice(a.State, a.IK, c, d.now())
+	next, err := devices.AddDevice(a.State, a.ASK, c, d.now())
 	if err != nil {
 		return err
 	}
@@ -376,31 +382,39 @@ func (d *Directory) AddDevice(a *Account) error {
 
 // Revoke appends an update revoking a's device k.
 func (d *Directory) Revoke(a *Account, k int) error {
-	next, err := devices.RevokeDevices(a.State, a.IK, []devices.DeviceID{a.Devices[k].ID()}, devices.ReasonRetired, d.now())
+	next, err := devices.RevokeDevices(a.State, a.ASK, []devices.DeviceID{a.Devices[k].ID()}, devices.ReasonRetired, d.now())
 	if err != nil {
 		return err
 	}
 	return d.Update(a, next)
 }
 
+// ResetWindow is the reset window of the test directory's trust.
+const ResetWindow = 10 * time.Second
+
 // ResetPayload returns a reset authorization signed with key replacing a's
-// state by a new identity key (a is not changed).
-func (d *Directory) ResetPayload(a *Account, key ed25519.PrivateKey) ([]byte, *devices.IdentityKey, *devices.AccountState, error) {
+// state by a new root key, pending for ResetWindow (a is not changed).
+// The new keys are returned as an Account (State: the reset's new state).
+func (d *Directory) ResetPayload(a *Account, key ed25519.PrivateKey) ([]byte, *Account, *devices.AccountState, error) {
 	secret, err := devices.NewRecoverySecret(d.rnd)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ik := devices.DeriveIdentityKey(secret)
-	_, c, err := d.NewDevice(ik, "reset-device")
+	rk := devices.DeriveRootKey(secret)
+	ask, err := devices.NewAccountSigningKey(rk, a.UserID, 1, d.rnd, d.now())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dk, c, err := d.NewDevice(rk, ask, "reset-device")
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	now := d.now()
-	st, err := devices.NewResetState(a.State, ik, c, now)
+	st, err := devices.NewResetState(a.State, rk.Public(), ask, c, now)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	auth, err := devices.SignReset(d.ResetKey, a.State, st, devices.ResetLostAllKeys, now)
+	auth, err := devices.SignReset(d.ResetKey, a.State, st, devices.ResetLostAllKeys, now, ResetWindow)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -408,22 +422,24 @@ func (d *Directory) ResetPayload(a *Account, key ed25519.PrivateKey) ([]byte, *d
 		auth.Signature = [64]byte{}
 		body, _ := auth.MarshalBinary()
 		body = body[:len(body)-64]
-		copy(auth.Signature[:], ed25519.Sign(key, append([]byte("keyline reset v1\x00"), body...)))
+		copy(auth.Signature[:], ed25519.Sign(key, append([]byte("keyline reset v2\x00"), body...)))
 	}
 	p, err := auth.MarshalBinary()
-	return p, ik, st, err
+	return p, &Account{UserID: a.UserID, Index: a.Index, RK: rk, ASK: ask, Devices: []*devices.DeviceKey{dk}, State: st}, st, err
 }
 
-// Reset appends a valid reset of a.
+// Reset appends a valid reset of a and advances the clock past its
+// window, so that a.State (the new state) can be updated next.
 func (d *Directory) Reset(a *Account) error {
-	p, ik, st, err := d.ResetPayload(a, d.ResetKey)
+	p, na, st, err := d.ResetPayload(a, d.ResetKey)
 	if err != nil {
 		return err
 	}
 	if err := d.AppendUpdate(a, a.Index, a.State.Version+1, klog.EntryHash(a.Leaf), klog.UpdateReset, p); err != nil {
 		return err
 	}
-	a.IK, a.State, a.Devices = ik, st, nil
+	a.RK, a.ASK, a.State, a.Devices = na.RK, na.ASK, st, na.Devices
+	d.Time = d.Time.Add(ResetWindow) // the next update by the new keys is after the window
 	return nil
 }
 
