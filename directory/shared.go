@@ -53,6 +53,9 @@ type shared struct {
 
 	viewMu sync.Mutex // serializes installShared
 
+	accounts *accountCache // account records served, checked against the map on use
+	noMemory atomic.Bool   // benchmarks: every lookup reads the database
+
 	waitMu  sync.Mutex
 	waiters map[uint64]chan sqlstate.Result
 
@@ -131,7 +134,7 @@ func (k *keys) fingerprint() []byte {
 // openShared finishes Open for the shared state backend.
 func (s *Server) openShared(ctx context.Context) (err error) {
 	c := &s.cfg
-	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{})}
+	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), accounts: newAccountCache(c.VRFCacheSize)}
 	tm, err := newTileMap()
 	if err != nil {
 		return err
@@ -408,6 +411,23 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 // A path deeper than prefetched, or records of a later epoch, fall back to
 // a snapshot transaction.
 func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
+	// From memory when the installed view's tiles on the path and the
+	// account record are cached: the proof is checked against the view's
+	// root (cached tiles are keyed by hash) and the record against the
+	// proven map value, so nothing stale can be served. A client that knows
+	// a larger checkpoint than the installed view goes to the database.
+	if v := s.view.Load(); v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
+		acct := func() (*sqlstate.Account, error) {
+			if a := s.sh.accounts.get(index); a != nil {
+				return a, nil
+			}
+			return nil, errNotPrefetched
+		}
+		b, err := s.lookupBundle(ctx, v, prefetched{}, acct, pi, index, knownSize)
+		if err == nil || !errors.Is(err, errNotPrefetched) && !errors.Is(err, errStaleRecords) {
+			return b, err
+		}
+	}
 	keys := s.sh.m.pathKeys(index)
 	for try := 0; ; try++ {
 		p, err := s.sh.st.ReadPoint(ctx, keys, index)
@@ -479,6 +499,9 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 	}
 	if p.Kind == vmap.Inclusion {
 		rec, err := account()
+		if errors.Is(err, errNotPrefetched) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, s.internal(err)
 		}
@@ -486,8 +509,12 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 			return nil, s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
 		}
 		if klog.EntryHash(rec.Leaf) != rec.EntryHash || vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != p.Value {
+			if !isSnap {
+				return nil, errStaleRecords // a cached record of another epoch
+			}
 			return nil, s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
 		}
+		s.sh.accounts.put(index, rec)
 		incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
 		if err != nil {
 			return nil, s.internal(err)
@@ -534,4 +561,36 @@ func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, f
 		}
 		return hb, nil
 	}
+}
+
+// accountCache remembers account records by VRF index (two generations of
+// at most size/2 entries, like vrfCache). A record is only served if it
+// matches the map value proven under the served view's root.
+type accountCache struct {
+	half     int
+	mu       sync.RWMutex
+	cur, old map[[32]byte]*sqlstate.Account
+}
+
+func newAccountCache(size int) *accountCache {
+	h := max(size/2, 1)
+	return &accountCache{half: h, cur: make(map[[32]byte]*sqlstate.Account), old: map[[32]byte]*sqlstate.Account{}}
+}
+
+func (c *accountCache) get(index [32]byte) *sqlstate.Account {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if a, ok := c.cur[index]; ok {
+		return a
+	}
+	return c.old[index]
+}
+
+func (c *accountCache) put(index [32]byte, a *sqlstate.Account) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cur) >= c.half {
+		c.old, c.cur = c.cur, make(map[[32]byte]*sqlstate.Account, c.half)
+	}
+	c.cur[index] = a
 }

@@ -24,11 +24,16 @@ type tileMap struct {
 	cached int           // levels below this are served from the cache
 }
 
-// tileCacheDepth caches the tiles above this depth (the top two levels).
+// tileCacheDepth: the top two levels are always read from the cache (a
+// lookup's statement does not ask for them).
 const tileCacheDepth = 16
 
+// tileCacheBytes bounds the decoded tiles a process caches (every level:
+// a lookup whose whole path is cached needs no tile read).
+const tileCacheBytes = 256 << 20
+
 func newTileMap() (tileMap, error) {
-	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, vmap.NewTileCache(tileCacheDepth, 64<<20))
+	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, vmap.NewTileCache(256, tileCacheBytes))
 	if err != nil {
 		return tileMap{}, err
 	}
