@@ -28,10 +28,10 @@ type benchOutput struct {
 	Ed25519PerSec float64 `json:"ed25519_verifies_per_sec"`
 	// CPU seconds per operation: the server's (with --server-pid) and this
 	// load generator's.
-	ServerCPUPerCreate float64 `json:"server_cpu_s_per_create,omitempty"`
-	ServerCPUPerLookup float64 `json:"server_cpu_s_per_lookup,omitempty"`
-	ClientCPUPerCreate float64 `json:"client_cpu_s_per_create"`
-	ClientCPUPerLookup float64 `json:"client_cpu_s_per_lookup"`
+	ServerCPUPerCreate *float64 `json:"server_cpu_s_per_create"` // null without --server-pid
+	ServerCPUPerLookup *float64 `json:"server_cpu_s_per_lookup"`
+	ClientCPUPerCreate float64  `json:"client_cpu_s_per_create"`
+	ClientCPUPerLookup float64  `json:"client_cpu_s_per_lookup"`
 }
 
 func (a *app) benchCmd() *cobra.Command {
@@ -95,8 +95,11 @@ verifications/s measured in the same run.`,
 			out := benchOutput{Server: a.server, Accounts: rep.Accounts, Created: rep.Created, CreateSeconds: rep.CreateTime.Seconds(), UpdatesPerSec: rep.UpdatesPerSec,
 				Lookups: rep.Lookups, LookupsPerSec: rep.LookupsPerSec, P50Millis: ms(rep.P50), P99Millis: ms(rep.P99),
 				ProofBytes: rep.ProofBytes, PayloadBytes: rep.PayloadBytes, Verified: rep.Verified, Ed25519PerSec: ref,
-				ServerCPUPerCreate: rep.ServerCPUPerCreate.Seconds(), ServerCPUPerLookup: rep.ServerCPUPerLookup.Seconds(),
 				ClientCPUPerCreate: rep.ClientCPUPerCreate.Seconds(), ClientCPUPerLookup: rep.ClientCPUPerLookup.Seconds()}
+			if serverPID > 0 {
+				c, l := rep.ServerCPUPerCreate.Seconds(), rep.ServerCPUPerLookup.Seconds()
+				out.ServerCPUPerCreate, out.ServerCPUPerLookup = &c, &l
+			}
 			if a.jsonOut {
 				return writeJSON(a.out, out)
 			}
@@ -111,7 +114,7 @@ verifications/s measured in the same run.`,
 				t.row("verified bundles", fmt.Sprint(out.Verified))
 			}
 			if serverPID > 0 {
-				t.row("server CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", out.ServerCPUPerCreate*1e6, out.ServerCPUPerLookup*1e6))
+				t.row("server CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", *out.ServerCPUPerCreate*1e6, *out.ServerCPUPerLookup*1e6))
 			}
 			t.row("load generator CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", out.ClientCPUPerCreate*1e6, out.ClientCPUPerLookup*1e6))
 			return t.flush()

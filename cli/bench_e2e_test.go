@@ -27,7 +27,7 @@ func TestBench(t *testing.T) {
 	if out.Accounts != 20 || out.Created != 20 || out.Lookups == 0 || out.Verified != out.Lookups || out.ProofBytes <= 0 {
 		t.Fatalf("bench report %+v", out)
 	}
-	if out.Ed25519PerSec <= 0 || out.ServerCPUPerCreate <= 0 || out.ServerCPUPerLookup <= 0 || out.ClientCPUPerLookup <= 0 {
+	if out.Ed25519PerSec <= 0 || out.ServerCPUPerCreate == nil || *out.ServerCPUPerCreate <= 0 || out.ServerCPUPerLookup == nil || *out.ServerCPUPerLookup <= 0 || out.ClientCPUPerLookup <= 0 {
 		t.Fatalf("bench report lacks the reference or CPU figures: %+v", out)
 	}
 	r = w.ok("bench", "", "bench", "--accounts", "20", "--concurrency", "2", "--duration", "200ms")
