@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,11 @@ var (
 	// ErrSchema means the database has a newer schema than this binary.
 	ErrSchema = errors.New("sqlstate: unsupported schema version")
 )
+
+// DefaultIdleTimeout is the session wait_timeout (seconds) Open sets
+// unless the DSN sets one: the server drops a connection idle that long,
+// releasing the locks of a stopped process's transaction.
+const DefaultIdleTimeout = 60
 
 // SequencerLease is the name of the sequencer's lease row.
 const SequencerLease = "sequencer"
@@ -77,6 +83,18 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg.InterpolateParams = true
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
+	}
+	// A process that stops between locking the lease row (a commit's
+	// fence check) and committing, or while holding an idle transaction,
+	// keeps its row locks until the server drops its connection: bound
+	// that, and the time a lease acquisition waits for such a lock, so a
+	// standby can take over. (Fencing does not depend on these: they only
+	// bound how long a stopped process can delay the takeover.)
+	if _, ok := cfg.Params["wait_timeout"]; !ok {
+		cfg.Params["wait_timeout"] = strconv.Itoa(DefaultIdleTimeout)
+	}
+	if _, ok := cfg.Params["innodb_lock_wait_timeout"]; !ok {
+		cfg.Params["innodb_lock_wait_timeout"] = "10"
 	}
 	cfg.MaxAllowedPacket = 64 << 20
 	conn, err := mysql.NewConnector(cfg)
