@@ -496,3 +496,49 @@ func TestSharedStaleRecords(t *testing.T) {
 		t.Fatalf("version %d", v.version)
 	}
 }
+
+// TestSharedMemoryPath: a frontend that served an account from memory
+// serves its next version once the epoch holding it is installed, and a
+// client that knows a newer checkpoint than the frontend's view gets it.
+func TestSharedMemoryPath(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	waitView(t, seq)
+	fe := env.open(RoleFrontend, "fe", func(c *Config) { c.EpochInterval = time.Second }) // slow follower
+	waitView(t, fe)
+	trust := trustOf(t, fe)
+	a := newTestAccount(t, "mem@example.com")
+	if _, err := seq.Update(ctx, a.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the first from the database, then from memory
+		if v := mustLookup(t, fe.Source(), trust, "mem@example.com"); v.version != 1 {
+			t.Fatalf("version %d", v.version)
+		}
+	}
+	next := a.addDevice(t, "two")
+	res, err := seq.Update(ctx, mustMarshal(t, next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := trust.OpenCheckpoint(res.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client learnt the new checkpoint elsewhere: the frontend must not
+	// answer from its older view.
+	b, err := fe.Lookup(ctx, "mem@example.com", cp.Size)
+	if err != nil {
+		t.Fatalf("lookup with a known size beyond the frontend's view: %v", err)
+	}
+	v, err := verifyLookup(trust, "mem@example.com", b, cp.Size, cp.Hash[:])
+	if err != nil || v.version != 2 {
+		t.Fatalf("version %d, %v", v.version, err)
+	}
+	for range 3 {
+		if v := mustLookup(t, fe.Source(), trust, "mem@example.com"); v.version != 2 {
+			t.Fatalf("after the new epoch: version %d", v.version)
+		}
+	}
+}
