@@ -30,13 +30,36 @@ type EpochPoint struct {
 	MapRoot string    // the first 8 bytes of the map root, hex
 }
 
-// ResetInfo is a directory reset found in the log.
+// ResetInfo is a directory reset found in the log. A reset is logged
+// pending: it takes effect at EffectiveAt unless the account's next entry,
+// logged before then, cancels it (a state keeping the old root key).
 type ResetInfo struct {
-	LogIndex uint64
-	UserID   string
-	Version  uint64
-	Reason   string
-	Time     time.Time
+	LogIndex    uint64    `json:"log_index"`
+	UserID      string    `json:"user_id"`
+	Version     uint64    `json:"version"`
+	Reason      string    `json:"reason"`
+	Time        time.Time `json:"time"`         // logged ("pending since")
+	EffectiveAt time.Time `json:"effective_at"` // end of the window
+	// Status is "pending" (window open, not cancelled), "cancelled" or
+	// "in effect"; set by Snapshot from the log and the clock.
+	Status string `json:"status"`
+
+	index     [32]byte // the account's VRF index
+	oldRK     [32]byte // the root key in effect before the reset
+	cancelled bool     // the next entry of the account kept oldRK
+	decided   bool     // the next entry of the account was seen
+}
+
+// resetStatus returns r's status at now.
+func (r *ResetInfo) resetStatus(now time.Time) string {
+	switch {
+	case r.cancelled:
+		return "cancelled"
+	case r.decided || !now.Before(r.EffectiveAt):
+		return "in effect"
+	default:
+		return "pending"
+	}
 }
 
 // WitnessInfo is what the follower knows of one trusted witness.
@@ -58,12 +81,14 @@ type Snapshot struct {
 	Updates     uint64 // account update leaves in the log
 	Resets      uint64 // reset leaves in the log
 	RecentReset []ResetInfo
-	Witnesses   []WitnessInfo
-	Quorum      int
-	Cosigners   int // valid trusted cosignatures on the latest checkpoint
-	LastSync    time.Time
-	LastError   string // the last sync error ("" after a success)
-	Corrupt     bool   // the log did not match a checkpoint: tiles are frozen
+	// PendingResets counts the resets of RecentReset whose window is open.
+	PendingResets int
+	Witnesses     []WitnessInfo
+	Quorum        int
+	Cosigners     int // valid trusted cosignatures on the latest checkpoint
+	LastSync      time.Time
+	LastError     string // the last sync error ("" after a success)
+	Corrupt       bool   // the log did not match a checkpoint: tiles are frozen
 }
 
 // follower tails the log.
@@ -97,6 +122,13 @@ func (f *follower) snapshot() Snapshot {
 	s := f.snap
 	s.Epochs = append([]EpochPoint(nil), s.Epochs...)
 	s.RecentReset = append([]ResetInfo(nil), s.RecentReset...)
+	now := f.now()
+	for i := range s.RecentReset {
+		s.RecentReset[i].Status = s.RecentReset[i].resetStatus(now)
+		if s.RecentReset[i].Status == "pending" {
+			s.PendingResets++
+		}
+	}
 	s.Witnesses = nil
 	for _, w := range f.trust.Witnesses {
 		s.Witnesses = append(s.Witnesses, *f.witness[w.Name()])
@@ -190,11 +222,18 @@ func (f *follower) leaves(first uint64, leaves [][]byte) {
 		case *klog.AccountUpdate:
 			f.snap.Updates++
 			f.pendingUpdates++
+			if l.Update != klog.UpdateReset {
+				f.noteFollowUp(l)
+			}
 			if l.Update == klog.UpdateReset {
 				f.snap.Resets++
-				ri := ResetInfo{LogIndex: idx, Version: l.Version}
+				ri := ResetInfo{LogIndex: idx, Version: l.Version, index: l.Index}
 				if a, err := devices.ParseResetAuthorization(l.Payload); err == nil {
 					ri.UserID, ri.Reason, ri.Time = a.UserID, a.Reason.String(), a.Time.UTC()
+					ri.EffectiveAt = a.EffectiveAt.UTC()
+					if a.Current != nil {
+						ri.oldRK = a.Current.IdentityKey
+					}
 				}
 				f.snap.RecentReset = append(f.snap.RecentReset, ri)
 				if len(f.snap.RecentReset) > maxResetHistory {
@@ -209,6 +248,21 @@ func (f *follower) leaves(first uint64, leaves [][]byte) {
 			if len(f.snap.Epochs) > maxEpochHistory {
 				f.snap.Epochs = f.snap.Epochs[len(f.snap.Epochs)-maxEpochHistory:]
 			}
+		}
+	}
+}
+
+// noteFollowUp records whether the account update u, the entry after a
+// listed reset of the same account, cancelled it (kept the old root key).
+func (f *follower) noteFollowUp(u *klog.AccountUpdate) {
+	for i := range f.snap.RecentReset {
+		r := &f.snap.RecentReset[i]
+		if r.decided || r.index != u.Index || u.Version != r.Version+1 {
+			continue
+		}
+		r.decided = true
+		if st, err := devices.ParseAccountState(u.Payload); err == nil && st.IdentityKey == r.oldRK {
+			r.cancelled = true
 		}
 	}
 }

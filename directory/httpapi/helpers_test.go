@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory"
+	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
 
@@ -29,6 +30,7 @@ type env struct {
 
 type account struct {
 	ik    *devices.RootKey // the account's root key (tests keep it)
+	ask   *devices.AccountSigningKey
 	state *devices.AccountState
 }
 
@@ -128,7 +130,7 @@ func (e *env) createLocked(mu *sync.Mutex, uid string) {
 		mu.Lock()
 		defer mu.Unlock()
 	}
-	e.accts[uid] = &account{ik: ik, state: st}
+	e.accts[uid] = &account{ik: ik, ask: ask, state: st}
 }
 
 // reset replaces uid's root key by a directory reset and waits until it
@@ -143,8 +145,9 @@ func (e *env) reset(uid string) {
 	e.sync()
 }
 
-// resetPending replaces uid's root key by a directory reset, still pending.
-func (e *env) resetPending(uid string) {
+// resetPending replaces uid's root key by a directory reset, still pending,
+// and returns the logged ResetAuthorization.
+func (e *env) resetPending(uid string) *devices.ResetAuthorization {
 	e.t.Helper()
 	a := e.accts[uid]
 	ik, ask := newKeys(e.t, uid)
@@ -156,10 +159,20 @@ func (e *env) resetPending(uid string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.dir.Reset(context.Background(), e.dir.AdminToken(), uid, b, "lost"); err != nil {
+	res, err := e.dir.Reset(context.Background(), e.dir.AdminToken(), uid, b, "lost")
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.accts[uid] = &account{ik: ik, state: st}
+	e.accts[uid] = &account{ik: ik, ask: ask, state: st}
+	leaf, err := klog.ParseLeaf(res.Leaf)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	auth, err := devices.ParseResetAuthorization(leaf.(*klog.AccountUpdate).Payload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return auth
 }
 
 // sync makes the HTTP server follow the latest checkpoint.

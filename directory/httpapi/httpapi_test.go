@@ -20,6 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/auditor"
@@ -408,5 +409,67 @@ func TestFollowerRefusesMismatch(t *testing.T) {
 	}
 	if cp, _ := h.Tiles().Checkpoint(); cp != nil {
 		t.Error("a checkpoint is served")
+	}
+}
+
+// TestStatusPendingReset shows a reset as pending during its window (page,
+// status.json, metric), and as cancelled once the owner's old signing key
+// publishes the entry after it.
+func TestStatusPendingReset(t *testing.T) {
+	e := newEnvConfig(t, directory.Config{ResetWindow: time.Hour}, nil, "alice", "bob")
+	oldASK := e.accts["bob"].ask
+	auth := e.resetPending("bob")
+	e.sync()
+	status := func() (page string, js struct {
+		Pending int `json:"pending_resets"`
+		Recent  []struct {
+			UserID      string    `json:"user_id"`
+			Status      string    `json:"status"`
+			EffectiveAt time.Time `json:"effective_at"`
+		} `json:"recent_resets"`
+	}, metric float64) {
+		_, _, body := get(t, e.ts.URL+"/")
+		page = string(body)
+		_, _, body = get(t, e.ts.URL+"/status.json")
+		if err := json.Unmarshal(body, &js); err != nil {
+			t.Fatalf("status.json: %v\n%s", err, body)
+		}
+		_, _, body = get(t, e.ts.URL+"/metrics")
+		return page, js, metricValue(t, string(body), "keyline_resets_pending", "")
+	}
+	page, js, m := status()
+	if !strings.Contains(page, `id="pending-resets"`) || !strings.Contains(page, `<td class="reset-status">pending</td>`) {
+		t.Errorf("status page does not show the pending reset:\n%s", page)
+	}
+	if js.Pending != 1 || len(js.Recent) != 1 || js.Recent[0].Status != "pending" || js.Recent[0].UserID != "bob" || !js.Recent[0].EffectiveAt.Equal(auth.EffectiveAt) {
+		t.Errorf("status.json during the window: %+v", js)
+	}
+	if m != 1 {
+		t.Errorf("keyline_resets_pending = %v, want 1", m)
+	}
+
+	// The owner cancels with the signing key the reset would replace.
+	next, err := devices.Resign(auth.PreviousState(), oldASK, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, err := devices.LinkAfterReset(next, auth, oldASK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cancel.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dir.Update(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	e.sync()
+	page, js, m = status()
+	if strings.Contains(page, `id="pending-resets"`) || !strings.Contains(page, `<td class="reset-status">cancelled</td>`) {
+		t.Errorf("status page after the cancellation:\n%s", page)
+	}
+	if js.Pending != 0 || len(js.Recent) != 1 || js.Recent[0].Status != "cancelled" || m != 0 {
+		t.Errorf("after the cancellation: status.json %+v, keyline_resets_pending %v", js, m)
 	}
 }

@@ -52,6 +52,7 @@ func newMetrics(f *follower, queue func() (int, int), now func() time.Time) *met
 		}),
 		gauge("keyline_account_updates", "Account update leaves in the log.", func(s Snapshot) float64 { return float64(s.Updates) }),
 		gauge("keyline_resets", "Directory reset leaves in the log.", func(s Snapshot) float64 { return float64(s.Resets) }),
+		gauge("keyline_resets_pending", "Resets whose window is open (logged, not cancelled, not yet in effect; of the last 100 resets).", func(s Snapshot) float64 { return float64(s.PendingResets) }),
 		gauge("keyline_checkpoint_cosignatures", "Valid trusted witness cosignatures on the latest checkpoint.", func(s Snapshot) float64 { return float64(s.Cosigners) }),
 		gauge("keyline_witness_quorum", "Cosignatures clients require (trust.json witness_quorum).", func(s Snapshot) float64 { return float64(s.Quorum) }),
 		gauge("keyline_log_corrupt", "1 if the log's leaves did not hash to a signed checkpoint (tiles frozen).", func(s Snapshot) float64 {

@@ -70,7 +70,7 @@ func (h *Handler) statusJSON(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
 		"origin": v.Origin, "ready": v.Ready, "synced": v.Synced, "size": v.Size, "root": v.RootHex,
 		"checkpoint": string(v.Checkpoint), "epoch": v.Epoch.Epoch, "epoch_time": v.Epoch.Time,
-		"account_updates": v.Updates, "resets": v.Resets, "recent_resets": v.RecentReset,
+		"account_updates": v.Updates, "resets": v.Resets, "pending_resets": v.PendingResets, "recent_resets": v.RecentReset,
 		"cosignatures": v.Cosigners, "quorum": v.Quorum, "witnesses": v.Witness, "epochs": v.Epochs,
 		"last_error": v.LastError, "corrupt": v.Corrupt,
 	}
@@ -169,8 +169,9 @@ code,pre{font:13px ui-monospace,monospace}pre{background:#fff;border:1px solid #
 {{end}}</table>{{else}}<p class="muted">This directory has no witnesses configured: clients rely on its signature alone.</p>{{end}}
 <h2>Identity resets</h2>
 <p id="resets">{{.Resets}} reset{{if ne .Resets 1}}s{{end}} in the log. A reset replaces an account's identity key on the directory's authority; every contact sees the safety number change.</p>
-{{if .RecentReset}}<table><tr><th>Log entry</th><th>User</th><th>Version</th><th>Reason</th><th>Time</th></tr>
-{{range .RecentReset}}<tr><td>{{.LogIndex}}</td><td>{{.UserID}}</td><td>{{.Version}}</td><td>{{.Reason}}</td><td>{{.Time.Format "2006-01-02 15:04:05 UTC"}}</td></tr>
+{{if .PendingResets}}<p id="pending-resets" class="bad">{{.PendingResets}} reset{{if ne .PendingResets 1}}s{{end}} pending: until its window ends, lookups return the old keys with a notice, and the owner can cancel it.</p>{{end}}
+{{if .RecentReset}}<table><tr><th>Log entry</th><th>User</th><th>Version</th><th>Reason</th><th>Logged</th><th>Takes effect</th><th>Status</th></tr>
+{{range .RecentReset}}<tr><td>{{.LogIndex}}</td><td>{{.UserID}}</td><td>{{.Version}}</td><td>{{.Reason}}</td><td>{{.Time.Format "2006-01-02 15:04:05 UTC"}}</td><td>{{.EffectiveAt.Format "2006-01-02 15:04:05 UTC"}}</td><td class="reset-status">{{.Status}}</td></tr>
 {{end}}</table>{{end}}
 <p class="muted">Page generated {{.Now.Format "2006-01-02 15:04:05 UTC"}} from the log as read and verified by this server.</p>
 </main></body></html>

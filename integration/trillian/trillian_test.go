@@ -58,7 +58,7 @@ func TestCLIStory(t *testing.T) {
 
 	// Pair alice's laptop: request on the laptop, approve on the phone.
 	out := cliOK(t, p, root, "alice-laptop", "device", "request", "alice", "--name", "laptop")
-	code := regexp.MustCompile(`KL1-[A-Z0-9-]+`).FindString(out)
+	code := regexp.MustCompile(`KL[0-9]-[A-Z0-9-]+`).FindString(out)
 	fp := regexp.MustCompile(`Fingerprint:\s+([0-9 ]+)`).FindStringSubmatch(out)
 	if code == "" || fp == nil {
 		t.Fatalf("device request printed no pairing code or fingerprint:\n%s", out)
@@ -91,7 +91,7 @@ func activeDevices(t *testing.T, p *serveProc, root, dev, uid string) []string {
 	var l struct {
 		Found   bool `json:"found"`
 		Devices []struct {
-			Name    string `json:"name"`
+			Name    string `json:"device_name"`
 			Revoked bool   `json:"revoked"`
 		} `json:"devices"`
 	}
