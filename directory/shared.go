@@ -6,15 +6,20 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
@@ -304,12 +309,12 @@ func (s *Server) sharedSnapshot(ctx context.Context, f func(v *epochView, sn *sq
 	for try := 0; ; try++ {
 		sn, err := s.sh.st.Snapshot(ctx)
 		if err != nil {
-			return s.internal(err)
+			return s.stateErr(err)
 		}
 		e, err := sn.Latest()
 		if err != nil {
 			sn.Close()
-			return s.internal(err)
+			return s.stateErr(err)
 		}
 		if e == nil || e.Checkpoint == nil {
 			sn.Close()
@@ -432,7 +437,7 @@ func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, kn
 	for try := 0; ; try++ {
 		p, err := s.sh.st.ReadPoint(ctx, keys, index)
 		if err != nil {
-			return nil, s.internal(err)
+			return nil, s.stateErr(err)
 		}
 		v, retry, err := s.pointView(ctx, p.Epoch, try)
 		if err != nil {
@@ -535,7 +540,7 @@ func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, f
 	for try := 0; ; try++ {
 		e, idxs, err := s.sh.st.ReadHistory(ctx, index, fromVersion, MaxHistoryEntries)
 		if err != nil {
-			return nil, s.internal(err)
+			return nil, s.stateErr(err)
 		}
 		v, retry, err := s.pointView(ctx, e, try)
 		if err != nil {
@@ -593,4 +598,21 @@ func (c *accountCache) put(index [32]byte, a *sqlstate.Account) {
 		c.old, c.cur = c.cur, make(map[[32]byte]*sqlstate.Account, c.half)
 	}
 	c.cur[index] = a
+}
+
+// stateErr converts an error of the state database into an API error: a
+// connection failure (the database down or restarting) is Unavailable,
+// anything else Internal (logged).
+func (s *Server) stateErr(err error) error {
+	var me *mysql.MySQLError
+	var ne net.Error
+	switch {
+	case errors.As(err, &me):
+		return s.internal(err)
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, sql.ErrConnDone),
+		errors.As(err, &ne), strings.Contains(err.Error(), "database is closed"):
+		s.cfg.Logf("directory: state database unavailable: %v", err)
+		return apierr.New(codes.Unavailable, apierr.Unavailable, "the state database is unavailable; retry shortly")
+	}
+	return s.internal(err)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/mapdb"
@@ -540,5 +541,27 @@ func TestSharedMemoryPath(t *testing.T) {
 		if v := mustLookup(t, fe.Source(), trust, "mem@example.com"); v.version != 2 {
 			t.Fatalf("after the new epoch: version %d", v.version)
 		}
+	}
+}
+
+// TestSharedDatabaseDown: with the state database unreachable, reads and
+// updates fail with Unavailable, not Internal.
+func TestSharedDatabaseDown(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	waitView(t, seq)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, fe)
+	fe.sh.noMemory.Store(true)
+	fe.sh.st.DB().Close()
+	if _, err := fe.Lookup(ctx, "nobody@example.com", 0); apierr.Code(err) != codes.Unavailable {
+		t.Fatalf("lookup: %v, want Unavailable", err)
+	}
+	if _, err := fe.History(ctx, "nobody@example.com", 1); apierr.Code(err) != codes.Unavailable {
+		t.Fatalf("history: %v, want Unavailable", err)
+	}
+	if _, err := fe.Update(ctx, newTestAccount(t, "down@example.com").bytes(t)); apierr.Code(err) != codes.Unavailable {
+		t.Fatalf("update: %v, want Unavailable", err)
 	}
 }

@@ -18,7 +18,7 @@ import (
 func (s *Server) latestShared(ctx context.Context, index [32]byte) (*entry, error) {
 	q, err := s.sh.st.LatestQueued(ctx, index)
 	if err != nil {
-		return nil, err
+		return nil, s.stateErr(err)
 	}
 	if q != nil {
 		u, err := klog.ParseAccountUpdate(q.Leaf)
@@ -37,8 +37,11 @@ func (s *Server) latestShared(ctx context.Context, index [32]byte) (*entry, erro
 // committedShared returns the latest committed entry of index, or nil.
 func (s *Server) committedShared(ctx context.Context, index [32]byte) (*entry, error) {
 	a, err := s.sh.st.Account(ctx, index)
-	if err != nil || a == nil {
-		return nil, err
+	if err != nil {
+		return nil, s.stateErr(err)
+	}
+	if a == nil {
+		return nil, nil
 	}
 	if klog.EntryHash(a.Leaf) != a.EntryHash {
 		return nil, fmt.Errorf("%w: account record entry hash mismatch", errCorrupt)
@@ -65,7 +68,7 @@ func (s *Server) enqueueShared(ctx context.Context, e *entry) (*UpdateResult, er
 	case errors.Is(err, sqlstate.ErrQueueFull):
 		return nil, apierr.New(codes.ResourceExhausted, apierr.QueueFull, "the update queue is full (%d updates waiting for an epoch); retry later", s.cfg.QueueSize)
 	case err != nil:
-		return nil, s.internal(err)
+		return nil, s.stateErr(err)
 	}
 	ch := make(chan sqlstate.Result, 1)
 	s.sh.waitMu.Lock()
