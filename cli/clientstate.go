@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyline/keyline/internal/atomicfile"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
@@ -78,7 +79,7 @@ func (a *app) writeStateBackup(data []byte) error {
 	if old, err := os.ReadFile(a.stateBackupPath()); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	return writeFileAtomic(a.stateBackupPath(), data)
+	return atomicfile.Write(a.stateBackupPath(), data, 0o600)
 }
 
 // backupClientState makes the client state the backup generation after a
@@ -132,12 +133,12 @@ func (a *app) stateRestoreCmd() *cobra.Command {
 			}
 			if cur, err := os.ReadFile(a.statePath()); err == nil && !bytes.Equal(cur, b) {
 				keep := fmt.Sprintf("%s.replaced-%d", a.statePath(), a.now().Unix())
-				if err := writeFileAtomic(keep, cur); err != nil {
+				if err := atomicfile.Write(keep, cur, 0o600); err != nil {
 					return failf("", err, "cannot keep the current state")
 				}
 				a.info("The state it replaces is kept in %s.\n", keep)
 			}
-			if err := writeFileAtomic(a.statePath(), b); err != nil {
+			if err := atomicfile.Write(a.statePath(), b, 0o600); err != nil {
 				return failf("check the permissions of --data-dir", err, "cannot restore the client state")
 			}
 			if a.jsonOut {
@@ -172,7 +173,7 @@ Prefer ` + "`keyline state restore`" + ` when a backup exists.`,
 			kept := ""
 			if cur, err := os.ReadFile(a.statePath()); err == nil {
 				kept = fmt.Sprintf("%s.replaced-%d", a.statePath(), a.now().Unix())
-				if err := writeFileAtomic(kept, cur); err != nil {
+				if err := atomicfile.Write(kept, cur, 0o600); err != nil {
 					return failf("", err, "cannot keep the current state")
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/internal/atomicfile"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
@@ -66,7 +67,7 @@ func (a *app) readPairing() (*pairingOutput, error) {
 func (a *app) writePairing(p *pairingOutput) error {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(a.pairingPath(), append(b, '\n'))
+		err = atomicfile.Write(a.pairingPath(), append(b, '\n'), 0o600)
 	}
 	if err != nil {
 		return failf("check the permissions and free space of --data-dir", err, "cannot save the pairing request")

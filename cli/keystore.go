@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/internal/atomicfile"
 	"github.com/keyline/keyline/verifier"
 )
 
@@ -87,7 +88,7 @@ func (a *app) saveKeystore(ks *devices.Keystore, pass []byte) error {
 	}
 	sum, err := a.keystoreSum()
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(a.dataDir, keystoreSumFile), []byte(sum+"\n"))
+		err = atomicfile.Write(filepath.Join(a.dataDir, keystoreSumFile), []byte(sum+"\n"), 0o600)
 	}
 	if err == nil {
 		err = a.writeDeviceInfo(ks)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/internal/atomicfile"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 )
@@ -67,49 +68,6 @@ func (a *app) lockDataDir() (unlock func(), err error) {
 		flockRelease(f)
 		f.Close()
 	}, nil
-}
-
-// writeFileAtomic writes b to path: a temporary file in the same directory
-// (mode 0600) is written, fsynced and renamed over path, then the directory
-// is fsynced. A crash leaves the old or the new file, never a mix.
-func writeFileAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // pendingOp records an update of the own account between "about to submit"
@@ -189,7 +147,7 @@ func (a *app) writePending(p *pendingOp) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(a.pendingPath(), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(a.pendingPath(), append(b, '\n'), 0o600); err != nil {
 		return failf("check the permissions and free space of --data-dir; nothing was published", err, "cannot write the pending-update record")
 	}
 	return nil
@@ -199,7 +157,7 @@ func (a *app) removePending() error {
 	if err := os.Remove(a.pendingPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return failf("remove it by hand; the update is published", err, "cannot remove %s", a.pendingPath())
 	}
-	return syncDir(a.dataDir)
+	return atomicfile.SyncDir(a.dataDir)
 }
 
 // ownAccount is the own account opened for a change: the client folder
@@ -572,7 +530,7 @@ func (a *app) writeDeviceInfo(ks *devices.Keystore) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(a.dataDir, deviceInfoFile), append(b, '\n'))
+	return atomicfile.Write(filepath.Join(a.dataDir, deviceInfoFile), append(b, '\n'), 0o600)
 }
 
 // ownDeviceInfo returns this device's public record, from device.json, or

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keyline/keyline/internal/atomicfile"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vrf"
@@ -80,7 +81,7 @@ func createOrLoad(path string, gen func() ([]byte, error)) ([]byte, error) {
 	if err := f.Close(); err != nil {
 		return nil, err
 	}
-	return data, syncDir(filepath.Dir(path))
+	return data, atomicfile.SyncDir(filepath.Dir(path))
 }
 
 func readSecret(path string) ([]byte, error) {
@@ -92,39 +93,6 @@ func readSecret(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s has mode %v; it must not be accessible by group or others (chmod 600)", ErrKeyFile, path, st.Mode().Perm())
 	}
 	return os.ReadFile(path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeAtomic writes data to path via a temporary file and rename.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 func loadKeys(cfg *Config) (*keys, error) {
@@ -157,7 +125,7 @@ func loadKeys(cfg *Config) (*keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
 	}
-	if err := writeAtomic(filepath.Join(dir, FileLogVKey), []byte(k.vkey+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, FileLogVKey), []byte(k.vkey+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 
@@ -254,5 +222,5 @@ func (s *Server) writeTrust() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.cfg.DataDir, FileTrust), append(b, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(s.cfg.DataDir, FileTrust), append(b, '\n'), 0o644)
 }

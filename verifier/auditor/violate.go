@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"go.etcd.io/bbolt"
 
+	"github.com/keyline/keyline/internal/atomicfile"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
 )
@@ -57,7 +56,7 @@ func (a *Auditor) violate(ctx context.Context, s *state, mem *mtree.Mem, note []
 		return fmt.Errorf("auditor: internal error: evidence for %s (%s) does not verify: %w", string(f.rule), f.detail, err)
 	}
 	path := evidencePath(a.dir, e)
-	if err := writeFileAtomic(path, ev); err != nil {
+	if err := atomicfile.Write(path, ev, 0o600); err != nil {
 		return fmt.Errorf("auditor: writing evidence: %w", err)
 	}
 	if err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bMeta).Put(kViolation, ev) }); err != nil {
@@ -131,25 +130,4 @@ func (a *Auditor) segments(ctx context.Context, mem *mtree.Mem, cp klog.Checkpoi
 		}
 		return nil
 	})
-}
-
-// writeFileAtomic writes data to path via a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".evidence-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
