@@ -153,7 +153,7 @@ type Config struct {
 	// StateMySQL (MySQLDSN): the account index, history, map, epochs,
 	// checkpoints, update queue and sequencer lease in a MySQL/MariaDB
 	// database shared by every process of the directory
-	// (docs/operations.md). With StateMySQL the log must be shared too
+	// (docs/operations-scaleout.md). With StateMySQL the log must be shared too
 	// (LogBackend trillian), except with Role all (one process; tests).
 	StateBackend string
 	// MySQLDSN is the go-sql-driver/mysql DSN of the state database,

@@ -9,7 +9,7 @@
 #     snapshots, map storage) and the directory's TestShared* tests;
 #   - go test ./integration/mysql/: two sequencers and two frontends as real
 #     `keyline serve` processes under load, the active sequencer SIGKILLed
-#     repeatedly and one SIGSTOPped past its lease (docs/operations.md).
+#     repeatedly and one SIGSTOPped past its lease (docs/operations-scaleout.md).
 #
 # The Trillian binaries come from the cache that scripts/integration-trillian.sh
 # fills (${KEYLINE_CACHE_DIR:-$HOME/.cache/keyline}/trillian-<version>-<go

@@ -13,7 +13,7 @@ package sqlstate
 // tables (meta, epochs, checkpoints, leases) live on one shard. users is
 // keyed by the user id; it only caches VRF proofs (recomputable from the
 // VRF key), so it may be sharded by user id or dropped. See
-// docs/operations.md.
+// docs/operations-scaleout.md.
 var migrations = [][]string{
 	1: {
 		// meta holds single values: "applied" (u64 log size the map and
