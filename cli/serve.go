@@ -107,6 +107,9 @@ loopback or behind a TLS-terminating proxy.`,
 			}
 			oldTrust, _ := os.ReadFile(filepath.Join(cfg.DataDir, directory.FileTrust))
 			cfg.NoSync = noSync
+			if cfg.MySQLDSN == "" && cfg.StateBackend == directory.StateMySQL {
+				cfg.MySQLDSN = os.Getenv("KEYLINE_MYSQL_DSN")
+			}
 			var logMu sync.Mutex
 			cfg.Logf = func(format string, args ...any) {
 				logMu.Lock()
@@ -199,6 +202,10 @@ loopback or behind a TLS-terminating proxy.`,
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token for resets (default: generated in <data-dir>/admin.token)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS 1.3; needs --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.Role, "role", directory.RoleAll, "all (one process), frontend (reads, queues updates) or sequencer (cuts epochs while holding the lease); frontend and sequencer need --state-backend mysql")
+	f.StringVar(&cfg.StateBackend, "state-backend", directory.StateBolt, "where the map and account index live: bolt (directory.db in --data-dir) or mysql (--mysql-dsn, shared by every process)")
+	f.StringVar(&cfg.MySQLDSN, "mysql-dsn", "", "state database, user:pass@tcp(host:port)/dbname (default $KEYLINE_MYSQL_DSN, which keeps the password out of the process list)")
+	f.DurationVar(&cfg.LeaseDuration, "lease-duration", 0, "sequencer lease: a standby takes over this long after the active sequencer stops (default 10s)")
 	f.StringVar(&httpAddr, "http", "", "also serve HTTP on this address (host:port): C2SP tlog-tiles, the JSON read API, /metrics, /healthz, /readyz, the status page and /verify; TLS with --tls-cert")
 	f.BoolVar(&noSync, "insecure-no-sync", false, "do not fsync the databases (tests and benchmarks only)")
 	f.MarkHidden("insecure-no-sync")

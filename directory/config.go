@@ -25,6 +25,23 @@ const (
 	DefaultMaxCheckpointAge   = "24h"
 )
 
+// State backends (Config.StateBackend).
+const (
+	StateBolt  = "bolt"  // embedded: directory.db in DataDir, one process
+	StateMySQL = "mysql" // shared: MySQL/MariaDB (MySQLDSN), any number of processes
+)
+
+// Roles (Config.Role). Only the mysql state backend supports frontend and
+// sequencer.
+const (
+	RoleAll       = "all"       // serve and sequence (the default)
+	RoleFrontend  = "frontend"  // serve reads, queue validated updates; never writes state
+	RoleSequencer = "sequencer" // sequence epochs while holding the lease (standby otherwise); also serves
+)
+
+// DefaultLeaseDuration is the default sequencer lease (Config.LeaseDuration).
+const DefaultLeaseDuration = 10 * time.Second
+
 // Log backends (Config.LogBackend).
 const (
 	BackendEmbedded = "embedded"
@@ -132,6 +149,28 @@ type Config struct {
 	// Logf receives operational messages (nil: discarded).
 	Logf func(format string, args ...any)
 
+	// StateBackend is StateBolt (default: directory.db in DataDir) or
+	// StateMySQL (MySQLDSN): the account index, history, map, epochs,
+	// checkpoints, update queue and sequencer lease in a MySQL/MariaDB
+	// database shared by every process of the directory
+	// (docs/operations-scaleout.md). With StateMySQL the log must be shared too
+	// (LogBackend trillian), except with Role all (one process; tests).
+	StateBackend string
+	// MySQLDSN is the go-sql-driver/mysql DSN of the state database,
+	// "user:pass@tcp(host:port)/dbname".
+	MySQLDSN string
+	// Role is RoleAll (default), RoleFrontend or RoleSequencer.
+	Role string
+	// LeaseDuration is the sequencer lease (default 10s): a standby takes
+	// over at most this long after the active sequencer stopped renewing.
+	LeaseDuration time.Duration
+	// LeaseHolder names this process in the lease row (default
+	// host:pid:random).
+	LeaseHolder string
+
+	// sharedLog, if set, is the log of a StateMySQL directory (tests: one
+	// log shared by several in-process servers).
+	sharedLog klog.Backend
 	// remoteLog, set by tests, is a log backend the directory treats like a
 	// remote one (Trillian): checkpoints in checkpoint.db, Merkle proofs from
 	// the log node cache. The directory closes it.
@@ -253,6 +292,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if err := cfg.sharedDefaults(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -96,6 +96,9 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	if err != nil {
 		return nil, s.internal(err)
 	}
+	if s.sh != nil {
+		return s.lookupShared(ctx, pi, index, knownSize)
+	}
 	var out *verifier.LookupBundle
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
 		l, err := s.m.ProveTx(tx, index)
@@ -181,6 +184,9 @@ func (s *Server) History(ctx context.Context, userID string, fromVersion uint64)
 		return nil, s.internal(err)
 	}
 	fromVersion = max(fromVersion, 1)
+	if s.sh != nil {
+		return s.historyShared(ctx, pi, index, fromVersion)
+	}
 	var out *verifier.HistoryBundle
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
 		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}

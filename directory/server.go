@@ -83,6 +83,8 @@ type Server struct {
 	// installing its view needs no log read (sequencer only).
 	appended appendedRecord
 
+	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
+
 	closeOnce  sync.Once
 	storesOnce sync.Once
 	closeErr   error
@@ -177,6 +179,13 @@ func Open(cfg Config) (*Server, error) {
 		}
 	}()
 	ctx := context.Background()
+	if c.StateBackend == StateMySQL {
+		if err := s.openShared(ctx); err != nil {
+			return nil, err
+		}
+		ok = true
+		return s, nil
+	}
 	switch {
 	case c.remoteLog != nil:
 		s.backend, s.cacheLog = c.remoteLog, true
@@ -272,6 +281,7 @@ func (s *Server) closeStores() error {
 		if s.cpsDB != nil {
 			errs = append(errs, s.cpsDB.Close())
 		}
+		errs = append(errs, s.closeShared())
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr

@@ -182,6 +182,9 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	}
 	e.leaf, e.entryHash = leaf, klog.EntryHash(leaf)
 	e.done = make(chan result, 1)
+	if s.sh != nil {
+		return s.enqueueShared(ctx, e)
+	}
 
 	if err := s.degradedErr(); err != nil {
 		return nil, err
@@ -250,6 +253,9 @@ func ctxError(err error, what string) error {
 // latest returns the account's latest accepted entry (pending or
 // committed), or nil if the account does not exist.
 func (s *Server) latest(index [32]byte) (*entry, error) {
+	if s.sh != nil {
+		return s.latestShared(context.Background(), index)
+	}
 	s.mu.Lock()
 	e, ok := s.pending[index]
 	s.mu.Unlock()

@@ -1,0 +1,76 @@
+package directory
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/keyline/keyline/directory/mapdb"
+	"github.com/keyline/keyline/directory/sqlstate"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// tileMap stores the map as tiles (vmap.TiledMap, the layout of
+// directory/mapdb, stride mapdb.DefaultStride) in map_kv. An epoch reads
+// the tiles it changes with one query per tile level and writes them in one
+// batch, in its transaction; a lookup reads the tiles of its path below the
+// in-memory cache of the top two levels (hash-checked) in one query, about
+// one tile up to millions of accounts. The deepest level a lookup reads
+// grows with what proofs have needed (a deeper path falls back to a
+// snapshot read).
+type tileMap struct {
+	tm     *vmap.TiledMap
+	levels *atomic.Int32 // a lookup reads the path's tiles of levels [cached, levels)
+	cached int           // levels below this are served from the cache
+}
+
+// tileCacheDepth: the top two levels are always read from the cache (a
+// lookup's statement does not ask for them).
+const tileCacheDepth = 16
+
+// tileCacheBytes bounds the decoded tiles a process caches (every level:
+// a lookup whose whole path is cached needs no tile read).
+const tileCacheBytes = 256 << 20
+
+func newTileMap() (tileMap, error) {
+	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, vmap.NewTileCache(256, tileCacheBytes))
+	if err != nil {
+		return tileMap{}, err
+	}
+	m := tileMap{tm: tm, levels: new(atomic.Int32), cached: tileCacheDepth / mapdb.DefaultStride}
+	// Start with no uncached level: the first proof that needs one
+	// (misses it, reads in a snapshot) raises the bound for all.
+	m.levels.Store(int32(m.cached))
+	return m, nil
+}
+
+func (m tileMap) layout() string { return fmt.Sprintf("vmap-tiles-%d-v1", m.tm.Stride()) }
+
+func (m tileMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
+	return m.tm.Apply(sqlstate.NewTileStore(tx, tx), ups)
+}
+
+func (m tileMap) pathKeys(index vmap.Index) [][]byte {
+	var keys [][]byte
+	for l := m.cached; l < int(m.levels.Load()) && l*m.tm.Stride() < 256; l++ {
+		d := l * m.tm.Stride()
+		var p vmap.Index
+		copy(p[:d/8], index[:d/8])
+		if d%8 != 0 {
+			p[d/8] = index[d/8] & byte(0xff<<(8-d%8))
+		}
+		keys = append(keys, vmap.TileID{Depth: uint8(d), Prefix: p}.Key())
+	}
+	return keys
+}
+
+func (m tileMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {
+	ts := sqlstate.NewTileStore(r, nil)
+	p, err := m.tm.Prove(ts, root, index)
+	if err == nil || errors.Is(err, errNotPrefetched) {
+		want := int32(ts.Deepest/m.tm.Stride() + 1)
+		for cur := m.levels.Load(); want > cur && !m.levels.CompareAndSwap(cur, want); cur = m.levels.Load() {
+		}
+	}
+	return p, err
+}
