@@ -127,3 +127,33 @@ func (c *boltCheckpoints) StoreCheckpoint(ctx context.Context, prev, next []byte
 		return b.Put(keyLatest, next)
 	})
 }
+
+// committed returns the latest committed entry of index, or nil.
+func (s *Server) committed(index [32]byte) (*entry, error) {
+	var rec *accountRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAccounts).Get(index[:])
+		if b == nil {
+			return nil
+		}
+		var err error
+		rec, err = parseAccountRecord(b)
+		return err
+	})
+	if err != nil || rec == nil {
+		return nil, err
+	}
+	return entryFromRecord(index, rec)
+}
+
+func entryFromRecord(index [32]byte, rec *accountRecord) (*entry, error) {
+	u, err := klog.ParseAccountUpdate(rec.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	st, ra, err := stateOf(u)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+	}
+	return &entry{index: index, version: rec.Version, prevHash: u.PrevHash, entryHash: rec.EntryHash, leaf: rec.Leaf, state: st, reset: ra, logIndex: rec.LogIndex}, nil
+}
