@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -135,11 +136,34 @@ func touchServer(t *testing.T, addr string) {
 // returns its address and a stop function.
 func startServer(t *testing.T, dataDir string) (string, func()) {
 	t.Helper()
+	return startServerOn(t, dataDir, "127.0.0.1:0")
+}
+
+// stablePort returns a free loopback address whose port lies below Linux's
+// ephemeral range (32768-60999), for a test that stops a server and starts
+// it again on the same address: no outgoing connection can take such a port
+// in between, as one can an ephemeral port from "127.0.0.1:0".
+func stablePort(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
+}
+
+// startServerOn is startServer listening on listen.
+func startServerOn(t *testing.T, dataDir, listen string) (string, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuf
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--epoch-interval", "20ms", "--insecure-no-sync", "--reset-window", testResetWindow.String()},
+		done <- Run(ctx, []string{"serve", "--listen", listen, "--data-dir", dataDir, "--epoch-interval", "20ms", "--insecure-no-sync", "--reset-window", testResetWindow.String()},
 			IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: testEnv})
 	}()
 	re := regexp.MustCompile(`listening on (\S+)`)

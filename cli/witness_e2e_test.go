@@ -30,8 +30,9 @@ func TestWitnessCosigns(t *testing.T) {
 		t.Fatalf("keygen over an existing key: exit %d", r.code)
 	}
 
-	// First start creates the directory's keys and trust.json.
-	addr, stop := startServer(t, srvDir)
+	// First start creates the directory's keys and trust.json. The port is
+	// one the restart below can surely bind again.
+	addr, stop := startServerOn(t, srvDir, stablePort(t))
 	stop()
 
 	// The witness audits the directory at addr.
