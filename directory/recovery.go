@@ -81,15 +81,46 @@ func (s *Server) replay(ctx context.Context) error {
 		}
 		s.lastTS = rec.Timestamp
 	}
+	return s.replayLeaves(ctx, applied, replayTarget{
+		what:       "the map and index",
+		committed:  func(_ context.Context, idx [32]byte) (*entry, error) { return s.committed(idx) },
+		withState:  true,
+		applyEpoch: s.applyReplayed,
+		closeEpoch: func(ctx context.Context, batch []*entry) error {
+			_, err := s.runEpoch(ctx, batch, true)
+			return err
+		},
+	})
+}
+
+// replayTarget is where replayLeaves applies log leaves: the embedded
+// databases (replay) or the shared state (replayShared).
+type replayTarget struct {
+	what      string // "the map and index": names the target in messages
+	committed func(ctx context.Context, index [32]byte) (*entry, error)
+	withState bool // decode each entry's AccountState (stateOf), refusing old formats
+	// applyEpoch commits the entries of batch, closed by the EpochRecord
+	// rec (leaf recLeaf at index pos), and advances the sequencer state.
+	applyEpoch func(ctx context.Context, batch []*entry, rec *klog.EpochRecord, recLeaf []byte, pos uint64) error
+	// closeEpoch appends an EpochRecord after batch, the leaves of an
+	// interrupted append at the end of the log, and commits them.
+	closeEpoch func(ctx context.Context, batch []*entry) error
+}
+
+// replayLeaves applies the log leaves from applied (the size t covers, the
+// end of epoch s.epoch) to the end of the log: it checks every account's
+// version chain, commits each epoch at its EpochRecord, and closes an epoch
+// the log ends inside of.
+func (s *Server) replayLeaves(ctx context.Context, applied uint64, t replayTarget) error {
 	size, err := s.backend.Size(ctx)
 	if err != nil {
 		return err
 	}
 	if size < applied {
-		return fmt.Errorf("%w: log has %d leaves but the map and index cover %d", errCorrupt, size, applied)
+		return fmt.Errorf("%w: log has %d leaves, but %d are covered by %s", errCorrupt, size, applied, t.what)
 	}
 	if size > applied {
-		s.cfg.Logf("directory: replaying log leaves [%d, %d) into the map and index", applied, size)
+		s.cfg.Logf("directory: replaying log leaves [%d, %d) into %s", applied, size, t.what)
 	}
 	var batch []*entry
 	latest := map[[32]byte]*entry{}
@@ -111,7 +142,7 @@ func (s *Server) replay(ctx context.Context) error {
 			case *klog.AccountUpdate:
 				prev := latest[l.Index]
 				if prev == nil {
-					if prev, err = s.committed(l.Index); err != nil {
+					if prev, err = t.committed(ctx, l.Index); err != nil {
 						return err
 					}
 				}
@@ -119,8 +150,10 @@ func (s *Server) replay(ctx context.Context) error {
 				if err := checkChain(prev, e); err != nil {
 					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
 				}
-				if e.state, e.reset, err = stateOf(l); err != nil {
-					return fmt.Errorf("%w: leaf %d: %w", errCorrupt, pos, err)
+				if t.withState {
+					if e.state, e.reset, err = stateOf(l); err != nil {
+						return fmt.Errorf("%w: leaf %d: %w", errCorrupt, pos, err)
+					}
 				}
 				latest[l.Index] = e
 				batch = append(batch, e)
@@ -128,7 +161,7 @@ func (s *Server) replay(ctx context.Context) error {
 				if s.haveEpoch && l.Epoch != s.epoch+1 || !s.haveEpoch && l.Epoch != 0 {
 					return fmt.Errorf("%w: leaf %d is EpochRecord %d after epoch %d", errCorrupt, pos, l.Epoch, s.epoch)
 				}
-				if err := s.applyReplayed(ctx, batch, l, leaf, pos); err != nil {
+				if err := t.applyEpoch(ctx, batch, l, leaf, pos); err != nil {
 					return err
 				}
 				batch, latest = nil, map[[32]byte]*entry{}
@@ -144,7 +177,7 @@ func (s *Server) replay(ctx context.Context) error {
 		if !s.haveEpoch {
 			return fmt.Errorf("%w: account updates before the genesis epoch", errCorrupt)
 		}
-		if _, err := s.runEpoch(ctx, batch, true); err != nil {
+		if err := t.closeEpoch(ctx, batch); err != nil {
 			return fmt.Errorf("directory: closing unfinished epoch: %w", err)
 		}
 	}

@@ -294,73 +294,25 @@ func (s *Server) replayShared(ctx context.Context) error {
 		}
 		s.lastTS = rec.Timestamp
 	}
-	size, err := s.backend.Size(ctx)
-	if err != nil {
-		return err
-	}
-	if size < applied {
-		return fmt.Errorf("%w: log has %d leaves but the state covers %d", errCorrupt, size, applied)
-	}
-	if size > applied {
-		s.cfg.Logf("directory: replaying log leaves [%d, %d) into the shared state", applied, size)
-	}
-	var batch []*entry
-	latest := map[[32]byte]*entry{}
-	for pos := applied; pos < size; {
-		end := min(size, pos+1000)
-		leaves, err := s.backend.Entries(ctx, pos, end)
-		if err != nil {
+	return s.replayLeaves(ctx, applied, replayTarget{
+		what:      "the shared state",
+		committed: s.committedShared,
+		applyEpoch: func(ctx context.Context, batch []*entry, rec *klog.EpochRecord, _ []byte, pos uint64) error {
+			first := pos - uint64(len(batch))
+			for i, e := range batch {
+				e.logIndex = first + uint64(i)
+			}
+			if err := s.commitShared(ctx, rec.Epoch, batch, nil, pos+1, &rec.MapRoot, nil); err != nil {
+				return err
+			}
+			s.epoch, s.haveEpoch, s.size, s.lastTS = rec.Epoch, true, pos+1, rec.Timestamp
+			return nil
+		},
+		closeEpoch: func(ctx context.Context, batch []*entry) error {
+			_, err := s.runEpochShared(ctx, batch, nil, true)
 			return err
-		}
-		if len(leaves) == 0 {
-			return fmt.Errorf("%w: no leaves at %d", errCorrupt, pos)
-		}
-		for _, leaf := range leaves {
-			l, err := klog.ParseLeaf(leaf)
-			if err != nil {
-				return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
-			}
-			switch l := l.(type) {
-			case *klog.AccountUpdate:
-				prev := latest[l.Index]
-				if prev == nil {
-					if prev, err = s.committedShared(ctx, l.Index); err != nil {
-						return err
-					}
-				}
-				e := &entry{index: l.Index, version: l.Version, prevHash: l.PrevHash, entryHash: klog.EntryHash(leaf), leaf: leaf}
-				if err := checkChain(prev, e); err != nil {
-					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
-				}
-				latest[l.Index] = e
-				batch = append(batch, e)
-			case *klog.EpochRecord:
-				if s.haveEpoch && l.Epoch != s.epoch+1 || !s.haveEpoch && l.Epoch != 0 {
-					return fmt.Errorf("%w: leaf %d is EpochRecord %d after epoch %d", errCorrupt, pos, l.Epoch, s.epoch)
-				}
-				first := pos - uint64(len(batch))
-				for i, e := range batch {
-					e.logIndex = first + uint64(i)
-				}
-				if err := s.commitShared(ctx, l.Epoch, batch, nil, pos+1, &l.MapRoot, nil); err != nil {
-					return err
-				}
-				s.epoch, s.haveEpoch, s.size, s.lastTS = l.Epoch, true, pos+1, l.Timestamp
-				batch, latest = nil, map[[32]byte]*entry{}
-			}
-			pos++
-		}
-	}
-	if len(batch) > 0 {
-		s.cfg.Logf("directory: closing an unfinished epoch of %d log leaves", len(batch))
-		if !s.haveEpoch {
-			return fmt.Errorf("%w: account updates before the genesis epoch", errCorrupt)
-		}
-		if _, err := s.runEpochShared(ctx, batch, nil, true); err != nil {
-			return fmt.Errorf("directory: closing unfinished epoch: %w", err)
-		}
-	}
-	return nil
+		},
+	})
 }
 
 // sharedTx is an epoch's open write transaction with its map root.
