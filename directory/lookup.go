@@ -92,12 +92,12 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	if err != nil {
 		return nil, err
 	}
+	if s.sh != nil {
+		return s.lookupShared(ctx, uid, knownSize)
+	}
 	pi, index, err := s.vrf.get(s.db, uid)
 	if err != nil {
 		return nil, s.internal(err)
-	}
-	if s.sh != nil {
-		return s.lookupShared(ctx, pi, index, knownSize)
 	}
 	var out *verifier.LookupBundle
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {

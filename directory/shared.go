@@ -350,21 +350,22 @@ type sharedMap interface {
 	apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error)
 	// prove returns index's proof in the map in r, whose root must be root.
 	prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error)
-	// pathKeys are the records prove reads for index (all but those of
-	// improbably deep paths).
-	pathKeys(index vmap.Index) [][]byte
+	// pathDepths are the depths (multiples of 8) of the tiles on a path
+	// that a lookup reads from the database: those below the cached top
+	// levels, down to the deepest level proofs have needed so far.
+	pathDepths() []uint8
 	// layout names the storage layout (recorded in the database).
 	layout() string
 }
 
 // errNotPrefetched means a proof needed a map record its one-statement read
-// did not fetch (a path deeper than prefetchDepth): the lookup then reads in
-// a snapshot transaction.
+// did not fetch (a path deeper than the tile levels read): the lookup then
+// reads in a snapshot transaction.
 var errNotPrefetched = errors.New("directory: map record not prefetched")
 
-// errStaleRecords means map records read apart from the epoch row do not
-// give a proof under the epoch's root (a later epoch committed between the
-// two reads): the lookup reads again in a snapshot transaction.
+// errStaleRecords means map records or an account record do not give a
+// proof under the view's root (cached records of another epoch, or a read
+// of another epoch): the lookup reads again, in a snapshot transaction.
 var errStaleRecords = errors.New("directory: map records of another epoch")
 
 // prefetched is a MapReader over the records read with a Point.
@@ -410,18 +411,25 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 	return v, false, nil
 }
 
-// lookupShared is Lookup on the shared state: the epoch row and the
-// account record in one statement (one read view), the map records of the
-// index's path in a second; the proof must verify under the epoch's root.
-// A path deeper than prefetched, or records of a later epoch, fall back to
-// a snapshot transaction.
-func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
-	// From memory when the installed view's tiles on the path and the
-	// account record are cached: the proof is checked against the view's
-	// root (cached tiles are keyed by hash) and the record against the
-	// proven map value, so nothing stale can be served. A client that knows
-	// a larger checkpoint than the installed view goes to the database.
-	if v := s.view.Load(); v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
+// lookupShared is Lookup on the shared state for a canonical user id.
+//
+// From memory when it can: the VRF proof from the VRF cache, the installed
+// view, the path's tiles from the tile cache (keyed by hash and checked
+// from the view's root down) and the account record from the account cache
+// (checked against the map value the proof gives), so nothing stale can be
+// served. A client that knows a larger checkpoint than the installed view
+// goes to the database.
+//
+// Else one round trip (sqlstate.ReadPoint, one statement, one read view):
+// the latest epoch row, the account record and the path's tiles below the
+// cached levels, keyed by the VRF index, or by the user id when its VRF
+// proof is not in memory (the users row gives the proof and index, and the
+// statement computes the tile keys from it). The proof must verify under
+// the epoch's root (else it reads again in a snapshot transaction); a path
+// deeper than the levels read also falls back to the snapshot.
+func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64) (*verifier.LookupBundle, error) {
+	pi, index, known := s.vrf.cached(uid)
+	if v := s.view.Load(); known && v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
 		acct := func() (*sqlstate.Account, error) {
 			if a := s.sh.accounts.get(index); a != nil {
 				return a, nil
@@ -433,11 +441,30 @@ func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, kn
 			return b, err
 		}
 	}
-	keys := s.sh.m.pathKeys(index)
+	q := sqlstate.PointQuery{Index: index, Depths: s.sh.m.pathDepths()}
+	if !known {
+		q.ByUser, q.UserID = true, uid
+	}
 	for try := 0; ; try++ {
-		p, err := s.sh.st.ReadPoint(ctx, keys, index)
+		p, err := s.sh.st.ReadPoint(ctx, q)
 		if err != nil {
 			return nil, s.stateErr(err)
+		}
+		if q.ByUser {
+			if !p.User {
+				// No account of uid in this epoch: the non-inclusion
+				// proof needs the index, so prove (an unknown user).
+				if pi, index, err = s.vrf.get(nil, uid); err != nil {
+					return nil, s.internal(err)
+				}
+				q = sqlstate.PointQuery{Index: index, Depths: q.Depths}
+				continue
+			}
+			// The users row is written by the sequencer with the
+			// account (the same trust as the embedded users bucket;
+			// clients verify the VRF proof).
+			pi, index = p.VRFProof, p.Index
+			s.vrf.put(uid, vrfEntry{pi: pi, index: index})
 		}
 		v, retry, err := s.pointView(ctx, p.Epoch, try)
 		if err != nil {
@@ -446,9 +473,9 @@ func (s *Server) lookupShared(ctx context.Context, pi []byte, index [32]byte, kn
 		if retry {
 			continue
 		}
-		recs := make(prefetched, len(keys))
-		for i, k := range keys {
-			recs[string(k)] = p.Records[i]
+		recs := make(prefetched, len(q.Depths))
+		for i, d := range q.Depths {
+			recs[string(sqlstate.TileKey(index, d))] = p.Records[i]
 		}
 		b, err := s.lookupBundle(ctx, v, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, knownSize)
 		if errors.Is(err, errNotPrefetched) || errors.Is(err, errStaleRecords) {

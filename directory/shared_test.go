@@ -476,14 +476,14 @@ func TestSharedStaleRecords(t *testing.T) {
 	seq.sh.m = tileMap{tm: tm, levels: new(atomic.Int32), cached: 0}
 	seq.sh.m.(tileMap).levels.Store(4)
 	defer func() { seq.sh.m = cached }()
-	keys := seq.sh.m.pathKeys(index)
-	p, err := seq.sh.st.ReadPoint(ctx, keys, index)
+	depths := seq.sh.m.pathDepths()
+	p, err := seq.sh.st.ReadPoint(ctx, sqlstate.PointQuery{Index: index, Depths: depths})
 	if err != nil {
 		t.Fatal(err)
 	}
 	recs := prefetched{}
-	for i, k := range keys {
-		recs[string(k)] = p.Records[i]
+	for i, d := range depths {
+		recs[string(sqlstate.TileKey(index, d))] = p.Records[i]
 	}
 	_, err = seq.lookupBundle(ctx, v1, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, 0)
 	if !errors.Is(err, errStaleRecords) {

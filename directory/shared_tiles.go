@@ -37,6 +37,9 @@ func newTileMap() (tileMap, error) {
 	if err != nil {
 		return tileMap{}, err
 	}
+	if mapdb.DefaultStride%8 != 0 {
+		return tileMap{}, fmt.Errorf("directory: tile stride %d: the shared state reads tiles by whole key bytes (a multiple of 8)", mapdb.DefaultStride)
+	}
 	m := tileMap{tm: tm, levels: new(atomic.Int32), cached: tileCacheDepth / mapdb.DefaultStride}
 	// Start with no uncached level: the first proof that needs one
 	// (misses it, reads in a snapshot) raises the bound for all.
@@ -50,18 +53,12 @@ func (m tileMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
 	return m.tm.Apply(sqlstate.NewTileStore(tx, tx), ups)
 }
 
-func (m tileMap) pathKeys(index vmap.Index) [][]byte {
-	var keys [][]byte
+func (m tileMap) pathDepths() []uint8 {
+	var ds []uint8
 	for l := m.cached; l < int(m.levels.Load()) && l*m.tm.Stride() < 256; l++ {
-		d := l * m.tm.Stride()
-		var p vmap.Index
-		copy(p[:d/8], index[:d/8])
-		if d%8 != 0 {
-			p[d/8] = index[d/8] & byte(0xff<<(8-d%8))
-		}
-		keys = append(keys, vmap.TileID{Depth: uint8(d), Prefix: p}.Key())
+		ds = append(ds, uint8(l*m.tm.Stride()))
 	}
-	return keys
+	return ds
 }
 
 func (m tileMap) prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error) {

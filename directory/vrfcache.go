@@ -30,6 +30,18 @@ func newVRFCache(sk *vrf.PrivateKey, size int) *vrfCache {
 	return &vrfCache{sk: sk, half: h, cur: make(map[string]vrfEntry), old: map[string]vrfEntry{}}
 }
 
+// cached returns the VRF proof and map index of a canonical user id if
+// they are in memory.
+func (c *vrfCache) cached(userID string) (pi []byte, index [32]byte, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.cur[userID]
+	if !ok {
+		e, ok = c.old[userID]
+	}
+	return e.pi, e.index, ok
+}
+
 // get returns the VRF proof and map index of a canonical user id: from
 // memory, from the users bucket of db, or by proving.
 func (c *vrfCache) get(db *bbolt.DB, userID string) (pi []byte, index [32]byte, err error) {

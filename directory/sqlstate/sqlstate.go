@@ -64,7 +64,8 @@ const SequencerLease = "sequencer"
 
 // Store is a directory state database. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
+	db    *sql.DB
+	stmts stmtCache // the lookup path's prepared statements
 }
 
 // Open connects to the database named in dsn (go-sql-driver/mysql DSN,
@@ -122,8 +123,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // DB returns the database handle (for tests and monitoring).
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Close closes the connections.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the prepared statements and the connections.
+func (s *Store) Close() error {
+	s.stmts.close()
+	return s.db.Close()
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -479,54 +483,6 @@ func (s *Store) claim(ctx context.Context, name string, value []byte, differs er
 		return fmt.Errorf("%w: %q recorded, %q wanted", differs, got, value)
 	}
 	return nil
-}
-
-// Point is what one lookup reads: the latest epoch's row and the account
-// record of an index (nil if absent), from one read view, and the map
-// records of the keys asked for (nil if absent), from one read view that
-// may be of a later epoch: the caller checks them against the epoch's map
-// root (a proof that verifies under it is the epoch's).
-type Point struct {
-	Epoch   *Epoch // nil before the first epoch
-	Account *Account
-	Records [][]byte
-}
-
-// ReadPoint reads a Point in two statements (no transaction: each
-// statement sees one read view).
-func (s *Store) ReadPoint(ctx context.Context, mapKeys [][]byte, index [32]byte) (*Point, error) {
-	p := &Point{}
-	var root, hash, leaf, cp []byte
-	var epoch, size uint64
-	var version, li sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT e.epoch, e.map_root, e.log_size, e.checkpoint, a.version, a.log_index, a.entry_hash, a.leaf
-		FROM epochs e LEFT JOIN accounts a ON a.vrf_index = ? WHERE e.epoch = (SELECT MAX(epoch) FROM epochs)`, index[:]).
-		Scan(&epoch, &root, &size, &cp, &version, &li, &hash, &leaf)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if len(root) != 32 {
-		return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, epoch)
-	}
-	p.Epoch = &Epoch{Epoch: epoch, LogSize: size, Checkpoint: cp}
-	copy(p.Epoch.MapRoot[:], root)
-	if version.Valid {
-		if len(hash) != 32 {
-			return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(hash))
-		}
-		p.Account = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: leaf}
-		copy(p.Account.EntryHash[:], hash)
-	}
-	p.Records = make([][]byte, len(mapKeys))
-	if len(mapKeys) > 0 {
-		if p.Records, err = s.r(ctx).GetMany(mapKeys); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
 }
 
 // ReadHistory reads, in one round trip (one read view), the latest epoch's
