@@ -58,7 +58,7 @@ type shared struct {
 
 	viewMu sync.Mutex // serializes installShared
 
-	accounts *accountCache // account records served, checked against the map on use
+	accounts *accountCache // account records served (bounded by accountCacheBytes), checked against the map on use
 	noMemory atomic.Bool   // benchmarks: every lookup reads the database
 
 	waitMu  sync.Mutex
@@ -139,7 +139,7 @@ func (k *keys) fingerprint() []byte {
 // openShared finishes Open for the shared state backend.
 func (s *Server) openShared(ctx context.Context) (err error) {
 	c := &s.cfg
-	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), accounts: newAccountCache(c.VRFCacheSize)}
+	sh := &shared{waiters: map[uint64]chan sqlstate.Result{}, done: make(chan struct{}), accounts: newAccountCache(accountCacheBytes)}
 	tm, err := newTileMap()
 	if err != nil {
 		return err
@@ -595,18 +595,31 @@ func (s *Server) historyShared(ctx context.Context, pi []byte, index [32]byte, f
 	}
 }
 
-// accountCache remembers account records by VRF index (two generations of
-// at most size/2 entries, like vrfCache). A record is only served if it
-// matches the map value proven under the served view's root.
+// accountCache remembers account records by VRF index, in two generations
+// of at most maxBytes/2 each (leaf bytes plus accountEntryOverhead per
+// record): when the current one fills up it becomes the old one and the
+// previous old one is dropped, so hot records stay. A record is only served
+// if it matches the map value proven under the served view's root.
 type accountCache struct {
-	half     int
+	half     int64
 	mu       sync.RWMutex
 	cur, old map[[32]byte]*sqlstate.Account
+	curBytes int64
+	oldBytes int64
 }
 
-func newAccountCache(size int) *accountCache {
-	h := max(size/2, 1)
-	return &accountCache{half: h, cur: make(map[[32]byte]*sqlstate.Account), old: map[[32]byte]*sqlstate.Account{}}
+// accountCacheBytes bounds a process's account cache: 128 MiB, about
+// 150,000 records of 2-device accounts (AccountUpdate leaves of about 780
+// bytes). With the tile cache (tileCacheBytes) and the VRF cache
+// (VRFCacheSize entries) it bounds what a frontend keeps in memory.
+const accountCacheBytes = 128 << 20
+
+// accountEntryOverhead estimates a cached record's bytes beside its leaf
+// (key, fields, map entry).
+const accountEntryOverhead = 160
+
+func newAccountCache(maxBytes int64) *accountCache {
+	return &accountCache{half: max(maxBytes/2, 1), cur: map[[32]byte]*sqlstate.Account{}, old: map[[32]byte]*sqlstate.Account{}}
 }
 
 func (c *accountCache) get(index [32]byte) *sqlstate.Account {
@@ -619,12 +632,24 @@ func (c *accountCache) get(index [32]byte) *sqlstate.Account {
 }
 
 func (c *accountCache) put(index [32]byte, a *sqlstate.Account) {
+	size := int64(len(a.Leaf) + accountEntryOverhead)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.cur) >= c.half {
-		c.old, c.cur = c.cur, make(map[[32]byte]*sqlstate.Account, c.half)
+	if old, ok := c.cur[index]; ok {
+		c.curBytes -= int64(len(old.Leaf) + accountEntryOverhead)
+	} else if c.curBytes+size > c.half {
+		c.old, c.oldBytes = c.cur, c.curBytes
+		c.cur, c.curBytes = map[[32]byte]*sqlstate.Account{}, 0
 	}
 	c.cur[index] = a
+	c.curBytes += size
+}
+
+// bytes returns the estimated bytes held.
+func (c *accountCache) bytes() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.curBytes + c.oldBytes
 }
 
 // stateErr converts an error of the state database into an API error: a

@@ -489,9 +489,17 @@ func TestSharedStaleRecords(t *testing.T) {
 	if !errors.Is(err, errStaleRecords) {
 		t.Fatalf("records of a later epoch under an older view: %v, want errStaleRecords", err)
 	}
-	// The current view's lookup with the same reads verifies.
-	if _, err := seq.lookupBundle(ctx, seq.view.Load(), recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, 0); err != nil {
-		t.Fatalf("records of the current epoch: %v", err)
+	// The view of the epoch row read in the same statement verifies with
+	// the same reads (one statement is one read view).
+	v2, err := seq.sharedView(ctx, p.Epoch)
+	if err != nil {
+		t.Fatalf("view of the point's epoch: %v", err)
+	}
+	if v2.epoch <= v1.epoch {
+		t.Fatalf("the point's epoch %d is not after %d", v2.epoch, v1.epoch)
+	}
+	if _, err := seq.lookupBundle(ctx, v2, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, 0); err != nil {
+		t.Fatalf("records of the point's own epoch: %v", err)
 	}
 	if v := mustLookup(t, seq.Source(), trust, "sam@example.com"); v.version != 2 {
 		t.Fatalf("version %d", v.version)
@@ -563,5 +571,80 @@ func TestSharedDatabaseDown(t *testing.T) {
 	}
 	if _, err := fe.Update(ctx, newTestAccount(t, "down@example.com").bytes(t)); apierr.Code(err) != codes.Unavailable {
 		t.Fatalf("update: %v, want Unavailable", err)
+	}
+}
+
+// TestSharedLookupByUser: a frontend without the user's VRF proof in
+// memory reads it from the users row in the lookup's one statement (it
+// does not prove it), and an unknown user gets a verifiable non-inclusion
+// proof.
+func TestSharedLookupByUser(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	waitView(t, seq)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, fe)
+	trust := trustOf(t, fe)
+	if _, err := seq.Update(ctx, newTestAccount(t, "ann@example.com").bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	wantPi, wantIndex, err := seq.vrf.get(nil, "ann@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe.sh.noMemory.Store(true)
+	if _, _, ok := fe.vrf.cached("ann@example.com"); ok {
+		t.Fatal("the frontend has ann's VRF proof before any lookup")
+	}
+	// A frontend whose VRF key is unusable would fail if it proved.
+	sk := fe.vrf.sk
+	fe.vrf.sk = nil
+	if v := mustLookup(t, fe.Source(), trust, "ann@example.com"); v.version != 1 {
+		t.Fatalf("version %d", v.version)
+	}
+	fe.vrf.sk = sk
+	pi, index, ok := fe.vrf.cached("ann@example.com")
+	if !ok || index != wantIndex || string(pi) != string(wantPi) {
+		t.Fatalf("VRF proof from the users row: cached %v, index %x, want %x", ok, index[:4], wantIndex[:4])
+	}
+	// By index now (the proof is in memory), still from the database.
+	if v := mustLookup(t, fe.Source(), trust, "ann@example.com"); v.version != 1 {
+		t.Fatalf("version %d", v.version)
+	}
+	if v := mustLookup(t, fe.Source(), trust, "nobody@example.com"); v.version != 0 {
+		t.Fatalf("unknown user: version %d", v.version)
+	}
+}
+
+// TestAccountCacheBound: the account cache holds at most its byte bound,
+// keeps the recently used generation, and replaces a record in place.
+func TestAccountCacheBound(t *testing.T) {
+	const leaf = 1000
+	c := newAccountCache(100 * (leaf + accountEntryOverhead))
+	var first [32]byte
+	for i := range 1000 {
+		var idx [32]byte
+		idx[0], idx[1] = byte(i>>8), byte(i)
+		if i == 0 {
+			first = idx
+		}
+		c.put(idx, &sqlstate.Account{Version: 1, Leaf: make([]byte, leaf)})
+		if got := c.bytes(); got > 100*(leaf+accountEntryOverhead) {
+			t.Fatalf("after %d puts: %d bytes, bound %d", i+1, got, 100*(leaf+accountEntryOverhead))
+		}
+	}
+	if c.get(first) != nil {
+		t.Fatal("the first record survived 1000 puts into a 100-record cache")
+	}
+	var last [32]byte
+	last[0], last[1] = byte(999>>8), byte(999%256)
+	if c.get(last) == nil {
+		t.Fatal("the latest record is not cached")
+	}
+	before := c.bytes()
+	c.put(last, &sqlstate.Account{Version: 2, Leaf: make([]byte, leaf)})
+	if a := c.get(last); a == nil || a.Version != 2 || c.bytes() != before {
+		t.Fatalf("replacing a record: %+v, %d bytes, was %d", a, c.bytes(), before)
 	}
 }
