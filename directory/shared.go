@@ -61,6 +61,9 @@ type shared struct {
 	accounts *accountCache // account records served (bounded by accountCacheBytes), checked against the map on use
 	noMemory atomic.Bool   // benchmarks: every lookup reads the database
 
+	memLookups atomic.Uint64 // lookups served from memory (monitoring, benchmarks)
+	dbLookups  atomic.Uint64 // lookups that read the database
+
 	waitMu  sync.Mutex
 	waiters map[uint64]chan sqlstate.Result
 
@@ -437,10 +440,15 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 			return nil, errNotPrefetched
 		}
 		b, err := s.lookupBundle(ctx, v, prefetched{}, acct, pi, index, knownSize)
-		if err == nil || !errors.Is(err, errNotPrefetched) && !errors.Is(err, errStaleRecords) {
-			return b, err
+		if err == nil {
+			s.sh.memLookups.Add(1)
+			return b, nil
+		}
+		if !errors.Is(err, errNotPrefetched) && !errors.Is(err, errStaleRecords) {
+			return nil, err
 		}
 	}
+	s.sh.dbLookups.Add(1)
 	q := sqlstate.PointQuery{Index: index, Depths: s.sh.m.pathDepths()}
 	if !known {
 		q.ByUser, q.UserID = true, uid

@@ -4,29 +4,43 @@ import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
+	"database/sql"
 	"fmt"
-	"math"
+	mrand "math/rand"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/directory/loadgen"
 	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
+	"github.com/keyline/keyline/verifier/vrf"
 )
 
 // Benchmarks of the shared (MySQL) state against the embedded (bolt) one,
 // in one run, on the same embedded log (docs/scaling.md has the numbers):
 //
-//	BenchmarkSharedLookup/{bolt,mysql,mysql-db,mysql-2frontends,
-//	  mysql-db-2frontends}: lookups/s, in process (no gRPC), of 5,000
-//	  existing accounts, VRF proofs cached; "mysql" serves from the
-//	  frontend's hash-checked tile and account caches when it can, "-db"
-//	  reads the database for every lookup;
+//	BenchmarkSharedLookup/{uniform,zipf}/{bolt,mysql,mysql-db,
+//	  mysql-2frontends,mysql-db-2frontends}/{inproc,grpc}: lookups/s of
+//	  existing accounts drawn uniformly or from a Zipf distribution (s 1.1),
+//	  in process and over gRPC on loopback driven by directory/loadgen (what
+//	  `keyline bench` runs; the load generator runs in this process);
+//	  "mysql" serves from the frontend's hash-checked tile and account
+//	  caches when it can, "-db" reads the database for every lookup; each
+//	  run reports the share of lookups served from memory, this process's
+//	  and MariaDB's CPU per lookup (mysqld's from /proc, when the server is
+//	  local) and the rate per single-core Ed25519 verification measured
+//	  just before it;
 //	BenchmarkSharedEpoch/{bolt,mysql}/{1000,10000}: one epoch of that many
 //	  new accounts (state commit + log append + checkpoint + view);
 //	both report the state's bytes per account.
@@ -34,10 +48,13 @@ import (
 // The directory is prefilled with KEYLINE_MYSQL_BENCH_ACCOUNTS synthetic
 // accounts (default 20000; leaves with a 600-byte opaque payload, not
 // signed states: only the lookup and epoch paths are measured) in epochs of
-// 10,000. Needs KEYLINE_MYSQL_DSN (scripts/integration-mysql.sh with
-// KEYLINE_MYSQL_BENCH=1):
+// 10,000. For the lookups every account is a user "bench-<i>" with its VRF
+// proof (both stores use the same fixed benchmark VRF key; the proofs are
+// computed once and kept in $TMPDIR/keyline-bench-vrf-<N>.bin). Needs
+// KEYLINE_MYSQL_DSN (scripts/integration-mysql.sh with KEYLINE_MYSQL_BENCH=1):
 //
-//	KEYLINE_MYSQL_DSN=... go test -run '^$' -bench Shared -benchtime 2000x ./directory/
+//	KEYLINE_MYSQL_DSN=... go test -run '^$' -bench SharedLookup -benchtime 40000x ./directory/
+//	KEYLINE_MYSQL_DSN=... go test -run '^$' -bench SharedEpoch -benchtime 2x ./directory/
 
 func benchSharedAccounts() int {
 	if v, err := strconv.Atoi(os.Getenv("KEYLINE_MYSQL_BENCH_ACCOUNTS")); err == nil && v > 0 {
@@ -46,24 +63,90 @@ func benchSharedAccounts() int {
 	return 20000
 }
 
-// benchRealUsers is how many prefilled accounts have real user ids (VRF
-// proved) to look up; the rest have random indexes.
-const benchRealUsers = 5000
+// benchVRFSeed is the fixed VRF key of the benchmark directories, so that
+// the users' VRF proofs are computed once for both stores (and runs).
+var benchVRFSeed = [32]byte{'k', 'e', 'y', 'l', 'i', 'n', 'e', ' ', 'b', 'e', 'n', 'c', 'h'}
+
+// benchUser is a prefilled user with its VRF proof and index.
+type benchUser struct {
+	pi    []byte
+	index [32]byte
+}
+
+func benchUID(i int) string { return "bench-" + strconv.Itoa(i) }
+
+// benchUsers returns the VRF proofs of users bench-0 .. bench-(n-1) under
+// benchVRFSeed, from $TMPDIR/keyline-bench-vrf-<n>.bin if it is there, else
+// computed on every core and stored there.
+func benchUsers(b *testing.B, n int) []benchUser {
+	sk, err := vrf.NewKeyFromSeed(benchVRFSeed[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("keyline-bench-vrf-%d.bin", n))
+	out := make([]benchUser, n)
+	if raw, err := os.ReadFile(path); err == nil && len(raw) == n*112 {
+		for i := range out {
+			r := raw[i*112:]
+			out[i] = benchUser{pi: r[:80:80]}
+			copy(out[i].index[:], r[80:112])
+		}
+		// Spot-check the file against the key.
+		for _, i := range []int{0, n / 2, n - 1} {
+			if _, pi := sk.Prove([]byte(benchUID(i))); string(pi) != string(out[i].pi) {
+				b.Fatalf("%s does not hold this key's proofs: delete it", path)
+			}
+		}
+		return out
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				beta, pi := sk.Prove([]byte(benchUID(i)))
+				out[i] = benchUser{pi: pi, index: vrf.Index(beta)}
+			}
+		}()
+	}
+	wg.Wait()
+	raw := make([]byte, 0, n*112)
+	for _, u := range out {
+		raw = append(append(raw, u.pi...), u.index[:]...)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		b.Logf("not caching the VRF proofs: %v", err)
+	}
+	b.Logf("VRF proofs of %d users in %v", n, time.Since(start).Round(time.Millisecond))
+	return out
+}
 
 type benchDir struct {
 	servers []*Server // servers[0] sequences (runEpoch/runEpochShared called by the benchmark)
-	uids    []string
+	users   []benchUser
 	size    func() int64 // state bytes
 	next    int          // next synthetic account number
 }
 
 // openBenchDir opens a directory on backend ("bolt" or "mysql") with
-// frontends extra frontend servers (mysql only), prefilled with n accounts.
-// Its own sequencers stay idle: the benchmark cuts every epoch itself.
-func openBenchDir(b *testing.B, backend string, frontends, n int) *benchDir {
+// frontends extra frontend servers (mysql only), prefilled with n accounts,
+// which are the users bench-<i> if users is not nil (their VRF proofs), else
+// random indexes. Its own sequencers stay idle: the benchmark cuts every
+// epoch itself.
+func openBenchDir(b *testing.B, backend string, frontends, n int, users []benchUser) *benchDir {
 	ctx := context.Background()
-	d := &benchDir{}
+	d := &benchDir{users: users}
 	dir := b.TempDir()
+	sk, err := vrf.NewKeyFromSeed(benchVRFSeed[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, FileVRFSeed), sk.MarshalSeedFile(), 0o600); err != nil {
+		b.Fatal(err)
+	}
 	switch backend {
 	case "bolt":
 		s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, NoSync: true})
@@ -124,16 +207,10 @@ func openBenchDir(b *testing.B, backend string, frontends, n int) *benchDir {
 	}
 	start := time.Now()
 	for d.next < n {
-		k := min(10000, n-d.next)
-		d.epoch(b, k, n-benchRealUsers)
+		d.epoch(b, min(10000, n-d.next))
 	}
 	if n > 0 {
 		b.Logf("%s: prefilled %d accounts in %v", backend, n, time.Since(start).Round(time.Millisecond))
-	}
-	for _, s := range d.servers[1:] {
-		for _, u := range d.uids {
-			s.vrf.get(nil, u) // warm the VRF cache like the sequencer's
-		}
 	}
 	return d
 }
@@ -147,22 +224,17 @@ func openBenchLog(b *testing.B) (klog.Backend, error) {
 	return l, nil
 }
 
-// epoch runs one epoch of k new synthetic accounts; those numbered from
-// realFrom on get user ids that can be looked up.
-func (d *benchDir) epoch(b *testing.B, k, realFrom int) {
+// epoch runs one epoch of k new synthetic accounts: users bench-<i> while
+// d.users has them, else random indexes.
+func (d *benchDir) epoch(b *testing.B, k int) {
 	s := d.servers[0]
 	batch := make([]*entry, 0, k)
 	payload := make([]byte, 600)
 	for range k {
 		e := &entry{version: 1}
-		if d.next >= realFrom {
-			e.userID = fmt.Sprintf("bench-%d", d.next)
-			pi, index, err := s.vrf.get(s.db, e.userID)
-			if err != nil {
-				b.Fatal(err)
-			}
-			e.pi, e.index = pi, index
-			d.uids = append(d.uids, e.userID)
+		if d.next < len(d.users) {
+			e.userID = benchUID(d.next)
+			e.pi, e.index = d.users[d.next].pi, d.users[d.next].index
 		} else {
 			crand.Read(e.index[:])
 		}
@@ -203,53 +275,198 @@ func ed25519PerSec() float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
+// mysqldCPU returns a reader of the database server's cumulative CPU time
+// (from /proc, via the server's pid file), or nil if the server is not a
+// local process this one can read.
+func mysqldCPU(dsn string) func() (time.Duration, error) {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return nil
+	}
+	defer db.Close()
+	var pidFile string
+	if err := db.QueryRow("SELECT @@pid_file").Scan(&pidFile); err != nil {
+		return nil
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil
+	}
+	f := loadgen.ProcessCPU(pid)
+	if _, err := f(); err != nil {
+		return nil
+	}
+	return f
+}
+
+// processCPU returns this process's cumulative CPU time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchZipf is the exponent of the skewed workload: account i is looked up
+// with probability proportional to 1/(i+1)^1.1 (at 1M accounts the 1,000
+// hottest get about half the lookups).
+const benchZipf = 1.1
+
 func BenchmarkSharedLookup(b *testing.B) {
 	n := benchSharedAccounts()
-	ref := ed25519PerSec()
-	dirs := map[string]*benchDir{}
-	for _, c := range []struct {
-		name      string
-		backend   string
-		frontends int
-		noMemory  bool
-	}{{"bolt", "bolt", 0, false}, {"mysql", "mysql", 0, false}, {"mysql-db", "mysql", 0, true}, {"mysql-2frontends", "mysql", 1, false}, {"mysql-db-2frontends", "mysql", 1, true}} {
-		d := dirs[c.backend+strconv.Itoa(c.frontends)]
-		if d == nil {
-			d = openBenchDir(b, c.backend, c.frontends, n)
-			dirs[c.backend+strconv.Itoa(c.frontends)] = d
+	users := benchUsers(b, n)
+	bolt := openBenchDir(b, "bolt", 0, n, users)
+	my := openBenchDir(b, "mysql", 1, n, users)
+	b.ReportMetric(float64(bolt.size())/float64(n), "bolt-state-B/account")
+	b.ReportMetric(float64(my.size())/float64(n), "mysql-state-B/account")
+	dbCPU := mysqldCPU(os.Getenv("KEYLINE_MYSQL_DSN"))
+	addrs := map[*Server]string{}
+	addr := func(s *Server) string {
+		if a, ok := addrs[s]; ok {
+			return a
 		}
-		for _, s := range d.servers {
-			if s.sh != nil {
-				s.sh.noMemory.Store(c.noMemory)
-			}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.Run(c.name, func(b *testing.B) {
-			servers := d.servers
-			if c.frontends > 0 {
-				servers = servers[1:] // the frontends only
-				servers = append(servers, d.servers[0])
-			}
-			var ctr atomic.Int64
-			ctx := context.Background()
-			b.SetParallelism(8)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				i := int(ctr.Add(1))
-				s := servers[i%len(servers)]
-				rng := rand.New(rand.NewPCG(uint64(i), 1))
-				for pb.Next() {
-					uid := d.uids[rng.IntN(len(d.uids))]
-					bl, err := s.Lookup(ctx, uid, 0)
-					if err != nil || bl.AccountUpdate == nil {
-						b.Fatalf("lookup %s: %v", uid, err)
+		go s.Serve(lis)
+		addrs[s] = lis.Addr().String()
+		return addrs[s]
+	}
+	cases := []struct {
+		name     string
+		servers  []*Server
+		noMemory bool
+	}{
+		{"bolt", bolt.servers, false},
+		{"mysql", my.servers[1:], false},
+		{"mysql-db", my.servers[1:], true},
+		{"mysql-2frontends", my.servers, false},
+		{"mysql-db-2frontends", my.servers, true},
+	}
+	for _, wl := range []struct {
+		name string
+		zipf float64
+	}{{"uniform", 0}, {"zipf", benchZipf}} {
+		for _, c := range cases {
+			for _, via := range []string{"inproc", "grpc"} {
+				b.Run(wl.name+"/"+c.name+"/"+via, func(b *testing.B) {
+					for _, s := range my.servers {
+						s.sh.noMemory.Store(c.noMemory)
 					}
-				}
+					var mem0, db0 uint64
+					for _, s := range c.servers {
+						if s.sh != nil {
+							mem0, db0 = mem0+s.sh.memLookups.Load(), db0+s.sh.dbLookups.Load()
+						}
+					}
+					ref := ed25519PerSec()
+					var dbStart time.Duration
+					if dbCPU != nil {
+						dbStart, _ = dbCPU()
+					}
+					procStart := processCPU()
+					b.ResetTimer()
+					if via == "inproc" {
+						benchLookupsInProcess(b, c.servers, n, wl.zipf)
+					} else {
+						benchLookupsGRPC(b, c.servers, addr, n, wl.zipf)
+					}
+					b.StopTimer()
+					rate := float64(b.N) / b.Elapsed().Seconds()
+					b.ReportMetric(rate, "lookups/s")
+					b.ReportMetric(rate/ref, "lookups/ed25519-verify")
+					b.ReportMetric(float64(processCPU()-procStart)/float64(b.N)/1000, "proc-us/lookup")
+					if dbCPU != nil {
+						dbEnd, _ := dbCPU()
+						b.ReportMetric(float64(dbEnd-dbStart)/float64(b.N)/1000, "mysqld-us/lookup")
+					}
+					var mem1, db1, tileBytes, acctBytes uint64
+					for _, s := range c.servers {
+						if s.sh != nil {
+							mem1, db1 = mem1+s.sh.memLookups.Load(), db1+s.sh.dbLookups.Load()
+							tileBytes += uint64(s.sh.m.(tileMap).cache.Stats().Bytes)
+							acctBytes += uint64(s.sh.accounts.bytes())
+						}
+					}
+					if c.servers[0].sh != nil {
+						if total := (mem1 - mem0) + (db1 - db0); total > 0 {
+							b.ReportMetric(float64(mem1-mem0)/float64(total), "from-memory")
+						}
+						b.ReportMetric(float64(tileBytes)/(1<<20)/float64(len(c.servers)), "tile-cache-MiB")
+						b.ReportMetric(float64(acctBytes)/(1<<20)/float64(len(c.servers)), "account-cache-MiB")
+					}
+				})
+			}
+		}
+	}
+}
+
+// benchPicker returns a source of account numbers in [0, n): uniform, or
+// Zipf with exponent zipf if it is above 1.
+func benchPicker(seed uint64, n int, zipf float64) func() int {
+	if zipf > 1 {
+		z := mrand.NewZipf(mrand.New(mrand.NewSource(int64(seed))), zipf, 1, uint64(n-1))
+		return func() int { return int(z.Uint64()) }
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	return func() int { return rng.IntN(n) }
+}
+
+// benchLookupsInProcess runs b.N lookups on servers (spread evenly), 16
+// goroutines.
+func benchLookupsInProcess(b *testing.B, servers []*Server, n int, zipf float64) {
+	var ctr atomic.Int64
+	ctx := context.Background()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(ctr.Add(1))
+		s := servers[i%len(servers)]
+		pick := benchPicker(uint64(i), n, zipf)
+		for pb.Next() {
+			uid := benchUID(pick())
+			bl, err := s.Lookup(ctx, uid, 0)
+			if err != nil || bl.AccountUpdate == nil {
+				b.Fatalf("lookup %s: %v", uid, err)
+			}
+		}
+	})
+}
+
+// benchLookupsGRPC runs b.N lookups over gRPC on loopback with the load
+// generator, one per server (16 concurrent lookups in all).
+func benchLookupsGRPC(b *testing.B, servers []*Server, addr func(*Server) string, n int, zipf float64) {
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, s := range servers {
+		a := addr(s)
+		k := b.N / len(servers)
+		if i == 0 {
+			k += b.N % len(servers)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := loadgen.Run(context.Background(), loadgen.Options{
+				Addr: a, Accounts: n, NoCreate: true, Prefix: "bench", Zipf: zipf,
+				Concurrency: 16 / len(servers), Duration: time.Hour, Lookups: k,
 			})
-			rate := float64(b.N) / b.Elapsed().Seconds()
-			b.ReportMetric(rate, "lookups/s")
-			b.ReportMetric(rate/ref, "lookups/ed25519-verify")
-			b.ReportMetric(float64(d.size())/float64(n), "state-B/account")
-		})
+			if err == nil && r.Lookups != k {
+				err = fmt.Errorf("%d lookups of %d", r.Lookups, k)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -257,13 +474,13 @@ func BenchmarkSharedEpoch(b *testing.B) {
 	n := benchSharedAccounts()
 	ref := ed25519PerSec()
 	for _, backend := range []string{"bolt", "mysql"} {
-		d := openBenchDir(b, backend, 0, n)
+		d := openBenchDir(b, backend, 0, n, nil)
 		b.Run(backend, func(b *testing.B) {
 			for _, k := range []int{1000, 10000} {
 				b.Run(strconv.Itoa(k), func(b *testing.B) {
 					b.ResetTimer()
 					for range b.N {
-						d.epoch(b, k, math.MaxInt)
+						d.epoch(b, k)
 					}
 					per := b.Elapsed().Seconds() / float64(b.N)
 					b.ReportMetric(per*1000, "ms/epoch")

@@ -22,6 +22,7 @@ type tileMap struct {
 	tm     *vmap.TiledMap
 	levels *atomic.Int32 // a lookup reads the path's tiles of levels [cached, levels)
 	cached int           // levels below this are served from the cache
+	cache  *vmap.TileCache
 }
 
 // tileCacheDepth: the top two levels are always read from the cache (a
@@ -33,14 +34,15 @@ const tileCacheDepth = 16
 const tileCacheBytes = 256 << 20
 
 func newTileMap() (tileMap, error) {
-	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, vmap.NewTileCache(256, tileCacheBytes))
+	cache := vmap.NewTileCache(256, tileCacheBytes)
+	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, cache)
 	if err != nil {
 		return tileMap{}, err
 	}
 	if mapdb.DefaultStride%8 != 0 {
 		return tileMap{}, fmt.Errorf("directory: tile stride %d: the shared state reads tiles by whole key bytes (a multiple of 8)", mapdb.DefaultStride)
 	}
-	m := tileMap{tm: tm, levels: new(atomic.Int32), cached: tileCacheDepth / mapdb.DefaultStride}
+	m := tileMap{tm: tm, levels: new(atomic.Int32), cached: tileCacheDepth / mapdb.DefaultStride, cache: cache}
 	// Start with no uncached level: the first proof that needs one
 	// (misses it, reads in a snapshot) raises the bound for all.
 	m.levels.Store(int32(m.cached))

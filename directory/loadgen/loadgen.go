@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -33,6 +34,17 @@ type Options struct {
 	// inclusion proofs, AccountState signatures); a failure ends Run with
 	// an error. Verification costs client CPU and lowers the rate.
 	Trust *verifier.Trust
+	// NoCreate skips the create phase: the accounts "<Prefix>-<i>", i <
+	// Accounts, exist already (a prefilled directory).
+	NoCreate bool
+	// Lookups, if positive, ends the lookup phase after that many lookups
+	// (or Duration, whichever comes first).
+	Lookups int
+	// Zipf, if above 1, draws the looked-up accounts from a Zipf
+	// distribution with this exponent over the account numbers (account
+	// i's probability falls as 1/(i+1)^Zipf: a few hot accounts, like chat
+	// contacts) instead of uniformly.
+	Zipf float64
 	// Progress, if set, is called as accounts are created (done of total).
 	Progress func(done, total int)
 	// ServerCPU, if set, returns the directory process's cumulative CPU
@@ -103,8 +115,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return r, err
 	}
-	if err := create(ctx, c, o, r); err != nil {
-		return r, err
+	if !o.NoCreate {
+		if err := create(ctx, c, o, r); err != nil {
+			return r, err
+		}
 	}
 	s1, c1, err := sample()
 	if err != nil {
@@ -202,15 +216,24 @@ func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error 
 	var proofBytes, payloadBytes, verified int64
 	var firstErr error
 	var wg sync.WaitGroup
+	var issued atomic.Int64
 	start := time.Now()
-	for range o.Concurrency {
+	for w := range o.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var my []time.Duration
 			var pb, pl, ver int64
+			pick := func() int { return rand.IntN(o.Accounts) }
+			if o.Zipf > 1 {
+				z := mrand.NewZipf(mrand.New(mrand.NewSource(int64(w)+1)), o.Zipf, 1, uint64(o.Accounts-1))
+				pick = func() int { return int(z.Uint64()) }
+			}
 			for ctx.Err() == nil {
-				uid := fmt.Sprintf("%s-%d", o.Prefix, rand.IntN(o.Accounts))
+				if o.Lookups > 0 && issued.Add(1) > int64(o.Lookups) {
+					break
+				}
+				uid := fmt.Sprintf("%s-%d", o.Prefix, pick())
 				t0 := time.Now()
 				b, err := c.Lookup(ctx, uid, 0)
 				if err != nil {
