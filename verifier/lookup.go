@@ -63,6 +63,14 @@ type LookupResult struct {
 	Index      [32]byte // VRF index of UserID
 	Checkpoint *VerifiedCheckpoint
 	Epoch      klog.EpochRecord
+	// Held reports that the bundle omitted the checkpoint and the lookup
+	// was verified against the state's checkpoint and EpochRecord.
+	Held bool
+
+	// epochLeaf and epochInclusion are the verified EpochRecord leaf and
+	// its inclusion proof in Checkpoint, which Apply keeps in the state.
+	epochLeaf      []byte
+	epochInclusion [][]byte
 
 	// Found reports whether the account exists. The fields below are set
 	// only if it does.
@@ -104,20 +112,29 @@ type LookupResult struct {
 // configuration and the client's state (nil: a client with no state). It is
 // pure: it changes nothing, and returns a result only if every check passed:
 //
-//  1. the checkpoint: log signature, origin, witness quorum (Trust.OpenCheckpoint);
+//  0. the bundle's form: a bundle that omits the checkpoint (b.Held) must
+//     omit the EpochRecord, its inclusion proof and the consistency proof
+//     too, and st must hold a checkpoint and its EpochRecord, which are
+//     then used instead (ErrBundleForm);
+//  1. the checkpoint (served, or held in st): log signature, origin,
+//     witness quorum (Trust.OpenCheckpoint);
 //  2. against st's last verified checkpoint: no smaller size (ErrRollback),
 //     the same root at the same size (*SplitViewError), a valid consistency
 //     proof (ErrConsistency);
-//  3. the EpochRecord is leaf size-1 of the checkpoint (ErrEpochRecord) and
-//     its timestamp lies in [now-MaxAge, now+MaxFutureSkew] (ErrStale);
+//  3. the EpochRecord (served, or held in st) is leaf size-1 of the
+//     checkpoint (ErrEpochRecord) and its timestamp lies in
+//     [now-MaxAge, now+MaxFutureSkew] (ErrStale);
 //  4. the VRF proof for the normalized user id under Trust.VRF; the index is
 //     vrf.Index(beta) (ErrVRF);
 //  5. the map proof for exactly that index under the epoch's map root
 //     (ErrMapProof);
 //  6. an AccountUpdate is served iff the map holds the index (ErrPresence);
-//     it is a leaf before the EpochRecord with a valid inclusion proof
-//     (ErrAccountUpdate), for the same index (ErrIndexMismatch), and the map
-//     value is vmap.MapValue(version, log index, entry hash) (ErrMapValue);
+//     its log index is before the EpochRecord and it parses
+//     (ErrAccountUpdate), it is for the same index (ErrIndexMismatch), and
+//     the map value is vmap.MapValue(version, log index, entry hash)
+//     (ErrMapValue). No log inclusion proof is checked: the map value
+//     binds the entry, and auditors check that the map root is the one the
+//     log implies (docs/protocol.md §7.1);
 //  7. the payload: a create or update carries an AccountState that verifies
 //     (ErrAccountState, ErrRevokedDevice) for this user (ErrUserMismatch)
 //     at the entry's version (ErrVersionMismatch); a reset carries a
@@ -142,15 +159,36 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	}
 	res := &LookupResult{UserID: uid}
 
+	// 0. Form: the checkpoint, EpochRecord and inclusion proof come from
+	// the bundle, or (held) all from the state.
+	note, recLeaf, recProof := b.Checkpoint, b.EpochRecord, b.EpochRecordInclusion
+	if b.Held() {
+		if len(b.EpochRecord) != 0 || len(b.EpochRecordInclusion) != 0 || len(b.Consistency) != 0 {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint but carries an epoch record, its inclusion proof or a consistency proof", uid)
+		}
+		if st == nil || st.Checkpoint == nil {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint, but the client holds none (it sent no known tree size)", uid)
+		}
+		if st.EpochRecord == nil {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint, but the client holds no epoch record for its checkpoint", uid)
+		}
+		note, recLeaf, recProof = st.Checkpoint, st.EpochRecord, st.EpochRecordInclusion
+		res.Held = true
+	}
+
 	// 1. Checkpoint.
-	cp, err := t.OpenCheckpoint(b.Checkpoint)
+	cp, err := t.OpenCheckpoint(note)
 	if err != nil {
+		if res.Held {
+			return nil, fail(ErrCheckpoint, err, "held checkpoint, lookup of %s", uid)
+		}
 		return nil, fail(ErrCheckpoint, err, "lookup of %s", uid)
 	}
 	res.Checkpoint = cp
 
-	// 2. Consistency with the last verified checkpoint.
-	if st != nil && st.Checkpoint != nil {
+	// 2. Consistency with the last verified checkpoint (a held checkpoint
+	// is the last verified one).
+	if st != nil && st.Checkpoint != nil && !res.Held {
 		if err := verifyAdvance(t, st.Checkpoint, cp, b.Consistency); err != nil {
 			return nil, err
 		}
@@ -160,14 +198,18 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	if cp.Size == 0 {
 		return nil, fail(ErrEpochRecord, nil, "checkpoint has an empty tree")
 	}
-	er, err := klog.ParseEpochRecord(b.EpochRecord)
+	er, err := klog.ParseEpochRecord(recLeaf)
 	if err != nil {
 		return nil, fail(ErrEpochRecord, err, "leaf %d", cp.Size-1)
 	}
-	if err := verifyInclusion(cp, cp.Size-1, b.EpochRecord, b.EpochRecordInclusion); err != nil {
-		return nil, fail(ErrEpochRecord, err, "epoch %d record is not leaf %d of the checkpoint", er.Epoch, cp.Size-1)
+	if err := verifyInclusion(cp, cp.Size-1, recLeaf, recProof); err != nil {
+		what := "served"
+		if res.Held {
+			what = "held"
+		}
+		return nil, fail(ErrEpochRecord, err, "%s epoch %d record is not leaf %d of the checkpoint", what, er.Epoch, cp.Size-1)
 	}
-	res.Epoch = *er
+	res.Epoch, res.epochLeaf, res.epochInclusion = *er, recLeaf, recProof
 	if err := checkFresh(t, er, now); err != nil {
 		return nil, err
 	}
@@ -207,9 +249,6 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	}
 	up, err := klog.ParseAccountUpdate(b.AccountUpdate)
 	if err != nil {
-		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
-	}
-	if err := verifyInclusion(cp, b.AccountUpdateIndex, b.AccountUpdate, b.AccountUpdateProof); err != nil {
 		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
 	}
 	if up.Index != idx {

@@ -228,14 +228,19 @@ func TestLookupAccountUpdate(t *testing.T) {
 	// Absent in the map, an update served.
 	b = d.bundle("carol", 0)
 	ab := d.bundle("alice", 0)
-	b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = ab.AccountUpdate, ab.AccountUpdateIndex, ab.AccountUpdateProof
+	b.AccountUpdate, b.AccountUpdateIndex = ab.AccountUpdate, ab.AccountUpdateIndex
 	_, err = verify(d, nil, "carol", b)
 	wantErr(t, err, ErrPresence)
-	// Bad inclusion proof.
+	// A leaf that does not parse.
 	b = d.bundle("alice", 0)
-	b.AccountUpdateProof[0] = flip(b.AccountUpdateProof[0])
+	b.AccountUpdate = b.AccountUpdate[:40]
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrAccountUpdate)
+	// The right leaf at another log index: the map value binds the index.
+	b = d.bundle("alice", 0)
+	b.AccountUpdateIndex--
+	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrMapValue)
 	// Index pointing at the epoch record.
 	b = d.bundle("alice", 0)
 	b.AccountUpdateIndex = d.size() - 1
@@ -244,14 +249,13 @@ func TestLookupAccountUpdate(t *testing.T) {
 	// Bob's leaf (valid inclusion) for alice: index confusion.
 	b = d.bundle("alice", 0)
 	bb := d.bundle("bob", 0)
-	b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = bb.AccountUpdate, bb.AccountUpdateIndex, bb.AccountUpdateProof
+	b.AccountUpdate, b.AccountUpdateIndex = bb.AccountUpdate, bb.AccountUpdateIndex
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrIndexMismatch)
-	// Alice's old v1 leaf (valid inclusion): map value mismatch (show-then-hide / rewrite).
+	// Alice's old v1 leaf at its real index: map value mismatch (show-then-hide / rewrite).
 	b = d.bundle("alice", 0)
 	h := d.history[d.index("alice")][0]
 	b.AccountUpdate, b.AccountUpdateIndex = h.Leaf, h.LogIndex
-	b.AccountUpdateProof, _ = d.log.InclusionProof(t.Context(), h.LogIndex, d.size())
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapValue)
 }
