@@ -26,6 +26,9 @@ type Client struct {
 	Source    Source
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Cache holds the verifications Lookup already did (nil: a Cache of
+	// DefaultCacheEntries is made on first use).
+	Cache *Cache
 
 	mu sync.Mutex
 }
@@ -122,7 +125,10 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 		return nil, false, err
 	}
 	now := c.now()
-	res, verr := VerifyLookup(c.Trust, st, uid, b, now)
+	if c.Cache == nil {
+		c.Cache = NewCache(0)
+	}
+	res, verr := c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
 	if verr != nil && b.Held() && st.EpochRecord != nil {
 		// A held bundle is verified against the held checkpoint alone, so
 		// a directory on another view of the same size (a split view)
@@ -134,7 +140,7 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 			return nil, false, err
 		}
 		b = fb
-		res, verr = VerifyLookup(c.Trust, st, uid, b, now)
+		res, verr = c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
 	}
 	res, verr = c.checkIdentityChange(ctx, st, uid, res, verr)
 	res, verr = c.checkGenerations(ctx, st, uid, res, verr)

@@ -150,6 +150,11 @@ type LookupResult struct {
 //     with the pinned key, the signing key generation must not be older
 //     than the newest one seen for the contact (ErrStaleSigningKey).
 func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
+	return verifyLookup(t, st, userID, b, now, nil)
+}
+
+// verifyLookup is VerifyLookup with an optional cache of verifications.
+func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time, c *Cache) (*LookupResult, error) {
 	if t == nil || b == nil {
 		return nil, errors.New("verifier: VerifyLookup: nil trust or bundle")
 	}
@@ -177,7 +182,7 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	}
 
 	// 1. Checkpoint.
-	cp, err := t.OpenCheckpoint(note)
+	cp, err := c.openCheckpoint(t, note)
 	if err != nil {
 		if res.Held {
 			return nil, fail(ErrCheckpoint, err, "held checkpoint, lookup of %s", uid)
@@ -215,7 +220,7 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	}
 
 	// 4. VRF.
-	idx, err := t.VRF.VerifyIndex([]byte(uid), b.VRFProof)
+	idx, err := c.verifyIndex(t, uid, b.VRFProof)
 	if err != nil {
 		return nil, fail(ErrVRF, err, "user %s", uid)
 	}
@@ -261,7 +266,7 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	res.Found, res.Version, res.LogIndex, res.Leaf, res.EntryHash, res.Update = true, up.Version, b.AccountUpdateIndex, b.AccountUpdate, eh, up
 
 	// 7. Payload.
-	if err := verifyPayload(t, res, up); err != nil {
+	if err := verifyPayload(t, res, up, c); err != nil {
 		return nil, err
 	}
 
@@ -322,8 +327,12 @@ func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {
 }
 
 // verifyPayload checks the AccountUpdate's payload and fills res.State,
-// res.Reset and res.IdentityKey.
-func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
+// res.Reset and res.IdentityKey. The signature checks (VerifyResetEntry,
+// VerifyAccountState: functions of the payload bytes and the trust's reset
+// key and window) are skipped if c holds the payload as verified; it is
+// recorded only once every check has passed.
+func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache) error {
+	cached, key := c.payloadVerified(t, byte(up.Update), up.Payload)
 	var st *devices.AccountState
 	switch up.Update {
 	case klog.UpdateCreate, klog.UpdateUpdate:
@@ -337,11 +346,13 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		if err != nil {
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
-		if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
-			if errors.Is(err, devices.ErrResetWindow) {
-				return fail(ErrResetWindow, err, "%s v%d", res.UserID, up.Version)
+		if !cached {
+			if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
+				if errors.Is(err, devices.ErrResetWindow) {
+					return fail(ErrResetWindow, err, "%s v%d", res.UserID, up.Version)
+				}
+				return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 			}
-			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
 		st = a.NewState
 		if a.Pending(epochTime(res.Epoch)) {
@@ -359,11 +370,13 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 	default:
 		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
 	}
-	if err := devices.VerifyAccountState(st); err != nil {
-		if errors.Is(err, devices.ErrRevokedDevice) {
-			return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
+	if !cached {
+		if err := devices.VerifyAccountState(st); err != nil {
+			if errors.Is(err, devices.ErrRevokedDevice) {
+				return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
+			}
+			return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
 		}
-		return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
 	}
 	if st.UserID != res.UserID {
 		return fail(ErrUserMismatch, nil, "looked up %s, state is for %s", res.UserID, st.UserID)
@@ -375,6 +388,9 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		return fail(ErrVersionMismatch, nil, "%s: create with state v%d", res.UserID, st.Version)
 	}
 	res.State, res.IdentityKey, res.Generation = st, st.IdentityKey, st.Generation()
+	if !cached {
+		c.payloadOK(t, key)
+	}
 	if res.Reset != nil {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("IDENTITY RESET: %s v%d was reset by the directory (%s) at %s; the safety number changed",
 			res.UserID, up.Version, res.Reset.Reason, res.Reset.Time.UTC().Format(time.RFC3339)))

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +27,30 @@ func world(t *testing.T) *testDir {
 	return d
 }
 
+// verify is VerifyLookup, checked against a warm Cache: with a cache that
+// verified honest full bundles of every user, and b itself, before, the
+// result (or error) must be the same as without one. Every lookup test
+// goes through it, so every rejection is also tested with the cache warm.
 func verify(d *testDir, st *ClientState, uid string, b *LookupBundle) (*LookupResult, error) {
-	return VerifyLookup(d.trust, st, uid, b, d.now)
+	d.t.Helper()
+	res, err := VerifyLookup(d.trust, st, uid, b, d.now)
+	c := NewCache(0)
+	for _, u := range []string{"alice", "bob", "carol", "dave", uid} {
+		hb, herr := d.Lookup(d.t.Context(), u, 0)
+		if herr == nil {
+			c.VerifyLookup(d.trust, nil, u, hb, d.now)
+		}
+	}
+	for range 2 { // the second run sees whatever the first one cached
+		wres, werr := c.VerifyLookup(d.trust, st, uid, b, d.now)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			d.t.Fatalf("with a warm cache: error %v, without: %v", werr, err)
+		}
+		if err == nil && !reflect.DeepEqual(res, wres) {
+			d.t.Fatalf("with a warm cache: result %+v, without: %+v", wres, res)
+		}
+	}
+	return res, err
 }
 
 func wantErr(t *testing.T, err error, targets ...error) {
