@@ -449,6 +449,9 @@ func benchLookupsGRPC(b *testing.B, servers []*Server, addr func(*Server) string
 		if i == 0 {
 			k += b.N % len(servers)
 		}
+		if k == 0 {
+			continue // (loadgen's Lookups 0 means no bound)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

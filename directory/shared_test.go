@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/loadgen"
 	"github.com/keyline/keyline/directory/mapdb"
 	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
@@ -256,7 +257,12 @@ func TestSharedEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
+	if b.Held() {
+		// Served at the held size: verified against the held checkpoint.
+		if _, _, err := loadgen.VerifyLookupHeld(trust, "user5", b, &loadgen.Held{Checkpoint: before.cp, Epoch: before.epoch}); err != nil {
+			t.Fatalf("held-checkpoint bundle across the restart: %v", err)
+		}
+	} else if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
 		t.Fatalf("consistency across the restart: %v", err)
 	}
 	phone := alice.addDevice(t, "tablet")
@@ -541,9 +547,18 @@ func TestSharedMemoryPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lookup with a known size beyond the frontend's view: %v", err)
 	}
-	v, err := verifyLookup(trust, "mem@example.com", b, cp.Size, cp.Hash[:])
-	if err != nil || v.version != 2 {
-		t.Fatalf("version %d, %v", v.version, err)
+	// It is served at the client's size: a held-checkpoint bundle, verified
+	// against that checkpoint and its EpochRecord.
+	if !b.Held() {
+		t.Fatalf("lookup at the served size %d: a full bundle, want the held-checkpoint form", cp.Size)
+	}
+	full := mustLookup(t, seq.Source(), trust, "mem@example.com")
+	if full.cp.Size != cp.Size {
+		t.Fatalf("the sequencer serves size %d, the client knows %d", full.cp.Size, cp.Size)
+	}
+	st, _, err := loadgen.VerifyLookupHeld(trust, "mem@example.com", b, &loadgen.Held{Checkpoint: full.cp, Epoch: full.epoch})
+	if err != nil || st == nil || st.Version != 2 {
+		t.Fatalf("held-checkpoint bundle: %+v, %v", st, err)
 	}
 	for range 3 {
 		if v := mustLookup(t, fe.Source(), trust, "mem@example.com"); v.version != 2 {

@@ -3,6 +3,7 @@ package sqlstate
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -43,36 +44,33 @@ func TileKey(index [32]byte, depth uint8) []byte {
 	return append(append(make([]byte, 0, depth/8+1), index[:depth/8]...), depth)
 }
 
-// pointColumns: every part of the statement returns (kind, b1, b2, n1, n2).
-const (
-	kindEpoch   = 0 // map_root, checkpoint, epoch, log_size
-	kindAccount = 1 // entry_hash, leaf, version, log_index
-	kindTile    = 2 // k, v
-	kindUser    = 3 // vrf_index, vrf_proof
-)
-
 // pointSQL builds ReadPoint's statement for a query shape (by user or not,
-// the tile depths): a UNION ALL of primary-key reads, one statement and so
-// one read view, with the parameters the shape takes.
+// the tile depths): one SELECT of one row, the latest epoch's row
+// left-joined with the primary-key reads of the user, the account and the
+// path's tiles (constant keys, or keys computed from the users row), so the
+// server runs it as a handful of const-table reads with no temporary table.
 func pointSQL(byUser bool, depths []uint8) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "(SELECT %d AS kind, map_root AS b1, checkpoint AS b2, epoch AS n1, log_size AS n2 FROM epochs ORDER BY epoch DESC LIMIT 1)", kindEpoch)
+	b.WriteString("SELECT e.epoch, e.map_root, e.log_size, e.checkpoint, a.version, a.log_index, a.entry_hash, a.leaf")
 	if byUser {
-		fmt.Fprintf(&b, " UNION ALL (SELECT %d, vrf_index, vrf_proof, 0, 0 FROM users WHERE user_id = ?)", kindUser)
-		fmt.Fprintf(&b, " UNION ALL (SELECT %d, a.entry_hash, a.leaf, a.version, a.log_index FROM users u JOIN accounts a ON a.vrf_index = u.vrf_index WHERE u.user_id = ?)", kindAccount)
-		if len(depths) > 0 {
-			keys := make([]string, len(depths))
-			for i, d := range depths {
-				keys[i] = fmt.Sprintf("CONCAT(LEFT(u.vrf_index, %d), X'%02x')", d/8, d)
-			}
-			fmt.Fprintf(&b, " UNION ALL (SELECT %d, m.k, m.v, 0, 0 FROM users u JOIN map_kv m ON m.k IN (%s) WHERE u.user_id = ?)", kindTile, strings.Join(keys, ", "))
+		b.WriteString(", u.vrf_index, u.vrf_proof")
+	}
+	for i := range depths {
+		fmt.Fprintf(&b, ", t%d.v", i)
+	}
+	b.WriteString(" FROM epochs e")
+	if byUser {
+		b.WriteString(" LEFT JOIN users u ON u.user_id = ? LEFT JOIN accounts a ON a.vrf_index = u.vrf_index")
+		for i, d := range depths {
+			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", i, i, d/8, d)
 		}
-		return b.String()
+	} else {
+		b.WriteString(" LEFT JOIN accounts a ON a.vrf_index = ?")
+		for i := range depths {
+			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = ?", i, i)
+		}
 	}
-	fmt.Fprintf(&b, " UNION ALL (SELECT %d, entry_hash, leaf, version, log_index FROM accounts WHERE vrf_index = ?)", kindAccount)
-	if len(depths) > 0 {
-		fmt.Fprintf(&b, " UNION ALL (SELECT %d, k, v, 0, 0 FROM map_kv WHERE k IN (%s))", kindTile, placeholders(len(depths)))
-	}
+	b.WriteString(" WHERE e.epoch = (SELECT MAX(epoch) FROM epochs)")
 	return b.String()
 }
 
@@ -91,68 +89,52 @@ func (s *Store) ReadPoint(ctx context.Context, q PointQuery) (*Point, error) {
 	}
 	var args []any
 	if q.ByUser {
-		uid := []byte(q.UserID)
-		args = []any{uid, uid}
-		if len(q.Depths) > 0 {
-			args = append(args, uid)
-		}
+		args = []any{[]byte(q.UserID)}
 	} else {
 		args = []any{q.Index[:]}
 		for _, d := range q.Depths {
 			args = append(args, TileKey(q.Index, d))
 		}
 	}
-	rows, err := stmt.QueryContext(ctx, args...)
+	var root, hash, leaf, cp, uIndex, uProof []byte
+	var epoch, size uint64
+	var version, li sql.NullInt64
+	dest := []any{&epoch, &root, &size, &cp, &version, &li, &hash, &leaf}
+	if q.ByUser {
+		dest = append(dest, &uIndex, &uProof)
+	}
+	p := &Point{Records: make([][]byte, len(q.Depths))}
+	for i := range q.Depths {
+		dest = append(dest, &p.Records[i])
+	}
+	err = stmt.QueryRowContext(ctx, args...).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return &Point{}, nil // no epoch yet
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	p := &Point{}
-	tiles := map[string][]byte{}
-	for rows.Next() {
-		var kind int
-		var b1, b2 []byte
-		var n1, n2 uint64
-		if err := rows.Scan(&kind, &b1, &b2, &n1, &n2); err != nil {
-			return nil, err
-		}
-		switch kind {
-		case kindEpoch:
-			if len(b1) != 32 {
-				return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, n1)
-			}
-			p.Epoch = &Epoch{Epoch: n1, LogSize: n2, Checkpoint: b2}
-			copy(p.Epoch.MapRoot[:], b1)
-		case kindAccount:
-			if len(b1) != 32 {
-				return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(b1))
-			}
-			p.Account = &Account{Version: n1, LogIndex: n2, Leaf: b2}
-			copy(p.Account.EntryHash[:], b1)
-		case kindTile:
-			tiles[string(b1)] = b2
-		case kindUser:
-			if len(b1) != 32 || len(b2) != 80 {
-				return nil, fmt.Errorf("%w: users row of %q", ErrCorrupt, q.UserID)
-			}
-			p.User, p.VRFProof = true, b2
-			copy(p.Index[:], b1)
-		}
+	if len(root) != 32 {
+		return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, epoch)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	index := q.Index
+	p.Epoch = &Epoch{Epoch: epoch, LogSize: size, Checkpoint: cp}
+	copy(p.Epoch.MapRoot[:], root)
 	if q.ByUser {
-		index = p.Index
-		if !p.User {
-			p.Account = nil
-			return p, nil
+		if uIndex == nil {
+			return &Point{Epoch: p.Epoch}, nil // no such user in this epoch
 		}
+		if len(uIndex) != 32 || len(uProof) != 80 {
+			return nil, fmt.Errorf("%w: users row of %q", ErrCorrupt, q.UserID)
+		}
+		p.User, p.VRFProof = true, uProof
+		copy(p.Index[:], uIndex)
 	}
-	p.Records = make([][]byte, len(q.Depths))
-	for i, d := range q.Depths {
-		p.Records[i] = tiles[string(TileKey(index, d))]
+	if version.Valid {
+		if len(hash) != 32 {
+			return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(hash))
+		}
+		p.Account = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: leaf}
+		copy(p.Account.EntryHash[:], hash)
 	}
 	return p, nil
 }
