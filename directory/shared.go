@@ -424,12 +424,15 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 // goes to the database.
 //
 // Else one round trip (sqlstate.ReadPoint, one statement, one read view):
-// the latest epoch row, the account record and the path's tiles below the
-// cached levels, keyed by the VRF index, or by the user id when its VRF
-// proof is not in memory (the users row gives the proof and index, and the
-// statement computes the tile keys from it). The proof must verify under
-// the epoch's root (else it reads again in a snapshot transaction); a path
-// deeper than the levels read also falls back to the snapshot.
+// the account record and the path's tiles below the cached levels, keyed by
+// the VRF index, or by the user id when its VRF proof is not in memory (the
+// users row gives the proof and index, and the statement computes the tile
+// keys from it). For the installed view that is all: the proof must verify
+// under its root and the record match the proven value. Else (no view, a
+// client that knows a later checkpoint, or records of a later epoch) the
+// statement also reads the latest epoch row and the proof must verify under
+// that epoch's root; if it does not, or a path is deeper than the levels
+// read, the lookup reads in a snapshot transaction.
 func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64) (*verifier.LookupBundle, error) {
 	pi, index, known := s.vrf.cached(uid)
 	if v := s.view.Load(); known && v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
@@ -453,19 +456,28 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 	if !known {
 		q.ByUser, q.UserID = true, uid
 	}
+	// Serving the installed view, the statement leaves the epoch row out:
+	// the records must give a proof under the view's root (a later epoch's
+	// records that do not are read again with the epoch row).
+	view := s.view.Load()
+	q.NoEpoch = view != nil && knownSize <= view.size
 	for try := 0; ; try++ {
 		p, err := s.sh.st.ReadPoint(ctx, q)
 		if err != nil {
 			return nil, s.stateErr(err)
 		}
+		if p.Incomplete {
+			q.NoEpoch = false
+			continue
+		}
 		if q.ByUser {
 			if !p.User {
-				// No account of uid in this epoch: the non-inclusion
+				// No account of uid in this read: the non-inclusion
 				// proof needs the index, so prove (an unknown user).
 				if pi, index, err = s.vrf.get(nil, uid); err != nil {
 					return nil, s.internal(err)
 				}
-				q = sqlstate.PointQuery{Index: index, Depths: q.Depths}
+				q.ByUser, q.UserID, q.Index = false, "", index
 				continue
 			}
 			// The users row is written by the sequencer with the
@@ -473,13 +485,17 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 			// clients verify the VRF proof).
 			pi, index = p.VRFProof, p.Index
 			s.vrf.put(uid, vrfEntry{pi: pi, index: index})
+			q.ByUser, q.UserID, q.Index = false, "", index
 		}
-		v, retry, err := s.pointView(ctx, p.Epoch, try)
-		if err != nil {
-			return nil, err
-		}
-		if retry {
-			continue
+		v := view
+		if !q.NoEpoch {
+			var retry bool
+			if v, retry, err = s.pointView(ctx, p.Epoch, try); err != nil {
+				return nil, err
+			}
+			if retry {
+				continue
+			}
 		}
 		recs := make(prefetched, len(q.Depths))
 		for i, d := range q.Depths {
@@ -487,6 +503,10 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 		}
 		b, err := s.lookupBundle(ctx, v, recs, func() (*sqlstate.Account, error) { return p.Account, nil }, pi, index, knownSize)
 		if errors.Is(err, errNotPrefetched) || errors.Is(err, errStaleRecords) {
+			if q.NoEpoch {
+				q.NoEpoch = false // records of a later epoch: read with its row
+				continue
+			}
 			return s.lookupSnapshot(ctx, pi, index, knownSize)
 		}
 		return b, err

@@ -10,15 +10,19 @@ import (
 )
 
 // Point is what one lookup reads in one statement, so from one read view
-// (one committed epoch): the latest epoch's row, the account record of an
-// index (nil if absent) and the map records (tiles) of the index's path
-// asked for (nil if absent). Read by user id, it also holds the user's
-// stored VRF proof and index (User false and nothing else but the epoch if
-// the user has no account in that epoch).
+// (one committed epoch): the latest epoch's row (unless the query leaves it
+// out), the account record of an index (nil if absent) and the map records
+// (tiles) of the index's path asked for (nil if absent). Read by user id, it
+// also holds the user's stored VRF proof and index (User false, and nothing
+// else but the epoch, if the user has no account in that read view).
 type Point struct {
-	Epoch   *Epoch // nil before the first epoch
+	Epoch   *Epoch // nil before the first epoch, or when not asked for
 	Account *Account
 	Records [][]byte // by PointQuery.Depths, in order
+	// Incomplete means a query without the epoch row, by index, found no
+	// tile at the first depth asked for: nothing was read (ask again with
+	// the epoch row).
+	Incomplete bool
 
 	User     bool
 	VRFProof []byte
@@ -36,6 +40,10 @@ type PointQuery struct {
 	// and the depth byte, vmap.TileID.Key), so the statement can compute the
 	// keys from the users row.
 	Depths []uint8
+	// NoEpoch leaves the latest epoch's row out (a frontend serving its
+	// installed view, which checks the records against that view's map
+	// root): one table less to read.
+	NoEpoch bool
 }
 
 // TileKey is the map_kv key of the tile at depth (a multiple of 8) on
@@ -44,34 +52,76 @@ func TileKey(index [32]byte, depth uint8) []byte {
 	return append(append(make([]byte, 0, depth/8+1), index[:depth/8]...), depth)
 }
 
-// pointSQL builds ReadPoint's statement for a query shape (by user or not,
-// the tile depths): one SELECT of one row, the latest epoch's row
-// left-joined with the primary-key reads of the user, the account and the
-// path's tiles (constant keys, or keys computed from the users row), so the
-// server runs it as a handful of const-table reads with no temporary table.
-func pointSQL(byUser bool, depths []uint8) string {
+// pointSQL builds ReadPoint's statement for a query shape: one SELECT of
+// at most one row of primary-key reads joined on constant keys (or keys
+// computed from the users row), which the server runs as a handful of
+// const-table reads with no temporary table. The first table is the epoch
+// row (the latest), else the users row (by user), else the first tile (by
+// index), else the account.
+func pointSQL(q PointQuery) string {
 	var b strings.Builder
-	b.WriteString("SELECT e.epoch, e.map_root, e.log_size, e.checkpoint, a.version, a.log_index, a.entry_hash, a.leaf")
-	if byUser {
+	b.WriteString("SELECT a.version, a.log_index, a.entry_hash, a.leaf")
+	if !q.NoEpoch {
+		b.WriteString(", e.epoch, e.map_root, e.log_size, e.checkpoint")
+	}
+	if q.ByUser {
 		b.WriteString(", u.vrf_index, u.vrf_proof")
 	}
-	for i := range depths {
+	for i := range q.Depths {
 		fmt.Fprintf(&b, ", t%d.v", i)
 	}
-	b.WriteString(" FROM epochs e")
-	if byUser {
-		b.WriteString(" LEFT JOIN users u ON u.user_id = ? LEFT JOIN accounts a ON a.vrf_index = u.vrf_index")
-		for i, d := range depths {
-			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", i, i, d/8, d)
+	tile := func(i int) string {
+		if q.ByUser {
+			return fmt.Sprintf("CONCAT(LEFT(u.vrf_index, %d), X'%02x')", q.Depths[i]/8, q.Depths[i])
 		}
-	} else {
-		b.WriteString(" LEFT JOIN accounts a ON a.vrf_index = ?")
-		for i := range depths {
+		return "?"
+	}
+	switch {
+	case !q.NoEpoch:
+		b.WriteString(" FROM epochs e")
+		if q.ByUser {
+			b.WriteString(" LEFT JOIN users u ON u.user_id = ? LEFT JOIN accounts a ON a.vrf_index = u.vrf_index")
+		} else {
+			b.WriteString(" LEFT JOIN accounts a ON a.vrf_index = ?")
+		}
+		for i := range q.Depths {
+			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = %s", i, i, tile(i))
+		}
+		b.WriteString(" WHERE e.epoch = (SELECT MAX(epoch) FROM epochs)")
+	case q.ByUser:
+		b.WriteString(" FROM users u LEFT JOIN accounts a ON a.vrf_index = u.vrf_index")
+		for i := range q.Depths {
+			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = %s", i, i, tile(i))
+		}
+		b.WriteString(" WHERE u.user_id = ?")
+	case len(q.Depths) > 0:
+		b.WriteString(" FROM map_kv t0 LEFT JOIN accounts a ON a.vrf_index = ?")
+		for i := 1; i < len(q.Depths); i++ {
 			fmt.Fprintf(&b, " LEFT JOIN map_kv t%d ON t%d.k = ?", i, i)
 		}
+		b.WriteString(" WHERE t0.k = ?")
+	default:
+		b.WriteString(" FROM accounts a WHERE a.vrf_index = ?")
 	}
-	b.WriteString(" WHERE e.epoch = (SELECT MAX(epoch) FROM epochs)")
 	return b.String()
+}
+
+// pointArgs are the parameters of pointSQL(q), in order.
+func pointArgs(q PointQuery) []any {
+	if q.ByUser {
+		return []any{[]byte(q.UserID)}
+	}
+	args := []any{q.Index[:]}
+	if q.NoEpoch && len(q.Depths) > 0 {
+		for _, d := range q.Depths[1:] {
+			args = append(args, TileKey(q.Index, d))
+		}
+		return append(args, TileKey(q.Index, q.Depths[0]))
+	}
+	for _, d := range q.Depths {
+		args = append(args, TileKey(q.Index, d))
+	}
+	return args
 }
 
 // ReadPoint reads a Point in one round trip: one prepared statement
@@ -83,23 +133,17 @@ func (s *Store) ReadPoint(ctx context.Context, q PointQuery) (*Point, error) {
 			return nil, fmt.Errorf("sqlstate: tile depth %d is not a multiple of 8", d)
 		}
 	}
-	stmt, err := s.stmts.get(ctx, s.db, pointSQL(q.ByUser, q.Depths))
+	stmt, err := s.stmts.get(ctx, s.db, pointSQL(q))
 	if err != nil {
 		return nil, err
 	}
-	var args []any
-	if q.ByUser {
-		args = []any{[]byte(q.UserID)}
-	} else {
-		args = []any{q.Index[:]}
-		for _, d := range q.Depths {
-			args = append(args, TileKey(q.Index, d))
-		}
-	}
 	var root, hash, leaf, cp, uIndex, uProof []byte
-	var epoch, size uint64
+	var epoch, size sql.NullInt64
 	var version, li sql.NullInt64
-	dest := []any{&epoch, &root, &size, &cp, &version, &li, &hash, &leaf}
+	dest := []any{&version, &li, &hash, &leaf}
+	if !q.NoEpoch {
+		dest = append(dest, &epoch, &root, &size, &cp)
+	}
 	if q.ByUser {
 		dest = append(dest, &uIndex, &uProof)
 	}
@@ -107,18 +151,26 @@ func (s *Store) ReadPoint(ctx context.Context, q PointQuery) (*Point, error) {
 	for i := range q.Depths {
 		dest = append(dest, &p.Records[i])
 	}
-	err = stmt.QueryRowContext(ctx, args...).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
+	err = stmt.QueryRowContext(ctx, pointArgs(q)...).Scan(dest...)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) && !q.NoEpoch:
 		return &Point{}, nil // no epoch yet
-	}
-	if err != nil {
+	case errors.Is(err, sql.ErrNoRows) && q.ByUser:
+		return &Point{}, nil // no such user
+	case errors.Is(err, sql.ErrNoRows) && len(q.Depths) > 0:
+		return &Point{Incomplete: true}, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return p, nil // no such account
+	case err != nil:
 		return nil, err
 	}
-	if len(root) != 32 {
-		return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, epoch)
+	if !q.NoEpoch {
+		if len(root) != 32 {
+			return nil, fmt.Errorf("%w: map root of epoch %d", ErrCorrupt, epoch.Int64)
+		}
+		p.Epoch = &Epoch{Epoch: uint64(epoch.Int64), LogSize: uint64(size.Int64), Checkpoint: cp}
+		copy(p.Epoch.MapRoot[:], root)
 	}
-	p.Epoch = &Epoch{Epoch: epoch, LogSize: size, Checkpoint: cp}
-	copy(p.Epoch.MapRoot[:], root)
 	if q.ByUser {
 		if uIndex == nil {
 			return &Point{Epoch: p.Epoch}, nil // no such user in this epoch

@@ -347,3 +347,88 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadPoint reads every statement shape of ReadPoint (with and without
+// the epoch row, by index and by user id, tiles present and absent) and
+// checks each returns the committed rows of one epoch.
+func TestReadPoint(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	if p, err := s.ReadPoint(ctx, PointQuery{Index: idx(1), Depths: []uint8{16}}); err != nil || p.Epoch != nil {
+		t.Fatalf("before the first epoch: %+v %v", p, err)
+	}
+	l, _, err := s.AcquireLease(ctx, SequencerLease, "seq", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi := bytes.Repeat([]byte{7}, 80)
+	commit := func(epoch, ver uint64) {
+		t.Helper()
+		tx, err := s.Begin(ctx, l.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		must(t, tx.PutAccounts([]AccountRow{{Index: idx(1), Account: Account{Version: ver, LogIndex: 10 + ver, EntryHash: idx(byte(ver)), Leaf: []byte{byte(ver)}}}}))
+		must(t, tx.PutUsers([]UserRow{{UserID: "alice@example.com", Proof: pi, Index: idx(1)}}))
+		must(t, tx.PutMany([]KV{{Key: TileKey(idx(1), 16), Value: []byte{16, byte(epoch)}}, {Key: TileKey(idx(1), 24), Value: []byte{24, byte(epoch)}}}))
+		must(t, tx.PutEpoch(Epoch{Epoch: epoch, MapRoot: idx(byte(epoch)), LogSize: 20 + epoch, Checkpoint: []byte{byte(epoch)}}))
+		must(t, tx.Commit())
+	}
+	commit(1, 1)
+	commit(2, 2)
+	for _, q := range []PointQuery{
+		{Index: idx(1), Depths: []uint8{16, 24, 32}},
+		{Index: idx(1), Depths: []uint8{16, 24, 32}, NoEpoch: true},
+		{ByUser: true, UserID: "alice@example.com", Depths: []uint8{16, 24, 32}},
+		{ByUser: true, UserID: "alice@example.com", Depths: []uint8{16, 24, 32}, NoEpoch: true},
+		{Index: idx(1), NoEpoch: true},
+	} {
+		p, err := s.ReadPoint(ctx, q)
+		if err != nil {
+			t.Fatalf("%+v: %v", q, err)
+		}
+		if q.NoEpoch != (p.Epoch == nil) || p.Epoch != nil && (p.Epoch.Epoch != 2 || p.Epoch.MapRoot != idx(2) || p.Epoch.LogSize != 22 || !bytes.Equal(p.Epoch.Checkpoint, []byte{2})) {
+			t.Fatalf("%+v: epoch %+v", q, p.Epoch)
+		}
+		if p.Account == nil || p.Account.Version != 2 || p.Account.LogIndex != 12 || p.Account.EntryHash != idx(2) || !bytes.Equal(p.Account.Leaf, []byte{2}) {
+			t.Fatalf("%+v: account %+v", q, p.Account)
+		}
+		if q.ByUser && (!p.User || p.Index != idx(1) || !bytes.Equal(p.VRFProof, pi)) {
+			t.Fatalf("%+v: user %v %x", q, p.User, p.Index[:4])
+		}
+		if len(p.Records) != len(q.Depths) {
+			t.Fatalf("%+v: %d records", q, len(p.Records))
+		}
+		for i, d := range q.Depths {
+			want := []byte{d, 2}
+			if d == 32 {
+				want = nil
+			}
+			if !bytes.Equal(p.Records[i], want) {
+				t.Fatalf("%+v: tile at depth %d is %x, want %x", q, d, p.Records[i], want)
+			}
+		}
+	}
+	// Absent: an unknown user, an unknown index, a missing first tile.
+	for _, q := range []PointQuery{
+		{ByUser: true, UserID: "bob@example.com", Depths: []uint8{16}},
+		{ByUser: true, UserID: "bob@example.com", Depths: []uint8{16}, NoEpoch: true},
+	} {
+		if p, err := s.ReadPoint(ctx, q); err != nil || p.User || p.Account != nil || q.NoEpoch != (p.Epoch == nil) {
+			t.Fatalf("%+v: %+v %v", q, p, err)
+		}
+	}
+	if p, err := s.ReadPoint(ctx, PointQuery{Index: idx(3), NoEpoch: true}); err != nil || p.Account != nil || p.Incomplete {
+		t.Fatalf("unknown index: %+v %v", p, err)
+	}
+	if p, err := s.ReadPoint(ctx, PointQuery{Index: idx(3), Depths: []uint8{16}, NoEpoch: true}); err != nil || !p.Incomplete {
+		t.Fatalf("missing first tile without the epoch row: %+v %v, want Incomplete", p, err)
+	}
+	if p, err := s.ReadPoint(ctx, PointQuery{Index: idx(3), Depths: []uint8{16}}); err != nil || p.Incomplete || p.Epoch == nil || p.Account != nil || p.Records[0] != nil {
+		t.Fatalf("missing tile with the epoch row: %+v %v", p, err)
+	}
+	if _, err := s.ReadPoint(ctx, PointQuery{Index: idx(1), Depths: []uint8{12}}); err == nil {
+		t.Fatal("a tile depth that is not a multiple of 8 was accepted")
+	}
+}
