@@ -61,6 +61,8 @@ type shared struct {
 	accounts *accountCache // account records served (bounded by accountCacheBytes), checked against the map on use
 	noMemory atomic.Bool   // benchmarks: every lookup reads the database
 
+	batch chan *pointReq // lookups' reads for the pointReaders (shared_batch.go)
+
 	memLookups atomic.Uint64 // lookups served from memory (monitoring, benchmarks)
 	dbLookups  atomic.Uint64 // lookups that read the database
 
@@ -192,9 +194,13 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 		c.Logf("directory: no published epoch to serve yet: %v", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(2 + pointReaders)
 	go func() { defer wg.Done(); s.followLoop() }()
 	go func() { defer wg.Done(); s.waiterLoop() }()
+	sh.batch = make(chan *pointReq, maxPointBatch)
+	for range pointReaders {
+		go func() { defer wg.Done(); s.pointReader() }()
+	}
 	go func() { wg.Wait(); close(sh.done) }()
 	if c.Role == RoleFrontend {
 		close(s.seqDone)
@@ -462,8 +468,11 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 	view := s.view.Load()
 	q.NoEpoch = view != nil && knownSize <= view.size
 	for try := 0; ; try++ {
-		p, err := s.sh.st.ReadPoint(ctx, q)
+		p, err := s.readPoint(ctx, q)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctxError(ctx.Err(), "reading the lookup's records")
+			}
 			return nil, s.stateErr(err)
 		}
 		if p.Incomplete {

@@ -232,3 +232,87 @@ func (c *stmtCache) close() {
 	}
 	c.m = nil
 }
+
+// ReadPoints reads, in one statement (one round trip), the account records
+// and path tiles of several indexes (by index, without the epoch row: each
+// is checked against the reader's view), one Point per query in order.
+// The statement is prepared per shape: the number of indexes is rounded up
+// to a power of two (the last index repeated) so the shapes stay few.
+func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, error) {
+	if len(qs) == 0 {
+		return nil, nil
+	}
+	depths := qs[0].Depths
+	for _, q := range qs {
+		if q.ByUser || !q.NoEpoch || !slicesEqual(q.Depths, depths) {
+			return nil, errors.New("sqlstate: ReadPoints reads by index without the epoch row, one tile shape")
+		}
+	}
+	for _, d := range depths {
+		if d%8 != 0 {
+			return nil, fmt.Errorf("sqlstate: tile depth %d is not a multiple of 8", d)
+		}
+	}
+	n := 1
+	for n < len(qs) {
+		n *= 2
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "SELECT 0 AS kind, vrf_index AS k, version, log_index, entry_hash, leaf AS v FROM accounts WHERE vrf_index IN (%s)", placeholders(n))
+	if len(depths) > 0 {
+		fmt.Fprintf(&b, " UNION ALL SELECT 1, k, 0, 0, NULL, v FROM map_kv WHERE k IN (%s)", placeholders(n*len(depths)))
+	}
+	stmt, err := s.stmts.get(ctx, s.db, b.String())
+	if err != nil {
+		return nil, err
+	}
+	args := make([]any, 0, n*(1+len(depths)))
+	at := func(i int) *PointQuery { return &qs[min(i, len(qs)-1)] }
+	for i := range n {
+		args = append(args, at(i).Index[:])
+	}
+	for i := range n {
+		for _, d := range depths {
+			args = append(args, TileKey(at(i).Index, d))
+		}
+	}
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	accounts := map[[32]byte]*Account{}
+	tiles := map[string][]byte{}
+	for rows.Next() {
+		var kind int
+		var k, hash, v []byte
+		var version, li uint64
+		if err := rows.Scan(&kind, &k, &version, &li, &hash, &v); err != nil {
+			return nil, err
+		}
+		if kind == 1 {
+			tiles[string(k)] = v
+			continue
+		}
+		if len(k) != 32 || len(hash) != 32 {
+			return nil, fmt.Errorf("%w: account row", ErrCorrupt)
+		}
+		a := &Account{Version: version, LogIndex: li, Leaf: v}
+		copy(a.EntryHash[:], hash)
+		accounts[[32]byte(k)] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]*Point, len(qs))
+	for i, q := range qs {
+		p := &Point{Account: accounts[q.Index], Records: make([][]byte, len(depths))}
+		for j, d := range depths {
+			p.Records[j] = tiles[string(TileKey(q.Index, d))]
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func slicesEqual(a, b []uint8) bool { return string(a) == string(b) }

@@ -431,4 +431,24 @@ func TestReadPoint(t *testing.T) {
 	if _, err := s.ReadPoint(ctx, PointQuery{Index: idx(1), Depths: []uint8{12}}); err == nil {
 		t.Fatal("a tile depth that is not a multiple of 8 was accepted")
 	}
+	// Several indexes in one statement (3 rounded up to 4: the last repeated).
+	ds := []uint8{16, 24}
+	ps, err := s.ReadPoints(ctx, []PointQuery{{Index: idx(1), Depths: ds, NoEpoch: true}, {Index: idx(3), Depths: ds, NoEpoch: true}, {Index: idx(1), Depths: ds, NoEpoch: true}})
+	if err != nil || len(ps) != 3 {
+		t.Fatalf("ReadPoints: %d points, %v", len(ps), err)
+	}
+	for i, p := range ps {
+		if i == 1 {
+			if p.Account != nil || p.Records[0] != nil || p.Records[1] != nil {
+				t.Fatalf("ReadPoints of an unknown index: %+v", p)
+			}
+			continue
+		}
+		if p.Account == nil || p.Account.Version != 2 || !bytes.Equal(p.Records[0], []byte{16, 2}) || !bytes.Equal(p.Records[1], []byte{24, 2}) {
+			t.Fatalf("ReadPoints point %d: %+v", i, p)
+		}
+	}
+	if _, err := s.ReadPoints(ctx, []PointQuery{{Index: idx(1), Depths: ds}}); err == nil {
+		t.Fatal("ReadPoints accepted a query with the epoch row")
+	}
 }

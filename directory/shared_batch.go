@@ -1,0 +1,99 @@
+package directory
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyline/keyline/directory/sqlstate"
+)
+
+// Lookups that read the database for the installed view (by VRF index,
+// without the epoch row) are grouped: a lookup hands its query to one of
+// pointReaders readers, and a reader that takes one query also takes those
+// already waiting (up to maxPointBatch) and reads them all in one statement
+// (sqlstate.ReadPoints). Nothing waits on purpose: alone, a lookup is read
+// at once; under load, the queries that arrive while the readers are busy
+// share the next round trip, which divides the per-statement cost of the
+// frontend (socket writes and reads) and of the database among them. Each
+// lookup still checks its own records against the view's root.
+const (
+	pointReaders  = 4
+	maxPointBatch = 32
+)
+
+type pointReq struct {
+	q    sqlstate.PointQuery
+	done chan pointRes // buffered: the reader never blocks on it
+}
+
+type pointRes struct {
+	p   *sqlstate.Point
+	err error
+}
+
+// readPoint reads one Point: through the batching readers when it is a
+// by-index query without the epoch row, else on its own.
+func (s *Server) readPoint(ctx context.Context, q sqlstate.PointQuery) (*sqlstate.Point, error) {
+	if q.ByUser || !q.NoEpoch || s.sh.batch == nil {
+		return s.sh.st.ReadPoint(ctx, q)
+	}
+	r := &pointReq{q: q, done: make(chan pointRes, 1)}
+	select {
+	case s.sh.batch <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.closing:
+		return s.sh.st.ReadPoint(ctx, q) // the readers are stopping
+	}
+	select {
+	case res := <-r.done:
+		return res.p, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// pointReader serves batches from s.sh.batch until the server closes.
+func (s *Server) pointReader() {
+	batch := make([]*pointReq, 0, maxPointBatch)
+	qs := make([]sqlstate.PointQuery, 0, maxPointBatch)
+	for {
+		batch, qs = batch[:0], qs[:0]
+		select {
+		case r := <-s.sh.batch:
+			batch = append(batch, r)
+		case <-s.closing:
+			return
+		}
+	more:
+		for len(batch) < maxPointBatch {
+			select {
+			case r := <-s.sh.batch:
+				if !slicesEqualU8(r.q.Depths, batch[0].q.Depths) {
+					// Another tile shape (the levels grew): on its own.
+					p, err := s.sh.st.ReadPoint(context.Background(), r.q)
+					r.done <- pointRes{p, err}
+					continue
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		for _, r := range batch {
+			qs = append(qs, r.q)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ps, err := s.sh.st.ReadPoints(ctx, qs)
+		cancel()
+		for i, r := range batch {
+			if err != nil {
+				r.done <- pointRes{nil, err}
+			} else {
+				r.done <- pointRes{ps[i], nil}
+			}
+		}
+	}
+}
+
+func slicesEqualU8(a, b []uint8) bool { return string(a) == string(b) }
