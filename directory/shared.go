@@ -62,6 +62,9 @@ type shared struct {
 	noMemory atomic.Bool   // benchmarks: every lookup reads the database
 
 	batch chan *pointReq // lookups' reads for the pointReaders (shared_batch.go)
+	// statements and points read by the pointReaders (monitoring,
+	// benchmarks: points per statement)
+	batchStmts, batchPoints atomic.Uint64
 
 	memLookups atomic.Uint64 // lookups served from memory (monitoring, benchmarks)
 	dbLookups  atomic.Uint64 // lookups that read the database

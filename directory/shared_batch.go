@@ -17,7 +17,7 @@ import (
 // frontend (socket writes and reads) and of the database among them. Each
 // lookup still checks its own records against the view's root.
 const (
-	pointReaders  = 4
+	pointReaders  = 2
 	maxPointBatch = 32
 )
 
@@ -86,6 +86,8 @@ func (s *Server) pointReader() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ps, err := s.sh.st.ReadPoints(ctx, qs)
 		cancel()
+		s.sh.batchStmts.Add(1)
+		s.sh.batchPoints.Add(uint64(len(qs)))
 		for i, r := range batch {
 			if err != nil {
 				r.done <- pointRes{nil, err}

@@ -359,10 +359,11 @@ func BenchmarkSharedLookup(b *testing.B) {
 					for _, s := range my.servers {
 						s.sh.noMemory.Store(c.noMemory)
 					}
-					var mem0, db0 uint64
+					var mem0, db0, st0, pt0 uint64
 					for _, s := range c.servers {
 						if s.sh != nil {
 							mem0, db0 = mem0+s.sh.memLookups.Load(), db0+s.sh.dbLookups.Load()
+							st0, pt0 = st0+s.sh.batchStmts.Load(), pt0+s.sh.batchPoints.Load()
 						}
 					}
 					ref := ed25519PerSec()
@@ -386,10 +387,11 @@ func BenchmarkSharedLookup(b *testing.B) {
 						dbEnd, _ := dbCPU()
 						b.ReportMetric(float64(dbEnd-dbStart)/float64(b.N)/1000, "mysqld-us/lookup")
 					}
-					var mem1, db1, tileBytes, acctBytes uint64
+					var mem1, db1, st1, pt1, tileBytes, acctBytes uint64
 					for _, s := range c.servers {
 						if s.sh != nil {
 							mem1, db1 = mem1+s.sh.memLookups.Load(), db1+s.sh.dbLookups.Load()
+							st1, pt1 = st1+s.sh.batchStmts.Load(), pt1+s.sh.batchPoints.Load()
 							tileBytes += uint64(s.sh.m.(tileMap).cache.Stats().Bytes)
 							acctBytes += uint64(s.sh.accounts.bytes())
 						}
@@ -397,6 +399,9 @@ func BenchmarkSharedLookup(b *testing.B) {
 					if c.servers[0].sh != nil {
 						if total := (mem1 - mem0) + (db1 - db0); total > 0 {
 							b.ReportMetric(float64(mem1-mem0)/float64(total), "from-memory")
+						}
+						if st1 > st0 {
+							b.ReportMetric(float64(pt1-pt0)/float64(st1-st0), "points/statement")
 						}
 						b.ReportMetric(float64(tileBytes)/(1<<20)/float64(len(c.servers)), "tile-cache-MiB")
 						b.ReportMetric(float64(acctBytes)/(1<<20)/float64(len(c.servers)), "account-cache-MiB")
