@@ -269,6 +269,7 @@ type monitor struct {
 	mu       sync.Mutex
 	size     uint64
 	root     []byte
+	held     *loadgen.Held // the checkpoint of size and its EpochRecord
 	ok, errs atomic.Int64
 	lastErr  atomic.Value
 	fatal    atomic.Value
@@ -276,20 +277,23 @@ type monitor struct {
 
 func (m *monitor) check(ctx context.Context, c *client.Client, trust *verifier.Trust, uid string) error {
 	m.mu.Lock()
-	size, root := m.size, m.root
+	size, root, held := m.size, m.root, m.held
 	m.mu.Unlock()
 	b, err := c.Lookup(ctx, uid, size)
 	if err != nil {
 		return err
 	}
-	if _, err := loadgen.VerifyLookup(trust, uid, b); err != nil {
+	// Served at the size the client holds, a bundle omits the checkpoint
+	// (docs/protocol.md §7.1.5): it is verified against the held one.
+	_, next, err := loadgen.VerifyLookupHeld(trust, uid, b, held)
+	if err != nil {
 		m.fatal.Store(fmt.Sprintf("lookup does not verify: %v", err))
 		return err
 	}
-	cp, err := trust.OpenCheckpoint(b.Checkpoint)
-	if err != nil {
-		return err
+	if b.Held() {
+		return nil
 	}
+	cp := next.Checkpoint
 	if cp.Size < size {
 		m.fatal.Store(fmt.Sprintf("checkpoint regressed from %d to %d", size, cp.Size))
 		return fmt.Errorf("regressed")
@@ -302,7 +306,7 @@ func (m *monitor) check(ctx context.Context, c *client.Client, trust *verifier.T
 	}
 	m.mu.Lock()
 	if cp.Size > m.size {
-		m.size, m.root = cp.Size, cp.Hash[:]
+		m.size, m.root, m.held = cp.Size, cp.Hash[:], next
 	}
 	m.mu.Unlock()
 	return nil
