@@ -91,6 +91,7 @@ func FuzzParseLookup(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"checkpoint":"","vrf_proof":"","map_proof":"","epoch_record":"","epoch_record_inclusion":[],"account_update_index":0}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"vrf_proof":"AA==","map_proof":"AA==","account_update":"AQ==","account_update_index":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := ParseLookup(data)
 		if err != nil {
