@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
-	"github.com/keyline/keyline/directory/loadgen"
 	"github.com/keyline/keyline/directory/mapdb"
 	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
@@ -253,16 +252,8 @@ func TestSharedEndToEnd(t *testing.T) {
 	if after.version != before.version || after.cp.Size < before.cp.Size {
 		t.Fatalf("after restart: version %d size %d, before %d %d", after.version, after.cp.Size, before.version, before.cp.Size)
 	}
-	b, err := fe2.Lookup(ctx, "user5", before.cp.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Held() {
-		// Served at the held size: verified against the held checkpoint.
-		if _, _, err := loadgen.VerifyLookupHeld(trust, "user5", b, &loadgen.Held{Checkpoint: before.cp, Epoch: before.epoch}); err != nil {
-			t.Fatalf("held-checkpoint bundle across the restart: %v", err)
-		}
-	} else if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
+	b := fullBundle(t, fe2, "user5", before.cp.Size)
+	if _, err := verifyLookup(trust, "user5", b, before.cp.Size, before.cp.Hash[:]); err != nil {
 		t.Fatalf("consistency across the restart: %v", err)
 	}
 	phone := alice.addDevice(t, "tablet")
@@ -339,10 +330,7 @@ func TestSharedFencing(t *testing.T) {
 	for {
 		v := mustLookup(t, fe.Source(), trust, "b@example.com")
 		if v.found {
-			bl, err := fe.Lookup(ctx, "b@example.com", base.cp.Size)
-			if err != nil {
-				t.Fatal(err)
-			}
+			bl := fullBundle(t, fe, "b@example.com", base.cp.Size)
 			if _, err := verifyLookup(trust, "b@example.com", bl, base.cp.Size, base.cp.Hash[:]); err != nil {
 				t.Fatalf("not consistent with the checkpoint before the takeover: %v", err)
 			}
@@ -543,22 +531,13 @@ func TestSharedMemoryPath(t *testing.T) {
 	}
 	// The client learnt the new checkpoint elsewhere: the frontend must not
 	// answer from its older view.
-	b, err := fe.Lookup(ctx, "mem@example.com", cp.Size)
-	if err != nil {
+	if _, err := fe.Lookup(ctx, "mem@example.com", cp.Size); err != nil {
 		t.Fatalf("lookup with a known size beyond the frontend's view: %v", err)
 	}
-	// It is served at the client's size: a held-checkpoint bundle, verified
-	// against that checkpoint and its EpochRecord.
-	if !b.Held() {
-		t.Fatalf("lookup at the served size %d: a full bundle, want the held-checkpoint form", cp.Size)
-	}
-	full := mustLookup(t, seq.Source(), trust, "mem@example.com")
-	if full.cp.Size != cp.Size {
-		t.Fatalf("the sequencer serves size %d, the client knows %d", full.cp.Size, cp.Size)
-	}
-	st, _, err := loadgen.VerifyLookupHeld(trust, "mem@example.com", b, &loadgen.Held{Checkpoint: full.cp, Epoch: full.epoch})
-	if err != nil || st == nil || st.Version != 2 {
-		t.Fatalf("held-checkpoint bundle: %+v, %v", st, err)
+	b := fullBundle(t, fe, "mem@example.com", cp.Size)
+	v, err := verifyLookup(trust, "mem@example.com", b, cp.Size, cp.Hash[:])
+	if err != nil || v.version != 2 {
+		t.Fatalf("version %d, %v", v.version, err)
 	}
 	for range 3 {
 		if v := mustLookup(t, fe.Source(), trust, "mem@example.com"); v.version != 2 {

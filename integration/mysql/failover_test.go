@@ -269,7 +269,6 @@ type monitor struct {
 	mu       sync.Mutex
 	size     uint64
 	root     []byte
-	held     *loadgen.Held // the checkpoint of size and its EpochRecord
 	ok, errs atomic.Int64
 	lastErr  atomic.Value
 	fatal    atomic.Value
@@ -277,23 +276,33 @@ type monitor struct {
 
 func (m *monitor) check(ctx context.Context, c *client.Client, trust *verifier.Trust, uid string) error {
 	m.mu.Lock()
-	size, root, held := m.size, m.root, m.held
+	size, root := m.size, m.root
 	m.mu.Unlock()
 	b, err := c.Lookup(ctx, uid, size)
 	if err != nil {
 		return err
 	}
-	// Served at the size the client holds, a bundle omits the checkpoint
-	// (docs/protocol.md §7.1.5): it is verified against the held one.
-	_, next, err := loadgen.VerifyLookupHeld(trust, uid, b, held)
-	if err != nil {
+	if b.Held() {
+		// The frontend serves the size verified before and omitted the
+		// checkpoint: ask for the full bundle to compare the checkpoint
+		// (and fetch the consistency proof if it grew meanwhile).
+		if b, err = c.Lookup(ctx, uid, 0); err != nil {
+			return err
+		}
+		if cp, err := trust.OpenCheckpoint(b.Checkpoint); err == nil && cp.Size > size {
+			if b.Consistency, err = c.ConsistencyProof(ctx, size, cp.Size); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := loadgen.VerifyLookup(trust, uid, b); err != nil {
 		m.fatal.Store(fmt.Sprintf("lookup does not verify: %v", err))
 		return err
 	}
-	if b.Held() {
-		return nil
+	cp, err := trust.OpenCheckpoint(b.Checkpoint)
+	if err != nil {
+		return err
 	}
-	cp := next.Checkpoint
 	if cp.Size < size {
 		m.fatal.Store(fmt.Sprintf("checkpoint regressed from %d to %d", size, cp.Size))
 		return fmt.Errorf("regressed")
@@ -306,7 +315,7 @@ func (m *monitor) check(ctx context.Context, c *client.Client, trust *verifier.T
 	}
 	m.mu.Lock()
 	if cp.Size > m.size {
-		m.size, m.root, m.held = cp.Size, cp.Hash[:], next
+		m.size, m.root = cp.Size, cp.Hash[:]
 	}
 	m.mu.Unlock()
 	return nil
