@@ -180,8 +180,11 @@ func openBenchDir(b *testing.B, backend string, frontends, n int, users []benchU
 			if i == 0 {
 				role = RoleAll
 			}
+			// LeaseDuration: an epoch renews the lease it commits under
+			// for this long, and a 10,000-account epoch at 1M accounts
+			// on a loaded machine can take longer than the default.
 			s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, NoSync: true, StateBackend: StateMySQL, MySQLDSN: dsn,
-				Role: role, LeaseHolder: fmt.Sprintf("bench-server-%d", i), sharedLog: nopCloseLog{l}})
+				Role: role, LeaseHolder: fmt.Sprintf("bench-server-%d", i), LeaseDuration: time.Hour, sharedLog: nopCloseLog{l}})
 			if err != nil {
 				b.Fatal(err)
 			}
