@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 
-		"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"go.etcd.io/bbolt"
