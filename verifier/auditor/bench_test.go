@@ -1,12 +1,16 @@
 package auditor_test
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/verifier/auditor"
 	"github.com/keyline/keyline/verifier/auditor/audittest"
 )
@@ -17,6 +21,16 @@ import (
 // on). N is KEYLINE_AUDIT_BENCH_N (default 2000). The same log is replayed
 // sequentially (workers=1, no pre-check) and with the parallel pre-check
 // on runtime.GOMAXPROCS goroutines (the default).
+//
+// Besides entries/s it reports the signature floor measured in the same
+// run: sigs/entry is counted during the replay (devices.SignaturesVerified),
+// ed25519/s is single-core crypto/ed25519 verification measured for 1 s
+// right before and right after the replay (their mean), floor-entries/s =
+// workers x ed25519/s / sigs/entry, and floor-fraction = entries/s over
+// it. par-ed25519/s is ed25519 verification measured on `workers`
+// goroutines at once (what the cores actually delivered, other load
+// included) and par-floor-fraction the fraction of the floor computed
+// from it.
 //
 //	KEYLINE_AUDIT_BENCH_N=100000 go test -run='^$' -bench=Replay -benchtime=1x ./verifier/auditor
 func BenchmarkReplay(b *testing.B) {
@@ -50,6 +64,8 @@ func BenchmarkReplay(b *testing.B) {
 	size := d.Log.Size()
 	for _, w := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			var sigs uint64
+			var edRate, parRate float64
 			for b.Loop() {
 				b.StopTimer()
 				dir := b.TempDir()
@@ -57,19 +73,65 @@ func BenchmarkReplay(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				edRate += ed25519Rate(1, time.Second) / 2
+				parRate += ed25519Rate(w, time.Second) / 2
+				s0 := devices.SignaturesVerified()
 				b.StartTimer()
 				st, err := a.Run(ctx, nil)
 				if err != nil || st.Replayed != size {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				sigs += devices.SignaturesVerified() - s0
+				edRate += ed25519Rate(1, time.Second) / 2
+				parRate += ed25519Rate(w, time.Second) / 2
 				fi, _ := os.Stat(dir + "/" + auditor.StateFile)
 				b.ReportMetric(float64(fi.Size())/float64(size), "state-bytes/entry")
 				a.Close()
 				b.StartTimer()
 			}
-			b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+			runs := float64(b.N)
+			rate := float64(size) * runs / b.Elapsed().Seconds()
+			perEntry := float64(sigs) / (float64(size) * runs)
+			edRate, parRate = edRate/runs, parRate/runs
+			floor := float64(w) * edRate / perEntry
+			b.ReportMetric(rate, "entries/s")
 			b.ReportMetric(float64(size), "entries")
+			b.ReportMetric(perEntry, "sigs/entry")
+			b.ReportMetric(edRate, "ed25519/s")
+			b.ReportMetric(floor, "floor-entries/s")
+			b.ReportMetric(rate/floor, "floor-fraction")
+			b.ReportMetric(parRate, "par-ed25519/s")
+			b.ReportMetric(rate/(parRate/perEntry), "par-floor-fraction")
 		})
 	}
+}
+
+// ed25519Rate returns the crypto/ed25519 verifications per second of
+// workers goroutines verifying for about d.
+func ed25519Rate(workers int, d time.Duration) float64 {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	msg := make([]byte, 200)
+	sig := ed25519.Sign(priv, msg)
+	var wg sync.WaitGroup
+	counts := make([]int, workers)
+	start := time.Now()
+	for i := range workers {
+		wg.Go(func() {
+			for time.Since(start) < d {
+				for range 64 {
+					if !ed25519.Verify(pub, msg, sig) {
+						panic("ed25519 reference signature does not verify")
+					}
+				}
+				counts[i] += 64
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, c := range counts {
+		total += c
+	}
+	return float64(total) / time.Since(start).Seconds()
 }
