@@ -20,7 +20,6 @@ import (
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
 	"github.com/keyline/keyline/verifier/vmap"
-	"github.com/keyline/keyline/verifier/vmap/boltstore"
 	"github.com/keyline/keyline/verifier/witness"
 )
 
@@ -261,8 +260,10 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 			} else if f != nil {
 				return errRollback
 			}
+			nodes := tx.Bucket(bNodes)
+			nodes.FillPercent = 1 // keys grow within each level: pages stay full
 			for id, h := range b.mem.Nodes {
-				if err := tx.Bucket(bNodes).Put(nodeKey(id), h); err != nil {
+				if err := nodes.Put(nodeKey(id), h); err != nil {
 					return err
 				}
 			}
@@ -487,7 +488,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, pc *preche
 			}); err != nil {
 				return nil, err
 			}
-			root, err := vmap.Apply(boltstore.New(tx.Bucket(bMap)), ups)
+			root, err := a.tiles.Apply(tileStore{tx.Bucket(bTiles)}, ups)
 			if err != nil {
 				return nil, fmt.Errorf("auditor: map: %w", err)
 			}
