@@ -24,10 +24,12 @@ import (
 //  1. decodeEntry of every leaf, in parallel;
 //  2. in log order, on the calling goroutine, a guess of each
 //     AccountUpdate's previous leaf: the latest earlier leaf of the same
-//     index in the batch, else the leaf stored for the index when the batch
-//     starts (exactly what the rule pass will find if no earlier leaf of
-//     the batch is a violation, and after one it stops anyway);
-//  3. checkEntry(reset key, decoded guess, entry), in parallel.
+//     index in the batch, else the index's latest leaf before the batch
+//     (prevSource: the previous batch's, still in memory, or the stored
+//     one), which is exactly what the rule pass will find if no earlier
+//     leaf is a violation (and after one it stops anyway);
+//  3. in parallel: decodeEntry of a guessed stored leaf, then
+//     checkEntry(reset key, decoded guess, entry).
 //
 // The rule pass then uses a pre-checked result only if the previous leaf
 // it actually finds is byte-identical to the guessed one (both absent, or
@@ -69,9 +71,11 @@ type precheck struct {
 }
 
 // prevSource returns the latest entry of an index before a batch, as the
-// state will hold it once every earlier batch is applied: ok is false when
-// it cannot be read (the rule pass then reads and reports it itself).
-type prevSource func(idx [32]byte) (e *entry, ok bool)
+// state will hold it once every earlier batch is applied: decoded (e), or
+// as the leaf bytes stored for it (leaf, decoded later on the pool), or
+// neither for a new index. ok is false when it cannot be read (the rule
+// pass then reads and reports it itself).
+type prevSource func(idx [32]byte) (e *entry, leaf []byte, ok bool)
 
 // workers returns the number of goroutines for the pre-check; 1 disables it.
 func (a *Auditor) workers() int {
@@ -122,6 +126,7 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 		pc.dec[k] = decoded{ok: true, e: e, rule: r, detail: d}
 	})
 	var todo []int
+	stored := make([][]byte, len(leaves)) // previous leaf still to decode
 	last := make(map[[32]byte]*entry)
 	for k := range leaves {
 		xe := pc.dec[k].e
@@ -135,7 +140,7 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 		pe, seen := last[idx]
 		if !seen {
 			var ok bool
-			if pe, ok = before(idx); !ok {
+			if pe, stored[k], ok = before(idx); !ok {
 				last[idx] = xe
 				continue
 			}
@@ -151,6 +156,13 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 	parallelFor(len(todo), workers, func(j int) {
 		defer func() { _ = recover() }() // left to the rule pass
 		k := todo[j]
+		if stored[k] != nil {
+			pe, r, _ := decodeEntry(stored[k])
+			if r != "" || pe == nil {
+				return // left to the rule pass, which reports it
+			}
+			pc.prev[k] = pe
+		}
 		c := checked{ok: true}
 		if pe := pc.prev[k]; pe != nil {
 			c.prevLeaf = pe.leaf
@@ -162,22 +174,18 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 }
 
 // storedPrev returns the prevSource reading the account records in accts
-// (the state before a batch), decoding the stored leaf.
+// (the state before a batch): the stored leaf, copied.
 func storedPrev(accts *bbolt.Bucket) prevSource {
-	return func(idx [32]byte) (*entry, bool) {
+	return func(idx [32]byte) (*entry, []byte, bool) {
 		v := accts.Get(idx[:])
 		if v == nil {
-			return nil, true
+			return nil, nil, true
 		}
 		rec, err := parseAccountRec(v)
 		if err != nil {
-			return nil, false
+			return nil, nil, false
 		}
-		pe, r, _ := decodeEntry(rec.leaf)
-		if r != "" || pe == nil {
-			return nil, false
-		}
-		return pe, true
+		return nil, rec.leaf, true
 	}
 }
 

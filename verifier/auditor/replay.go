@@ -366,9 +366,9 @@ func (a *Auditor) produce(ctx context.Context, out chan<- *batch, start uint64, 
 					return err
 				}
 				stored := storedPrev(tx.Bucket(bAccounts))
-				b.pc = precheckBatch(func(idx [32]byte) (*entry, bool) {
+				b.pc = precheckBatch(func(idx [32]byte) (*entry, []byte, bool) {
 					if e, ok := overlay[idx]; ok {
-						return e, true
+						return e, nil, true
 					}
 					return stored(idx)
 				}, a.trust, b.leaves, w, func() { _ = tx.Rollback() })
