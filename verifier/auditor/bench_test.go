@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +32,16 @@ import (
 // goroutines at once (what the cores actually delivered, other load
 // included) and par-floor-fraction the fraction of the floor computed
 // from it.
+//
+// Wall-clock rates on a machine shared with other work vary from run to
+// run, so the same is also reported in process CPU time (getrusage: user +
+// system, every thread, GC included), which other load barely changes:
+// cpu-µs/entry for the replay, ed25519-cpu-µs per single-core
+// verification, and cpu-floor-fraction = sigs/entry x ed25519-cpu-µs /
+// cpu-µs/entry, the share of the replay's CPU that is signature
+// verification: the fraction of the floor the replay reaches when it keeps
+// `workers` cores busy. busy-cores = replay CPU time / wall time says how
+// many cores it kept busy.
 //
 //	KEYLINE_AUDIT_BENCH_N=100000 go test -run='^$' -bench=Replay -benchtime=1x ./verifier/auditor
 func BenchmarkReplay(b *testing.B) {
@@ -65,7 +76,7 @@ func BenchmarkReplay(b *testing.B) {
 	for _, w := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
 			var sigs uint64
-			var edRate, parRate float64
+			var edRate, parRate, edCPU, cpu float64
 			for b.Loop() {
 				b.StopTimer()
 				dir := b.TempDir()
@@ -73,18 +84,24 @@ func BenchmarkReplay(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				edRate += ed25519Rate(1, time.Second) / 2
-				parRate += ed25519Rate(w, time.Second) / 2
+				r, c := ed25519Rate(1, time.Second)
+				edRate, edCPU = edRate+r/2, edCPU+c/2
+				r, _ = ed25519Rate(w, time.Second)
+				parRate += r / 2
 				s0 := devices.SignaturesVerified()
+				c0 := cpuTime()
 				b.StartTimer()
 				st, err := a.Run(ctx, nil)
 				if err != nil || st.Replayed != size {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				cpu += cpuTime() - c0
 				sigs += devices.SignaturesVerified() - s0
-				edRate += ed25519Rate(1, time.Second) / 2
-				parRate += ed25519Rate(w, time.Second) / 2
+				r, c = ed25519Rate(1, time.Second)
+				edRate, edCPU = edRate+r/2, edCPU+c/2
+				r, _ = ed25519Rate(w, time.Second)
+				parRate += r / 2
 				fi, _ := os.Stat(dir + "/" + auditor.StateFile)
 				b.ReportMetric(float64(fi.Size())/float64(size), "state-bytes/entry")
 				a.Close()
@@ -93,7 +110,8 @@ func BenchmarkReplay(b *testing.B) {
 			runs := float64(b.N)
 			rate := float64(size) * runs / b.Elapsed().Seconds()
 			perEntry := float64(sigs) / (float64(size) * runs)
-			edRate, parRate = edRate/runs, parRate/runs
+			edRate, parRate, edCPU = edRate/runs, parRate/runs, edCPU/runs
+			cpuPerEntry := cpu / (float64(size) * runs)
 			floor := float64(w) * edRate / perEntry
 			b.ReportMetric(rate, "entries/s")
 			b.ReportMetric(float64(size), "entries")
@@ -103,18 +121,34 @@ func BenchmarkReplay(b *testing.B) {
 			b.ReportMetric(rate/floor, "floor-fraction")
 			b.ReportMetric(parRate, "par-ed25519/s")
 			b.ReportMetric(rate/(parRate/perEntry), "par-floor-fraction")
+			b.ReportMetric(cpuPerEntry*1e6, "cpu-µs/entry")
+			b.ReportMetric(edCPU*1e6, "ed25519-cpu-µs")
+			b.ReportMetric(perEntry*edCPU/cpuPerEntry, "cpu-floor-fraction")
+			b.ReportMetric(cpu/b.Elapsed().Seconds(), "busy-cores")
 		})
 	}
 }
 
+// cpuTime returns the process's CPU time so far (user + system, all
+// threads), in seconds.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 // ed25519Rate returns the crypto/ed25519 verifications per second of
-// workers goroutines verifying for about d.
-func ed25519Rate(workers int, d time.Duration) float64 {
+// workers goroutines verifying for about d, and the process CPU time per
+// verification (seconds).
+func ed25519Rate(workers int, d time.Duration) (rate, cpu float64) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	msg := make([]byte, 200)
 	sig := ed25519.Sign(priv, msg)
 	var wg sync.WaitGroup
 	counts := make([]int, workers)
+	c0 := cpuTime()
 	start := time.Now()
 	for i := range workers {
 		wg.Go(func() {
@@ -129,9 +163,10 @@ func ed25519Rate(workers int, d time.Duration) float64 {
 		})
 	}
 	wg.Wait()
+	elapsed, cpu := time.Since(start).Seconds(), cpuTime()-c0
 	total := 0
 	for _, c := range counts {
 		total += c
 	}
-	return float64(total) / time.Since(start).Seconds()
+	return float64(total) / elapsed, cpu / float64(total)
 }
