@@ -116,9 +116,8 @@ func parallelFor(n, workers int, f func(i int)) {
 
 // precheckBatch pre-checks leaves (see above); before(idx) is the index's
 // latest entry before the batch. It is called on the calling goroutine
-// only, in log order, at most once per index, and never after guessed
-// (if non-nil) is called, once every guess is made.
-func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, workers int, guessed func()) *precheck {
+// only, in log order, at most once per index.
+func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, workers int) *precheck {
 	pc := &precheck{dec: make([]decoded, len(leaves)), chk: make([]checked, len(leaves)), prev: make([]*entry, len(leaves))}
 	parallelFor(len(leaves), workers, func(k int) {
 		defer func() { _ = recover() }() // left to the rule pass
@@ -150,9 +149,6 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 		last[idx] = xe
 	}
 	pc.last = last
-	if guessed != nil {
-		guessed()
-	}
 	parallelFor(len(todo), workers, func(j int) {
 		defer func() { _ = recover() }() // left to the rule pass
 		k := todo[j]
@@ -173,19 +169,24 @@ func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, worker
 	return pc
 }
 
-// storedPrev returns the prevSource reading the account records in accts
-// (the state before a batch): the stored leaf, copied.
-func storedPrev(accts *bbolt.Bucket) prevSource {
-	return func(idx [32]byte) (*entry, []byte, bool) {
-		v := accts.Get(idx[:])
-		if v == nil {
-			return nil, nil, true
-		}
-		rec, err := parseAccountRec(v)
-		if err != nil {
-			return nil, nil, false
-		}
-		return nil, rec.leaf, true
+// storedPrev returns the prevSource reading the account records of db
+// (the committed state), each in a read transaction of its own: the
+// stored leaf, copied.
+func storedPrev(db *bbolt.DB) prevSource {
+	return func(idx [32]byte) (e *entry, leaf []byte, ok bool) {
+		err := db.View(func(tx *bbolt.Tx) error {
+			v := tx.Bucket(bAccounts).Get(idx[:])
+			if v == nil {
+				return nil
+			}
+			rec, err := parseAccountRec(v)
+			if err != nil {
+				return err
+			}
+			leaf = rec.leaf
+			return nil
+		})
+		return nil, leaf, err == nil
 	}
 }
 

@@ -319,8 +319,10 @@ type batch struct {
 // unbuffered, so when produce starts batch j the rule pass has received
 // j-1 and thus committed j-2. The pre-check's guess of an index's previous
 // entry is therefore the latest earlier entry in batch j, else in batch
-// j-1 (the overlay, pc.last of j-1), else the account record read from a
-// fresh read transaction (which holds at least every batch up to j-2).
+// j-1 (the overlay, pc.last of j-1), else the account record read in a
+// read transaction of its own (which holds at least every batch up to j-2;
+// one per lookup, so that no read transaction stays open across the rule
+// pass's commits and keeps their freed pages from being reused).
 // That is what the rule pass will find if no earlier batch has a
 // violation; a wrong guess would only cost a recomputation (parallel.go).
 func (a *Auditor) produce(ctx context.Context, out chan<- *batch, start uint64, rng *compact.Range, cp klog.Checkpoint) {
@@ -361,17 +363,13 @@ func (a *Auditor) produce(ctx context.Context, out chan<- *batch, start uint64, 
 				return fmt.Errorf("%w: entries up to %d do not hash to the checkpoint's root", ErrSource, b.end)
 			}
 			if w := a.workers(); w > 1 {
-				tx, err := a.db.Begin(false)
-				if err != nil {
-					return err
-				}
-				stored := storedPrev(tx.Bucket(bAccounts))
+				stored := storedPrev(a.db)
 				b.pc = precheckBatch(func(idx [32]byte) (*entry, []byte, bool) {
 					if e, ok := overlay[idx]; ok {
 						return e, nil, true
 					}
 					return stored(idx)
-				}, a.trust, b.leaves, w, func() { _ = tx.Rollback() })
+				}, a.trust, b.leaves, w)
 				overlay = b.pc.last
 			}
 			return nil
