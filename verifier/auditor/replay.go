@@ -20,6 +20,7 @@ import (
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
 	"github.com/keyline/keyline/verifier/vmap"
+	"github.com/keyline/keyline/verifier/vmap/boltstore"
 	"github.com/keyline/keyline/verifier/witness"
 )
 
@@ -486,7 +487,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, pc *preche
 			}); err != nil {
 				return nil, err
 			}
-			root, err := a.tiles.Apply(tileStore{tx.Bucket(bTiles)}, ups)
+			root, err := a.tiles.Apply(boltstore.NewTiles(tx.Bucket(bTiles)), ups)
 			if err != nil {
 				return nil, fmt.Errorf("auditor: map: %w", err)
 			}

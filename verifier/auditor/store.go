@@ -9,7 +9,6 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/keyline/keyline/verifier/auditor/internal/mtree"
-	"github.com/keyline/keyline/verifier/vmap"
 )
 
 // Bucket layout of the auditor's state file (docs/protocol.md).
@@ -57,31 +56,6 @@ var ErrCorruptState = errors.New("auditor: corrupt state file")
 // does not read (an older one, which it does not convert, or a newer one):
 // the audit must be run again from scratch in a fresh directory.
 var ErrStateFormat = errors.New("auditor: state file format not supported")
-
-// tileStore is the auditor's vmap.TileStore: the tiles bucket of one
-// transaction.
-type tileStore struct{ b *bbolt.Bucket }
-
-// ReadTiles implements vmap.TileReader.
-func (s tileStore) ReadTiles(ids []vmap.TileID) ([][]byte, error) {
-	out := make([][]byte, len(ids))
-	var key []byte
-	for i, id := range ids {
-		key = id.AppendKey(key[:0])
-		out[i] = s.b.Get(key)
-	}
-	return out, nil
-}
-
-// WriteTiles implements vmap.TileStore.
-func (s tileStore) WriteTiles(tiles []vmap.Tile) error {
-	for _, t := range tiles {
-		if err := s.b.Put(t.ID.Key(), t.Data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 func u64b(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
 
