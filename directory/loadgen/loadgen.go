@@ -97,7 +97,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return 0, 0, err
 			}
 		}
-		return server, selfCPU(), nil
+		return server, SelfCPU(), nil
 	}
 	s0, c0, err := sample()
 	if err != nil {

@@ -1,0 +1,219 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/directory/loadgen"
+	"github.com/keyline/keyline/verifier/vrf"
+)
+
+// BenchmarkCreate measures account creates sequenced by the server, every
+// signature and the VRF checked, with the load generator's key generation
+// and signing done before the timer: b.N signed version-1 AccountStates
+// (1 device: 4 ed25519 signatures) are generated on all cores, then
+// submitted from many goroutines, in process (Server.Update) and over gRPC
+// on loopback (client in this process), fsync on, against a copy of the
+// KEYLINE_DIR_BENCH_N-account fixture (so the cached fixture does not
+// grow):
+//
+//	KEYLINE_DIR_BENCH_N=100000 go test -run='^$' -bench=Create -benchtime=20000x ./directory
+//
+// Reported per sub-benchmark: creates/s; cpu-µs/create, the process's CPU
+// (getrusage) during the timed phase per create (over gRPC it includes the
+// in-process client's gRPC cost, so it is an upper bound of the server's);
+// ed25519/s, single-core ed25519 verifies/s measured just before, and
+// x-ed25519, creates/s divided by it; floor-creates/s, the rate if the
+// cores did nothing but the create's signature checks and VRF proof
+// (GOMAXPROCS / (4 ed25519 verifies + 1 VRF prove), both measured in the
+// same run), and of-floor, creates/s as a fraction of it.
+func BenchmarkCreate(b *testing.B) {
+	s := openBenchCopy(b)
+	run := func(b *testing.B, conc int, update func(ctx context.Context, state []byte) error) {
+		ref, prove := ed25519Rate(), vrfProveTime()
+		reqs := pregenerateCreates(b, b.N)
+		ctx := context.Background()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, 1)
+		runtime.GC()
+		b.ResetTimer()
+		cpu0 := loadgen.SelfCPU()
+		for range min(conc, b.N) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(reqs) {
+						return
+					}
+					err := update(ctx, reqs[i])
+					for attempt := 0; apierr.Reason(err) == apierr.QueueFull && attempt < 100; attempt++ {
+						time.Sleep(10 * time.Millisecond)
+						err = update(ctx, reqs[i])
+					}
+					if err != nil {
+						select {
+						case errs <- fmt.Errorf("create %d: %w", i, err):
+						default:
+						}
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		cpu := loadgen.SelfCPU() - cpu0
+		b.StopTimer()
+		select {
+		case err := <-errs:
+			b.Fatal(err)
+		default:
+		}
+		rate := float64(b.N) / b.Elapsed().Seconds()
+		perCreate := 4/ref + prove.Seconds()
+		floor := float64(runtime.GOMAXPROCS(0)) / perCreate
+		b.ReportMetric(rate, "creates/s")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/create")
+		b.ReportMetric(ref, "ed25519/s")
+		b.ReportMetric(rate/ref, "x-ed25519")
+		b.ReportMetric(float64(prove.Microseconds()), "vrf-prove-µs")
+		b.ReportMetric(floor, "floor-creates/s")
+		b.ReportMetric(rate/floor, "of-floor")
+	}
+	b.Run("inproc", func(b *testing.B) {
+		run(b, 2048, func(ctx context.Context, st []byte) error { _, err := s.Update(ctx, st); return err })
+	})
+	b.Run("grpc", func(b *testing.B) {
+		c := serveTest(b, s)
+		run(b, 512, func(ctx context.Context, st []byte) error { _, err := c.Update(ctx, st); return err })
+	})
+}
+
+// createRun numbers the benchmark runs of this process, so that every run
+// creates new user ids.
+var createRun atomic.Int64
+
+// pregenerateCreates returns n signed version-1 AccountStates of new
+// synthetic accounts (1 device each), generated on all cores.
+func pregenerateCreates(b *testing.B, n int) [][]byte {
+	prefix := "create-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(createRun.Add(1), 10)
+	reqs := make([][]byte, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	now := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				a, err := loadgen.NewAccount(prefix, i)
+				var st *devices.AccountState
+				if err == nil {
+					st, err = a.Create(now)
+				}
+				if err == nil {
+					reqs[i], err = st.MarshalBinary()
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return reqs
+}
+
+// ed25519Rate measures single-core ed25519 verifies/s for 300 ms.
+func ed25519Rate() float64 { return loadgen.Ed25519Rate(300 * time.Millisecond) }
+
+// vrfProveTime measures one VRF prove (of a fresh user id each time) on
+// one core for about 300 ms.
+func vrfProveTime() time.Duration {
+	sk, err := vrf.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 300*time.Millisecond {
+		sk.Prove([]byte("vrf-bench-" + strconv.Itoa(n)))
+		n++
+	}
+	return time.Since(start) / time.Duration(n)
+}
+
+// openBenchCopy opens a copy of the benchmark fixture (fsync on) in a
+// temporary directory.
+func openBenchCopy(b *testing.B) *Server {
+	src := benchFixture(b)
+	dst := filepath.Join(b.TempDir(), "data")
+	start := time.Now()
+	if err := copyTree(src, dst); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("copied the %d-account fixture in %v", benchN(), time.Since(start).Round(time.Millisecond))
+	s, err := Open(Config{DataDir: dst, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// copyTree copies the regular files and directories under src to dst.
+func copyTree(src, dst string) error {
+	return filepath.Walk(src, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
