@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/loadgen"
 	"github.com/keyline/keyline/verifier/vrf"
@@ -111,37 +110,8 @@ var createRun atomic.Int64
 // synthetic accounts (1 device each), generated on all cores.
 func pregenerateCreates(b *testing.B, n int) [][]byte {
 	prefix := "create-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(createRun.Add(1), 10)
-	reqs := make([][]byte, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	now := time.Now()
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				a, err := loadgen.NewAccount(prefix, i)
-				var st *devices.AccountState
-				if err == nil {
-					st, err = a.Create(now)
-				}
-				if err == nil {
-					reqs[i], err = st.MarshalBinary()
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
+	reqs, err := loadgen.GenerateCreates(context.Background(), prefix, 0, n)
+	if err != nil {
 		b.Fatal(err)
 	}
 	return reqs

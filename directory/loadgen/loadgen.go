@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,11 +45,17 @@ type Options struct {
 
 // Report is what Run measured.
 type Report struct {
-	Accounts      int           // accounts in the directory under Prefix (created or existing)
-	Created       int           // accounts created by this run
-	CreateTime    time.Duration // wall time of the create phase
-	UpdatesPerSec float64       // created accounts per second (each a full signed create)
-	Lookups       int           // lookups completed in the lookup phase
+	Accounts int // accounts in the directory under Prefix (created or existing)
+	Created  int // accounts created by this run
+	// KeygenTime is the wall time spent deriving the accounts' keys and
+	// signing their create requests, on all cores, before each timed
+	// submission; it is not part of CreateTime.
+	KeygenTime time.Duration
+	// CreateTime is the wall time of submitting the pre-generated create
+	// requests and waiting for their epochs (the timed create phase).
+	CreateTime    time.Duration
+	UpdatesPerSec float64 // created accounts per second of CreateTime (each a full signed create)
+	Lookups       int     // lookups completed in the lookup phase
 	LookupsPerSec float64
 	P50, P99      time.Duration // lookup latency
 	// ProofBytes is the mean size of a lookup bundle without the
@@ -61,15 +68,22 @@ type Report struct {
 
 	// CPU time per operation of the server (with Options.ServerCPU; zero
 	// otherwise) and of this load generator, per created account and per
-	// lookup.
+	// lookup, during the timed phases only. ClientCPUPerKeygen is this load
+	// generator's CPU per create request generated (key derivation and
+	// signing, outside the timed phase).
 	ServerCPUPerCreate, ServerCPUPerLookup time.Duration
 	ClientCPUPerCreate, ClientCPUPerLookup time.Duration
+	ClientCPUPerKeygen                     time.Duration
 }
 
 func (r *Report) String() string {
-	return fmt.Sprintf("accounts %d (created %d in %v, %.0f creates/s); lookups %d: %.0f/s, p50 %v, p99 %v; proof %.0f B + payload %.0f B per lookup; verified %d",
-		r.Accounts, r.Created, r.CreateTime.Round(time.Millisecond), r.UpdatesPerSec, r.Lookups, r.LookupsPerSec, r.P50, r.P99, r.ProofBytes, r.PayloadBytes, r.Verified)
+	return fmt.Sprintf("accounts %d (created %d in %v, %.0f creates/s; keys generated in %v); lookups %d: %.0f/s, p50 %v, p99 %v; proof %.0f B + payload %.0f B per lookup; verified %d",
+		r.Accounts, r.Created, r.CreateTime.Round(time.Millisecond), r.UpdatesPerSec, r.KeygenTime.Round(time.Millisecond), r.Lookups, r.LookupsPerSec, r.P50, r.P99, r.ProofBytes, r.PayloadBytes, r.Verified)
 }
+
+// cpuSample reads the server's (with Options.ServerCPU) and this
+// process's cumulative CPU time.
+type cpuSample func() (server, self time.Duration, err error)
 
 // Run creates the accounts and measures lookups.
 func Run(ctx context.Context, o Options) (*Report, error) {
@@ -99,22 +113,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		return server, SelfCPU(), nil
 	}
-	s0, c0, err := sample()
-	if err != nil {
-		return r, err
-	}
-	if err := create(ctx, c, o, r); err != nil {
+	if err := create(ctx, c, o, r, sample); err != nil {
 		return r, err
 	}
 	s1, c1, err := sample()
 	if err != nil {
 		return r, err
-	}
-	if r.Created > 0 {
-		r.ClientCPUPerCreate = (c1 - c0) / time.Duration(r.Created)
-		if o.ServerCPU != nil {
-			r.ServerCPUPerCreate = (s1 - s0) / time.Duration(r.Created)
-		}
 	}
 	if err := lookups(ctx, c, o, r); err != nil {
 		return r, err
@@ -132,9 +136,102 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return r, nil
 }
 
-func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
-	start := time.Now()
-	var next, done, created atomic.Int64
+// createChunk is how many create requests are generated before each timed
+// submission: it bounds the memory they take (about 0.5 KB each).
+const createChunk = 50000
+
+// create creates the accounts chunk by chunk: it generates a chunk's
+// signed create requests on all cores (untimed), then submits them from
+// max(Concurrency, 256) workers (timed, with the CPU of both sides
+// sampled around it).
+func create(ctx context.Context, c *client.Client, o Options, r *Report, sample cpuSample) error {
+	var serverCPU, submitCPU, keygenCPU time.Duration
+	created, done := 0, 0
+	for first := 0; first < o.Accounts; first += createChunk {
+		k0, t0 := SelfCPU(), time.Now()
+		reqs, err := GenerateCreates(ctx, o.Prefix, first, min(first+createChunk, o.Accounts))
+		r.KeygenTime += time.Since(t0)
+		keygenCPU += SelfCPU() - k0
+		if err != nil {
+			return err
+		}
+		s0, c0, err := sample()
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		n, err := submitCreates(ctx, c, o, first, reqs, done)
+		r.CreateTime += time.Since(t1)
+		s1, c1, serr := sample()
+		if serr != nil {
+			return serr
+		}
+		serverCPU, submitCPU = serverCPU+s1-s0, submitCPU+c1-c0
+		created, done = created+n, done+len(reqs)
+		if err != nil {
+			r.Created = created
+			return err
+		}
+	}
+	r.Created = created
+	if created > 0 {
+		r.UpdatesPerSec = float64(created) / r.CreateTime.Seconds()
+		r.ClientCPUPerCreate = submitCPU / time.Duration(created)
+		if o.ServerCPU != nil {
+			r.ServerCPUPerCreate = serverCPU / time.Duration(created)
+		}
+	}
+	if o.Accounts > 0 {
+		r.ClientCPUPerKeygen = keygenCPU / time.Duration(o.Accounts)
+	}
+	return nil
+}
+
+// GenerateCreates returns the signed version-1 AccountStates (encoded) of
+// synthetic accounts first..end-1 under prefix, generated on all cores.
+func GenerateCreates(ctx context.Context, prefix string, first, end int) ([][]byte, error) {
+	reqs := make([][]byte, end-first)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	now := time.Now()
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(reqs) {
+					return
+				}
+				a, err := NewAccount(prefix, first+i)
+				var st *devices.AccountState
+				if err == nil {
+					st, err = a.Create(now)
+				}
+				if err == nil {
+					reqs[i], err = st.MarshalBinary()
+				}
+				if err != nil {
+					once.Do(func() { firstErr = fmt.Errorf("generating account %d: %w", first+i, err) })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return reqs, firstErr
+}
+
+// submitCreates submits reqs (accounts first, first+1, ...) and returns
+// how many were created; accounts that already exist are skipped. done is
+// the number of accounts handled before, for Options.Progress.
+func submitCreates(ctx context.Context, c *client.Client, o Options, first int, reqs [][]byte, done int) (int, error) {
+	var next, handled, created atomic.Int64
 	var firstErr error
 	var once sync.Once
 	ctx, cancel := context.WithCancel(ctx)
@@ -146,17 +243,17 @@ func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= o.Accounts || ctx.Err() != nil {
+				if i >= len(reqs) || ctx.Err() != nil {
 					return
 				}
-				err := createOne(ctx, c, o.Prefix, i)
+				err := submitCreate(ctx, c, reqs[i])
 				if err == nil {
 					created.Add(1)
 				} else if apierr.Reason(err) != apierr.AccountExists {
-					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", i, err); cancel() })
+					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", first+i, err); cancel() })
 					return
 				}
-				d := int(done.Add(1))
+				d := done + int(handled.Add(1))
 				if o.Progress != nil && (d%1000 == 0 || d == o.Accounts) {
 					o.Progress(d, o.Accounts)
 				}
@@ -164,28 +261,14 @@ func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
 		}()
 	}
 	wg.Wait()
-	r.Created, r.CreateTime = int(created.Load()), time.Since(start)
-	if r.Created > 0 {
-		r.UpdatesPerSec = float64(r.Created) / r.CreateTime.Seconds()
-	}
-	return firstErr
+	return int(created.Load()), firstErr
 }
 
-func createOne(ctx context.Context, c *client.Client, prefix string, i int) error {
-	a, err := NewAccount(prefix, i)
-	if err != nil {
-		return err
-	}
+// submitCreate sends one create request, retrying while the directory's
+// queue is full.
+func submitCreate(ctx context.Context, c *client.Client, req []byte) error {
 	for attempt := 0; ; attempt++ {
-		st, err := a.Create(time.Now())
-		if err != nil {
-			return err
-		}
-		b, err := st.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		_, err = c.Update(ctx, b)
+		_, err := c.Update(ctx, req)
 		if apierr.Reason(err) == apierr.QueueFull && attempt < 100 {
 			time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
 			continue
