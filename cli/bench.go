@@ -55,8 +55,8 @@ derivation and signing) are generated on all cores before the timed create
 phase, in chunks of 50,000, and their cost is reported apart.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.Accounts < 1 || o.Concurrency < 1 || o.Duration <= 0 {
-				return usageErr("--accounts and --concurrency must be positive, --duration too")
+			if o.Accounts < 1 || o.Concurrency < 1 || o.CreateConcurrency < 1 || o.Duration <= 0 {
+				return usageErr("--accounts, --concurrency and --create-concurrency must be positive, --duration too")
 			}
 			if err := checkBenchPrefix(o.Prefix, o.Accounts); err != nil {
 				return err
@@ -129,6 +129,7 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 	f := cmd.Flags()
 	f.IntVar(&o.Accounts, "accounts", 1000, "accounts to create (existing ones are skipped)")
 	f.IntVar(&o.Concurrency, "concurrency", 16, "concurrent lookup workers")
+	f.IntVar(&o.CreateConcurrency, "create-concurrency", 256, "creates in flight (each waits for its epoch; the server's --max-streams-per-peer must allow as many)")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "length of the lookup phase")
 	f.StringVar(&o.Prefix, "prefix", "loadgen", "user id prefix (<prefix>-<i>)")
 	f.BoolVar(&verify, "verify", false, "verify every lookup bundle against the trust file")

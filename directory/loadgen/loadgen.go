@@ -27,7 +27,14 @@ import (
 type Options struct {
 	Addr        string        // directory gRPC address host:port
 	Accounts    int           // accounts to create (existing ones are skipped); default 1000
-	Concurrency int           // concurrent lookups (creates use max(Concurrency, 256)); default 16
+	Concurrency int           // concurrent lookups; default 16
+	// CreateConcurrency is the number of creates in flight (default 256).
+	// A create is acknowledged when its epoch is published, so the create
+	// rate is at most CreateConcurrency / (epoch interval / 2 + epoch
+	// time): a fast directory needs more than the default, and a server
+	// limit on requests in progress per client address
+	// (Limits.MaxStreamsPerPeer, default 256) above it.
+	CreateConcurrency int
 	Duration    time.Duration // lookup phase length; default 10s
 	Prefix      string        // user ids are "<Prefix>-<i>"; default "loadgen"
 	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
@@ -96,6 +103,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
 	}
+	if o.CreateConcurrency <= 0 {
+		o.CreateConcurrency = 256
+	}
 	if o.Prefix == "" {
 		o.Prefix = "loadgen"
 	}
@@ -142,7 +152,7 @@ const createChunk = 50000
 
 // create creates the accounts chunk by chunk: it generates a chunk's
 // signed create requests on all cores (untimed), then submits them from
-// max(Concurrency, 256) workers (timed, with the CPU of both sides
+// CreateConcurrency workers (timed, with the CPU of both sides
 // sampled around it).
 func create(ctx context.Context, c *client.Client, o Options, r *Report, sample cpuSample) error {
 	var serverCPU, submitCPU, keygenCPU time.Duration
@@ -237,7 +247,7 @@ func submitCreates(ctx context.Context, c *client.Client, o Options, first int, 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for range max(o.Concurrency, 256) {
+	for range o.CreateConcurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -264,12 +274,13 @@ func submitCreates(ctx context.Context, c *client.Client, o Options, first int, 
 	return int(created.Load()), firstErr
 }
 
-// submitCreate sends one create request, retrying while the directory's
-// queue is full.
+// submitCreate sends one create request, retrying (up to 100 times, after
+// 10-50 ms) while the directory refuses it with ResourceExhausted: queue
+// full, too many requests in progress, memory budget or rate limit.
 func submitCreate(ctx context.Context, c *client.Client, req []byte) error {
 	for attempt := 0; ; attempt++ {
 		_, err := c.Update(ctx, req)
-		if apierr.Reason(err) == apierr.QueueFull && attempt < 100 {
+		if apierr.Code(err) == codes.ResourceExhausted && attempt < 100 {
 			time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
 			continue
 		}
