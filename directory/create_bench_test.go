@@ -28,9 +28,9 @@ import (
 // submitted from many goroutines, in process (Server.Update) and over gRPC
 // on loopback (client in this process), fsync on, against a copy of the
 // KEYLINE_DIR_BENCH_N-account fixture (so the cached fixture does not
-// grow), with 100 ms epochs; 4096 creates in flight in process, 2048 over
-// gRPC (a create waits for its epoch, so the rate is at most the creates in
-// flight / the time to the epoch):
+// grow), with the default epochs (1 s, at most 5,000 updates); 4096 creates
+// in flight (a create waits for its epoch, so the rate is at most the
+// creates in flight / the time to the epoch):
 //
 //	KEYLINE_DIR_BENCH_N=100000 go test -run='^$' -bench=Create -benchtime=20000x ./directory
 //
@@ -56,6 +56,7 @@ func BenchmarkCreate(b *testing.B) {
 		var wg sync.WaitGroup
 		errs := make(chan error, 1)
 		runtime.GC()
+		b.ReportAllocs()
 		b.ResetTimer()
 		cpu0 := loadgen.SelfCPU()
 		for range min(conc, b.N) {
@@ -108,7 +109,7 @@ func BenchmarkCreate(b *testing.B) {
 	})
 	b.Run("grpc", func(b *testing.B) {
 		c := serveTest(b, s)
-		run(b, 2048, func(ctx context.Context, st []byte) error { _, err := c.Update(ctx, st); return err })
+		run(b, 4096, func(ctx context.Context, st []byte) error { _, err := c.Update(ctx, st); return err })
 	})
 }
 
@@ -156,8 +157,8 @@ func openBenchCopy(b *testing.B) *Server {
 		b.Fatal(err)
 	}
 	b.Logf("copied the %d-account fixture in %v", benchN(), time.Since(start).Round(time.Millisecond))
-	s, err := Open(Config{DataDir: dst, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000,
-		Limits: Limits{MaxStreamsPerPeer: 4096}})
+	s, err := Open(Config{DataDir: dst, EpochInterval: DefaultEpochInterval, MaxBatch: DefaultMaxBatch, QueueSize: 200000,
+		Limits: Limits{MaxStreamsPerPeer: 8192}})
 	if err != nil {
 		b.Fatal(err)
 	}
