@@ -27,6 +27,10 @@ type benchOutput struct {
 	// Ed25519PerSec is single-core ed25519 verifications/s measured by this
 	// run: the reference for comparing runs on different machines.
 	Ed25519PerSec float64 `json:"ed25519_verifies_per_sec"`
+	// Ed25519CPU is the CPU seconds of one ed25519 verification measured by
+	// this run: the reference for CPU per operation (it does not depend on
+	// what else runs on the machine, unlike a rate).
+	Ed25519CPU float64 `json:"ed25519_cpu_s_per_verify"`
 	// CPU seconds per operation: the server's (with --server-pid) and this
 	// load generator's.
 	ServerCPUPerCreate *float64 `json:"server_cpu_s_per_create"` // null without --server-pid
@@ -71,6 +75,7 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 				}
 			}
 			ref := loadgen.Ed25519Rate(300 * time.Millisecond)
+			refCPU := loadgen.Ed25519CPU(300 * time.Millisecond)
 			o.Addr = a.server
 			if verify {
 				t, err := a.loadTrust()
@@ -98,7 +103,7 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 			}
 			out := benchOutput{Server: a.server, Accounts: rep.Accounts, Created: rep.Created, CreateSeconds: rep.CreateTime.Seconds(), KeygenSeconds: rep.KeygenTime.Seconds(), UpdatesPerSec: rep.UpdatesPerSec,
 				Lookups: rep.Lookups, LookupsPerSec: rep.LookupsPerSec, P50Millis: ms(rep.P50), P99Millis: ms(rep.P99),
-				ProofBytes: rep.ProofBytes, PayloadBytes: rep.PayloadBytes, Verified: rep.Verified, Ed25519PerSec: ref,
+				ProofBytes: rep.ProofBytes, PayloadBytes: rep.PayloadBytes, Verified: rep.Verified, Ed25519PerSec: ref, Ed25519CPU: refCPU.Seconds(),
 				ClientCPUPerCreate: rep.ClientCPUPerCreate.Seconds(), ClientCPUPerLookup: rep.ClientCPUPerLookup.Seconds(),
 				ClientCPUPerKeygen: rep.ClientCPUPerKeygen.Seconds()}
 			if serverPID > 0 {
@@ -110,7 +115,7 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 			}
 			t := newTable(a.out, "METRIC", "VALUE")
 			t.row("accounts", fmt.Sprintf("%d (%d created by this run)", out.Accounts, out.Created))
-			t.row("ed25519 reference", fmt.Sprintf("%.0f verifies/s on one core", ref))
+			t.row("ed25519 reference", fmt.Sprintf("%.0f verifies/s on one core, %.1f µs of CPU each", ref, out.Ed25519CPU*1e6))
 			t.row("key generation (untimed)", fmt.Sprintf("%.2fs, %.1f µs of CPU per account", out.KeygenSeconds, out.ClientCPUPerKeygen*1e6))
 			t.row("create phase", fmt.Sprintf("%.2fs, %.0f creates/s (%.3f x ed25519)", out.CreateSeconds, out.UpdatesPerSec, out.UpdatesPerSec/ref))
 			t.row("lookups", fmt.Sprintf("%d, %.0f/s (%.3f x ed25519)", out.Lookups, out.LookupsPerSec, out.LookupsPerSec/ref))
@@ -120,7 +125,8 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 				t.row("verified bundles", fmt.Sprint(out.Verified))
 			}
 			if serverPID > 0 {
-				t.row("server CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", *out.ServerCPUPerCreate*1e6, *out.ServerCPUPerLookup*1e6))
+				t.row("server CPU per create / lookup", fmt.Sprintf("%.1f µs (%s ed25519) / %.1f µs (%s ed25519)",
+					*out.ServerCPUPerCreate*1e6, inVerifies(*out.ServerCPUPerCreate, out.Ed25519CPU), *out.ServerCPUPerLookup*1e6, inVerifies(*out.ServerCPUPerLookup, out.Ed25519CPU)))
 			}
 			t.row("load generator CPU per create / lookup", fmt.Sprintf("%.1f µs / %.1f µs", out.ClientCPUPerCreate*1e6, out.ClientCPUPerLookup*1e6))
 			return t.flush()
@@ -146,6 +152,15 @@ func checkBenchPrefix(prefix string, accounts int) error {
 		return usageErr("--prefix %q: user ids <prefix>-<i> must be canonical (lower-case a-z, 0-9 and . _ @ + - only, %d bytes at most): %q is not", prefix, devices.MaxUserIDLen, uid)
 	}
 	return nil
+}
+
+// inVerifies formats a CPU time in ed25519 verifications of verify CPU
+// seconds each ("?" if that was not measured).
+func inVerifies(cpu, verify float64) string {
+	if verify <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f x", cpu/verify)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

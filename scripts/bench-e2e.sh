@@ -27,7 +27,8 @@ ed=$(cd "$(dirname "$0")/.." && go test -run '^$' -bench Ed25519Verify -benchtim
 echo "ed25519 single-core verifies/s: $ed"
 kl --json bench --accounts "$n" --duration 1ms --concurrency 16 --create-concurrency 4096 --server-pid $srv >"$work/create.json" 2>/dev/null
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ed=float(sys.argv[2]); r=d["updates_per_sec"]
-print("create: %d accounts in %.2f s (keys generated before, in %.2f s, %.0f µs of load generator CPU each): %.0f creates/s (%.3f x ed25519); server CPU %.1f µs per create (%.2f ed25519 verifies), load generator %.1f µs while submitting" % (d["created"], d["create_seconds"], d["keygen_seconds"], d["client_cpu_s_per_keygen"]*1e6, r, r/ed, d["server_cpu_s_per_create"]*1e6, d["server_cpu_s_per_create"]*ed, d["client_cpu_s_per_create"]*1e6))' "$work/create.json" "$ed"
+v=d["ed25519_cpu_s_per_verify"]; c=d["server_cpu_s_per_create"]
+print("create: %d accounts in %.2f s (keys generated before, in %.2f s, %.0f µs of load generator CPU each): %.0f creates/s (%.3f x ed25519); server CPU %.1f µs per create = %.2f ed25519 verifies of %.1f µs CPU (%d cores: %.0f creates/s CPU-bound); load generator %.1f µs while submitting" % (d["created"], d["create_seconds"], d["keygen_seconds"], d["client_cpu_s_per_keygen"]*1e6, r, r/ed, c*1e6, c/v, v*1e6, int(sys.argv[3]), int(sys.argv[3])/c, d["client_cpu_s_per_create"]*1e6))' "$work/create.json" "$ed" "$(nproc)"
 sleep 2
 for v in "" --verify; do
 	c0=$(cpu)
