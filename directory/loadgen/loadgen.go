@@ -29,13 +29,6 @@ type Options struct {
 	Addr        string        // directory gRPC address host:port
 	Accounts    int           // accounts to create (existing ones are skipped); default 1000
 	Concurrency int           // concurrent lookups; default 16
-	// CreateConcurrency is the number of creates in flight (default 256).
-	// A create is acknowledged when its epoch is published, so the create
-	// rate is at most CreateConcurrency / (epoch interval / 2 + epoch
-	// time): a fast directory needs more than the default, and a server
-	// limit on requests in progress per client address
-	// (Limits.MaxStreamsPerPeer, default 256) above it.
-	CreateConcurrency int
 	Duration    time.Duration // lookup phase length; default 10s
 	Prefix      string        // user ids are "<Prefix>-<i>"; default "loadgen"
 	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
@@ -49,6 +42,13 @@ type Options struct {
 	// apart from the load generator's own (key derivation, signing,
 	// verification).
 	ServerCPU func() (time.Duration, error)
+	// CreateConcurrency is the number of creates in flight (default 256).
+	// A create is acknowledged when its epoch is published, so the create
+	// rate is at most CreateConcurrency / (epoch interval / 2 + epoch
+	// time): a fast directory needs more than the default, and a server
+	// limit on requests in progress per client address
+	// (Limits.MaxStreamsPerPeer, default 256) above it.
+	CreateConcurrency int
 }
 
 // Report is what Run measured.
