@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"crypto/ed25519"
 	"fmt"
 	"time"
 	"unicode"
@@ -73,7 +72,7 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
+	if !verifySignature(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
 		return fmt.Errorf("%w: device %s: back-signature does not verify for this root key", ErrDeviceCert, c.ID)
 	}
 	c.Signature = a.sign(signedMessage(ctxDeviceCert, body))
@@ -96,10 +95,10 @@ func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
+	if !verifySignature(askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
 		return fmt.Errorf("%w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
 	}
-	if !ed25519.Verify(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
+	if !verifySignature(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
 		return fmt.Errorf("%w: device %s: back-signature does not verify", ErrDeviceCert, c.ID)
 	}
 	return nil

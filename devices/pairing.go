@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"crypto/ed25519"
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
@@ -270,7 +269,7 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 	if now.After(req.Expires) {
 		return nil, fmt.Errorf("%w: it expired at %s (now %s); make a new request on the new device", ErrPairingExpired, req.Expires.Format(time.RFC3339), now.UTC().Truncate(time.Second).Format(time.RFC3339))
 	}
-	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
+	if !verifySignature(req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
 		return nil, fmt.Errorf("%w: pairing request signature does not verify", ErrDeviceCert)
 	}
 	want, err := req.Fingerprint()
@@ -285,7 +284,7 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 	if err != nil {
 		return nil, err
 	}
-	if !ed25519.Verify(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
+	if !verifySignature(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
 		return nil, fmt.Errorf("%w: pairing request back-signature does not verify", ErrDeviceCert)
 	}
 	return addDevice(prev, ask, req.Cert, trusted, now)

@@ -109,7 +109,7 @@ func VerifySigningKeyCert(rkPub [32]byte, userID string, c *SigningKeyCert) erro
 	if c.Key == rkPub {
 		return fmt.Errorf("%w: generation %d: the signing key is the root key", ErrSigningKeyCert, c.Generation)
 	}
-	if !ed25519.Verify(rkPub[:], signedMessage(ctxSigningKeyCert, b), c.Signature[:]) {
+	if !verifySignature(rkPub[:], signedMessage(ctxSigningKeyCert, b), c.Signature[:]) {
 		return fmt.Errorf("%w: generation %d: root key signature does not verify", ErrSigningKeyCert, c.Generation)
 	}
 	return nil

@@ -2,7 +2,6 @@ package devices
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"time"
@@ -278,7 +277,7 @@ func verifyStateSignature(s *AccountState, b []byte) error {
 	if err := VerifySigningKeyCert(s.IdentityKey, s.UserID, s.SigningKey); err != nil {
 		return err
 	}
-	if !ed25519.Verify(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
+	if !verifySignature(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
 		return fmt.Errorf("%w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
 	}
 	return nil

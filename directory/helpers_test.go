@@ -188,9 +188,15 @@ func verifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle, k
 	if err != nil {
 		return nil, err
 	}
-	value, found, err := vmap.Verify(v.epoch.MapRoot, index, mp)
-	if err != nil {
-		return nil, fmt.Errorf("map proof: %w", err)
+	// A present account's proof omits the value (vmap.InclusionDerived):
+	// its path is checked below with the value the AccountUpdate implies.
+	derived := mp.Kind == vmap.InclusionDerived
+	var value vmap.Value
+	found := derived
+	if !derived {
+		if value, found, err = vmap.Verify(v.epoch.MapRoot, index, mp); err != nil {
+			return nil, fmt.Errorf("map proof: %w", err)
+		}
 	}
 	v.found = found
 	if knownSize != 0 {
@@ -214,7 +220,12 @@ func verifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle, k
 	if u.Index != index {
 		return nil, fmt.Errorf("account update for another index")
 	}
-	if vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate)) != value {
+	want := vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate))
+	if derived {
+		if err := vmap.VerifyDerived(v.epoch.MapRoot, index, mp, want); err != nil {
+			return nil, fmt.Errorf("map proof with the account update's value: %w", err)
+		}
+	} else if want != value {
 		return nil, fmt.Errorf("map value does not match the account update")
 	}
 	v.update, v.version = u, u.Version

@@ -110,7 +110,7 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 		if l.Epoch != v.epoch || l.Root != v.mapRoot {
 			return s.internal(fmt.Errorf("%w: map epoch %d root %x, view epoch %d root %x", errCorrupt, l.Epoch, l.Root[:8], v.epoch, v.mapRoot[:8]))
 		}
-		mp, err := l.Proof.MarshalBinary()
+		mp, err := lookupMapProof(l.Proof)
 		if err != nil {
 			return s.internal(err)
 		}

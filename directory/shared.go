@@ -494,7 +494,7 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 		}
 		return nil, s.internal(fmt.Errorf("%w: map proof from the database does not verify: %v", errCorrupt, err))
 	}
-	mp, err := p.MarshalBinary()
+	mp, err := lookupMapProof(p)
 	if err != nil {
 		return nil, s.internal(err)
 	}

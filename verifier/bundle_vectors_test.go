@@ -92,7 +92,8 @@ func fromVector(t *testing.T, v vectorBundle) *LookupBundle {
 		EpochRecordInclusion: decs(v.EpochRecordInclusion), AccountUpdate: dec(v.AccountUpdate), AccountUpdateIndex: v.AccountUpdateIndex, Consistency: decs(v.Consistency)}
 }
 
-var sentinels = map[string]error{"ErrBundleForm": ErrBundleForm, "ErrEpochRecord": ErrEpochRecord, "ErrStale": ErrStale, "ErrCheckpoint": ErrCheckpoint}
+var sentinels = map[string]error{"ErrBundleForm": ErrBundleForm, "ErrEpochRecord": ErrEpochRecord, "ErrStale": ErrStale, "ErrCheckpoint": ErrCheckpoint,
+	"ErrMapProof": ErrMapProof, "ErrPresence": ErrPresence}
 
 func makeBundleVectors(t *testing.T) *bundleVectors {
 	d := world(t)
@@ -115,7 +116,8 @@ func makeBundleVectors(t *testing.T) *bundleVectors {
 	v := &bundleVectors{
 		Comment: "Lookup bundle forms (docs/protocol.md §7.1.5): a full bundle (known_tree_size 0) and the held bundle " +
 			"(known_tree_size = the served size) of the same lookup, which verify to the same result, the first with no state and " +
-			"the second with the state holding the checkpoint and its EpochRecord; and bundles the verifier must reject. " +
+			"the second with the state holding the checkpoint and its EpochRecord (alice is present: the map proof is kind 4, " +
+			"inclusion with the value derived from the AccountUpdate); and bundles the verifier must reject. " +
 			"Regenerate: go test ./verifier -run TestLookupBundleVectors -update",
 		Trust: d.trustFile, Now: d.now.Format(time.RFC3339), User: "alice", KnownTreeSize: res.Checkpoint.Size,
 		State: string(stb), Full: toVector(full), Held: toVector(held),
@@ -140,6 +142,16 @@ func makeBundleVectors(t *testing.T) *bundleVectors {
 	b.EpochRecord, b.EpochRecordInclusion = nil, nil
 	add("checkpoint sent, EpochRecord omitted", "", "", &b, "ErrEpochRecord")
 	add("held bundle, held EpochRecord older than max_checkpoint_age (1h)", v.State, d.now.Add(61*time.Minute).Format(time.RFC3339), held, "ErrStale")
+	// The map proof omits the value (kind 4): the verifier derives it from
+	// the AccountUpdate, so a swapped update fails the path, and a missing
+	// one leaves nothing to derive it from.
+	old := d.history[d.index("alice")][0]
+	b = *held
+	b.AccountUpdate, b.AccountUpdateIndex = old.Leaf, old.LogIndex
+	add("held bundle, alice's previous AccountUpdate (v1) with the map proof of v2", v.State, "", &b, "ErrMapProof")
+	b = *held
+	b.AccountUpdate, b.AccountUpdateIndex = nil, 0
+	add("held bundle, map proof without value (kind 4) but no AccountUpdate", v.State, "", &b, "ErrPresence")
 	return v
 }
 

@@ -90,7 +90,8 @@ func randomKeys(n int, r *mrand.Rand) []uint64 {
 }
 
 // The sibling count model is exact: for a real vmap of the same keys the
-// encoded inclusion proof is 3 + 33 x mapSiblings + 32 bytes, for every
+// encoded inclusion proof is 3 + 33 x mapSiblings + 32 bytes, and without
+// the value (kind 4, as lookups serve it) 3 + 33 x mapSiblings, for every
 // key. (BenchmarkBundleSize relies on it for sizes too large to build.)
 func TestMapSiblingModel(t *testing.T) {
 	r := mrand.New(mrand.NewPCG(1, 2))
@@ -115,6 +116,14 @@ func TestMapSiblingModel(t *testing.T) {
 		if want := 3 + 33*mapSiblings(keys, i) + 32; len(enc) != want || mapSiblingsFast(keys, i) != mapSiblings(keys, i) {
 			t.Fatalf("key %d: proof %d bytes, model %d (fast %d)", i, len(enc), want, 3+33*mapSiblingsFast(keys, i)+32)
 		}
+		d, err := p.WithoutValue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, _ = d.MarshalBinary()
+		if want := 3 + 33*mapSiblings(keys, i); len(enc) != want {
+			t.Fatalf("key %d: derived proof %d bytes, model %d", i, len(enc), want)
+		}
 	}
 }
 
@@ -131,11 +140,13 @@ func TestMapSiblingModel(t *testing.T) {
 //   - fullcons: full plus the consistency proof from the previous epoch
 //     (1,000 leaves earlier): the first lookup of an epoch by a client
 //     that holds the previous one;
-//   - old: the bundle before this change: full plus the AccountUpdate's
-//     log inclusion proof.
+//   - old: the bundle before the held form: full plus the AccountUpdate's
+//     log inclusion proof, with the map value in the map proof (kind 0).
 //
 // Map proof: the mean over 20,000 random accounts of a map of N random
-// indexes (mapSiblingsFast, exact per TestMapSiblingModel). Log: 1.05 N
+// indexes (mapSiblingsFast, exact per TestMapSiblingModel), as lookups
+// serve it for a present account: without the 32 B map value (kind 4);
+// mapproof-full-B is the proof with it (kind 0). Log: 1.05 N
 // leaves (creates, updates, EpochRecords); the proofs' hash counts are
 // exact for that size (proof.Inclusion, proof.Consistency), the
 // AccountUpdate's averaged over random leaves. Checkpoint note, VRF proof,
@@ -173,7 +184,7 @@ func BenchmarkBundleSize(b *testing.B) {
 				sib += mapSiblingsFast(keys, r.IntN(len(keys)))
 				auHashes += len(mustNodes(b, proof.Inclusion, r.Uint64N(size-1), size).IDs)
 			}
-			mapProof := 3 + 33*float64(sib)/samples + 32
+			mapProof := 3 + 33*float64(sib)/samples
 			auProof := 32 * float64(auHashes) / samples
 			erHashes := len(mustNodes(b, proof.Inclusion, size-1, size).IDs)
 			consHashes := len(mustNodes(b, proof.Consistency, size-1000, size).IDs)
@@ -186,6 +197,7 @@ func BenchmarkBundleSize(b *testing.B) {
 			for b.Loop() {
 			}
 			b.ReportMetric(mapProof, "mapproof-B")
+			b.ReportMetric(mapProof+32, "mapproof-full-B")
 			b.ReportMetric(float64(len(up.Payload)), "payload-B")
 			b.ReportMetric(cpB, "checkpoint-B")
 			b.ReportMetric(float64(erHashes), "epochrecord-hashes")
@@ -194,7 +206,7 @@ func BenchmarkBundleSize(b *testing.B) {
 			b.ReportMetric(held+float64(len(up2.Payload)-len(up.Payload)), "held-2dev-B")
 			b.ReportMetric(fullB, "full-B")
 			b.ReportMetric(fullB+32*float64(consHashes), "fullcons-B")
-			b.ReportMetric(fullB+auProof, "old-B")
+			b.ReportMetric(fullB+32+auProof, "old-B")
 			b.ReportMetric(pbHeld, "pb-held-B")
 			b.ReportMetric(pbFull, "pb-full-B")
 			b.ReportMetric(pbFull+34*float64(consHashes), "pb-fullcons-B")

@@ -61,6 +61,10 @@ type testDir struct {
 	// full: Lookup never omits the checkpoint (a directory that predates
 	// held-checkpoint bundles).
 	full bool
+	// fullMapProof: Lookup serves a present account's map proof with its
+	// value (vmap.Inclusion, a directory that predates derived-value
+	// proofs) instead of without (vmap.InclusionDerived).
+	fullMapProof bool
 	// trustFile is the trust configuration as a file.
 	trustFile TrustFile
 }
@@ -338,6 +342,11 @@ func (d *testDir) Lookup(ctx context.Context, uid string, knownSize uint64) (*Lo
 	p, err := vmap.Prove(d.m, idx)
 	if err != nil {
 		return nil, err
+	}
+	if p.Kind == vmap.Inclusion && !d.fullMapProof {
+		if p, err = p.WithoutValue(); err != nil {
+			return nil, err
+		}
 	}
 	b := &LookupBundle{VRFProof: pi, MapProof: enc(d.t, p)}
 	if h := d.history[idx]; len(h) > 0 {

@@ -138,8 +138,11 @@ func TestLookupHeldCheckpointRejected(t *testing.T) {
 	_, err = verify(d, &mixed, "bob", d.bundle("bob", size2))
 	wantErr(t, err, ErrCheckpoint)
 	// Index confusion and map proof checks still apply to held bundles.
+	// (Bob's map proof with alice's VRF proof and AccountUpdate: the value
+	// derived from alice's update does not lead along bob's siblings.)
 	b = d.bundle("bob", size2)
-	b.VRFProof = d.bundle("alice", size2).VRFProof
+	ab := d.bundle("alice", size2)
+	b.VRFProof, b.AccountUpdate, b.AccountUpdateIndex = ab.VRFProof, ab.AccountUpdate, ab.AccountUpdateIndex
 	_, err = verify(d, st2, "alice", b)
 	wantErr(t, err, ErrMapProof)
 	// A held bundle is verified against the held record's map root: a

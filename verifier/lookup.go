@@ -127,14 +127,19 @@ type LookupResult struct {
 //  4. the VRF proof for the normalized user id under Trust.VRF; the index is
 //     vrf.Index(beta) (ErrVRF);
 //  5. the map proof for exactly that index under the epoch's map root
-//     (ErrMapProof);
-//  6. an AccountUpdate is served iff the map holds the index (ErrPresence);
+//     (ErrMapProof). A proof of kind vmap.InclusionDerived (a present
+//     account; the proof omits the map value) is checked in 6;
+//  6. an AccountUpdate is served iff the map holds the index (ErrPresence;
+//     a derived proof without an AccountUpdate is ErrPresence too);
 //     its log index is before the EpochRecord and it parses
 //     (ErrAccountUpdate), it is for the same index (ErrIndexMismatch), and
-//     the map value is vmap.MapValue(version, log index, entry hash)
-//     (ErrMapValue). No log inclusion proof is checked: the map value
-//     binds the entry, and auditors check that the map root is the one the
-//     log implies (docs/protocol.md §7.1);
+//     the map value is vmap.MapValue(version, log index, entry hash): a
+//     full inclusion proof must carry that value (ErrMapValue), a derived
+//     proof must lead to the map root with it (vmap.VerifyDerived;
+//     ErrMapProof, since a wrong value and a wrong path look the same).
+//     No log inclusion proof is checked: the map value binds the entry,
+//     and auditors check that the map root is the one the log implies
+//     (docs/protocol.md §7.1);
 //  7. the payload: a create or update carries an AccountState that verifies
 //     (ErrAccountState, ErrRevokedDevice) for this user (ErrUserMismatch)
 //     at the entry's version (ErrVersionMismatch); a reset carries a
@@ -231,9 +236,17 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	if err != nil {
 		return nil, fail(ErrMapProof, err, "user %s", uid)
 	}
-	value, found, err := vmap.Verify(er.MapRoot, idx, mp)
-	if err != nil {
-		return nil, fail(ErrMapProof, err, "user %s in epoch %d", uid, er.Epoch)
+	// A proof with the value derived (vmap.InclusionDerived) claims
+	// presence; its path is checked in 6 with the value the AccountUpdate
+	// implies.
+	derived := mp.Kind == vmap.InclusionDerived
+	var value vmap.Value
+	found := derived
+	if !derived {
+		value, found, err = vmap.Verify(er.MapRoot, idx, mp)
+		if err != nil {
+			return nil, fail(ErrMapProof, err, "user %s in epoch %d", uid, er.Epoch)
+		}
 	}
 
 	// 6. Presence and the AccountUpdate.
@@ -247,6 +260,9 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 		return res, nil
 	}
 	if b.AccountUpdate == nil {
+		if derived {
+			return nil, fail(ErrPresence, nil, "map proof for %s omits the value (present account) but no account update is served to derive it from", uid)
+		}
 		return nil, fail(ErrPresence, nil, "map proves %s present but no account update is served", uid)
 	}
 	if b.AccountUpdateIndex >= cp.Size-1 {
@@ -260,7 +276,12 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 		return nil, fail(ErrIndexMismatch, nil, "leaf %d is for index %x, %s has %x", b.AccountUpdateIndex, up.Index[:8], uid, idx[:8])
 	}
 	eh := klog.EntryHash(b.AccountUpdate)
-	if want := vmap.MapValue(up.Version, b.AccountUpdateIndex, eh); want != value {
+	want := vmap.MapValue(up.Version, b.AccountUpdateIndex, eh)
+	if derived {
+		if err := vmap.VerifyDerived(er.MapRoot, idx, mp, want); err != nil {
+			return nil, fail(ErrMapProof, err, "user %s in epoch %d with the value %x of leaf %d (v%d)", uid, er.Epoch, want[:8], b.AccountUpdateIndex, up.Version)
+		}
+	} else if want != value {
 		return nil, fail(ErrMapValue, nil, "map holds %x, leaf %d (v%d) implies %x", value[:8], b.AccountUpdateIndex, up.Version, want[:8])
 	}
 	res.Found, res.Version, res.LogIndex, res.Leaf, res.EntryHash, res.Update = true, up.Version, b.AccountUpdateIndex, b.AccountUpdate, eh, up

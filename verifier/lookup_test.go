@@ -223,9 +223,22 @@ func TestLookupMapProof(t *testing.T) {
 	d := world(t)
 	// Index confusion: bob's whole answer (valid map proof for bob's index)
 	// served with alice's VRF proof.
+	// With the value derived (kind 4) bob's AccountUpdate is refused for
+	// alice's index before the path is walked; with alice's AccountUpdate
+	// the path fails. A full proof (kind 0) fails on the path.
 	b := d.bundle("bob", 0)
 	b.VRFProof = d.bundle("alice", 0).VRFProof
 	_, err := verify(d, nil, "alice", b)
+	wantErr(t, err, ErrIndexMismatch)
+	ab := d.bundle("alice", 0)
+	b.AccountUpdate, b.AccountUpdateIndex = ab.AccountUpdate, ab.AccountUpdateIndex
+	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrMapProof, vmap.ErrRootMismatch)
+	d.fullMapProof = true
+	b = d.bundle("bob", 0)
+	d.fullMapProof = false
+	b.VRFProof = ab.VRFProof
+	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapProof)
 
 	b = d.bundle("alice", 0)
@@ -239,6 +252,45 @@ func TestLookupMapProof(t *testing.T) {
 	b.MapProof = b.MapProof[:len(b.MapProof)-1]
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapProof, vmap.ErrMalformedProof)
+
+	// A present account's proof omits the map value (kind 4); the full
+	// inclusion proof (kind 0) of a directory that predates it still
+	// verifies, to the same result.
+	b = d.bundle("alice", 0)
+	if p, _ := vmap.ParseProof(b.MapProof); p.Kind != vmap.InclusionDerived {
+		t.Fatalf("present account served a %s map proof", p.Kind)
+	}
+	derived, err := verify(d, nil, "alice", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.fullMapProof = true
+	fb := d.bundle("alice", 0)
+	d.fullMapProof = false
+	if len(fb.MapProof) != len(b.MapProof)+32 {
+		t.Fatalf("full map proof %d bytes, derived %d: want 32 more", len(fb.MapProof), len(b.MapProof))
+	}
+	full, err := verify(d, nil, "alice", fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Version != derived.Version || full.LogIndex != derived.LogIndex || full.IdentityKey != derived.IdentityKey {
+		t.Fatalf("full and derived map proofs verify differently: %+v, %+v", full, derived)
+	}
+	b = d.bundle("alice", 0)
+	// An absent account's proof is unchanged (non-inclusion); a derived
+	// proof served for it claims presence and does not verify.
+	cb := d.bundle("carol", 0)
+	if p, _ := vmap.ParseProof(cb.MapProof); p.Kind == vmap.Inclusion || p.Kind == vmap.InclusionDerived {
+		t.Fatalf("absent account served a %s map proof", p.Kind)
+	}
+	cb.MapProof = b.MapProof
+	_, err = verify(d, nil, "carol", cb)
+	wantErr(t, err, ErrPresence)
+	ab = d.bundle("alice", 0)
+	cb.AccountUpdate, cb.AccountUpdateIndex = ab.AccountUpdate, ab.AccountUpdateIndex
+	_, err = verify(d, nil, "carol", cb)
+	wantErr(t, err, ErrIndexMismatch)
 }
 
 func TestLookupAccountUpdate(t *testing.T) {
@@ -260,7 +312,15 @@ func TestLookupAccountUpdate(t *testing.T) {
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrAccountUpdate)
 	// The right leaf at another log index: the map value binds the index.
+	// With the value derived (kind 4) the path does not lead to the root;
+	// a full proof (kind 0) holds another value.
 	b = d.bundle("alice", 0)
+	b.AccountUpdateIndex--
+	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrMapProof, vmap.ErrRootMismatch)
+	d.fullMapProof = true
+	b = d.bundle("alice", 0)
+	d.fullMapProof = false
 	b.AccountUpdateIndex--
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapValue)
@@ -275,12 +335,24 @@ func TestLookupAccountUpdate(t *testing.T) {
 	b.AccountUpdate, b.AccountUpdateIndex = bb.AccountUpdate, bb.AccountUpdateIndex
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrIndexMismatch)
-	// Alice's old v1 leaf at its real index: map value mismatch (show-then-hide / rewrite).
+	// Alice's old v1 leaf at its real index: map value mismatch (show-then-hide / rewrite),
+	// caught by the derived proof's path (kind 4) or the full proof's value (kind 0).
 	b = d.bundle("alice", 0)
 	h := d.history[d.index("alice")][0]
 	b.AccountUpdate, b.AccountUpdateIndex = h.Leaf, h.LogIndex
 	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrMapProof, vmap.ErrRootMismatch)
+	d.fullMapProof = true
+	b = d.bundle("alice", 0)
+	d.fullMapProof = false
+	b.AccountUpdate, b.AccountUpdateIndex = h.Leaf, h.LogIndex
+	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapValue)
+	// A derived proof with no AccountUpdate to derive the value from.
+	b = d.bundle("alice", 0)
+	b.AccountUpdate = nil
+	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrPresence)
 }
 
 func TestLookupPayload(t *testing.T) {

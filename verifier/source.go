@@ -48,7 +48,7 @@ type Source interface {
 type LookupBundle struct {
 	Checkpoint           []byte   // signed note, with cosignatures; empty if held
 	VRFProof             []byte   // RFC 9381 proof for the user id
-	MapProof             []byte   // vmap inclusion or non-inclusion proof
+	MapProof             []byte   // vmap proof: inclusion without the value if present, else non-inclusion
 	EpochRecord          []byte   // last leaf of the checkpoint's tree; empty if held
 	EpochRecordInclusion [][]byte // inclusion proof of EpochRecord; empty if held
 	AccountUpdate        []byte   // leaf the map value points to; nil if absent

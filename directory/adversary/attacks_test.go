@@ -14,6 +14,7 @@ import (
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/auditor"
 	"github.com/keyline/keyline/verifier/cosign"
+	"github.com/keyline/keyline/verifier/vmap"
 	"github.com/keyline/keyline/verifier/witness"
 )
 
@@ -734,6 +735,72 @@ func TestAttackRevokedDeviceReplay(t *testing.T) {
 		_, err := e.auditor().Run(e.ctx, nil)
 		expectViolation(t, e.trust, err, auditor.RuleVersionRewrite)
 	})
+}
+
+// Map value: a present account's map proof omits the value
+// (vmap.InclusionDerived) and the client derives it from the AccountUpdate
+// served. Serving another AccountUpdate of the account (its previous
+// version: show-then-hide, rollback), the right one at another log index,
+// none, or a full proof carrying the value of the other update, is caught.
+func TestAttackDerivedMapValue(t *testing.T) {
+	e := newEnv(t, nil)
+	e.create("bob") // so that alice's path has a sibling
+	alice := e.create("alice")
+	v1, err := e.srv.Lookup(e.ctx, "alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(alice, e.addDevice(alice, "laptop"))
+	if r, err := e.client(nil).Lookup(e.ctx, "alice"); err != nil || r.Version != 2 {
+		t.Fatalf("honest lookup: %v", err)
+	}
+	v2, err := e.srv.Lookup(e.ctx, "alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := vmap.ParseProof(v2.MapProof)
+	if err != nil || p.Kind != vmap.InclusionDerived || len(p.Siblings) == 0 {
+		t.Fatalf("present account's map proof: %v %v, want %s", p, err, vmap.InclusionDerived)
+	}
+	u1, err := klog.ParseAccountUpdate(v1.AccountUpdate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A full (kind 0) proof along v2's path carrying v1's value.
+	forged := &vmap.Proof{Kind: vmap.Inclusion, Siblings: p.Siblings,
+		Value: vmap.MapValue(u1.Version, v1.AccountUpdateIndex, klog.EntryHash(v1.AccountUpdate))}
+	forgedEnc, err := forged.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		tamper func(b *verifier.LookupBundle)
+		want   error
+	}{
+		{"previous-account-update", func(b *verifier.LookupBundle) {
+			b.AccountUpdate, b.AccountUpdateIndex = v1.AccountUpdate, v1.AccountUpdateIndex
+		}, verifier.ErrMapProof},
+		{"other-log-index", func(b *verifier.LookupBundle) { b.AccountUpdateIndex-- }, verifier.ErrMapProof},
+		{"no-account-update", func(b *verifier.LookupBundle) { b.AccountUpdate, b.AccountUpdateIndex = nil, 0 }, verifier.ErrPresence},
+		{"full-proof-previous-value", func(b *verifier.LookupBundle) {
+			b.MapProof = forgedEnc
+			b.AccountUpdate, b.AccountUpdateIndex = v1.AccountUpdate, v1.AccountUpdateIndex
+		}, verifier.ErrMapProof},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e.src.SetTamper(func(uid string, b *verifier.LookupBundle) {
+				if uid == "alice" {
+					c.tamper(b)
+				}
+			}, nil)
+			defer e.src.SetMode(Honest)
+			if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, c.want) {
+				t.Fatalf("client: got %v, want %v", err, c.want)
+			}
+		})
+	}
 }
 
 // Index confusion: answers for another user, or another index.

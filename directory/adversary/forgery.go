@@ -292,6 +292,12 @@ func (f *Forgery) Lookup(ctx context.Context, userID string, knownSize uint64) (
 	if err != nil {
 		return nil, err
 	}
+	if p.Kind == vmap.Inclusion {
+		// As the directory serves it: the value is the client's to derive.
+		if p, err = p.WithoutValue(); err != nil {
+			return nil, err
+		}
+	}
 	mp, err := p.MarshalBinary()
 	if err != nil {
 		return nil, err

@@ -48,15 +48,24 @@ func VerifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle) (
 	if err != nil {
 		return nil, err
 	}
-	value, found, err := vmap.Verify(rec.MapRoot, index, mp)
-	if err != nil {
-		return nil, err
+	// A present account's proof omits the value (vmap.InclusionDerived):
+	// its path is checked below with the value the AccountUpdate implies.
+	derived := mp.Kind == vmap.InclusionDerived
+	var value vmap.Value
+	found := derived
+	if !derived {
+		if value, found, err = vmap.Verify(rec.MapRoot, index, mp); err != nil {
+			return nil, err
+		}
 	}
 	if !found {
 		if b.AccountUpdate != nil {
 			return nil, fmt.Errorf("absent account served with an AccountUpdate")
 		}
 		return nil, nil
+	}
+	if b.AccountUpdate == nil {
+		return nil, fmt.Errorf("present account served without an AccountUpdate")
 	}
 	if b.AccountUpdateIndex >= cp.Size-1 {
 		return nil, fmt.Errorf("account update index %d is not before the epoch record", b.AccountUpdateIndex)
@@ -65,7 +74,15 @@ func VerifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle) (
 	if err != nil {
 		return nil, err
 	}
-	if u.Index != index || vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate)) != value {
+	if u.Index != index {
+		return nil, fmt.Errorf("account update is for another index")
+	}
+	want := vmap.MapValue(u.Version, b.AccountUpdateIndex, klog.EntryHash(b.AccountUpdate))
+	if derived {
+		if err := vmap.VerifyDerived(rec.MapRoot, index, mp, want); err != nil {
+			return nil, fmt.Errorf("map proof with the account update's value: %w", err)
+		}
+	} else if want != value {
 		return nil, fmt.Errorf("account update does not match the map value")
 	}
 	st, err := stateOf(u)

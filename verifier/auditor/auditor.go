@@ -13,6 +13,7 @@ import (
 
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/vmap"
 	"github.com/keyline/keyline/verifier/witness"
 )
 
@@ -71,6 +72,7 @@ type Auditor struct {
 	opts  Options
 	sem   chan struct{} // held while replaying or reading state
 	done  atomic.Uint64 // leaves replayed, for Status without the lock
+	tiles *vmap.TiledMap
 }
 
 // Open opens (or creates) the auditor state in dir for the directory
@@ -79,7 +81,11 @@ func Open(dir string, t *verifier.Trust, src verifier.Source, opts *Options) (*A
 	if t == nil || t.Log == nil || src == nil {
 		return nil, errors.New("auditor: Open needs a trust configuration and a source")
 	}
-	a := &Auditor{dir: dir, trust: t, src: src, sem: make(chan struct{}, 1)}
+	tiles, err := vmap.NewTiledMap(mapStride, nil)
+	if err != nil {
+		return nil, err
+	}
+	a := &Auditor{dir: dir, trust: t, src: src, sem: make(chan struct{}, 1), tiles: tiles}
 	if opts != nil {
 		a.opts = *opts
 	}
@@ -95,7 +101,8 @@ func Open(dir string, t *verifier.Trust, src verifier.Source, opts *Options) (*A
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditor: %w", err)
 	}
-	db, err := bbolt.Open(filepath.Join(dir, StateFile), 0o600, &bbolt.Options{
+	path := filepath.Join(dir, StateFile)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, NoSync: a.opts.NoSync,
 	})
 	if err != nil {
@@ -103,23 +110,32 @@ func Open(dir string, t *verifier.Trust, src verifier.Source, opts *Options) (*A
 	}
 	a.db = db
 	err = db.Update(func(tx *bbolt.Tx) error {
+		// The format is checked before anything is written: a file in
+		// another format is left as it is.
+		if m := tx.Bucket(bMeta); m != nil {
+			f, ok, err := getU64(m, kFormat)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%w: no format number", ErrCorruptState)
+			}
+			if f != stateFormat {
+				return fmt.Errorf("%w: %s is in format %d, this auditor reads only format %d (it does not convert older state files): "+
+					"move that file (or the whole directory) away and run the audit again from scratch, which replays the whole log",
+					ErrStateFormat, path, f, stateFormat)
+			}
+		}
 		for _, n := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
 				return err
 			}
 		}
 		m := tx.Bucket(bMeta)
-		f, ok, err := getU64(m, kFormat)
-		if err != nil {
+		if _, ok, err := getU64(m, kFormat); err != nil || ok {
 			return err
 		}
-		if !ok {
-			return m.Put(kFormat, u64b(1))
-		}
-		if f != 1 {
-			return fmt.Errorf("%w: unknown format %d", ErrCorruptState, f)
-		}
-		return nil
+		return m.Put(kFormat, u64b(stateFormat))
 	})
 	if err == nil {
 		var s *state

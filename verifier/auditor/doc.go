@@ -22,8 +22,10 @@
 //     parallel pre-check (Options.Workers) only caches pure results keyed by
 //     their whole input, so the reported rule, log index, evidence and
 //     stored state do not depend on Workers or BatchSize.
-//   - State advances one batch per bbolt transaction: a crash or
-//     cancellation resumes at the last committed batch. After a violation
+//   - State advances one batch per bbolt transaction (one fsync): a crash
+//     or cancellation resumes at the last committed batch. The next batch
+//     is fetched, authenticated and pre-checked while one is applied, but
+//     applied only after it is committed. After a violation
 //     the auditor stops: every later Run and Verify returns the same
 //     *Violation.
 //   - Verify returns nil only for exactly the replayed tree (size and root,
@@ -31,8 +33,8 @@
 //
 // Files: auditor.go is the public API (Open, Run, Follow, Verify, Status);
 // replay.go the replay behind it (sync to a checkpoint batch by batch,
-// Verify's catch-up); rules.go the rules and per-entry checks; parallel.go
+// the next batch prepared while one is applied; Verify's catch-up); rules.go the rules and per-entry checks; parallel.go
 // the pre-check; violate.go building and recording evidence; evidence.go
 // and canonical.go the evidence format and VerifyEvidence; store.go the
-// state file's layout.
+// state file's layout (format 2: the map as vmap tiles).
 package auditor

@@ -24,10 +24,12 @@ import (
 //  1. decodeEntry of every leaf, in parallel;
 //  2. in log order, on the calling goroutine, a guess of each
 //     AccountUpdate's previous leaf: the latest earlier leaf of the same
-//     index in the batch, else the leaf stored for the index when the batch
-//     starts (exactly what the rule pass will find if no earlier leaf of
-//     the batch is a violation, and after one it stops anyway);
-//  3. checkEntry(reset key, decoded guess, entry), in parallel.
+//     index in the batch, else the index's latest leaf before the batch
+//     (prevSource: the previous batch's, still in memory, or the stored
+//     one), which is exactly what the rule pass will find if no earlier
+//     leaf is a violation (and after one it stops anyway);
+//  3. in parallel: decodeEntry of a guessed stored leaf, then
+//     checkEntry(reset key, decoded guess, entry).
 //
 // The rule pass then uses a pre-checked result only if the previous leaf
 // it actually finds is byte-identical to the guessed one (both absent, or
@@ -54,11 +56,26 @@ type checked struct {
 	detail   string
 }
 
-// precheck holds the pre-checked results of one batch, by position.
+// precheck holds the pre-checked results of one batch, by position, and
+// the previous entry guessed for each AccountUpdate (prev[k], nil for a
+// new index or when not guessed). The rule pass reuses a guessed previous
+// entry instead of decoding the stored leaf again when the stored leaf is
+// byte-identical (decodeEntry is pure). last maps every index of the batch
+// to its latest entry in the batch, as far as the batch decoded: the
+// overlay the next batch's guesses start from (see prevSource).
 type precheck struct {
-	dec []decoded
-	chk []checked
+	dec  []decoded
+	chk  []checked
+	prev []*entry
+	last map[[32]byte]*entry
 }
+
+// prevSource returns the latest entry of an index before a batch, as the
+// state will hold it once every earlier batch is applied: decoded (e), or
+// as the leaf bytes stored for it (leaf, decoded later on the pool), or
+// neither for a new index. ok is false when it cannot be read (the rule
+// pass then reads and reports it itself).
+type prevSource func(idx [32]byte) (e *entry, leaf []byte, ok bool)
 
 // workers returns the number of goroutines for the pre-check; 1 disables it.
 func (a *Auditor) workers() int {
@@ -97,19 +114,18 @@ func parallelFor(n, workers int, f func(i int)) {
 	wg.Wait()
 }
 
-// precheckBatch pre-checks leaves (see above) against the account records
-// in accts, the state before the batch. It only reads accts, on the
-// calling goroutine. Any record it cannot read is left to the rule pass,
-// which reports it.
-func precheckBatch(accts *bbolt.Bucket, t *verifier.Trust, leaves [][]byte, workers int) *precheck {
-	pc := &precheck{dec: make([]decoded, len(leaves)), chk: make([]checked, len(leaves))}
+// precheckBatch pre-checks leaves (see above); before(idx) is the index's
+// latest entry before the batch. It is called on the calling goroutine
+// only, in log order, at most once per index.
+func precheckBatch(before prevSource, t *verifier.Trust, leaves [][]byte, workers int) *precheck {
+	pc := &precheck{dec: make([]decoded, len(leaves)), chk: make([]checked, len(leaves)), prev: make([]*entry, len(leaves))}
 	parallelFor(len(leaves), workers, func(k int) {
 		defer func() { _ = recover() }() // left to the rule pass
 		e, r, d := decodeEntry(leaves[k])
 		pc.dec[k] = decoded{ok: true, e: e, rule: r, detail: d}
 	})
-	prevs := make([]*entry, len(leaves))
 	var todo []int
+	stored := make([][]byte, len(leaves)) // previous leaf still to decode
 	last := make(map[[32]byte]*entry)
 	for k := range leaves {
 		xe := pc.dec[k].e
@@ -122,34 +138,68 @@ func precheckBatch(accts *bbolt.Bucket, t *verifier.Trust, leaves [][]byte, work
 		idx := xe.u.Index
 		pe, seen := last[idx]
 		if !seen {
-			if v := accts.Get(idx[:]); v != nil {
-				rec, err := parseAccountRec(v)
-				if err != nil {
-					last[idx] = xe
-					continue
-				}
-				var r Rule
-				if pe, r, _ = decodeEntry(bytes.Clone(rec.leaf)); r != "" || pe == nil {
-					last[idx] = xe
-					continue
-				}
+			var ok bool
+			if pe, stored[k], ok = before(idx); !ok {
+				last[idx] = xe
+				continue
 			}
 		}
-		prevs[k] = pe
+		pc.prev[k] = pe
 		todo = append(todo, k)
 		last[idx] = xe
 	}
+	pc.last = last
 	parallelFor(len(todo), workers, func(j int) {
 		defer func() { _ = recover() }() // left to the rule pass
 		k := todo[j]
+		if stored[k] != nil {
+			pe, r, _ := decodeEntry(stored[k])
+			if r != "" || pe == nil {
+				return // left to the rule pass, which reports it
+			}
+			pc.prev[k] = pe
+		}
 		c := checked{ok: true}
-		if pe := prevs[k]; pe != nil {
+		if pe := pc.prev[k]; pe != nil {
 			c.prevLeaf = pe.leaf
 		}
-		c.rule, c.detail = checkEntry(t, prevs[k], pc.dec[k].e)
+		c.rule, c.detail = checkEntry(t, pc.prev[k], pc.dec[k].e)
 		pc.chk[k] = c
 	})
 	return pc
+}
+
+// storedPrev returns the prevSource reading the account records of db
+// (the committed state), each in a read transaction of its own: the
+// stored leaf, copied.
+func storedPrev(db *bbolt.DB) prevSource {
+	return func(idx [32]byte) (e *entry, leaf []byte, ok bool) {
+		err := db.View(func(tx *bbolt.Tx) error {
+			v := tx.Bucket(bAccounts).Get(idx[:])
+			if v == nil {
+				return nil
+			}
+			rec, err := parseAccountRec(v)
+			if err != nil {
+				return err
+			}
+			leaf = rec.leaf
+			return nil
+		})
+		return nil, leaf, err == nil
+	}
+}
+
+// storedLeafEntry returns the decoded entry of leaf, the leaf stored for
+// the entry at position k: the guessed previous entry if it was decoded
+// from the same bytes, else decodeEntry(leaf).
+func (pc *precheck) storedLeafEntry(k int, leaf []byte) (*entry, Rule, string) {
+	if pc != nil {
+		if g := pc.prev[k]; g != nil && bytes.Equal(g.leaf, leaf) {
+			return g, "", ""
+		}
+	}
+	return decodeEntry(leaf)
 }
 
 // decode returns decodeEntry(leaves[k]), pre-checked if available.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -227,52 +228,43 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 			return tx.Bucket(bMeta).Put(kCheckpoint, note)
 		})
 	}
-	for s.next < cp.Size || s.cp == nil || s.cp.Size != cp.Size {
+	if s.next == cp.Size && s.cp != nil && s.cp.Size == cp.Size {
+		return nil
+	}
+	// The batches are prepared (fetched, authenticated, pre-checked) one
+	// batch ahead of the rule pass on another goroutine (produce), and
+	// applied here in order, one bbolt transaction each.
+	pctx, cancel := context.WithCancel(ctx)
+	batches := make(chan *batch)
+	var stopped sync.WaitGroup
+	stopped.Go(func() { a.produce(pctx, batches, s.next, s.rng, cp) })
+	stop := func() {
+		cancel()
+		for range batches {
+		}
+		stopped.Wait()
+	}
+	defer stop()
+	for b := range batches {
+		if b.err != nil {
+			return b.err
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		mem, err := mtree.NewMem(s.rng)
-		if err != nil {
-			return err
-		}
-		end := min(cp.Size, s.next+uint64(a.opts.BatchSize))
-		leaves, err := a.fetch(ctx, s.next, end)
-		if err != nil {
-			return err
-		}
-		for _, l := range leaves {
-			if err := mem.Append(hasher.HashLeaf(l)); err != nil {
-				return err
-			}
-		}
-		root, err := mem.Range.GetRootHash(nil)
-		if err != nil {
-			return err
-		}
-		if end == 0 {
-			root = hasher.EmptyRoot()
-		}
-		if end < cp.Size {
-			p, err := a.src.ConsistencyProof(ctx, end, cp.Size)
-			if err != nil {
-				return fmt.Errorf("auditor: consistency proof: %w", err)
-			}
-			if err := proof.VerifyConsistency(hasher, end, cp.Size, p, root, cp.Hash[:]); err != nil {
-				return fmt.Errorf("%w: entries [%d, %d) are not in the checkpoint's tree: %v", ErrSource, s.next, end, err)
-			}
-		} else if !bytes.Equal(root, cp.Hash[:]) {
-			return fmt.Errorf("%w: entries up to %d do not hash to the checkpoint's root", ErrSource, end)
-		}
+		end := b.end
 		var f *finding
-		err = a.db.Update(func(tx *bbolt.Tx) error {
+		err := a.db.Update(func(tx *bbolt.Tx) error {
 			var err error
-			if f, err = a.replay(tx, s.next, leaves, end == cp.Size, cp); err != nil {
+			if f, err = a.replay(tx, b.start, b.leaves, b.pc, end == cp.Size, cp); err != nil {
 				return err
 			} else if f != nil {
 				return errRollback
 			}
-			for id, h := range mem.Nodes {
-				if err := tx.Bucket(bNodes).Put(nodeKey(id), h); err != nil {
+			nodes := tx.Bucket(bNodes)
+			nodes.FillPercent = 1 // keys grow within each level: pages stay full
+			for id, h := range b.mem.Nodes {
+				if err := nodes.Put(nodeKey(id), h); err != nil {
 					return err
 				}
 			}
@@ -280,7 +272,7 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 			if err := m.Put(kNext, u64b(end)); err != nil {
 				return err
 			}
-			if err := m.Put(kRange, bytes.Join(mem.Range.Hashes(), nil)); err != nil {
+			if err := m.Put(kRange, bytes.Join(b.mem.Range.Hashes(), nil)); err != nil {
 				return err
 			}
 			if end == cp.Size {
@@ -289,12 +281,13 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 			return nil
 		})
 		if f != nil {
-			return a.violate(ctx, s, mem, note, cp, f)
+			stop() // violate fetches from the Source itself
+			return a.violate(ctx, s, b.mem, note, cp, f)
 		}
 		if err != nil {
 			return err
 		}
-		s.next, s.rng = end, mem.Range
+		s.next, s.rng = end, b.mem.Range
 		if end == cp.Size {
 			c := cp
 			s.cp, s.cpNote = &c, note
@@ -304,7 +297,94 @@ func (a *Auditor) syncTo(ctx context.Context, s *state, note []byte, cp klog.Che
 			progress(end, cp.Size)
 		}
 	}
-	return nil
+	return ctx.Err()
+}
+
+// batch is one batch of leaves [start, end) prepared for the rule pass:
+// authenticated against the checkpoint (mem continues the compact range of
+// the leaves before start with their hashes) and pre-checked (pc, nil with
+// Workers = 1); or err, the last batch sent.
+type batch struct {
+	start, end uint64
+	leaves     [][]byte
+	mem        *mtree.Mem
+	pc         *precheck
+	err        error
+}
+
+// produce prepares the batches from start (whose compact range is rng) to
+// cp.Size and sends them on out in order, then closes out. It stops after
+// a batch with an error, or when ctx is done.
+//
+// It prepares batch j while the rule pass applies batch j-1: out is
+// unbuffered, so when produce starts batch j the rule pass has received
+// j-1 and thus committed j-2. The pre-check's guess of an index's previous
+// entry is therefore the latest earlier entry in batch j, else in batch
+// j-1 (the overlay, pc.last of j-1), else the account record read in a
+// read transaction of its own (which holds at least every batch up to j-2;
+// one per lookup, so that no read transaction stays open across the rule
+// pass's commits and keeps their freed pages from being reused).
+// That is what the rule pass will find if no earlier batch has a
+// violation; a wrong guess would only cost a recomputation (parallel.go).
+func (a *Auditor) produce(ctx context.Context, out chan<- *batch, start uint64, rng *compact.Range, cp klog.Checkpoint) {
+	defer close(out)
+	hasher := rfc6962.DefaultHasher
+	var overlay map[[32]byte]*entry
+	for {
+		b := &batch{start: start, end: min(cp.Size, start+uint64(a.opts.BatchSize))}
+		b.err = func() error {
+			var err error
+			if b.mem, err = mtree.NewMem(rng); err != nil {
+				return err
+			}
+			if b.leaves, err = a.fetch(ctx, b.start, b.end); err != nil {
+				return err
+			}
+			for _, l := range b.leaves {
+				if err := b.mem.Append(hasher.HashLeaf(l)); err != nil {
+					return err
+				}
+			}
+			root, err := b.mem.Range.GetRootHash(nil)
+			if err != nil {
+				return err
+			}
+			if b.end == 0 {
+				root = hasher.EmptyRoot()
+			}
+			if b.end < cp.Size {
+				p, err := a.src.ConsistencyProof(ctx, b.end, cp.Size)
+				if err != nil {
+					return fmt.Errorf("auditor: consistency proof: %w", err)
+				}
+				if err := proof.VerifyConsistency(hasher, b.end, cp.Size, p, root, cp.Hash[:]); err != nil {
+					return fmt.Errorf("%w: entries [%d, %d) are not in the checkpoint's tree: %v", ErrSource, b.start, b.end, err)
+				}
+			} else if !bytes.Equal(root, cp.Hash[:]) {
+				return fmt.Errorf("%w: entries up to %d do not hash to the checkpoint's root", ErrSource, b.end)
+			}
+			if w := a.workers(); w > 1 {
+				stored := storedPrev(a.db)
+				b.pc = precheckBatch(func(idx [32]byte) (*entry, []byte, bool) {
+					if e, ok := overlay[idx]; ok {
+						return e, nil, true
+					}
+					return stored(idx)
+				}, a.trust, b.leaves, w)
+				overlay = b.pc.last
+			}
+			return nil
+		}()
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if b.err != nil || b.end == cp.Size {
+			return
+		}
+		start, rng = b.end, b.mem.Range
+	}
 }
 
 var errRollback = errors.New("auditor: rollback")
@@ -329,7 +409,7 @@ func (a *Auditor) fetch(ctx context.Context, start, end uint64) ([][]byte, error
 
 // replay checks and applies leaves starting at log index start in tx. It
 // returns a finding (and tx must be rolled back) on a violation.
-func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool, cp klog.Checkpoint) (*finding, error) {
+func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, pc *precheck, atEnd bool, cp klog.Checkpoint) (*finding, error) {
 	meta, accts, users, epochs := tx.Bucket(bMeta), tx.Bucket(bAccounts), tx.Bucket(bUsers), tx.Bucket(bEpochs)
 	nAccounts, _, err := getU64(meta, kAccounts)
 	if err != nil {
@@ -356,10 +436,6 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 		lastEpochIdx = &i
 	}
 	pending := tx.Bucket(bPending)
-	var pc *precheck // nil: compute everything here
-	if w := a.workers(); w > 1 {
-		pc = precheckBatch(accts, a.trust, leaves, w)
-	}
 	for k, leaf := range leaves {
 		i := start + uint64(k)
 		xe, rule, detail := pc.decode(k, leaf)
@@ -411,7 +487,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 			}); err != nil {
 				return nil, err
 			}
-			root, err := vmap.Apply(boltstore.New(tx.Bucket(bMap)), ups)
+			root, err := a.tiles.Apply(boltstore.NewTiles(tx.Bucket(bTiles)), ups)
 			if err != nil {
 				return nil, fmt.Errorf("auditor: map: %w", err)
 			}
@@ -444,7 +520,7 @@ func (a *Auditor) replay(tx *bbolt.Tx, start uint64, leaves [][]byte, atEnd bool
 				return nil, err
 			}
 			var r Rule
-			if pe, r, _ = decodeEntry(rec.leaf); r != "" || pe == nil {
+			if pe, r, _ = pc.storedLeafEntry(k, rec.leaf); r != "" || pe == nil {
 				return nil, fmt.Errorf("%w: stored leaf of index %x", ErrCorruptState, u.Index[:8])
 			}
 			pi := rec.logIndex

@@ -18,7 +18,7 @@ var (
 	bAccounts = []byte("accounts") // [32] VRF index -> account record
 	bUsers    = []byte("users")    // user id -> [32] VRF index || u64 log index of its create
 	bPending  = []byte("pending")  // [32] VRF index -> [32] map value, since the last epoch record
-	bMap      = []byte("map")      // vmap key space (verifier/vmap), the recomputed map
+	bTiles    = []byte("tiles")    // vmap.TileID key -> tile: the recomputed map, tiled (mapStride)
 	bEpochs   = []byte("epochs")   // u64 tree size ending at an epoch record -> u64 epoch
 	bResets   = []byte("resets")   // u64 log index of a reset -> [32] VRF index
 	// bAfterReset holds, until the next EpochRecord, the versions that
@@ -26,9 +26,9 @@ var (
 	// effective_at (Unix seconds) || u8 1 if a cancellation.
 	bAfterReset = []byte("after_reset")
 
-	allBuckets = [][]byte{bMeta, bNodes, bAccounts, bUsers, bPending, bMap, bEpochs, bResets, bAfterReset}
+	allBuckets = [][]byte{bMeta, bNodes, bAccounts, bUsers, bPending, bTiles, bEpochs, bResets, bAfterReset}
 
-	kFormat     = []byte("format")      // u64 1
+	kFormat     = []byte("format")      // u64 stateFormat
 	kNext       = []byte("next")        // u64 next log index to replay
 	kRange      = []byte("range")       // compact range [0, next): concatenated hashes
 	kCheckpoint = []byte("checkpoint")  // last verified signed checkpoint note
@@ -40,8 +40,22 @@ var (
 	kViolation  = []byte("violation")   // evidence JSON of the violation found, if any
 )
 
+// stateFormat is the state file's format number (docs/protocol.md §8.4).
+// Format 1 (up to November 2026) stored the map as one record per node
+// (verifier/vmap/boltstore); format 2 stores it as tiles.
+const stateFormat = 2
+
+// mapStride is the tile stride of the auditor's map, in bits (the
+// directory's default, directory/mapdb.DefaultStride).
+const mapStride = 8
+
 // ErrCorruptState means the auditor's own state file is inconsistent.
 var ErrCorruptState = errors.New("auditor: corrupt state file")
+
+// ErrStateFormat means the state file was written in a format this auditor
+// does not read (an older one, which it does not convert, or a newer one):
+// the audit must be run again from scratch in a fresh directory.
+var ErrStateFormat = errors.New("auditor: state file format not supported")
 
 func u64b(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
 

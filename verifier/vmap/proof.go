@@ -25,6 +25,11 @@ const (
 	AbsentNode ProofKind = 2
 	// AbsentEmpty: the map is empty (no siblings).
 	AbsentEmpty ProofKind = 3
+	// InclusionDerived: the path ends in the leaf for the index, like
+	// Inclusion, but the proof omits the value: the verifier derives it
+	// from data it holds (a lookup's AccountUpdate) and passes it to
+	// VerifyDerived. Verify alone cannot check it (ErrValueRequired).
+	InclusionDerived ProofKind = 4
 )
 
 func (k ProofKind) String() string {
@@ -37,6 +42,8 @@ func (k ProofKind) String() string {
 		return "absent-node"
 	case AbsentEmpty:
 		return "absent-empty"
+	case InclusionDerived:
+		return "inclusion-derived"
 	}
 	return fmt.Sprintf("ProofKind(%d)", uint8(k))
 }
@@ -56,6 +63,7 @@ type Sibling struct {
 //	AbsentLeaf:  LeafIndex, LeafValue
 //	AbsentNode:  NodeDepth, NodePrefix, NodeLeft, NodeRight
 //	AbsentEmpty: none
+//	InclusionDerived: none (the verifier supplies the value)
 type Proof struct {
 	Kind     ProofKind
 	Siblings []Sibling
@@ -86,6 +94,10 @@ var (
 	ErrIncluded = errors.New("vmap: index is in map")
 	// ErrValueMismatch means the index is present with a different value.
 	ErrValueMismatch = errors.New("vmap: value differs")
+	// ErrValueRequired means the proof omits the value (InclusionDerived)
+	// and was given to a function that has none to check it with; use
+	// VerifyDerived or VerifyInclusion.
+	ErrValueRequired = errors.New("vmap: inclusion proof omits the value; verify it with the value derived by the caller")
 )
 
 // lastDepth returns the depth of the deepest sibling, or -1.
@@ -100,7 +112,7 @@ func (p *Proof) lastDepth() int {
 // decoder enforces), so a Proof built in memory is held to the same
 // standard as a decoded one.
 func (p *Proof) checkStructure() error {
-	if p.Kind > AbsentEmpty {
+	if p.Kind > InclusionDerived {
 		return fmt.Errorf("%w: unknown kind %d", ErrMalformedProof, p.Kind)
 	}
 	if len(p.Siblings) > MaxSiblings {
@@ -125,6 +137,10 @@ func (p *Proof) checkStructure() error {
 		if len(p.Siblings) != 0 {
 			return fmt.Errorf("%w: empty-map proof with %d siblings", ErrMalformedProof, len(p.Siblings))
 		}
+	case InclusionDerived:
+		if p.Value != (Value{}) {
+			return fmt.Errorf("%w: %s proof carries a value (its encoding has none)", ErrMalformedProof, p.Kind)
+		}
 	}
 	return nil
 }
@@ -135,7 +151,7 @@ func (p *Proof) checkStructure() error {
 //
 // with terminal = [32] value (Inclusion), [32] index || [32] value
 // (AbsentLeaf), u8 depth || [32] prefix || [32] left || [32] right
-// (AbsentNode), or nothing (AbsentEmpty).
+// (AbsentNode), or nothing (AbsentEmpty, InclusionDerived).
 func (p *Proof) MarshalBinary() ([]byte, error) {
 	if err := p.checkStructure(); err != nil {
 		return nil, err
@@ -188,7 +204,7 @@ func ParseProof(b []byte) (*Proof, error) {
 		return nil, fmt.Errorf("%w: %d bytes, shorter than the 3-byte header", ErrMalformedProof, len(b))
 	}
 	p := &Proof{Kind: ProofKind(b[0])}
-	if p.Kind > AbsentEmpty {
+	if p.Kind > InclusionDerived {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformedProof, b[0])
 	}
 	n := int(binary.BigEndian.Uint16(b[1:3]))
@@ -207,7 +223,7 @@ func ParseProof(b []byte) (*Proof, error) {
 		copy(p.Siblings[i].Hash[:], b[1:33])
 		b = b[33:]
 	}
-	need := map[ProofKind]int{Inclusion: 32, AbsentLeaf: 64, AbsentNode: 97, AbsentEmpty: 0}[p.Kind]
+	need := map[ProofKind]int{Inclusion: 32, AbsentLeaf: 64, AbsentNode: 97, AbsentEmpty: 0, InclusionDerived: 0}[p.Kind]
 	if len(b) < need {
 		return nil, fmt.Errorf("%w: truncated terminal (%d of %d bytes)", ErrMalformedProof, len(b), need)
 	}
@@ -235,13 +251,18 @@ func ParseProof(b []byte) (*Proof, error) {
 // Verify checks p against root for index. It returns the value and
 // found = true if p proves index maps to that value, or found = false if p
 // proves index is absent. Any other outcome is an error: ErrMalformedProof,
-// ErrWrongPath (the terminal is not on index's path) or ErrRootMismatch.
+// ErrWrongPath (the terminal is not on index's path), ErrRootMismatch, or
+// ErrValueRequired for an InclusionDerived proof, which carries no value to
+// report (use VerifyDerived).
 func Verify(root Hash, index Index, p *Proof) (value Value, found bool, err error) {
 	if p == nil {
 		return Value{}, false, fmt.Errorf("%w: nil proof", ErrMalformedProof)
 	}
 	if err := p.checkStructure(); err != nil {
 		return Value{}, false, err
+	}
+	if p.Kind == InclusionDerived {
+		return Value{}, false, ErrValueRequired
 	}
 	last := p.lastDepth()
 	var h Hash
@@ -269,22 +290,70 @@ func Verify(root Hash, index Index, p *Proof) (value Value, found bool, err erro
 	case AbsentEmpty:
 		h = EmptyRoot
 	}
-	for i := len(p.Siblings) - 1; i >= 0; i-- {
-		s := &p.Siblings[i]
+	if walk(index, p.Siblings, h) != root {
+		return Value{}, false, ErrRootMismatch
+	}
+	return value, found, nil
+}
+
+// walk hashes h, the node at the end of index's path, up through siblings
+// (ordered from the root down) and returns the root it implies.
+func walk(index Index, siblings []Sibling, h Hash) Hash {
+	for i := len(siblings) - 1; i >= 0; i-- {
+		s := &siblings[i]
 		if bit(&index, int(s.Depth)) == 0 {
 			h = NodeHash(s.Depth, index, h, s.Hash)
 		} else {
 			h = NodeHash(s.Depth, index, s.Hash, h)
 		}
 	}
-	if h != root {
-		return Value{}, false, ErrRootMismatch
-	}
-	return value, found, nil
+	return h
 }
 
-// VerifyInclusion checks that p proves index maps to value under root.
+// VerifyDerived checks that p, an InclusionDerived proof, proves index maps
+// to value under root: the terminal is LeafHash(index, value) and the
+// siblings lead from it to root. value is the caller's, derived from what it
+// holds (for a lookup, MapValue of the AccountUpdate served). A wrong value
+// is indistinguishable from a wrong path: both are ErrRootMismatch. Any
+// other kind of proof is ErrMalformedProof.
+func VerifyDerived(root Hash, index Index, p *Proof, value Value) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil proof", ErrMalformedProof)
+	}
+	if err := p.checkStructure(); err != nil {
+		return err
+	}
+	if p.Kind != InclusionDerived {
+		return fmt.Errorf("%w: %s proof given to VerifyDerived, want %s", ErrMalformedProof, p.Kind, InclusionDerived)
+	}
+	if walk(index, p.Siblings, LeafHash(index, value)) != root {
+		return ErrRootMismatch
+	}
+	return nil
+}
+
+// WithoutValue returns p, an Inclusion proof, as an InclusionDerived proof:
+// the same siblings (shared with p), no value. It is for a prover whose
+// verifier derives the value itself (a lookup of a present account,
+// docs/protocol.md §7.1); the encoding is 32 bytes shorter.
+func (p *Proof) WithoutValue() (*Proof, error) {
+	if p == nil || p.Kind != Inclusion {
+		kind := "nil"
+		if p != nil {
+			kind = p.Kind.String()
+		}
+		return nil, fmt.Errorf("vmap: WithoutValue of a %s proof, want %s", kind, Inclusion)
+	}
+	return &Proof{Kind: InclusionDerived, Siblings: p.Siblings}, nil
+}
+
+// VerifyInclusion checks that p proves index maps to value under root. p
+// may be an Inclusion proof or an InclusionDerived one (checked with
+// VerifyDerived).
 func VerifyInclusion(root Hash, index Index, value Value, p *Proof) error {
+	if p != nil && p.Kind == InclusionDerived {
+		return VerifyDerived(root, index, p, value)
+	}
 	got, found, err := Verify(root, index, p)
 	if err != nil {
 		return err

@@ -313,13 +313,116 @@ func TestProofProbes(t *testing.T) {
 	}
 }
 
+// TestDerivedProofProbes checks InclusionDerived proofs: they are the
+// Inclusion proof less its 32-byte value, verify only with the true value,
+// and every mutation, a wrong value, index or root is rejected; Verify
+// never reports presence from one.
+func TestDerivedProofProbes(t *testing.T) {
+	s := NewMemStore()
+	var ups []Update
+	for i := 0; i < 1000; i++ {
+		ups = append(ups, Update{idx(i), val(i, 1)})
+	}
+	root := mustApply(t, s, ups)
+	otherRoot := mustApply(t, NewMemStore(), ups[:999])
+	for _, i := range []int{5, 777, 998} {
+		k := idx(i)
+		p, err := Prove(s, k)
+		if err != nil || p.Kind != Inclusion {
+			t.Fatalf("prove %d: kind %v err %v", i, p.Kind, err)
+		}
+		d, err := p.WithoutValue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _ := p.MarshalBinary()
+		enc, err := d.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(enc) != len(full)-32 || len(enc) != d.EncodedSize() || enc[0] != 4 || !bytes.Equal(enc[1:], full[1:len(full)-32]) {
+			t.Fatalf("derived encoding %x is not the inclusion encoding %x less its value", enc, full)
+		}
+		if q, err := ParseProof(enc); err != nil || q.Kind != InclusionDerived || len(q.Siblings) != len(p.Siblings) {
+			t.Fatalf("parse derived: %+v %v", q, err)
+		}
+		v := val(i, 1)
+		if err := VerifyDerived(root, k, d, v); err != nil {
+			t.Fatalf("derived proof of %d: %v", i, err)
+		}
+		if err := VerifyInclusion(root, k, v, d); err != nil {
+			t.Fatalf("VerifyInclusion of a derived proof: %v", err)
+		}
+		if _, _, err := Verify(root, k, d); !errors.Is(err, ErrValueRequired) {
+			t.Fatalf("Verify of a derived proof: %v, want ErrValueRequired", err)
+		}
+		if err := VerifyNonInclusion(root, k, d); !errors.Is(err, ErrValueRequired) {
+			t.Fatalf("VerifyNonInclusion of a derived proof: %v", err)
+		}
+		if err := VerifyDerived(root, k, p, v); !errors.Is(err, ErrMalformedProof) {
+			t.Fatalf("VerifyDerived of an inclusion proof: %v", err)
+		}
+		for _, bad := range []Value{val(i, 2), val(i+1, 1), {}} {
+			if err := VerifyDerived(root, k, d, bad); !errors.Is(err, ErrRootMismatch) {
+				t.Fatalf("wrong value %x: %v", bad[:4], err)
+			}
+		}
+		if err := VerifyDerived(otherRoot, k, d, v); !errors.Is(err, ErrRootMismatch) {
+			t.Fatalf("other root: %v", err)
+		}
+		if err := VerifyDerived(root, idx(i+1), d, v); err == nil {
+			t.Fatal("derived proof accepted for another index")
+		}
+		accepted := func(b []byte) bool {
+			q, err := ParseProof(b)
+			return err == nil && VerifyDerived(root, k, q, v) == nil
+		}
+		for j := 0; j < len(enc)*8; j++ {
+			m := bytes.Clone(enc)
+			m[j/8] ^= 1 << (j % 8)
+			if accepted(m) {
+				t.Fatalf("bit flip %d accepted", j)
+			}
+		}
+		for l := 0; l < len(enc); l++ {
+			if accepted(enc[:l]) {
+				t.Fatalf("truncation to %d accepted", l)
+			}
+		}
+		if accepted(append(bytes.Clone(enc), 0)) {
+			t.Fatal("trailing byte accepted")
+		}
+		if len(d.Siblings) > 0 {
+			q := &Proof{Kind: InclusionDerived, Siblings: d.Siblings[1:]}
+			if VerifyDerived(root, k, q, v) == nil {
+				t.Fatal("dropped sibling accepted")
+			}
+		}
+		withValue := &Proof{Kind: InclusionDerived, Siblings: d.Siblings, Value: v}
+		if _, err := withValue.MarshalBinary(); !errors.Is(err, ErrMalformedProof) {
+			t.Fatalf("derived proof carrying a value marshalled: %v", err)
+		}
+	}
+	for _, i := range []int{5000, 5001} {
+		p, err := Prove(s, idx(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.WithoutValue(); err == nil {
+			t.Fatalf("WithoutValue of a %s proof succeeded", p.Kind)
+		}
+	}
+}
+
 func TestParseProofRejects(t *testing.T) {
 	good := (&Proof{Kind: AbsentNode, Siblings: []Sibling{{Depth: 3}, {Depth: 9}}, NodeDepth: 12}).appendEncoding(nil)
 	if _, err := ParseProof(good); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string][]byte{
-		"kind4":       {4, 0, 0},
+		"kind5":       {5, 0, 0},
+		"derivedtail": append([]byte{4, 0, 0}, make([]byte, 32)...),
+		"derivedcut":  append([]byte{4, 0, 1}, make([]byte, 32)...),
 		"count257":    append([]byte{3, 1, 1}, make([]byte, 257*33)...),
 		"emptysibs":   append([]byte{3, 0, 1}, make([]byte, 33)...),
 		"unordered":   (&Proof{Kind: AbsentEmpty - 1, Siblings: []Sibling{{Depth: 9}, {Depth: 3}}, NodeDepth: 12}).appendEncoding(nil),
@@ -341,12 +444,21 @@ type goldenProof struct {
 	Proof string `json:"proof"`
 }
 
+// goldenDerived is an InclusionDerived proof and the value the verifier
+// derives and checks it with.
+type goldenDerived struct {
+	Index string `json:"index"`
+	Value string `json:"value"`
+	Proof string `json:"proof"`
+}
+
 type golden struct {
-	Description string        `json:"description"`
-	EmptyRoot   string        `json:"empty_root"`
-	MapValue    string        `json:"map_value_1_2_sha256_abc"`
-	Roots       []string      `json:"roots_after_batch"`
-	Proofs      []goldenProof `json:"proofs_after_last_batch"`
+	Description string          `json:"description"`
+	EmptyRoot   string          `json:"empty_root"`
+	MapValue    string          `json:"map_value_1_2_sha256_abc"`
+	Roots       []string        `json:"roots_after_batch"`
+	Proofs      []goldenProof   `json:"proofs_after_last_batch"`
+	Derived     []goldenDerived `json:"derived_proofs_after_last_batch"`
 }
 
 // TestGolden pins roots after fixed batches and a few encoded proofs.
@@ -380,6 +492,14 @@ func TestGolden(t *testing.T) {
 		enc, _ := p.MarshalBinary()
 		k := idx(i)
 		g.Proofs = append(g.Proofs, goldenProof{hex.EncodeToString(k[:]), p.Kind == Inclusion, hex.EncodeToString(enc)})
+		if p.Kind == Inclusion {
+			d, err := p.WithoutValue()
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, _ := d.MarshalBinary()
+			g.Derived = append(g.Derived, goldenDerived{hex.EncodeToString(k[:]), hex.EncodeToString(p.Value[:]), hex.EncodeToString(enc)})
+		}
 	}
 	if *updateGolden {
 		b, _ := json.MarshalIndent(g, "", "  ")
@@ -418,6 +538,29 @@ func TestGolden(t *testing.T) {
 			t.Errorf("golden proof %d: found=%v err=%v", i, found, err)
 		}
 	}
+	if len(want.Derived) != len(g.Derived) || len(want.Derived) == 0 {
+		t.Fatalf("golden derived proof count %d, computed %d", len(want.Derived), len(g.Derived))
+	}
+	for i, wd := range want.Derived {
+		if wd != g.Derived[i] {
+			t.Errorf("derived proof %d differs:\n got %+v\nwant %+v", i, g.Derived[i], wd)
+		}
+		enc, _ := hex.DecodeString(wd.Proof)
+		var k Index
+		var v Value
+		hex.Decode(k[:], []byte(wd.Index))
+		hex.Decode(v[:], []byte(wd.Value))
+		p, err := ParseProof(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Kind != InclusionDerived {
+			t.Errorf("derived proof %d has kind %s", i, p.Kind)
+		}
+		if err := VerifyDerived(wantRoot, k, p, v); err != nil {
+			t.Errorf("golden derived proof %d: %v", i, err)
+		}
+	}
 }
 
 func fuzzFixture() (*MemStore, Hash) {
@@ -436,8 +579,13 @@ func FuzzParseProof(f *testing.F) {
 		p, _ := Prove(s, idx(i))
 		enc, _ := p.MarshalBinary()
 		f.Add(enc)
+		if d, err := p.WithoutValue(); err == nil {
+			enc, _ := d.MarshalBinary()
+			f.Add(enc)
+		}
 	}
 	f.Add([]byte{3, 0, 0})
+	f.Add([]byte{4, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseProof(b)
 		if err != nil {
@@ -462,11 +610,30 @@ func FuzzVerify(f *testing.F) {
 		p, _ := Prove(s, idx(i))
 		enc, _ := p.MarshalBinary()
 		f.Add(uint8(i), enc)
+		if d, err := p.WithoutValue(); err == nil {
+			enc, _ := d.MarshalBinary()
+			f.Add(uint8(i), enc)
+		}
 	}
 	f.Fuzz(func(t *testing.T, i uint8, b []byte) {
 		k := idx(int(i))
 		p, err := ParseProof(b)
 		if err != nil {
+			return
+		}
+		if p.Kind == InclusionDerived {
+			// Verify never reports presence without a value; the
+			// derived check accepts only the true value of a present
+			// index.
+			if _, _, err := Verify(root, k, p); !errors.Is(err, ErrValueRequired) {
+				t.Fatalf("Verify of a derived proof: %v, want ErrValueRequired", err)
+			}
+			want, _ := Prove(s, k)
+			for _, v := range []Value{want.Value, val(int(i), 1), val(int(i), 2)} {
+				if VerifyDerived(root, k, p, v) == nil && (want.Kind != Inclusion || v != want.Value) {
+					t.Fatalf("forged derived inclusion accepted: value=%x", v[:4])
+				}
+			}
 			return
 		}
 		v, found, err := Verify(root, k, p)

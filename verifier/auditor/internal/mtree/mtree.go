@@ -85,14 +85,19 @@ type Mem struct {
 }
 
 // NewMem returns a Mem whose range continues rng (nil: an empty range at 0).
-// rng is not modified.
+// rng is not modified, and shares nothing with the Mem: both may be used
+// concurrently.
 func NewMem(rng *compact.Range) (*Mem, error) {
 	m := &Mem{Nodes: map[compact.NodeID][]byte{}}
 	if rng == nil {
 		m.Range = Factory.NewEmptyRange(0)
 		return m, nil
 	}
-	r, err := Factory.NewRange(rng.Begin(), rng.End(), rng.Hashes())
+	hs := make([][]byte, len(rng.Hashes()))
+	for i, h := range rng.Hashes() {
+		hs[i] = append([]byte(nil), h...)
+	}
+	r, err := Factory.NewRange(rng.Begin(), rng.End(), hs)
 	if err != nil {
 		return nil, err
 	}
