@@ -409,21 +409,19 @@ func TestDropStale(t *testing.T) {
 	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
 		t.Fatal(err)
 	}
-	committed, err := s.committed(mustIndex(t, s, "alice"))
+	committed, err := s.committed(ctx, "alice")
 	if err != nil || committed == nil {
 		t.Fatalf("committed(alice) = %v, %v", committed, err)
 	}
-	mk := func(index [32]byte, version uint64, prev [32]byte, tag byte) *entry {
-		return &entry{index: index, version: version, prevHash: prev, entryHash: [32]byte{tag}, done: make(chan result, 1)}
+	mk := func(uid string, version uint64, prev [32]byte, tag byte) *entry {
+		return &entry{index: mustIndex(t, s, uid), userID: uid, version: version, prevHash: prev, entryHash: [32]byte{tag}, done: make(chan result, 1)}
 	}
-	ai := mustIndex(t, s, "alice")
-	bi := mustIndex(t, s, "bob")
-	good := mk(ai, 2, committed.entryHash, 1)     // extends the committed v1
-	goodNext := mk(ai, 3, good.entryHash, 2)      // extends good, in the batch
-	staleFork := mk(ai, 2, [32]byte{9}, 3)        // a v2 on a v1 that is not the committed one
-	staleCreate := mk(ai, 1, [32]byte{}, 4)       // a create of an existing account
-	newAcct := mk(bi, 1, [32]byte{}, 5)           // a create of a new account
-	staleAfter := mk(bi, 3, newAcct.entryHash, 6) // skips a version
+	good := mk("alice", 2, committed.entryHash, 1)   // extends the committed v1
+	goodNext := mk("alice", 3, good.entryHash, 2)    // extends good, in the batch
+	staleFork := mk("alice", 2, [32]byte{9}, 3)      // a v2 on a v1 that is not the committed one
+	staleCreate := mk("alice", 1, [32]byte{}, 4)     // a create of an existing account
+	newAcct := mk("bob", 1, [32]byte{}, 5)           // a create of a new account
+	staleAfter := mk("bob", 3, newAcct.entryHash, 6) // skips a version
 	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter})
 	if err != nil {
 		t.Fatal(err)
