@@ -223,10 +223,7 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	}
 	s.pending[e.index] = e
 	if len(s.queue) >= s.cfg.MaxBatch {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.kickSequencer()
 	}
 	s.mu.Unlock()
 
@@ -238,6 +235,15 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 		return &UpdateResult{Epoch: r.epoch, LogIndex: r.logIndex, Leaf: e.leaf, Checkpoint: r.checkpoint}, nil
 	case <-ctx.Done():
 		return nil, ctxError(ctx.Err(), "waiting for the epoch; the update may still be published")
+	}
+}
+
+// kickSequencer makes the sequencer cut an epoch now (it takes up to
+// MaxBatch queued entries, and more epochs while MaxBatch remain).
+func (s *Server) kickSequencer() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
