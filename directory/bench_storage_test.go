@@ -169,4 +169,3 @@ func bulkTouchEntry(s *Server, bulk *loadgen.Bulk, i int, done chan result) (*en
 	return &entry{index: prev.index, userID: a.UserID, pi: prev.pi, version: prev.version + 1, prevHash: prev.entryHash,
 		entryHash: klog.EntryHash(leaf), leaf: leaf, state: next, done: done}, nil
 }
-
