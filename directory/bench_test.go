@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -38,22 +39,41 @@ func benchN() int {
 const benchPrefix = "bench"
 
 // benchFixture returns the data dir of a directory holding benchN()
-// accounts "bench-<i>" made by loadgen.Bulk.
+// accounts "bench-<i>" made by loadgen.Bulk: $TMPDIR/keyline-dir-bench-v2-<N>,
+// or KEYLINE_DIR_BENCH_DIR. A fixture is complete once the file "complete"
+// exists in it; an incomplete one (an interrupted build) is resumed. A new
+// fixture starts as a copy of the complete fixture in
+// KEYLINE_DIR_BENCH_FROM, if set (a smaller N), and adds the accounts it
+// lacks.
 func benchFixture(b *testing.B) string {
 	n := benchN()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("keyline-dir-bench-v2-%d", n))
+	dir := os.Getenv("KEYLINE_DIR_BENCH_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("keyline-dir-bench-v2-%d", n))
+	}
 	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
 		return dir
 	}
-	os.RemoveAll(dir)
 	start := time.Now()
+	if from := os.Getenv("KEYLINE_DIR_BENCH_FROM"); from != "" {
+		if _, err := os.Stat(dir); err == nil {
+			b.Fatalf("KEYLINE_DIR_BENCH_FROM is set, but %s exists", dir)
+		}
+		if _, err := os.Stat(filepath.Join(from, "complete")); err != nil {
+			b.Fatalf("KEYLINE_DIR_BENCH_FROM=%s is not a complete fixture: %v", from, err)
+		}
+		if out, err := exec.Command("cp", "-a", from, dir).CombinedOutput(); err != nil {
+			b.Fatalf("copying %s: %v: %s", from, err, out)
+		}
+		os.Remove(filepath.Join(dir, "complete"))
+	}
 	batch := min(max(n/16, 1000), 625000)
 	s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: batch, QueueSize: 2 * batch, NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := bulkLoad(s, n, func(done int) {
-		fmt.Fprintf(os.Stderr, "fixture %s: %d accounts, %v\n", dir, done, time.Since(start).Round(time.Second))
+		fmt.Fprintf(os.Stderr, "fixture %s: %d accounts added, %v\n", dir, done, time.Since(start).Round(time.Second))
 	}); err != nil {
 		s.Close()
 		b.Fatal(err)
@@ -68,20 +88,20 @@ func benchFixture(b *testing.B) string {
 	return dir
 }
 
-// bulkLoad creates the bulk accounts "bench-<i>", i < n, in s (which must
-// have no other writers): GOMAXPROCS goroutines make and sign the states
-// (loadgen.Bulk) and compute the VRF proofs, and queue the entries directly
-// (the server's validation is skipped; one account in 1,000 is checked with
-// devices.VerifyCreate here instead); the sequencer cuts an epoch whenever
-// MaxBatch entries are queued, and one for the rest. progress is called
-// about every 5% of n.
-func bulkLoad(s *Server, n int, progress func(done int)) error {
+// bulkLoad creates the bulk accounts "bench-<i>", i < n, that s lacks
+// (s must have no other writers): GOMAXPROCS goroutines make and sign the
+// states (loadgen.Bulk) and compute the VRF proofs, and queue the entries
+// directly (the server's validation is skipped; one account in 1,000 is
+// checked with devices.VerifyCreate here instead); the sequencer cuts an
+// epoch whenever MaxBatch entries are queued, and one for the rest.
+// progress is called about every 5% of n.
+func bulkLoad(s *Server, n int, progress func(added int)) error {
 	bulk, err := loadgen.NewBulk(benchPrefix)
 	if err != nil {
 		return err
 	}
 	acks := make(chan result, 1024)
-	var next atomic.Int64
+	var next, queued atomic.Int64
 	var firstErr atomic.Pointer[error]
 	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
 	now := time.Now()
@@ -95,11 +115,18 @@ func bulkLoad(s *Server, n int, progress func(done int)) error {
 				if i >= n {
 					return
 				}
+				if e, err := s.committedHead(fmt.Sprintf("%s-%d", benchPrefix, i)); err != nil || e != nil {
+					if err != nil {
+						fail(err)
+					}
+					continue // an earlier, interrupted build made it
+				}
 				e, err := bulkEntry(s, bulk, i, now, acks)
 				if err != nil {
 					fail(err)
 					return
 				}
+				queued.Add(1)
 				s.mu.Lock()
 				s.queuedBytes += int64(len(e.leaf))
 				s.mu.Unlock()
@@ -116,7 +143,7 @@ func bulkLoad(s *Server, n int, progress func(done int)) error {
 		close(generated)
 	}()
 	step := max(n/20, 1)
-	for done := 0; done < n; {
+	for done := 0; generated != nil || done < int(queued.Load()); {
 		select {
 		case r := <-acks:
 			if r.err != nil {
