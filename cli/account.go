@@ -160,12 +160,22 @@ are already saved: ` + "`keyline account sync`" + ` finishes it.`,
 			}
 
 			paper := secret.PaperKey()
-			if !a.jsonOut {
+			switch {
+			case a.jsonOut:
+			case noConfirm:
 				a.showPaperKey(a.out, paper)
-			}
-			if !noConfirm {
-				if err := a.confirmPaperKey(paper); err != nil {
+			default:
+				// On a terminal the words are shown and confirmed on the
+				// alternate screen and cleared afterwards.
+				err := a.privateScreen(func() error {
+					a.showPaperKey(a.out, paper)
+					return a.confirmPaperKey(paper)
+				})
+				if err != nil {
 					return err
+				}
+				if a.privateScreenTerminal() {
+					fmt.Fprintln(a.out, "Paper key confirmed and cleared from the screen. Keep the written copy offline.")
 				}
 			}
 			ks := &devices.Keystore{UserID: uid, Device: dk, Signing: ask}
@@ -425,8 +435,14 @@ func (a *app) readPaperKey(file string) (*devices.RootKey, error) {
 		}
 		words = string(b)
 	} else {
-		var err error
-		if words, err = a.readLine("Paper key (24 words): "); err != nil {
+		// Typed on the alternate screen (on a terminal), so the words
+		// do not stay on the screen.
+		err := a.privateScreen(func() error {
+			var err error
+			words, err = a.readLine("Paper key (24 words): ")
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -389,7 +389,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("alice's lookup of bob: %+v", l)
 	}
 	r = w.ok("bob-pc", "", "lookup", "alice")
-	for _, want := range []string{"alice  version 2", "laptop", "phone", "ok  VRF proof", "ok  map proof", "ok  log inclusion"} {
+	for _, want := range []string{"alice  version 2", "laptop", "phone", "ok  VRF proof", "ok  map proof", "ok  epoch record"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("bob's lookup of alice lacks %q:\n%s", want, r.out)
 		}

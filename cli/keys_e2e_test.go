@@ -277,7 +277,7 @@ func (s *sourceServer) Lookup(ctx context.Context, r *pb.LookupRequest) (*pb.Loo
 		Checkpoint: b.Checkpoint, VrfProof: b.VRFProof, MapProof: b.MapProof,
 		EpochRecord: b.EpochRecord, EpochRecordInclusion: b.EpochRecordInclusion,
 		AccountUpdate: b.AccountUpdate, AccountUpdateIndex: b.AccountUpdateIndex,
-		AccountUpdateInclusion: b.AccountUpdateProof, Consistency: b.Consistency,
+		Consistency: b.Consistency,
 	}, nil
 }
 

@@ -60,8 +60,10 @@ func (a *app) lookupCmd() *cobra.Command {
 		Short: "Look up USER's identity key and devices, verifying every proof",
 		Long: `Fetch USER's account with its proofs and verify all of them: the checkpoint
 signature and witness cosignatures, consistency with the last checkpoint this
-client verified, freshness, the VRF proof, the map proof, the log inclusion
-proofs, the account's signatures, revocations, and the pinned identity key.
+client verified, the epoch record's inclusion and freshness, the VRF proof,
+the map proof and the entry its value binds, the account's signatures,
+revocations, and the pinned identity key. (That the log holds the entry the
+map points to is checked by auditors, who recompute every map root.)
 Any failure exits with code 3 and nothing is shown as verified.`,
 		Args: exactArgs(1, "USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -108,21 +110,25 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 	check := func(name, format string, args ...any) {
 		out.Checks = append(out.Checks, checkRow{Name: name, OK: true, Detail: fmt.Sprintf(format, args...)})
 	}
-	check("checkpoint", "signed by %s, tree size %d", s.trust.Origin, cp.Size)
+	if res.Held {
+		check("checkpoint", "signed by %s, tree size %d (held from this client's last lookup; not sent again)", s.trust.Origin, cp.Size)
+	} else {
+		check("checkpoint", "signed by %s, tree size %d", s.trust.Origin, cp.Size)
+	}
 	if s.trust.Quorum > 0 || len(cp.Cosigners) > 0 {
 		check("witnesses", "%d of %d required cosigned: %s", len(cp.Cosigners), s.trust.Quorum, strings.Join(cp.Cosigners, ", "))
 	} else {
 		check("witnesses", "none required by the trust file (no cosignatures)")
 	}
 	check("consistency", "consistent with the last checkpoint this client verified")
+	check("epoch_record", "epoch %d record is the checkpoint's last leaf (map root %x…)", res.Epoch.Epoch, res.Epoch.MapRoot[:8])
 	check("freshness", "epoch %d at %s (%s old, limit %s)", res.Epoch.Epoch, fmtTime(et), age(a.now(), et), s.trust.MaxAge)
 	check("vrf_proof", "valid for %s", res.UserID)
 	if !res.Found {
 		check("map_proof", "proves the account ABSENT")
 		return out
 	}
-	check("map_proof", "value matches log entry %d (version %d)", res.LogIndex, res.Version)
-	check("log_inclusion", "entry %d and the epoch record are in the checkpoint", res.LogIndex)
+	check("map_proof", "value binds log entry %d (version %d) and its hash; auditors check the map against the log", res.LogIndex, res.Version)
 	check("signatures", "signing key generation %d certified by the root key; account state and %d device certs signed by it, devices back-signed", res.Generation, len(res.State.Devices))
 	check("revocations", "%d revoked devices, none served", len(res.State.Revocations))
 	check("identity_key", "%s", pinLine(res))

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,10 +15,73 @@ func (a *app) stdinIsTerminal() bool {
 	return a.inFile != nil && isTerminal(a.inFile.Fd())
 }
 
+// privateScreenTerminal reports whether stdin and stdout are the same kind
+// of interactive terminal, so that a secret can be shown or typed on the
+// terminal's alternate screen (see privateScreen).
+func (a *app) privateScreenTerminal() bool {
+	f, ok := a.out.(*os.File)
+	return ok && isTerminal(f.Fd()) && a.stdinIsTerminal()
+}
+
+// Terminal control sequences for the alternate screen buffer (xterm's
+// private mode 1049, also in VT220 descendants, tmux, screen, VS Code).
+const (
+	enterAltScreen = "\x1b[?1049h\x1b[H\x1b[2J" // save cursor, switch, clear
+	leaveAltScreen = "\x1b[H\x1b[2J\x1b[?1049l" // clear, switch back, restore cursor
+)
+
+// privateScreen runs f on the terminal's alternate screen when stdin and
+// stdout are terminals: a paper key shown or typed there is gone from the
+// screen and the scrollback when f returns (or fails, or is interrupted),
+// instead of staying in the terminal for anyone who looks later. Without a
+// terminal, f runs as it is.
+func (a *app) privateScreen(f func() error) error {
+	if !a.privateScreenTerminal() {
+		return f()
+	}
+	fmt.Fprint(a.out, enterAltScreen)
+	defer fmt.Fprint(a.out, leaveAltScreen)
+	return f()
+}
+
 // stderrIsTerminal reports whether stderr is a terminal (for the progress bar).
 func (a *app) stderrIsTerminal() bool {
 	f, ok := a.errw.(*os.File)
 	return ok && isTerminal(f.Fd())
+}
+
+// errInterrupted is returned by a prompt whose run was cancelled (Ctrl-C
+// or SIGTERM) while it waited for input.
+var errInterrupted = errors.New("interrupted while waiting for input")
+
+// readInput reads one line (with its ending) from stdin, giving up when the
+// run's context is cancelled: keyline catches Ctrl-C to shut down cleanly,
+// so a prompt that did not watch the context would ignore it. After an
+// interruption the abandoned read may still consume a line; the command
+// returns at once and reads nothing more.
+func (a *app) readInput() (string, error) {
+	ctx := a.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return "", errInterrupted
+	}
+	type answer struct {
+		line string
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		line, err := a.in.ReadString('\n')
+		done <- answer{line, err}
+	}()
+	select {
+	case r := <-done:
+		return r.line, r.err
+	case <-ctx.Done():
+		return "", errInterrupted
+	}
 }
 
 // readLine prints prompt on stderr and reads one line from stdin, without
@@ -27,7 +91,11 @@ func (a *app) readLine(prompt string) (string, error) {
 	if prompt != "" {
 		fmt.Fprint(a.errw, prompt)
 	}
-	line, err := a.in.ReadString('\n')
+	line, err := a.readInput()
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintln(a.errw)
+		return "", failf("", nil, "interrupted; nothing more was done")
+	}
 	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
 		if errors.Is(err, io.EOF) {
 			return "", failf("answer on stdin (or pass the value as a flag)", nil, "no input for %q (end of input)", strings.TrimSpace(prompt))
@@ -108,7 +176,7 @@ func (a *app) passphrase(creating bool) ([]byte, error) {
 			// The prompt comes after echo is off, so nothing typed in
 			// answer to it is ever shown.
 			fmt.Fprint(a.errw, prompt)
-			line, err := a.in.ReadString('\n')
+			line, err := a.readInput()
 			if err != nil && line == "" {
 				return nil, err
 			}

@@ -39,6 +39,7 @@ type app struct {
 	getenv func(string) string
 	now    func() time.Time
 	rand   io.Reader
+	ctx    context.Context // the run's context: prompts give up when it is cancelled (Ctrl-C)
 
 	server         string
 	dataDir        string
@@ -76,6 +77,7 @@ func Main(ctx context.Context, args []string) int {
 // JSON object with --json.
 func Run(ctx context.Context, args []string, stdio IO) int {
 	a := newApp(stdio)
+	a.ctx = ctx
 	a.root.SetArgs(args)
 	err := a.root.ExecuteContext(ctx)
 	if err == nil {

@@ -5,6 +5,8 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"strings"
@@ -112,5 +114,80 @@ func TestPassphraseSources(t *testing.T) {
 	delete(env, "KEYLINE_PASSPHRASE")
 	if _, err := a.passphrase(true); err == nil || !strings.Contains(err.Error(), "KEYLINE_PASSPHRASE") {
 		t.Fatalf("non-terminal stdin: %v", err)
+	}
+}
+
+// TestPaperKeyPrivateScreen confirms a paper key on a real pseudo-terminal:
+// the words are shown only between entering and leaving the alternate
+// screen, so they are not left on the screen or in the scrollback.
+func TestPaperKeyPrivateScreen(t *testing.T) {
+	m, s := openPty(t)
+	paper := strings.Repeat("abandon ", 23) + "art"
+	var errb syncBuf
+	a := &app{in: bufio.NewReader(s), inFile: s, out: s, errw: &errb, rand: rand.Reader, getenv: func(string) string { return "" }}
+	go func() {
+		// Answer the two confirmation prompts with the word asked for.
+		for answered := 0; answered < 2; {
+			if strings.Count(errb.String(), "Word #") > answered {
+				answered++
+				word := "abandon"
+				if strings.HasSuffix(strings.TrimSpace(errb.String()), "#24:") {
+					word = "art"
+				}
+				m.WriteString(word + "\n")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	err := a.privateScreen(func() error {
+		a.showPaperKey(a.out, paper)
+		return a.confirmPaperKey(paper)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteString("MARK2")
+	screen := readUntil(t, m, "MARK2")
+	enter, leave := strings.Index(screen, enterAltScreen), strings.LastIndex(screen, leaveAltScreen)
+	if enter < 0 || leave < enter {
+		t.Fatalf("paper key not shown on the alternate screen: %q", screen)
+	}
+	if strings.Contains(screen[:enter], "abandon") || strings.Contains(screen[leave:], "abandon") {
+		t.Fatalf("paper key words outside the alternate screen: %q", screen)
+	}
+	if !strings.Contains(screen[enter:leave], " 1. abandon") {
+		t.Fatalf("paper key not shown: %q", screen)
+	}
+}
+
+// TestPromptInterrupted cancels the run while a prompt waits for input:
+// the prompt must give up at once (keyline catches Ctrl-C, so a prompt that
+// ignored the context would hang until Enter).
+func TestPromptInterrupted(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var errb syncBuf
+	a := &app{in: bufio.NewReader(r), inFile: r, errw: &errb, ctx: ctx}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.readLine("Word #3: ")
+		done <- err
+	}()
+	for !strings.Contains(errb.String(), "Word #3") {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("readLine after cancel = %v, want an interrupted error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("readLine ignored the cancelled context")
 	}
 }

@@ -113,7 +113,7 @@ func (g *grpcService) Lookup(ctx context.Context, r *pb.LookupRequest) (*pb.Look
 		Checkpoint: b.Checkpoint, VrfProof: b.VRFProof, MapProof: b.MapProof,
 		EpochRecord: b.EpochRecord, EpochRecordInclusion: b.EpochRecordInclusion,
 		AccountUpdate: b.AccountUpdate, AccountUpdateIndex: b.AccountUpdateIndex,
-		AccountUpdateInclusion: b.AccountUpdateProof, Consistency: b.Consistency,
+		Consistency: b.Consistency,
 	}, nil
 }
 

@@ -86,7 +86,9 @@ func normalizeUser(userID string) (string, error) {
 
 // Lookup returns the proof bundle for userID under the latest published
 // checkpoint: for an unknown user a verifiable non-inclusion proof (never
-// NotFound).
+// NotFound). The AccountUpdate is served without a log inclusion proof, and
+// if knownSize is the published size the checkpoint is omitted
+// (verifier.LookupBundle, docs/protocol.md §7.1).
 func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*verifier.LookupBundle, error) {
 	uid, err := normalizeUser(userID)
 	if err != nil {
@@ -128,10 +130,7 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 		if err != nil {
 			return s.internal(err)
 		}
-		b := &verifier.LookupBundle{
-			Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
-			EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
-		}
+		b := &verifier.LookupBundle{VRFProof: pi, MapProof: mp}
 		if rec != nil {
 			leaf, err := s.recordLeaf(ctx, rec)
 			if err != nil {
@@ -140,21 +139,37 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 			if vmap.MapValue(rec.Version, rec.LogIndex, klog.EntryHash(leaf)) != l.Value {
 				return s.internal(fmt.Errorf("%w: map value of %x differs from the user record and its leaf", errCorrupt, index[:8]))
 			}
-			incl, err := s.inclusionProofTx(ctx, tx, rec.LogIndex, v.size)
-			if err != nil {
-				return s.internal(err)
-			}
-			b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = leaf, rec.LogIndex, incl
+			b.AccountUpdate, b.AccountUpdateIndex = leaf, rec.LogIndex
 		}
-		if knownSize != 0 {
-			if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
-				return err
-			}
+		if err := s.frameBundle(ctx, v, b, knownSize); err != nil {
+			return err
 		}
 		out = b
 		return nil
 	})
 	return out, err
+}
+
+// frameBundle adds to b what relates it to view v's checkpoint for a
+// client whose last verified checkpoint has size knownSize (0: none): the
+// checkpoint, the EpochRecord and its inclusion proof, and a consistency
+// proof from knownSize; nothing if knownSize is v's size (the client holds
+// them). A knownSize above v's size is OutOfRange.
+func (s *Server) frameBundle(ctx context.Context, v *epochView, b *verifier.LookupBundle, knownSize uint64) error {
+	if knownSize > v.size {
+		return apierr.New(codes.OutOfRange, apierr.OutOfRange, "known tree size %d is larger than the published checkpoint's %d", knownSize, v.size)
+	}
+	if knownSize == v.size {
+		return nil
+	}
+	b.Checkpoint, b.EpochRecord, b.EpochRecordInclusion = v.checkpoint, v.record, v.recordProof
+	if knownSize != 0 {
+		var err error
+		if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // consistency returns the consistency proof from oldSize to v.size, cached

@@ -498,10 +498,7 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 	if err != nil {
 		return nil, s.internal(err)
 	}
-	b := &verifier.LookupBundle{
-		Checkpoint: v.checkpoint, VRFProof: pi, MapProof: mp,
-		EpochRecord: v.record, EpochRecordInclusion: v.recordProof,
-	}
+	b := &verifier.LookupBundle{VRFProof: pi, MapProof: mp}
 	if p.Kind == vmap.Inclusion {
 		rec, err := account()
 		if errors.Is(err, errNotPrefetched) {
@@ -520,16 +517,10 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 			return nil, s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
 		}
 		s.sh.accounts.put(index, rec)
-		incl, err := s.backend.InclusionProof(ctx, rec.LogIndex, v.size)
-		if err != nil {
-			return nil, s.internal(err)
-		}
-		b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = rec.Leaf, rec.LogIndex, incl
+		b.AccountUpdate, b.AccountUpdateIndex = rec.Leaf, rec.LogIndex
 	}
-	if knownSize != 0 {
-		if b.Consistency, err = s.consistency(ctx, v, knownSize); err != nil {
-			return nil, err
-		}
+	if err := s.frameBundle(ctx, v, b, knownSize); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

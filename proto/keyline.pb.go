@@ -212,8 +212,11 @@ func (x *UpdateResponse) GetCheckpoint() []byte {
 type LookupRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Size of the client's last verified checkpoint; when non-zero the
-	// response carries a consistency proof from it.
+	// Size of the client's last verified checkpoint (0: none). If it is
+	// smaller than the served checkpoint's size the response carries a
+	// consistency proof from it; if it equals it, the response omits
+	// checkpoint, epoch_record and epoch_record_inclusion (the client holds
+	// them); if it is larger, the call fails with OUT_OF_RANGE.
 	KnownTreeSize uint64 `protobuf:"varint,2,opt,name=known_tree_size,json=knownTreeSize,proto3" json:"known_tree_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -263,21 +266,30 @@ func (x *LookupRequest) GetKnownTreeSize() uint64 {
 	return 0
 }
 
+// A lookup bundle (docs/protocol.md §7.1.5). Full: checkpoint,
+// epoch_record and epoch_record_inclusion set. Held (known_tree_size equal
+// to the served size): those three and consistency all empty; the client
+// verifies against the checkpoint and EpochRecord of its state. Any other
+// combination is rejected by the verifier.
 type LookupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Signed checkpoint (with cosignatures) the proofs are relative to.
+	// Signed checkpoint (with cosignatures) the proofs are relative to;
+	// empty in a held bundle.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// RFC 9381 VRF proof for the user id; the index is derived from it.
 	VrfProof []byte `protobuf:"bytes,2,opt,name=vrf_proof,json=vrfProof,proto3" json:"vrf_proof,omitempty"`
 	// Map inclusion or non-inclusion proof under the epoch's map root.
 	MapProof []byte `protobuf:"bytes,3,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
-	// The EpochRecord leaf: the last leaf of the checkpoint's tree.
+	// The EpochRecord leaf: the last leaf of the checkpoint's tree, and its
+	// inclusion proof; empty in a held bundle.
 	EpochRecord          []byte   `protobuf:"bytes,4,opt,name=epoch_record,json=epochRecord,proto3" json:"epoch_record,omitempty"`
 	EpochRecordInclusion [][]byte `protobuf:"bytes,5,rep,name=epoch_record_inclusion,json=epochRecordInclusion,proto3" json:"epoch_record_inclusion,omitempty"`
-	// The AccountUpdate leaf the map points to (absent for an unknown user).
-	AccountUpdate          []byte   `protobuf:"bytes,6,opt,name=account_update,json=accountUpdate,proto3" json:"account_update,omitempty"`
-	AccountUpdateIndex     uint64   `protobuf:"varint,7,opt,name=account_update_index,json=accountUpdateIndex,proto3" json:"account_update_index,omitempty"`
-	AccountUpdateInclusion [][]byte `protobuf:"bytes,8,rep,name=account_update_inclusion,json=accountUpdateInclusion,proto3" json:"account_update_inclusion,omitempty"`
+	// The AccountUpdate leaf the map points to (absent for an unknown user)
+	// and its log index. It has no log inclusion proof: the map value binds
+	// (version, log index, entry hash), and auditors check every map root
+	// against the log.
+	AccountUpdate      []byte `protobuf:"bytes,6,opt,name=account_update,json=accountUpdate,proto3" json:"account_update,omitempty"`
+	AccountUpdateIndex uint64 `protobuf:"varint,7,opt,name=account_update_index,json=accountUpdateIndex,proto3" json:"account_update_index,omitempty"`
 	// Consistency proof from known_tree_size to the checkpoint's size.
 	Consistency   [][]byte `protobuf:"bytes,9,rep,name=consistency,proto3" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -361,13 +373,6 @@ func (x *LookupResponse) GetAccountUpdateIndex() uint64 {
 		return x.AccountUpdateIndex
 	}
 	return 0
-}
-
-func (x *LookupResponse) GetAccountUpdateInclusion() [][]byte {
-	if x != nil {
-		return x.AccountUpdateInclusion
-	}
-	return nil
 }
 
 func (x *LookupResponse) GetConsistency() [][]byte {
@@ -844,7 +849,7 @@ const file_keyline_proto_rawDesc = "" +
 	"checkpoint\"P\n" +
 	"\rLookupRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12&\n" +
-	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"\xf8\x02\n" +
+	"\x0fknown_tree_size\x18\x02 \x01(\x04R\rknownTreeSize\"\xde\x02\n" +
 	"\x0eLookupResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
@@ -854,9 +859,8 @@ const file_keyline_proto_rawDesc = "" +
 	"\fepoch_record\x18\x04 \x01(\fR\vepochRecord\x124\n" +
 	"\x16epoch_record_inclusion\x18\x05 \x03(\fR\x14epochRecordInclusion\x12%\n" +
 	"\x0eaccount_update\x18\x06 \x01(\fR\raccountUpdate\x120\n" +
-	"\x14account_update_index\x18\a \x01(\x04R\x12accountUpdateIndex\x128\n" +
-	"\x18account_update_inclusion\x18\b \x03(\fR\x16accountUpdateInclusion\x12 \n" +
-	"\vconsistency\x18\t \x03(\fR\vconsistency\"L\n" +
+	"\x14account_update_index\x18\a \x01(\x04R\x12accountUpdateIndex\x12 \n" +
+	"\vconsistency\x18\t \x03(\fR\vconsistencyJ\x04\b\b\x10\tR\x18account_update_inclusion\"L\n" +
 	"\x0eHistoryRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\"]\n" +

@@ -26,6 +26,9 @@ type Client struct {
 	Source    Source
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Cache holds the verifications Lookup already did (nil: a Cache of
+	// DefaultCacheEntries is made on first use).
+	Cache *Cache
 
 	mu sync.Mutex
 }
@@ -117,12 +120,28 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	if err != nil {
 		return nil, false, err
 	}
-	b, err := c.Source.Lookup(ctx, uid, known)
+	b, err := c.fetchLookup(ctx, st, uid, known)
 	if err != nil {
-		return nil, false, fmt.Errorf("verifier: lookup %s: %w", uid, err)
+		return nil, false, err
 	}
 	now := c.now()
-	res, verr := VerifyLookup(c.Trust, st, uid, b, now)
+	if c.Cache == nil {
+		c.Cache = NewCache(0)
+	}
+	res, verr := c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
+	if verr != nil && b.Held() && st.EpochRecord != nil {
+		// A held bundle is verified against the held checkpoint alone, so
+		// a directory on another view of the same size (a split view)
+		// fails here without showing its checkpoint. Ask for the full
+		// bundle: its checkpoint is compared with the held one
+		// (*SplitViewError with both notes), and its verification decides.
+		fb, err := c.fullLookup(ctx, uid, known)
+		if err != nil {
+			return nil, false, err
+		}
+		b = fb
+		res, verr = c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
+	}
 	res, verr = c.checkIdentityChange(ctx, st, uid, res, verr)
 	res, verr = c.checkGenerations(ctx, st, uid, res, verr)
 	if !locked {
@@ -147,8 +166,8 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 		return nil, false, verr
 	}
 	// Fail closed: the new checkpoint must follow the freshly loaded last
-	// verified one.
-	if fresh.Checkpoint != nil {
+	// verified one (a held checkpoint is that one).
+	if fresh.Checkpoint != nil && !res.Held {
 		if err := verifyAdvance(c.Trust, fresh.Checkpoint, res.Checkpoint, b.Consistency); err != nil {
 			return nil, false, err
 		}
@@ -162,11 +181,51 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	return res, false, nil
 }
 
+// fetchLookup asks the Source for uid's bundle with the known size of st's
+// checkpoint. A state without the EpochRecord of its checkpoint (written
+// before state format 2, or after Checkpoint) cannot use a held-checkpoint
+// bundle: it then asks again for a full one (known size 0) and, if that
+// bundle's checkpoint is larger than the held one, fetches the consistency
+// proof itself. Everything fetched is verified by VerifyLookup.
+func (c *Client) fetchLookup(ctx context.Context, st *ClientState, uid string, known uint64) (*LookupBundle, error) {
+	b, err := c.Source.Lookup(ctx, uid, known)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: lookup %s: %w", uid, err)
+	}
+	if b == nil || !b.Held() || known == 0 || st.EpochRecord != nil {
+		return b, nil
+	}
+	return c.fullLookup(ctx, uid, known)
+}
+
+// fullLookup asks the Source for a full bundle (known size 0) and, if its
+// checkpoint is larger than known (the client's), fetches the consistency
+// proof from known.
+func (c *Client) fullLookup(ctx context.Context, uid string, known uint64) (*LookupBundle, error) {
+	b, err := c.Source.Lookup(ctx, uid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: lookup %s (full bundle): %w", uid, err)
+	}
+	if b == nil || b.Held() || len(b.Consistency) != 0 || known == 0 {
+		return b, nil // VerifyLookup rejects a held bundle here
+	}
+	// Only the size is used, to ask for the proof; VerifyLookup verifies
+	// the checkpoint and the proof.
+	cp, _, err := klog.OpenCheckpoint(b.Checkpoint, c.Trust.Log, c.Trust.Origin)
+	if err != nil || cp.Size <= known {
+		return b, nil
+	}
+	if b.Consistency, err = c.Source.ConsistencyProof(ctx, known, cp.Size); err != nil {
+		return nil, fmt.Errorf("verifier: fetching consistency proof %d -> %d: %w", known, cp.Size, err)
+	}
+	return b, nil
+}
+
 // sameView reports whether a and b hold the same last verified checkpoint
-// and the same pin for uid, i.e. whether a lookup of uid verified against
-// a is also verified against b.
+// (and EpochRecord) and the same pin for uid, i.e. whether a lookup of uid
+// verified against a is also verified against b.
 func sameView(a, b *ClientState, uid string) bool {
-	if !bytes.Equal(a.Checkpoint, b.Checkpoint) {
+	if !bytes.Equal(a.Checkpoint, b.Checkpoint) || !bytes.Equal(a.EpochRecord, b.EpochRecord) {
 		return false
 	}
 	ca, cb := a.contact(uid), b.contact(uid)
@@ -266,7 +325,7 @@ func (c *Client) Checkpoint(ctx context.Context) (*VerifiedCheckpoint, error) {
 			return nil, err
 		}
 	}
-	st.Checkpoint = cp.Note
+	st.SetCheckpoint(cp.Note)
 	if err := st.Save(c.StatePath); err != nil {
 		return nil, fmt.Errorf("verifier: saving state: %w", err)
 	}

@@ -24,6 +24,11 @@ var (
 	// ErrConsistency: the consistency proof from the client's last verified
 	// checkpoint does not verify.
 	ErrConsistency = errors.New("verifier: checkpoint not consistent with the last verified one")
+	// ErrBundleForm: the bundle omits the checkpoint but also carries some
+	// of the fields that go with it (EpochRecord, its inclusion proof, a
+	// consistency proof), or it omits the checkpoint although the client
+	// holds no checkpoint and EpochRecord to use instead.
+	ErrBundleForm = errors.New("verifier: bundle omits the checkpoint it needs")
 	// ErrEpochRecord: the EpochRecord is malformed or not proven to be the
 	// checkpoint's last leaf.
 	ErrEpochRecord = errors.New("verifier: epoch record not proven")
@@ -38,8 +43,8 @@ var (
 	// ErrPresence: the bundle carries an AccountUpdate while the map proves
 	// the index absent, or none while the map proves it present.
 	ErrPresence = errors.New("verifier: account presence does not match the map")
-	// ErrAccountUpdate: the AccountUpdate leaf is malformed, or its
-	// inclusion proof does not verify.
+	// ErrAccountUpdate: the AccountUpdate leaf is malformed, or its log
+	// index is not before the epoch's EpochRecord.
 	ErrAccountUpdate = errors.New("verifier: account update not proven")
 	// ErrIndexMismatch: the AccountUpdate is for another VRF index than the
 	// one computed from the user id.

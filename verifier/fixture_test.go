@@ -58,6 +58,9 @@ type testDir struct {
 	history map[[32]byte][]HistoryEntry
 	// cosign is how many witnesses cosign each checkpoint.
 	cosign int
+	// full: Lookup never omits the checkpoint (a directory that predates
+	// held-checkpoint bundles).
+	full bool
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -333,7 +336,15 @@ func (d *testDir) Lookup(ctx context.Context, uid string, knownSize uint64) (*Lo
 	if err != nil {
 		return nil, err
 	}
-	b := &LookupBundle{Checkpoint: d.cp, VRFProof: pi, MapProof: enc(d.t, p)}
+	b := &LookupBundle{VRFProof: pi, MapProof: enc(d.t, p)}
+	if h := d.history[idx]; len(h) > 0 {
+		last := h[len(h)-1]
+		b.AccountUpdate, b.AccountUpdateIndex = last.Leaf, last.LogIndex
+	}
+	if knownSize == size && !d.full {
+		return b, nil // held-checkpoint bundle
+	}
+	b.Checkpoint = d.cp
 	ers, err := d.log.Entries(ctx, size-1, size)
 	if err != nil {
 		return nil, err
@@ -341,13 +352,6 @@ func (d *testDir) Lookup(ctx context.Context, uid string, knownSize uint64) (*Lo
 	b.EpochRecord = ers[0]
 	if b.EpochRecordInclusion, err = d.log.InclusionProof(ctx, size-1, size); err != nil {
 		return nil, err
-	}
-	if h := d.history[idx]; len(h) > 0 {
-		last := h[len(h)-1]
-		b.AccountUpdate, b.AccountUpdateIndex = last.Leaf, last.LogIndex
-		if b.AccountUpdateProof, err = d.log.InclusionProof(ctx, last.LogIndex, size); err != nil {
-			return nil, err
-		}
 	}
 	if knownSize > 0 && knownSize < size {
 		if b.Consistency, err = d.log.ConsistencyProof(ctx, knownSize, size); err != nil {

@@ -63,6 +63,14 @@ type LookupResult struct {
 	Index      [32]byte // VRF index of UserID
 	Checkpoint *VerifiedCheckpoint
 	Epoch      klog.EpochRecord
+	// Held reports that the bundle omitted the checkpoint and the lookup
+	// was verified against the state's checkpoint and EpochRecord.
+	Held bool
+
+	// epochLeaf and epochInclusion are the verified EpochRecord leaf and
+	// its inclusion proof in Checkpoint, which Apply keeps in the state.
+	epochLeaf      []byte
+	epochInclusion [][]byte
 
 	// Found reports whether the account exists. The fields below are set
 	// only if it does.
@@ -104,20 +112,29 @@ type LookupResult struct {
 // configuration and the client's state (nil: a client with no state). It is
 // pure: it changes nothing, and returns a result only if every check passed:
 //
-//  1. the checkpoint: log signature, origin, witness quorum (Trust.OpenCheckpoint);
+//  0. the bundle's form: a bundle that omits the checkpoint (b.Held) must
+//     omit the EpochRecord, its inclusion proof and the consistency proof
+//     too, and st must hold a checkpoint and its EpochRecord, which are
+//     then used instead (ErrBundleForm);
+//  1. the checkpoint (served, or held in st): log signature, origin,
+//     witness quorum (Trust.OpenCheckpoint);
 //  2. against st's last verified checkpoint: no smaller size (ErrRollback),
 //     the same root at the same size (*SplitViewError), a valid consistency
 //     proof (ErrConsistency);
-//  3. the EpochRecord is leaf size-1 of the checkpoint (ErrEpochRecord) and
-//     its timestamp lies in [now-MaxAge, now+MaxFutureSkew] (ErrStale);
+//  3. the EpochRecord (served, or held in st) is leaf size-1 of the
+//     checkpoint (ErrEpochRecord) and its timestamp lies in
+//     [now-MaxAge, now+MaxFutureSkew] (ErrStale);
 //  4. the VRF proof for the normalized user id under Trust.VRF; the index is
 //     vrf.Index(beta) (ErrVRF);
 //  5. the map proof for exactly that index under the epoch's map root
 //     (ErrMapProof);
 //  6. an AccountUpdate is served iff the map holds the index (ErrPresence);
-//     it is a leaf before the EpochRecord with a valid inclusion proof
-//     (ErrAccountUpdate), for the same index (ErrIndexMismatch), and the map
-//     value is vmap.MapValue(version, log index, entry hash) (ErrMapValue);
+//     its log index is before the EpochRecord and it parses
+//     (ErrAccountUpdate), it is for the same index (ErrIndexMismatch), and
+//     the map value is vmap.MapValue(version, log index, entry hash)
+//     (ErrMapValue). No log inclusion proof is checked: the map value
+//     binds the entry, and auditors check that the map root is the one the
+//     log implies (docs/protocol.md §7.1);
 //  7. the payload: a create or update carries an AccountState that verifies
 //     (ErrAccountState, ErrRevokedDevice) for this user (ErrUserMismatch)
 //     at the entry's version (ErrVersionMismatch); a reset carries a
@@ -133,6 +150,11 @@ type LookupResult struct {
 //     with the pinned key, the signing key generation must not be older
 //     than the newest one seen for the contact (ErrStaleSigningKey).
 func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
+	return verifyLookup(t, st, userID, b, now, nil)
+}
+
+// verifyLookup is VerifyLookup with an optional cache of verifications.
+func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time, c *Cache) (*LookupResult, error) {
 	if t == nil || b == nil {
 		return nil, errors.New("verifier: VerifyLookup: nil trust or bundle")
 	}
@@ -142,15 +164,36 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	}
 	res := &LookupResult{UserID: uid}
 
+	// 0. Form: the checkpoint, EpochRecord and inclusion proof come from
+	// the bundle, or (held) all from the state.
+	note, recLeaf, recProof := b.Checkpoint, b.EpochRecord, b.EpochRecordInclusion
+	if b.Held() {
+		if len(b.EpochRecord) != 0 || len(b.EpochRecordInclusion) != 0 || len(b.Consistency) != 0 {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint but carries an epoch record, its inclusion proof or a consistency proof", uid)
+		}
+		if st == nil || st.Checkpoint == nil {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint, but the client holds none (it sent no known tree size)", uid)
+		}
+		if st.EpochRecord == nil {
+			return nil, fail(ErrBundleForm, nil, "lookup of %s omits the checkpoint, but the client holds no epoch record for its checkpoint", uid)
+		}
+		note, recLeaf, recProof = st.Checkpoint, st.EpochRecord, st.EpochRecordInclusion
+		res.Held = true
+	}
+
 	// 1. Checkpoint.
-	cp, err := t.OpenCheckpoint(b.Checkpoint)
+	cp, err := c.openCheckpoint(t, note)
 	if err != nil {
+		if res.Held {
+			return nil, fail(ErrCheckpoint, err, "held checkpoint, lookup of %s", uid)
+		}
 		return nil, fail(ErrCheckpoint, err, "lookup of %s", uid)
 	}
 	res.Checkpoint = cp
 
-	// 2. Consistency with the last verified checkpoint.
-	if st != nil && st.Checkpoint != nil {
+	// 2. Consistency with the last verified checkpoint (a held checkpoint
+	// is the last verified one).
+	if st != nil && st.Checkpoint != nil && !res.Held {
 		if err := verifyAdvance(t, st.Checkpoint, cp, b.Consistency); err != nil {
 			return nil, err
 		}
@@ -160,20 +203,24 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	if cp.Size == 0 {
 		return nil, fail(ErrEpochRecord, nil, "checkpoint has an empty tree")
 	}
-	er, err := klog.ParseEpochRecord(b.EpochRecord)
+	er, err := klog.ParseEpochRecord(recLeaf)
 	if err != nil {
 		return nil, fail(ErrEpochRecord, err, "leaf %d", cp.Size-1)
 	}
-	if err := verifyInclusion(cp, cp.Size-1, b.EpochRecord, b.EpochRecordInclusion); err != nil {
-		return nil, fail(ErrEpochRecord, err, "epoch %d record is not leaf %d of the checkpoint", er.Epoch, cp.Size-1)
+	if err := verifyInclusion(cp, cp.Size-1, recLeaf, recProof); err != nil {
+		what := "served"
+		if res.Held {
+			what = "held"
+		}
+		return nil, fail(ErrEpochRecord, err, "%s epoch %d record is not leaf %d of the checkpoint", what, er.Epoch, cp.Size-1)
 	}
-	res.Epoch = *er
+	res.Epoch, res.epochLeaf, res.epochInclusion = *er, recLeaf, recProof
 	if err := checkFresh(t, er, now); err != nil {
 		return nil, err
 	}
 
 	// 4. VRF.
-	idx, err := t.VRF.VerifyIndex([]byte(uid), b.VRFProof)
+	idx, err := c.verifyIndex(t, uid, b.VRFProof)
 	if err != nil {
 		return nil, fail(ErrVRF, err, "user %s", uid)
 	}
@@ -209,9 +256,6 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	if err != nil {
 		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
 	}
-	if err := verifyInclusion(cp, b.AccountUpdateIndex, b.AccountUpdate, b.AccountUpdateProof); err != nil {
-		return nil, fail(ErrAccountUpdate, err, "leaf %d", b.AccountUpdateIndex)
-	}
 	if up.Index != idx {
 		return nil, fail(ErrIndexMismatch, nil, "leaf %d is for index %x, %s has %x", b.AccountUpdateIndex, up.Index[:8], uid, idx[:8])
 	}
@@ -222,7 +266,7 @@ func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	res.Found, res.Version, res.LogIndex, res.Leaf, res.EntryHash, res.Update = true, up.Version, b.AccountUpdateIndex, b.AccountUpdate, eh, up
 
 	// 7. Payload.
-	if err := verifyPayload(t, res, up); err != nil {
+	if err := verifyPayload(t, res, up, c); err != nil {
 		return nil, err
 	}
 
@@ -283,8 +327,12 @@ func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {
 }
 
 // verifyPayload checks the AccountUpdate's payload and fills res.State,
-// res.Reset and res.IdentityKey.
-func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
+// res.Reset and res.IdentityKey. The signature checks (VerifyResetEntry,
+// VerifyAccountState: functions of the payload bytes and the trust's reset
+// key and window) are skipped if c holds the payload as verified; it is
+// recorded only once every check has passed.
+func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache) error {
+	cached, key := c.payloadVerified(t, byte(up.Update), up.Payload)
 	var st *devices.AccountState
 	switch up.Update {
 	case klog.UpdateCreate, klog.UpdateUpdate:
@@ -298,11 +346,13 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		if err != nil {
 			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
-		if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
-			if errors.Is(err, devices.ErrResetWindow) {
-				return fail(ErrResetWindow, err, "%s v%d", res.UserID, up.Version)
+		if !cached {
+			if err := devices.VerifyResetEntry(a, t.ResetKey, t.resetWindow()); err != nil {
+				if errors.Is(err, devices.ErrResetWindow) {
+					return fail(ErrResetWindow, err, "%s v%d", res.UserID, up.Version)
+				}
+				return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 			}
-			return fail(ErrReset, err, "%s v%d", res.UserID, up.Version)
 		}
 		st = a.NewState
 		if a.Pending(epochTime(res.Epoch)) {
@@ -320,11 +370,13 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 	default:
 		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
 	}
-	if err := devices.VerifyAccountState(st); err != nil {
-		if errors.Is(err, devices.ErrRevokedDevice) {
-			return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
+	if !cached {
+		if err := devices.VerifyAccountState(st); err != nil {
+			if errors.Is(err, devices.ErrRevokedDevice) {
+				return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
+			}
+			return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
 		}
-		return fail(ErrAccountState, err, "%s v%d", res.UserID, up.Version)
 	}
 	if st.UserID != res.UserID {
 		return fail(ErrUserMismatch, nil, "looked up %s, state is for %s", res.UserID, st.UserID)
@@ -336,6 +388,9 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate) error {
 		return fail(ErrVersionMismatch, nil, "%s: create with state v%d", res.UserID, st.Version)
 	}
 	res.State, res.IdentityKey, res.Generation = st, st.IdentityKey, st.Generation()
+	if !cached {
+		c.payloadOK(t, key)
+	}
 	if res.Reset != nil {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("IDENTITY RESET: %s v%d was reset by the directory (%s) at %s; the safety number changed",
 			res.UserID, up.Version, res.Reset.Reason, res.Reset.Time.UTC().Format(time.RFC3339)))

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +27,30 @@ func world(t *testing.T) *testDir {
 	return d
 }
 
+// verify is VerifyLookup, checked against a warm Cache: with a cache that
+// verified honest full bundles of every user, and b itself, before, the
+// result (or error) must be the same as without one. Every lookup test
+// goes through it, so every rejection is also tested with the cache warm.
 func verify(d *testDir, st *ClientState, uid string, b *LookupBundle) (*LookupResult, error) {
-	return VerifyLookup(d.trust, st, uid, b, d.now)
+	d.t.Helper()
+	res, err := VerifyLookup(d.trust, st, uid, b, d.now)
+	c := NewCache(0)
+	for _, u := range []string{"alice", "bob", "carol", "dave", uid} {
+		hb, herr := d.Lookup(d.t.Context(), u, 0)
+		if herr == nil {
+			c.VerifyLookup(d.trust, nil, u, hb, d.now)
+		}
+	}
+	for range 2 { // the second run sees whatever the first one cached
+		wres, werr := c.VerifyLookup(d.trust, st, uid, b, d.now)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			d.t.Fatalf("with a warm cache: error %v, without: %v", werr, err)
+		}
+		if err == nil && !reflect.DeepEqual(res, wres) {
+			d.t.Fatalf("with a warm cache: result %+v, without: %+v", wres, res)
+		}
+	}
+	return res, err
 }
 
 func wantErr(t *testing.T, err error, targets ...error) {
@@ -228,14 +251,19 @@ func TestLookupAccountUpdate(t *testing.T) {
 	// Absent in the map, an update served.
 	b = d.bundle("carol", 0)
 	ab := d.bundle("alice", 0)
-	b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = ab.AccountUpdate, ab.AccountUpdateIndex, ab.AccountUpdateProof
+	b.AccountUpdate, b.AccountUpdateIndex = ab.AccountUpdate, ab.AccountUpdateIndex
 	_, err = verify(d, nil, "carol", b)
 	wantErr(t, err, ErrPresence)
-	// Bad inclusion proof.
+	// A leaf that does not parse.
 	b = d.bundle("alice", 0)
-	b.AccountUpdateProof[0] = flip(b.AccountUpdateProof[0])
+	b.AccountUpdate = b.AccountUpdate[:40]
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrAccountUpdate)
+	// The right leaf at another log index: the map value binds the index.
+	b = d.bundle("alice", 0)
+	b.AccountUpdateIndex--
+	_, err = verify(d, nil, "alice", b)
+	wantErr(t, err, ErrMapValue)
 	// Index pointing at the epoch record.
 	b = d.bundle("alice", 0)
 	b.AccountUpdateIndex = d.size() - 1
@@ -244,14 +272,13 @@ func TestLookupAccountUpdate(t *testing.T) {
 	// Bob's leaf (valid inclusion) for alice: index confusion.
 	b = d.bundle("alice", 0)
 	bb := d.bundle("bob", 0)
-	b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = bb.AccountUpdate, bb.AccountUpdateIndex, bb.AccountUpdateProof
+	b.AccountUpdate, b.AccountUpdateIndex = bb.AccountUpdate, bb.AccountUpdateIndex
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrIndexMismatch)
-	// Alice's old v1 leaf (valid inclusion): map value mismatch (show-then-hide / rewrite).
+	// Alice's old v1 leaf at its real index: map value mismatch (show-then-hide / rewrite).
 	b = d.bundle("alice", 0)
 	h := d.history[d.index("alice")][0]
 	b.AccountUpdate, b.AccountUpdateIndex = h.Leaf, h.LogIndex
-	b.AccountUpdateProof, _ = d.log.InclusionProof(t.Context(), h.LogIndex, d.size())
 	_, err = verify(d, nil, "alice", b)
 	wantErr(t, err, ErrMapValue)
 }

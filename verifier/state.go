@@ -35,6 +35,14 @@ type ClientState struct {
 	// the first verified lookup). Every later checkpoint must be consistent
 	// with it.
 	Checkpoint []byte
+	// EpochRecord is the EpochRecord leaf of Checkpoint (its last leaf) and
+	// EpochRecordInclusion its inclusion proof, as the lookup that verified
+	// Checkpoint received them (nil if not known: a state written before
+	// state format 2, or after Client.Checkpoint advanced the checkpoint
+	// alone). With them the client asks for and verifies held-checkpoint
+	// bundles (LookupBundle.Held); they are verified again on every use.
+	EpochRecord          []byte
+	EpochRecordInclusion [][]byte
 	// Contacts maps a normalized user id to its pinned identity key.
 	Contacts map[string]*Contact
 	// Own is the user's own account, watched by the monitor (nil if none).
@@ -69,10 +77,14 @@ type OwnAccount struct {
 
 // stateFile is the JSON encoding of a ClientState.
 type stateFile struct {
-	Format     int                    `json:"format"`
-	Checkpoint string                 `json:"checkpoint,omitempty"` // base64 signed note
-	Contacts   map[string]contactFile `json:"contacts,omitempty"`
-	Own        *ownFile               `json:"own,omitempty"`
+	Format     int    `json:"format"`
+	Checkpoint string `json:"checkpoint,omitempty"` // base64 signed note
+	// EpochRecord and EpochRecordInclusion (format 2): base64 leaf and
+	// base64 hashes.
+	EpochRecord          string                 `json:"epoch_record,omitempty"`
+	EpochRecordInclusion []string               `json:"epoch_record_inclusion,omitempty"`
+	Contacts             map[string]contactFile `json:"contacts,omitempty"`
+	Own                  *ownFile               `json:"own,omitempty"`
 }
 
 type contactFile struct {
@@ -91,7 +103,14 @@ type ownFile struct {
 	StateHash string `json:"state_hash,omitempty"` // hex
 }
 
-const stateFormat = 1
+// stateFormat is the format written. Format 1 (no epoch_record) is still
+// read: such a state holds no EpochRecord, so its first lookup asks for a
+// full bundle (Client.Lookup).
+const stateFormat = 2
+
+// maxHeldInclusion bounds the hashes of the held EpochRecord's inclusion
+// proof (a tree of 2^64 leaves needs at most 64).
+const maxHeldInclusion = 64
 
 func (st *ClientState) contact(uid string) *Contact {
 	if st == nil {
@@ -103,15 +122,20 @@ func (st *ClientState) contact(uid string) *Contact {
 // ParseClientState decodes a state file strictly:
 //
 //	{
-//	  "format": 1,
+//	  "format": 2,
 //	  "checkpoint": "<base64 signed note>",
+//	  "epoch_record": "<base64 EpochRecord leaf, the checkpoint's last>",
+//	  "epoch_record_inclusion": ["<base64 32 bytes>", ...],
 //	  "contacts": {"<user id>": {"ik": "<base64 32 bytes>", "verified": true, "version": 4, "pinned_at": "2026-01-02T03:04:05Z"}},
 //	  "own": {"user_id": "<user id>", "version": 3, "entry_hash": "<64 hex>", "state_hash": "<64 hex>"}
 //	}
 //
 // Unknown fields, duplicate keys, non-canonical user ids, wrong key sizes,
-// a checkpoint that does not parse, and more than MaxContacts contacts are
-// rejected. (The checkpoint's signature is checked when it is used, against
+// a checkpoint that does not parse, an epoch_record without a checkpoint or
+// that does not parse, an inclusion proof without a record or with a hash
+// that is not 32 bytes, and more than MaxContacts contacts are rejected.
+// Format 1 (without epoch_record) is read too. (The checkpoint's signature
+// and the record's inclusion in it are checked when they are used, against
 // the trust configuration.)
 func ParseClientState(data []byte) (*ClientState, error) {
 	bad := func(format string, args ...any) error {
@@ -132,8 +156,11 @@ func ParseClientState(data []byte) (*ClientState, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, bad("trailing data after the JSON object")
 	}
-	if f.Format != stateFormat {
-		return nil, bad("format %d, want %d", f.Format, stateFormat)
+	if f.Format != 1 && f.Format != stateFormat {
+		return nil, bad("format %d, want 1 or %d", f.Format, stateFormat)
+	}
+	if f.Format == 1 && (f.EpochRecord != "" || f.EpochRecordInclusion != nil) {
+		return nil, bad("format 1 has no epoch_record")
 	}
 	st := &ClientState{Contacts: map[string]*Contact{}}
 	if f.Checkpoint != "" {
@@ -152,6 +179,32 @@ func ParseClientState(data []byte) (*ClientState, error) {
 			return nil, bad("checkpoint: %v", err)
 		}
 		st.Checkpoint = n
+	}
+	if f.EpochRecord == "" && f.EpochRecordInclusion != nil {
+		return nil, bad("epoch_record_inclusion without an epoch_record")
+	}
+	if f.EpochRecord != "" {
+		if st.Checkpoint == nil {
+			return nil, bad("epoch_record without a checkpoint")
+		}
+		rec, err := klog.DecodeBase64(f.EpochRecord)
+		if err != nil {
+			return nil, bad("epoch_record is not base64: %v", err)
+		}
+		if _, err := klog.ParseEpochRecord(rec); err != nil {
+			return nil, bad("epoch_record: %v", err)
+		}
+		if len(f.EpochRecordInclusion) > maxHeldInclusion {
+			return nil, bad("epoch_record_inclusion has %d hashes, over %d", len(f.EpochRecordInclusion), maxHeldInclusion)
+		}
+		st.EpochRecord, st.EpochRecordInclusion = rec, [][]byte{}
+		for i, h := range f.EpochRecordInclusion {
+			b, err := klog.DecodeBase64(h)
+			if err != nil || len(b) != 32 {
+				return nil, bad("epoch_record_inclusion[%d] must be base64 of 32 bytes", i)
+			}
+			st.EpochRecordInclusion = append(st.EpochRecordInclusion, b)
+		}
 	}
 	if len(f.Contacts) > MaxContacts {
 		return nil, bad("%d contacts, over %d", len(f.Contacts), MaxContacts)
@@ -268,6 +321,12 @@ func (st *ClientState) Marshal() ([]byte, error) {
 	if st.Checkpoint != nil {
 		f.Checkpoint = base64.StdEncoding.EncodeToString(st.Checkpoint)
 	}
+	if st.EpochRecord != nil {
+		f.EpochRecord = base64.StdEncoding.EncodeToString(st.EpochRecord)
+		for _, h := range st.EpochRecordInclusion {
+			f.EpochRecordInclusion = append(f.EpochRecordInclusion, base64.StdEncoding.EncodeToString(h))
+		}
+	}
 	if len(st.Contacts) > MaxContacts {
 		return nil, fmt.Errorf("%w: %d contacts, over %d", ErrState, len(st.Contacts), MaxContacts)
 	}
@@ -298,6 +357,15 @@ func (st *ClientState) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// SetCheckpoint makes note the last verified checkpoint. The held
+// EpochRecord is kept only if note is the checkpoint it belongs to.
+func (st *ClientState) SetCheckpoint(note []byte) {
+	if !bytes.Equal(st.Checkpoint, note) {
+		st.EpochRecord, st.EpochRecordInclusion = nil, nil
+	}
+	st.Checkpoint = note
 }
 
 // LoadClientState reads a state file. A missing file is an empty state.
@@ -356,8 +424,8 @@ func (st *ClientState) pinAt(userID string, ik [32]byte, verified bool, version 
 	return nil
 }
 
-// Apply advances the state after a verified lookup: the checkpoint becomes
-// the last verified one and the contact's key is pinned as the PinStatus
+// Apply advances the state after a verified lookup: the checkpoint and its
+// EpochRecord become the last verified ones and the contact's key is pinned as the PinStatus
 // policy says (new or changed unverified keys are pinned unverified;
 // verified pins are kept). res must come from VerifyLookup with this state.
 // If the key cannot be pinned (MaxContacts reached) Apply changes nothing
@@ -380,5 +448,6 @@ func (st *ClientState) Apply(res *LookupResult, now time.Time) error {
 		}
 	}
 	st.Checkpoint = res.Checkpoint.Note
+	st.EpochRecord, st.EpochRecordInclusion = res.epochLeaf, res.epochInclusion
 	return nil
 }

@@ -20,7 +20,15 @@ func TestClientStateRoundTripAndGolden(t *testing.T) {
 	golden := filepath.Join("..", "testdata", "verifier", "state.json")
 	if *update {
 		d := world(t)
-		st := &ClientState{Checkpoint: d.cp}
+		res, err := verify(d, nil, "alice", d.bundle("alice", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &ClientState{}
+		if err := st.Apply(res, t0); err != nil {
+			t.Fatal(err)
+		}
+		delete(st.Contacts, "alice")
 		st.Pin("bob", d.accounts["bob"].ik.Public(), true, t0)
 		st.Pin("carol", [32]byte{3}, false, t0.Add(time.Hour))
 		st.Own = &OwnAccount{UserID: "alice", Version: 2, EntryHash: klog.EntryHash(d.accounts["alice"].leaf)}
@@ -40,7 +48,7 @@ func TestClientStateRoundTripAndGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Contacts) != 2 || !st.Contacts["bob"].Verified || st.Contacts["carol"].Verified || st.Own.Version != 2 || st.Checkpoint == nil {
+	if len(st.Contacts) != 2 || !st.Contacts["bob"].Verified || st.Contacts["carol"].Verified || st.Own.Version != 2 || st.Checkpoint == nil || st.EpochRecord == nil || len(st.EpochRecordInclusion) == 0 {
 		t.Fatalf("%+v", st)
 	}
 	out, err := st.Marshal()
@@ -48,18 +56,48 @@ func TestClientStateRoundTripAndGolden(t *testing.T) {
 		t.Fatalf("re-encoding differs: %v\n%s", err, out)
 	}
 	for name, mut := range map[string]string{
-		"unknown field": strings.Replace(string(data), `"format"`, `"extra": 1, "format"`, 1),
-		"duplicate key": strings.Replace(string(data), `"format": 1`, `"format": 1, "format": 1`, 1),
-		"format":        strings.Replace(string(data), `"format": 1`, `"format": 2`, 1),
-		"user id":       strings.Replace(string(data), `"bob"`, `"Bob"`, 1),
-		"ik":            strings.Replace(string(data), `"ik": "`, `"ik": "AA`, 1),
-		"time":          strings.Replace(string(data), `T12:00:00Z`, `T12:00:00.5Z`, 1),
-		"trailing":      string(data) + "{}",
-		"version":       strings.Replace(string(data), `"version": 2`, `"version": 0`, 1),
+		"unknown field":             strings.Replace(string(data), `"format"`, `"extra": 1, "format"`, 1),
+		"duplicate key":             strings.Replace(string(data), `"format": 2`, `"format": 2, "format": 2`, 1),
+		"format 3":                  strings.Replace(string(data), `"format": 2`, `"format": 3`, 1),
+		"format 1 with a record":    strings.Replace(string(data), `"format": 2`, `"format": 1`, 1),
+		"record without checkpoint": strings.Replace(string(data), `"checkpoint": "`, `"x": "`, 1),
+		"record not a leaf":         strings.Replace(string(data), `"epoch_record": "`, `"epoch_record": "AA`, 1),
+		"proof hash size": strings.Replace(string(data), `"epoch_record_inclusion": [
+    "`, `"epoch_record_inclusion": [
+    "AAAA`, 1),
+		"proof without record": strings.Replace(string(data), `"epoch_record": "`, `"x_record": "`, 1),
+		"user id":              strings.Replace(string(data), `"bob"`, `"Bob"`, 1),
+		"ik":                   strings.Replace(string(data), `"ik": "`, `"ik": "AA`, 1),
+		"time":                 strings.Replace(string(data), `T12:00:00Z`, `T12:00:00.5Z`, 1),
+		"trailing":             string(data) + "{}",
+		"version":              strings.Replace(string(data), `"version": 2`, `"version": 0`, 1),
 	} {
 		if _, err := ParseClientState([]byte(mut)); !errors.Is(err, ErrState) {
 			t.Errorf("%s: accepted (%v)", name, err)
 		}
+	}
+}
+
+// A format-1 state file (before the held EpochRecord) still loads, holds
+// no EpochRecord, and is written back as format 2 with the same content.
+func TestClientStateFormat1(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "verifier", "state-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ParseClientState(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Checkpoint == nil || st.EpochRecord != nil || st.EpochRecordInclusion != nil || len(st.Contacts) != 2 || st.Own == nil {
+		t.Fatalf("%+v", st)
+	}
+	out, err := st.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Replace(string(data), `"format": 1`, `"format": 2`, 1); string(out) != want {
+		t.Fatalf("format 1 re-encoded as\n%s\nwant\n%s", out, want)
 	}
 }
 

@@ -5,7 +5,7 @@
 // wasm_exec.js, it defines a global object keyline with:
 //
 //	keyline.verifyLookup(bundleJSON, trustJSON, stateJSON, user) -> resultJSON
-//	keyline.knownSize(trustJSON, stateJSON) -> {"ok", "size", "error"}
+//	keyline.knownSize(trustJSON, stateJSON) -> {"ok", "size", "holds_record", "error"}
 //	keyline.safetyNumber(localUser, localKeyHex, remoteUser, remoteKeyHex) -> resultJSON
 //	keyline.markVerified(stateJSON, user, keyHex) -> {"ok", "state", "error"}
 //
@@ -43,11 +43,11 @@ func main() {
 		return toJSON(webverify.VerifyLookup(str(a, 0), str(a, 1), str(a, 2), str(a, 3), time.Now()))
 	}))
 	api.Set("knownSize", js.FuncOf(func(_ js.Value, a []js.Value) any {
-		n, err := webverify.KnownSize(str(a, 0), str(a, 1))
+		n, held, err := webverify.Known(str(a, 0), str(a, 1))
 		if err != nil {
 			return toJSON(map[string]any{"ok": false, "error": err.Error()})
 		}
-		return toJSON(map[string]any{"ok": true, "size": n})
+		return toJSON(map[string]any{"ok": true, "size": n, "holds_record": held})
 	}))
 	api.Set("safetyNumber", js.FuncOf(func(_ js.Value, a []js.Value) any {
 		return toJSON(webverify.NewSafetyNumber(str(a, 0), str(a, 1), str(a, 2), str(a, 3)))

@@ -496,6 +496,44 @@ func TestAttackMapRootMismatch(t *testing.T) {
 		_, err = e.auditor().Run(e.ctx, nil)
 		expectViolation(t, e.trust, err, auditor.RuleMapRoot)
 	})
+	// The map points at an entry the log does not hold: alice's signed v2
+	// is shown to lookups but never logged (the map value names log index
+	// at, which holds another leaf). Lookups carry no log inclusion proof
+	// for the AccountUpdate (docs/protocol.md §7.1), so a single
+	// VerifyLookup accepts it; the entry is not in the log the auditors
+	// replay, so their map root differs: map-root.
+	t.Run("map-points-at-unlogged-entry", func(t *testing.T) {
+		f := e.forge(0)
+		at := e.size() - 1 // the previous EpochRecord's index
+		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, next))
+		if err := f.MapUnlogged(leaf, at); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.src.ServeOther(f)
+		defer e.src.SetMode(Honest)
+		b, err := e.src.Lookup(e.ctx, "alice", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := verifier.VerifyLookup(e.trust, nil, "alice", b, time.Now())
+		if err != nil || r.Version != 2 || r.LogIndex != at {
+			t.Fatalf("VerifyLookup: %v", err)
+		}
+		logged, err := f.Entries(e.ctx, at, at+1)
+		if err != nil || bytes.Equal(logged[0], leaf) {
+			t.Fatalf("the log holds the unlogged leaf at %d (%v)", at, err)
+		}
+		// A client that checks the history (a new contact at version 2)
+		// finds no logged v2.
+		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrHistory) {
+			t.Fatalf("client: got %v, want ErrHistory", err)
+		}
+		_, err = e.auditor().Run(e.ctx, nil)
+		expectViolation(t, e.trust, err, auditor.RuleMapRoot)
+	})
 	t.Run("root-not-in-epoch-record", func(t *testing.T) {
 		f := e.forge(0)
 		var bogus [32]byte
@@ -724,7 +762,7 @@ func TestAttackIndexConfusion(t *testing.T) {
 			b.Checkpoint = cp
 		}, verifier.ErrVRF},
 		{"bob-account-update", func(b *verifier.LookupBundle) {
-			b.AccountUpdate, b.AccountUpdateIndex, b.AccountUpdateProof = bobBundle.AccountUpdate, bobBundle.AccountUpdateIndex, bobBundle.AccountUpdateProof
+			b.AccountUpdate, b.AccountUpdateIndex = bobBundle.AccountUpdate, bobBundle.AccountUpdateIndex
 		}, verifier.ErrIndexMismatch},
 	}
 	for _, c := range cases {

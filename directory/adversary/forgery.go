@@ -32,8 +32,10 @@ type Forgery struct {
 	pending map[[32]byte]vmap.Value
 	entries map[[32]byte][]uint64 // log indexes of every AccountUpdate per index
 	mapped  map[[32]byte]uint64   // log index the map value points to
-	cp      []byte
-	size    uint64 // size of cp
+	// unlogged: map values set by MapUnlogged, to a leaf not in the log.
+	unlogged map[[32]byte]unloggedLeaf
+	cp       []byte
+	size     uint64 // size of cp
 }
 
 // NewForgery copies the leaves [0, size) of src (size must be a published
@@ -47,9 +49,10 @@ func NewForgery(ctx context.Context, k *Keys, dir string, src verifier.Source, s
 	}
 	f := &Forgery{
 		Keys: k, log: l, m: vmap.NewMemStore(),
-		pending: map[[32]byte]vmap.Value{},
-		entries: map[[32]byte][]uint64{},
-		mapped:  map[[32]byte]uint64{},
+		pending:  map[[32]byte]vmap.Value{},
+		entries:  map[[32]byte][]uint64{},
+		mapped:   map[[32]byte]uint64{},
+		unlogged: map[[32]byte]unloggedLeaf{},
 	}
 	for pos := uint64(0); pos < size; {
 		leaves, err := src.Entries(ctx, pos, size)
@@ -156,6 +159,28 @@ func (f *Forgery) AppendUpdate(ctx context.Context, leaf []byte, setMap bool) (u
 	return i, nil
 }
 
+type unloggedLeaf struct {
+	leaf []byte
+	at   uint64
+}
+
+// MapUnlogged sets, at the next epoch, the map value of leaf's index to
+// MapValue(version, at, EntryHash(leaf)) without appending leaf to the
+// log: the map points at an entry the log does not hold at index at (the
+// log may hold another leaf there, or nothing yet). Lookups serve leaf
+// with log index at; histories and entries serve the log.
+func (f *Forgery) MapUnlogged(leaf []byte, at uint64) error {
+	u, err := klog.ParseAccountUpdate(leaf)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending[u.Index] = vmap.MapValue(u.Version, at, klog.EntryHash(leaf))
+	f.unlogged[u.Index] = unloggedLeaf{leaf: leaf, at: at}
+	return nil
+}
+
 func (f *Forgery) applyPending() (vmap.Hash, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -249,8 +274,10 @@ func (f *Forgery) Entries(ctx context.Context, start, end uint64) ([][]byte, err
 }
 
 // Lookup implements verifier.Source: a bundle proving what the forged map
-// and log hold for userID under the forged checkpoint. If knownSize is
-// larger than the forged log, no consistency proof is sent.
+// and log hold for userID under the forged checkpoint, without the
+// checkpoint if knownSize is its size. If knownSize is larger than the
+// forged log, no consistency proof is sent. A leaf set by MapUnlogged is
+// served with the log index it claims.
 func (f *Forgery) Lookup(ctx context.Context, userID string, knownSize uint64) (*verifier.LookupBundle, error) {
 	idx, pi, err := f.Index(userID)
 	if err != nil {
@@ -259,6 +286,7 @@ func (f *Forgery) Lookup(ctx context.Context, userID string, knownSize uint64) (
 	f.mu.Lock()
 	cp, size := f.cp, f.size
 	at, present := f.mapped[idx]
+	unlogged, isUnlogged := f.unlogged[idx]
 	f.mu.Unlock()
 	p, err := vmap.Prove(f.m, idx)
 	if err != nil {
@@ -277,17 +305,21 @@ func (f *Forgery) Lookup(ctx context.Context, userID string, knownSize uint64) (
 		return nil, err
 	}
 	b := &verifier.LookupBundle{Checkpoint: cp, VRFProof: pi, MapProof: mp, EpochRecord: rec[0], EpochRecordInclusion: recProof}
-	if present && at < size {
+	switch {
+	case isUnlogged:
+		b.AccountUpdate, b.AccountUpdateIndex = unlogged.leaf, unlogged.at
+	case present && at < size:
 		leaves, err := f.log.Entries(ctx, at, at+1)
 		if err != nil {
 			return nil, err
 		}
 		b.AccountUpdate, b.AccountUpdateIndex = leaves[0], at
-		if b.AccountUpdateProof, err = f.log.InclusionProof(ctx, at, size); err != nil {
-			return nil, err
-		}
 	}
-	if knownSize > 0 && knownSize <= size {
+	if knownSize == size {
+		b.Checkpoint, b.EpochRecord, b.EpochRecordInclusion = nil, nil, nil
+		return b, nil
+	}
+	if knownSize > 0 && knownSize < size {
 		if b.Consistency, err = f.log.ConsistencyProof(ctx, knownSize, size); err != nil {
 			return nil, err
 		}

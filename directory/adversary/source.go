@@ -163,7 +163,9 @@ func (s *Source) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	if err != nil {
 		return nil, err
 	}
-	b.Checkpoint = s.withCosigs(b.Checkpoint)
+	if !b.Held() {
+		b.Checkpoint = s.withCosigs(b.Checkpoint)
+	}
 	if mode == Tamper {
 		s.mu.Lock()
 		t := s.lookupT

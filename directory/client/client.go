@@ -177,7 +177,7 @@ func (c *Client) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 		Checkpoint: r.GetCheckpoint(), VRFProof: r.GetVrfProof(), MapProof: r.GetMapProof(),
 		EpochRecord: r.GetEpochRecord(), EpochRecordInclusion: r.GetEpochRecordInclusion(),
 		AccountUpdate: r.GetAccountUpdate(), AccountUpdateIndex: r.GetAccountUpdateIndex(),
-		AccountUpdateProof: r.GetAccountUpdateInclusion(), Consistency: r.GetConsistency(),
+		Consistency: r.GetConsistency(),
 	}, nil
 }
 

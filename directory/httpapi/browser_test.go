@@ -116,6 +116,11 @@ func TestBrowser(t *testing.T) {
 	if got := regexp.MustCompile(`\D`).ReplaceAllString(digits, ""); got != sn.Digits() {
 		t.Errorf("page safety number %q, want %q", got, sn.Digits())
 	}
+	// The page looked alice up first, so bob's bundle omitted the
+	// checkpoint the page then held (no epoch in between).
+	if checks, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#checks"))); err != nil || !strings.Contains(checks, "not sent: the one held from the last lookup") {
+		t.Errorf("bob's lookup was not verified against the held checkpoint: %q %v", checks, err)
+	}
 	if qr, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#qr svg path").length`)); err != nil || qr != 1 {
 		t.Errorf("no QR code on the page (%v)", err)
 	}

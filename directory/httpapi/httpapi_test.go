@@ -188,6 +188,24 @@ func TestJSONLookup(t *testing.T) {
 	}
 	state = wr.State
 
+	// At the served size the bundle omits the checkpoint; the state holds
+	// it and its EpochRecord.
+	ks, held, err := webverify.Known(string(trust), state)
+	if err != nil || !held {
+		t.Fatalf("Known = %d %v, %v", ks, held, err)
+	}
+	_, _, body = get(t, e.ts.URL+"/v1/lookup/alice?known_size="+strconv.FormatUint(ks, 10))
+	if hb, err := jsonapi.ParseLookup(body); err != nil || !hb.Held() || strings.Contains(string(body), `"epoch_record"`) {
+		t.Fatalf("lookup at the known size is not a held bundle (%v): %s", err, body)
+	}
+	if wr := webverify.VerifyLookup(string(body), string(trust), state, "alice", time.Now()); !wr.OK || !wr.Found || wr.Checkpoint.Size != ks || !strings.Contains(strings.Join(wr.Checks, "\n"), "not sent") {
+		t.Fatalf("held lookup: %+v", wr)
+	}
+	// Without a held checkpoint the same bundle is refused.
+	if wr := webverify.VerifyLookup(string(body), string(trust), "", "alice", time.Now()); wr.OK || wr.ErrorKind != "ErrBundleForm" {
+		t.Fatalf("held bundle without a held checkpoint: %+v", wr)
+	}
+
 	// Without the consistency proof the verifier refuses to advance.
 	e.create("dave")
 	_, _, body = get(t, e.ts.URL+"/v1/lookup/bob")

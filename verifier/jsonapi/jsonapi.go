@@ -32,16 +32,18 @@ const (
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("jsonapi: malformed JSON document")
 
-// LookupBundle is the JSON form of verifier.LookupBundle.
+// LookupBundle is the JSON form of verifier.LookupBundle. A held-checkpoint
+// bundle (the request's known_size equals the served size) has no
+// checkpoint, epoch_record and epoch_record_inclusion; an absent or empty
+// field decodes as empty, and the verifier decides the bundle's form.
 type LookupBundle struct {
-	Checkpoint           string   `json:"checkpoint"`
+	Checkpoint           string   `json:"checkpoint,omitempty"`
 	VRFProof             string   `json:"vrf_proof"`
 	MapProof             string   `json:"map_proof"`
-	EpochRecord          string   `json:"epoch_record"`
-	EpochRecordInclusion []string `json:"epoch_record_inclusion"`
+	EpochRecord          string   `json:"epoch_record,omitempty"`
+	EpochRecordInclusion []string `json:"epoch_record_inclusion,omitempty"`
 	AccountUpdate        string   `json:"account_update,omitempty"`
 	AccountUpdateIndex   uint64   `json:"account_update_index"`
-	AccountUpdateProof   []string `json:"account_update_proof,omitempty"`
 	Consistency          []string `json:"consistency,omitempty"`
 }
 
@@ -107,11 +109,8 @@ func FromLookup(b *verifier.LookupBundle) *LookupBundle {
 		EpochRecord: b64(b.EpochRecord), EpochRecordInclusion: b64s(b.EpochRecordInclusion),
 		Consistency: b64s(b.Consistency),
 	}
-	if j.EpochRecordInclusion == nil {
-		j.EpochRecordInclusion = []string{}
-	}
 	if b.AccountUpdate != nil {
-		j.AccountUpdate, j.AccountUpdateIndex, j.AccountUpdateProof = b64(b.AccountUpdate), b.AccountUpdateIndex, b64s(b.AccountUpdateProof)
+		j.AccountUpdate, j.AccountUpdateIndex = b64(b.AccountUpdate), b.AccountUpdateIndex
 	}
 	return j
 }
@@ -133,7 +132,7 @@ func FromHistory(h *verifier.HistoryBundle) *HistoryBundle {
 type decoder struct{ err error }
 
 func (d *decoder) bytes(field, s string) []byte {
-	if d.err != nil {
+	if d.err != nil || s == "" {
 		return nil
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
@@ -191,7 +190,6 @@ func ParseLookup(data []byte) (*verifier.LookupBundle, error) {
 		EpochRecord:          d.bytes("epoch_record", j.EpochRecord),
 		EpochRecordInclusion: d.list("epoch_record_inclusion", j.EpochRecordInclusion),
 		AccountUpdateIndex:   j.AccountUpdateIndex,
-		AccountUpdateProof:   d.list("account_update_proof", j.AccountUpdateProof),
 		Consistency:          d.list("consistency", j.Consistency),
 	}
 	if j.AccountUpdate != "" {

@@ -16,13 +16,14 @@ func sampleLookup() *verifier.LookupBundle {
 	return &verifier.LookupBundle{
 		Checkpoint: []byte("keyline.local/dir\n5\nAAAA\n\n— sig\n"), VRFProof: h(1), MapProof: []byte{2, 3},
 		EpochRecord: []byte{4}, EpochRecordInclusion: [][]byte{h(5), h(6)},
-		AccountUpdate: []byte{7, 8}, AccountUpdateIndex: 0, AccountUpdateProof: [][]byte{h(9)},
+		AccountUpdate: []byte{7, 8}, AccountUpdateIndex: 0,
 		Consistency: [][]byte{h(10)},
 	}
 }
 
 func TestLookupRoundTrip(t *testing.T) {
-	for _, b := range []*verifier.LookupBundle{sampleLookup(), {Checkpoint: []byte("c"), VRFProof: []byte("v"), MapProof: []byte("m"), EpochRecord: []byte("e"), EpochRecordInclusion: [][]byte{}}} {
+	held := &verifier.LookupBundle{VRFProof: []byte("v"), MapProof: []byte("m"), AccountUpdate: []byte{7}, AccountUpdateIndex: 9}
+	for _, b := range []*verifier.LookupBundle{sampleLookup(), {Checkpoint: []byte("c"), VRFProof: []byte("v"), MapProof: []byte("m"), EpochRecord: []byte("e"), EpochRecordInclusion: [][]byte{}}, held} {
 		data, err := json.Marshal(FromLookup(b))
 		if err != nil {
 			t.Fatal(err)
@@ -38,8 +39,15 @@ func TestLookupRoundTrip(t *testing.T) {
 			t.Errorf("round trip:\n got %+v\nwant %+v", got, b)
 		}
 	}
+	// A held-checkpoint bundle has no checkpoint fields at all.
+	data, _ := json.Marshal(FromLookup(held))
+	for _, f := range []string{`"checkpoint"`, `"epoch_record"`, `"epoch_record_inclusion"`, `"consistency"`} {
+		if strings.Contains(string(data), f) {
+			t.Errorf("held bundle encodes %s: %s", f, data)
+		}
+	}
 	// An absent account has no account_update fields.
-	data, _ := json.Marshal(FromLookup(&verifier.LookupBundle{Checkpoint: []byte("c")}))
+	data, _ = json.Marshal(FromLookup(&verifier.LookupBundle{Checkpoint: []byte("c")}))
 	if strings.Contains(string(data), `"account_update"`) || strings.Contains(string(data), `"account_update_proof"`) {
 		t.Errorf("absent account encodes account_update: %s", data)
 	}
@@ -58,6 +66,7 @@ func TestStrict(t *testing.T) {
 	good, _ := json.Marshal(FromLookup(sampleLookup()))
 	for name, doc := range map[string]string{
 		"unknown field":   strings.Replace(string(good), `{`, `{"extra":1,`, 1),
+		"old field":       strings.Replace(string(good), `{`, `{"account_update_proof":[],`, 1),
 		"trailing data":   string(good) + "{}",
 		"not base64":      strings.Replace(string(good), `"map_proof":"AgM="`, `"map_proof":"AgM*"`, 1),
 		"base64 newline":  strings.Replace(string(good), `"map_proof":"AgM="`, `"map_proof":"Ag\nM="`, 1),

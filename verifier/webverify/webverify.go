@@ -86,6 +86,7 @@ var errorKinds = []struct {
 	{verifier.ErrIdentityChanged, "ErrIdentityChanged"},
 	{verifier.ErrSafetyNumberChanged, "ErrSafetyNumberChanged"},
 	{verifier.ErrUserID, "ErrUserID"}, {verifier.ErrCheckpoint, "ErrCheckpoint"},
+	{verifier.ErrBundleForm, "ErrBundleForm"},
 	{verifier.ErrRollback, "ErrRollback"}, {verifier.ErrSplitView, "ErrSplitView"},
 	{verifier.ErrConsistency, "ErrConsistency"}, {verifier.ErrEpochRecord, "ErrEpochRecord"},
 	{verifier.ErrStale, "ErrStale"}, {verifier.ErrVRF, "ErrVRF"}, {verifier.ErrMapProof, "ErrMapProof"},
@@ -119,24 +120,34 @@ func parseState(state string) (*verifier.ClientState, error) {
 
 // KnownSize returns the tree size of the state's last verified checkpoint
 // (0 if none): the known_size to send with the next lookup so that the
-// bundle carries a consistency proof.
+// bundle carries a consistency proof, or omits the checkpoint if it is
+// still the served one.
 func KnownSize(trust, state string) (uint64, error) {
+	n, _, err := Known(trust, state)
+	return n, err
+}
+
+// Known returns KnownSize and whether the state holds the EpochRecord of
+// its checkpoint. A state without it (written before state format 2)
+// cannot verify a bundle that omits the checkpoint: the page then fetches
+// the lookup again without known_size (docs/api.md).
+func Known(trust, state string) (size uint64, holdsRecord bool, err error) {
 	t, err := verifier.ParseTrust([]byte(trust))
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	st, err := parseState(state)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if st.Checkpoint == nil {
-		return 0, nil
+		return 0, false, nil
 	}
 	cp, _, err := klog.OpenCheckpoint(st.Checkpoint, t.Log, t.Origin)
 	if err != nil {
-		return 0, fmt.Errorf("%w: last verified checkpoint: %v", verifier.ErrState, err)
+		return 0, false, fmt.Errorf("%w: last verified checkpoint: %v", verifier.ErrState, err)
 	}
-	return cp.Size, nil
+	return cp.Size, st.EpochRecord != nil, nil
 }
 
 // VerifyLookup verifies the JSON lookup bundle for user (GET
@@ -191,10 +202,13 @@ func describe(r *Result, t *verifier.Trust, st *verifier.ClientState, res *verif
 	r.Checkpoint = &Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: hex.EncodeToString(cp.Hash[:]), Cosigners: append([]string{}, cp.Cosigners...)}
 	r.Epoch = &Epoch{Epoch: res.Epoch.Epoch, Time: time.Unix(int64(res.Epoch.Timestamp), 0).UTC().Format(time.RFC3339), MapRoot: hex.EncodeToString(res.Epoch.MapRoot[:])}
 	r.Warnings = append([]string{}, res.Warnings...)
+	if res.Held {
+		r.Checks = append(r.Checks, fmt.Sprintf("checkpoint (size %d) not sent: the one held from the last lookup is still current", cp.Size))
+	}
 	r.Checks = append(r.Checks,
 		fmt.Sprintf("checkpoint signed by the log key %s (size %d)", t.Log.Name(), cp.Size),
 		fmt.Sprintf("witness cosignatures: %d valid, %d required", len(cp.Cosigners), t.Quorum))
-	if st.Checkpoint != nil {
+	if st.Checkpoint != nil && !res.Held {
 		r.Checks = append(r.Checks, "consistent with the last verified checkpoint (no rollback, no split view)")
 	}
 	r.Checks = append(r.Checks,
@@ -207,7 +221,7 @@ func describe(r *Result, t *verifier.Trust, st *verifier.ClientState, res *verif
 	}
 	r.Checks = append(r.Checks,
 		fmt.Sprintf("map proof: version %d at log entry %d", res.Version, res.LogIndex),
-		fmt.Sprintf("account update included in the log at entry %d", res.LogIndex),
+		fmt.Sprintf("account update is the one the map value binds (log entry %d; auditors check the map against the log)", res.LogIndex),
 		fmt.Sprintf("account state signed by its identity key, %d device certificates verified", len(res.State.Devices)))
 	r.Version, r.LogIndex = res.Version, res.LogIndex
 	r.IdentityKey = hex.EncodeToString(res.IdentityKey[:])

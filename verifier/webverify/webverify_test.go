@@ -44,6 +44,7 @@ func TestInputErrors(t *testing.T) {
 		{"bad trust", `{}`, `{"origin":""}`, "", "ErrTrustConfig"},
 		{"bad state", `{}`, testTrust, `{"format":9}`, "ErrState"},
 		{"bad bundle", `{"nope":1}`, testTrust, "", "ErrMalformedBundle"},
+		{"checkpoint omitted, none held", `{"vrf_proof":"AA==","map_proof":"AA==","account_update_index":0}`, testTrust, "", "ErrBundleForm"},
 		{"bad checkpoint", `{"checkpoint":"AA==","vrf_proof":"","map_proof":"","epoch_record":"","epoch_record_inclusion":[],"account_update_index":0}`, testTrust, "", "ErrCheckpoint"},
 	} {
 		r := VerifyLookup(c.bundle, c.trust, c.state, "alice", now)

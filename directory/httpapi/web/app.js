@@ -63,25 +63,52 @@ function showPins() {
   list($("pins"), items, "none");
 }
 
-// lookup fetches and verifies one user, keeping the new state on success.
-async function lookup(user, trust) {
-  const ks = JSON.parse(keyline.knownSize(trust, stateText()));
-  if (!ks.ok) return { ok: false, user, error: ks.error, error_kind: "ErrState" };
+// fetchBundle fetches the lookup bundle of user; knownSize > 0 is sent as
+// known_size (a bundle for the current checkpoint then omits it).
+async function fetchBundle(user, knownSize) {
   let url = "/v1/lookup/" + encodeURIComponent(user);
-  if (ks.size > 0) url += "?known_size=" + ks.size;
+  if (knownSize > 0) url += "?known_size=" + knownSize;
   let resp, body;
   try {
     resp = await fetch(url, { cache: "no-store" });
     body = await resp.text();
   } catch (e) {
-    return { ok: false, user, error: "cannot reach the directory: " + e };
+    return { failed: { ok: false, user, error: "cannot reach the directory: " + e } };
   }
   if (!resp.ok) {
     let msg = body;
     try { const e = JSON.parse(body).error; msg = `${e.code} ${e.reason}: ${e.message}`; } catch (_) {}
-    return { ok: false, user, error: `the directory refused the lookup (${resp.status}): ${msg}`, refused: true };
+    return { failed: { ok: false, user, error: `the directory refused the lookup (${resp.status}): ${msg}`, refused: true } };
   }
-  const res = JSON.parse(keyline.verifyLookup(body, trust, stateText(), user));
+  let held = false;
+  try { held = !JSON.parse(body).checkpoint; } catch (_) {}
+  return { body, held };
+}
+
+// lookup fetches and verifies one user, keeping the new state on success.
+// A bundle that omits the checkpoint is verified against the one the state
+// holds; if the state holds no epoch record (an older state) or that fails
+// (e.g. a directory on another view), the full bundle is fetched and
+// verified instead (docs/api.md, "Verifying in the browser").
+async function lookup(user, trust) {
+  const ks = JSON.parse(keyline.knownSize(trust, stateText()));
+  if (!ks.ok) return { ok: false, user, error: ks.error, error_kind: "ErrState" };
+  let got = await fetchBundle(user, ks.size);
+  if (got.failed) return got.failed;
+  let res = null;
+  if (!got.held || ks.holds_record) res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+  if (got.held && (res === null || !res.ok)) {
+    got = await fetchBundle(user, 0);
+    if (got.failed) return got.failed;
+    res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+    if (!res.ok && res.error_kind === "ErrConsistency" && ks.size > 0) {
+      // An epoch was published in between: ask again with the known size,
+      // now below the served one, for the consistency proof.
+      got = await fetchBundle(user, ks.size);
+      if (got.failed) return got.failed;
+      res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+    }
+  }
   if (res.ok) localStorage.setItem(KEY_STATE, res.state);
   return res;
 }
