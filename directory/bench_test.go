@@ -44,7 +44,8 @@ const benchPrefix = "bench"
 // exists in it; an incomplete one (an interrupted build) is resumed. A new
 // fixture starts as a copy of the complete fixture in
 // KEYLINE_DIR_BENCH_FROM, if set (a smaller N), and adds the accounts it
-// lacks.
+// lacks. The build cuts an epoch every N/16 accounts (at most 625,000), or
+// every KEYLINE_DIR_BENCH_EPOCH.
 func benchFixture(b *testing.B) string {
 	n := benchN()
 	dir := os.Getenv("KEYLINE_DIR_BENCH_DIR")
@@ -68,6 +69,9 @@ func benchFixture(b *testing.B) string {
 		os.Remove(filepath.Join(dir, "complete"))
 	}
 	batch := min(max(n/16, 1000), 625000)
+	if v, err := strconv.Atoi(os.Getenv("KEYLINE_DIR_BENCH_EPOCH")); err == nil && v > 0 {
+		batch = v
+	}
 	s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: batch, QueueSize: 2 * batch, NoSync: true})
 	if err != nil {
 		b.Fatal(err)
