@@ -61,44 +61,52 @@ func (s *Server) checkLayout() error {
 		return fmt.Errorf("%w: %s has layout %d (with a layout-1 accounts bucket: %v); this directory reads layouts 1 and %d", ErrDataDirLayout, FileDirDB, layout, old, layoutVersion)
 	}
 	s.cfg.Logf("directory: converting %s to layout %d", FileDirDB, layoutVersion)
-	n := 0
+	total := 0
 	for {
-		done := false
-		err := s.db.Update(func(tx *bbolt.Tx) error {
-			acc := tx.Bucket(bucketAccountsV1)
-			if acc != nil {
-				var keys, vals [][]byte
-				c := acc.Cursor()
-				for k, v := c.First(); k != nil && len(keys) < convertChunk; k, v = c.Next() {
-					keys, vals = append(keys, bytes.Clone(k)), append(vals, bytes.Clone(v))
-				}
-				for i, k := range keys {
-					if err := s.convertAccount(tx, k, vals[i]); err != nil {
-						return err
-					}
-					if err := acc.Delete(k); err != nil {
-						return err
-					}
-				}
-				n += len(keys)
-				if len(keys) == convertChunk {
-					return nil
-				}
-				if err := tx.DeleteBucket(bucketAccountsV1); err != nil {
-					return err
-				}
-			}
-			done = true
-			return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion))
-		})
+		done, n, err := s.convertLayout1Chunk()
 		if err != nil {
 			return fmt.Errorf("directory: converting %s to layout %d: %w", FileDirDB, layoutVersion, err)
 		}
+		total += n
 		if done {
-			s.cfg.Logf("directory: converted %d accounts to layout %d", n, layoutVersion)
+			s.cfg.Logf("directory: converted %d accounts to layout %d", total, layoutVersion)
 			return nil
 		}
 	}
+}
+
+// convertLayout1Chunk converts up to convertChunk layout-1 accounts in one
+// transaction and, once none is left, deletes the layout-1 bucket and
+// records the layout (done).
+func (s *Server) convertLayout1Chunk() (done bool, n int, err error) {
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		acc := tx.Bucket(bucketAccountsV1)
+		if acc != nil {
+			var keys, vals [][]byte
+			c := acc.Cursor()
+			for k, v := c.First(); k != nil && len(keys) < convertChunk; k, v = c.Next() {
+				keys, vals = append(keys, bytes.Clone(k)), append(vals, bytes.Clone(v))
+			}
+			for i, k := range keys {
+				if err := s.convertAccount(tx, k, vals[i]); err != nil {
+					return err
+				}
+				if err := acc.Delete(k); err != nil {
+					return err
+				}
+			}
+			n = len(keys)
+			if n == convertChunk {
+				return nil
+			}
+			if err := tx.DeleteBucket(bucketAccountsV1); err != nil {
+				return err
+			}
+		}
+		done = true
+		return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion))
+	})
+	return done && err == nil, n, err
 }
 
 // convertAccount writes the layout-2 user record of the layout-1 account

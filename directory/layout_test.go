@@ -84,7 +84,8 @@ func writeLayout1(t *testing.T, dir string, replayed ...string) {
 // account's latest leaf in "accounts"; one account whose create was
 // replayed has no users record) and checks that Open converts it to layout
 // 2: no "accounts" bucket, user records without leaves, history without the
-// latest versions; that every account is served and verifies at its
+// latest versions (also after a conversion interrupted after its first
+// chunk); that every account is served and verifies at its
 // version, histories are complete, and updates and creates continue.
 func TestLayout1Conversion(t *testing.T) {
 	ctx := context.Background()
@@ -104,6 +105,25 @@ func TestLayout1Conversion(t *testing.T) {
 	writeLayout1(t, dir, "cat")
 	defer func(n int) { convertChunk = n }(convertChunk)
 	convertChunk = 2 // two conversion transactions
+
+	// An interrupted conversion: only the first chunk is converted.
+	cfg := Config{DataDir: dir, NoSync: true}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := loadKeys(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := &Server{cfg: c, keys: k, vrf: newVRFCache(k.vrf, 2)}
+	if part.db, err = openBolt(filepath.Join(dir, FileDirDB), true); err != nil {
+		t.Fatal(err)
+	}
+	if done, n, err := part.convertLayout1Chunk(); done || n != 2 || err != nil {
+		t.Fatalf("first chunk: done=%v n=%d %v", done, n, err)
+	}
+	part.db.Close()
 
 	s = openTest(t, dir, func(c *Config) { c.VRFCacheSize = 2 })
 	trust := trustOf(t, s)

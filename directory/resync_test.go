@@ -312,7 +312,8 @@ func TestOpenWhileLogDown(t *testing.T) {
 }
 
 // TestProofsFromNodeCache: with a remote log, lookups and consistency
-// proofs come from the node cache (no proof RPCs) and verify; a data dir
+// proofs come from the node cache (no proof RPCs) and verify, lookups read
+// no leaf from the log (it may be down); a data dir
 // whose cache is missing (older version) is filled from the log on open.
 func TestProofsFromNodeCache(t *testing.T) {
 	ctx := context.Background()
@@ -337,6 +338,15 @@ func TestProofsFromNodeCache(t *testing.T) {
 				t.Fatalf("%s found=%v", uid, v.found)
 			}
 		}
+		// The user records hold the latest leaves: lookups of existing
+		// accounts make no log request at all, and work while it is down.
+		f.set(func() { f.down = true })
+		for _, uid := range uids {
+			if v := mustLookup(t, s.Source(), trust, uid); !v.found || v.version != 1 {
+				t.Fatalf("%s with the log down: found=%v version %d", uid, v.found, v.version)
+			}
+		}
+		f.set(func() { f.down = false })
 		size := mustLookup(t, s.Source(), trust, "user0").cp.Size
 		for old := uint64(1); old < size; old += 3 {
 			p, err := s.ConsistencyProof(ctx, old, size)
