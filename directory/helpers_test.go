@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -126,6 +127,37 @@ type verified struct {
 	update  *klog.AccountUpdate
 	state   *devices.AccountState
 	version uint64
+}
+
+// fullBundle returns uid's lookup bundle as a client holding a checkpoint
+// of size known, but not its EpochRecord, gets it (verifier.Client does the
+// same): asked with the known size; if that is a held bundle (the served
+// size is known), asked again with known size 0, plus the consistency
+// proof from known if the served checkpoint grew in between.
+func fullBundle(t testing.TB, s *Server, uid string, known uint64) *verifier.LookupBundle {
+	t.Helper()
+	ctx := context.Background()
+	b, err := s.Lookup(ctx, uid, known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Held() {
+		return b
+	}
+	if b, err = s.Lookup(ctx, uid, 0); err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(b.Checkpoint, []byte("\n\n"))
+	c, err := klog.ParseCheckpoint(b.Checkpoint[:i+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Size > known {
+		if b.Consistency, err = s.ConsistencyProof(ctx, known, c.Size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
 }
 
 // verifyLookup checks a lookup bundle the way a client must: checkpoint

@@ -115,9 +115,10 @@ func cacheKey(tag string, parts ...[]byte) [32]byte {
 	return k
 }
 
-// evictOne drops an arbitrary entry of m if it has reached max entries.
-func evictOne[V any](m map[[32]byte]V, max int) {
-	if len(m) < max {
+// evictOne drops an arbitrary entry of m if it has reached max entries and
+// does not hold k (which is about to be stored).
+func evictOne[V any](m map[[32]byte]V, k [32]byte, max int) {
+	if _, ok := m[k]; ok || len(m) < max {
 		return
 	}
 	for k := range m {
@@ -151,7 +152,7 @@ func (c *Cache) openCheckpoint(t *Trust, signed []byte) (*VerifiedCheckpoint, er
 		if c.checkpoints == nil {
 			c.checkpoints = map[[32]byte]*VerifiedCheckpoint{}
 		}
-		evictOne(c.checkpoints, c.max)
+		evictOne(c.checkpoints, k, c.max)
 		cp := *vc
 		c.checkpoints[k] = &cp
 	}
@@ -182,7 +183,7 @@ func (c *Cache) verifyIndex(t *Trust, uid string, pi []byte) ([32]byte, error) {
 		if c.vrfs == nil {
 			c.vrfs = map[[32]byte][32]byte{}
 		}
-		evictOne(c.vrfs, c.max)
+		evictOne(c.vrfs, k, c.max)
 		c.vrfs[k] = idx
 	}
 	c.mu.Unlock()
@@ -216,6 +217,6 @@ func (c *Cache) payloadOK(t *Trust, k [32]byte) {
 	if c.payloads == nil {
 		c.payloads = map[[32]byte]struct{}{}
 	}
-	evictOne(c.payloads, c.max)
+	evictOne(c.payloads, k, c.max)
 	c.payloads[k] = struct{}{}
 }

@@ -61,6 +61,8 @@ type testDir struct {
 	// full: Lookup never omits the checkpoint (a directory that predates
 	// held-checkpoint bundles).
 	full bool
+	// trustFile is the trust configuration as a file.
+	trustFile TrustFile
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -99,6 +101,7 @@ func newTestDir(t testing.TB) *testDir {
 	}
 	tf := TrustFile{Origin: testOrigin, LogKey: vkey, VRFKey: base64.StdEncoding.EncodeToString(vk.Public().Bytes()),
 		ResetKey: base64.StdEncoding.EncodeToString(rpub), Witnesses: d.wvkeys, WitnessQuorum: 2, MaxCheckpointAge: "1h", ResetWindow: "10m"}
+	d.trustFile = tf
 	if d.trust, err = tf.Trust(); err != nil {
 		t.Fatal(err)
 	}

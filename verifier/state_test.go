@@ -169,10 +169,13 @@ func TestClientLookupAdvancesState(t *testing.T) {
 }
 
 func FuzzParseClientState(f *testing.F) {
-	if b, err := os.ReadFile(filepath.Join("..", "testdata", "verifier", "state.json")); err == nil {
-		f.Add(b)
+	for _, name := range []string{"state.json", "state-v1.json"} {
+		if b, err := os.ReadFile(filepath.Join("..", "testdata", "verifier", name)); err == nil {
+			f.Add(b)
+		}
 	}
 	f.Add([]byte(`{"format":1}`))
+	f.Add([]byte(`{"format":2}`))
 	f.Add([]byte(`{"format":1,"contacts":{"a":{"ik":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","verified":true,"pinned_at":"2026-01-02T03:04:05Z"}}}`))
 	f.Add([]byte(`{"format":1,"own":{"user_id":"a","version":1,"entry_hash":"0000000000000000000000000000000000000000000000000000000000000001"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -208,6 +208,11 @@ func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error 
 	var proofBytes, payloadBytes, verified int64
 	var firstErr error
 	var wg sync.WaitGroup
+	// With a trust file, workers verify like long-lived clients
+	// (verifier.Client) that pin nothing: verifier.VerifyLookup with a
+	// shared verifier.Cache, each worker holding the last checkpoint it
+	// verified (and its EpochRecord) in its own state.
+	cache := verifier.NewCache(0)
 	start := time.Now()
 	for range o.Concurrency {
 		wg.Add(1)
@@ -218,7 +223,7 @@ func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error 
 			// Like a real client, a worker sends the size of the last
 			// checkpoint it saw, and gets held-checkpoint bundles while
 			// that is the served one.
-			var held *Held
+			st := &verifier.ClientState{}
 			var known uint64
 			for ctx.Err() == nil {
 				uid := fmt.Sprintf("%s-%d", o.Prefix, rand.IntN(o.Accounts))
@@ -241,8 +246,12 @@ func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error 
 					known = noteSize(b.Checkpoint)
 				}
 				if o.Trust != nil {
-					var err error
-					if _, held, err = VerifyLookupHeld(o.Trust, uid, b, held); err != nil {
+					res, err := cache.VerifyLookup(o.Trust, st, uid, b, time.Now())
+					if err == nil {
+						err = st.Apply(res, time.Now())
+						delete(st.Contacts, res.UserID) // pin nothing
+					}
+					if err != nil {
 						mu.Lock()
 						firstErr = errors.Join(firstErr, fmt.Errorf("lookup of %s does not verify: %w", uid, err))
 						mu.Unlock()
@@ -250,7 +259,7 @@ func lookups(ctx context.Context, c *client.Client, o Options, r *Report) error 
 						break
 					}
 					ver++
-					known = held.Size()
+					known = res.Checkpoint.Size
 				}
 			}
 			mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -91,6 +93,7 @@ func FuzzParseLookup(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"checkpoint":"","vrf_proof":"","map_proof":"","epoch_record":"","epoch_record_inclusion":[],"account_update_index":0}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"vrf_proof":"AA==","map_proof":"AA==","account_update":"AQ==","account_update_index":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := ParseLookup(data)
 		if err != nil {
@@ -145,4 +148,35 @@ func FuzzParseProof(f *testing.F) {
 			t.Fatalf("ParseCheckpoint: %v", err)
 		}
 	})
+}
+
+// The bundle vectors of docs/protocol.md §7.1.5 are JSON API documents.
+func TestBundleVectorsParse(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "verifier", "lookup-bundles.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	full, err := ParseLookup(v["full"])
+	if err != nil || full.Held() {
+		t.Fatalf("full: %v", err)
+	}
+	held, err := ParseLookup(v["held"])
+	if err != nil || !held.Held() || held.AccountUpdate == nil {
+		t.Fatalf("held: %v", err)
+	}
+	if again, _ := json.Marshal(FromLookup(held)); !bytes.Equal(again, compact(t, v["held"])) {
+		t.Errorf("held bundle re-encodes as %s", again)
+	}
+}
+
+func compact(t *testing.T, raw []byte) []byte {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
