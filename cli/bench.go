@@ -138,6 +138,7 @@ phase, in chunks of 50,000, and their cost is reported apart.`,
 	f.IntVar(&o.CreateConcurrency, "create-concurrency", 256, "creates in flight (each waits for its epoch; the server's --max-streams-per-peer must allow as many)")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "length of the lookup phase")
 	f.StringVar(&o.Prefix, "prefix", "loadgen", "user id prefix (<prefix>-<i>)")
+	f.BoolVar(&o.NoCreate, "no-create", false, "skip the create phase: the accounts exist already (a benchmark fixture)")
 	f.BoolVar(&verify, "verify", false, "verify every lookup bundle against the trust file")
 	f.IntVar(&serverPID, "server-pid", 0, "process id of the directory on this machine, to report its CPU per operation (Linux)")
 	return cmd

@@ -31,6 +31,9 @@ type Options struct {
 	Concurrency int           // concurrent lookups; default 16
 	Duration    time.Duration // lookup phase length; default 10s
 	Prefix      string        // user ids are "<Prefix>-<i>"; default "loadgen"
+	// NoCreate skips the create phase: accounts <Prefix>-<i>, i < Accounts,
+	// exist already (e.g. a benchmark fixture built in bulk).
+	NoCreate bool
 	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
 	// inclusion proofs, AccountState signatures); a failure ends Run with
 	// an error. Verification costs client CPU and lowers the rate.
@@ -124,8 +127,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		return server, SelfCPU(), nil
 	}
-	if err := create(ctx, c, o, r, sample); err != nil {
-		return r, err
+	if !o.NoCreate {
+		if err := create(ctx, c, o, r, sample); err != nil {
+			return r, err
+		}
 	}
 	s1, c1, err := sample()
 	if err != nil {
