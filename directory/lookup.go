@@ -97,12 +97,21 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	if s.sh != nil {
 		return s.lookupShared(ctx, uid, knownSize)
 	}
-	pi, index, err := s.vrf.get(s.db, uid)
-	if err != nil {
-		return nil, s.internal(err)
-	}
 	var out *verifier.LookupBundle
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
+		// An existing account's user record holds its VRF proof; only
+		// unknown user ids need the VRF cache (or a proof computed now).
+		rec, err := getUser(tx, uid)
+		if err != nil {
+			return s.internal(err)
+		}
+		var pi []byte
+		var index [32]byte
+		if rec != nil {
+			pi, index = rec.Proof, rec.Index
+		} else if pi, index, err = s.vrf.get(nil, uid); err != nil {
+			return s.internal(err)
+		}
 		l, err := s.m.ProveTx(tx, index)
 		if err != nil {
 			return s.internal(err)
@@ -110,24 +119,23 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 		if l.Epoch != v.epoch || l.Root != v.mapRoot {
 			return s.internal(fmt.Errorf("%w: map epoch %d root %x, view epoch %d root %x", errCorrupt, l.Epoch, l.Root[:8], v.epoch, v.mapRoot[:8]))
 		}
+		if l.Found != (rec != nil) {
+			return s.internal(fmt.Errorf("%w: index %x is in the map: %v, in the users bucket: %v", errCorrupt, index[:8], l.Found, rec != nil))
+		}
 		mp, err := lookupMapProof(l.Proof)
 		if err != nil {
 			return s.internal(err)
 		}
 		b := &verifier.LookupBundle{VRFProof: pi, MapProof: mp}
-		if l.Found {
-			raw := tx.Bucket(bucketAccounts).Get(index[:])
-			if raw == nil {
-				return s.internal(fmt.Errorf("%w: map has index %x, account index does not", errCorrupt, index[:8]))
-			}
-			rec, err := parseAccountRecord(raw)
+		if rec != nil {
+			leaf, err := s.recordLeaf(ctx, rec)
 			if err != nil {
 				return s.internal(err)
 			}
-			if vmap.MapValue(rec.Version, rec.LogIndex, rec.EntryHash) != l.Value {
-				return s.internal(fmt.Errorf("%w: map value of %x differs from the account index", errCorrupt, index[:8]))
+			if vmap.MapValue(rec.Version, rec.LogIndex, klog.EntryHash(leaf)) != l.Value {
+				return s.internal(fmt.Errorf("%w: map value of %x differs from the user record and its leaf", errCorrupt, index[:8]))
 			}
-			b.AccountUpdate, b.AccountUpdateIndex = rec.Leaf, rec.LogIndex
+			b.AccountUpdate, b.AccountUpdateIndex = leaf, rec.LogIndex
 		}
 		if err := s.frameBundle(ctx, v, b, knownSize); err != nil {
 			return err
@@ -205,6 +213,7 @@ func (s *Server) History(ctx context.Context, userID string, fromVersion uint64)
 	var out *verifier.HistoryBundle
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
 		hb := &verifier.HistoryBundle{Checkpoint: v.checkpoint, VRFProof: pi}
+		// history holds the superseded versions, the user record the latest.
 		c := tx.Bucket(bucketHistory).Cursor()
 		var idxs []uint64
 		for k, val := c.Seek(historyKey(index, fromVersion)); k != nil && len(idxs) < MaxHistoryEntries; k, val = c.Next() {
@@ -215,6 +224,13 @@ func (s *Server) History(ctx context.Context, userID string, fromVersion uint64)
 				return s.internal(fmt.Errorf("%w: history value", errCorrupt))
 			}
 			idxs = append(idxs, be64(val))
+		}
+		rec, err := getUser(tx, uid)
+		if err != nil {
+			return s.internal(err)
+		}
+		if rec != nil && rec.Index == index && rec.Version >= fromVersion && len(idxs) < MaxHistoryEntries {
+			idxs = append(idxs, rec.LogIndex)
 		}
 		for _, li := range idxs {
 			leaves, err := s.backend.Entries(ctx, li, li+1)

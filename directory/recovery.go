@@ -83,7 +83,7 @@ func (s *Server) replay(ctx context.Context) error {
 	}
 	return s.replayLeaves(ctx, applied, replayTarget{
 		what:       "the map and index",
-		committed:  func(_ context.Context, idx [32]byte) (*entry, error) { return s.committed(idx) },
+		committed:  s.committedReplayed,
 		withState:  true,
 		applyEpoch: s.applyReplayed,
 		closeEpoch: func(ctx context.Context, batch []*entry) error {
@@ -93,11 +93,41 @@ func (s *Server) replay(ctx context.Context) error {
 	})
 }
 
+// committedReplayed is replay's committed: the committed entry of the
+// replayed entry e's user, whose index must be e's. It sets e's VRF proof:
+// the stored one, or for a new account a proof computed now (the log does
+// not hold proofs), whose index must be the leaf's.
+func (s *Server) committedReplayed(ctx context.Context, e *entry) (*entry, error) {
+	prev, err := s.committed(ctx, e.userID)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		if prev.index != e.index {
+			return nil, fmt.Errorf("%w: user %q is stored at index %x, its log leaf at %x", errCorrupt, e.userID, prev.index[:8], e.index[:8])
+		}
+		e.pi = prev.pi
+		return prev, nil
+	}
+	pi, index, err := s.vrf.get(nil, e.userID)
+	if err != nil {
+		return nil, err
+	}
+	if index != e.index {
+		return nil, fmt.Errorf("%w: leaf of user %q at index %x, its VRF index is %x", errCorrupt, e.userID, e.index[:8], index[:8])
+	}
+	e.pi = pi
+	return nil, nil
+}
+
 // replayTarget is where replayLeaves applies log leaves: the embedded
 // databases (replay) or the shared state (replayShared).
 type replayTarget struct {
-	what      string // "the map and index": names the target in messages
-	committed func(ctx context.Context, index [32]byte) (*entry, error)
+	what string // "the map and index": names the target in messages
+	// committed returns the committed entry e (a replayed leaf, with its
+	// userID set when withState) follows, or nil; it may complete e (the
+	// embedded state sets its VRF proof).
+	committed func(ctx context.Context, e *entry) (*entry, error)
 	withState bool // decode each entry's AccountState (stateOf), refusing old formats
 	// applyEpoch commits the entries of batch, closed by the EpochRecord
 	// rec (leaf recLeaf at index pos), and advances the sequencer state.
@@ -140,20 +170,25 @@ func (s *Server) replayLeaves(ctx context.Context, applied uint64, t replayTarge
 			}
 			switch l := l.(type) {
 			case *klog.AccountUpdate:
-				prev := latest[l.Index]
-				if prev == nil {
-					if prev, err = t.committed(ctx, l.Index); err != nil {
-						return err
-					}
-				}
 				e := &entry{index: l.Index, version: l.Version, prevHash: l.PrevHash, entryHash: klog.EntryHash(leaf), leaf: leaf}
-				if err := checkChain(prev, e); err != nil {
-					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
-				}
 				if t.withState {
 					if e.state, e.reset, err = stateOf(l); err != nil {
 						return fmt.Errorf("%w: leaf %d: %w", errCorrupt, pos, err)
 					}
+					e.userID = e.state.UserID
+				}
+				prev := latest[l.Index]
+				if prev == nil {
+					if prev, err = t.committed(ctx, e); err != nil {
+						return err
+					}
+				} else if prev.userID != e.userID {
+					return fmt.Errorf("%w: leaf %d: user %q at the index of %q", errCorrupt, pos, e.userID, prev.userID)
+				} else {
+					e.pi = prev.pi
+				}
+				if err := checkChain(prev, e); err != nil {
+					return fmt.Errorf("%w: leaf %d: %v", errCorrupt, pos, err)
 				}
 				latest[l.Index] = e
 				batch = append(batch, e)

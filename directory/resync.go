@@ -138,29 +138,22 @@ func leavesOf(batch []*entry) [][]byte {
 func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 	keep := batch[:0:0]
 	var stale []*entry
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		latest := map[[32]byte]*entry{}
-		for _, e := range batch {
-			prev, ok := latest[e.index]
-			if !ok {
-				raw := tx.Bucket(bucketAccounts).Get(e.index[:])
-				if raw != nil {
-					rec, err := parseAccountRecord(raw)
-					if err != nil {
-						return err
-					}
-					prev = &entry{version: rec.Version, entryHash: rec.EntryHash}
-				}
+	latest := map[[32]byte]*entry{}
+	var err error
+	for _, e := range batch {
+		prev, ok := latest[e.index]
+		if !ok {
+			if prev, err = s.committedHead(e.userID); err != nil {
+				break
 			}
-			if checkChain(prev, e) != nil {
-				stale = append(stale, e)
-				continue
-			}
-			latest[e.index] = e
-			keep = append(keep, e)
 		}
-		return nil
-	})
+		if checkChain(prev, e) != nil {
+			stale = append(stale, e)
+			continue
+		}
+		latest[e.index] = e
+		keep = append(keep, e)
+	}
 	if err != nil {
 		return batch, err
 	}
@@ -179,6 +172,25 @@ func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 		e.done <- result{err: apierr.New(codes.Aborted, apierr.ConcurrentUpdate, "another update of %q reached the log first; look it up and retry", e.userID)}
 	}
 	return keep, nil
+}
+
+// committedHead returns the version and entry hash of the latest committed
+// entry of userID's account, or nil.
+func (s *Server) committedHead(userID string) (*entry, error) {
+	var rec *userRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		rec, err = getUser(tx, userID)
+		return err
+	})
+	if err != nil || rec == nil {
+		return nil, err
+	}
+	leaf, err := s.recordLeaf(context.Background(), rec)
+	if err != nil {
+		return nil, err
+	}
+	return &entry{index: rec.Index, version: rec.Version, entryHash: klog.EntryHash(leaf)}, nil
 }
 
 // appendedRecord is an EpochRecord leaf the sequencer appended and the log

@@ -312,7 +312,8 @@ func TestOpenWhileLogDown(t *testing.T) {
 }
 
 // TestProofsFromNodeCache: with a remote log, lookups and consistency
-// proofs come from the node cache (no proof RPCs) and verify; a data dir
+// proofs come from the node cache (no proof RPCs) and verify, lookups read
+// no leaf from the log (it may be down); a data dir
 // whose cache is missing (older version) is filled from the log on open.
 func TestProofsFromNodeCache(t *testing.T) {
 	ctx := context.Background()
@@ -337,6 +338,15 @@ func TestProofsFromNodeCache(t *testing.T) {
 				t.Fatalf("%s found=%v", uid, v.found)
 			}
 		}
+		// The user records hold the latest leaves: lookups of existing
+		// accounts make no log request at all, and work while it is down.
+		f.set(func() { f.down = true })
+		for _, uid := range uids {
+			if v := mustLookup(t, s.Source(), trust, uid); !v.found || v.version != 1 {
+				t.Fatalf("%s with the log down: found=%v version %d", uid, v.found, v.version)
+			}
+		}
+		f.set(func() { f.down = false })
 		size := mustLookup(t, s.Source(), trust, "user0").cp.Size
 		for old := uint64(1); old < size; old += 3 {
 			p, err := s.ConsistencyProof(ctx, old, size)
@@ -409,21 +419,19 @@ func TestDropStale(t *testing.T) {
 	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
 		t.Fatal(err)
 	}
-	committed, err := s.committed(mustIndex(t, s, "alice"))
+	committed, err := s.committed(ctx, "alice")
 	if err != nil || committed == nil {
 		t.Fatalf("committed(alice) = %v, %v", committed, err)
 	}
-	mk := func(index [32]byte, version uint64, prev [32]byte, tag byte) *entry {
-		return &entry{index: index, version: version, prevHash: prev, entryHash: [32]byte{tag}, done: make(chan result, 1)}
+	mk := func(uid string, version uint64, prev [32]byte, tag byte) *entry {
+		return &entry{index: mustIndex(t, s, uid), userID: uid, version: version, prevHash: prev, entryHash: [32]byte{tag}, done: make(chan result, 1)}
 	}
-	ai := mustIndex(t, s, "alice")
-	bi := mustIndex(t, s, "bob")
-	good := mk(ai, 2, committed.entryHash, 1)     // extends the committed v1
-	goodNext := mk(ai, 3, good.entryHash, 2)      // extends good, in the batch
-	staleFork := mk(ai, 2, [32]byte{9}, 3)        // a v2 on a v1 that is not the committed one
-	staleCreate := mk(ai, 1, [32]byte{}, 4)       // a create of an existing account
-	newAcct := mk(bi, 1, [32]byte{}, 5)           // a create of a new account
-	staleAfter := mk(bi, 3, newAcct.entryHash, 6) // skips a version
+	good := mk("alice", 2, committed.entryHash, 1)   // extends the committed v1
+	goodNext := mk("alice", 3, good.entryHash, 2)    // extends good, in the batch
+	staleFork := mk("alice", 2, [32]byte{9}, 3)      // a v2 on a v1 that is not the committed one
+	staleCreate := mk("alice", 1, [32]byte{}, 4)     // a create of an existing account
+	newAcct := mk("bob", 1, [32]byte{}, 5)           // a create of a new account
+	staleAfter := mk("bob", 3, newAcct.entryHash, 6) // skips a version
 	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter})
 	if err != nil {
 		t.Fatal(err)

@@ -33,20 +33,42 @@ func (s *Server) applyTx(tx *bbolt.Tx, epoch uint64, batch []*entry, newSize uin
 	if err != nil {
 		return root, err
 	}
-	acc, hist, users := tx.Bucket(bucketAccounts), tx.Bucket(bucketHistory), tx.Bucket(bucketUsers)
+	hist, users := tx.Bucket(bucketHistory), tx.Bucket(bucketUsers)
+	// Pages split at 90% instead of bbolt's 50%: an epoch's inserts then
+	// leave its pages nearly full (random keys fill them to ~70% over time
+	// either way).
+	hist.FillPercent, users.FillPercent = 0.9, 0.9
+	// Each entry supersedes the previous version of its account: that
+	// version's log index moves to history.
+	prevLogIndex := map[[32]byte]uint64{}
 	for _, e := range batch {
-		if err := hist.Put(historyKey(e.index, e.version), u64(e.logIndex)); err != nil {
-			return root, err
-		}
-		if e.pi != nil && e.version == 1 {
-			if err := users.Put([]byte(e.userID), append(append([]byte(nil), e.pi...), e.index[:]...)); err != nil {
+		if e.version > 1 {
+			li, ok := prevLogIndex[e.index]
+			if !ok {
+				rec, err := getUser(tx, e.userID)
+				if err != nil {
+					return root, err
+				}
+				if rec == nil || rec.Index != e.index || rec.Version != e.version-1 {
+					return root, fmt.Errorf("%w: version %d of %q does not follow its user record", errCorrupt, e.version, e.userID)
+				}
+				li = rec.LogIndex
+			}
+			if err := hist.Put(historyKey(e.index, e.version-1), u64(li)); err != nil {
 				return root, err
 			}
 		}
+		prevLogIndex[e.index] = e.logIndex
 	}
-	for idx, e := range last {
-		r := accountRecord{Version: e.version, LogIndex: e.logIndex, EntryHash: e.entryHash, Leaf: e.leaf}
-		if err := acc.Put(idx[:], r.marshal()); err != nil {
+	for _, e := range last {
+		if len(e.pi) != vrfProofSize || e.userID == "" {
+			return root, fmt.Errorf("directory: entry of index %x without user id or VRF proof", e.index[:8])
+		}
+		r := userRecord{Proof: e.pi, Index: e.index, Version: e.version, LogIndex: e.logIndex}
+		if s.cacheLog {
+			r.Leaf = e.leaf
+		}
+		if err := users.Put([]byte(e.userID), r.marshal()); err != nil {
 			return root, err
 		}
 	}

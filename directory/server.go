@@ -221,6 +221,9 @@ func Open(cfg Config) (*Server, error) {
 	if err := createBuckets(s.db); err != nil {
 		return nil, err
 	}
+	if err := s.checkLayout(); err != nil {
+		return nil, err
+	}
 	if s.m, err = mapdb.Open(s.db, bucketMap); err != nil {
 		return nil, err
 	}

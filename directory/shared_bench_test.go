@@ -240,6 +240,9 @@ func (d *benchDir) epoch(b *testing.B, k int) {
 			e.pi, e.index = d.users[d.next].pi, d.users[d.next].index
 		} else {
 			crand.Read(e.index[:])
+			// The bolt state keys accounts by user id: a synthetic id
+			// and proof (never looked up).
+			e.userID, e.pi = fmt.Sprintf("synthetic-%d", d.next), make([]byte, vrfProofSize)
 		}
 		crand.Read(payload[:32])
 		leaf, err := (&klog.AccountUpdate{Index: e.index, Version: 1, Update: klog.UpdateCreate, Payload: payload}).Marshal()

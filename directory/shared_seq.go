@@ -296,7 +296,7 @@ func (s *Server) replayShared(ctx context.Context) error {
 	}
 	return s.replayLeaves(ctx, applied, replayTarget{
 		what:      "the shared state",
-		committed: s.committedShared,
+		committed: func(ctx context.Context, e *entry) (*entry, error) { return s.committedShared(ctx, e.index) },
 		applyEpoch: func(ctx context.Context, batch []*entry, rec *klog.EpochRecord, _ []byte, pos uint64) error {
 			first := pos - uint64(len(batch))
 			for i, e := range batch {

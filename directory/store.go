@@ -13,53 +13,99 @@ import (
 	klog "github.com/keyline/keyline/log"
 )
 
-// Buckets of directory.db (besides the map's top-level bucket "map").
+// Buckets of directory.db (besides the map's top-level bucket "map"), layout
+// 2 (docs/protocol.md §6.4).
 var (
-	bucketMap      = "map"
-	bucketAccounts = []byte("accounts") // [32] VRF index -> accountRecord
-	bucketHistory  = []byte("history")  // [32] VRF index || u64 version -> u64 log index
-	bucketUsers    = []byte("users")    // user id -> [80] VRF proof || [32] VRF index
-	bucketMeta     = []byte("meta")     // "applied" -> u64 log size the map and index cover
-	keyApplied     = []byte("applied")
+	bucketMap     = "map"
+	bucketUsers   = []byte("users")   // user id -> userRecord
+	bucketHistory = []byte("history") // [32] VRF index || u64 version -> u64 log index (superseded versions)
+	bucketMeta    = []byte("meta")    // "applied" -> u64 log size the map and index cover; "layout" -> u64 layout
+	keyApplied    = []byte("applied")
+	keyLayout     = []byte("layout")
 )
+
+// layoutVersion is the directory.db layout this directory writes (meta
+// "layout"). Layout 1 (no "layout" key) kept a copy of each account's latest
+// log leaf in an "accounts" bucket keyed by VRF index; Open converts it
+// (convertLayout1).
+const layoutVersion = 2
 
 // errCorrupt is wrapped by every inconsistency between the log and the
 // directory's databases.
 var errCorrupt = errors.New("directory: stored state inconsistent")
 
-// accountRecord is the latest entry of one VRF index:
+// userRecord is the users-bucket value of an account that exists:
 //
-//	u64 version || u64 log index || [32] entry hash || AccountUpdate leaf
+//	[80] VRF proof || [32] VRF index || u64 version || u64 log index || leaf
+//
+// version and log index are those of the account's latest AccountUpdate,
+// whose leaf is read from the log. leaf is that AccountUpdate leaf, kept
+// only with a remote log backend (Trillian), so that lookups make no log
+// round trip; it is empty with the embedded log.
+type userRecord struct {
+	Proof    []byte // VRF proof, 80 bytes
+	Index    [32]byte
+	Version  uint64
+	LogIndex uint64
+	Leaf     []byte // the latest AccountUpdate leaf, or nil
+}
+
+const userRecordSize = vrfProofSize + 32 + 16
+
+// vrfProofSize is the size of an ECVRF-EDWARDS25519-SHA512-TAI proof.
+const vrfProofSize = 80
+
+func (r *userRecord) marshal() []byte {
+	b := make([]byte, 0, userRecordSize+len(r.Leaf))
+	b = append(b, r.Proof...)
+	b = append(b, r.Index[:]...)
+	b = binary.BigEndian.AppendUint64(b, r.Version)
+	b = binary.BigEndian.AppendUint64(b, r.LogIndex)
+	return append(b, r.Leaf...)
+}
+
+// parseUserRecord decodes a users-bucket value; the result does not alias
+// b. A leaf, if present, must be an AccountUpdate of the record's index and
+// version.
+func parseUserRecord(b []byte) (*userRecord, error) {
+	if len(b) < userRecordSize {
+		return nil, fmt.Errorf("%w: user record of %d bytes, want at least %d", errCorrupt, len(b), userRecordSize)
+	}
+	r := &userRecord{
+		Proof:    bytes.Clone(b[:vrfProofSize]),
+		Version:  binary.BigEndian.Uint64(b[vrfProofSize+32:]),
+		LogIndex: binary.BigEndian.Uint64(b[vrfProofSize+40:]),
+	}
+	copy(r.Index[:], b[vrfProofSize:])
+	if len(b) > userRecordSize {
+		r.Leaf = bytes.Clone(b[userRecordSize:])
+		if err := r.checkLeaf(r.Leaf); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// checkLeaf checks that leaf is the AccountUpdate the record points to (its
+// index and version).
+func (r *userRecord) checkLeaf(leaf []byte) error {
+	u, err := klog.ParseAccountUpdate(leaf)
+	if err != nil {
+		return fmt.Errorf("%w: leaf %d of user record: %v", errCorrupt, r.LogIndex, err)
+	}
+	if u.Index != r.Index || u.Version != r.Version {
+		return fmt.Errorf("%w: leaf %d is version %d of index %x, the user record says version %d of %x", errCorrupt, r.LogIndex, u.Version, u.Index[:8], r.Version, r.Index[:8])
+	}
+	return nil
+}
+
+// accountRecord is the latest entry of one VRF index, as a state backend
+// returns it.
 type accountRecord struct {
 	Version   uint64
 	LogIndex  uint64
 	EntryHash [32]byte
 	Leaf      []byte
-}
-
-func (r *accountRecord) marshal() []byte {
-	b := make([]byte, 48+len(r.Leaf))
-	binary.BigEndian.PutUint64(b, r.Version)
-	binary.BigEndian.PutUint64(b[8:], r.LogIndex)
-	copy(b[16:48], r.EntryHash[:])
-	copy(b[48:], r.Leaf)
-	return b
-}
-
-func parseAccountRecord(b []byte) (*accountRecord, error) {
-	if len(b) < 48 {
-		return nil, fmt.Errorf("%w: account record of %d bytes", errCorrupt, len(b))
-	}
-	r := &accountRecord{
-		Version:  binary.BigEndian.Uint64(b),
-		LogIndex: binary.BigEndian.Uint64(b[8:]),
-		Leaf:     bytes.Clone(b[48:]),
-	}
-	copy(r.EntryHash[:], b[16:48])
-	if klog.EntryHash(r.Leaf) != r.EntryHash {
-		return nil, fmt.Errorf("%w: account record entry hash mismatch", errCorrupt)
-	}
-	return r, nil
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -70,10 +116,14 @@ func historyKey(index [32]byte, version uint64) []byte {
 
 func createBuckets(db *bbolt.DB) error {
 	return db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketAccounts, bucketHistory, bucketUsers, bucketMeta} {
+		fresh := tx.Bucket(bucketMeta) == nil
+		for _, b := range [][]byte{bucketHistory, bucketUsers, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if fresh {
+			return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion))
 		}
 		return nil
 	})
@@ -128,22 +178,57 @@ func (c *boltCheckpoints) StoreCheckpoint(ctx context.Context, prev, next []byte
 	})
 }
 
-// committed returns the latest committed entry of index, or nil.
-func (s *Server) committed(index [32]byte) (*entry, error) {
-	var rec *accountRecord
+// committed returns the latest committed entry of userID's account, or
+// nil. Its leaf is read from the log (or the user record, with a remote
+// log).
+func (s *Server) committed(ctx context.Context, userID string) (*entry, error) {
+	var rec *userRecord
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketAccounts).Get(index[:])
-		if b == nil {
-			return nil
-		}
 		var err error
-		rec, err = parseAccountRecord(b)
+		rec, err = getUser(tx, userID)
 		return err
 	})
 	if err != nil || rec == nil {
 		return nil, err
 	}
-	return entryFromRecord(index, rec)
+	leaf, err := s.recordLeaf(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	e, err := entryFromRecord(rec.Index, &accountRecord{Version: rec.Version, LogIndex: rec.LogIndex, EntryHash: klog.EntryHash(leaf), Leaf: leaf})
+	if err != nil {
+		return nil, err
+	}
+	e.userID, e.pi = userID, rec.Proof
+	return e, nil
+}
+
+// getUser returns the user record of userID in tx, or nil.
+func getUser(tx *bbolt.Tx, userID string) (*userRecord, error) {
+	b := tx.Bucket(bucketUsers).Get([]byte(userID))
+	if b == nil {
+		return nil, nil
+	}
+	return parseUserRecord(b)
+}
+
+// recordLeaf returns the AccountUpdate leaf rec points to: its own copy
+// (remote log) or leaf rec.LogIndex of the log, checked against rec.
+func (s *Server) recordLeaf(ctx context.Context, rec *userRecord) ([]byte, error) {
+	if rec.Leaf != nil {
+		return rec.Leaf, nil
+	}
+	leaves, err := s.backend.Entries(ctx, rec.LogIndex, rec.LogIndex+1)
+	if err != nil {
+		return nil, corruptOr(err, "reading leaf %d", rec.LogIndex)
+	}
+	if len(leaves) != 1 {
+		return nil, fmt.Errorf("%w: log returned %d leaves for index %d", errCorrupt, len(leaves), rec.LogIndex)
+	}
+	if err := rec.checkLeaf(leaves[0]); err != nil {
+		return nil, err
+	}
+	return leaves[0], nil
 }
 
 func entryFromRecord(index [32]byte, rec *accountRecord) (*entry, error) {

@@ -8,24 +8,26 @@ import (
 	klog "github.com/keyline/keyline/log"
 )
 
-// FuzzParseAccountRecord: parseAccountRecord never panics and fails only
-// with errCorrupt; what it accepts re-marshals to exactly its input, and its
-// Leaf does not alias the input (bbolt values are only valid inside their
-// transaction). A record built from (version, logIndex, leaf) always
-// round-trips, so the fuzzer also exercises the accepting path.
-func FuzzParseAccountRecord(f *testing.F) {
-	leaf := []byte("an AccountUpdate leaf (the parser only checks its entry hash)")
-	good := (&accountRecord{Version: 7, LogIndex: 9, EntryHash: klog.EntryHash(leaf), Leaf: leaf}).marshal()
-	empty := (&accountRecord{Version: 1, EntryHash: klog.EntryHash(nil)}).marshal()
-	badHash := bytes.Clone(good)
-	badHash[20] ^= 1
-	for _, raw := range [][]byte{good, empty, badHash, good[:47], good[:48], nil} {
-		f.Add(raw, uint64(7), uint64(9), leaf)
+// FuzzParseUserRecord: parseUserRecord never panics and fails only with
+// errCorrupt; what it accepts re-marshals to exactly its input, a leaf it
+// accepts is an AccountUpdate of the record's index and version, and the
+// record does not alias the input (bbolt values are only valid inside their
+// transaction). A record built from the fuzzed fields always round-trips,
+// so the fuzzer also exercises the accepting path.
+func FuzzParseUserRecord(f *testing.F) {
+	index := [32]byte{7}
+	leaf := testLeaf(index, 3)
+	pi := bytes.Repeat([]byte{0xaa}, vrfProofSize)
+	good := (&userRecord{Proof: pi, Index: index, Version: 3, LogIndex: 9}).marshal()
+	withLeaf := (&userRecord{Proof: pi, Index: index, Version: 3, LogIndex: 9, Leaf: leaf}).marshal()
+	wrongVersion := (&userRecord{Proof: pi, Index: index, Version: 4, LogIndex: 9, Leaf: leaf}).marshal()
+	for _, raw := range [][]byte{good, withLeaf, wrongVersion, good[:userRecordSize-1], append(bytes.Clone(good), 1), nil} {
+		f.Add(raw, uint64(3), uint64(9))
 	}
-	f.Add(good, ^uint64(0), ^uint64(0), []byte{})
-	f.Fuzz(func(t *testing.T, raw []byte, version, logIndex uint64, leaf []byte) {
+	f.Add(good, ^uint64(0), ^uint64(0))
+	f.Fuzz(func(t *testing.T, raw []byte, version, logIndex uint64) {
 		in := bytes.Clone(raw)
-		r, err := parseAccountRecord(in)
+		r, err := parseUserRecord(in)
 		if err != nil {
 			if !errors.Is(err, errCorrupt) {
 				t.Fatalf("error %v does not wrap errCorrupt", err)
@@ -37,8 +39,11 @@ func FuzzParseAccountRecord(f *testing.F) {
 			if got := r.marshal(); !bytes.Equal(got, raw) {
 				t.Fatalf("round trip:\n in %x\nout %x", raw, got)
 			}
-			if r.EntryHash != klog.EntryHash(r.Leaf) {
-				t.Fatal("accepted a record whose entry hash is not its leaf's")
+			if r.Leaf != nil {
+				u, err := klog.ParseAccountUpdate(r.Leaf)
+				if err != nil || u.Index != r.Index || u.Version != r.Version {
+					t.Fatalf("accepted a leaf that is not the record's AccountUpdate: %v", err)
+				}
 			}
 			for i := range in {
 				in[i] ^= 0xff
@@ -48,17 +53,32 @@ func FuzzParseAccountRecord(f *testing.F) {
 			}
 		}
 
-		want := accountRecord{Version: version, LogIndex: logIndex, EntryHash: klog.EntryHash(leaf), Leaf: bytes.Clone(leaf)}
-		enc := want.marshal()
-		got, err := parseAccountRecord(enc)
-		if err != nil {
-			t.Fatalf("a well-formed record does not parse: %v", err)
+		wants := []userRecord{{Proof: pi, Index: index, Version: version, LogIndex: logIndex}}
+		if version > 0 {
+			wants = append(wants, userRecord{Proof: pi, Index: index, Version: version, LogIndex: logIndex, Leaf: testLeaf(index, version)})
 		}
-		if got.Version != version || got.LogIndex != logIndex || got.EntryHash != want.EntryHash || !bytes.Equal(got.Leaf, leaf) {
-			t.Fatalf("parsed %+v, want %+v", got, want)
-		}
-		if !bytes.Equal(got.marshal(), enc) {
-			t.Fatal("parse -> marshal is not stable")
+		for _, want := range wants {
+			enc := want.marshal()
+			got, err := parseUserRecord(enc)
+			if err != nil {
+				t.Fatalf("a well-formed record does not parse: %v", err)
+			}
+			if !bytes.Equal(got.Proof, pi) || got.Index != index || got.Version != version || got.LogIndex != logIndex || !bytes.Equal(got.Leaf, want.Leaf) {
+				t.Fatalf("parsed %+v, want %+v", got, want)
+			}
 		}
 	})
+}
+
+// testLeaf returns an AccountUpdate leaf of index and version (> 0).
+func testLeaf(index [32]byte, version uint64) []byte {
+	u := &klog.AccountUpdate{Index: index, Version: version, Update: klog.UpdateCreate, Payload: []byte{2}}
+	if version > 1 {
+		u.Update, u.PrevHash = klog.UpdateUpdate, [32]byte{1}
+	}
+	leaf, err := u.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	return leaf
 }

@@ -40,19 +40,28 @@ func TestBoltCheckpoints(t *testing.T) {
 	}
 }
 
-func TestAccountRecord(t *testing.T) {
-	leaf := []byte{1, 2, 3}
-	r := accountRecord{Version: 7, LogIndex: 9, EntryHash: klog.EntryHash(leaf), Leaf: leaf}
-	got, err := parseAccountRecord(r.marshal())
-	if err != nil || got.Version != 7 || got.LogIndex != 9 || string(got.Leaf) != string(leaf) {
+func TestUserRecord(t *testing.T) {
+	index := [32]byte{1}
+	pi := make([]byte, vrfProofSize)
+	leaf, err := (&klog.AccountUpdate{Index: index, Version: 7, PrevHash: [32]byte{2}, Update: klog.UpdateUpdate, Payload: []byte{2}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := userRecord{Proof: pi, Index: index, Version: 7, LogIndex: 9, Leaf: leaf}
+	got, err := parseUserRecord(r.marshal())
+	if err != nil || got.Version != 7 || got.LogIndex != 9 || got.Index != index || string(got.Leaf) != string(leaf) {
 		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	if len(r.marshal()) != userRecordSize+len(leaf) {
+		t.Fatalf("record of %d bytes", len(r.marshal()))
+	}
+	r.Version = 8 // the leaf is version 7
+	if _, err := parseUserRecord(r.marshal()); !errors.Is(err, errCorrupt) {
+		t.Fatalf("record with another version's leaf: %v", err)
 	}
 	b := r.marshal()
 	b[len(b)-1] ^= 1
-	if _, err := parseAccountRecord(b); !errors.Is(err, errCorrupt) {
-		t.Fatalf("corrupt record: %v", err)
-	}
-	if _, err := parseAccountRecord(b[:10]); !errors.Is(err, errCorrupt) {
+	if _, err := parseUserRecord(b[:10]); !errors.Is(err, errCorrupt) {
 		t.Fatalf("short record: %v", err)
 	}
 }

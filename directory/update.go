@@ -46,7 +46,7 @@ func (s *Server) Update(ctx context.Context, stateBytes []byte) (*UpdateResult, 
 	if err != nil {
 		return nil, s.internal(err)
 	}
-	prev, err := s.latest(index)
+	prev, err := s.latest(ctx, st.UserID, index)
 	if err != nil {
 		return nil, s.internal(err)
 	}
@@ -145,7 +145,7 @@ func (s *Server) Reset(ctx context.Context, token, userID string, stateBytes []b
 	if err != nil {
 		return nil, s.internal(err)
 	}
-	prev, err := s.latest(index)
+	prev, err := s.latest(ctx, uid, index)
 	if err != nil {
 		return nil, s.internal(err)
 	}
@@ -201,7 +201,7 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	cur, ok := s.pending[e.index]
 	if !ok {
 		var err error
-		if cur, err = s.committed(e.index); err != nil {
+		if cur, err = s.committed(ctx, e.userID); err != nil {
 			s.mu.Unlock()
 			return nil, s.internal(err)
 		}
@@ -223,10 +223,7 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	}
 	s.pending[e.index] = e
 	if len(s.queue) >= s.cfg.MaxBatch {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.kickSequencer()
 	}
 	s.mu.Unlock()
 
@@ -241,6 +238,15 @@ func (s *Server) enqueue(ctx context.Context, prev *entry, e *entry, kind klog.U
 	}
 }
 
+// kickSequencer makes the sequencer cut an epoch now (it takes up to
+// MaxBatch queued entries, and more epochs while MaxBatch remain).
+func (s *Server) kickSequencer() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
 // ctxError converts a context error into an API error.
 func ctxError(err error, what string) error {
 	code := codes.Canceled
@@ -250,9 +256,10 @@ func ctxError(err error, what string) error {
 	return apierr.New(code, apierr.Canceled, "%v while %s", err, what)
 }
 
-// latest returns the account's latest accepted entry (pending or
-// committed), or nil if the account does not exist.
-func (s *Server) latest(index [32]byte) (*entry, error) {
+// latest returns the latest accepted entry (pending or committed) of the
+// account of userID, whose VRF index is index, or nil if the account does
+// not exist.
+func (s *Server) latest(ctx context.Context, userID string, index [32]byte) (*entry, error) {
 	if s.sh != nil {
 		return s.latestShared(context.Background(), index)
 	}
@@ -262,7 +269,7 @@ func (s *Server) latest(index [32]byte) (*entry, error) {
 	if ok {
 		return e, nil
 	}
-	return s.committed(index)
+	return s.committed(ctx, userID)
 }
 
 // internal logs err and returns an Internal error that does not leak it.

@@ -1,7 +1,6 @@
 package directory
 
 import (
-	"bytes"
 	"sync"
 
 	"go.etcd.io/bbolt"
@@ -43,7 +42,7 @@ func (c *vrfCache) cached(userID string) (pi []byte, index [32]byte, ok bool) {
 }
 
 // get returns the VRF proof and map index of a canonical user id: from
-// memory, from the users bucket of db, or by proving.
+// memory, from the users bucket of db (if not nil), or by proving.
 func (c *vrfCache) get(db *bbolt.DB, userID string) (pi []byte, index [32]byte, err error) {
 	c.mu.RLock()
 	e, ok := c.cur[userID]
@@ -56,12 +55,11 @@ func (c *vrfCache) get(db *bbolt.DB, userID string) (pi []byte, index [32]byte, 
 	}
 	if db != nil {
 		err = db.View(func(tx *bbolt.Tx) error {
-			if b := tx.Bucket(bucketUsers).Get([]byte(userID)); len(b) == 80+32 {
-				e.pi = bytes.Clone(b[:80])
-				copy(e.index[:], b[80:])
-				ok = true
+			rec, err := getUser(tx, userID)
+			if rec != nil {
+				e.pi, e.index, ok = rec.Proof, rec.Index, true
 			}
-			return nil
+			return err
 		})
 		if err != nil {
 			return nil, index, err

@@ -78,3 +78,77 @@ func (a *Account) Touch(prev *devices.AccountState, now time.Time) (*devices.Acc
 	}
 	return next, nil
 }
+
+// Bulk makes synthetic accounts that share every key the formats allow:
+// one root key, one account signing key (each account has its own
+// SigningKeyCert, since that binds the user id) and one device with one
+// issued DeviceCert (which binds the root key and the ASK, not the user
+// id). An account then costs one key derivation and two signatures (the
+// root key's over the SigningKeyCert, the ASK's over the AccountState),
+// for building large benchmark directories.
+type Bulk struct {
+	prefix  string
+	rk      *devices.RootKey
+	askSeed [32]byte
+	device  *devices.DeviceKey
+	cert    *devices.DeviceCert // issued by the shared ASK
+}
+
+// NewBulk returns the bulk account maker for user ids "<prefix>-<i>".
+func NewBulk(prefix string) (*Bulk, error) {
+	dk, err := devices.DeviceKeyFromSeeds(seed("keyline loadgen bulk device", prefix), seed("keyline loadgen bulk x25519", prefix))
+	if err != nil {
+		return nil, err
+	}
+	b := &Bulk{
+		prefix:  prefix,
+		rk:      devices.DeriveRootKey(devices.RecoverySecret(seed("keyline loadgen bulk rk", prefix))),
+		askSeed: seed("keyline loadgen bulk ask", prefix),
+		device:  dk,
+	}
+	a, err := b.Account(0)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dk.NewCert("loadgen", b.rk.Public(), askCreated)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.ASK.IssueCert(b.rk.Public(), c); err != nil {
+		return nil, err
+	}
+	b.cert = c
+	return b, nil
+}
+
+// Account returns bulk account i, whose states Touch can extend.
+func (b *Bulk) Account(i int) (*Account, error) {
+	uid := fmt.Sprintf("%s-%d", b.prefix, i)
+	ask, err := devices.NewAccountSigningKey(b.rk, uid, 1, bytes.NewReader(b.askSeed[:]), askCreated)
+	if err != nil {
+		return nil, err
+	}
+	return &Account{UserID: uid, RK: b.rk.Public(), ASK: ask, Device: b.device}, nil
+}
+
+// Create returns the signed version-1 state of bulk account i, created at
+// now. It does not run devices.VerifyCreate (callers may check a sample).
+func (b *Bulk) Create(i int, now time.Time) (*devices.AccountState, error) {
+	a, err := b.Account(i)
+	if err != nil {
+		return nil, err
+	}
+	st := &devices.AccountState{
+		UserID:      a.UserID,
+		Version:     1,
+		IdentityKey: a.RK,
+		SigningKey:  a.ASK.Cert,
+		Devices:     []*devices.DeviceCert{b.cert},
+		Trusted:     []devices.DeviceID{b.cert.ID},
+		Timestamp:   now.Truncate(time.Second).UTC(),
+	}
+	if err := st.Sign(a.ASK); err != nil {
+		return nil, err
+	}
+	return st, nil
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	mrand "math/rand"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,15 +29,11 @@ import (
 type Options struct {
 	Addr        string        // directory gRPC address host:port
 	Accounts    int           // accounts to create (existing ones are skipped); default 1000
-	Concurrency int           // concurrent lookups (creates use max(Concurrency, 256)); default 16
+	Concurrency int           // concurrent lookups; default 16
 	Duration    time.Duration // lookup phase length; default 10s
 	Prefix      string        // user ids are "<Prefix>-<i>"; default "loadgen"
-	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
-	// inclusion proofs, AccountState signatures); a failure ends Run with
-	// an error. Verification costs client CPU and lowers the rate.
-	Trust *verifier.Trust
-	// NoCreate skips the create phase: the accounts "<Prefix>-<i>", i <
-	// Accounts, exist already (a prefilled directory).
+	// NoCreate skips the create phase: accounts <Prefix>-<i>, i < Accounts,
+	// exist already (e.g. a benchmark fixture built in bulk).
 	NoCreate bool
 	// Lookups, if positive, ends the lookup phase after that many lookups
 	// (or Duration, whichever comes first).
@@ -46,6 +43,10 @@ type Options struct {
 	// i's probability falls as 1/(i+1)^Zipf: a few hot accounts, like chat
 	// contacts) instead of uniformly.
 	Zipf float64
+	// Trust, if set, verifies every lookup bundle (checkpoint, VRF, map and
+	// inclusion proofs, AccountState signatures); a failure ends Run with
+	// an error. Verification costs client CPU and lowers the rate.
+	Trust *verifier.Trust
 	// Progress, if set, is called as accounts are created (done of total).
 	Progress func(done, total int)
 	// ServerCPU, if set, returns the directory process's cumulative CPU
@@ -53,15 +54,28 @@ type Options struct {
 	// apart from the load generator's own (key derivation, signing,
 	// verification).
 	ServerCPU func() (time.Duration, error)
+	// CreateConcurrency is the number of creates in flight (default 256).
+	// A create is acknowledged when its epoch is published, so the create
+	// rate is at most CreateConcurrency / (epoch interval / 2 + epoch
+	// time): a fast directory needs more than the default, and a server
+	// limit on requests in progress per client address
+	// (Limits.MaxStreamsPerPeer, default 256) above it.
+	CreateConcurrency int
 }
 
 // Report is what Run measured.
 type Report struct {
-	Accounts      int           // accounts in the directory under Prefix (created or existing)
-	Created       int           // accounts created by this run
-	CreateTime    time.Duration // wall time of the create phase
-	UpdatesPerSec float64       // created accounts per second (each a full signed create)
-	Lookups       int           // lookups completed in the lookup phase
+	Accounts int // accounts in the directory under Prefix (created or existing)
+	Created  int // accounts created by this run
+	// KeygenTime is the wall time spent deriving the accounts' keys and
+	// signing their create requests, on all cores, before each timed
+	// submission; it is not part of CreateTime.
+	KeygenTime time.Duration
+	// CreateTime is the wall time of submitting the pre-generated create
+	// requests and waiting for their epochs (the timed create phase).
+	CreateTime    time.Duration
+	UpdatesPerSec float64 // created accounts per second of CreateTime (each a full signed create)
+	Lookups       int     // lookups completed in the lookup phase
 	LookupsPerSec float64
 	P50, P99      time.Duration // lookup latency
 	// ProofBytes is the mean size of a lookup bundle without the
@@ -74,15 +88,22 @@ type Report struct {
 
 	// CPU time per operation of the server (with Options.ServerCPU; zero
 	// otherwise) and of this load generator, per created account and per
-	// lookup.
+	// lookup, during the timed phases only. ClientCPUPerKeygen is this load
+	// generator's CPU per create request generated (key derivation and
+	// signing, outside the timed phase).
 	ServerCPUPerCreate, ServerCPUPerLookup time.Duration
 	ClientCPUPerCreate, ClientCPUPerLookup time.Duration
+	ClientCPUPerKeygen                     time.Duration
 }
 
 func (r *Report) String() string {
-	return fmt.Sprintf("accounts %d (created %d in %v, %.0f creates/s); lookups %d: %.0f/s, p50 %v, p99 %v; proof %.0f B + payload %.0f B per lookup; verified %d",
-		r.Accounts, r.Created, r.CreateTime.Round(time.Millisecond), r.UpdatesPerSec, r.Lookups, r.LookupsPerSec, r.P50, r.P99, r.ProofBytes, r.PayloadBytes, r.Verified)
+	return fmt.Sprintf("accounts %d (created %d in %v, %.0f creates/s; keys generated in %v); lookups %d: %.0f/s, p50 %v, p99 %v; proof %.0f B + payload %.0f B per lookup; verified %d",
+		r.Accounts, r.Created, r.CreateTime.Round(time.Millisecond), r.UpdatesPerSec, r.KeygenTime.Round(time.Millisecond), r.Lookups, r.LookupsPerSec, r.P50, r.P99, r.ProofBytes, r.PayloadBytes, r.Verified)
 }
+
+// cpuSample reads the server's (with Options.ServerCPU) and this
+// process's cumulative CPU time.
+type cpuSample func() (server, self time.Duration, err error)
 
 // Run creates the accounts and measures lookups.
 func Run(ctx context.Context, o Options) (*Report, error) {
@@ -94,6 +115,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
+	}
+	if o.CreateConcurrency <= 0 {
+		o.CreateConcurrency = 256
 	}
 	if o.Prefix == "" {
 		o.Prefix = "loadgen"
@@ -110,26 +134,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return 0, 0, err
 			}
 		}
-		return server, selfCPU(), nil
-	}
-	s0, c0, err := sample()
-	if err != nil {
-		return r, err
+		return server, SelfCPU(), nil
 	}
 	if !o.NoCreate {
-		if err := create(ctx, c, o, r); err != nil {
+		if err := create(ctx, c, o, r, sample); err != nil {
 			return r, err
 		}
 	}
 	s1, c1, err := sample()
 	if err != nil {
 		return r, err
-	}
-	if r.Created > 0 {
-		r.ClientCPUPerCreate = (c1 - c0) / time.Duration(r.Created)
-		if o.ServerCPU != nil {
-			r.ServerCPUPerCreate = (s1 - s0) / time.Duration(r.Created)
-		}
 	}
 	if err := lookups(ctx, c, o, r); err != nil {
 		return r, err
@@ -147,31 +161,124 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return r, nil
 }
 
-func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
-	start := time.Now()
-	var next, done, created atomic.Int64
+// createChunk is how many create requests are generated before each timed
+// submission: it bounds the memory they take (about 0.5 KB each).
+const createChunk = 50000
+
+// create creates the accounts chunk by chunk: it generates a chunk's
+// signed create requests on all cores (untimed), then submits them from
+// CreateConcurrency workers (timed, with the CPU of both sides
+// sampled around it).
+func create(ctx context.Context, c *client.Client, o Options, r *Report, sample cpuSample) error {
+	var serverCPU, submitCPU, keygenCPU time.Duration
+	created, done := 0, 0
+	for first := 0; first < o.Accounts; first += createChunk {
+		k0, t0 := SelfCPU(), time.Now()
+		reqs, err := GenerateCreates(ctx, o.Prefix, first, min(first+createChunk, o.Accounts))
+		r.KeygenTime += time.Since(t0)
+		keygenCPU += SelfCPU() - k0
+		if err != nil {
+			return err
+		}
+		s0, c0, err := sample()
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		n, err := submitCreates(ctx, c, o, first, reqs, done)
+		r.CreateTime += time.Since(t1)
+		s1, c1, serr := sample()
+		if serr != nil {
+			return serr
+		}
+		serverCPU, submitCPU = serverCPU+s1-s0, submitCPU+c1-c0
+		created, done = created+n, done+len(reqs)
+		if err != nil {
+			r.Created = created
+			return err
+		}
+	}
+	r.Created = created
+	if created > 0 {
+		r.UpdatesPerSec = float64(created) / r.CreateTime.Seconds()
+		r.ClientCPUPerCreate = submitCPU / time.Duration(created)
+		if o.ServerCPU != nil {
+			r.ServerCPUPerCreate = serverCPU / time.Duration(created)
+		}
+	}
+	if o.Accounts > 0 {
+		r.ClientCPUPerKeygen = keygenCPU / time.Duration(o.Accounts)
+	}
+	return nil
+}
+
+// GenerateCreates returns the signed version-1 AccountStates (encoded) of
+// synthetic accounts first..end-1 under prefix, generated on all cores.
+func GenerateCreates(ctx context.Context, prefix string, first, end int) ([][]byte, error) {
+	reqs := make([][]byte, end-first)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	now := time.Now()
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(reqs) {
+					return
+				}
+				a, err := NewAccount(prefix, first+i)
+				var st *devices.AccountState
+				if err == nil {
+					st, err = a.Create(now)
+				}
+				if err == nil {
+					reqs[i], err = st.MarshalBinary()
+				}
+				if err != nil {
+					once.Do(func() { firstErr = fmt.Errorf("generating account %d: %w", first+i, err) })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return reqs, firstErr
+}
+
+// submitCreates submits reqs (accounts first, first+1, ...) and returns
+// how many were created; accounts that already exist are skipped. done is
+// the number of accounts handled before, for Options.Progress.
+func submitCreates(ctx context.Context, c *client.Client, o Options, first int, reqs [][]byte, done int) (int, error) {
+	var next, handled, created atomic.Int64
 	var firstErr error
 	var once sync.Once
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for range max(o.Concurrency, 256) {
+	for range o.CreateConcurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= o.Accounts || ctx.Err() != nil {
+				if i >= len(reqs) || ctx.Err() != nil {
 					return
 				}
-				err := createOne(ctx, c, o.Prefix, i)
+				err := submitCreate(ctx, c, reqs[i])
 				if err == nil {
 					created.Add(1)
 				} else if apierr.Reason(err) != apierr.AccountExists {
-					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", i, err); cancel() })
+					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", first+i, err); cancel() })
 					return
 				}
-				d := int(done.Add(1))
+				d := done + int(handled.Add(1))
 				if o.Progress != nil && (d%1000 == 0 || d == o.Accounts) {
 					o.Progress(d, o.Accounts)
 				}
@@ -179,29 +286,16 @@ func create(ctx context.Context, c *client.Client, o Options, r *Report) error {
 		}()
 	}
 	wg.Wait()
-	r.Created, r.CreateTime = int(created.Load()), time.Since(start)
-	if r.Created > 0 {
-		r.UpdatesPerSec = float64(r.Created) / r.CreateTime.Seconds()
-	}
-	return firstErr
+	return int(created.Load()), firstErr
 }
 
-func createOne(ctx context.Context, c *client.Client, prefix string, i int) error {
-	a, err := NewAccount(prefix, i)
-	if err != nil {
-		return err
-	}
+// submitCreate sends one create request, retrying (up to 100 times, after
+// 10-50 ms) while the directory refuses it with ResourceExhausted: queue
+// full, too many requests in progress, memory budget or rate limit.
+func submitCreate(ctx context.Context, c *client.Client, req []byte) error {
 	for attempt := 0; ; attempt++ {
-		st, err := a.Create(time.Now())
-		if err != nil {
-			return err
-		}
-		b, err := st.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		_, err = c.Update(ctx, b)
-		if apierr.Reason(err) == apierr.QueueFull && attempt < 100 {
+		_, err := c.Update(ctx, req)
+		if apierr.Code(err) == codes.ResourceExhausted && attempt < 100 {
 			time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
 			continue
 		}

@@ -32,7 +32,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Created != 40 || progress != 40 || r.Lookups == 0 || r.Verified != r.Lookups || r.ProofBytes == 0 || r.PayloadBytes == 0 {
+	if r.Created != 40 || progress != 40 || r.KeygenTime <= 0 || r.CreateTime <= 0 || r.UpdatesPerSec <= 0 || r.Lookups == 0 || r.Verified != r.Lookups || r.ProofBytes == 0 || r.PayloadBytes == 0 {
 		t.Fatalf("report %v", r)
 	}
 	// A second run finds the accounts and creates none.

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// selfCPU returns this process's cumulative CPU time (user + system).
-func selfCPU() time.Duration {
+// SelfCPU returns this process's cumulative CPU time (user + system),
+// from getrusage.
+func SelfCPU() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0

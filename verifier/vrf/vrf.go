@@ -21,6 +21,7 @@ import (
 	"io"
 
 	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
 )
 
 // Sizes of the encodings defined by RFC 9381 for this suite.
@@ -255,7 +256,7 @@ func challengeScalar(c [cLen]byte) *edwards25519.Scalar {
 // for alpha (RFC 9381 section 5.1). Prove is deterministic.
 func (sk *PrivateKey) Prove(alpha []byte) (beta, pi []byte) {
 	pi, tr := sk.prove(alpha)
-	return gammaToHash(tr.gamma), pi
+	return tr.beta, pi
 }
 
 // proveTrace holds the intermediate values of one Prove, for test vectors.
@@ -264,9 +265,13 @@ type proveTrace struct {
 	h       []byte
 	kString [64]byte
 	u, v    []byte
-	gamma   *edwards25519.Point
+	beta    []byte
 }
 
+// prove computes the proof and beta with the fewest field inversions: the
+// point encodings Gamma, U, V and 8*Gamma share one (encodePoints); H is
+// encoded alone because the nonce, and so U and V, depend on it. Every
+// scalar multiplication by a secret (x*H, k*B, k*H) is constant-time.
 func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	var tr proveTrace
 	H, ctr, err := encodeToCurve(sk.pub.enc[:], alpha)
@@ -277,21 +282,56 @@ func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	tr.ctr = ctr
 	hString := H.Bytes()
 	tr.h = hString
-	gamma := new(edwards25519.Point).ScalarMult(&sk.x, H)
-	tr.gamma = gamma
+	var gamma, u, v, cofactorGamma edwards25519.Point
+	gamma.ScalarMult(&sk.x, H)
 	k, kString := sk.nonce(hString)
 	tr.kString = kString
-	u := new(edwards25519.Point).ScalarBaseMult(k).Bytes()
-	v := new(edwards25519.Point).ScalarMult(k, H).Bytes()
-	tr.u, tr.v = u, v
-	gammaString := gamma.Bytes()
-	c := challenge(sk.pub.enc[:], hString, gammaString, u, v)
+	u.ScalarBaseMult(k)
+	v.ScalarMult(k, H)
+	cofactorGamma.MultByCofactor(&gamma)
+	enc := encodePoints(&gamma, &u, &v, &cofactorGamma)
+	gammaString := enc[0][:]
+	tr.u, tr.v = enc[1][:], enc[2][:]
+	c := challenge(sk.pub.enc[:], hString, gammaString, tr.u, tr.v)
 	s := new(edwards25519.Scalar).MultiplyAdd(challengeScalar(c), &sk.x, k)
 	pi := make([]byte, 0, ProofSize)
 	pi = append(pi, gammaString...)
 	pi = append(pi, c[:]...)
 	pi = append(pi, s.Bytes()...)
+	tr.beta = betaOf(enc[3][:])
 	return pi, tr
+}
+
+// encodePoints returns point_to_string of every point of ps, as
+// Point.Bytes would, with one field inversion for all of them instead of
+// one each (Montgomery's trick: invert the product of the Z coordinates,
+// then peel each 1/Z off it). Every step is constant-time.
+func encodePoints(ps ...*edwards25519.Point) [][32]byte {
+	n := len(ps)
+	xs, ys, zs, below := make([]field.Element, n), make([]field.Element, n), make([]field.Element, n), make([]field.Element, n)
+	var acc field.Element
+	acc.One()
+	for i, p := range ps {
+		X, Y, Z, _ := p.ExtendedCoordinates()
+		xs[i].Set(X)
+		ys[i].Set(Y)
+		zs[i].Set(Z)
+		below[i].Set(&acc) // Z_0 * ... * Z_(i-1)
+		acc.Multiply(&acc, Z)
+	}
+	var inv field.Element
+	inv.Invert(&acc) // 1 / (Z_0 * ... * Z_(n-1)); no Z of a valid point is 0
+	out := make([][32]byte, n)
+	for i := n - 1; i >= 0; i-- {
+		var zInv, x, y field.Element
+		zInv.Multiply(&inv, &below[i]) // 1 / Z_i
+		inv.Multiply(&inv, &zs[i])     // 1 / (Z_0 * ... * Z_(i-1))
+		x.Multiply(&xs[i], &zInv)
+		y.Multiply(&ys[i], &zInv)
+		copy(out[i][:], y.Bytes())
+		out[i][31] |= byte(x.IsNegative() << 7)
+	}
+	return out
 }
 
 // decodedProof is the result of ECVRF_decode_proof (RFC 9381 section 5.4.4).
@@ -330,9 +370,14 @@ func ProofToHash(pi []byte) ([]byte, error) {
 func gammaToHash(gamma *edwards25519.Point) []byte {
 	var cg edwards25519.Point
 	cg.MultByCofactor(gamma)
+	return betaOf(cg.Bytes())
+}
+
+// betaOf is proof_to_hash given point_to_string(8*Gamma).
+func betaOf(cofactorGamma []byte) []byte {
 	h := sha512.New()
 	h.Write([]byte{suiteString, 0x03})
-	h.Write(cg.Bytes())
+	h.Write(cofactorGamma)
 	h.Write([]byte{0x00})
 	return h.Sum(nil)
 }

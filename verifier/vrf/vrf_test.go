@@ -407,3 +407,27 @@ func TestVerifyIndex(t *testing.T) {
 		t.Fatalf("VerifyIndex for another id: %v", err)
 	}
 }
+
+// TestEncodePoints checks the batched encoding against Point.Bytes, for
+// points with Z != 1 (sums and multiples) and the identity.
+func TestEncodePoints(t *testing.T) {
+	var ps []*edwards25519.Point
+	p := edwards25519.NewGeneratorPoint()
+	for i := range 20 {
+		q := new(edwards25519.Point).Add(p, edwards25519.NewGeneratorPoint())
+		if i%3 == 0 {
+			q.Negate(q)
+		}
+		ps = append(ps, q)
+		p = new(edwards25519.Point).MultByCofactor(q)
+	}
+	ps = append(ps, edwards25519.NewIdentityPoint())
+	for n := 1; n <= len(ps); n++ {
+		got := encodePoints(ps[:n]...)
+		for i, q := range ps[:n] {
+			if !bytes.Equal(got[i][:], q.Bytes()) {
+				t.Fatalf("encodePoints of %d points: point %d encodes as %x, Bytes gives %x", n, i, got[i], q.Bytes())
+			}
+		}
+	}
+}
