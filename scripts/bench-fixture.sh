@@ -22,7 +22,7 @@ if [ -z "$bin" ]; then
 	bin=$work/keyline
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --listen 127.0.0.1:$port --data-dir "$data" --insecure-no-sync >"$work/serve.log" 2>&1 &
+"$bin" serve --listen 127.0.0.1:$port --data-dir "$data" --insecure-no-sync --peer-rate-limit 1000000 --rate-limit 1000000 >"$work/serve.log" 2>&1 &
 srv=$!
 for _ in $(seq 600); do
 	python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' $port 2>/dev/null && break
