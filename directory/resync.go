@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyline/keyline/directory/apierr"
@@ -174,23 +173,10 @@ func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 	return keep, nil
 }
 
-// committedHead returns the version and entry hash of the latest committed
-// entry of userID's account, or nil.
+// committedHead returns the latest committed entry of userID's account
+// (its index, version and entry hash are what resync compares), or nil.
 func (s *Server) committedHead(userID string) (*entry, error) {
-	var rec *userRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		rec, err = getUser(tx, userID)
-		return err
-	})
-	if err != nil || rec == nil {
-		return nil, err
-	}
-	leaf, err := s.recordLeaf(context.Background(), rec)
-	if err != nil {
-		return nil, err
-	}
-	return &entry{index: rec.Index, version: rec.Version, entryHash: klog.EntryHash(leaf)}, nil
+	return s.committed(context.Background(), userID)
 }
 
 // appendedRecord is an EpochRecord leaf the sequencer appended and the log
