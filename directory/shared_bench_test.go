@@ -149,7 +149,8 @@ func openBenchDir(b *testing.B, backend string, frontends, n int, users []benchU
 	}
 	switch backend {
 	case "bolt":
-		s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, NoSync: true})
+		// The rate limits are lifted: one client process measures the server.
+		s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, NoSync: true, Limits: Limits{Rate: 1e9, PeerRate: 1e9}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -184,7 +185,8 @@ func openBenchDir(b *testing.B, backend string, frontends, n int, users []benchU
 			// for this long, and a 10,000-account epoch at 1M accounts
 			// on a loaded machine can take longer than the default.
 			s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, NoSync: true, StateBackend: StateMySQL, MySQLDSN: dsn,
-				Role: role, LeaseHolder: fmt.Sprintf("bench-server-%d", i), LeaseDuration: time.Hour, sharedLog: nopCloseLog{l}})
+				Role: role, LeaseHolder: fmt.Sprintf("bench-server-%d", i), LeaseDuration: time.Hour, sharedLog: nopCloseLog{l},
+				Limits: Limits{Rate: 1e9, PeerRate: 1e9}})
 			if err != nil {
 				b.Fatal(err)
 			}
