@@ -150,11 +150,8 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 // client whose last verified checkpoint has size knownSize (0: none): the
 // checkpoint, the EpochRecord and its inclusion proof, and a consistency
 // proof from knownSize; nothing if knownSize is v's size (the client holds
-// them). A knownSize above v's size is OutOfRange.
+// them). A knownSize above v's size is OutOfRange (from consistency).
 func (s *Server) frameBundle(ctx context.Context, v *epochView, b *verifier.LookupBundle, knownSize uint64) error {
-	if knownSize > v.size {
-		return apierr.New(codes.OutOfRange, apierr.OutOfRange, "known tree size %d is larger than the published checkpoint's %d", knownSize, v.size)
-	}
 	if knownSize == v.size {
 		return nil
 	}

@@ -79,24 +79,44 @@ func (s *Server) applyTx(tx *bbolt.Tx, epoch uint64, batch []*entry, newSize uin
 // stops at once without cleaning up.
 var errCrash = errors.New("directory: simulated crash")
 
-// runEpoch sequences one epoch: appends batch's leaves (unless
-// preAppended: they are already the log's last leaves) and the
-// EpochRecord, publishes the checkpoint, gathers cosignatures, commits the
-// map and index, and installs the new view.
-func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool) (*epochView, error) {
+// nextEpoch numbers the epoch that batch closes: its epoch number (0 for
+// the genesis epoch), the log size after its leaves and EpochRecord, and its
+// timestamp (now, never before the previous epoch's). It sets each entry's
+// log index, counted from the current log size.
+func (s *Server) nextEpoch(batch []*entry) (epoch, newSize, ts uint64) {
 	first := s.size
-	epoch := uint64(0)
 	if s.haveEpoch {
 		epoch = s.epoch + 1
 	}
 	for i, e := range batch {
 		e.logIndex = first + uint64(i)
 	}
-	newSize := first + uint64(len(batch)) + 1
-	ts := uint64(time.Now().Unix())
-	if ts < s.lastTS {
-		ts = s.lastTS
+	ts = max(uint64(time.Now().Unix()), s.lastTS)
+	return epoch, first + uint64(len(batch)) + 1, ts
+}
+
+// epochAppend returns the leaves an epoch appends to a log of size first
+// and the index its first one must get: batch's leaves and the EpochRecord
+// rec, or rec alone after the batch (preAppended: batch's leaves are
+// already the log's last ones).
+func epochAppend(batch []*entry, rec []byte, first uint64, preAppended bool) (leaves [][]byte, want uint64) {
+	if preAppended {
+		return [][]byte{rec}, first + uint64(len(batch))
 	}
+	leaves = make([][]byte, 0, len(batch)+1)
+	for _, e := range batch {
+		leaves = append(leaves, e.leaf)
+	}
+	return append(leaves, rec), first
+}
+
+// runEpoch sequences one epoch: appends batch's leaves (unless
+// preAppended: they are already the log's last leaves) and the
+// EpochRecord, publishes the checkpoint, gathers cosignatures, commits the
+// map and index, and installs the new view.
+func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool) (*epochView, error) {
+	first := s.size
+	epoch, newSize, ts := s.nextEpoch(batch)
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		return nil, err
@@ -107,17 +127,7 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 		return nil, err
 	}
 	rec, _ := (&klog.EpochRecord{Epoch: epoch, MapRoot: root, Timestamp: ts}).Marshal()
-	leaves := make([][]byte, 0, len(batch)+1)
-	if !preAppended {
-		for _, e := range batch {
-			leaves = append(leaves, e.leaf)
-		}
-	}
-	leaves = append(leaves, rec)
-	want := first
-	if preAppended {
-		want = first + uint64(len(batch))
-	}
+	leaves, want := epochAppend(batch, rec, first, preAppended)
 	var localRoot []byte
 	if s.cacheLog {
 		if localRoot, err = appendLogNodesTx(tx, first, append(leavesOf(batch), rec)); err != nil {

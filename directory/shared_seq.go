@@ -400,35 +400,14 @@ func (s *Server) commitShared(ctx context.Context, epoch uint64, batch []*entry,
 // the served checkpoint.
 func (s *Server) runEpochShared(ctx context.Context, batch []*entry, rejects []sqlstate.Rejection, preAppended bool) (*epochView, error) {
 	first := s.size
-	epoch := uint64(0)
-	if s.haveEpoch {
-		epoch = s.epoch + 1
-	}
-	for i, e := range batch {
-		e.logIndex = first + uint64(i)
-	}
-	newSize := first + uint64(len(batch)) + 1
-	ts := uint64(time.Now().Unix())
-	if ts < s.lastTS {
-		ts = s.lastTS
-	}
+	epoch, newSize, ts := s.nextEpoch(batch)
 	t, err := s.beginShared(ctx, epoch, batch, rejects)
 	if err != nil {
 		return nil, err
 	}
 	defer t.tx.Rollback()
 	rec, _ := (&klog.EpochRecord{Epoch: epoch, MapRoot: t.root, Timestamp: ts}).Marshal()
-	leaves := make([][]byte, 0, len(batch)+1)
-	if !preAppended {
-		for _, e := range batch {
-			leaves = append(leaves, e.leaf)
-		}
-	}
-	leaves = append(leaves, rec)
-	want := first
-	if preAppended {
-		want = first + uint64(len(batch))
-	}
+	leaves, want := epochAppend(batch, rec, first, preAppended)
 	// Check the lease right before the append: a sequencer that lost it
 	// must not append (the conditional append at the expected index is the
 	// second guard).
