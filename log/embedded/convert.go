@@ -36,7 +36,13 @@ func convert(old *bolt.DB, path string) error {
 	if err := os.Remove(tmp); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("convert: removing the partial conversion %s: %w", tmp, err)
 	}
-	nw, err := bolt.Open(tmp, 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
+	// The new file is about as large as the old one: map it at once rather
+	// than remapping as it grows.
+	mmapSize := 0
+	if fi, err := os.Stat(path); err == nil && fi.Size() < 1<<40 {
+		mmapSize = int(fi.Size())
+	}
+	nw, err := bolt.Open(tmp, 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: mmapSize})
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}

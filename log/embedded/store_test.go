@@ -53,7 +53,16 @@ func checkTree(t *testing.T, l log.Backend, leaves [][]byte, ref [][]byte, rng *
 		}
 	}
 	sizes := []uint64{n}
+	var boundaries []uint64
 	for b := uint64(0); b <= n; b += embedded.BundleWidth {
+		boundaries = append(boundaries, b)
+	}
+	if len(boundaries) > 12 { // the first, the last and 10 at random
+		last := boundaries[len(boundaries)-1]
+		rng.Shuffle(len(boundaries), func(i, j int) { boundaries[i], boundaries[j] = boundaries[j], boundaries[i] })
+		boundaries = append(boundaries[:10], 0, last)
+	}
+	for _, b := range boundaries {
 		for _, s := range []uint64{b - 1, b, b + 1} {
 			if s >= 1 && s <= n {
 				sizes = append(sizes, s)
