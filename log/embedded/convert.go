@@ -105,17 +105,20 @@ func convertTx(otx *bolt.Tx, nw *bolt.DB) error {
 				}
 			}
 			batch := make([][]byte, 0, BundleWidth)
+			hashes := make([][]byte, 0, BundleWidth)
 			for written := 0; pos < size && written < convertTxBytes; {
 				end := min(size, pos+BundleWidth)
-				batch = batch[:0]
+				batch, hashes = batch[:0], hashes[:0]
 				for i := pos; i < end; i++ {
 					l, err := next(i)
 					if err != nil {
 						return err
 					}
-					if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(l), visit); err != nil {
+					h := rfc6962.DefaultHasher.HashLeaf(l)
+					if err := rng.Append(h, visit); err != nil {
 						return err
 					}
+					hashes = append(hashes, h)
 					if putErr != nil {
 						return putErr
 					}
@@ -123,7 +126,7 @@ func convertTx(otx *bolt.Tx, nw *bolt.DB) error {
 					written += len(l)
 				}
 				if len(batch) == BundleWidth {
-					b, err := MarshalBundle(batch)
+					b, err := MarshalBundle(hashes, batch)
 					if err != nil {
 						return err
 					}
@@ -132,7 +135,7 @@ func convertTx(otx *bolt.Tx, nw *bolt.DB) error {
 					}
 				} else {
 					for j, l := range batch {
-						if err := tail.Put(u64(pos+uint64(j)), tailValue(rfc6962.DefaultHasher.HashLeaf(l), l)); err != nil {
+						if err := tail.Put(u64(pos+uint64(j)), tailValue(hashes[j], l)); err != nil {
 							return err
 						}
 					}

@@ -89,7 +89,8 @@ type Options struct {
 // Log is an embedded log backend. It is safe for concurrent use; bbolt
 // serializes writers and lets readers proceed concurrently.
 type Log struct {
-	db *bolt.DB
+	db    *bolt.DB
+	cache nodeCache
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -222,12 +223,18 @@ func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) erro
 			return fmt.Errorf("embedded: append: leaf %d is %d bytes, over the %d limit", i, len(leaf), MaxLeafSize)
 		}
 	}
+	type cachedNode struct {
+		id   compact.NodeID
+		hash []byte
+	}
+	var computed []cachedNode // cached only once committed
 	err := l.db.Update(func(tx *bolt.Tx) error {
-		v, err := readView(tx)
+		computed = computed[:0]
+		size, err := readSize(tx)
 		if err != nil {
 			return err
 		}
-		size := v.size
+		v := newView(tx, size, &l.cache)
 		if size != expected {
 			return fmt.Errorf("%w: append at %d to a log of size %d", log.ErrConflict, expected, size)
 		}
@@ -244,8 +251,12 @@ func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) erro
 		v.bundles.FillPercent, v.tail.FillPercent, v.nodes.FillPercent = 1.0, 1.0, 0.9
 		var putErr error
 		visit := func(id compact.NodeID, hash []byte) {
-			if putErr == nil && id.Level >= bundleLevel {
+			switch {
+			case putErr != nil:
+			case id.Level >= bundleLevel:
 				putErr = v.nodes.Put(nodeKey(id), bytes.Clone(hash))
+			case id.Level > 0:
+				computed = append(computed, cachedNode{id, bytes.Clone(hash)})
 			}
 		}
 		hashes := make([][]byte, len(leaves))
@@ -265,6 +276,9 @@ func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) erro
 	})
 	if err != nil {
 		return fmt.Errorf("embedded: append: %w", err)
+	}
+	for _, n := range computed {
+		l.cache.put(n.id, n.hash)
 	}
 	return nil
 }
@@ -287,15 +301,17 @@ func storeLeaves(v *view, size uint64, leaves, hashes [][]byte) error {
 			return nil
 		}
 		all := make([][]byte, 0, BundleWidth)
+		allHashes := make([][]byte, 0, BundleWidth)
 		for i := first; i < pos; i++ {
 			t, err := v.tailValue(i)
 			if err != nil {
 				return err
 			}
-			all = append(all, t[32:])
+			all, allHashes = append(all, t[32:]), append(allHashes, t[:32])
 		}
 		all = append(all, batch...)
-		b, err := MarshalBundle(all)
+		allHashes = append(allHashes, hashes[pos-size:next-size]...)
+		b, err := MarshalBundle(allHashes, all)
 		if err != nil {
 			return err
 		}
@@ -333,10 +349,11 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	var out [][]byte
 	err := l.db.View(func(tx *bolt.Tx) error {
-		v, err := readView(tx)
+		size, err := readSize(tx)
 		if err != nil {
 			return err
 		}
+		v := newView(tx, size, nil)
 		if start > end || end > v.size {
 			return fmt.Errorf("%w: entries [%d, %d) of a log of size %d", log.ErrRange, start, end, v.size)
 		}
@@ -367,7 +384,7 @@ func (l *Log) RootHash(ctx context.Context, size uint64) ([]byte, error) {
 		if size > cur {
 			return fmt.Errorf("%w: root of size %d in a log of size %d", log.ErrRange, size, cur)
 		}
-		root, err = rootAt(newView(tx, cur), size)
+		root, err = rootAt(newView(tx, cur, &l.cache), size)
 		return err
 	})
 	if err != nil {
@@ -411,7 +428,7 @@ func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 		if err != nil {
 			return err
 		}
-		p, err = proofFromNodes(newView(tx, cur), n)
+		p, err = proofFromNodes(newView(tx, cur, &l.cache), n)
 		return err
 	})
 	if err != nil {
@@ -435,7 +452,7 @@ func (l *Log) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([]
 		if err != nil {
 			return err
 		}
-		p, err = proofFromNodes(newView(tx, cur), n)
+		p, err = proofFromNodes(newView(tx, cur, &l.cache), n)
 		return err
 	})
 	if err != nil {
@@ -472,7 +489,7 @@ func (l *Log) CheckStored(ctx context.Context, start, end uint64) error {
 			if end > size {
 				return fmt.Errorf("%w: check [%d, %d) in a log of size %d", log.ErrRange, start, end, size)
 			}
-			v := newView(tx, size)
+			v := newView(tx, size, &l.cache)
 			if rng == nil {
 				if rng, err = v.compactRange(start); err != nil {
 					return err
@@ -480,11 +497,20 @@ func (l *Log) CheckStored(ctx context.Context, start, end uint64) error {
 			}
 			var bad error
 			visit := func(id compact.NodeID, hash []byte) {
-				if bad != nil || id.Level < bundleLevel {
+				var stored []byte
+				switch {
+				case bad != nil:
+					return
+				case id.Level >= bundleLevel:
+					stored = v.nodes.Get(nodeKey(id))
+				case id.Level == groupLevel && !v.inTail(id.Index<<groupLevel):
+					// The group's last leaf was just read: v.bundle is its bundle.
+					stored, _ = BundleGroup(v.bundle, int((id.Index<<groupLevel)%BundleWidth)/GroupWidth)
+				default:
 					return
 				}
-				if h := v.nodes.Get(nodeKey(id)); !bytes.Equal(h, hash) {
-					bad = fmt.Errorf("%w: stored hash of node (level %d, index %d) is %x, recomputed from stored leaves %x", log.ErrCorrupt, id.Level, id.Index, h, hash)
+				if !bytes.Equal(stored, hash) {
+					bad = fmt.Errorf("%w: stored hash of node (level %d, index %d) is %x, recomputed from stored leaves %x", log.ErrCorrupt, id.Level, id.Index, stored, hash)
 				}
 			}
 			for i := lo; i < hi; i++ {

@@ -290,9 +290,14 @@ func TestPublishRefusesCorruption(t *testing.T) {
 		corruption{"deleted tail leaf", "tail", binary.BigEndian.AppendUint64(nil, 875), nil},
 		corruption{"deleted last signed bundle", "bundles", binary.BigEndian.AppendUint64(nil, 2), nil},
 		corruption{"truncated bundle", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte { return v[:len(v)-1] }},
+		corruption{"bundle group hash", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte {
+			v = bytes.Clone(v)
+			v[32*15+4] ^= 8 // group of leaves [752, 768)
+			return v
+		}},
 		corruption{"bundle offset moved", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte {
 			v = bytes.Clone(v)
-			v[4*(signed%256)+3] ^= 1 // the end of leaf 600 and start of 601
+			v[512+4*(signed%256)+3] ^= 1 // the end of leaf 600 and start of 601
 			return v
 		}},
 		corruption{"size shrunk below checkpoint", "meta", []byte("size"), func([]byte) []byte { return binary.BigEndian.AppendUint64(nil, signed-1) }},

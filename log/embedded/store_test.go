@@ -297,43 +297,52 @@ func TestConvertReplacesPartialConversion(t *testing.T) {
 
 func FuzzBundle(f *testing.F) {
 	leaves := make([][]byte, embedded.BundleWidth)
+	hashes := make([][]byte, embedded.BundleWidth)
 	for i := range leaves {
-		leaves[i] = logtest.Leaf(uint64(i * 8))[:i%5] // 1 + i*8*37%300 >= 5 bytes
+		leaves[i] = bytes.Repeat([]byte{byte(i)}, i%5)
+		hashes[i] = rfc6962.DefaultHasher.HashLeaf(leaves[i])
 	}
-	b, err := embedded.MarshalBundle(leaves)
+	b, err := embedded.MarshalBundle(hashes, leaves)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(b, 3)
 	f.Add(b[:len(b)-1], 255)
-	f.Add(b[:1024], 0)
+	f.Add(b[:1536], 0)
 	f.Add([]byte{}, 0)
 	f.Fuzz(func(t *testing.T, b []byte, j int) {
-		all, perr := embedded.ParseBundle(b)
-		leaf, lerr := embedded.BundleLeaf(b, j)
+		groups, all, perr := embedded.ParseBundle(b)
 		if j < 0 || j >= embedded.BundleWidth {
-			if lerr == nil {
+			if _, err := embedded.BundleLeaf(b, j); err == nil {
 				t.Fatalf("BundleLeaf(%d) accepted", j)
 			}
 			j = 0
-			leaf, lerr = embedded.BundleLeaf(b, j)
 		}
+		leaf, lerr := embedded.BundleLeaf(b, j)
+		group, gerr := embedded.BundleGroup(b, j%embedded.GroupWidth)
 		if perr != nil {
-			if !errors.Is(perr, embedded.ErrBundle) {
-				t.Fatalf("ParseBundle error %v does not wrap ErrBundle", perr)
-			}
-			if lerr != nil && !errors.Is(lerr, embedded.ErrBundle) {
-				t.Fatalf("BundleLeaf error %v does not wrap ErrBundle", lerr)
+			for _, err := range []error{perr, lerr, gerr} {
+				if err != nil && !errors.Is(err, embedded.ErrBundle) {
+					t.Fatalf("error %v does not wrap ErrBundle", err)
+				}
 			}
 			return
 		}
-		// A valid bundle: every leaf reads the same both ways and the
-		// encoding round-trips.
+		// A valid bundle: every leaf and group hash reads the same both ways.
 		if lerr != nil || !bytes.Equal(leaf, all[j]) {
 			t.Fatalf("BundleLeaf(%d) = %x, %v; ParseBundle has %x", j, leaf, lerr, all[j])
 		}
-		again, err := embedded.MarshalBundle(all)
-		if err != nil || !bytes.Equal(again, b) {
+		if gerr != nil || !bytes.Equal(group, groups[j%embedded.GroupWidth]) {
+			t.Fatalf("BundleGroup(%d) = %x, %v", j%embedded.GroupWidth, group, gerr)
+		}
+		// Re-encoding with the leaves' own hashes reproduces b exactly if
+		// its group hashes are right, and the offsets and leaves always.
+		hs := make([][]byte, len(all))
+		for i, l := range all {
+			hs[i] = rfc6962.DefaultHasher.HashLeaf(l)
+		}
+		again, err := embedded.MarshalBundle(hs, all)
+		if err != nil || !bytes.Equal(again[512:], b[512:]) {
 			t.Fatalf("MarshalBundle(ParseBundle(b)) differs: %v", err)
 		}
 	})

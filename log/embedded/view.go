@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/keyline/keyline/log"
 	"github.com/transparency-dev/merkle/compact"
@@ -12,37 +13,29 @@ import (
 )
 
 // view reads the leaves and node hashes stored in one transaction (format
-// 2); size is the stored size, which decides where a leaf is stored. It remembers the last bundle it
-// read and the leaf hashes it computed, so that a proof or a range read
-// reads a bundle once and hashes each leaf at most once. Slices it returns alias the
+// 2); size is the stored size, which decides where a leaf is stored. It
+// remembers the last bundle it read. Slices it returns alias the
 // transaction unless said otherwise.
 type view struct {
 	size                 uint64
 	bundles, tail, nodes *bolt.Bucket
-	bundleN              uint64 // index of bundle, if bundle != nil
-	bundle               []byte // the last bundle read
-	leafHashes           map[uint64][]byte
+	cache                *nodeCache // nodes of levels 1-7 already computed; may be nil
+	bundleN              uint64     // index of bundle, if bundle != nil
+	bundle               []byte     // the last bundle read
 }
 
-func newView(tx *bolt.Tx, size uint64) *view {
-	return &view{size: size, bundles: tx.Bucket(bucketBundles), tail: tx.Bucket(bucketTail), nodes: tx.Bucket(bucketNodes)}
+func newView(tx *bolt.Tx, size uint64, cache *nodeCache) *view {
+	return &view{size: size, bundles: tx.Bucket(bucketBundles), tail: tx.Bucket(bucketTail), nodes: tx.Bucket(bucketNodes), cache: cache}
 }
 
 func bundleKey(n uint64) []byte { return u64(n) }
 
-// leaf returns leaf i, which must be below the stored size.
-func (v *view) leaf(i uint64) ([]byte, error) {
-	if i >= v.size {
-		return nil, fmt.Errorf("%w: leaf %d of a log of size %d", log.ErrRange, i, v.size)
-	}
+// inTail reports whether leaf i (< size) is in the tail.
+func (v *view) inTail(i uint64) bool { return i/BundleWidth >= v.size/BundleWidth }
+
+// bundleOf returns the stored bundle holding leaf i, which must be complete.
+func (v *view) bundleOf(i uint64) ([]byte, error) {
 	n := i / BundleWidth
-	if n >= v.size/BundleWidth {
-		t, err := v.tailValue(i)
-		if err != nil {
-			return nil, err
-		}
-		return t[32:], nil
-	}
 	if v.bundle == nil || v.bundleN != n {
 		b := v.bundles.Get(bundleKey(n))
 		if b == nil {
@@ -50,9 +43,28 @@ func (v *view) leaf(i uint64) ([]byte, error) {
 		}
 		v.bundle, v.bundleN = b, n
 	}
-	l, err := BundleLeaf(v.bundle, int(i%BundleWidth))
+	return v.bundle, nil
+}
+
+// leaf returns leaf i, which must be below the stored size.
+func (v *view) leaf(i uint64) ([]byte, error) {
+	if i >= v.size {
+		return nil, fmt.Errorf("%w: leaf %d of a log of size %d", log.ErrRange, i, v.size)
+	}
+	if v.inTail(i) {
+		t, err := v.tailValue(i)
+		if err != nil {
+			return nil, err
+		}
+		return t[32:], nil
+	}
+	b, err := v.bundleOf(i)
 	if err != nil {
-		return nil, fmt.Errorf("%w: bundle %d: %v", log.ErrCorrupt, n, err)
+		return nil, err
+	}
+	l, err := BundleLeaf(b, int(i%BundleWidth))
+	if err != nil {
+		return nil, fmt.Errorf("%w: bundle %d: %v", log.ErrCorrupt, i/BundleWidth, err)
 	}
 	return l, nil
 }
@@ -67,34 +79,9 @@ func (v *view) tailValue(i uint64) ([]byte, error) {
 	return t, nil
 }
 
-// leafHash returns the RFC 6962 hash of leaf i: stored for a tail leaf,
-// else computed from the bundle.
-func (v *view) leafHash(i uint64) ([]byte, error) {
-	if h, ok := v.leafHashes[i]; ok {
-		return h, nil
-	}
-	if i < v.size && i/BundleWidth >= v.size/BundleWidth {
-		t, err := v.tailValue(i)
-		if err != nil {
-			return nil, err
-		}
-		return t[:32], nil
-	}
-	l, err := v.leaf(i)
-	if err != nil {
-		return nil, err
-	}
-	h := rfc6962.DefaultHasher.HashLeaf(l)
-	if v.leafHashes == nil {
-		v.leafHashes = map[uint64][]byte{}
-	}
-	v.leafHashes[i] = h
-	return h, nil
-}
-
 // node returns the hash of the perfect subtree id, which must lie within the
-// stored size: from the nodes bucket at level bundleLevel and above, else
-// recomputed from the leaves (not aliasing the transaction).
+// stored size: from the nodes bucket at level 8 and above, else computed
+// inside one bundle or the tail (see subtree).
 func (v *view) node(id compact.NodeID) ([]byte, error) {
 	if id.Level >= 64 || id.Index >= (v.size>>id.Level) {
 		return nil, fmt.Errorf("%w: node (level %d, index %d) of a log of size %d", log.ErrRange, id.Level, id.Index, v.size)
@@ -106,24 +93,58 @@ func (v *view) node(id compact.NodeID) ([]byte, error) {
 		}
 		return h, nil
 	}
-	return v.subtree(id.Level, id.Index<<id.Level)
+	return v.subtree(id)
 }
 
-// subtree returns the root of the perfect subtree of height level over the
-// leaves from first.
-func (v *view) subtree(level uint, first uint64) ([]byte, error) {
-	if level == 0 {
-		return v.leafHash(first)
+// subtree returns the hash of node id of level 0-7: a tail leaf's stored
+// hash, the hash of a bundled leaf, a group hash stored in its bundle, or
+// the hash of its two children; nodes of levels 1-7 are cached.
+func (v *view) subtree(id compact.NodeID) ([]byte, error) {
+	first := id.Index << id.Level
+	switch {
+	case id.Level == 0 && v.inTail(first):
+		t, err := v.tailValue(first)
+		if err != nil {
+			return nil, err
+		}
+		return t[:32], nil
+	case id.Level == 0:
+		l, err := v.leaf(first)
+		if err != nil {
+			return nil, err
+		}
+		return rfc6962.DefaultHasher.HashLeaf(l), nil
 	}
-	l, err := v.subtree(level-1, first)
-	if err != nil {
-		return nil, err
+	if h := v.cache.get(id); h != nil {
+		return h, nil
 	}
-	r, err := v.subtree(level-1, first+1<<(level-1))
-	if err != nil {
-		return nil, err
+	var h []byte
+	if id.Level >= groupLevel && !v.inTail(first) {
+		b, err := v.bundleOf(first)
+		if err != nil {
+			return nil, err
+		}
+		g := int(first%BundleWidth) / GroupWidth
+		groups := make([][]byte, 1<<(id.Level-groupLevel))
+		for k := range groups {
+			if groups[k], err = BundleGroup(b, g+k); err != nil {
+				return nil, fmt.Errorf("%w: bundle %d: %v", log.ErrCorrupt, first/BundleWidth, err)
+			}
+		}
+		h = bytes.Clone(perfectRoot(groups))
+	} else {
+		l, err := v.subtree(compact.NewNodeID(id.Level-1, 2*id.Index))
+		if err != nil {
+			return nil, err
+		}
+		r, err := v.subtree(compact.NewNodeID(id.Level-1, 2*id.Index+1))
+		if err != nil {
+			return nil, err
+		}
+		h = rfc6962.DefaultHasher.HashChildren(l, r)
 	}
-	return rfc6962.DefaultHasher.HashChildren(l, r), nil
+	v.cache.put(id, h)
+	return h, nil
 }
 
 // getNodes returns the hashes of ids, copied out of the transaction.
@@ -156,11 +177,35 @@ func readSize(tx *bolt.Tx) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// readView returns the view of tx at its stored size.
-func readView(tx *bolt.Tx) (*view, error) {
-	size, err := readSize(tx)
-	if err != nil {
-		return nil, err
+// nodeCacheSize bounds the nodes a nodeCache holds (about 100 bytes each).
+const nodeCacheSize = 1 << 15
+
+// nodeCache holds hashes of complete nodes of levels 1-7 computed from
+// committed leaves. A complete node never changes, so an entry never goes
+// stale; the cache is emptied when full. The nil cache holds nothing.
+type nodeCache struct {
+	mu sync.Mutex
+	m  map[compact.NodeID][]byte
+}
+
+func (c *nodeCache) get(id compact.NodeID) []byte {
+	if c == nil {
+		return nil
 	}
-	return newView(tx, size), nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+// put caches h (which must not alias a transaction) as the hash of id.
+func (c *nodeCache) put(id compact.NodeID, h []byte) {
+	if c == nil || id.Level == 0 || id.Level >= bundleLevel {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= nodeCacheSize {
+		c.m = make(map[compact.NodeID][]byte)
+	}
+	c.m[id] = h
 }
