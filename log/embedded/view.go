@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -22,7 +23,12 @@ type view struct {
 	cache                *nodeCache // nodes of levels 1-7 already computed; may be nil
 	bundleN              uint64     // index of bundle, if bundle != nil
 	bundle               []byte     // the last bundle read
+	buf                  []byte     // for hashing a leaf
 }
+
+// cachedBundles is how many of the newest bundles (the tail included) have
+// their computed nodes cached.
+const cachedBundles = 16
 
 func newView(tx *bolt.Tx, size uint64, cache *nodeCache) *view {
 	return &view{size: size, bundles: tx.Bucket(bucketBundles), tail: tx.Bucket(bucketTail), nodes: tx.Bucket(bucketNodes), cache: cache}
@@ -113,10 +119,18 @@ func (v *view) subtree(id compact.NodeID) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return rfc6962.DefaultHasher.HashLeaf(l), nil
+		v.buf = append(append(v.buf[:0], rfc6962.RFC6962LeafHashPrefix), l...)
+		h := sha256.Sum256(v.buf)
+		return h[:], nil
 	}
-	if h := v.cache.get(id); h != nil {
-		return h, nil
+	// Only nodes of the newest bundles are cached: the right edge of the
+	// tree and of recent checkpoints, which roots and proofs keep asking
+	// for; a proof for an old leaf would only churn the cache.
+	cached := first/BundleWidth+cachedBundles >= v.size/BundleWidth
+	if cached {
+		if h := v.cache.get(id); h != nil {
+			return h, nil
+		}
 	}
 	var h []byte
 	if id.Level >= groupLevel && !v.inTail(first) {
@@ -141,9 +155,16 @@ func (v *view) subtree(id compact.NodeID) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		h = rfc6962.DefaultHasher.HashChildren(l, r)
+		var in [65]byte
+		in[0] = rfc6962.RFC6962NodeHashPrefix
+		copy(in[1:], l)
+		copy(in[33:], r)
+		sum := sha256.Sum256(in[:])
+		h = sum[:]
 	}
-	v.cache.put(id, h)
+	if cached {
+		v.cache.put(id, h)
+	}
 	return h, nil
 }
 
