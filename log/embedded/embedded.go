@@ -8,21 +8,23 @@
 //     key "format" holds the storage format version, currently 2.
 //   - "bundles": key u64 n (big-endian) holds the BundleWidth (256) leaves
 //     [256n, 256n+256) once all of them are appended, encoded by
-//     MarshalBundle (a header of end offsets, then the leaves), so that a
-//     leaf is one Get and a slice.
+//     MarshalBundle (a header of the 16 group hashes, roots of 16 leaves
+//     each, and of end offsets, then the leaves), so that a leaf is one Get
+//     and a slice.
 //   - "tail": key u64 index holds the 32-byte leaf hash, then the leaf
 //     bytes, of each leaf of the last, incomplete bundle [size &^ 255,
 //     size); the Append that completes the bundle moves the leaves into
-//     "bundles". A leaf's hash is thus stored (as a tail hash, or inside
-//     the stored hash of its bundle's root) from the Append that stores it,
-//     and CheckStored compares it with the hash of the stored bytes.
+//     "bundles". A leaf's hash is thus stored (as a tail hash, then inside
+//     its group's hash and its bundle's root) from the Append that stores
+//     it, and CheckStored compares them with the hashes of the stored bytes.
 //   - "nodes": key u8 level || u64 index holds the 32-byte RFC 6962 hash of
 //     the perfect subtree covering leaves [index<<level, (index+1)<<level),
 //     for every complete node of level 8 (a bundle's root) and above. Nodes
-//     of lower levels lie inside one bundle and are recomputed from its
-//     leaves when a root or proof needs them; nodes rooting imperfect
-//     subtrees at the right edge are recomputed from at most log2(size)
-//     complete nodes.
+//     of lower levels lie inside one bundle and are computed, when a root
+//     or proof needs them, from its group hashes and at most 16 of its
+//     leaves (in the tail, from the stored leaf hashes); nodes rooting
+//     imperfect subtrees at the right edge are computed from at most
+//     log2(size) complete nodes.
 //   - "checkpoints": key "latest" holds the latest signed checkpoint note;
 //     key u64 n (big-endian, from 1) holds the n-th checkpoint ever stored,
 //     so that every published checkpoint remains available.
@@ -96,7 +98,7 @@ type Log struct {
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 
 // Open opens or creates the log stored in the file at path. A file of
-// format 1 is first converted to format 2 (Convert).
+// format 1 is first converted to format 2 (see convert).
 func Open(path string, opts *Options) (*Log, error) {
 	if opts == nil {
 		opts = &Options{}
