@@ -190,7 +190,7 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 	if from > 1 {
 		from--
 	}
-	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, res, from)
+	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, m.Client.Cache, res, from)
 	if err != nil {
 		return nil, err
 	}
@@ -239,8 +239,16 @@ type historyEntry struct {
 // sequence from `from`, hash chain, payload and transitions. prev, if not
 // nil, is the verified entry before h's first (the previous page's last):
 // h's first entry must follow it like any other.
-func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
-	cp, err := t.OpenCheckpoint(h.Checkpoint)
+//
+// The checkpoint and the VRF proof are checked through c (nil: no cache),
+// so a history fetched right after a lookup does not verify the lookup's
+// checkpoint note or VRF proof a second time. An update is checked against
+// its predecessor, which this function verified (or prev, which it verified
+// on the previous page), with devices.VerifyTransitionFrom: the result of
+// devices.VerifyTransition, without verifying again the device certs the
+// predecessor already carried under the same root and signing keys.
+func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
+	cp, err := c.openCheckpoint(t, h.Checkpoint)
 	if err != nil {
 		return nil, fail(ErrCheckpoint, err, "history of %s", res.UserID)
 	}
@@ -261,7 +269,7 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			return nil, fail(ErrConsistency, err, "history checkpoint %d -> %d", lcp.Size, cp.Size)
 		}
 	}
-	idx, err := t.VRF.VerifyIndex([]byte(res.UserID), h.VRFProof)
+	idx, err := c.verifyIndex(t, res.UserID, h.VRFProof)
 	if err != nil {
 		return nil, fail(ErrVRF, err, "history of %s", res.UserID)
 	}
@@ -333,7 +341,9 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				// after it.
 				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
 			case p != nil:
-				err = devices.VerifyTransition(p.state, s)
+				// p.state was verified: by this loop, or on the previous
+				// page (prev).
+				err = devices.VerifyTransitionFrom(p.state, s)
 			case up.Update == klog.UpdateCreate:
 				err = devices.VerifyCreate(s)
 			default:
