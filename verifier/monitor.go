@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -330,9 +331,11 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *Loo
 			}
 			he.reset, he.state = a, a.NewState
 		default:
-			s, err := devices.ParseAccountState(up.Payload)
-			if err != nil {
-				return nil, fail(ErrHistory, err, "v%d account state", up.Version)
+			s, answer := res.State, isLookupAnswer(res, e, up)
+			if !answer {
+				if s, err = devices.ParseAccountState(up.Payload); err != nil {
+					return nil, fail(ErrHistory, err, "v%d account state", up.Version)
+				}
 			}
 			switch {
 			case p != nil && p.reset != nil:
@@ -340,6 +343,10 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *Loo
 				// keys within the window, or an update by the new keys
 				// after it.
 				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
+			case p != nil && answer:
+				// The lookup verified s (VerifyAccountState): only the
+				// rules between p.state and s are left to check.
+				err = devices.VerifyTransitionOfVerified(p.state, s)
 			case p != nil:
 				// p.state was verified: by this loop, or on the previous
 				// page (prev).
@@ -367,6 +374,16 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *Loo
 		out = append(out, he)
 	}
 	return out, nil
+}
+
+// isLookupAnswer reports whether the history entry e (parsed as up) is the
+// AccountUpdate the verified lookup res answered with, carrying an
+// AccountState (a create or update): its state is then res.State, which
+// the lookup verified.
+func isLookupAnswer(res *LookupResult, e HistoryEntry, up *klog.AccountUpdate) bool {
+	return res.Found && res.State != nil && res.Reset == nil && res.ResetPending == nil &&
+		(up.Update == klog.UpdateCreate || up.Update == klog.UpdateUpdate) &&
+		e.LogIndex == res.LogIndex && bytes.Equal(e.Leaf, res.Leaf)
 }
 
 // analyze fills rep's Changes and Alerts from the verified history.
