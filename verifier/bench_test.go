@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -257,16 +258,42 @@ func benchWarm(b *testing.B, perEpoch int) {
 // each pass over the contacts the cache's VRF and payload tables are
 // emptied (its checkpoint table is kept). One op is one lookup.
 //
+// A 2-device account is at v2 (created with one device, then one added).
+// Client.Lookup then also applies the signing key generation rule to a
+// new contact: it fetches the account's history from v1 and verifies it
+// (checkGenerations). "devices=2,history" measures that too, as
+// Client.Lookup runs it after VerifyLookup (the history bundles are
+// fetched before the timer starts; the log is the test directory's real
+// log of about 500 leaves, so its inclusion proofs have 9-10 hashes).
+//
 // sigs/lookup counts the Ed25519 signatures devices verified per lookup
 // (devices.SignaturesVerified); x-ed25519 is the CPU per lookup over the
 // CPU of one crypto/ed25519 verification measured in the same benchmark.
 func BenchmarkVerifyLookupNewContact(b *testing.B) {
 	for _, devs := range []int{1, 2} {
-		b.Run(fmt.Sprintf("devices=%d", devs), func(b *testing.B) { benchNewContact(b, devs) })
+		b.Run(fmt.Sprintf("devices=%d", devs), func(b *testing.B) { benchNewContact(b, devs, false) })
 	}
+	b.Run("devices=2,history", func(b *testing.B) { benchNewContact(b, 2, true) })
 }
 
-func benchNewContact(b *testing.B, devs int) {
+// historySource is a Source whose History answers come from a table.
+type historySource struct {
+	*testDir
+	h map[string]*HistoryBundle
+}
+
+func (s *historySource) History(ctx context.Context, uid string, from uint64) (*HistoryBundle, error) {
+	h := s.h[uid]
+	if h == nil || len(h.Entries) == 0 {
+		return nil, fmt.Errorf("no history of %s", uid)
+	}
+	if up, err := klog.ParseAccountUpdate(h.Entries[0].Leaf); err != nil || up.Version != from {
+		return nil, fmt.Errorf("history of %s is held from v1, asked from v%d", uid, from)
+	}
+	return h, nil
+}
+
+func benchNewContact(b *testing.B, devs int, history bool) {
 	const contacts, fillers = 256, 1 << 16
 	d := newTestDir(b)
 	var ups []vmap.Update
@@ -308,6 +335,28 @@ func benchNewContact(b *testing.B, devs int) {
 	c := klog.Checkpoint{Origin: testOrigin, Size: size}
 	copy(c.Hash[:], rfc6962.DefaultHasher.HashChildren(L, foldPath(erHash[:], rightSibs, false)))
 	st := &ClientState{Checkpoint: d.signCheckpoint(c), EpochRecord: erLeaf, EpochRecordInclusion: append(rightSibs, L)}
+	var client *Client
+	if history {
+		// The history must be in the lookup's checkpoint: use the real log.
+		ctx := context.Background()
+		n := d.size()
+		ers, err := d.log.Entries(ctx, n-1, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		incl, err := d.log.InclusionProof(ctx, n-1, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st = &ClientState{Checkpoint: d.cp, EpochRecord: ers[0], EpochRecordInclusion: incl}
+		src := &historySource{testDir: d, h: map[string]*HistoryBundle{}}
+		for _, uid := range uids {
+			if src.h[uid], err = d.History(ctx, uid, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		client = &Client{Trust: d.trust, Source: src, Now: func() time.Time { return d.now }}
+	}
 	var bundles []*LookupBundle
 	for _, uid := range uids {
 		p, err := vmap.Prove(d.m, d.index(uid))
@@ -322,6 +371,9 @@ func benchNewContact(b *testing.B, devs int) {
 		bundles = append(bundles, &LookupBundle{VRFProof: pi, MapProof: enc(b, p), AccountUpdate: a.leaf, AccountUpdateIndex: a.logIdx})
 	}
 	cache := NewCache(0)
+	if client != nil {
+		client.Cache = cache
+	}
 	forget := func() { // new contacts: drop what the last pass verified
 		cache.mu.Lock()
 		cache.vrfs, cache.payloads = nil, nil
@@ -333,6 +385,9 @@ func benchNewContact(b *testing.B, devs int) {
 			forget()
 		}
 		res, err := cache.VerifyLookup(d.trust, st, uids[j], bundles[j], d.now)
+		if client != nil {
+			res, err = client.checkGenerations(context.Background(), st, uids[j], res, err)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
