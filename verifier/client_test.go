@@ -394,4 +394,23 @@ func TestLookupNewContactVerifiesOnce(t *testing.T) {
 	if n := devices.SignaturesVerified() - sigs; n != 10 {
 		t.Errorf("%d account signatures verified, want 10 (6 lookup + 4 create)", n)
 	}
+
+	// Again, as a chat client does: the client's known size and the held
+	// checkpoint come from the cache, and so do carol's VRF proof and
+	// state; nothing is signature-checked.
+	logKey.n.Store(0)
+	sigs = devices.SignaturesVerified()
+	again, err := c.Lookup(context.Background(), "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Held || again.Pin != PinMatch || again.Version != 2 {
+		t.Fatalf("second lookup: held %v, pin %v, v%d", again.Held, again.Pin, again.Version)
+	}
+	if n := logKey.n.Load(); n != 0 {
+		t.Errorf("second lookup: the log signature was verified %d times, want 0", n)
+	}
+	if n := devices.SignaturesVerified() - sigs; n != 0 {
+		t.Errorf("second lookup: %d account signatures verified, want 0", n)
+	}
 }
