@@ -110,14 +110,14 @@ func BenchmarkVerifyLookup(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	sigs, cpu := devices.SignaturesVerified(), processCPU()
+	sigs, cpu := devices.SignaturesVerified(), newCPUMeter()
 	for b.Loop() {
 		if _, err := VerifyLookup(d.trust, nil, "alice", bundle, d.now); err != nil {
 			b.Fatal(err)
 		}
+		cpu.done()
 	}
-	b.StopTimer()
-	reportCPUvsEd25519(b, cpu, "lookup")
+	cpu.report(b, "lookup")
 	b.ReportMetric(float64(devices.SignaturesVerified()-sigs)/float64(b.N), "sigs/lookup")
 	b.ReportMetric(float64(len(bundle.MapProof)), "mapproof-B")
 }
@@ -234,14 +234,14 @@ func benchWarm(b *testing.B, perEpoch int) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := newCPUMeter()
 	k := 0
 	for b.Loop() {
 		verifyOne(k)
 		k++
+		cpu.done()
 	}
-	b.StopTimer()
-	reportCPUvsEd25519(b, cpu, "lookup")
+	cpu.report(b, "lookup")
 }
 
 // BenchmarkVerifyLookupNewContact measures what a long-lived client (a
@@ -268,7 +268,8 @@ func benchWarm(b *testing.B, perEpoch int) {
 //
 // sigs/lookup counts the Ed25519 signatures devices verified per lookup
 // (devices.SignaturesVerified); x-ed25519 is the CPU per lookup over the
-// CPU of one crypto/ed25519 verification measured in the same benchmark.
+// CPU of one crypto/ed25519 verification measured in the same loop
+// (cpuMeter).
 func BenchmarkVerifyLookupNewContact(b *testing.B) {
 	for _, devs := range []int{1, 2} {
 		b.Run(fmt.Sprintf("devices=%d", devs), func(b *testing.B) { benchNewContact(b, devs, false) })
@@ -400,53 +401,81 @@ func benchNewContact(b *testing.B, devs int, history bool) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	sigs, cpu := devices.SignaturesVerified(), processCPU()
+	sigs, cpu := devices.SignaturesVerified(), newCPUMeter()
 	k := 0
 	for b.Loop() {
 		verifyOne(k)
 		k++
+		cpu.done()
 	}
-	b.StopTimer()
-	reportCPUvsEd25519(b, cpu, "lookup")
+	cpu.report(b, "lookup")
 	b.ReportMetric(float64(devices.SignaturesVerified()-sigs)/float64(b.N), "sigs/lookup")
 }
 
 // reportCPU reports the process CPU time per op since start, in µs (the
 // figure to compare on a loaded machine: ns/op counts the wait for a CPU).
-func reportCPU(b *testing.B, start time.Duration, op string) float64 {
-	used := processCPU() - start
-	if used <= 0 {
-		return 0
-	}
-	us := float64(used.Nanoseconds()) / 1e3 / float64(b.N)
-	b.ReportMetric(us, "cpu-µs/"+op)
-	return us
-}
-
-// reportCPUvsEd25519 is reportCPU followed by the ratio of the CPU per op
-// to the CPU of one crypto/ed25519 verification, measured right after (the
-// timer must be stopped).
-func reportCPUvsEd25519(b *testing.B, start time.Duration, op string) {
-	if us := reportCPU(b, start, op); us > 0 {
-		if ed := ed25519CPU(); ed > 0 {
-			b.ReportMetric(us/ed, "x-ed25519")
-		}
+func reportCPU(b *testing.B, start time.Duration, op string) {
+	if used := processCPU() - start; used > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/1e3/float64(b.N), "cpu-µs/"+op)
 	}
 }
 
-// ed25519CPU returns the process CPU µs of one crypto/ed25519 verification
-// of a 200-byte message (the reference of BenchmarkEd25519Verify), averaged
-// over 1,000.
-func ed25519CPU() float64 {
+// cpuMeter measures a benchmark's process CPU per op against crypto/ed25519
+// verification measured in the same loop: after every edEvery ops it
+// verifies edBlock signatures (a 200-byte message, as
+// BenchmarkEd25519Verify) and times them apart, so that on a loaded
+// machine both figures are taken under the same load. The reference's CPU
+// is not counted in the ops' (ns/op includes it; it is not used).
+type cpuMeter struct {
+	start, ref time.Duration
+	refN, ops  int
+	pub        ed25519.PublicKey
+	msg, sig   []byte
+}
+
+const edEvery, edBlock = 8, 4
+
+// newCPUMeter starts measuring; call it right before the loop.
+func newCPUMeter() *cpuMeter {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	msg := make([]byte, 200)
-	sig := ed25519.Sign(priv, msg)
-	const n = 1000
-	start := processCPU()
-	for range n {
-		if !ed25519.Verify(pub, msg, sig) {
+	m := &cpuMeter{pub: pub, msg: msg, sig: ed25519.Sign(priv, msg)}
+	m.start = processCPU()
+	return m
+}
+
+// done is called after each op.
+func (m *cpuMeter) done() {
+	if m.ops++; m.ops%edEvery == 0 {
+		m.reference()
+	}
+}
+
+func (m *cpuMeter) reference() {
+	c0 := processCPU()
+	for range edBlock {
+		if !ed25519.Verify(m.pub, m.msg, m.sig) {
 			panic("ed25519 reference signature does not verify")
 		}
 	}
-	return float64((processCPU() - start).Nanoseconds()) / 1e3 / n
+	m.ref += processCPU() - c0
+	m.refN += edBlock
+}
+
+// report reports cpu-µs/<op> (process CPU per op, reference excluded) and
+// x-ed25519 (that over the CPU of one reference verification).
+func (m *cpuMeter) report(b *testing.B, op string) {
+	if m.refN == 0 {
+		m.reference()
+	}
+	used := processCPU() - m.start - m.ref
+	if used <= 0 || b.N == 0 {
+		return
+	}
+	us := float64(used.Nanoseconds()) / 1e3 / float64(b.N)
+	b.ReportMetric(us, "cpu-µs/"+op)
+	ed := float64(m.ref.Nanoseconds()) / 1e3 / float64(m.refN)
+	if ed > 0 {
+		b.ReportMetric(us/ed, "x-ed25519")
+	}
 }
