@@ -288,7 +288,7 @@ type proveTrace struct {
 }
 
 // prove computes the proof and beta with the fewest field inversions: the
-// point encodings Gamma, U, V and 8*Gamma share one (encodePoints); H is
+// point encodings Gamma, U, V and 8*Gamma share one (encodePointsTo); H is
 // encoded alone because the nonce, and so U and V, depend on it. Every
 // scalar multiplication by a secret (x*H, k*B, k*H) is constant-time.
 func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
@@ -322,19 +322,11 @@ func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	return pi, tr
 }
 
-// encodePoints returns point_to_string of every point of ps, as
-// Point.Bytes would, with one field inversion for all of them instead of
-// one each (encodePointsTo).
-func encodePoints(ps ...*edwards25519.Point) [][32]byte {
-	out := make([][32]byte, len(ps))
-	encodePointsTo(out, ps)
-	return out
-}
-
-// encodePointsTo sets out[i] to point_to_string(ps[i]) with one field
-// inversion for all of them (Montgomery's trick: invert the product of the
-// Z coordinates, then peel each 1/Z off it). Every step is constant-time.
-// For up to four points it does not allocate.
+// encodePointsTo sets out[i] to point_to_string(ps[i]), as Point.Bytes
+// would, with one field inversion for all of them instead of one each
+// (Montgomery's trick: invert the product of the Z coordinates, then peel
+// each 1/Z off it). Every step is constant-time. For up to four points it
+// does not allocate.
 func encodePointsTo(out [][32]byte, ps []*edwards25519.Point) {
 	n := len(ps)
 	var buf [4]field.Element

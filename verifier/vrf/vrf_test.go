@@ -423,10 +423,11 @@ func TestEncodePoints(t *testing.T) {
 	}
 	ps = append(ps, edwards25519.NewIdentityPoint())
 	for n := 1; n <= len(ps); n++ {
-		got := encodePoints(ps[:n]...)
+		got := make([][32]byte, n)
+		encodePointsTo(got, ps[:n])
 		for i, q := range ps[:n] {
 			if !bytes.Equal(got[i][:], q.Bytes()) {
-				t.Fatalf("encodePoints of %d points: point %d encodes as %x, Bytes gives %x", n, i, got[i], q.Bytes())
+				t.Fatalf("encodePointsTo of %d points: point %d encodes as %x, Bytes gives %x", n, i, got[i], q.Bytes())
 			}
 		}
 	}
