@@ -143,7 +143,7 @@ func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
 // they differ, Check fetches the history from the version before the
 // expected one (or the served one, if older), page by page up to the served
 // version, verifies it (inclusion proofs, index, consecutive versions, entry hash
-// chain, devices.VerifyTransition / VerifyReset) and reports every version
+// chain, the devices.VerifyTransition rules / VerifyReset) and reports every version
 // the owner did not make: devices added and removed, the signer (IK or the
 // directory reset key), version and log index. It also flags a version
 // that went backwards and an own entry missing or rewritten in the history.
