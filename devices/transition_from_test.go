@@ -187,3 +187,25 @@ func TestVerifyTransitionOfVerified(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyTransitionFromSignatures counts what VerifyTransitionFrom
+// verifies when next keeps prev's signing key cert: next's signature and
+// the new certs' two signatures each, nothing prev already carried.
+func TestVerifyTransitionFromSignatures(t *testing.T) {
+	c := newChain(t)
+	for _, tc := range []struct {
+		prev, next *AccountState
+		want       uint64
+	}{
+		{c.v1, c.v2, 3}, // state + the laptop's cert (2)
+		{c.v2, c.v3, 1}, // state (a revocation)
+	} {
+		n := SignaturesVerified()
+		if err := VerifyTransitionFrom(tc.prev, tc.next); err != nil {
+			t.Fatal(err)
+		}
+		if got := SignaturesVerified() - n; got != tc.want {
+			t.Errorf("v%d -> v%d: %d signatures verified, want %d", tc.prev.Version, tc.next.Version, got, tc.want)
+		}
+	}
+}
