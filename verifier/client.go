@@ -144,8 +144,7 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 		b = fb
 		res, verr = c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
 	}
-	res, verr = c.checkIdentityChange(ctx, st, uid, res, verr)
-	res, verr = c.checkGenerations(ctx, st, uid, res, verr)
+	res, verr = CheckHistory(ctx, c.Trust, c.Source, c.Cache, st, uid, res, verr)
 	if !locked {
 		unlock, err := lockStateFile(c.StatePath)
 		if err != nil {

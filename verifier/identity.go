@@ -8,6 +8,20 @@ import (
 	"time"
 )
 
+// CheckHistory applies Client.Lookup's history rules to a lookup that
+// was verified against st with VerifyLookup (res and verr are its
+// results): the identity-key rule (checkIdentityChange), then the signing
+// key generation rule (checkGenerations), fetching the account's history
+// from src. It is for a verifier that keeps its own state and does its own
+// fetching (the browser's, verifier/webverify); Client.Lookup calls it
+// too. c is the cache res was verified with (nil: none). Its results
+// replace res and verr.
+func CheckHistory(ctx context.Context, t *Trust, src Source, c *Cache, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+	cl := &Client{Trust: t, Source: src, Cache: c}
+	res, verr = cl.checkIdentityChange(ctx, st, uid, res, verr)
+	return cl.checkGenerations(ctx, st, uid, res, verr)
+}
+
 // checkGenerations applies the signing key generation rule across
 // versions. The latest state alone cannot show that its signing key was
 // rotated out, so when a lookup serves a version newer than the one last

@@ -4,14 +4,17 @@
 // GOOS=js GOARCH=wasm (scripts/build-wasm.sh). Loaded with Go's
 // wasm_exec.js, it defines a global object keyline with:
 //
-//	keyline.verifyLookup(bundleJSON, trustJSON, stateJSON, user) -> resultJSON
+//	keyline.verifyLookup(bundleJSON, trustJSON, stateJSON, user, fetchedJSON) -> resultJSON
 //	keyline.knownSize(trustJSON, stateJSON) -> {"ok", "size", "holds_record", "error"}
 //	keyline.safetyNumber(localUser, localKeyHex, remoteUser, remoteKeyHex) -> resultJSON
 //	keyline.markVerified(stateJSON, user, keyHex) -> {"ok", "state", "error"}
 //
 // and then calls keylineReady() if the page defined it. Results are the
 // JSON encodings of webverify.Result and webverify.SafetyNumber; see
-// docs/api.md, "Verifying in the browser".
+// docs/api.md, "Verifying in the browser". fetchedJSON is a JSON object
+// from path to body of the directory resources fetched so far for this
+// lookup ("" or "{}" at first): a result with "need" asks for one more
+// (webverify.VerifyLookup).
 package main
 
 import (
@@ -40,7 +43,13 @@ func str(args []js.Value, i int) string {
 func main() {
 	api := js.Global().Get("Object").New()
 	api.Set("verifyLookup", js.FuncOf(func(_ js.Value, a []js.Value) any {
-		return toJSON(webverify.VerifyLookup(str(a, 0), str(a, 1), str(a, 2), str(a, 3), time.Now()))
+		var fetched map[string]string
+		if f := str(a, 4); f != "" {
+			if err := json.Unmarshal([]byte(f), &fetched); err != nil {
+				return toJSON(webverify.Result{User: str(a, 3), Error: "fetched is not a JSON object of strings: " + err.Error()})
+			}
+		}
+		return toJSON(webverify.VerifyLookup(str(a, 0), str(a, 1), str(a, 2), str(a, 3), fetched, time.Now()))
 	}))
 	api.Set("knownSize", js.FuncOf(func(_ js.Value, a []js.Value) any {
 		n, held, err := webverify.Known(str(a, 0), str(a, 1))

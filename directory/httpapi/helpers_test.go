@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/keyline/keyline/directory"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
+	"github.com/keyline/keyline/verifier/webverify"
 )
 
 // env is an in-process directory with its HTTP server.
@@ -181,4 +184,37 @@ func (e *env) sync() {
 	if err := e.h.Sync(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// webverifyHTTP verifies a lookup bundle with webverify as the page
+// (web/app.js) does: while the result names a directory resource it needs,
+// GET it from base and verify again with it. It fails the test if the
+// verifier asks for a resource twice or more than 64 times.
+func webverifyHTTP(t testing.TB, base, bundle, trust, state, user string) *webverify.Result {
+	t.Helper()
+	fetched := map[string]string{}
+	for range 64 {
+		r := webverify.VerifyLookup(bundle, trust, state, user, fetched, time.Now())
+		if r.Need == "" {
+			return r
+		}
+		if r.OK || r.State != "" {
+			t.Fatalf("a result that needs %s is OK or has a state: %+v", r.Need, r)
+		}
+		if _, again := fetched[r.Need]; again {
+			t.Fatalf("the verifier asks for %s again", r.Need)
+		}
+		resp, err := http.Get(base + r.Need)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetched[r.Need] = string(b)
+	}
+	t.Fatalf("the verifier of %s needs more than 64 resources", user)
+	return nil
 }

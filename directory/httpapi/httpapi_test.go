@@ -171,7 +171,7 @@ func TestJSONLookup(t *testing.T) {
 	trust, _ := json.Marshal(e.dir.Trust())
 
 	// webverify: first use pins, then the state carries the checkpoint.
-	wr := webverify.VerifyLookup(string(body), string(trust), "", "bob", time.Now())
+	wr := webverify.VerifyLookup(string(body), string(trust), "", "bob", nil, time.Now())
 	if !wr.OK || !wr.Found || wr.Pin != "new" || wr.SafetyChanged || len(wr.Devices) != 1 || wr.State == "" {
 		t.Fatalf("webverify: %+v", wr)
 	}
@@ -182,7 +182,7 @@ func TestJSONLookup(t *testing.T) {
 	}
 	e.create("carol") // the log grows: the next lookup needs a consistency proof
 	_, _, body = get(t, e.ts.URL+"/v1/lookup/bob?known_size="+strconv.FormatUint(ks, 10))
-	wr = webverify.VerifyLookup(string(body), string(trust), state, "bob", time.Now())
+	wr = webverify.VerifyLookup(string(body), string(trust), state, "bob", nil, time.Now())
 	if !wr.OK || wr.Pin != "match" {
 		t.Fatalf("second lookup: %+v", wr)
 	}
@@ -198,18 +198,18 @@ func TestJSONLookup(t *testing.T) {
 	if hb, err := jsonapi.ParseLookup(body); err != nil || !hb.Held() || strings.Contains(string(body), `"epoch_record"`) {
 		t.Fatalf("lookup at the known size is not a held bundle (%v): %s", err, body)
 	}
-	if wr := webverify.VerifyLookup(string(body), string(trust), state, "alice", time.Now()); !wr.OK || !wr.Found || wr.Checkpoint.Size != ks || !strings.Contains(strings.Join(wr.Checks, "\n"), "not sent") {
+	if wr := webverify.VerifyLookup(string(body), string(trust), state, "alice", nil, time.Now()); !wr.OK || !wr.Found || wr.Checkpoint.Size != ks || !strings.Contains(strings.Join(wr.Checks, "\n"), "not sent") {
 		t.Fatalf("held lookup: %+v", wr)
 	}
 	// Without a held checkpoint the same bundle is refused.
-	if wr := webverify.VerifyLookup(string(body), string(trust), "", "alice", time.Now()); wr.OK || wr.ErrorKind != "ErrBundleForm" {
+	if wr := webverify.VerifyLookup(string(body), string(trust), "", "alice", nil, time.Now()); wr.OK || wr.ErrorKind != "ErrBundleForm" {
 		t.Fatalf("held bundle without a held checkpoint: %+v", wr)
 	}
 
 	// Without the consistency proof the verifier refuses to advance.
 	e.create("dave")
 	_, _, body = get(t, e.ts.URL+"/v1/lookup/bob")
-	if wr := webverify.VerifyLookup(string(body), string(trust), state, "bob", time.Now()); wr.OK || wr.ErrorKind != "ErrConsistency" {
+	if wr := webverify.VerifyLookup(string(body), string(trust), state, "bob", nil, time.Now()); wr.OK || wr.ErrorKind != "ErrConsistency" {
 		t.Errorf("lookup without consistency proof: %+v", wr)
 	}
 
@@ -220,7 +220,7 @@ func TestJSONLookup(t *testing.T) {
 	mp[len(mp)-1] ^= 1
 	j["map_proof"] = base64.StdEncoding.EncodeToString(mp)
 	tampered, _ := json.Marshal(j)
-	if wr := webverify.VerifyLookup(string(tampered), string(trust), "", "bob", time.Now()); wr.OK || wr.ErrorKind == "" {
+	if wr := webverify.VerifyLookup(string(tampered), string(trust), "", "bob", nil, time.Now()); wr.OK || wr.ErrorKind == "" {
 		t.Errorf("tampered bundle: %+v", wr)
 	}
 
@@ -240,18 +240,18 @@ func TestJSONLookup(t *testing.T) {
 	e.reset("bob")
 	ks, _ = webverify.KnownSize(string(trust), state)
 	_, _, body = get(t, e.ts.URL+"/v1/lookup/bob?known_size="+strconv.FormatUint(ks, 10))
-	wr = webverify.VerifyLookup(string(body), string(trust), state, "bob", time.Now())
+	wr = webverifyHTTP(t, e.ts.URL, string(body), string(trust), state, "bob")
 	if !wr.OK || !wr.SafetyChanged || wr.Pin != "changed" || wr.Reset == "" {
 		t.Errorf("unverified pin after a reset: %+v", wr)
 	}
-	wr = webverify.VerifyLookup(string(body), string(trust), verified, "bob", time.Now())
+	wr = webverifyHTTP(t, e.ts.URL, string(body), string(trust), verified, "bob")
 	if wr.OK || !wr.SafetyChanged || wr.ErrorKind != "ErrSafetyNumberChanged" || wr.State != "" {
 		t.Errorf("verified pin after a reset: %+v", wr)
 	}
 
 	// Unknown user: a verified absence.
 	_, _, body = get(t, e.ts.URL+"/v1/lookup/nobody")
-	if wr := webverify.VerifyLookup(string(body), string(trust), "", "nobody", time.Now()); !wr.OK || wr.Found {
+	if wr := webverify.VerifyLookup(string(body), string(trust), "", "nobody", nil, time.Now()); !wr.OK || wr.Found {
 		t.Errorf("unknown user: %+v", wr)
 	}
 }

@@ -3,16 +3,28 @@
 // keyline.verifyLookup and friends (docs/api.md, "Verifying in the
 // browser"); it is a plain Go package so that it is tested natively.
 //
-// It wraps verifier.VerifyLookup and verifier.ClientState unchanged: every
-// rule the verifier checks applies in the browser too. The page keeps the
-// state JSON (the verifier's client state file format) in its storage and
-// passes it to every call; calls are pure and return the new state.
+// It wraps verifier.VerifyLookup, verifier.CheckHistory and
+// verifier.ClientState unchanged: every rule the verifier checks, including
+// the history rules of verifier.Client.Lookup (identity key changes only
+// through a directory reset, signing key generations), applies in the
+// browser too. The page keeps the state JSON (the verifier's client state
+// file format) in its storage and passes it to every call; calls are pure
+// and return the new state.
+//
+// Calls do no I/O: when the verification needs a directory resource the
+// page has not passed yet (a history page, a consistency proof), the result
+// is not OK and names it in Need; the page fetches that path from the
+// directory, adds the answer to the fetched map and calls again (see
+// VerifyLookup).
 package webverify
 
 import (
+	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -31,6 +43,11 @@ type Result struct {
 	OK        bool   `json:"ok"`
 	Error     string `json:"error,omitempty"`
 	ErrorKind string `json:"error_kind,omitempty"`
+	// Need, if set, is the path (with query) of a directory resource the
+	// verification needs and the page has not passed: GET it from the
+	// directory and call again with its body under this key in fetched.
+	// A result with Need is not OK: nothing was accepted yet.
+	Need string `json:"need,omitempty"`
 
 	User  string `json:"user"`
 	Found bool   `json:"found"`
@@ -95,6 +112,8 @@ var errorKinds = []struct {
 	{verifier.ErrAccountState, "ErrAccountState"}, {verifier.ErrUserMismatch, "ErrUserMismatch"},
 	{verifier.ErrVersionMismatch, "ErrVersionMismatch"}, {verifier.ErrRevokedDevice, "ErrRevokedDevice"},
 	{verifier.ErrReset, "ErrReset"}, {verifier.ErrAccountMissing, "ErrAccountMissing"},
+	{verifier.ErrStaleSigningKey, "ErrStaleSigningKey"}, {verifier.ErrResetWindow, "ErrResetWindow"},
+	{verifier.ErrHistory, "ErrHistory"},
 	{verifier.ErrTrustConfig, "ErrTrustConfig"}, {verifier.ErrState, "ErrState"},
 	{jsonapi.ErrMalformed, "ErrMalformedBundle"},
 }
@@ -151,10 +170,18 @@ func Known(trust, state string) (size uint64, holdsRecord bool, err error) {
 }
 
 // VerifyLookup verifies the JSON lookup bundle for user (GET
-// /v1/lookup/<user>) with verifier.VerifyLookup against trust (a trust.json
-// document) and state (a client state document, or "") at time now, and
-// returns the result with the state to keep.
-func VerifyLookup(bundle, trust, state, user string, now time.Time) *Result {
+// /v1/lookup/<user>) against trust (a trust.json document) and state (a
+// client state document, or "") at time now, as verifier.Client.Lookup
+// does: verifier.VerifyLookup, then verifier.CheckHistory. It returns the
+// result with the state to keep.
+//
+// fetched holds the directory resources the page fetched for earlier
+// attempts, by path (the Need of the earlier results): the bodies of GET
+// /v1/history/<user>?from_version=N and /v1/consistency?old=A&new=B, or the
+// directory's error answer. While a resource the history check needs is
+// missing, the result is not OK and names it in Need. An error answer, an
+// unparsable body or a history that does not verify fails the lookup.
+func VerifyLookup(bundle, trust, state, user string, fetched map[string]string, now time.Time) *Result {
 	r := &Result{User: user}
 	t, err := verifier.ParseTrust([]byte(trust))
 	if err != nil {
@@ -169,6 +196,13 @@ func VerifyLookup(bundle, trust, state, user string, now time.Time) *Result {
 		return failed(r, err)
 	}
 	res, err := verifier.VerifyLookup(t, st, user, b, now)
+	src := &fetchedSource{fetched: fetched}
+	res, err = verifier.CheckHistory(context.Background(), t, src, nil, st, user, res, err)
+	var need *needError
+	if errors.As(err, &need) {
+		r.Need = need.path
+		return failed(r, err)
+	}
 	var changed *verifier.SafetyNumberChangedError
 	if errors.As(err, &changed) {
 		r.SafetyChanged = true
@@ -184,6 +218,9 @@ func VerifyLookup(bundle, trust, state, user string, now time.Time) *Result {
 		return failed(r, err)
 	}
 	describe(r, t, st, res)
+	if src.from > 0 {
+		r.Checks = append(r.Checks, fmt.Sprintf("account history v%d to v%d: included in the log, hash-chained, every transition verified (no rotated-out signing key, resets within their window)", src.from, res.Version))
+	}
 	if err := st.Apply(res, now); err != nil {
 		return failed(r, err)
 	}
@@ -193,6 +230,87 @@ func VerifyLookup(bundle, trust, state, user string, now time.Time) *Result {
 	}
 	r.OK, r.State = true, string(out)
 	return r
+}
+
+// needError: the verification needs the directory resource at path, which
+// the page has not fetched yet.
+type needError struct{ path string }
+
+func (e *needError) Error() string {
+	return fmt.Sprintf("webverify: the directory's %s is needed to verify the account history: fetch it and verify again", e.path)
+}
+
+// HistoryPath is the path of the directory's history of user from version
+// from (GET, docs/api.md).
+func HistoryPath(user string, from uint64) string {
+	return fmt.Sprintf("/v1/history/%s?from_version=%d", url.PathEscape(user), from)
+}
+
+// ConsistencyPath is the path of the directory's consistency proof between
+// two tree sizes (GET, docs/api.md).
+func ConsistencyPath(oldSize, newSize uint64) string {
+	return fmt.Sprintf("/v1/consistency?old=%d&new=%d", oldSize, newSize)
+}
+
+// fetchedSource is the verifier.Source of verifier.CheckHistory: it serves
+// what the page fetched and asks for the rest (needError). Only History
+// and ConsistencyProof are used; everything it serves is verified.
+type fetchedSource struct {
+	fetched map[string]string
+	from    uint64 // the first history version asked for (0: none)
+}
+
+// get returns the body fetched for path; the directory's error answer is
+// an ErrHistory.
+func (s *fetchedSource) get(path string) ([]byte, error) {
+	body, ok := s.fetched[path]
+	if !ok {
+		return nil, &needError{path: path}
+	}
+	var e jsonapi.Error
+	if json.Unmarshal([]byte(body), &e) == nil && e.Error.Code != "" {
+		return nil, fmt.Errorf("%w: the directory answered %s with %s %s: %s", verifier.ErrHistory, path, e.Error.Code, e.Error.Reason, e.Error.Message)
+	}
+	return []byte(body), nil
+}
+
+func (s *fetchedSource) History(_ context.Context, user string, from uint64) (*verifier.HistoryBundle, error) {
+	if s.from == 0 {
+		s.from = from
+	}
+	b, err := s.get(HistoryPath(user, from))
+	if err != nil {
+		return nil, err
+	}
+	h, err := jsonapi.ParseHistory(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", verifier.ErrHistory, err)
+	}
+	return h, nil
+}
+
+func (s *fetchedSource) ConsistencyProof(_ context.Context, oldSize, newSize uint64) ([][]byte, error) {
+	b, err := s.get(ConsistencyPath(oldSize, newSize))
+	if err != nil {
+		return nil, err
+	}
+	p, err := jsonapi.ParseProof(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: consistency proof: %v", verifier.ErrHistory, err)
+	}
+	return p, nil
+}
+
+var errNotFetched = errors.New("webverify: the history check asked for a resource the page does not fetch")
+
+func (s *fetchedSource) Lookup(context.Context, string, uint64) (*verifier.LookupBundle, error) {
+	return nil, errNotFetched
+}
+
+func (s *fetchedSource) Checkpoint(context.Context) ([]byte, error) { return nil, errNotFetched }
+
+func (s *fetchedSource) Entries(context.Context, uint64, uint64) ([][]byte, error) {
+	return nil, errNotFetched
 }
 
 // describe fills r from a verified result.

@@ -47,7 +47,7 @@ func TestInputErrors(t *testing.T) {
 		{"checkpoint omitted, none held", `{"vrf_proof":"AA==","map_proof":"AA==","account_update_index":0}`, testTrust, "", "ErrBundleForm"},
 		{"bad checkpoint", `{"checkpoint":"AA==","vrf_proof":"","map_proof":"","epoch_record":"","epoch_record_inclusion":[],"account_update_index":0}`, testTrust, "", "ErrCheckpoint"},
 	} {
-		r := VerifyLookup(c.bundle, c.trust, c.state, "alice", now)
+		r := VerifyLookup(c.bundle, c.trust, c.state, "alice", nil, now)
 		if r.OK || r.ErrorKind != c.kind || r.State != "" || r.Error == "" {
 			t.Errorf("%s: %+v, want error kind %s", c.name, r, c.kind)
 		}

@@ -85,6 +85,32 @@ async function fetchBundle(user, knownSize) {
   return { body, held };
 }
 
+// MAX_FETCHES bounds the history resources one verification may ask for.
+const MAX_FETCHES = 256;
+
+// verify verifies a fetched lookup bundle of user. When the verifier needs
+// the account's history (a version newer than the one last verified, or a
+// changed key: the same history checks as the Go client), it names a
+// directory path in "need": that is fetched and the verification is run
+// again with it. A history that cannot be fetched fails the lookup: the
+// directory's error answer is passed to the verifier, which reports it.
+async function verify(body, trust, user) {
+  const fetched = {};
+  for (let i = 0; ; i++) {
+    const res = JSON.parse(keyline.verifyLookup(body, trust, stateText(), user, JSON.stringify(fetched)));
+    if (!res.need) return res;
+    if (i >= MAX_FETCHES || res.need in fetched || !res.need.startsWith("/v1/")) {
+      return { ok: false, user, error: `the history check asked for more than ${MAX_FETCHES} resources or for ${res.need} again`, error_kind: "ErrHistory" };
+    }
+    try {
+      const resp = await fetch(res.need, { cache: "no-store" });
+      fetched[res.need] = await resp.text();
+    } catch (e) {
+      return { ok: false, user, error: `cannot fetch ${res.need} to verify the account history: ${e}`, error_kind: "ErrHistory" };
+    }
+  }
+}
+
 // lookup fetches and verifies one user, keeping the new state on success.
 // A bundle that omits the checkpoint is verified against the one the state
 // holds; if the state holds no epoch record (an older state) or that fails
@@ -96,17 +122,17 @@ async function lookup(user, trust) {
   let got = await fetchBundle(user, ks.size);
   if (got.failed) return got.failed;
   let res = null;
-  if (!got.held || ks.holds_record) res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+  if (!got.held || ks.holds_record) res = await verify(got.body, trust, user);
   if (got.held && (res === null || !res.ok)) {
     got = await fetchBundle(user, 0);
     if (got.failed) return got.failed;
-    res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+    res = await verify(got.body, trust, user);
     if (!res.ok && res.error_kind === "ErrConsistency" && ks.size > 0) {
       // An epoch was published in between: ask again with the known size,
       // now below the served one, for the consistency proof.
       got = await fetchBundle(user, ks.size);
       if (got.failed) return got.failed;
-      res = JSON.parse(keyline.verifyLookup(got.body, trust, stateText(), user));
+      res = await verify(got.body, trust, user);
     }
   }
   if (res.ok) localStorage.setItem(KEY_STATE, res.state);
@@ -151,7 +177,8 @@ function show(res, me, mine) {
 
   if (res.safety_changed) {
     const how = res.ok ? "the key was never verified; it is now pinned as the new key. Compare safety numbers again before trusting it."
-                       : "you had verified the old key. Do not trust the new one until you compare safety numbers again.";
+              : res.error_kind === "ErrIdentityChanged" ? "no directory reset in the account's history explains the change: do not trust the new key (" + res.error + ")."
+              : "you had verified the old key. Do not trust the new one until you compare safety numbers again.";
     verdict("changed", "⚠ SAFETY NUMBER CHANGED for " + res.user, `Pinned key ${res.pinned_key}, now ${res.identity_key}: ${how}`);
   } else if (!res.ok) {
     verdict("failed", "✗ VERIFICATION FAILED for " + res.user + " — do not use this answer", (res.error_kind ? res.error_kind + ": " : "") + res.error);
