@@ -109,6 +109,14 @@ func TestAttackStolenDeviceAfterRecovery(t *testing.T) {
 	}
 	e.auditHonest(e.auditor())
 
+	// The in-browser verifier: a contact that verified the recovery.
+	web := newPage(t, e)
+	wr := web.lookup(t, "", "alice")
+	if !wr.OK || wr.Version != recovered.Version {
+		t.Fatalf("browser after recovery: %+v", wr)
+	}
+	webState := wr.State
+
 	stale := staleState(t, alice, gen1, alice.state)
 
 	t.Run("honest-directory-refuses", func(t *testing.T) {
@@ -138,6 +146,12 @@ func TestAttackStolenDeviceAfterRecovery(t *testing.T) {
 		for name, c := range map[string]*verifier.Client{"verified contact": bob, "contact pinned before the rotation": early, "new contact": e.client(nil)} {
 			if _, err := c.Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrStaleSigningKey) {
 				t.Fatalf("%s: got %v, want ErrStaleSigningKey", name, err)
+			}
+		}
+		// The browser's verifier applies the same history rule.
+		for name, state := range map[string]string{"browser, new contact": "", "browser, contact that verified the recovery": webState} {
+			if r := web.lookup(t, state, "alice"); r.OK || r.State != "" || r.ErrorKind != "ErrStaleSigningKey" {
+				t.Fatalf("%s: got %+v, want ErrStaleSigningKey", name, r)
 			}
 		}
 		if _, err := verifier.NewMonitor(own).Check(e.ctx); !errors.Is(err, verifier.ErrStaleSigningKey) {
