@@ -34,8 +34,10 @@ func (s tamperingSource) Lookup(ctx context.Context, user string, known uint64) 
 }
 
 // TestBrowser drives the /verify page in headless Chromium: an honest
-// lookup verifies and shows the safety number, a pinned key that changes
-// turns the page red, and a tampered bundle is shown as failed. It needs
+// lookup verifies and shows the safety number, a contact above v1 is
+// accepted after the page verified his history, a pinned key that changes
+// turns the page red, and a tampered bundle or a history the directory does
+// not serve is shown as failed. It needs
 // chromium and KEYLINE_BROWSER_TEST=1 (scripts/integration-browser.sh);
 // KEYLINE_SCREENSHOT_DIR keeps the screenshots.
 func TestBrowser(t *testing.T) {
@@ -128,6 +130,22 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("bob not pinned in localStorage: %q %v", pins, err)
 	}
 
+	// 1b. Bob adds two devices (v3): the page verifies his history from
+	// the version it last verified (v1) before it accepts v3.
+	e.addDevice("bob", "laptop")
+	e.addDevice("bob", "tablet")
+	e.sync()
+	state, text, _ = lookup(e.ts.URL, "alice", "bob", "1b-history.png")
+	if state != "ok" || !strings.Contains(text, "Verified: bob (version 3)") {
+		t.Fatalf("bob at v3: %s %q", state, text)
+	}
+	if checks, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#checks"))); err != nil || !strings.Contains(checks, "account history v1 to v3") {
+		t.Errorf("bob's history was not verified: %q %v", checks, err)
+	}
+	if v, err := chromedp.Run(ctx, chromedp.Evaluate[int](`JSON.parse(localStorage.getItem("keyline.state")).contacts.bob.version`)); err != nil || v != 3 {
+		t.Errorf("bob's verified version in localStorage: %d %v", v, err)
+	}
+
 	// 2. Alice compares the numbers and marks bob verified; then the
 	// directory resets bob's key: the verified pin changed, shown red and
 	// the new key is not pinned.
@@ -152,6 +170,22 @@ func TestBrowser(t *testing.T) {
 	if state != "failed" || !strings.Contains(text, "VERIFICATION FAILED") || !strings.Contains(text, "ErrMapProof") {
 		t.Errorf("tampered bundle: %s %q", state, text)
 	}
+	// 3b. A directory that does not serve bob's history (another origin:
+	// a new contact, so the history from v1 is needed) fails.
+	nh, err := New(Options{Source: historySource{Source: e.dir, missing: true}, Trust: e.dir.Trust(), Web: http.Dir(wasmDir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noHistory := httptest.NewServer(nh)
+	defer noHistory.Close()
+	state, text, _ = lookup(noHistory.URL, "alice", "bob", "3b-no-history.png")
+	if state != "failed" || !strings.Contains(text, "VERIFICATION FAILED") || !strings.Contains(text, "ErrHistory") {
+		t.Errorf("bob without his history: %s %q", state, text)
+	}
+	if st, err := chromedp.Run(ctx, chromedp.Evaluate[string](`localStorage.getItem("keyline.state") || ""`)); err != nil || strings.Contains(st, `"bob"`) {
+		t.Errorf("bob pinned without his history: %q %v", st, err)
+	}
+
 	// 4. The status page shows the log, the epochs chart and the reset.
 	e.sync()
 	if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#ready"))); err != nil {
