@@ -1,0 +1,168 @@
+// Package resident bounds the resident memory (RSS) of a process that
+// reads bbolt databases.
+//
+// bbolt reads its file through a read-only shared memory map, so every page
+// a lookup touches stays mapped into the process and counts in its RSS
+// (as RssFile) until the kernel reclaims it: a server doing random lookups
+// over a 10 GB file ends up with ~10 GB resident although it allocated
+// little. A Trimmer samples the process's RSS and, when it exceeds a
+// budget, tells the kernel (madvise MADV_DONTNEED) that the process no
+// longer needs parts of the databases' maps. That only removes the pages
+// from the process's page tables: they stay in the kernel's page cache (as
+// clean, reclaimable file pages) and the next access maps them back with a
+// minor fault, without I/O while the page cache holds them. Nothing the
+// process allocated (its anonymous memory: heap, stacks) is touched; if that
+// alone is above the budget, trimming cannot reach it and the Trimmer says
+// so once.
+//
+// Used by the directory server for directory.db, log.db and checkpoints.db.
+// The log package opens its own bbolt file and depends on no other Keyline
+// package, so the directory passes its *bbolt.DB here (embedded.Log.DB).
+//
+// Only Linux can do this (/proc/self/statm and /proc/self/maps); on other
+// systems Run returns at once and Step does nothing (see resident_other.go).
+package resident
+
+import (
+	"errors"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// DefaultInterval is how often a Trimmer samples the RSS.
+const DefaultInterval = 100 * time.Millisecond
+
+// chunk is the span of one database's map released per read transaction:
+// small enough that a transaction holds bbolt's remap lock for well under
+// a millisecond, large enough that a trim of a 10 GB map takes a few
+// hundred steps.
+const chunk = 32 << 20
+
+// ErrUnsupported is returned by ReadUsage where the RSS cannot be read
+// (systems other than Linux).
+var ErrUnsupported = errors.New("resident: resident memory is only measured and trimmed on Linux")
+
+// Usage is the resident memory of this process, in bytes.
+type Usage struct {
+	// Resident is all of it (VmRSS).
+	Resident int64
+	// Shared is the part backed by files or shared memory (RssFile +
+	// RssShmem): here, mostly the pages of the bbolt maps.
+	Shared int64
+}
+
+// Anon returns the resident memory the process allocated itself (heap,
+// stacks): what trimming cannot release.
+func (u Usage) Anon() int64 { return u.Resident - u.Shared }
+
+// Trimmer keeps the process's RSS near or below Budget by releasing the
+// pages of the memory maps of DBs. Set the fields, then call Run (or Step);
+// the fields must not change afterwards.
+type Trimmer struct {
+	// Budget is the RSS in bytes above which the Trimmer releases pages.
+	// It releases until the RSS is at most 3/4 of Budget, so that the next
+	// trim is not due at once. Must be positive.
+	Budget int64
+	// DBs are the open databases whose maps may be released. A database
+	// closed while the Trimmer runs is skipped.
+	DBs []*bbolt.DB
+	// Interval is how often Run samples the RSS (0: DefaultInterval).
+	Interval time.Duration
+	// Logf, if set, receives the Trimmer's notices: the first trim, and
+	// anonymous memory alone above the budget.
+	Logf func(format string, args ...any)
+
+	// Where the next release starts: DBs[cur] at byte off. A step
+	// releases only as much as it must, continuing where the previous one
+	// stopped, so successive steps spread over the whole of every map
+	// and the rest stays mapped.
+	cur        int
+	off        int64
+	trims      int64
+	released   int64
+	warnedAnon bool
+}
+
+// Stats are a Trimmer's counters.
+type Stats struct {
+	Trims    int64 // steps that found the RSS above the budget
+	Released int64 // bytes of map address space released (mapped or not)
+}
+
+// Stats returns the counters. Not safe to call concurrently with Run.
+func (t *Trimmer) Stats() Stats { return Stats{Trims: t.trims, Released: t.released} }
+
+// Run calls Step every Interval until stop is closed. It returns at once
+// where RSS cannot be measured (not Linux) or when there is nothing to do.
+func (t *Trimmer) Run(stop <-chan struct{}) {
+	if _, err := ReadUsage(); err != nil || t.Budget <= 0 || len(t.DBs) == 0 {
+		return
+	}
+	iv := t.Interval
+	if iv <= 0 {
+		iv = DefaultInterval
+	}
+	tick := time.NewTicker(iv)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			t.Step()
+		}
+	}
+}
+
+// Step samples the RSS once and, if it is above Budget, releases chunks of
+// the maps round-robin until it is at most 3/4 of Budget or every map has
+// been released once. It returns the RSS after the step.
+func (t *Trimmer) Step() (Usage, error) {
+	u, err := ReadUsage()
+	if err != nil || u.Resident <= t.Budget || len(t.DBs) == 0 {
+		return u, err
+	}
+	if t.trims == 0 && t.Logf != nil {
+		t.Logf("resident: RSS %d MiB is above the budget of %d MiB: releasing pages of the database maps (they stay in the page cache)", u.Resident>>20, t.Budget>>20)
+	}
+	t.trims++
+	low := t.Budget - t.Budget/4
+	if a := u.Anon(); a > low {
+		if !t.warnedAnon && t.Logf != nil {
+			t.Logf("resident: anonymous memory (heap, stacks) alone is %d MiB, above 3/4 of the budget of %d MiB: releasing map pages cannot bring the RSS below it", a>>20, t.Budget>>20)
+		}
+		t.warnedAnon = true
+	} else {
+		t.warnedAnon = false
+	}
+	// One pass over every map at most: wraps counts the maps finished.
+	for wraps := 0; wraps < len(t.DBs); {
+		next, end, err := release(t.DBs[t.cur], t.off, chunk)
+		if err == nil {
+			t.released += next - t.off
+		}
+		t.off = next
+		if err != nil || next >= end {
+			t.cur = (t.cur + 1) % len(t.DBs)
+			t.off = 0
+			wraps++
+		}
+		if u, err = ReadUsage(); err != nil {
+			return u, err
+		}
+		if u.Resident <= low {
+			break
+		}
+	}
+	return u, nil
+}
+
+// Release releases the pages of db's map in [off, off+n), clipped to the
+// database's current size: this process stops mapping them, the page
+// cache keeps them. It returns where the released range ended and the
+// size of the map it may release (the database's high-water mark). Use it
+// to release a whole database: for off := 0; off < end; off = next {...}.
+func Release(db *bbolt.DB, off, n int64) (next, end int64, err error) {
+	return release(db, off, n)
+}
