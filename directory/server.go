@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/mapdb"
+	"github.com/keyline/keyline/internal/resident"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/verifier"
@@ -86,6 +87,10 @@ type Server struct {
 	appended appendedRecord
 
 	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
+
+	// trimDone is closed when the resident memory trimmer stops (nil if
+	// none runs).
+	trimDone chan struct{}
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
@@ -186,6 +191,7 @@ func Open(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		ok = true
+		s.startTrimmer()
 		return s, nil
 	}
 	switch {
@@ -246,7 +252,35 @@ func Open(cfg Config) (*Server, error) {
 	}
 	ok = true
 	go s.sequencer()
+	s.startTrimmer()
 	return s, nil
+}
+
+// startTrimmer starts the loop that keeps the process's RSS under
+// Config.MaxResident by releasing pages of the bbolt files' maps
+// (internal/resident). Close stops it before closing the files.
+func (s *Server) startTrimmer() {
+	if s.cfg.MaxResident <= 0 {
+		return
+	}
+	var dbs []*bbolt.DB
+	for _, db := range []*bbolt.DB{s.db, s.cpsDB} {
+		if db != nil {
+			dbs = append(dbs, db)
+		}
+	}
+	if l, ok := s.backend.(*embedded.Log); ok {
+		dbs = append(dbs, l.DB())
+	}
+	if len(dbs) == 0 {
+		return
+	}
+	t := &resident.Trimmer{Budget: s.cfg.MaxResident, DBs: dbs, Logf: s.cfg.Logf}
+	s.trimDone = make(chan struct{})
+	go func() {
+		defer close(s.trimDone)
+		t.Run(s.closing)
+	}()
 }
 
 // Trust returns the client trust configuration (the contents of
@@ -269,6 +303,9 @@ func (s *Server) Close() error {
 		}
 		s.grpcMu.Unlock()
 		close(s.closing)
+		if s.trimDone != nil {
+			<-s.trimDone
+		}
 		<-s.seqDone
 	})
 	return s.closeStores()
