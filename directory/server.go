@@ -88,9 +88,9 @@ type Server struct {
 
 	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
 
-	// trimDone is closed when the resident memory trimmer stops (nil if
-	// none runs).
-	trimDone chan struct{}
+	// trimStop stops the resident memory trimmer, which closes trimDone
+	// when it has (both nil if none runs).
+	trimStop, trimDone chan struct{}
 
 	closeOnce  sync.Once
 	storesOnce sync.Once
@@ -227,6 +227,8 @@ func Open(cfg Config) (*Server, error) {
 	if err := createBuckets(s.db); err != nil {
 		return nil, err
 	}
+	// Recovery may read much of the files: bound the RSS from here.
+	s.startTrimmer()
 	if err := s.checkLayout(); err != nil {
 		return nil, err
 	}
@@ -252,13 +254,12 @@ func Open(cfg Config) (*Server, error) {
 	}
 	ok = true
 	go s.sequencer()
-	s.startTrimmer()
 	return s, nil
 }
 
 // startTrimmer starts the loop that keeps the process's RSS under
 // Config.MaxResident by releasing pages of the bbolt files' maps
-// (internal/resident). Close stops it before closing the files.
+// (internal/resident). closeStores stops it before closing the files.
 func (s *Server) startTrimmer() {
 	if s.cfg.MaxResident <= 0 {
 		return
@@ -276,10 +277,10 @@ func (s *Server) startTrimmer() {
 		return
 	}
 	t := &resident.Trimmer{Budget: s.cfg.MaxResident, DBs: dbs, Logf: s.cfg.Logf}
-	s.trimDone = make(chan struct{})
+	s.trimStop, s.trimDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(s.trimDone)
-		t.Run(s.closing)
+		t.Run(s.trimStop)
 	}()
 }
 
@@ -303,9 +304,6 @@ func (s *Server) Close() error {
 		}
 		s.grpcMu.Unlock()
 		close(s.closing)
-		if s.trimDone != nil {
-			<-s.trimDone
-		}
 		<-s.seqDone
 	})
 	return s.closeStores()
@@ -313,6 +311,10 @@ func (s *Server) Close() error {
 
 func (s *Server) closeStores() error {
 	s.storesOnce.Do(func() {
+		if s.trimStop != nil {
+			close(s.trimStop)
+			<-s.trimDone
+		}
 		var errs []error
 		if s.db != nil {
 			errs = append(errs, s.db.Close())

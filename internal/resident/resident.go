@@ -30,14 +30,22 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// DefaultInterval is how often a Trimmer samples the RSS.
+// DefaultInterval is the longest a Trimmer waits between two samples of
+// the RSS. It samples more often as the RSS nears the budget, so that the
+// RSS cannot grow far past it between samples (see Run).
 const DefaultInterval = 100 * time.Millisecond
 
-// chunk is the span of one database's map released per read transaction:
-// small enough that a transaction holds bbolt's remap lock for well under
-// a millisecond, large enough that a trim of a 10 GB map takes a few
-// hundred steps.
-const chunk = 32 << 20
+// minInterval is the shortest wait between two samples.
+const minInterval = 5 * time.Millisecond
+
+// chunk is the span of a map released between two samples of the RSS, and
+// sweep the most one read transaction releases. A transaction holds
+// bbolt's remap lock for reading, so a commit that must grow the map waits
+// for it (BenchmarkRelease* measures the cost per chunk).
+const (
+	chunk = 32 << 20
+	sweep = 1 << 30
+)
 
 // ErrUnsupported is returned by ReadUsage where the RSS cannot be read
 // (systems other than Linux).
@@ -67,7 +75,8 @@ type Trimmer struct {
 	// DBs are the open databases whose maps may be released. A database
 	// closed while the Trimmer runs is skipped.
 	DBs []*bbolt.DB
-	// Interval is how often Run samples the RSS (0: DefaultInterval).
+	// Interval is the longest Run waits between two samples of the RSS
+	// (0: DefaultInterval).
 	Interval time.Duration
 	// Logf, if set, receives the Trimmer's notices: the first trim, and
 	// anonymous memory alone above the budget.
@@ -93,8 +102,11 @@ type Stats struct {
 // Stats returns the counters. Not safe to call concurrently with Run.
 func (t *Trimmer) Stats() Stats { return Stats{Trims: t.trims, Released: t.released} }
 
-// Run calls Step every Interval until stop is closed. It returns at once
-// where RSS cannot be measured (not Linux) or when there is nothing to do.
+// Run calls Step until stop is closed. It waits between two steps at most
+// Interval and less as the RSS nears Budget: half the time the RSS, growing
+// as fast as since the last step, would take to reach Budget, at least 5
+// ms. It returns at once where RSS cannot be measured (not Linux) or when
+// there is nothing to do.
 func (t *Trimmer) Run(stop <-chan struct{}) {
 	if _, err := ReadUsage(); err != nil || t.Budget <= 0 || len(t.DBs) == 0 {
 		return
@@ -103,15 +115,33 @@ func (t *Trimmer) Run(stop <-chan struct{}) {
 	if iv <= 0 {
 		iv = DefaultInterval
 	}
-	tick := time.NewTicker(iv)
-	defer tick.Stop()
+	timer := time.NewTimer(iv)
+	defer timer.Stop()
+	var (
+		last  Usage // after the previous step
+		lastT time.Time
+	)
 	for {
 		select {
 		case <-stop:
 			return
-		case <-tick.C:
-			t.Step()
+		case <-timer.C:
 		}
+		now := time.Now()
+		before, after, err := t.step()
+		wait := iv
+		if err == nil && !lastT.IsZero() {
+			if grow := before.Resident - last.Resident; grow > 0 {
+				perSec := float64(grow) / now.Sub(lastT).Seconds()
+				if room := t.Budget - after.Resident; room > 0 {
+					wait = min(wait, time.Duration(float64(room)/perSec/2*float64(time.Second)))
+				} else {
+					wait = minInterval
+				}
+			}
+		}
+		last, lastT = after, time.Now()
+		timer.Reset(max(wait, minInterval))
 	}
 }
 
@@ -119,10 +149,17 @@ func (t *Trimmer) Run(stop <-chan struct{}) {
 // the maps round-robin until it is at most 3/4 of Budget or every map has
 // been released once. It returns the RSS after the step.
 func (t *Trimmer) Step() (Usage, error) {
+	_, after, err := t.step()
+	return after, err
+}
+
+// step is Step, also returning the RSS before the step.
+func (t *Trimmer) step() (before, after Usage, err error) {
 	u, err := ReadUsage()
 	if err != nil || u.Resident <= t.Budget || len(t.DBs) == 0 {
-		return u, err
+		return u, u, err
 	}
+	before = u
 	if t.trims == 0 && t.Logf != nil {
 		t.Logf("resident: RSS %d MiB is above the budget of %d MiB: releasing pages of the database maps (they stay in the page cache)", u.Resident>>20, t.Budget>>20)
 	}
@@ -136,10 +173,15 @@ func (t *Trimmer) Step() (Usage, error) {
 	} else {
 		t.warnedAnon = false
 	}
+	var usageErr error
+	more := func() bool {
+		u, usageErr = ReadUsage()
+		return usageErr == nil && u.Resident > low
+	}
 	// One pass over every map at most: wraps counts the maps finished.
-	for wraps := 0; wraps < len(t.DBs); {
-		next, end, err := release(t.DBs[t.cur], t.off, chunk)
-		if err == nil {
+	for wraps := 0; wraps < len(t.DBs) && u.Resident > low && usageErr == nil; {
+		next, end, err := release(t.DBs[t.cur], t.off, sweep, more)
+		if next > t.off {
 			t.released += next - t.off
 		}
 		t.off = next
@@ -148,14 +190,8 @@ func (t *Trimmer) Step() (Usage, error) {
 			t.off = 0
 			wraps++
 		}
-		if u, err = ReadUsage(); err != nil {
-			return u, err
-		}
-		if u.Resident <= low {
-			break
-		}
 	}
-	return u, nil
+	return before, u, usageErr
 }
 
 // Release releases the pages of db's map in [off, off+n), clipped to the
@@ -164,5 +200,5 @@ func (t *Trimmer) Step() (Usage, error) {
 // size of the map it may release (the database's high-water mark). Use it
 // to release a whole database: for off := 0; off < end; off = next {...}.
 func Release(db *bbolt.DB, off, n int64) (next, end int64, err error) {
-	return release(db, off, n)
+	return release(db, off, n, nil)
 }

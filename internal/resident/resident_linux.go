@@ -6,8 +6,10 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
+	"sync"
 
 	"go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -15,12 +17,30 @@ import (
 
 var pageSize = int64(os.Getpagesize())
 
+// statm is /proc/self/statm, kept open: reading it again from offset 0
+// regenerates it, which costs a fraction of opening it each time.
+var statm struct {
+	sync.Mutex
+	f   *os.File
+	buf [256]byte
+}
+
 // ReadUsage returns this process's resident memory, from /proc/self/statm.
 func ReadUsage() (Usage, error) {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return Usage{}, fmt.Errorf("resident: %w", err)
+	statm.Lock()
+	defer statm.Unlock()
+	if statm.f == nil {
+		f, err := os.Open("/proc/self/statm")
+		if err != nil {
+			return Usage{}, fmt.Errorf("resident: %w", err)
+		}
+		statm.f = f
 	}
+	n, err := statm.f.ReadAt(statm.buf[:], 0)
+	if err != nil && err != io.EOF {
+		return Usage{}, fmt.Errorf("resident: reading /proc/self/statm: %w", err)
+	}
+	b := statm.buf[:n]
 	// size resident shared text lib data dt, in pages.
 	f := bytes.Fields(b)
 	if len(f) < 3 {
@@ -35,7 +55,9 @@ func ReadUsage() (Usage, error) {
 }
 
 // release drops the pages of db's map in [off, off+n) from this process's
-// page tables with madvise(MADV_DONTNEED).
+// page tables with madvise(MADV_DONTNEED), in chunks, in one read
+// transaction. After each chunk it calls more (if not nil) and stops when
+// that returns false.
 //
 // Why this cannot touch memory other than bbolt's map of db (MADV_DONTNEED
 // on anonymous memory would zero it, on a private mapping discard its
@@ -63,8 +85,11 @@ func ReadUsage() (Usage, error) {
 //     same bytes back from the page cache (or the file).
 //
 // The transaction does not delay commits, only a commit that must grow
-// the map (it waits for the release, well under a millisecond per 32 MiB).
-func release(db *bbolt.DB, off, n int64) (next, end int64, err error) {
+// the map: that waits until the release ends (at most 1 GiB of map, tens
+// of milliseconds if every page of it is mapped; see BenchmarkRelease*).
+func release(db *bbolt.DB, off, n int64, more func() bool) (next, end int64, err error) {
+	off = off / pageSize * pageSize
+	next = off
 	err = db.View(func(tx *bbolt.Tx) error {
 		base := db.Info().Data
 		end = tx.Size()
@@ -73,21 +98,20 @@ func release(db *bbolt.DB, off, n int64) (next, end int64, err error) {
 			return err
 		}
 		end = min(end, mapped)
-		off = off / pageSize * pageSize
-		next = min(off+n, end)
-		if next <= off {
-			next = max(off, end)
-			return nil
-		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, base+uintptr(off), uintptr(next-off), unix.MADV_DONTNEED); e != 0 {
-			return fmt.Errorf("resident: madvise %s: %w", db.Path(), e)
+		stop := min(off+n, end)
+		for next < stop {
+			c := min(stop-next, chunk)
+			if _, _, e := unix.Syscall(unix.SYS_MADVISE, base+uintptr(next), uintptr(c), unix.MADV_DONTNEED); e != 0 {
+				return fmt.Errorf("resident: madvise %s: %w", db.Path(), e)
+			}
+			next += c
+			if more != nil && !more() {
+				break
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return off, end, err
-	}
-	return next, end, nil
+	return next, end, err
 }
 
 // readOnlyFileMapping returns the length of the read-only, shared mapping
