@@ -78,8 +78,9 @@ type Trimmer struct {
 	// Interval is the longest Run waits between two samples of the RSS
 	// (0: DefaultInterval).
 	Interval time.Duration
-	// Logf, if set, receives the Trimmer's notices: the first trim, and
-	// anonymous memory alone above the budget.
+	// Logf, if set, receives the Trimmer's notices: the first trim,
+	// anonymous memory alone above the budget, and the first failure to
+	// release a map.
 	Logf func(format string, args ...any)
 
 	// Where the next release starts: DBs[cur] at byte off. A step
@@ -91,6 +92,7 @@ type Trimmer struct {
 	trims      int64
 	released   int64
 	warnedAnon bool
+	warnedErr  bool
 }
 
 // Stats are a Trimmer's counters.
@@ -181,6 +183,10 @@ func (t *Trimmer) step() (before, after Usage, err error) {
 	// One pass over every map at most: wraps counts the maps finished.
 	for wraps := 0; wraps < len(t.DBs) && u.Resident > low && usageErr == nil; {
 		next, end, err := release(t.DBs[t.cur], t.off, sweep, more)
+		if err != nil && !errors.Is(err, bbolt.ErrDatabaseNotOpen) && !t.warnedErr && t.Logf != nil {
+			t.Logf("resident: cannot release the map of %s (RSS may exceed the budget): %v", t.DBs[t.cur].Path(), err)
+			t.warnedErr = true
+		}
 		if next > t.off {
 			t.released += next - t.off
 		}
