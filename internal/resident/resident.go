@@ -133,13 +133,13 @@ func (t *Trimmer) Run(stop <-chan struct{}) {
 		before, after, err := t.step()
 		wait := iv
 		if err == nil && !lastT.IsZero() {
-			if grow := before.Resident - last.Resident; grow > 0 {
+			// Above the budget after a step means a whole pass did not
+			// get below it (the heap alone is that large): sampling
+			// sooner would only repeat the pass.
+			grow, room := before.Resident-last.Resident, t.Budget-after.Resident
+			if grow > 0 && room > 0 {
 				perSec := float64(grow) / now.Sub(lastT).Seconds()
-				if room := t.Budget - after.Resident; room > 0 {
-					wait = min(wait, time.Duration(float64(room)/perSec/2*float64(time.Second)))
-				} else {
-					wait = minInterval
-				}
+				wait = min(wait, time.Duration(float64(room)/perSec/2*float64(time.Second)))
 			}
 		}
 		last, lastT = after, time.Now()

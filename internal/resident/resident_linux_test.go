@@ -275,3 +275,46 @@ func TestReleaseClosedDB(t *testing.T) {
 		t.Errorf("Step over a closed database: %v (want it skipped)", err)
 	}
 }
+
+// Run with a budget below the heap: it releases (and says so once), warns
+// once that the heap alone is above the budget, and returns when stopped.
+func TestRunHeapAboveBudget(t *testing.T) {
+	db := openDB(t)
+	fill(t, db, 0, 100, 4096)
+	var (
+		mu   sync.Mutex
+		logs []string
+	)
+	tr := &Trimmer{Budget: 1, DBs: []*bbolt.DB{db}, Interval: 10 * time.Millisecond, Logf: func(f string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logs = append(logs, fmt.Sprintf(f, a...))
+	}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.Run(stop)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after stop was closed")
+	}
+	if s := tr.Stats(); s.Trims < 2 || s.Released == 0 {
+		t.Errorf("Stats() = %+v, want several trims that released something", s)
+	}
+	var first, heap int
+	for _, l := range logs {
+		if strings.Contains(l, "releasing pages of the database maps") {
+			first++
+		}
+		if strings.Contains(l, "anonymous memory (heap, stacks) alone is") {
+			heap++
+		}
+	}
+	if first != 1 || heap != 1 {
+		t.Errorf("logs %q: want the first release and the heap warning once each", logs)
+	}
+}
