@@ -3,6 +3,7 @@
 package resident
 
 import (
+	"crypto/ed25519"
 	"testing"
 
 	"go.etcd.io/bbolt"
@@ -78,4 +79,18 @@ func BenchmarkReleaseUnmapped(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkEd25519Verify is the reference the ratios in docs/performance.md
+// divide by: single-core ed25519 verifications.
+func BenchmarkEd25519Verify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	msg := make([]byte, 200)
+	sig := ed25519.Sign(priv, msg)
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("signature does not verify")
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifies/s")
 }
