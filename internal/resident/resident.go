@@ -69,8 +69,10 @@ func (u Usage) Anon() int64 { return u.Resident - u.Shared }
 // the fields must not change afterwards.
 type Trimmer struct {
 	// Budget is the RSS in bytes above which the Trimmer releases pages.
-	// It releases until the RSS is at most 3/4 of Budget, so that the next
-	// trim is not due at once. Must be positive.
+	// It releases until the RSS is at most half of Budget: the room left
+	// absorbs the growth while the next sample is late (a busy machine
+	// wakes the Trimmer tens of milliseconds late, while lookups map
+	// pages back at GB/s). Must be positive.
 	Budget int64
 	// DBs are the open databases whose maps may be released. A database
 	// closed while the Trimmer runs is skipped.
@@ -148,7 +150,7 @@ func (t *Trimmer) Run(stop <-chan struct{}) {
 }
 
 // Step samples the RSS once and, if it is above Budget, releases chunks of
-// the maps round-robin until it is at most 3/4 of Budget or every map has
+// the maps round-robin until it is at most half of Budget or every map has
 // been released once. It returns the RSS after the step.
 func (t *Trimmer) Step() (Usage, error) {
 	_, after, err := t.step()
@@ -166,10 +168,10 @@ func (t *Trimmer) step() (before, after Usage, err error) {
 		t.Logf("resident: RSS %d MiB is above the budget of %d MiB: releasing pages of the database maps (they stay in the page cache)", u.Resident>>20, t.Budget>>20)
 	}
 	t.trims++
-	low := t.Budget - t.Budget/4
+	low := t.Budget / 2
 	if a := u.Anon(); a > low {
 		if !t.warnedAnon && t.Logf != nil {
-			t.Logf("resident: anonymous memory (heap, stacks) alone is %d MiB, above 3/4 of the budget of %d MiB: releasing map pages cannot bring the RSS below it", a>>20, t.Budget>>20)
+			t.Logf("resident: anonymous memory (heap, stacks) alone is %d MiB, above half the budget of %d MiB: releasing map pages cannot bring the RSS below it", a>>20, t.Budget>>20)
 		}
 		t.warnedAnon = true
 	} else {
