@@ -21,7 +21,7 @@ func FuzzParseUserRecord(f *testing.F) {
 	good := (&userRecord{Proof: pi, Index: index, Version: 3, LogIndex: 9}).marshal()
 	withLeaf := (&userRecord{Proof: pi, Index: index, Version: 3, LogIndex: 9, Leaf: leaf}).marshal()
 	wrongVersion := (&userRecord{Proof: pi, Index: index, Version: 4, LogIndex: 9, Leaf: leaf}).marshal()
-	for _, raw := range [][]byte{good, withLeaf, wrongVersion, good[:userRecordSize-1], append(bytes.Clone(good), 1), nil} {
+	for _, raw := range [][]byte{good, withLeaf, wrongVersion, good[:userRecordMin-1], append(append(bytes.Clone(pi), index[:]...), 0x83, 0x00, 0x09), append(bytes.Clone(good), 1), nil} {
 		f.Add(raw, uint64(3), uint64(9))
 	}
 	f.Add(good, ^uint64(0), ^uint64(0))
