@@ -170,7 +170,20 @@ func historyKey(index [32]byte, version uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), index[:]...), version)
 }
 
+// createBuckets creates the buckets of a new directory.db (recording the
+// layout) or those an existing one lacks. It writes nothing if all exist,
+// so that a directory.db Open converts is unchanged until the conversion
+// replaces it.
 func createBuckets(db *bbolt.DB) error {
+	all := true
+	if err := db.View(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketHistory, bucketUsers, bucketMeta} {
+			all = all && tx.Bucket(b) != nil
+		}
+		return nil
+	}); err != nil || all {
+		return err
+	}
 	return db.Update(func(tx *bbolt.Tx) error {
 		fresh := tx.Bucket(bucketMeta) == nil
 		for _, b := range [][]byte{bucketHistory, bucketUsers, bucketMeta} {
