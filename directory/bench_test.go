@@ -72,7 +72,7 @@ func benchFixture(b *testing.B) string {
 	if v, err := strconv.Atoi(os.Getenv("KEYLINE_DIR_BENCH_EPOCH")); err == nil && v > 0 {
 		batch = v
 	}
-	s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: batch, QueueSize: 2 * batch, NoSync: true})
+	s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: batch, QueueSize: 2 * batch, NoSync: true, Logf: benchLogf})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -192,10 +192,14 @@ func bulkEntry(s *Server, bulk *loadgen.Bulk, i int, now time.Time, done chan re
 	return &entry{index: index, userID: st.UserID, pi: pi, version: 1, entryHash: klog.EntryHash(leaf), leaf: leaf, done: done}, nil
 }
 
+// benchLogf prints the directory's operational messages (a layout
+// conversion of the fixture, with its time) to stderr.
+func benchLogf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+
 func openBench(b *testing.B) *Server {
 	dir := benchFixture(b)
 	// The rate limits are lifted: one client process measures the server.
-	s, err := Open(Config{DataDir: dir, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000,
+	s, err := Open(Config{DataDir: dir, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000, Logf: benchLogf,
 		NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1", Limits: Limits{Rate: 1e9, PeerRate: 1e9}})
 	if err != nil {
 		b.Fatal(err)

@@ -98,10 +98,13 @@ func syncDir(dir string) error {
 // mapping. It returns the number of users records.
 func compactDirDB(src *bbolt.DB, dst string, sizeHint int64) (users int, err error) {
 	out, err := bbolt.Open(dst, 0o600, &bbolt.Options{
-		Timeout:         5 * time.Second,
-		NoFreelistSync:  true,
-		FreelistType:    bbolt.FreelistMapType,
-		NoSync:          true, // one Sync at the end
+		Timeout:        5 * time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+		NoSync:         true, // one Sync at the end
+		// The file grows by the pages written, not in bbolt's 16 MiB
+		// steps: after the conversion its size is the pages in use.
+		NoGrowSync:      true,
 		InitialMmapSize: int(min(sizeHint, 1<<40)),
 	})
 	if err != nil {
