@@ -49,7 +49,7 @@ func (s *Server) convertLayout2() error {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("directory: removing the interrupted conversion %s: %w", tmp, err)
 	}
-	users, err := compactDirDB(s.db, tmp, before.Size())
+	users, err := compactDirDB(s.db, tmp, before.Size(), true)
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("directory: converting %s to layout %d: %w", FileDirDB, layoutVersion, err)
@@ -90,13 +90,14 @@ func syncDir(dir string) error {
 	return err
 }
 
-// compactDirDB writes every bucket of the layout-2 database src into a new
-// bbolt file at dst, in key order with bbolt.Bucket.FillPercent 1 (pages
-// filled completely), the users records in layout 3 and meta/layout 3, in
-// transactions of compactTxBytes, then syncs and closes it. It reads src in
-// one read transaction. sizeHint (src's file size) sizes the initial
-// mapping. It returns the number of users records.
-func compactDirDB(src *bbolt.DB, dst string, sizeHint int64) (users int, err error) {
+// compactDirDB writes every bucket of the database src into a new bbolt
+// file at dst, in key order with bbolt.Bucket.FillPercent 1 (pages filled
+// completely), in transactions of compactTxBytes, then syncs and closes
+// it; with fromV2 (src has layout 2) the users records are re-encoded in
+// layout 3 and meta/layout is 3, otherwise every record is copied as it
+// is. It reads src in one read transaction. sizeHint (src's file size)
+// sizes the initial mapping. It returns the number of users records.
+func compactDirDB(src *bbolt.DB, dst string, sizeHint int64, fromV2 bool) (users int, err error) {
 	out, err := bbolt.Open(dst, 0o600, &bbolt.Options{
 		Timeout:        5 * time.Second,
 		NoFreelistSync: true,
@@ -110,7 +111,7 @@ func compactDirDB(src *bbolt.DB, dst string, sizeHint int64) (users int, err err
 	if err != nil {
 		return 0, err
 	}
-	c := &compactor{db: out}
+	c := &compactor{db: out, fromV2: fromV2}
 	defer func() {
 		if c.tx != nil {
 			c.tx.Rollback()
@@ -145,6 +146,7 @@ func compactDirDB(src *bbolt.DB, dst string, sizeHint int64) (users int, err err
 // whenever it holds compactTxBytes.
 type compactor struct {
 	db      *bbolt.DB
+	fromV2  bool // re-encode layout 2 as layout 3
 	tx      *bbolt.Tx
 	written int
 	cur     *bbolt.Bucket // the bucket at curPath in tx, or nil
@@ -246,14 +248,16 @@ func (c *compactor) copyBucket(path [][]byte, b *bbolt.Bucket, users *int) error
 			}
 		}
 		switch {
-		case isUsers:
+		case isUsers && c.fromV2:
 			r, err := parseUserRecordV2(v)
 			if err != nil {
 				return fmt.Errorf("users record of %q: %w", k, err)
 			}
 			v = r.marshal()
 			*users++
-		case isMeta && bytes.Equal(k, keyLayout):
+		case isUsers:
+			*users++
+		case isMeta && c.fromV2 && bytes.Equal(k, keyLayout):
 			v = u64(layoutVersion)
 		}
 		// The keys and values of src stay valid: its read transaction
