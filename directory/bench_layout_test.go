@@ -1,0 +1,141 @@
+package directory
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/keyline/keyline/directory/mapdb"
+	"github.com/keyline/keyline/verifier/vmap"
+)
+
+// BenchmarkDiskLayout measures directory.db's bytes per account at
+// KEYLINE_DIR_BENCH_N accounts in layout 2 and after its conversion to
+// layout 3, without a log and without signing: it writes the users records
+// and the map the way the fixture build's epochs do (epochs of N/16, at most
+// 625,000 accounts; each one transaction with mapdb.ApplyEpochTx and the
+// users records put in random order at FillPercent 0.9 as applyTx does;
+// random VRF indexes, 80-byte proofs and map values; user ids "bench-<i>",
+// version 1), reports the pages of each bucket and the file size, converts
+// the file (compactDirDB, as Open does) and reports them again with the
+// conversion time. Only the account count matters, not the accounts'
+// contents: the records and map tiles have the fixture's sizes. The files
+// are deleted at the end.
+//
+//	KEYLINE_DIR_BENCH_N=10000000 go test -run='^$' -bench='^BenchmarkDiskLayout$' -benchtime=1x -timeout 2h ./directory
+func BenchmarkDiskLayout(b *testing.B) {
+	n := benchN()
+	path := filepath.Join(b.TempDir(), FileDirDB)
+	db, err := openBolt(path, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { db.Close() }()
+	if err := createBuckets(db); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyLayout, u64(2)) }); err != nil {
+		b.Fatal(err)
+	}
+	m, err := mapdb.Open(db, bucketMap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := m.ApplyEpoch(0, nil); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewChaCha8([32]byte{1}))
+	batch := min(max(n/16, 1000), 625000)
+	start := time.Now()
+	logIndex := uint64(1) // after the genesis EpochRecord
+	for epoch, first := uint64(1), 0; first < n; epoch, first = epoch+1, first+batch {
+		ids := rng.Perm(min(batch, n-first))
+		ups := make([]vmap.Update, len(ids))
+		recs := make([][]byte, len(ids))
+		for j := range ids {
+			r := userRecord{Proof: make([]byte, vrfProofSize), Version: 1, LogIndex: logIndex + uint64(j)}
+			fillRand(rng, r.Proof)
+			fillRand(rng, r.Index[:])
+			ups[j].Index = r.Index
+			fillRand(rng, ups[j].Value[:])
+			recs[j] = r.marshalV2()
+		}
+		logIndex += uint64(len(ids)) + 1
+		if err := db.Update(func(tx *bbolt.Tx) error {
+			if _, err := m.ApplyEpochTx(tx, epoch, ups); err != nil {
+				return err
+			}
+			users := tx.Bucket(bucketUsers)
+			users.FillPercent = 0.9
+			for _, j := range ids { // random order, as applyTx's map iteration
+				if err := users.Put(fmt.Appendf(nil, "%s-%d", benchPrefix, first+j), recs[j]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "layout-2 directory.db: %d accounts, %v\n", first+len(ids), time.Since(start).Round(time.Second))
+	}
+	for b.Loop() {
+	}
+	reportDisk(b, "v2", db, n)
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	if _, err := compactDirDB(db, path+suffixConverting, fi.Size(), true); err != nil {
+		b.Fatal(err)
+	}
+	conv := time.Since(start)
+	db.Close()
+	if err := os.Rename(path+suffixConverting, path); err != nil {
+		b.Fatal(err)
+	}
+	if db, err = openBolt(path, true); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(conv.Seconds(), "conversion-s")
+	b.Logf("conversion to layout 3: %v", conv)
+	reportDisk(b, "v3", db, n)
+}
+
+// fillRand fills p with rng's bytes.
+func fillRand(rng *rand.Rand, p []byte) {
+	for i := range p {
+		p[i] = byte(rng.Uint32())
+	}
+}
+
+// reportDisk reports the pages bbolt allocates to each top-level bucket of
+// db (Bucket.Stats: branch and leaf pages, overflow pages included, nested
+// buckets included) and db's file size, per account of n.
+func reportDisk(b *testing.B, prefix string, db *bbolt.DB, n int) {
+	var total int
+	if err := db.View(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(name []byte, bk *bbolt.Bucket) error {
+			st := bk.Stats()
+			alloc := st.BranchAlloc + st.LeafAlloc
+			total += alloc
+			b.ReportMetric(float64(alloc)/float64(n), prefix+"-"+string(name)+"-B/account")
+			if alloc > 0 {
+				b.Logf("%s %s: %d keys, %d B allocated (%.1f B/account), %.0f%% in use", prefix, name, st.KeyN, alloc,
+					float64(alloc)/float64(n), 100*float64(st.BranchInuse+st.LeafInuse)/float64(alloc))
+			}
+			return nil
+		})
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(total)/float64(n), prefix+"-allocated-B/account")
+	if fi, err := os.Stat(db.Path()); err == nil {
+		b.ReportMetric(float64(fi.Size())/float64(n), prefix+"-file-B/account")
+	}
+}
