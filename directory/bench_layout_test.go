@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 // KEYLINE_DIR_BENCH_N accounts in layout 2 and after its conversion to
 // layout 3, without a log and without signing: it writes the users records
 // and the map the way the fixture build's epochs do (epochs of N/16, at most
-// 625,000 accounts; each one transaction with mapdb.ApplyEpochTx and the
+// 625,000 accounts, or KEYLINE_DIR_BENCH_EPOCH: the layout-3 figures do not
+// depend on it; each one transaction with mapdb.ApplyEpochTx and the
 // users records put in random order at FillPercent 0.9 as applyTx does;
 // random VRF indexes, 80-byte proofs and map values; user ids "bench-<i>",
 // version 1), reports the pages of each bucket and the file size, converts
@@ -51,6 +53,9 @@ func BenchmarkDiskLayout(b *testing.B) {
 	}
 	rng := rand.New(rand.NewChaCha8([32]byte{1}))
 	batch := min(max(n/16, 1000), 625000)
+	if v, err := strconv.Atoi(os.Getenv("KEYLINE_DIR_BENCH_EPOCH")); err == nil && v > 0 {
+		batch = v
+	}
 	start := time.Now()
 	logIndex := uint64(1) // after the genesis EpochRecord
 	for epoch, first := uint64(1), 0; first < n; epoch, first = epoch+1, first+batch {
