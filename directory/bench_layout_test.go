@@ -144,3 +144,75 @@ func reportDisk(b *testing.B, prefix string, db *bbolt.DB, n int) {
 		b.ReportMetric(float64(fi.Size())/float64(n), prefix+"-file-B/account")
 	}
 }
+
+// BenchmarkLayoutRead compares the directory.db part of a lookup in a
+// layout-2 and a layout-3 file of the same accounts (for example a copy of
+// a fixture's directory.db and the converted one; both are opened
+// read-write, as mapdb.Open needs, but only read): per iteration, for one
+// random bulk account "bench-<i>", it reads and decodes the users record
+// and computes the map proof of its index (mapdb.ProveTx, tile cache
+// included) in one read transaction of each file, alternating which file
+// goes first, and reports the mean time of each, so that both see the same
+// machine load.
+//
+//	KEYLINE_DIR_BENCH_V2=/tmp/a/directory.db KEYLINE_DIR_BENCH_V3=/tmp/b/directory.db KEYLINE_DIR_BENCH_N=1000000 \
+//	  go test -run='^$' -bench='^BenchmarkLayoutRead$' -benchtime=200000x ./directory
+func BenchmarkLayoutRead(b *testing.B) {
+	p2, p3 := os.Getenv("KEYLINE_DIR_BENCH_V2"), os.Getenv("KEYLINE_DIR_BENCH_V3")
+	if p2 == "" || p3 == "" {
+		b.Skip("needs KEYLINE_DIR_BENCH_V2 and KEYLINE_DIR_BENCH_V3")
+	}
+	type file struct {
+		db    *bbolt.DB
+		m     *mapdb.Map
+		parse func([]byte) (*userRecord, error)
+		total time.Duration
+	}
+	open := func(path string, parse func([]byte) (*userRecord, error)) *file {
+		db, err := openBolt(path, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		m, err := mapdb.Open(db, bucketMap)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return &file{db: db, m: m, parse: parse}
+	}
+	files := []*file{open(p2, parseUserRecordV2), open(p3, parseUserRecord)}
+	n := benchN()
+	rng := rand.New(rand.NewPCG(1, 2))
+	read := func(f *file, uid []byte) {
+		start := time.Now()
+		if err := f.db.View(func(tx *bbolt.Tx) error {
+			v := tx.Bucket(bucketUsers).Get(uid)
+			if v == nil {
+				return fmt.Errorf("no user %s", uid)
+			}
+			r, err := f.parse(v)
+			if err != nil {
+				return err
+			}
+			l, err := f.m.ProveTx(tx, r.Index)
+			if err == nil && !l.Found {
+				err = fmt.Errorf("index of %s not in the map", uid)
+			}
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		f.total += time.Since(start)
+	}
+	i := 0
+	for b.Loop() {
+		uid := fmt.Appendf(nil, "%s-%d", benchPrefix, rng.IntN(n))
+		read(files[i%2], uid)
+		read(files[1-i%2], uid)
+		i++
+	}
+	v2, v3 := files[0].total.Seconds()/float64(i), files[1].total.Seconds()/float64(i)
+	b.ReportMetric(v2*1e6, "v2-µs/read")
+	b.ReportMetric(v3*1e6, "v3-µs/read")
+	b.ReportMetric(v3/v2, "v3/v2")
+}
