@@ -21,7 +21,7 @@ import (
 // and the map the way the fixture build's epochs do (epochs of N/16, at most
 // 625,000 accounts, or KEYLINE_DIR_BENCH_EPOCH: the layout-3 figures do not
 // depend on it; each one transaction with mapdb.ApplyEpochTx and the
-// users records put in random order at FillPercent 0.9 as applyTx does;
+// users records put in random order at FillPercent 0.9, as the layout-2 fixtures were built;
 // random VRF indexes, 80-byte proofs and map values; user ids "bench-<i>",
 // version 1), reports the pages of each bucket and the file size, converts
 // the file (compactDirDB, as Open does) and reports them again with the
