@@ -69,7 +69,7 @@ func BenchmarkEpoch(b *testing.B) {
 				b.Skipf("an epoch of %d distinct accounts needs KEYLINE_DIR_BENCH_N >= %d", k, k)
 			}
 			dir := benchFixture(b)
-			s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: k, QueueSize: k,
+			s, err := Open(Config{DataDir: dir, EpochInterval: time.Hour, MaxBatch: k, QueueSize: k, Logf: benchLogf,
 				NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1"})
 			if err != nil {
 				b.Fatal(err)

@@ -1,4 +1,4 @@
-// The directory.db layout version and the conversion of layout 1
+// The directory.db layout version and the conversions of layouts 1 and 2
 // (docs/protocol.md §6.4).
 
 package directory
@@ -26,16 +26,17 @@ var ErrDataDirLayout = errors.New("directory: unknown directory.db layout")
 // converts.
 var convertChunk = 20000
 
-// checkLayout converts a directory.db of layout 1 to layout 2 and refuses a
-// layout it does not know.
+// checkLayout converts a directory.db of layout 1 or 2 to layout 3 and
+// refuses a layout it does not know.
 //
-// The conversion runs in transactions of convertChunk accounts, each of
-// which moves its accounts from the layout-1 "accounts" bucket into their
-// user records and drops the latest version from history; the last one
-// deletes the emptied bucket and records the layout. An interrupted
-// conversion resumes with the accounts left. An account without a layout-1
-// users record (a create replayed from the log) gets its VRF proof
-// computed, and its index checked.
+// Layout 1 is first converted to layout 2 in transactions of convertChunk
+// accounts, each of which moves its accounts from the layout-1 "accounts"
+// bucket into their user records and drops the latest version from
+// history; the last one deletes the emptied bucket and records layout 2.
+// An interrupted conversion resumes with the accounts left. An account
+// without a layout-1 users record (a create replayed from the log) gets its
+// VRF proof computed, and its index checked. Layout 2 is then rewritten
+// into a new, compacted file (convertLayout2).
 func (s *Server) checkLayout() error {
 	var layout uint64
 	var old bool
@@ -54,30 +55,32 @@ func (s *Server) checkLayout() error {
 	switch {
 	case layout == layoutVersion && !old:
 		return nil
+	case layout == 2 && !old:
+		return s.convertLayout2()
 	case layout == 0 && old:
 	case layout == 0:
 		// A layout-1 database that never committed an account.
 	default:
-		return fmt.Errorf("%w: %s has layout %d (with a layout-1 accounts bucket: %v); this directory reads layouts 1 and %d", ErrDataDirLayout, FileDirDB, layout, old, layoutVersion)
+		return fmt.Errorf("%w: %s has layout %d (with a layout-1 accounts bucket: %v); this directory reads layouts 1 to %d", ErrDataDirLayout, FileDirDB, layout, old, layoutVersion)
 	}
-	s.cfg.Logf("directory: converting %s to layout %d", FileDirDB, layoutVersion)
+	s.cfg.Logf("directory: converting %s from layout 1 to layout 2", FileDirDB)
 	total := 0
 	for {
 		done, n, err := s.convertLayout1Chunk()
 		if err != nil {
-			return fmt.Errorf("directory: converting %s to layout %d: %w", FileDirDB, layoutVersion, err)
+			return fmt.Errorf("directory: converting %s to layout 2: %w", FileDirDB, err)
 		}
 		total += n
 		if done {
-			s.cfg.Logf("directory: converted %d accounts to layout %d", total, layoutVersion)
-			return nil
+			s.cfg.Logf("directory: converted %d accounts to layout 2", total)
+			return s.convertLayout2()
 		}
 	}
 }
 
 // convertLayout1Chunk converts up to convertChunk layout-1 accounts in one
 // transaction and, once none is left, deletes the layout-1 bucket and
-// records the layout (done).
+// records layout 2 (done).
 func (s *Server) convertLayout1Chunk() (done bool, n int, err error) {
 	err = s.db.Update(func(tx *bbolt.Tx) error {
 		acc := tx.Bucket(bucketAccountsV1)
@@ -104,7 +107,7 @@ func (s *Server) convertLayout1Chunk() (done bool, n int, err error) {
 			}
 		}
 		done = true
-		return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion))
+		return tx.Bucket(bucketMeta).Put(keyLayout, u64(2))
 	})
 	return done && err == nil, n, err
 }
@@ -152,7 +155,7 @@ func (s *Server) convertAccount(tx *bbolt.Tx, k, raw []byte) error {
 	if s.cacheLog {
 		rec.Leaf = bytes.Clone(leaf)
 	}
-	if err := users.Put(uid, rec.marshal()); err != nil {
+	if err := users.Put(uid, rec.marshalV2()); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketHistory).Delete(historyKey(index, rec.Version))

@@ -137,8 +137,8 @@ func TestLayout1Conversion(t *testing.T) {
 		n := 0
 		if err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			n++
-			if len(v) != userRecordSize {
-				t.Errorf("user record of %q is %d bytes, want %d (no leaf with the embedded log)", k, len(v), userRecordSize)
+			if len(v) != userRecordMin {
+				t.Errorf("user record of %q is %d bytes, want %d (layout 3, small version and log index, no leaf with the embedded log)", k, len(v), userRecordMin)
 			}
 			return nil
 		}); err != nil {

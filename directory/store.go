@@ -14,7 +14,7 @@ import (
 )
 
 // Buckets of directory.db (besides the map's top-level bucket "map"), layout
-// 2 (docs/protocol.md §6.4).
+// 3 (docs/protocol.md §6.4).
 var (
 	bucketMap     = "map"
 	bucketUsers   = []byte("users")   // user id -> userRecord
@@ -26,22 +26,25 @@ var (
 
 // layoutVersion is the directory.db layout this directory writes (meta
 // "layout"). Layout 1 (no "layout" key) kept a copy of each account's latest
-// log leaf in an "accounts" bucket keyed by VRF index; Open converts it
-// (convertLayout1).
-const layoutVersion = 2
+// log leaf in an "accounts" bucket keyed by VRF index; layout 2 had
+// fixed-width user records (u64 version and log index) in a file with the
+// free pages of every past epoch. Open converts both (checkLayout).
+const layoutVersion = 3
 
 // errCorrupt is wrapped by every inconsistency between the log and the
 // directory's databases.
 var errCorrupt = errors.New("directory: stored state inconsistent")
 
-// userRecord is the users-bucket value of an account that exists:
+// userRecord is the users-bucket value of an account that exists (layout
+// 3):
 //
-//	[80] VRF proof || [32] VRF index || u64 version || u64 log index || leaf
+//	[80] VRF proof || [32] VRF index || uvarint version || uvarint log index || leaf
 //
 // version and log index are those of the account's latest AccountUpdate,
-// whose leaf is read from the log. leaf is that AccountUpdate leaf, kept
-// only with a remote log backend (Trillian), so that lookups make no log
-// round trip; it is empty with the embedded log.
+// whose leaf is read from the log; the uvarints are minimal (LEB128, as
+// encoding/binary writes them). leaf is that AccountUpdate leaf, kept only
+// with a remote log backend (Trillian), so that lookups make no log round
+// trip; it is empty with the embedded log.
 type userRecord struct {
 	Proof    []byte // VRF proof, 80 bytes
 	Index    [32]byte
@@ -50,13 +53,30 @@ type userRecord struct {
 	Leaf     []byte // the latest AccountUpdate leaf, or nil
 }
 
-const userRecordSize = vrfProofSize + 32 + 16
+// userRecordMin is the size of the shortest user record (one-byte
+// varints, no leaf).
+const userRecordMin = vrfProofSize + 32 + 2
+
+// userRecordV2Size is the size of a layout-2 user record without a leaf:
+// [80] VRF proof || [32] VRF index || u64 version || u64 log index.
+const userRecordV2Size = vrfProofSize + 32 + 16
 
 // vrfProofSize is the size of an ECVRF-EDWARDS25519-SHA512-TAI proof.
 const vrfProofSize = 80
 
 func (r *userRecord) marshal() []byte {
-	b := make([]byte, 0, userRecordSize+len(r.Leaf))
+	b := make([]byte, 0, userRecordMin+16+len(r.Leaf))
+	b = append(b, r.Proof...)
+	b = append(b, r.Index[:]...)
+	b = binary.AppendUvarint(b, r.Version)
+	b = binary.AppendUvarint(b, r.LogIndex)
+	return append(b, r.Leaf...)
+}
+
+// marshalV2 is the layout-2 encoding of r (written only by the conversion
+// of layout 1, whose result the conversion to layout 3 then re-encodes).
+func (r *userRecord) marshalV2() []byte {
+	b := make([]byte, 0, userRecordV2Size+len(r.Leaf))
 	b = append(b, r.Proof...)
 	b = append(b, r.Index[:]...)
 	b = binary.BigEndian.AppendUint64(b, r.Version)
@@ -64,12 +84,51 @@ func (r *userRecord) marshal() []byte {
 	return append(b, r.Leaf...)
 }
 
-// parseUserRecord decodes a users-bucket value; the result does not alias
-// b. A leaf, if present, must be an AccountUpdate of the record's index and
-// version.
+// minimalUvarint decodes the uvarint at the start of b and returns it and
+// its length; it fails on truncation, overflow and a non-minimal encoding
+// (one that ends in a 0x00 byte after a continuation byte), so that every
+// value has one encoding.
+func minimalUvarint(b []byte) (uint64, int, bool) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || (n > 1 && b[n-1] == 0) {
+		return 0, 0, false
+	}
+	return v, n, true
+}
+
+// parseUserRecord decodes a layout-3 users-bucket value; the result does
+// not alias b. A leaf, if present, must be an AccountUpdate of the
+// record's index and version.
 func parseUserRecord(b []byte) (*userRecord, error) {
-	if len(b) < userRecordSize {
-		return nil, fmt.Errorf("%w: user record of %d bytes, want at least %d", errCorrupt, len(b), userRecordSize)
+	if len(b) < userRecordMin {
+		return nil, fmt.Errorf("%w: user record of %d bytes, want at least %d", errCorrupt, len(b), userRecordMin)
+	}
+	r := &userRecord{Proof: bytes.Clone(b[:vrfProofSize])}
+	copy(r.Index[:], b[vrfProofSize:])
+	rest := b[vrfProofSize+32:]
+	var n int
+	var ok bool
+	if r.Version, n, ok = minimalUvarint(rest); !ok {
+		return nil, fmt.Errorf("%w: user record of %x: bad version varint", errCorrupt, r.Index[:8])
+	}
+	rest = rest[n:]
+	if r.LogIndex, n, ok = minimalUvarint(rest); !ok {
+		return nil, fmt.Errorf("%w: user record of %x: bad log index varint", errCorrupt, r.Index[:8])
+	}
+	if rest = rest[n:]; len(rest) > 0 {
+		r.Leaf = bytes.Clone(rest)
+		if err := r.checkLeaf(r.Leaf); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// parseUserRecordV2 decodes a layout-2 users-bucket value (the leaf is
+// kept as it is, unchecked; the result does not alias b).
+func parseUserRecordV2(b []byte) (*userRecord, error) {
+	if len(b) < userRecordV2Size {
+		return nil, fmt.Errorf("%w: layout-2 user record of %d bytes, want at least %d", errCorrupt, len(b), userRecordV2Size)
 	}
 	r := &userRecord{
 		Proof:    bytes.Clone(b[:vrfProofSize]),
@@ -77,11 +136,8 @@ func parseUserRecord(b []byte) (*userRecord, error) {
 		LogIndex: binary.BigEndian.Uint64(b[vrfProofSize+40:]),
 	}
 	copy(r.Index[:], b[vrfProofSize:])
-	if len(b) > userRecordSize {
-		r.Leaf = bytes.Clone(b[userRecordSize:])
-		if err := r.checkLeaf(r.Leaf); err != nil {
-			return nil, err
-		}
+	if len(b) > userRecordV2Size {
+		r.Leaf = bytes.Clone(b[userRecordV2Size:])
 	}
 	return r, nil
 }
@@ -114,7 +170,20 @@ func historyKey(index [32]byte, version uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), index[:]...), version)
 }
 
+// createBuckets creates the buckets of a new directory.db (recording the
+// layout) or those an existing one lacks. It writes nothing if all exist,
+// so that a directory.db Open converts is unchanged until the conversion
+// replaces it.
 func createBuckets(db *bbolt.DB) error {
+	all := true
+	if err := db.View(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketHistory, bucketUsers, bucketMeta} {
+			all = all && tx.Bucket(b) != nil
+		}
+		return nil
+	}); err != nil || all {
+		return err
+	}
 	return db.Update(func(tx *bbolt.Tx) error {
 		fresh := tx.Bucket(bucketMeta) == nil
 		for _, b := range [][]byte{bucketHistory, bucketUsers, bucketMeta} {

@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -52,8 +53,29 @@ func TestUserRecord(t *testing.T) {
 	if err != nil || got.Version != 7 || got.LogIndex != 9 || got.Index != index || string(got.Leaf) != string(leaf) {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
-	if len(r.marshal()) != userRecordSize+len(leaf) {
+	if len(r.marshal()) != userRecordMin+len(leaf) {
 		t.Fatalf("record of %d bytes", len(r.marshal()))
+	}
+	// Version 300 and log index 10,000,000 take 2 and 4 bytes, so the
+	// record has 114 + 4 bytes before the leaf, and nothing else
+	// encodes them.
+	big := userRecord{Proof: pi, Index: index, Version: 300, LogIndex: 10_000_000}
+	enc := big.marshal()
+	if len(enc) != vrfProofSize+32+2+4 {
+		t.Fatalf("record of version 300, log index 10M is %d bytes", len(enc))
+	}
+	if got, err := parseUserRecord(enc); err != nil || got.Version != 300 || got.LogIndex != 10_000_000 || got.Leaf != nil {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	// A non-minimal varint (1 as 0x81 0x00) and a truncated one are
+	// refused.
+	nonMinimal := append(append(bytes.Clone(pi), index[:]...), 0x81, 0x00, 0x09)
+	if _, err := parseUserRecord(nonMinimal); !errors.Is(err, errCorrupt) {
+		t.Fatalf("record with a non-minimal version varint: %v", err)
+	}
+	truncated := append(append(bytes.Clone(pi), index[:]...), 0x01, 0x80)
+	if _, err := parseUserRecord(truncated); !errors.Is(err, errCorrupt) {
+		t.Fatalf("record with a truncated log index varint: %v", err)
 	}
 	r.Version = 8 // the leaf is version 7
 	if _, err := parseUserRecord(r.marshal()); !errors.Is(err, errCorrupt) {
