@@ -76,6 +76,14 @@ func TestWebverifyHistory(t *testing.T) {
 		t.Fatalf("v3 without its history: %+v", r)
 	}
 
+	// The user id is normalized first: the history asked for is alice's.
+	if r := webverify.VerifyLookup(string(body), string(trust), "", "Alice", nil, time.Now()); r.OK || r.Need != "/v1/history/alice?from_version=1" {
+		t.Fatalf("v3 of Alice without its history: %+v", r)
+	}
+	if r := webverify.VerifyLookup(string(body), string(trust), "", "al ice", nil, time.Now()); r.OK || r.ErrorKind != "ErrUserID" {
+		t.Fatalf("a malformed user id: %+v", r)
+	}
+
 	// Honest: the history from v1 verifies.
 	r = webverifyHTTP(t, e.ts.URL, string(body), string(trust), "", "alice")
 	if !r.OK || r.Version != 3 || !strings.Contains(strings.Join(r.Checks, "\n"), "account history v1 to v3") {

@@ -195,9 +195,13 @@ func VerifyLookup(bundle, trust, state, user string, fetched map[string]string, 
 	if err != nil {
 		return failed(r, err)
 	}
-	res, err := verifier.VerifyLookup(t, st, user, b, now)
+	uid, err := devices.NormalizeUserID(user)
+	if err != nil {
+		return failed(r, fmt.Errorf("%w: %q: %v", verifier.ErrUserID, user, err))
+	}
+	res, err := verifier.VerifyLookup(t, st, uid, b, now)
 	src := &fetchedSource{fetched: fetched}
-	res, err = verifier.CheckHistory(context.Background(), t, src, nil, st, user, res, err)
+	res, err = verifier.CheckHistory(context.Background(), t, src, nil, st, uid, res, err)
 	var need *needError
 	if errors.As(err, &need) {
 		r.Need = need.path
