@@ -3,6 +3,7 @@ package adversary
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/auditor"
+	"github.com/keyline/keyline/verifier/webverify"
 )
 
 // staleState is what a stolen device holding the rotated-out signing key
@@ -184,6 +186,18 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		t.Fatalf("honest lookup: %v", err)
 	}
 	before := alice.state
+	// The in-browser verifier: a contact that pinned alice's key unverified,
+	// and one that verified it.
+	web := newPage(t, e)
+	wr := web.lookup(t, "", "alice")
+	if !wr.OK {
+		t.Fatalf("browser, honest lookup: %+v", wr)
+	}
+	webPinned := wr.State
+	webVerified, err := webverify.MarkVerified(webPinned, "alice", wr.IdentityKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// The operator (or someone who talked them into it) resets alice.
 	rs := resetStateOf(t, alice.state)
@@ -268,6 +282,15 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrHistory) {
 			t.Fatalf("new contact: got %v, want ErrHistory", err)
 		}
+		for name, c := range map[string]struct{ state, kind string }{
+			"browser, unverified pin": {webPinned, "ErrIdentityChanged"},
+			"browser, verified pin":   {webVerified, "ErrIdentityChanged"},
+			"browser, new contact":    {"", "ErrHistory"},
+		} {
+			if r := web.lookup(t, c.state, "alice"); r.OK || r.State != "" || r.ErrorKind != c.kind {
+				t.Fatalf("%s: got %+v, want %s", name, r, c.kind)
+			}
+		}
 		_, err := e.auditor().Run(e.ctx, nil)
 		expectViolation(t, e.trust, err, auditor.RuleIdentityChanged)
 	})
@@ -299,7 +322,14 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		if _, err := contact.Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrResetWindow) {
 			t.Fatalf("verified contact: got %v, want ErrResetWindow", err)
 		}
-		_, err := e.auditor().Run(e.ctx, nil)
+		verified, err := webverify.MarkVerified("", "alice", fmt.Sprintf("%x", alice.ik.Public()), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := web.lookup(t, verified, "alice"); r.OK || r.State != "" || r.ErrorKind != "ErrResetWindow" {
+			t.Fatalf("browser, verified contact: got %+v, want ErrResetWindow", r)
+		}
+		_, err = e.auditor().Run(e.ctx, nil)
 		expectViolation(t, e.trust, err, auditor.RuleResetWindow)
 	})
 
@@ -364,6 +394,9 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		defer e.src.SetMode(Honest)
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrResetWindow) {
 			t.Fatalf("client: got %v, want ErrResetWindow", err)
+		}
+		if r := web.lookup(t, "", "alice"); r.OK || r.State != "" || r.ErrorKind != "ErrResetWindow" {
+			t.Fatalf("browser, new contact: got %+v, want ErrResetWindow", r)
 		}
 		_, err = e.auditor().Run(e.ctx, nil)
 		expectViolation(t, e.trust, err, auditor.RuleResetWindow)

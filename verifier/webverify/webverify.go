@@ -100,6 +100,9 @@ var errorKinds = []struct {
 	err  error
 	name string
 }{
+	// The history rules first: a change of key the history refuses names
+	// the rule, not only ErrIdentityChanged.
+	{verifier.ErrStaleSigningKey, "ErrStaleSigningKey"}, {verifier.ErrResetWindow, "ErrResetWindow"},
 	{verifier.ErrIdentityChanged, "ErrIdentityChanged"},
 	{verifier.ErrSafetyNumberChanged, "ErrSafetyNumberChanged"},
 	{verifier.ErrUserID, "ErrUserID"}, {verifier.ErrCheckpoint, "ErrCheckpoint"},
@@ -112,7 +115,6 @@ var errorKinds = []struct {
 	{verifier.ErrAccountState, "ErrAccountState"}, {verifier.ErrUserMismatch, "ErrUserMismatch"},
 	{verifier.ErrVersionMismatch, "ErrVersionMismatch"}, {verifier.ErrRevokedDevice, "ErrRevokedDevice"},
 	{verifier.ErrReset, "ErrReset"}, {verifier.ErrAccountMissing, "ErrAccountMissing"},
-	{verifier.ErrStaleSigningKey, "ErrStaleSigningKey"}, {verifier.ErrResetWindow, "ErrResetWindow"},
 	{verifier.ErrHistory, "ErrHistory"},
 	{verifier.ErrTrustConfig, "ErrTrustConfig"}, {verifier.ErrState, "ErrState"},
 	{jsonapi.ErrMalformed, "ErrMalformedBundle"},

@@ -177,8 +177,8 @@ function show(res, me, mine) {
 
   if (res.safety_changed) {
     const how = res.ok ? "the key was never verified; it is now pinned as the new key. Compare safety numbers again before trusting it."
-              : res.error_kind === "ErrIdentityChanged" ? "no directory reset in the account's history explains the change: do not trust the new key (" + res.error + ")."
-              : "you had verified the old key. Do not trust the new one until you compare safety numbers again.";
+              : res.error_kind === "ErrSafetyNumberChanged" ? "you had verified the old key. Do not trust the new one until you compare safety numbers again."
+              : "the account's history does not allow this change (" + res.error_kind + "): do not trust the new key. " + res.error;
     verdict("changed", "⚠ SAFETY NUMBER CHANGED for " + res.user, `Pinned key ${res.pinned_key}, now ${res.identity_key}: ${how}`);
   } else if (!res.ok) {
     verdict("failed", "✗ VERIFICATION FAILED for " + res.user + " — do not use this answer", (res.error_kind ? res.error_kind + ": " : "") + res.error);
