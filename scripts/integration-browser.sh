@@ -3,9 +3,11 @@
 # verifier (scripts/build-wasm.sh, inside the test) and drives the /verify
 # page of `keyline serve --http` in a real headless Chromium with chromedp
 # (directory/httpapi TestBrowser): an honest lookup verifies and shows the
-# safety number and QR code, a verified contact whose key the directory
-# resets turns the page red, and a bundle tampered by a test server is shown
-# as failed. The servers listen on loopback with free ports and stop with
+# safety number and QR code, a contact at v3 is accepted only after the page
+# verified his history from the version it last verified (v1), a verified
+# contact whose key the directory resets turns the page red, and a bundle
+# tampered by a test server, or a history a test server does not serve, is
+# shown as failed. The servers listen on loopback with free ports and stop with
 # the test.
 #
 # Installs Debian's chromium with apt-get only if no chromium is on PATH.
