@@ -32,9 +32,10 @@ type pointRes struct {
 }
 
 // readPoint reads one Point: through the batching readers when it is a
-// by-index query without the epoch row, else on its own.
+// query without the epoch row (by index, or by user id without tiles),
+// else on its own.
 func (s *Server) readPoint(ctx context.Context, q sqlstate.PointQuery) (*sqlstate.Point, error) {
-	if q.ByUser || !q.NoEpoch || s.sh.batch == nil {
+	if !q.NoEpoch || q.ByUser && len(q.Depths) > 0 || s.sh.batch == nil {
 		return s.sh.st.ReadPoint(ctx, q)
 	}
 	r := &pointReq{q: q, done: make(chan pointRes, 1)}
@@ -59,8 +60,21 @@ func (s *Server) pointReader() {
 	qs := make([]sqlstate.PointQuery, 0, maxPointBatch)
 	for {
 		batch, qs = batch[:0], qs[:0]
+		var depths []uint8 // of the batch's queries by index
+		byIndex := false
+		fits := func(q *sqlstate.PointQuery) bool {
+			if q.ByUser {
+				return true
+			}
+			if !byIndex {
+				depths, byIndex = q.Depths, true
+				return true
+			}
+			return slicesEqualU8(q.Depths, depths)
+		}
 		select {
 		case r := <-s.sh.batch:
+			fits(&r.q)
 			batch = append(batch, r)
 		case <-s.closing:
 			return
@@ -69,7 +83,7 @@ func (s *Server) pointReader() {
 		for len(batch) < maxPointBatch {
 			select {
 			case r := <-s.sh.batch:
-				if !slicesEqualU8(r.q.Depths, batch[0].q.Depths) {
+				if !fits(&r.q) {
 					// Another tile shape (the levels grew): on its own.
 					p, err := s.sh.st.ReadPoint(context.Background(), r.q)
 					r.done <- pointRes{p, err}

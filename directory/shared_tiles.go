@@ -55,6 +55,10 @@ func (m tileMap) apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error) {
 	return m.tm.Apply(sqlstate.NewTileStore(tx, tx), ups)
 }
 
+func (m tileMap) warm(r sqlstate.MapReader, root vmap.Hash, full bool) (vmap.WarmStats, error) {
+	return m.tm.Warm(sqlstate.NewTileStore(r, nil), root, full)
+}
+
 func (m tileMap) pathDepths() []uint8 {
 	var ds []uint8
 	for l := m.cached; l < int(m.levels.Load()) && l*m.tm.Stride() < 256; l++ {
