@@ -32,10 +32,9 @@ type pointRes struct {
 }
 
 // readPoint reads one Point: through the batching readers when it is a
-// query without the epoch row (by index, or by user id without tiles),
-// else on its own.
+// query without the epoch row, else on its own.
 func (s *Server) readPoint(ctx context.Context, q sqlstate.PointQuery) (*sqlstate.Point, error) {
-	if !q.NoEpoch || q.ByUser && len(q.Depths) > 0 || s.sh.batch == nil {
+	if !q.NoEpoch || s.sh.batch == nil {
 		return s.sh.st.ReadPoint(ctx, q)
 	}
 	r := &pointReq{q: q, done: make(chan pointRes, 1)}
@@ -60,17 +59,19 @@ func (s *Server) pointReader() {
 	qs := make([]sqlstate.PointQuery, 0, maxPointBatch)
 	for {
 		batch, qs = batch[:0], qs[:0]
-		var depths []uint8 // of the batch's queries by index
-		byIndex := false
+		// The batch's tile shapes: of its queries by index, by user id.
+		var depths [2][]uint8
+		var seen [2]bool
 		fits := func(q *sqlstate.PointQuery) bool {
+			k := 0
 			if q.ByUser {
+				k = 1
+			}
+			if !seen[k] {
+				depths[k], seen[k] = q.Depths, true
 				return true
 			}
-			if !byIndex {
-				depths, byIndex = q.Depths, true
-				return true
-			}
-			return slicesEqualU8(q.Depths, depths)
+			return slicesEqualU8(q.Depths, depths[k])
 		}
 		select {
 		case r := <-s.sh.batch:

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -239,24 +240,27 @@ func (c *stmtCache) close() {
 // epoch row out (each Point is checked against the reader's view). A query
 // by index reads its account record and the path tiles of its Depths (the
 // same Depths for every query by index); a query by user id reads the users
-// row and the account record of the stored index, and no tiles (its Depths
-// must be empty). The statement is at most three UNION ALL parts of
-// primary-key reads (users joined to accounts, accounts, map_kv), prepared
-// per shape: each part's number of keys is rounded up to a power of two
-// (the last key repeated) so the shapes stay few.
+// row, the account record of the stored index and the path tiles of its
+// Depths (the same for every query by user id; the statement computes their
+// keys from the users row). The statement is UNION ALL parts of
+// primary-key reads (users joined to accounts, users joined to map_kv once
+// per user depth, accounts, map_kv), prepared per shape: each part's number
+// of keys is rounded up to a power of two (the last key repeated) so the
+// shapes stay few.
 func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, error) {
 	if len(qs) == 0 {
 		return nil, nil
 	}
-	var depths []uint8
+	var depths, userDepths []uint8
 	var byUser, byIndex []int
 	for i, q := range qs {
 		switch {
 		case !q.NoEpoch:
 			return nil, errors.New("sqlstate: ReadPoints reads without the epoch row")
-		case q.ByUser && len(q.Depths) > 0:
-			return nil, errors.New("sqlstate: ReadPoints reads no tiles by user id")
+		case q.ByUser && len(byUser) > 0 && !slicesEqual(q.Depths, userDepths):
+			return nil, errors.New("sqlstate: ReadPoints reads one tile shape by user id")
 		case q.ByUser:
+			userDepths = q.Depths
 			byUser = append(byUser, i)
 		case len(byIndex) > 0 && !slicesEqual(q.Depths, depths):
 			return nil, errors.New("sqlstate: ReadPoints reads one tile shape")
@@ -265,7 +269,7 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 			byIndex = append(byIndex, i)
 		}
 	}
-	for _, d := range depths {
+	for _, d := range append(slices.Clone(depths), userDepths...) {
 		if d%8 != 0 {
 			return nil, fmt.Errorf("sqlstate: tile depth %d is not a multiple of 8", d)
 		}
@@ -295,15 +299,21 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 	// version, log_index, entry_hash, value (leaf or tile).
 	part("SELECT 2 AS kind, u.user_id AS k, u.vrf_index AS i, u.vrf_proof AS p, a.version, a.log_index, a.entry_hash, a.leaf AS v"+
 		" FROM users u LEFT JOIN accounts a ON a.vrf_index = u.vrf_index WHERE u.user_id IN (%s)", nu)
+	for _, d := range userDepths {
+		part(fmt.Sprintf("SELECT 1, t.k, NULL, NULL, NULL, NULL, NULL, t.v FROM users u JOIN map_kv t ON t.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", d/8, d)+
+			" WHERE u.user_id IN (%s)", nu)
+	}
 	part("SELECT 0, vrf_index, NULL, NULL, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (%s)", ni)
 	part("SELECT 1, k, NULL, NULL, NULL, NULL, NULL, v FROM map_kv WHERE k IN (%s)", ni*len(depths))
 	stmt, err := s.stmts.get(ctx, s.db, b.String())
 	if err != nil {
 		return nil, err
 	}
-	args := make([]any, 0, nu+ni*(1+len(depths)))
-	for i := range nu {
-		args = append(args, []byte(qs[byUser[min(i, len(byUser)-1)]].UserID))
+	args := make([]any, 0, nu*(1+len(userDepths))+ni*(1+len(depths)))
+	for range 1 + len(userDepths) {
+		for i := range nu {
+			args = append(args, []byte(qs[byUser[min(i, len(byUser)-1)]].UserID))
+		}
 	}
 	at := func(i int) *PointQuery { return &qs[byIndex[min(i, len(byIndex)-1)]] }
 	for i := range ni {
@@ -359,11 +369,22 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 	}
 	out := make([]*Point, len(qs))
 	for _, i := range byUser {
-		if p := users[qs[i].UserID]; p != nil {
-			out[i] = p
-		} else {
+		p := users[qs[i].UserID]
+		if p == nil {
 			out[i] = &Point{} // no such user
+			continue
 		}
+		if len(userDepths) > 0 {
+			// A copy per query: two queries of one user get one
+			// Point each.
+			c := *p
+			c.Records = make([][]byte, len(userDepths))
+			for j, d := range userDepths {
+				c.Records[j] = tiles[string(TileKey(c.Index, d))]
+			}
+			p = &c
+		}
+		out[i] = p
 	}
 	for _, i := range byIndex {
 		q := &qs[i]
