@@ -67,10 +67,10 @@ type shared struct {
 	batchStmts, batchPoints atomic.Uint64
 
 	// tilesWarm: the tile cache held every tile of the map of epoch
-	// warmEpoch (followLoop's warmTiles keeps it so, as far as the cache's
+	// warmEpoch (warmLoop keeps it so, as far as the cache's
 	// bound allows), so a lookup expects its whole path in memory.
 	tilesWarm atomic.Bool
-	warmEpoch uint64 // followLoop only
+	warmEpoch atomic.Uint64
 
 	memLookups atomic.Uint64 // lookups served from memory (monitoring, benchmarks)
 	dbLookups  atomic.Uint64 // lookups that read the database
@@ -206,6 +206,10 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 	wg.Add(2 + pointReaders)
 	go func() { defer wg.Done(); s.followLoop() }()
 	go func() { defer wg.Done(); s.waiterLoop() }()
+	if c.Role != RoleSequencer {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.warmLoop() }()
+	}
 	sh.batch = make(chan *pointReq, maxPointBatch)
 	for range pointReaders {
 		go func() { defer wg.Done(); s.pointReader() }()
@@ -270,11 +274,31 @@ func (s *Server) followLoop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s.follow(ctx)
 		cancel()
-		if s.cfg.Role != RoleSequencer {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			s.warmTiles(ctx)
+	}
+}
+
+// warmLoop runs warmTiles after every poll until the server closes (on its
+// own goroutine: loading the tiles of a large map must not hold back
+// installing new epochs).
+func (s *Server) warmLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
 			cancel()
+		case <-ctx.Done():
 		}
+	}()
+	t := time.NewTicker(s.sh.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		s.warmTiles(ctx)
 	}
 }
 
@@ -286,7 +310,7 @@ func (s *Server) followLoop() {
 // (tileCacheBytes). Cached tiles are checked against the refs leading to
 // them on every proof; this only decides what is in memory.
 func (s *Server) warmTiles(ctx context.Context) {
-	if v := s.view.Load(); v == nil || v.epoch == s.sh.warmEpoch {
+	if v := s.view.Load(); v == nil || v.epoch == s.sh.warmEpoch.Load() {
 		return
 	}
 	sn, err := s.sh.st.Snapshot(ctx)
@@ -302,10 +326,15 @@ func (s *Server) warmTiles(ctx context.Context) {
 	st, err := s.sh.m.warm(sn, e.MapRoot, full)
 	if err != nil {
 		s.sh.tilesWarm.Store(false)
-		s.cfg.Logf("directory: loading the map tiles of epoch %d into memory: %v", e.Epoch, err)
+		if ctx.Err() == nil {
+			// Try again at the next epoch (lookups read their
+			// tiles meanwhile, and report what is wrong).
+			s.sh.warmEpoch.Store(e.Epoch)
+			s.cfg.Logf("directory: loading the map tiles of epoch %d into memory: %v", e.Epoch, err)
+		}
 		return
 	}
-	s.sh.warmEpoch = e.Epoch
+	s.sh.warmEpoch.Store(e.Epoch)
 	s.sh.tilesWarm.Store(st.Complete)
 }
 
