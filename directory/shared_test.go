@@ -461,7 +461,9 @@ func TestSharedStaleRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without the tile cache every tile of the path is read with the
-	// point, so the old view meets the new epoch's tiles.
+	// point, so the old view meets the new epoch's tiles. (Swapped once
+	// the warm loop, which reads seq.sh.m after each new epoch, is done.)
+	waitWarm(t, seq)
 	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -611,6 +613,23 @@ func TestSharedLookupByUser(t *testing.T) {
 	}
 }
 
+// waitWarm waits until s's warm loop has brought its tile cache to the
+// latest epoch of the database, and returns that epoch.
+func waitWarm(t *testing.T, s *Server) uint64 {
+	t.Helper()
+	e, err := s.sh.st.Latest(context.Background())
+	if err != nil || e == nil {
+		t.Fatalf("latest epoch: %+v, %v", e, err)
+	}
+	for i := 0; s.sh.warmEpoch.Load() < e.Epoch; i++ {
+		if i > 500 {
+			t.Fatalf("tiles of epoch %d not loaded within 10s (loaded: epoch %d)", e.Epoch, s.sh.warmEpoch.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return e.Epoch
+}
+
 // TestSharedWarmTiles: a frontend keeps every tile of the published map
 // in memory (reading after an epoch only the tiles it rewrote), so a lookup
 // whose VRF proof or account record is not in memory reads them from the
@@ -634,16 +653,9 @@ func TestSharedWarmTiles(t *testing.T) {
 	}
 	warm := func() {
 		t.Helper()
-		e, err := fe.sh.st.Latest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := e.Epoch
-		for i := 0; fe.sh.warmEpoch.Load() < want || !fe.sh.tilesWarm.Load(); i++ {
-			if i > 500 {
-				t.Fatalf("tiles of epoch %d not in memory within 10s (warm epoch %d, complete %v)", want, fe.sh.warmEpoch.Load(), fe.sh.tilesWarm.Load())
-			}
-			time.Sleep(20 * time.Millisecond)
+		want := waitWarm(t, fe)
+		if !fe.sh.tilesWarm.Load() {
+			t.Fatalf("the tiles of epoch %d do not all fit the cache", want)
 		}
 		for fe.view.Load().epoch < want {
 			time.Sleep(10 * time.Millisecond)
