@@ -15,8 +15,8 @@ import (
 // purpose: alone, a lookup is read at once; under load, the queries that
 // arrive while a statement is out share the next one, which divides the
 // per-statement cost of the frontend (socket writes and reads, result
-// metadata) and of the database (about 40 µs of mariadbd CPU per
-// statement against 5-12 µs per lookup in it) among them. One reader:
+// metadata) and of the database (about 45 µs of mariadbd CPU per
+// statement against about 12 µs per lookup in it) among them. One reader:
 // with two, statements carried 4 lookups on average in the 16-client gRPC
 // benchmark, with one 7, for less CPU on both sides (docs/scaling.md).
 // Each lookup still checks its own records against the view's root.
