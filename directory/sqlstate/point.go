@@ -202,8 +202,8 @@ type stmtCache struct {
 }
 
 // maxStmts bounds the cached statements (the shapes are few: two per
-// number of tile levels read, and ReadPoints' up to 7 x 7 per number of
-// tile levels).
+// number of tile levels read, and ReadPoints' up to 7 x 7 per pair of tile
+// shapes, by index and by user id).
 const maxStmts = 256
 
 func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, error) {
