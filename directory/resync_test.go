@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/loadgen"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
@@ -227,6 +229,87 @@ func TestResyncAfterInterruptedAppend(t *testing.T) {
 	for _, uid := range []string{"alice", "bob", "carol"} {
 		if v := mustLookup(t, s.Source(), trust, uid); !v.found || v.version != 1 {
 			t.Fatalf("%s: found %v version %d; want version 1 (bob's interrupted append is in the log)", uid, v.found, v.version)
+		}
+	}
+	if s.sequencerFailed() {
+		t.Fatal("sequencer stopped")
+	}
+	if st := auditDirectory(t, s); st.Accounts != 3 {
+		t.Fatalf("auditor counted %d accounts, want 3", st.Accounts)
+	}
+}
+
+// TestLookupsWhileLogUnwritable: an epoch's leaves reach the embedded log
+// but the epoch fails (the log's fsync fails after its pages were written,
+// as in TestDiskFaultsInjected), and no checkpoint can be stored while the
+// fault lasts. Recovery replays the epoch from the log but must not commit
+// it before a checkpoint covers it: lookups are answered from the last
+// published view for the whole fault, not only until the first recovery
+// attempt, updates are refused with STORAGE_FAILURE, nothing new is signed,
+// and the update is published once the log is writable again.
+func TestLookupsWhileLogUnwritable(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), nil)
+	trust := trustOf(t, s)
+	alice, bob, carol := newTestAccount(t, "alice"), newTestAccount(t, "bob"), newTestAccount(t, "carol")
+	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	signedSize := func() uint64 {
+		note, err := s.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := trust.OpenCheckpoint(note)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Size
+	}
+	size := signedSize()
+	var fault, appendFailed atomic.Bool
+	fault.Store(true)
+	s.hooks.Store(&testHooks{
+		afterAppend: func() error {
+			if appendFailed.CompareAndSwap(false, true) {
+				return fmt.Errorf("embedded: append: %w", syscall.EIO)
+			}
+			return nil
+		},
+		publish: func(n uint64) error {
+			if fault.Load() && n > size {
+				return fmt.Errorf("log: publish: storing checkpoint: %w", syscall.EIO)
+			}
+			return nil
+		},
+	})
+	if _, err := s.Update(ctx, bob.bytes(t)); apierr.Reason(err) != apierr.StorageFailure {
+		t.Fatalf("update whose epoch failed = %v; want %s", err, apierr.StorageFailure)
+	}
+	// Recovery attempts fail meanwhile (backoff 100, 200, 400 ms).
+	for end := time.Now().Add(800 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if v := mustLookup(t, s.Source(), trust, "alice"); !v.found || v.version != 1 {
+			t.Fatalf("alice during the fault: found %v version %d", v.found, v.version)
+		}
+		// bob's leaf is in the log, under no checkpoint: absent in the view.
+		if v := mustLookup(t, s.Source(), trust, "bob"); v.found {
+			t.Fatal("bob found during the fault: served from an unpublished epoch")
+		}
+	}
+	if _, err := s.Update(ctx, carol.bytes(t)); apierr.Reason(err) != apierr.StorageFailure {
+		t.Fatalf("update during the fault = %v; want %s", err, apierr.StorageFailure)
+	}
+	if got := signedSize(); got != size {
+		t.Fatalf("checkpoint grew from %d to %d while none could be stored", size, got)
+	}
+	fault.Store(false)
+	eventually(t, "update after the fault", func() error {
+		_, err := s.Update(ctx, carol.bytes(t))
+		return err
+	})
+	for _, uid := range []string{"alice", "bob", "carol"} {
+		if v := mustLookup(t, s.Source(), trust, uid); !v.found || v.version != 1 {
+			t.Fatalf("%s after the fault: found %v version %d; want version 1", uid, v.found, v.version)
 		}
 	}
 	if s.sequencerFailed() {
