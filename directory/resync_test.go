@@ -515,7 +515,7 @@ func TestDropStale(t *testing.T) {
 	staleCreate := mk("alice", 1, [32]byte{}, 4)     // a create of an existing account
 	newAcct := mk("bob", 1, [32]byte{}, 5)           // a create of a new account
 	staleAfter := mk("bob", 3, newAcct.entryHash, 6) // skips a version
-	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter})
+	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter}, epochTimeBound(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,6 +531,59 @@ func TestDropStale(t *testing.T) {
 		default:
 			t.Error("a stale entry was not failed")
 		}
+	}
+}
+
+// TestDropLateCancellation: a cancellation of a pending reset, accepted
+// before effective_at, is refused with RESET_WINDOW instead of being logged
+// if its epoch would be timestamped auditor.CancelLogSlack or more after
+// effective_at (auditors report that as reset-log-time); a second earlier
+// it is kept, and an update by the reset's new keys is never refused so.
+func TestDropLateCancellation(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), nil)
+	alice := newTestAccount(t, "alice")
+	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	rs := resetStateFor(t, alice.state, "new phone")
+	if _, err := s.Reset(ctx, s.AdminToken(), "alice", mustMarshal(t, rs), "lost"); err != nil {
+		t.Fatal(err)
+	}
+	prev, err := s.committed(ctx, "alice")
+	if err != nil || prev == nil || prev.reset == nil {
+		t.Fatalf("committed(alice) = %v, %v; want the reset entry", prev, err)
+	}
+	next, err := devices.Resign(prev.reset.PreviousState(), alice.ask, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, err := devices.LinkAfterReset(next, prev.reset, alice.ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(st *devices.AccountState) *entry {
+		return &entry{index: prev.index, userID: "alice", version: prev.version + 1, prevHash: prev.entryHash, state: st, done: make(chan result, 1)}
+	}
+	deadline := uint64(prev.reset.EffectiveAt.Unix() + auditor.CancelLogSlack)
+	if kept, err := s.dropStale([]*entry{mk(cancel)}, deadline-1); err != nil || len(kept) != 1 {
+		t.Fatalf("cancellation logged %d s after effective_at: kept %d, %v; want it kept", auditor.CancelLogSlack-1, len(kept), err)
+	}
+	late := mk(cancel)
+	if kept, err := s.dropStale([]*entry{late}, deadline); err != nil || len(kept) != 0 {
+		t.Fatalf("cancellation logged %d s after effective_at: kept %d, %v; want it refused", auditor.CancelLogSlack, len(kept), err)
+	}
+	select {
+	case r := <-late.done:
+		if apierr.Code(r.err) != codes.FailedPrecondition || apierr.Reason(r.err) != apierr.ResetWindow {
+			t.Fatalf("late cancellation failed with %v; want FailedPrecondition / %s", r.err, apierr.ResetWindow)
+		}
+	default:
+		t.Fatal("the late cancellation was not failed")
+	}
+	// The reset's new keys (rs stands for any state under them).
+	if kept, err := s.dropStale([]*entry{mk(rs)}, deadline+3600); err != nil || len(kept) != 1 {
+		t.Fatalf("update by the reset's keys: kept %d, %v; want it kept", len(kept), err)
 	}
 }
 
