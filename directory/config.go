@@ -8,7 +8,6 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
-	"github.com/keyline/keyline/verifier/auditor"
 )
 
 // Defaults applied by Open to zero Config fields.
@@ -25,12 +24,6 @@ const (
 	DefaultVRFCacheSize       = 200000
 	DefaultMaxCheckpointAge   = "24h"
 )
-
-// MaxEpochInterval bounds Config.EpochInterval: half of
-// auditor.CancelLogSlack, so that a reset cancellation accepted just before
-// effective_at waits at most this long for its epoch, and the other half is
-// left for cutting it.
-const MaxEpochInterval = auditor.CancelLogSlack * time.Second / 2
 
 // State backends (Config.StateBackend).
 const (
@@ -69,9 +62,9 @@ type Config struct {
 	Origin string
 
 	// EpochInterval is how often the sequencer cuts an epoch from the
-	// queued updates (default 1s; tests use 10-50ms; at most
-	// MaxEpochInterval). An Update returns after the epoch that contains
-	// it is published, so this bounds the Update latency from below.
+	// queued updates (default 1s; tests use 10-50ms). An Update returns
+	// after the epoch that contains it is published, so this bounds the
+	// Update latency from below.
 	EpochInterval time.Duration
 
 	// EmptyEpochInterval is how long the sequencer waits, with no updates
@@ -220,9 +213,6 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.EpochInterval < time.Millisecond {
 		return cfg, bad("EpochInterval %v is below 1ms", cfg.EpochInterval)
-	}
-	if cfg.EpochInterval > MaxEpochInterval {
-		return cfg, bad("EpochInterval %v is above %v: a cancellation of a reset accepted just before the reset takes effect must be logged within %d s (auditor.CancelLogSlack), or it is refused", cfg.EpochInterval, MaxEpochInterval, auditor.CancelLogSlack)
 	}
 	if cfg.EmptyEpochInterval == 0 {
 		cfg.EmptyEpochInterval = DefaultEmptyEpochInterval

@@ -65,23 +65,6 @@ func TestConfigMaxCheckpointAgeVsEmptyEpochInterval(t *testing.T) {
 	}
 }
 
-// TestConfigEpochInterval: an epoch interval over half of
-// auditor.CancelLogSlack is refused (a reset cancellation accepted just
-// before effective_at could not be logged in time); the bound itself is
-// accepted.
-func TestConfigEpochInterval(t *testing.T) {
-	for _, c := range []struct {
-		d  time.Duration
-		ok bool
-	}{{MaxEpochInterval, true}, {30 * time.Second, true}, {MaxEpochInterval + time.Millisecond, false}, {time.Hour, false}} {
-		cfg := Config{DataDir: t.TempDir(), EpochInterval: c.d}
-		_, err := cfg.withDefaults()
-		if c.ok != (err == nil) || err != nil && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "CancelLogSlack")) {
-			t.Fatalf("EpochInterval %v: got %v, want ok=%v", c.d, err, c.ok)
-		}
-	}
-}
-
 func TestConfigResetWindow(t *testing.T) {
 	c := Config{DataDir: t.TempDir()}
 	cfg, err := c.withDefaults()
