@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/keyline/keyline/log/embedded"
 	"github.com/transparency-dev/merkle/proof"
@@ -178,4 +179,50 @@ func BenchmarkRootHash(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkConvert measures the conversion of a format-1 file of
+// KEYLINE_BENCH_CONVERT leaves (default 100,000) of 600 bytes, the size of
+// an AccountUpdate leaf, by Open; it reports leaves/s and MB/s of leaves.
+func BenchmarkConvert(b *testing.B) {
+	n := 100_000
+	if s := os.Getenv("KEYLINE_BENCH_CONVERT"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	leaves := make([][]byte, n)
+	for i := range leaves {
+		leaves[i] = append(benchLeaf(uint64(i)), benchLeaf(uint64(i)+1<<40)...)
+	}
+	dir := b.TempDir()
+	template := filepath.Join(dir, "format1.db")
+	if err := embedded.WriteFormat1(template, leaves, nil, 10_000); err != nil {
+		b.Fatal(err)
+	}
+	leaves = nil
+	path := filepath.Join(dir, "log.db")
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		data, err := os.ReadFile(template)
+		if err == nil {
+			err = os.WriteFile(path, data, 0o600)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		l, err := embedded.Open(path, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		l.Close()
+	}
+	per := total.Seconds() / float64(b.N)
+	b.ReportMetric(float64(n)/per, "leaves/s")
+	b.ReportMetric(float64(n)*600/per/1e6, "leaf-MB/s")
 }

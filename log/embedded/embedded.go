@@ -1,18 +1,30 @@
 // Package embedded is a log.Backend kept in a single go.etcd.io/bbolt file.
 //
-// # Storage
+// # Storage (format 2)
 //
-// The file holds four buckets:
+// The file holds five buckets:
 //
 //   - "meta": key "size" holds the number of leaves as a u64 (big-endian);
-//     key "format" holds the storage format version, currently 1.
-//   - "leaves": key u64 index (big-endian) holds the leaf bytes as appended.
+//     key "format" holds the storage format version, currently 2.
+//   - "bundles": key u64 n (big-endian) holds the BundleWidth (256) leaves
+//     [256n, 256n+256) once all of them are appended, encoded by
+//     MarshalBundle (a header of the 16 group hashes, roots of 16 leaves
+//     each, and of end offsets, then the leaves), so that a leaf is one Get
+//     and a slice.
+//   - "tail": key u64 index holds the 32-byte leaf hash, then the leaf
+//     bytes, of each leaf of the last, incomplete bundle [size &^ 255,
+//     size); the Append that completes the bundle moves the leaves into
+//     "bundles". A leaf's hash is thus stored (as a tail hash, then inside
+//     its group's hash and its bundle's root) from the Append that stores
+//     it, and CheckStored compares them with the hashes of the stored bytes.
 //   - "nodes": key u8 level || u64 index holds the 32-byte RFC 6962 hash of
-//     the perfect subtree covering leaves [index<<level, (index+1)<<level).
-//     Every such node of the tree is stored once it is complete (level 0 is
-//     the leaf hashes), about 2 hashes per leaf. Nodes rooting imperfect
-//     subtrees at the right edge of the tree are never stored: RootHash and
-//     proofs recompute them from at most log2(size) stored nodes.
+//     the perfect subtree covering leaves [index<<level, (index+1)<<level),
+//     for every complete node of level 8 (a bundle's root) and above. Nodes
+//     of lower levels lie inside one bundle and are computed, when a root
+//     or proof needs them, from its group hashes and at most 16 of its
+//     leaves (in the tail, from the stored leaf hashes); nodes rooting
+//     imperfect subtrees at the right edge are computed from at most
+//     log2(size) complete nodes.
 //   - "checkpoints": key "latest" holds the latest signed checkpoint note;
 //     key u64 n (big-endian, from 1) holds the n-th checkpoint ever stored,
 //     so that every published checkpoint remains available.
@@ -22,6 +34,10 @@
 // on commit unless Options.NoSync is set. A leaf is thus either durable with
 // all its hashes, or absent. Readers use read-only transactions and see a
 // consistent snapshot.
+//
+// Format 1 kept every leaf under its own key in "leaves" and every complete
+// node, from level 0, in "nodes". Open converts a format-1 file (see
+// convert.go) into a new file that replaces it atomically.
 //
 // A Log also implements log.CheckpointStore (checkpoint compare-and-swap in
 // the same file) and log.StoredChecker (recomputing stored hashes from stored
@@ -34,6 +50,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/keyline/keyline/log"
@@ -44,13 +61,15 @@ import (
 )
 
 // formatVersion is the storage format written to meta/format.
-const formatVersion = 1
+const formatVersion = 2
 
 var (
 	bucketMeta        = []byte("meta")
-	bucketLeaves      = []byte("leaves")
+	bucketBundles     = []byte("bundles")
+	bucketTail        = []byte("tail")
 	bucketNodes       = []byte("nodes")
 	bucketCheckpoints = []byte("checkpoints")
+	bucketLeavesV1    = []byte("leaves") // format 1
 	keySize           = []byte("size")
 	keyFormat         = []byte("format")
 	keyLatest         = []byte("latest")
@@ -72,46 +91,110 @@ type Options struct {
 // Log is an embedded log backend. It is safe for concurrent use; bbolt
 // serializes writers and lets readers proceed concurrently.
 type Log struct {
-	db *bolt.DB
+	db    *bolt.DB
+	cache nodeCache
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 
-// Open opens or creates the log stored in the file at path.
+// Open opens or creates the log stored in the file at path. A file of
+// format 1 is first converted to format 2 (see convert).
 func Open(path string, opts *Options) (*Log, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
+	// A conversion by another process replaces the file while this one
+	// waits for its lock; open again then.
+	for attempt := 0; ; attempt++ {
+		l, retry, err := open(path, opts)
+		if err != nil || !retry {
+			return l, err
+		}
+		if attempt == 3 {
+			return nil, fmt.Errorf("embedded: open %s: the file keeps being replaced", path)
+		}
+	}
+}
+
+// open opens path once. It returns retry if the file was converted or
+// replaced and must be opened again.
+func open(path string, opts *Options) (l *Log, retry bool, err error) {
+	before, statErr := os.Stat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+		return nil, false, fmt.Errorf("embedded: open %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketLeaves, bucketNodes, bucketCheckpoints} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+	if statErr == nil {
+		// The lock is held on the file opened; the path must still name it.
+		after, err := os.Stat(path)
+		if err != nil || !os.SameFile(before, after) {
+			db.Close()
+			return nil, true, nil
+		}
+	}
+	format, err := storedFormat(db)
+	if err == nil && format == 1 {
+		err = convert(db, path)
+		db.Close()
+		if err != nil {
+			return nil, false, fmt.Errorf("embedded: open %s: %w", path, err)
+		}
+		return nil, true, nil
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := createBuckets(tx); err != nil {
 				return err
 			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if f := meta.Get(keyFormat); f == nil {
-			if meta.Get(keySize) != nil {
-				return fmt.Errorf("%w: size present without format", log.ErrCorrupt)
+			meta := tx.Bucket(bucketMeta)
+			if format == 0 {
+				if err := meta.Put(keyFormat, u64(formatVersion)); err != nil {
+					return err
+				}
+				return meta.Put(keySize, u64(0))
 			}
-			if err := meta.Put(keyFormat, u64(formatVersion)); err != nil {
-				return err
-			}
-			return meta.Put(keySize, u64(0))
-		} else if len(f) != 8 || binary.BigEndian.Uint64(f) != formatVersion {
-			return fmt.Errorf("embedded: unsupported storage format %x", f)
-		}
-		_, err := readSize(tx)
-		return err
-	})
+			_, err := readSize(tx)
+			return err
+		})
+	}
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+		return nil, false, fmt.Errorf("embedded: open %s: %w", path, err)
 	}
-	return &Log{db: db}, nil
+	return &Log{db: db}, false, nil
+}
+
+func createBuckets(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketBundles, bucketTail, bucketNodes, bucketCheckpoints} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storedFormat returns the format of the file: 0 for a new, empty file, or
+// a supported version (1 or 2).
+func storedFormat(db *bolt.DB) (uint64, error) {
+	var format uint64
+	err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return nil
+		}
+		f := meta.Get(keyFormat)
+		switch {
+		case f == nil && meta.Get(keySize) != nil:
+			return fmt.Errorf("%w: size present without format", log.ErrCorrupt)
+		case f == nil:
+			return nil
+		case len(f) != 8 || (binary.BigEndian.Uint64(f) != 1 && binary.BigEndian.Uint64(f) != formatVersion):
+			return fmt.Errorf("embedded: unsupported storage format %x", f)
+		}
+		format = binary.BigEndian.Uint64(f)
+		return nil
+	})
+	return format, err
 }
 
 // Close closes the file.
@@ -130,37 +213,6 @@ func nodeKey(id compact.NodeID) []byte {
 	return k
 }
 
-func readSize(tx *bolt.Tx) (uint64, error) {
-	v := tx.Bucket(bucketMeta).Get(keySize)
-	if len(v) != 8 {
-		return 0, fmt.Errorf("%w: meta/size is %d bytes, want 8", log.ErrCorrupt, len(v))
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
-
-// getNodes returns the stored hashes of ids, copied out of the transaction.
-func getNodes(tx *bolt.Tx, ids []compact.NodeID) ([][]byte, error) {
-	b := tx.Bucket(bucketNodes)
-	out := make([][]byte, len(ids))
-	for i, id := range ids {
-		v := b.Get(nodeKey(id))
-		if len(v) != 32 {
-			return nil, fmt.Errorf("%w: node (level %d, index %d) is %d bytes, want 32", log.ErrCorrupt, id.Level, id.Index, len(v))
-		}
-		out[i] = bytes.Clone(v)
-	}
-	return out, nil
-}
-
-// compactRange returns the compact range [0, size) from stored nodes.
-func compactRange(tx *bolt.Tx, size uint64) (*compact.Range, error) {
-	hashes, err := getNodes(tx, compact.RangeNodes(0, size, nil))
-	if err != nil {
-		return nil, err
-	}
-	return factory.NewRange(0, size, hashes)
-}
-
 // Append implements log.Backend: it appends leaves at expected in one
 // transaction, or fails with log.ErrConflict if the log's size is not
 // expected.
@@ -173,11 +225,18 @@ func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) erro
 			return fmt.Errorf("embedded: append: leaf %d is %d bytes, over the %d limit", i, len(leaf), MaxLeafSize)
 		}
 	}
+	type cachedNode struct {
+		id   compact.NodeID
+		hash []byte
+	}
+	var computed []cachedNode // cached only once committed
 	err := l.db.Update(func(tx *bolt.Tx) error {
+		computed = computed[:0]
 		size, err := readSize(tx)
 		if err != nil {
 			return err
 		}
+		v := newView(tx, size, &l.cache)
 		if size != expected {
 			return fmt.Errorf("%w: append at %d to a log of size %d", log.ErrConflict, expected, size)
 		}
@@ -187,35 +246,94 @@ func (l *Log) Append(ctx context.Context, expected uint64, leaves [][]byte) erro
 		if size+uint64(len(leaves)) < size {
 			return fmt.Errorf("embedded: append: size overflow")
 		}
-		rng, err := compactRange(tx, size)
+		rng, err := v.compactRange(size)
 		if err != nil {
 			return err
 		}
-		lb, nb := tx.Bucket(bucketLeaves), tx.Bucket(bucketNodes)
-		lb.FillPercent, nb.FillPercent = 1.0, 0.9
+		v.bundles.FillPercent, v.tail.FillPercent, v.nodes.FillPercent = 1.0, 1.0, 0.9
 		var putErr error
 		visit := func(id compact.NodeID, hash []byte) {
-			if putErr == nil {
-				putErr = nb.Put(nodeKey(id), bytes.Clone(hash))
+			switch {
+			case putErr != nil:
+			case id.Level >= bundleLevel:
+				putErr = v.nodes.Put(nodeKey(id), bytes.Clone(hash))
+			case id.Level > 0:
+				computed = append(computed, cachedNode{id, bytes.Clone(hash)})
 			}
 		}
+		hashes := make([][]byte, len(leaves))
 		for i, leaf := range leaves {
-			if err := lb.Put(u64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
-				return err
-			}
-			if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(leaf), visit); err != nil {
+			hashes[i] = rfc6962.DefaultHasher.HashLeaf(leaf)
+			if err := rng.Append(hashes[i], visit); err != nil {
 				return err
 			}
 			if putErr != nil {
 				return putErr
 			}
 		}
+		if err := storeLeaves(v, size, leaves, hashes); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(keySize, u64(size+uint64(len(leaves))))
 	})
 	if err != nil {
 		return fmt.Errorf("embedded: append: %w", err)
 	}
+	for _, n := range computed {
+		l.cache.put(n.id, n.hash)
+	}
 	return nil
+}
+
+// storeLeaves stores leaves, whose leaf hashes are hashes, at size,
+// size+1, ...: every bundle they complete goes to "bundles" (with the tail
+// leaves before them, which are deleted), the rest to "tail".
+func storeLeaves(v *view, size uint64, leaves, hashes [][]byte) error {
+	end := size + uint64(len(leaves))
+	for pos := size; pos < end; {
+		first := pos &^ (BundleWidth - 1) // first leaf of pos's bundle
+		next := min(end, first+BundleWidth)
+		batch := leaves[pos-size : next-size]
+		if next < first+BundleWidth {
+			for i, leaf := range batch {
+				if err := v.tail.Put(u64(pos+uint64(i)), tailValue(hashes[pos-size+uint64(i)], leaf)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		all := make([][]byte, 0, BundleWidth)
+		allHashes := make([][]byte, 0, BundleWidth)
+		for i := first; i < pos; i++ {
+			t, err := v.tailValue(i)
+			if err != nil {
+				return err
+			}
+			all, allHashes = append(all, t[32:]), append(allHashes, t[:32])
+		}
+		all = append(all, batch...)
+		allHashes = append(allHashes, hashes[pos-size:next-size]...)
+		b, err := MarshalBundle(allHashes, all)
+		if err != nil {
+			return err
+		}
+		for i := first; i < pos; i++ {
+			if err := v.tail.Delete(u64(i)); err != nil {
+				return err
+			}
+		}
+		if err := v.bundles.Put(bundleKey(first/BundleWidth), b); err != nil {
+			return err
+		}
+		pos = next
+	}
+	return nil
+}
+
+// tailValue is the value of a leaf in the "tail" bucket: its leaf hash,
+// then its bytes.
+func tailValue(hash, leaf []byte) []byte {
+	return append(append(make([]byte, 0, len(hash)+len(leaf)), hash...), leaf...)
 }
 
 // Size implements log.Backend.
@@ -237,21 +355,17 @@ func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) 
 		if err != nil {
 			return err
 		}
-		if start > end || end > size {
-			return fmt.Errorf("%w: entries [%d, %d) of a log of size %d", log.ErrRange, start, end, size)
+		v := newView(tx, size, nil)
+		if start > end || end > v.size {
+			return fmt.Errorf("%w: entries [%d, %d) of a log of size %d", log.ErrRange, start, end, v.size)
 		}
 		out = make([][]byte, 0, end-start)
-		if start == end {
-			return nil
-		}
-		c := tx.Bucket(bucketLeaves).Cursor()
-		i := start
-		for k, v := c.Seek(u64(start)); i < end; k, v = c.Next() {
-			if len(k) != 8 || binary.BigEndian.Uint64(k) != i {
-				return fmt.Errorf("%w: leaf %d missing", log.ErrCorrupt, i)
+		for i := start; i < end; i++ {
+			leaf, err := v.leaf(i)
+			if err != nil {
+				return err
 			}
-			out = append(out, bytes.Clone(v))
-			i++
+			out = append(out, bytes.Clone(leaf))
 		}
 		return nil
 	})
@@ -272,7 +386,7 @@ func (l *Log) RootHash(ctx context.Context, size uint64) ([]byte, error) {
 		if size > cur {
 			return fmt.Errorf("%w: root of size %d in a log of size %d", log.ErrRange, size, cur)
 		}
-		root, err = rootAt(tx, size)
+		root, err = rootAt(newView(tx, cur, &l.cache), size)
 		return err
 	})
 	if err != nil {
@@ -281,11 +395,11 @@ func (l *Log) RootHash(ctx context.Context, size uint64) ([]byte, error) {
 	return root, nil
 }
 
-func rootAt(tx *bolt.Tx, size uint64) ([]byte, error) {
+func rootAt(v *view, size uint64) ([]byte, error) {
 	if size == 0 {
 		return rfc6962.DefaultHasher.EmptyRoot(), nil
 	}
-	rng, err := compactRange(tx, size)
+	rng, err := v.compactRange(size)
 	if err != nil {
 		return nil, err
 	}
@@ -293,8 +407,8 @@ func rootAt(tx *bolt.Tx, size uint64) ([]byte, error) {
 }
 
 // proofFromNodes fetches and rehashes the nodes of a proof.
-func proofFromNodes(tx *bolt.Tx, n proof.Nodes) ([][]byte, error) {
-	hashes, err := getNodes(tx, n.IDs)
+func proofFromNodes(v *view, n proof.Nodes) ([][]byte, error) {
+	hashes, err := v.getNodes(n.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +430,7 @@ func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 		if err != nil {
 			return err
 		}
-		p, err = proofFromNodes(tx, n)
+		p, err = proofFromNodes(newView(tx, cur, &l.cache), n)
 		return err
 	})
 	if err != nil {
@@ -340,7 +454,7 @@ func (l *Log) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([]
 		if err != nil {
 			return err
 		}
-		p, err = proofFromNodes(tx, n)
+		p, err = proofFromNodes(newView(tx, cur, &l.cache), n)
 		return err
 	})
 	if err != nil {
@@ -353,11 +467,12 @@ func (l *Log) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([]
 const checkChunk = 4096
 
 // CheckStored implements log.StoredChecker: it recomputes, from the stored
-// leaf bytes of [start, end), every leaf hash and every node hash completed
-// by those leaves, and fails with an error wrapping log.ErrCorrupt if a
-// stored hash differs or is missing. The compact range [0, start) is taken
-// from stored nodes; Publish authenticates it against the previous signed
-// checkpoint.
+// leaf bytes of [start, end), every leaf hash and node hash completed by
+// those leaves, and fails with an error wrapping log.ErrCorrupt if a stored
+// hash (of a tail leaf, or of a node of level 8 and above) differs or is
+// missing. The compact range [0, start) is taken
+// from stored nodes and leaves; Publish authenticates it against the
+// previous signed checkpoint.
 func (l *Log) CheckStored(ctx context.Context, start, end uint64) error {
 	if start > end {
 		return fmt.Errorf("embedded: check: %w: [%d, %d)", log.ErrRange, start, end)
@@ -376,27 +491,42 @@ func (l *Log) CheckStored(ctx context.Context, start, end uint64) error {
 			if end > size {
 				return fmt.Errorf("%w: check [%d, %d) in a log of size %d", log.ErrRange, start, end, size)
 			}
+			v := newView(tx, size, &l.cache)
 			if rng == nil {
-				if rng, err = compactRange(tx, start); err != nil {
+				if rng, err = v.compactRange(start); err != nil {
 					return err
 				}
 			}
-			lb, nb := tx.Bucket(bucketLeaves), tx.Bucket(bucketNodes)
 			var bad error
 			visit := func(id compact.NodeID, hash []byte) {
-				if bad != nil {
+				var stored []byte
+				switch {
+				case bad != nil:
+					return
+				case id.Level >= bundleLevel:
+					stored = v.nodes.Get(nodeKey(id))
+				case id.Level == groupLevel && !v.inTail(id.Index<<groupLevel):
+					// The group's last leaf was just read: v.bundle is its bundle.
+					stored, _ = BundleGroup(v.bundle, int((id.Index<<groupLevel)%BundleWidth)/GroupWidth)
+				default:
 					return
 				}
-				if v := nb.Get(nodeKey(id)); !bytes.Equal(v, hash) {
-					bad = fmt.Errorf("%w: stored hash of node (level %d, index %d) is %x, recomputed from stored leaves %x", log.ErrCorrupt, id.Level, id.Index, v, hash)
+				if !bytes.Equal(stored, hash) {
+					bad = fmt.Errorf("%w: stored hash of node (level %d, index %d) is %x, recomputed from stored leaves %x", log.ErrCorrupt, id.Level, id.Index, stored, hash)
 				}
 			}
 			for i := lo; i < hi; i++ {
-				leaf := lb.Get(u64(i))
-				if leaf == nil {
-					return fmt.Errorf("%w: leaf %d missing", log.ErrCorrupt, i)
+				leaf, err := v.leaf(i)
+				if err != nil {
+					return err
 				}
-				if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(leaf), visit); err != nil {
+				h := rfc6962.DefaultHasher.HashLeaf(leaf)
+				if i/BundleWidth >= size/BundleWidth {
+					if t, _ := v.tailValue(i); !bytes.Equal(t[:32], h) {
+						return fmt.Errorf("%w: stored hash of tail leaf %d is %x, recomputed from its stored bytes %x", log.ErrCorrupt, i, t[:32], h)
+					}
+				}
+				if err := rng.Append(h, visit); err != nil {
 					return err
 				}
 				if bad != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/log/logtest"
-	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	bolt "go.etcd.io/bbolt"
@@ -236,11 +235,27 @@ func flipBit(bit int) func([]byte) []byte {
 	}
 }
 
+// flipLeafBit flips a bit of leaf j's bytes inside a stored bundle.
+func flipLeafBit(j, bit int) func([]byte) []byte {
+	return func(v []byte) []byte {
+		l, err := embedded.BundleLeaf(v, j)
+		if err != nil || len(l) == 0 {
+			panic(fmt.Sprintf("bundle leaf %d: %v", j, err))
+		}
+		v = bytes.Clone(v)
+		l, _ = embedded.BundleLeaf(v, j)
+		l[(bit/8)%len(l)] ^= 1 << (bit % 8)
+		return v
+	}
+}
+
 // TestPublishRefusesCorruption builds a store with a checkpoint signed at
-// size 60 and 40 more leaves, then for each corruption of a copy of the file
-// checks that Publish fails, signs nothing and stores nothing.
+// size 600 and 400 more leaves (bundles 0-2 and a tail of 232 leaves;
+// stored nodes (8,0), (8,1), (8,2) and (9,0)), then for each corruption of a
+// copy of the file checks that Publish fails, signs nothing and stores
+// nothing.
 func TestPublishRefusesCorruption(t *testing.T) {
-	const signed, total = 60, 100
+	const signed, total = 600, 1000
 	ctx := t.Context()
 	signer, verifier := keys(t, "corruption")
 	dir := t.TempDir()
@@ -255,27 +270,36 @@ func TestPublishRefusesCorruption(t *testing.T) {
 	l.Close()
 
 	var cases []corruption
-	// Every stored leaf the new checkpoint covers, and the last signed leaf.
+	// Every stored leaf the new checkpoint covers, and the last signed leaf:
+	// in bundle 2 up to 767, in the tail from 768.
 	for i := uint64(signed - 1); i < total; i++ {
-		cases = append(cases, corruption{fmt.Sprintf("leaf %d", i), "leaves", binary.BigEndian.AppendUint64(nil, i), flipBit(int(i*13) % 2400)})
-	}
-	// Every stored node whose range reaches past the signed size, and every
-	// node of the signed tree's compact range and last-leaf path.
-	for _, id := range compact.RangeNodes(0, signed-1, nil) {
-		cases = append(cases, corruption{fmt.Sprintf("signed compact node (%d,%d)", id.Level, id.Index), "nodes", nodeKey(id.Level, id.Index), flipBit(7)})
-	}
-	for level := uint(0); level <= 6; level++ {
-		for idx := uint64(0); (idx+1)<<level <= total; idx++ {
-			if (idx+1)<<level > signed {
-				cases = append(cases, corruption{fmt.Sprintf("node (%d,%d)", level, idx), "nodes", nodeKey(level, idx), flipBit(int(level*37+uint(idx)) % 256)})
-			}
+		if i < 768 {
+			cases = append(cases, corruption{fmt.Sprintf("leaf %d in bundle 2", i), "bundles", binary.BigEndian.AppendUint64(nil, 2), flipLeafBit(int(i%256), int(i*13)%2400)})
+		} else {
+			cases = append(cases, corruption{fmt.Sprintf("leaf %d in the tail", i), "tail", binary.BigEndian.AppendUint64(nil, i), flipBit(int(i*13) % 2400)})
 		}
 	}
+	// The stored node of the signed tree's compact range, and the stored
+	// node whose range reaches past the signed size.
 	cases = append(cases,
-		corruption{"truncated node", "nodes", nodeKey(0, 70), func(v []byte) []byte { return v[:31] }},
-		corruption{"deleted leaf", "leaves", binary.BigEndian.AppendUint64(nil, 75), nil},
-		corruption{"deleted node", "nodes", nodeKey(0, 75), nil},
-		corruption{"deleted subtree node", "nodes", nodeKey(4, 4), nil},
+		corruption{"signed compact node (9,0)", "nodes", nodeKey(9, 0), flipBit(7)},
+		corruption{"node (8,2)", "nodes", nodeKey(8, 2), flipBit(100)},
+		corruption{"truncated node", "nodes", nodeKey(8, 2), func(v []byte) []byte { return v[:31] }},
+		corruption{"deleted node", "nodes", nodeKey(8, 2), nil},
+		corruption{"deleted signed node", "nodes", nodeKey(9, 0), nil},
+		corruption{"deleted tail leaf", "tail", binary.BigEndian.AppendUint64(nil, 875), nil},
+		corruption{"deleted last signed bundle", "bundles", binary.BigEndian.AppendUint64(nil, 2), nil},
+		corruption{"truncated bundle", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte { return v[:len(v)-1] }},
+		corruption{"bundle group hash", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte {
+			v = bytes.Clone(v)
+			v[32*15+4] ^= 8 // group of leaves [752, 768)
+			return v
+		}},
+		corruption{"bundle offset moved", "bundles", binary.BigEndian.AppendUint64(nil, 2), func(v []byte) []byte {
+			v = bytes.Clone(v)
+			v[512+4*(signed%256)+3] ^= 1 // the end of leaf 600 and start of 601
+			return v
+		}},
 		corruption{"size shrunk below checkpoint", "meta", []byte("size"), func([]byte) []byte { return binary.BigEndian.AppendUint64(nil, signed-1) }},
 		corruption{"signed checkpoint bit flip", "checkpoints", []byte("latest"), func(v []byte) []byte { v = bytes.Clone(v); v[len(origin)+2] ^= 1; return v }},
 		corruption{"checkpoint signature bit flip", "checkpoints", []byte("latest"), func(v []byte) []byte { v = bytes.Clone(v); v[len(v)-10] ^= 4; return v }},
