@@ -8,7 +8,7 @@ import (
 	"github.com/keyline/keyline/directory"
 )
 
-// addServeLimitFlags adds serve's flood limits, memory limit and witness
+// addServeLimitFlags adds serve's flood limits, memory limits and witness
 // retry flags (directory.Limits; 0 = the default, negative = no limit).
 func addServeLimitFlags(cmd *cobra.Command, cfg *directory.Config) {
 	f := cmd.Flags()
@@ -24,6 +24,7 @@ func addServeLimitFlags(cmd *cobra.Command, cfg *directory.Config) {
 		}
 		return nil
 	}
+	f.Int64Var(&cfg.MaxResident, "max-resident", 0, "resident memory (RSS) of the process in bytes above which pages of the databases' memory maps are released from it; they stay in the kernel's page cache (Linux; default 768 MiB; -1: no bound)")
 	l := &cfg.Limits
 	f.IntVar(&l.MaxReads, "max-reads", 0, "reads (lookups, log reads) in progress, all clients; fair per address (default 256; -1: no limit)")
 	f.IntVar(&l.MaxStreamsPerPeer, "max-streams-per-peer", 0, "requests in progress from one IP address (default 256)")

@@ -277,6 +277,12 @@ func verifyStateSignature(s *AccountState, b []byte) error {
 	if err := VerifySigningKeyCert(s.IdentityKey, s.UserID, s.SigningKey); err != nil {
 		return err
 	}
+	return verifyStateSignatureOnly(s, b)
+}
+
+// verifyStateSignatureOnly checks s's signature by its signing key, whose
+// SigningKeyCert the caller has verified; b is s's body.
+func verifyStateSignatureOnly(s *AccountState, b []byte) error {
 	if !verifySignature(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
 		return fmt.Errorf("%w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
 	}

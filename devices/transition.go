@@ -59,6 +59,20 @@ func VerifyTransition(prev, next *AccountState) error {
 	return checkRevocations(prev, next)
 }
 
+// VerifyTransitionOfVerified is VerifyTransition for a next that
+// VerifyAccountState (or VerifyTransition, VerifyTransitionFrom,
+// VerifyCreate) already accepted in this process: it checks every rule of
+// VerifyTransition between prev and next except next's self-consistency
+// (its signatures, certs and device list), which VerifyTransition would
+// only check again. A client uses it for the history entry it has just
+// verified as a lookup's answer. With any other next use VerifyTransition.
+func VerifyTransitionOfVerified(prev, next *AccountState) error {
+	if err := checkHead(prev, next); err != nil {
+		return err
+	}
+	return checkRevocations(prev, next)
+}
+
 // checkHead checks everything of VerifyTransition except next's own
 // signatures and the revocation rules.
 func checkHead(prev, next *AccountState) error {
@@ -426,12 +440,13 @@ func Resign(prev *AccountState, ask *AccountSigningKey, now time.Time) (*Account
 // accepted by VerifyCreate, VerifyTransition, VerifyTransitionFrom or
 // VerifyReset (the directory's latest stored state, for example). It
 // gives the same result as VerifyTransition for such a prev, faster: when
-// next keeps prev's SigningKeyCert, a DeviceCert of next whose encoding is
-// byte-identical to the cert with the same id in prev is not verified
-// again, because next keeps prev's root key and ASK (checked first) and
-// every check of VerifyDeviceCert is a function of those keys and the
-// cert's bytes only, so it passed when prev was accepted. next's own
-// signature and every new or changed cert are verified as usual.
+// next keeps prev's SigningKeyCert, that cert is not verified again, nor is
+// a DeviceCert of next whose encoding is byte-identical to the cert with
+// the same id in prev, because next keeps prev's user id, root key and ASK
+// (checked first) and every check of VerifySigningKeyCert and
+// VerifyDeviceCert is a function of those and the cert's bytes only, so it
+// passed when prev was accepted. next's own signature and every new or
+// changed cert are verified as usual.
 //
 // It is sound only for a verified prev: with a prev from an untrusted
 // source use VerifyTransition, which re-verifies every cert.
@@ -443,10 +458,18 @@ func VerifyTransitionFrom(prev, next *AccountState) error {
 	if err != nil {
 		return err
 	}
-	if err := verifyStateSignature(next, b); err != nil {
+	sameASK := next.SigningKey.equal(prev.SigningKey)
+	if sameASK {
+		// The SigningKeyCert prev was accepted with, for the same user id
+		// and root key (checkHead): VerifySigningKeyCert, a function of
+		// those and the cert's bytes, passed then.
+		err = verifyStateSignatureOnly(next, b)
+	} else {
+		err = verifyStateSignature(next, b)
+	}
+	if err != nil {
 		return err
 	}
-	sameASK := next.SigningKey.equal(prev.SigningKey)
 	for _, c := range next.Devices {
 		if !sameASK || !sameCert(prev.Device(c.ID), c) {
 			if err := VerifyDeviceCert(next.IdentityKey, next.SigningKey.Key, c); err != nil {

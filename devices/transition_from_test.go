@@ -116,3 +116,96 @@ func BenchmarkVerifyTransitionFrom(b *testing.B) {
 		}
 	})
 }
+
+// TestVerifyTransitionOfVerified checks that VerifyTransitionOfVerified
+// gives VerifyTransition's result for every next that VerifyAccountState
+// accepts: valid transitions pass, and a self-consistent next that breaks a
+// rule between the two states is rejected with the same error.
+func TestVerifyTransitionOfVerified(t *testing.T) {
+	c := newChain(t)
+	for _, tr := range [][2]*AccountState{{c.v1, c.v2}, {c.v2, c.v3}} {
+		if err := VerifyTransitionOfVerified(tr[0], tr[1]); err != nil {
+			t.Fatalf("v%d -> v%d: %v", tr[0].Version, tr[1].Version, err)
+		}
+	}
+	cases := []struct {
+		name      string
+		prev      *AccountState
+		base      *AccountState
+		mutate    func(s *AccountState)
+		target    error
+		substring string
+	}{
+		{"version skip", c.v1, c.v2, func(s *AccountState) { s.Version = 5 }, ErrVersion, ""},
+		{"previous hash", c.v1, c.v2, func(s *AccountState) { s.PrevHash[0] ^= 1 }, ErrPrevHash, ""},
+		{"timestamp before prev", c.v1, c.v2, func(s *AccountState) { s.Timestamp = c.v1.Timestamp.Add(-time.Second) }, ErrTimestamp, ""},
+		{"revocation dropped", c.v3, c.v3, func(s *AccountState) {
+			s.Version, s.PrevHash, s.Revocations = 4, mustHash(t, c.v3), nil
+		}, ErrRevocation, "dropped"},
+		{"revoked device listed again", c.v3, c.v3, func(s *AccountState) {
+			s.Version, s.PrevHash, s.Revocations = 4, mustHash(t, c.v3), nil
+			s.Devices = append(s.Devices, c.v2.Device(c.phone.ID()))
+			sortDevices(s)
+		}, ErrRevokedDevice, "listed again"},
+		{"next generation, certs re-signed (valid)", c.v1, c.v2, func(s *AccountState) {
+			g2 := testASK(t, c.rk, "alice@example.org", 2, "alice 2")
+			s.SigningKey = g2.Cert
+			for i, d := range s.Devices {
+				cc := *d
+				if err := g2.IssueCert(c.rk.Public(), &cc); err != nil {
+					t.Fatal(err)
+				}
+				s.Devices[i] = &cc
+			}
+			s.Trusted = nil
+			resign(s, askPriv(g2))
+		}, nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			next := clone(t, tc.base)
+			tc.mutate(next)
+			if tc.target != nil {
+				resign(next, askPriv(c.ask))
+			}
+			if err := VerifyAccountState(next); err != nil {
+				t.Fatalf("the mutated state is not self-consistent: %v", err)
+			}
+			want := VerifyTransition(tc.prev, next)
+			got := VerifyTransitionOfVerified(tc.prev, next)
+			if tc.target == nil {
+				if want != nil || got != nil {
+					t.Fatalf("VerifyTransition: %v, VerifyTransitionOfVerified: %v", want, got)
+				}
+				return
+			}
+			wantErr(t, want, tc.target, tc.substring)
+			wantErr(t, got, tc.target, tc.substring)
+			if got.Error() != want.Error() {
+				t.Fatalf("VerifyTransitionOfVerified: %v, VerifyTransition: %v", got, want)
+			}
+		})
+	}
+}
+
+// TestVerifyTransitionFromSignatures counts what VerifyTransitionFrom
+// verifies when next keeps prev's signing key cert: next's signature and
+// the new certs' two signatures each, nothing prev already carried.
+func TestVerifyTransitionFromSignatures(t *testing.T) {
+	c := newChain(t)
+	for _, tc := range []struct {
+		prev, next *AccountState
+		want       uint64
+	}{
+		{c.v1, c.v2, 3}, // state + the laptop's cert (2)
+		{c.v2, c.v3, 1}, // state (a revocation)
+	} {
+		n := SignaturesVerified()
+		if err := VerifyTransitionFrom(tc.prev, tc.next); err != nil {
+			t.Fatal(err)
+		}
+		if got := SignaturesVerified() - n; got != tc.want {
+			t.Errorf("v%d -> v%d: %d signatures verified, want %d", tc.prev.Version, tc.next.Version, got, tc.want)
+		}
+	}
+}

@@ -195,8 +195,12 @@ func bulkEntry(s *Server, bulk *loadgen.Bulk, i int, now time.Time, done chan re
 func openBench(b *testing.B) *Server {
 	dir := benchFixture(b)
 	// The rate limits are lifted: one client process measures the server.
+	// KEYLINE_DIR_BENCH_MAX_RESIDENT sets Config.MaxResident (bytes; -1
+	// off; default DefaultMaxResident); the bound is on the RSS of the
+	// whole benchmark process, client included.
+	maxRes, _ := strconv.ParseInt(os.Getenv("KEYLINE_DIR_BENCH_MAX_RESIDENT"), 10, 64)
 	s, err := Open(Config{DataDir: dir, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000,
-		NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1", Limits: Limits{Rate: 1e9, PeerRate: 1e9}})
+		NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1", Limits: Limits{Rate: 1e9, PeerRate: 1e9}, MaxResident: maxRes})
 	if err != nil {
 		b.Fatal(err)
 	}

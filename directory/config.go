@@ -23,6 +23,7 @@ const (
 	DefaultMaxRecvMsgSize     = 256 << 10
 	DefaultVRFCacheSize       = 200000
 	DefaultMaxCheckpointAge   = "24h"
+	DefaultMaxResident        = 768 << 20
 )
 
 // State backends (Config.StateBackend).
@@ -141,6 +142,17 @@ type Config struct {
 	// (default 200000 entries; proofs of existing accounts are also kept
 	// in the database).
 	VRFCacheSize int
+
+	// MaxResident bounds the resident memory (RSS) of the process in
+	// bytes (default DefaultMaxResident, 768 MiB; negative: no bound): a
+	// background loop samples it every 100 ms and, above the bound,
+	// releases pages of the memory maps of the bbolt files (directory.db,
+	// log.db, checkpoint.db) from the process. The kernel keeps them in
+	// its page cache, so a later read maps them back without I/O while
+	// memory allows (internal/resident). It cannot release the heap: if
+	// that alone is above the bound, it is logged. Linux only; elsewhere
+	// ignored.
+	MaxResident int64
 
 	// NoSync disables fsync of the databases. Only for tests and
 	// benchmarks: acknowledged updates may be lost on power failure.
@@ -289,6 +301,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.VRFCacheSize == 0 {
 		cfg.VRFCacheSize = DefaultVRFCacheSize
+	}
+	if cfg.MaxResident == 0 {
+		cfg.MaxResident = DefaultMaxResident
 	}
 	if strings.ContainsAny(cfg.AdminToken, " \t\r\n") {
 		return cfg, bad("AdminToken must not contain whitespace")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/mapdb"
+	"github.com/keyline/keyline/internal/resident"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/verifier"
@@ -87,13 +88,20 @@ type Server struct {
 
 	sh *shared // the shared (MySQL) state; nil with the bolt state (shared.go)
 
+	// trimStop stops the resident memory trimmer, which closes trimDone
+	// when it has (both nil if none runs).
+	trimStop, trimDone chan struct{}
+
 	closeOnce  sync.Once
 	storesOnce sync.Once
 	closeErr   error
-	closing    chan struct{}
-	seqDone    chan struct{}
-	grpcMu     sync.Mutex
-	grpcs      []interface{ Stop() }
+	// freelistErr is Close's error writing the free-page lists
+	// (syncFreelist).
+	freelistErr error
+	closing     chan struct{}
+	seqDone     chan struct{}
+	grpcMu      sync.Mutex
+	grpcs       []interface{ Stop() }
 }
 
 // entry is one AccountUpdate on its way through the sequencer.
@@ -186,6 +194,7 @@ func Open(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		ok = true
+		s.startTrimmer()
 		return s, nil
 	}
 	switch {
@@ -221,6 +230,8 @@ func Open(cfg Config) (*Server, error) {
 	if err := createBuckets(s.db); err != nil {
 		return nil, err
 	}
+	// Recovery may read much of the files: bound the RSS from here.
+	s.startTrimmer()
 	if err := s.checkLayout(); err != nil {
 		return nil, err
 	}
@@ -249,6 +260,33 @@ func Open(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// startTrimmer starts the loop that keeps the process's RSS under
+// Config.MaxResident by releasing pages of the bbolt files' maps
+// (internal/resident). closeStores stops it before closing the files.
+func (s *Server) startTrimmer() {
+	if s.cfg.MaxResident <= 0 {
+		return
+	}
+	var dbs []*bbolt.DB
+	for _, db := range []*bbolt.DB{s.db, s.cpsDB} {
+		if db != nil {
+			dbs = append(dbs, db)
+		}
+	}
+	if l, ok := s.backend.(*embedded.Log); ok {
+		dbs = append(dbs, l.DB())
+	}
+	if len(dbs) == 0 {
+		return
+	}
+	t := &resident.Trimmer{Budget: s.cfg.MaxResident, DBs: dbs, Logf: s.cfg.Logf}
+	s.trimStop, s.trimDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.trimDone)
+		t.Run(s.trimStop)
+	}()
+}
+
 // Trust returns the client trust configuration (the contents of
 // DataDir/trust.json).
 func (s *Server) Trust() *verifier.TrustFile { return s.trustFile() }
@@ -270,12 +308,35 @@ func (s *Server) Close() error {
 		s.grpcMu.Unlock()
 		close(s.closing)
 		<-s.seqDone
+		s.freelistErr = errors.Join(syncFreelist(s.db), syncFreelist(s.cpsDB))
 	})
-	return s.closeStores()
+	return errors.Join(s.freelistErr, s.closeStores())
+}
+
+// syncFreelist writes the free-page list of db (if not nil) to its file in
+// one empty commit. The files are opened with NoFreelistSync, under which
+// bbolt's Open rebuilds the list by walking every page of the file: seconds
+// at 10M accounts, and the walk maps the whole file into the process (its
+// size in RSS before the resident memory trimmer can start). After a clean
+// Close the next Open reads the list instead; its first commit drops it
+// again (meta.freelist = none), so after a crash Open walks as before.
+func syncFreelist(db *bbolt.DB) error {
+	if db == nil {
+		return nil
+	}
+	db.NoFreelistSync = false
+	if err := db.Update(func(*bbolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("directory: writing the free-page list of %s: %w", filepath.Base(db.Path()), err)
+	}
+	return nil
 }
 
 func (s *Server) closeStores() error {
 	s.storesOnce.Do(func() {
+		if s.trimStop != nil {
+			close(s.trimStop)
+			<-s.trimDone
+		}
 		var errs []error
 		if s.db != nil {
 			errs = append(errs, s.db.Close())

@@ -8,7 +8,8 @@
 # CPU per lookup, and the server's memory sampled every 0.5 s from
 # /proc/PID/status: RssAnon (heap, stacks: what the process allocated) and
 # RssFile (pages of the bbolt files it maps, reclaimable page cache), peak
-# of each, and VmHWM. Usage:
+# of each, and VmHWM. Extra `keyline serve` flags go in $SERVE_ARGS (e.g.
+# SERVE_ARGS="--max-resident 268435456"). Usage:
 #   scripts/bench-fixture.sh DATA_DIR N [DURATION] [KEYLINE_BINARY]
 set -euo pipefail
 data=${1:?data dir}
@@ -22,7 +23,7 @@ if [ -z "$bin" ]; then
 	bin=$work/keyline
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --listen 127.0.0.1:$port --data-dir "$data" --insecure-no-sync --peer-rate-limit 1000000 --rate-limit 1000000 >"$work/serve.log" 2>&1 &
+"$bin" serve --listen 127.0.0.1:$port --data-dir "$data" --insecure-no-sync --peer-rate-limit 1000000 --rate-limit 1000000 ${SERVE_ARGS:-} >"$work/serve.log" 2>&1 &
 srv=$!
 for _ in $(seq 600); do
 	python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' $port 2>/dev/null && break

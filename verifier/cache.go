@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/cosign"
 	"github.com/keyline/keyline/verifier/vrf"
 )
@@ -158,6 +159,42 @@ func (c *Cache) openCheckpoint(t *Trust, signed []byte) (*VerifiedCheckpoint, er
 	}
 	c.mu.Unlock()
 	return vc, nil
+}
+
+// openLogCheckpoint is klog.OpenCheckpoint(signed, t.Log, t.Origin), the
+// checkpoint of a note signed by the log, answered from c (which may be
+// nil) when it holds the note as opened by t.OpenCheckpoint: that accepted
+// the log's signature, the origin and the checkpoint text, so with the two
+// checks klog.OpenCheckpoint adds (the note's size limit and the log key
+// named by the origin) it gives klog.OpenCheckpoint's checkpoint without
+// verifying the log signature again. A client re-opens its last verified
+// checkpoint on every lookup (its known size, the consistency check).
+func (c *Cache) openLogCheckpoint(t *Trust, signed []byte) (klog.Checkpoint, error) {
+	if vc := c.openedCheckpoint(t, signed); vc != nil && len(signed) <= klog.MaxSignedCheckpointSize && t.Log.Name() == t.Origin {
+		return vc.Checkpoint, nil
+	}
+	cp, _, err := klog.OpenCheckpoint(signed, t.Log, t.Origin)
+	return cp, err
+}
+
+// openedCheckpoint returns c's entry for the note signed, opened by
+// t.OpenCheckpoint, or nil if c (which may be nil) holds none under t.
+func (c *Cache) openedCheckpoint(t *Trust, signed []byte) *VerifiedCheckpoint {
+	if c == nil || t.Log == nil {
+		return nil
+	}
+	k := cacheKey("checkpoint", signed)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.trust.matches(t) {
+		return nil
+	}
+	vc, ok := c.checkpoints[k]
+	if !ok {
+		return nil
+	}
+	cp := *vc
+	return &cp
 }
 
 // verifyIndex is t.VRF.VerifyIndex of the normalized user id uid, cached by

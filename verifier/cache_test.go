@@ -3,6 +3,7 @@ package verifier
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"reflect"
 	"sync"
 	"testing"
 
@@ -136,5 +137,47 @@ func TestCacheBoundedConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(c.checkpoints) > 2 || len(c.vrfs) != 2 || len(c.payloads) != 2 {
 		t.Fatalf("cache sizes %d %d %d, bound 2", len(c.checkpoints), len(c.vrfs), len(c.payloads))
+	}
+}
+
+// openLogCheckpoint answers from the cache only for a note opened under the
+// same trust, with klog.OpenCheckpoint's result; otherwise it verifies the
+// note (and another log key of the same name rejects it).
+func TestCacheOpenLogCheckpoint(t *testing.T) {
+	d := world(t)
+	logKey := &countingVerifier{Verifier: d.trust.Log}
+	d.trust.Log = logKey
+	c := NewCache(0)
+	want, _, err := klog.OpenCheckpoint(d.cp, d.trust.Log, d.trust.Origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey.n.Store(0)
+	if got, err := c.openLogCheckpoint(d.trust, d.cp); err != nil || !reflect.DeepEqual(got, want) || logKey.n.Load() != 1 {
+		t.Fatalf("not cached: %+v, %v, %d log signatures verified (want 1)", got, err, logKey.n.Load())
+	}
+	if _, err := c.openCheckpoint(d.trust, d.cp); err != nil {
+		t.Fatal(err)
+	}
+	logKey.n.Store(0)
+	if got, err := c.openLogCheckpoint(d.trust, d.cp); err != nil || !reflect.DeepEqual(got, want) || logKey.n.Load() != 0 {
+		t.Fatalf("cached: %+v, %v, %d log signatures verified (want 0)", got, err, logKey.n.Load())
+	}
+	if _, err := (*Cache)(nil).openLogCheckpoint(d.trust, d.cp); err != nil {
+		t.Fatalf("nil cache: %v", err)
+	}
+
+	_, vkey, err := klog.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherLog, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := *d.trust
+	other.Log = otherLog
+	if _, err := c.openLogCheckpoint(&other, d.cp); err == nil {
+		t.Fatal("a note cached under one log key opened under another")
 	}
 }

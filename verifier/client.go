@@ -53,11 +53,13 @@ func (c *Client) State() (*ClientState, error) {
 	return LoadClientState(c.StatePath)
 }
 
-func knownSize(t *Trust, st *ClientState) (uint64, error) {
+// knownSize is the size of st's last verified checkpoint (0: none), opened
+// with c.openLogCheckpoint (c may be nil).
+func knownSize(t *Trust, c *Cache, st *ClientState) (uint64, error) {
 	if st.Checkpoint == nil {
 		return 0, nil
 	}
-	cp, _, err := klog.OpenCheckpoint(st.Checkpoint, t.Log, t.Origin)
+	cp, err := c.openLogCheckpoint(t, st.Checkpoint)
 	if err != nil {
 		return 0, fmt.Errorf("%w: last verified checkpoint: %w", ErrState, err)
 	}
@@ -116,7 +118,10 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	if err != nil {
 		return nil, false, err
 	}
-	known, err := knownSize(c.Trust, st)
+	if c.Cache == nil {
+		c.Cache = NewCache(0)
+	}
+	known, err := knownSize(c.Trust, c.Cache, st)
 	if err != nil {
 		return nil, false, err
 	}
@@ -125,9 +130,6 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 		return nil, false, err
 	}
 	now := c.now()
-	if c.Cache == nil {
-		c.Cache = NewCache(0)
-	}
 	res, verr := c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
 	if verr != nil && b.Held() && st.EpochRecord != nil {
 		// A held bundle is verified against the held checkpoint alone, so
@@ -168,7 +170,7 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 	// Fail closed: the new checkpoint must follow the freshly loaded last
 	// verified one (a held checkpoint is that one).
 	if fresh.Checkpoint != nil && !res.Held {
-		if err := verifyAdvance(c.Trust, fresh.Checkpoint, res.Checkpoint, b.Consistency); err != nil {
+		if err := verifyAdvance(c.Trust, c.Cache, fresh.Checkpoint, res.Checkpoint, b.Consistency); err != nil {
 			return nil, false, err
 		}
 	}
@@ -311,7 +313,7 @@ func (c *Client) Checkpoint(ctx context.Context) (*VerifiedCheckpoint, error) {
 		return nil, fail(ErrCheckpoint, err, "latest checkpoint")
 	}
 	if st.Checkpoint != nil {
-		old, err := knownSize(c.Trust, st)
+		old, err := knownSize(c.Trust, c.Cache, st)
 		if err != nil {
 			return nil, err
 		}
@@ -321,7 +323,7 @@ func (c *Client) Checkpoint(ctx context.Context) (*VerifiedCheckpoint, error) {
 				return nil, fmt.Errorf("verifier: fetching consistency proof %d -> %d: %w", old, cp.Size, err)
 			}
 		}
-		if err := verifyAdvance(c.Trust, st.Checkpoint, cp, p); err != nil {
+		if err := verifyAdvance(c.Trust, c.Cache, st.Checkpoint, cp, p); err != nil {
 			return nil, err
 		}
 	}

@@ -11,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
@@ -347,5 +350,67 @@ func TestContactVersionRoundTrip(t *testing.T) {
 	st2.Pin("bob", [32]byte{2}, true, t0)
 	if st2.Contacts["bob"].Version != 0 {
 		t.Fatal("version kept for another key")
+	}
+}
+
+// countingVerifier is a note.Verifier that counts the signatures it checks.
+type countingVerifier struct {
+	note.Verifier
+	n atomic.Int64
+}
+
+func (v *countingVerifier) Verify(msg, sig []byte) bool {
+	v.n.Add(1)
+	return v.Verifier.Verify(msg, sig)
+}
+
+// TestLookupNewContactVerifiesOnce: a client looks up a contact it never
+// saw, whose account is at v2 (a second device added). The lookup verifies
+// v2, and the signing key generation rule (checkGenerations) fetches and
+// verifies the history from v1 under the same checkpoint. The checkpoint
+// note is verified once (the history's is the lookup's, from the cache),
+// and v2's state, which the lookup verified, is not verified again in the
+// history: 6 account signatures for v2 in the lookup (signing key cert,
+// state, 2 per device), 4 for v1's create, none for the transition to v2
+// (its link, version, generation and revocation rules are checked).
+func TestLookupNewContactVerifiesOnce(t *testing.T) {
+	d := newTestDir(t)
+	d.publish(d.create("carol"))
+	d.publish(d.addDevice("carol", "carol-laptop"))
+	logKey := &countingVerifier{Verifier: d.trust.Log}
+	d.trust.Log = logKey
+	c := newTestClient(t, d, filepath.Join(t.TempDir(), "state.json"), d)
+	sigs := devices.SignaturesVerified()
+	res, err := c.Lookup(context.Background(), "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Version != 2 || len(res.State.Devices) != 2 || res.Pin != PinNew {
+		t.Fatalf("lookup: v%d, %d devices, pin %v", res.Version, len(res.State.Devices), res.Pin)
+	}
+	if n := logKey.n.Load(); n != 1 {
+		t.Errorf("the log signature of the checkpoint was verified %d times, want 1", n)
+	}
+	if n := devices.SignaturesVerified() - sigs; n != 10 {
+		t.Errorf("%d account signatures verified, want 10 (6 lookup + 4 create)", n)
+	}
+
+	// Again, as a chat client does: the client's known size and the held
+	// checkpoint come from the cache, and so do carol's VRF proof and
+	// state; nothing is signature-checked.
+	logKey.n.Store(0)
+	sigs = devices.SignaturesVerified()
+	again, err := c.Lookup(context.Background(), "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Held || again.Pin != PinMatch || again.Version != 2 {
+		t.Fatalf("second lookup: held %v, pin %v, v%d", again.Held, again.Pin, again.Version)
+	}
+	if n := logKey.n.Load(); n != 0 {
+		t.Errorf("second lookup: the log signature was verified %d times, want 0", n)
+	}
+	if n := devices.SignaturesVerified() - sigs; n != 0 {
+		t.Errorf("second lookup: %d account signatures verified, want 0", n)
 	}
 }

@@ -37,7 +37,7 @@ func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid stri
 	if res.Version == from {
 		return res, nil
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, res, from)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 	if from > res.Version {
 		return unexplained(fail(ErrHistory, nil, "the directory serves v%d of %s, the pinned key was seen at v%d", res.Version, uid, from))
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, res, from)
 	if err != nil {
 		return unexplained(err)
 	}
@@ -141,8 +141,9 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 // so it asks again from the version after the last one received, chaining
 // each page to the previous one, until it has res.Version or a page comes
 // back empty (the caller then sees the history end early). Every page must
-// make progress, so it makes at most res.Version-from+1 calls.
-func historyFrom(ctx context.Context, t *Trust, src Source, res *LookupResult, from uint64) ([]historyEntry, error) {
+// make progress, so it makes at most res.Version-from+1 calls. c (nil: no
+// cache) is the cache the lookup res was verified with.
+func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, from uint64) ([]historyEntry, error) {
 	var out []historyEntry
 	next := from
 	for {
@@ -154,7 +155,7 @@ func historyFrom(ctx context.Context, t *Trust, src Source, res *LookupResult, f
 		if len(out) > 0 {
 			prev = &out[len(out)-1]
 		}
-		page, err := verifyHistory(ctx, t, src, res, h, next, prev)
+		page, err := verifyHistory(ctx, t, src, c, res, h, next, prev)
 		if err != nil {
 			return nil, err
 		}

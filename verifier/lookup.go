@@ -199,7 +199,7 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	// 2. Consistency with the last verified checkpoint (a held checkpoint
 	// is the last verified one).
 	if st != nil && st.Checkpoint != nil && !res.Held {
-		if err := verifyAdvance(t, st.Checkpoint, cp, b.Consistency); err != nil {
+		if err := verifyAdvance(t, c, st.Checkpoint, cp, b.Consistency); err != nil {
 			return nil, err
 		}
 	}
@@ -297,8 +297,9 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 
 // verifyAdvance checks that cp may follow the last verified checkpoint
 // oldNote: not smaller, same root at the same size, consistent if larger.
-func verifyAdvance(t *Trust, oldNote []byte, cp *VerifiedCheckpoint, consistency [][]byte) error {
-	old, _, err := klog.OpenCheckpoint(oldNote, t.Log, t.Origin)
+// oldNote is opened with c.openLogCheckpoint (c may be nil).
+func verifyAdvance(t *Trust, c *Cache, oldNote []byte, cp *VerifiedCheckpoint, consistency [][]byte) error {
+	old, err := c.openLogCheckpoint(t, oldNote)
 	if err != nil {
 		return fmt.Errorf("%w: last verified checkpoint: %w", ErrState, err)
 	}

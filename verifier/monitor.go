@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -156,7 +157,7 @@ func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
 // they differ, Check fetches the history from the version before the
 // expected one (or the served one, if older), page by page up to the served
 // version, verifies it (inclusion proofs, index, consecutive versions, entry hash
-// chain, devices.VerifyTransition / VerifyReset) and reports every version
+// chain, the devices.VerifyTransition rules / VerifyReset) and reports every version
 // the owner did not make: devices added and removed, the signer (IK or the
 // directory reset key), version and log index. It also flags a version
 // that went backwards and an own entry missing or rewritten in the history.
@@ -204,7 +205,7 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 	if from > 1 {
 		from--
 	}
-	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, res, from)
+	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, m.Client.Cache, res, from)
 	if err != nil {
 		return nil, err
 	}
@@ -253,8 +254,16 @@ type historyEntry struct {
 // sequence from `from`, hash chain, payload and transitions. prev, if not
 // nil, is the verified entry before h's first (the previous page's last):
 // h's first entry must follow it like any other.
-func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
-	cp, err := t.OpenCheckpoint(h.Checkpoint)
+//
+// The checkpoint and the VRF proof are checked through c (nil: no cache),
+// so a history fetched right after a lookup does not verify the lookup's
+// checkpoint note or VRF proof a second time. An update is checked against
+// its predecessor, which this function verified (or prev, which it verified
+// on the previous page), with devices.VerifyTransitionFrom: the result of
+// devices.VerifyTransition, without verifying again the device certs the
+// predecessor already carried under the same root and signing keys.
+func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
+	cp, err := c.openCheckpoint(t, h.Checkpoint)
 	if err != nil {
 		return nil, fail(ErrCheckpoint, err, "history of %s", res.UserID)
 	}
@@ -275,7 +284,7 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			return nil, fail(ErrConsistency, err, "history checkpoint %d -> %d", lcp.Size, cp.Size)
 		}
 	}
-	idx, err := t.VRF.VerifyIndex([]byte(res.UserID), h.VRFProof)
+	idx, err := c.verifyIndex(t, res.UserID, h.VRFProof)
 	if err != nil {
 		return nil, fail(ErrVRF, err, "history of %s", res.UserID)
 	}
@@ -336,9 +345,11 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 			}
 			he.reset, he.state = a, a.NewState
 		default:
-			s, err := devices.ParseAccountState(up.Payload)
-			if err != nil {
-				return nil, fail(ErrHistory, err, "v%d account state", up.Version)
+			s, answer := res.State, isLookupAnswer(res, e, up)
+			if !answer {
+				if s, err = devices.ParseAccountState(up.Payload); err != nil {
+					return nil, fail(ErrHistory, err, "v%d account state", up.Version)
+				}
 			}
 			switch {
 			case p != nil && p.reset != nil:
@@ -346,8 +357,14 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 				// keys within the window, or an update by the new keys
 				// after it.
 				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
+			case p != nil && answer:
+				// The lookup verified s (VerifyAccountState): only the
+				// rules between p.state and s are left to check.
+				err = devices.VerifyTransitionOfVerified(p.state, s)
 			case p != nil:
-				err = devices.VerifyTransition(p.state, s)
+				// p.state was verified: by this loop, or on the previous
+				// page (prev).
+				err = devices.VerifyTransitionFrom(p.state, s)
 			case up.Update == klog.UpdateCreate:
 				err = devices.VerifyCreate(s)
 			default:
@@ -371,6 +388,16 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, res *LookupResult,
 		out = append(out, he)
 	}
 	return out, nil
+}
+
+// isLookupAnswer reports whether the history entry e (parsed as up) is the
+// AccountUpdate the verified lookup res answered with, carrying an
+// AccountState (a create or update): its state is then res.State, which
+// the lookup verified.
+func isLookupAnswer(res *LookupResult, e HistoryEntry, up *klog.AccountUpdate) bool {
+	return res.Found && res.State != nil && res.Reset == nil && res.ResetPending == nil &&
+		(up.Update == klog.UpdateCreate || up.Update == klog.UpdateUpdate) &&
+		e.LogIndex == res.LogIndex && bytes.Equal(e.Leaf, res.Leaf)
 }
 
 // analyze fills rep's Changes and Alerts from the verified history.

@@ -201,7 +201,8 @@ func storedFormat(db *bolt.DB) (uint64, error) {
 func (l *Log) Close() error { return l.db.Close() }
 
 // DB returns the underlying bbolt database, for tests and tools that need
-// to inspect the stored values.
+// to inspect the stored values, and for the directory's bound on resident
+// memory, which releases pages of its memory map (internal/resident).
 func (l *Log) DB() *bolt.DB { return l.db }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -192,21 +192,35 @@ func isCanonicalEncoding(b []byte) bool {
 // section 5.4.1.1) with encode_to_curve_salt = PK_string. It returns the
 // cofactor-cleared point H and the counter value that succeeded.
 func encodeToCurve(pk []byte, alpha []byte) (*edwards25519.Point, int, error) {
-	h := sha512.New()
-	var sum [64]byte
+	H := new(edwards25519.Point)
+	ctr, err := encodeToCurveTo(H, pk, alpha)
+	if err != nil {
+		return nil, 0, err
+	}
+	return H, ctr, nil
+}
+
+// encodeToCurveTo is encodeToCurve setting H. The hash input
+// suite || 0x01 || PK || alpha || ctr || 0x00 is built once, in a stack
+// buffer for user-id-sized alphas, and only its counter byte changes
+// between tries.
+func encodeToCurveTo(H *edwards25519.Point, pk []byte, alpha []byte) (int, error) {
+	var buf [256]byte
+	in := append(buf[:0], suiteString, 0x01)
+	in = append(in, pk...)
+	in = append(in, alpha...)
+	in = append(in, 0, 0x00)
+	ctrAt := len(in) - 2
 	var p edwards25519.Point
 	for ctr := 0; ctr < 256; ctr++ {
-		h.Reset()
-		h.Write([]byte{suiteString, 0x01})
-		h.Write(pk)
-		h.Write(alpha)
-		h.Write([]byte{byte(ctr), 0x00})
-		h.Sum(sum[:0])
+		in[ctrAt] = byte(ctr)
+		sum := sha512.Sum512(in)
 		if decodePoint(&p, sum[:32]) {
-			return new(edwards25519.Point).MultByCofactor(&p), ctr, nil
+			H.MultByCofactor(&p)
+			return ctr, nil
 		}
 	}
-	return nil, 0, ErrEncodeToCurve
+	return 0, ErrEncodeToCurve
 }
 
 // nonce is ECVRF_nonce_generation_RFC8032 (RFC 9381 section 5.4.2.2):
@@ -228,14 +242,13 @@ func (sk *PrivateKey) nonce(hString []byte) (k *edwards25519.Scalar, kString [64
 // P1..P5 = Y, H, Gamma, U, V: the first cLen bytes of
 // SHA-512(suite || 0x02 || P1 || ... || P5 || 0x00).
 func challenge(points ...[]byte) [cLen]byte {
-	h := sha512.New()
-	h.Write([]byte{suiteString, 0x02})
+	var buf [2 + 5*32 + 1]byte
+	in := append(buf[:0], suiteString, 0x02)
 	for _, p := range points {
-		h.Write(p)
+		in = append(in, p...)
 	}
-	h.Write([]byte{0x00})
-	var sum [64]byte
-	h.Sum(sum[:0])
+	in = append(in, 0x00)
+	sum := sha512.Sum512(in)
 	var c [cLen]byte
 	copy(c[:], sum[:cLen])
 	return c
@@ -243,13 +256,19 @@ func challenge(points ...[]byte) [cLen]byte {
 
 // challengeScalar interprets the 16-byte challenge as a little-endian integer.
 func challengeScalar(c [cLen]byte) *edwards25519.Scalar {
+	s := new(edwards25519.Scalar)
+	setChallengeScalar(s, c)
+	return s
+}
+
+// setChallengeScalar sets s to the 16-byte challenge c read as a
+// little-endian integer.
+func setChallengeScalar(s *edwards25519.Scalar, c [cLen]byte) {
 	var b [32]byte
 	copy(b[:], c[:])
-	s, err := new(edwards25519.Scalar).SetCanonicalBytes(b[:])
-	if err != nil {
+	if _, err := s.SetCanonicalBytes(b[:]); err != nil {
 		panic("vrf: 128-bit challenge not canonical") // unreachable: c < 2^128 < q
 	}
-	return s
 }
 
 // Prove returns the VRF output beta (64 bytes) and the proof pi (80 bytes)
@@ -269,7 +288,7 @@ type proveTrace struct {
 }
 
 // prove computes the proof and beta with the fewest field inversions: the
-// point encodings Gamma, U, V and 8*Gamma share one (encodePoints); H is
+// point encodings Gamma, U, V and 8*Gamma share one (encodePointsTo); H is
 // encoded alone because the nonce, and so U and V, depend on it. Every
 // scalar multiplication by a secret (x*H, k*B, k*H) is constant-time.
 func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
@@ -289,7 +308,8 @@ func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	u.ScalarBaseMult(k)
 	v.ScalarMult(k, H)
 	cofactorGamma.MultByCofactor(&gamma)
-	enc := encodePoints(&gamma, &u, &v, &cofactorGamma)
+	var enc [4][32]byte
+	encodePointsTo(enc[:], []*edwards25519.Point{&gamma, &u, &v, &cofactorGamma})
 	gammaString := enc[0][:]
 	tr.u, tr.v = enc[1][:], enc[2][:]
 	c := challenge(sk.pub.enc[:], hString, gammaString, tr.u, tr.v)
@@ -302,36 +322,37 @@ func (sk *PrivateKey) prove(alpha []byte) ([]byte, proveTrace) {
 	return pi, tr
 }
 
-// encodePoints returns point_to_string of every point of ps, as
-// Point.Bytes would, with one field inversion for all of them instead of
-// one each (Montgomery's trick: invert the product of the Z coordinates,
-// then peel each 1/Z off it). Every step is constant-time.
-func encodePoints(ps ...*edwards25519.Point) [][32]byte {
+// encodePointsTo sets out[i] to point_to_string(ps[i]), as Point.Bytes
+// would, with one field inversion for all of them instead of one each
+// (Montgomery's trick: invert the product of the Z coordinates, then peel
+// each 1/Z off it). Every step is constant-time. For up to four points it
+// does not allocate.
+func encodePointsTo(out [][32]byte, ps []*edwards25519.Point) {
 	n := len(ps)
-	xs, ys, zs, below := make([]field.Element, n), make([]field.Element, n), make([]field.Element, n), make([]field.Element, n)
+	var buf [4]field.Element
+	below := buf[:]
+	if n > len(buf) {
+		below = make([]field.Element, n)
+	}
 	var acc field.Element
 	acc.One()
 	for i, p := range ps {
-		X, Y, Z, _ := p.ExtendedCoordinates()
-		xs[i].Set(X)
-		ys[i].Set(Y)
-		zs[i].Set(Z)
+		_, _, Z, _ := p.ExtendedCoordinates()
 		below[i].Set(&acc) // Z_0 * ... * Z_(i-1)
 		acc.Multiply(&acc, Z)
 	}
 	var inv field.Element
 	inv.Invert(&acc) // 1 / (Z_0 * ... * Z_(n-1)); no Z of a valid point is 0
-	out := make([][32]byte, n)
 	for i := n - 1; i >= 0; i-- {
+		X, Y, Z, _ := ps[i].ExtendedCoordinates()
 		var zInv, x, y field.Element
 		zInv.Multiply(&inv, &below[i]) // 1 / Z_i
-		inv.Multiply(&inv, &zs[i])     // 1 / (Z_0 * ... * Z_(i-1))
-		x.Multiply(&xs[i], &zInv)
-		y.Multiply(&ys[i], &zInv)
+		inv.Multiply(&inv, Z)          // 1 / (Z_0 * ... * Z_(i-1))
+		x.Multiply(X, &zInv)
+		y.Multiply(Y, &zInv)
 		copy(out[i][:], y.Bytes())
 		out[i][31] |= byte(x.IsNegative() << 7)
 	}
-	return out
 }
 
 // decodedProof is the result of ECVRF_decode_proof (RFC 9381 section 5.4.4).
@@ -342,18 +363,26 @@ type decodedProof struct {
 }
 
 func decodeProof(pi []byte) (*decodedProof, error) {
-	if len(pi) != ProofSize {
-		return nil, fmt.Errorf("%w: length %d, want %d", ErrMalformedProof, len(pi), ProofSize)
-	}
 	d := new(decodedProof)
+	if err := d.decode(pi); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decode sets d to the decoding of pi.
+func (d *decodedProof) decode(pi []byte) error {
+	if len(pi) != ProofSize {
+		return fmt.Errorf("%w: length %d, want %d", ErrMalformedProof, len(pi), ProofSize)
+	}
 	if !decodePoint(&d.gamma, pi[:32]) {
-		return nil, fmt.Errorf("%w: Gamma is not a canonical point encoding", ErrMalformedProof)
+		return fmt.Errorf("%w: Gamma is not a canonical point encoding", ErrMalformedProof)
 	}
 	copy(d.c[:], pi[32:48])
 	if _, err := d.s.SetCanonicalBytes(pi[48:80]); err != nil {
-		return nil, fmt.Errorf("%w: s is not reduced mod q", ErrMalformedProof)
+		return fmt.Errorf("%w: s is not reduced mod q", ErrMalformedProof)
 	}
-	return d, nil
+	return nil
 }
 
 // ProofToHash returns beta for a proof (RFC 9381 section 5.2):
@@ -375,36 +404,62 @@ func gammaToHash(gamma *edwards25519.Point) []byte {
 
 // betaOf is proof_to_hash given point_to_string(8*Gamma).
 func betaOf(cofactorGamma []byte) []byte {
-	h := sha512.New()
-	h.Write([]byte{suiteString, 0x03})
-	h.Write(cofactorGamma)
-	h.Write([]byte{0x00})
-	return h.Sum(nil)
+	beta := betaArray(cofactorGamma)
+	return beta[:]
+}
+
+// betaArray is betaOf as an array:
+// SHA-512(suite || 0x03 || point_to_string(8*Gamma) || 0x00).
+func betaArray(cofactorGamma []byte) [OutputSize]byte {
+	var buf [2 + 32 + 1]byte
+	in := append(buf[:0], suiteString, 0x03)
+	in = append(in, cofactorGamma...)
+	in = append(in, 0x00)
+	return sha512.Sum512(in)
 }
 
 // Verify checks the proof pi for alpha under pk (RFC 9381 section 5.3) and
 // returns beta. Every failure returns a nil beta and an error matching
 // ErrMalformedProof or ErrInvalidProof.
 func (pk *PublicKey) Verify(alpha, pi []byte) (beta []byte, err error) {
-	d, err := decodeProof(pi)
+	b, err := pk.verify(alpha, pi)
 	if err != nil {
 		return nil, err
 	}
-	H, _, err := encodeToCurve(pk.enc[:], alpha)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidProof, err)
+	return b[:], nil
+}
+
+// verify is Verify returning beta as an array. Every input is public, so
+// it uses variable-time scalar multiplication: U = s*B - c*Y with the
+// precomputed base point table (Y is pk's decoded point, kept in pk), and
+// V = s*H - c*Gamma as one two-point multiplication. H, U, V and
+// 8*Gamma, whose encodings the challenge and beta need, are encoded with
+// one field inversion for the four (encodePointsTo), and nothing escapes
+// to the heap but the error.
+func (pk *PublicKey) verify(alpha, pi []byte) ([OutputSize]byte, error) {
+	var d decodedProof
+	if err := d.decode(pi); err != nil {
+		return [OutputSize]byte{}, err
 	}
-	c := challengeScalar(d.c)
-	negC := new(edwards25519.Scalar).Negate(c)
-	// U = s*B - c*Y; V = s*H - c*Gamma.
-	u := new(edwards25519.Point).VarTimeDoubleScalarBaseMult(negC, &pk.y, &d.s)
-	v := new(edwards25519.Point).VarTimeMultiScalarMult(
-		[]*edwards25519.Scalar{&d.s, negC}, []*edwards25519.Point{H, &d.gamma})
-	c2 := challenge(pk.enc[:], H.Bytes(), pi[:32], u.Bytes(), v.Bytes())
-	if c2 != d.c {
-		return nil, ErrInvalidProof
+	var H edwards25519.Point
+	if _, err := encodeToCurveTo(&H, pk.enc[:], alpha); err != nil {
+		return [OutputSize]byte{}, fmt.Errorf("%w: %v", ErrInvalidProof, err)
 	}
-	return gammaToHash(&d.gamma), nil
+	var c, negC edwards25519.Scalar
+	setChallengeScalar(&c, d.c)
+	negC.Negate(&c)
+	var u, v, cofactorGamma edwards25519.Point
+	u.VarTimeDoubleScalarBaseMult(&negC, &pk.y, &d.s)
+	scalars := [2]*edwards25519.Scalar{&d.s, &negC}
+	points := [2]*edwards25519.Point{&H, &d.gamma}
+	v.VarTimeMultiScalarMult(scalars[:], points[:])
+	cofactorGamma.MultByCofactor(&d.gamma)
+	var enc [4][32]byte
+	encodePointsTo(enc[:], []*edwards25519.Point{&H, &u, &v, &cofactorGamma})
+	if challenge(pk.enc[:], enc[0][:], pi[:32], enc[1][:], enc[2][:]) != d.c {
+		return [OutputSize]byte{}, ErrInvalidProof
+	}
+	return betaArray(enc[3][:]), nil
 }
 
 // Index returns Keyline's map index for a VRF output:
@@ -413,21 +468,19 @@ func (pk *PublicKey) Verify(alpha, pi []byte) (beta []byte, err error) {
 // beta. beta must be the 64-byte output of Prove, Verify or ProofToHash;
 // clients should use VerifyIndex, which cannot be given anything else.
 func Index(beta []byte) [IndexSize]byte {
-	h := sha256.New()
-	h.Write([]byte(IndexContext))
-	h.Write([]byte{0x00})
-	h.Write(beta)
-	var out [IndexSize]byte
-	h.Sum(out[:0])
-	return out
+	var buf [len(IndexContext) + 1 + OutputSize]byte
+	in := append(buf[:0], IndexContext...)
+	in = append(in, 0x00)
+	in = append(in, beta...)
+	return sha256.Sum256(in)
 }
 
 // VerifyIndex verifies pi for alpha under pk and returns Index(beta): the
 // map index a lookup for alpha must be answered at.
 func (pk *PublicKey) VerifyIndex(alpha, pi []byte) ([IndexSize]byte, error) {
-	beta, err := pk.Verify(alpha, pi)
+	beta, err := pk.verify(alpha, pi)
 	if err != nil {
 		return [IndexSize]byte{}, err
 	}
-	return Index(beta), nil
+	return Index(beta[:]), nil
 }

@@ -423,11 +423,42 @@ func TestEncodePoints(t *testing.T) {
 	}
 	ps = append(ps, edwards25519.NewIdentityPoint())
 	for n := 1; n <= len(ps); n++ {
-		got := encodePoints(ps[:n]...)
+		got := make([][32]byte, n)
+		encodePointsTo(got, ps[:n])
 		for i, q := range ps[:n] {
 			if !bytes.Equal(got[i][:], q.Bytes()) {
-				t.Fatalf("encodePoints of %d points: point %d encodes as %x, Bytes gives %x", n, i, got[i], q.Bytes())
+				t.Fatalf("encodePointsTo of %d points: point %d encodes as %x, Bytes gives %x", n, i, got[i], q.Bytes())
 			}
+		}
+	}
+}
+
+// TestEncodeToCurveAlphaLengths checks encodeToCurve against the hash of
+// RFC 9381 section 5.4.1.1 computed with a streaming SHA-512, for alphas
+// shorter and longer than its stack buffer.
+func TestEncodeToCurveAlphaLengths(t *testing.T) {
+	sk, _ := NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	pk := sk.Public().Bytes()
+	for _, n := range []int{0, 1, 219, 220, 221, 300, 5000} {
+		alpha := bytes.Repeat([]byte{byte(n)}, n)
+		var want *edwards25519.Point
+		for ctr := 0; ctr < 256 && want == nil; ctr++ {
+			h := sha512.New()
+			h.Write([]byte{suiteString, 0x01})
+			h.Write(pk)
+			h.Write(alpha)
+			h.Write([]byte{byte(ctr), 0x00})
+			if p, err := new(edwards25519.Point).SetBytes(h.Sum(nil)[:32]); err == nil && isCanonicalEncoding(h.Sum(nil)[:32]) {
+				want = new(edwards25519.Point).MultByCofactor(p)
+			}
+		}
+		got, _, err := encodeToCurve(pk, alpha)
+		if err != nil || want == nil || got.Equal(want) != 1 {
+			t.Fatalf("alpha of %d bytes: encodeToCurve = %v, %v; want %v", n, got, err, want)
+		}
+		_, pi := sk.Prove(alpha)
+		if _, err := sk.Public().Verify(alpha, pi); err != nil {
+			t.Fatalf("alpha of %d bytes: %v", n, err)
 		}
 	}
 }
