@@ -26,13 +26,18 @@ type monitorOutput struct {
 }
 
 type monitorChange struct {
-	Version    uint64   `json:"version"`
-	LogIndex   uint64   `json:"log_index"`
-	Kind       string   `json:"kind"`
-	SignerIK   string   `json:"signer_identity_key"`
-	ByResetKey bool     `json:"by_reset_key"`
-	Added      []string `json:"added"`
-	Removed    []string `json:"removed"`
+	Version    uint64 `json:"version"`
+	LogIndex   uint64 `json:"log_index"`
+	Kind       string `json:"kind"`
+	SignerIK   string `json:"signer_identity_key"`
+	ByResetKey bool   `json:"by_reset_key"`
+	// SigningKeyGeneration is the new state's account signing key
+	// generation; KeyRotated is set when it is newer than the previous
+	// version's (certified by the root key: the paper key was used).
+	SigningKeyGeneration uint32   `json:"signing_key_generation"`
+	KeyRotated           bool     `json:"key_rotated"`
+	Added                []string `json:"added"`
+	Removed              []string `json:"removed"`
 }
 
 type monitorAlert struct {
@@ -52,7 +57,8 @@ func monitorOut(rep *verifier.MonitorReport) monitorOutput {
 		out.Version = rep.Latest.Version
 	}
 	for _, c := range rep.Changes {
-		mc := monitorChange{Version: c.Version, LogIndex: c.LogIndex, Kind: updateKind(c.Kind), SignerIK: hex.EncodeToString(c.SignerIK[:]), ByResetKey: c.ByResetKey, Added: []string{}, Removed: []string{}}
+		mc := monitorChange{Version: c.Version, LogIndex: c.LogIndex, Kind: updateKind(c.Kind), SignerIK: hex.EncodeToString(c.SignerIK[:]), ByResetKey: c.ByResetKey,
+			SigningKeyGeneration: c.Generation, KeyRotated: c.Rotated(), Added: []string{}, Removed: []string{}}
 		for _, d := range c.Added {
 			mc.Added = append(mc.Added, devInfo(d))
 		}
@@ -83,9 +89,12 @@ func (a *app) printMonitor(out monitorOutput) {
 		fmt.Fprintf(w, "!!! %s (v%d, log entry %d): %s\n", strings.ToUpper(al.Kind), al.Version, al.LogIndex, al.Message)
 	}
 	for _, c := range out.Changes {
-		signer := "your account signing key (root key " + c.SignerIK[:16] + "…), which only your trusted devices hold"
-		if c.ByResetKey {
+		signer := fmt.Sprintf("your account signing key, generation %d (root key %s…), which only your trusted devices hold", c.SigningKeyGeneration, c.SignerIK[:16])
+		switch {
+		case c.ByResetKey:
 			signer = "the DIRECTORY RESET KEY (new identity key " + c.SignerIK[:16] + "…)"
+		case c.KeyRotated:
+			signer = fmt.Sprintf("a NEW account signing key, generation %d, certified by your root key (%s…), which only your paper key derives", c.SigningKeyGeneration, c.SignerIK[:16])
 		}
 		fmt.Fprintf(w, "!!! v%d (log entry %d, %s) signed by %s\n", c.Version, c.LogIndex, c.Kind, signer)
 		for _, d := range c.Added {
@@ -95,15 +104,23 @@ func (a *app) printMonitor(out monitorOutput) {
 			fmt.Fprintf(w, "!!!     removed device %s\n", d)
 		}
 	}
-	reset := false
+	reset, rotated := false, false
 	for _, c := range out.Changes {
 		reset = reset || c.ByResetKey
+		rotated = rotated || c.KeyRotated
 	}
-	if reset {
+	switch {
+	case reset:
 		fmt.Fprintln(w, "!!! The DIRECTORY replaced your identity key. If you did not ask for a reset, your")
 		fmt.Fprintln(w, "!!! account was taken over by the directory: warn your contacts (their safety")
 		fmt.Fprintln(w, "!!! number for you changed) and publish this report.")
-	} else {
+	case rotated:
+		fmt.Fprintln(w, "!!! Your account signing key was ROTATED with your paper key. This device cannot")
+		fmt.Fprintln(w, "!!! tell whether you did it on another device or someone holding your paper key")
+		fmt.Fprintln(w, "!!! did; the older signing key this device may hold no longer signs for the account.")
+		fmt.Fprintln(w, "!!! If it was not you, your paper key is compromised: rotate again with it at once")
+		fmt.Fprintln(w, "!!! (`keyline account rotate-key`) and ask the directory operator for a reset.")
+	default:
 		fmt.Fprintln(w, "!!! If you did not make these changes, a device holding your account signing key")
 		fmt.Fprintln(w, "!!! did: cut it off with `keyline account rotate-key` (needs your paper key).")
 	}

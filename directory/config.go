@@ -206,6 +206,9 @@ type WitnessConfig struct {
 type testHooks struct {
 	afterAppend  func() error // after the log Append, before Publish
 	afterPublish func() error // after Publish, before the map/index commit
+	// publish runs before every publish of the given log size; an error
+	// fails it (a checkpoint store that cannot be written).
+	publish func(size uint64) error
 }
 
 // ErrConfig is wrapped by every configuration error from Open.

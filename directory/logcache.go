@@ -266,5 +266,10 @@ func (l sizedLog) CheckStored(ctx context.Context, from, to uint64) error {
 // publish signs (or returns the already signed) checkpoint at size, the log
 // size the map and index cover.
 func (s *Server) publish(ctx context.Context, size uint64) ([]byte, error) {
+	if h := s.hooks.Load(); h != nil && h.publish != nil {
+		if err := h.publish(size); err != nil {
+			return nil, err
+		}
+	}
 	return klog.Publish(ctx, sizedLog{s.backend, size}, s.cps, s.keys.signer, s.keys.verifier, s.keys.origin)
 }

@@ -291,9 +291,46 @@ func (s *Server) applyReplayed(ctx context.Context, batch []*entry, rec *klog.Ep
 			return err
 		}
 	}
+	if err := s.publishBeforeCommit(ctx, rec.Epoch, pos+1); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
 	s.epoch, s.haveEpoch, s.size, s.lastTS = rec.Epoch, true, pos+1, rec.Timestamp
+	return nil
+}
+
+// publishBeforeCommit makes sure, during an in-process recovery (a view is
+// being served), that a checkpoint covering the replayed epoch ending at
+// log size end is stored before the epoch's map and index are committed,
+// the order runEpoch follows. If the log cannot be written (its fsync
+// fails, its disk is full) publishing fails, the epoch is not committed,
+// and the map and index stay at the served view's epoch: lookups go on
+// being answered from it while recovery is retried. Committed first, the
+// map would be at an epoch no view can be built for, and it keeps the
+// latest epoch's tree only, so every lookup would be refused until the log
+// is writable again. At start (no view yet) it does nothing: recover
+// publishes once after the whole replay.
+func (s *Server) publishBeforeCommit(ctx context.Context, epoch, end uint64) error {
+	if s.view.Load() == nil {
+		return nil
+	}
+	note, err := s.cps.LatestCheckpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the stored checkpoint: %w", err)
+	}
+	if note != nil {
+		c, _, err := klog.OpenCheckpoint(note, s.keys.verifier, s.keys.origin)
+		if err != nil {
+			return fmt.Errorf("stored checkpoint: %w", err)
+		}
+		if c.Size >= end {
+			return nil // already covered (the epoch's publish succeeded, its commit did not)
+		}
+	}
+	if _, err := s.publish(ctx, end); err != nil {
+		return fmt.Errorf("publishing replayed epoch %d: %w", epoch, err)
+	}
 	return nil
 }

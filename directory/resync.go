@@ -8,8 +8,10 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/verifier/auditor"
 )
 
 // Bounds of the retry loop that brings the sequencer back in line with the
@@ -134,9 +136,13 @@ func leavesOf(batch []*entry) [][]byte {
 // and appending them would fork the account's chain. It returns the entries
 // that still apply; on a database error it returns the batch unchanged (the
 // epoch will then fail and resync).
-func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
+//
+// It also fails the cancellations of a reset that can no longer be logged
+// in time (lateCancellation) in an epoch timestamped at most ts
+// (epochTimeBound).
+func (s *Server) dropStale(batch []*entry, ts uint64) ([]*entry, error) {
 	keep := batch[:0:0]
-	var stale []*entry
+	var stale, late []*entry
 	latest := map[[32]byte]*entry{}
 	var err error
 	for _, e := range batch {
@@ -150,18 +156,27 @@ func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 			stale = append(stale, e)
 			continue
 		}
+		if prev != nil && lateCancellation(prev.reset, e.state, ts) {
+			late = append(late, e)
+			continue
+		}
 		latest[e.index] = e
 		keep = append(keep, e)
 	}
 	if err != nil {
 		return batch, err
 	}
-	if len(stale) == 0 {
+	if len(stale)+len(late) == 0 {
 		return batch, nil
 	}
-	s.cfg.Logf("directory: dropping %d queued update(s) overtaken by replayed log entries", len(stale))
+	if len(stale) > 0 {
+		s.cfg.Logf("directory: dropping %d queued update(s) overtaken by replayed log entries", len(stale))
+	}
+	if len(late) > 0 {
+		s.cfg.Logf("directory: refusing %d queued reset cancellation(s) that can no longer be logged in time", len(late))
+	}
 	s.mu.Lock()
-	for _, e := range stale {
+	for _, e := range append(stale, late...) {
 		if s.pending[e.index] == e {
 			delete(s.pending, e.index)
 		}
@@ -170,7 +185,37 @@ func (s *Server) dropStale(batch []*entry) ([]*entry, error) {
 	for _, e := range stale {
 		e.done <- result{err: apierr.New(codes.Aborted, apierr.ConcurrentUpdate, "another update of %q reached the log first; look it up and retry", e.userID)}
 	}
+	for _, e := range late {
+		e.done <- result{err: apierr.New(codes.FailedPrecondition, apierr.ResetWindow, "%s", lateCancellationMsg(e.userID))}
+	}
 	return keep, nil
+}
+
+// epochTimeBound is a bound on the timestamp of an epoch cut now (within
+// a second) after one timestamped lastTS: nextEpoch's, rounded up.
+func epochTimeBound(lastTS uint64) uint64 {
+	return max(uint64(time.Now().Add(time.Second).Unix()), lastTS)
+}
+
+// lateCancellation reports whether next, the version after the reset
+// entry with authorization reset (nil: the previous entry is no reset),
+// cancels it (it keeps the previous root key) and would be logged in an
+// epoch timestamped ts, auditor.CancelLogSlack or more after the reset
+// took effect. Update accepts a cancellation until effective_at; one that
+// waited in the queue (or behind a witness quorum) past the slack is
+// refused instead of being logged, since auditors would report an honest
+// directory for it (RuleResetLogTime).
+func lateCancellation(reset *devices.ResetAuthorization, next *devices.AccountState, ts uint64) bool {
+	if reset == nil || reset.NewState == nil || next == nil || next.IdentityKey == reset.NewState.IdentityKey {
+		return false
+	}
+	return int64(ts) >= reset.EffectiveAt.Unix()+auditor.CancelLogSlack
+}
+
+// lateCancellationMsg is the message a late cancellation is refused with
+// (FailedPrecondition / RESET_WINDOW).
+func lateCancellationMsg(userID string) string {
+	return fmt.Sprintf("the reset of %q took effect before this cancellation could be logged; it can no longer be cancelled", userID)
 }
 
 // committedHead returns the latest committed entry of userID's account

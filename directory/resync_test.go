@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyline/keyline/devices"
+	"github.com/keyline/keyline/directory/apierr"
 	"github.com/keyline/keyline/directory/loadgen"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
@@ -237,6 +239,87 @@ func TestResyncAfterInterruptedAppend(t *testing.T) {
 	}
 }
 
+// TestLookupsWhileLogUnwritable: an epoch's leaves reach the embedded log
+// but the epoch fails (the log's fsync fails after its pages were written,
+// as in TestDiskFaultsInjected), and no checkpoint can be stored while the
+// fault lasts. Recovery replays the epoch from the log but must not commit
+// it before a checkpoint covers it: lookups are answered from the last
+// published view for the whole fault, not only until the first recovery
+// attempt, updates are refused with STORAGE_FAILURE, nothing new is signed,
+// and the update is published once the log is writable again.
+func TestLookupsWhileLogUnwritable(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), nil)
+	trust := trustOf(t, s)
+	alice, bob, carol := newTestAccount(t, "alice"), newTestAccount(t, "bob"), newTestAccount(t, "carol")
+	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	signedSize := func() uint64 {
+		note, err := s.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := trust.OpenCheckpoint(note)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Size
+	}
+	size := signedSize()
+	var fault, appendFailed atomic.Bool
+	fault.Store(true)
+	s.hooks.Store(&testHooks{
+		afterAppend: func() error {
+			if appendFailed.CompareAndSwap(false, true) {
+				return fmt.Errorf("embedded: append: %w", syscall.EIO)
+			}
+			return nil
+		},
+		publish: func(n uint64) error {
+			if fault.Load() && n > size {
+				return fmt.Errorf("log: publish: storing checkpoint: %w", syscall.EIO)
+			}
+			return nil
+		},
+	})
+	if _, err := s.Update(ctx, bob.bytes(t)); apierr.Reason(err) != apierr.StorageFailure {
+		t.Fatalf("update whose epoch failed = %v; want %s", err, apierr.StorageFailure)
+	}
+	// Recovery attempts fail meanwhile (backoff 100, 200, 400 ms).
+	for end := time.Now().Add(800 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if v := mustLookup(t, s.Source(), trust, "alice"); !v.found || v.version != 1 {
+			t.Fatalf("alice during the fault: found %v version %d", v.found, v.version)
+		}
+		// bob's leaf is in the log, under no checkpoint: absent in the view.
+		if v := mustLookup(t, s.Source(), trust, "bob"); v.found {
+			t.Fatal("bob found during the fault: served from an unpublished epoch")
+		}
+	}
+	if _, err := s.Update(ctx, carol.bytes(t)); apierr.Reason(err) != apierr.StorageFailure {
+		t.Fatalf("update during the fault = %v; want %s", err, apierr.StorageFailure)
+	}
+	if got := signedSize(); got != size {
+		t.Fatalf("checkpoint grew from %d to %d while none could be stored", size, got)
+	}
+	fault.Store(false)
+	eventually(t, "update after the fault", func() error {
+		_, err := s.Update(ctx, carol.bytes(t))
+		return err
+	})
+	for _, uid := range []string{"alice", "bob", "carol"} {
+		if v := mustLookup(t, s.Source(), trust, uid); !v.found || v.version != 1 {
+			t.Fatalf("%s after the fault: found %v version %d; want version 1", uid, v.found, v.version)
+		}
+	}
+	if s.sequencerFailed() {
+		t.Fatal("sequencer stopped")
+	}
+	if st := auditDirectory(t, s); st.Accounts != 3 {
+		t.Fatalf("auditor counted %d accounts, want 3", st.Accounts)
+	}
+}
+
 // TestResyncAfterOutage: the log backend refuses every call for a while
 // (database restart). Updates fail with Unavailable meanwhile — never with
 // a corruption verdict, and the sequencer does not stop — lookups are still
@@ -432,7 +515,7 @@ func TestDropStale(t *testing.T) {
 	staleCreate := mk("alice", 1, [32]byte{}, 4)     // a create of an existing account
 	newAcct := mk("bob", 1, [32]byte{}, 5)           // a create of a new account
 	staleAfter := mk("bob", 3, newAcct.entryHash, 6) // skips a version
-	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter})
+	kept, err := s.dropStale([]*entry{good, staleFork, goodNext, staleCreate, newAcct, staleAfter}, epochTimeBound(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,6 +531,59 @@ func TestDropStale(t *testing.T) {
 		default:
 			t.Error("a stale entry was not failed")
 		}
+	}
+}
+
+// TestDropLateCancellation: a cancellation of a pending reset, accepted
+// before effective_at, is refused with RESET_WINDOW instead of being logged
+// if its epoch would be timestamped auditor.CancelLogSlack or more after
+// effective_at (auditors report that as reset-log-time); a second earlier
+// it is kept, and an update by the reset's new keys is never refused so.
+func TestDropLateCancellation(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), nil)
+	alice := newTestAccount(t, "alice")
+	if _, err := s.Update(ctx, alice.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	rs := resetStateFor(t, alice.state, "new phone")
+	if _, err := s.Reset(ctx, s.AdminToken(), "alice", mustMarshal(t, rs), "lost"); err != nil {
+		t.Fatal(err)
+	}
+	prev, err := s.committed(ctx, "alice")
+	if err != nil || prev == nil || prev.reset == nil {
+		t.Fatalf("committed(alice) = %v, %v; want the reset entry", prev, err)
+	}
+	next, err := devices.Resign(prev.reset.PreviousState(), alice.ask, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, err := devices.LinkAfterReset(next, prev.reset, alice.ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(st *devices.AccountState) *entry {
+		return &entry{index: prev.index, userID: "alice", version: prev.version + 1, prevHash: prev.entryHash, state: st, done: make(chan result, 1)}
+	}
+	deadline := uint64(prev.reset.EffectiveAt.Unix() + auditor.CancelLogSlack)
+	if kept, err := s.dropStale([]*entry{mk(cancel)}, deadline-1); err != nil || len(kept) != 1 {
+		t.Fatalf("cancellation logged %d s after effective_at: kept %d, %v; want it kept", auditor.CancelLogSlack-1, len(kept), err)
+	}
+	late := mk(cancel)
+	if kept, err := s.dropStale([]*entry{late}, deadline); err != nil || len(kept) != 0 {
+		t.Fatalf("cancellation logged %d s after effective_at: kept %d, %v; want it refused", auditor.CancelLogSlack, len(kept), err)
+	}
+	select {
+	case r := <-late.done:
+		if apierr.Code(r.err) != codes.FailedPrecondition || apierr.Reason(r.err) != apierr.ResetWindow {
+			t.Fatalf("late cancellation failed with %v; want FailedPrecondition / %s", r.err, apierr.ResetWindow)
+		}
+	default:
+		t.Fatal("the late cancellation was not failed")
+	}
+	// The reset's new keys (rs stands for any state under them).
+	if kept, err := s.dropStale([]*entry{mk(rs)}, deadline+3600); err != nil || len(kept) != 1 {
+		t.Fatalf("update by the reset's keys: kept %d, %v; want it kept", len(kept), err)
 	}
 }
 

@@ -299,7 +299,7 @@ func (s *Server) take() []*entry {
 // log, or stops (returning the error) if it cannot.
 func (s *Server) cut(batch []*entry) error {
 	ctx := context.Background()
-	batch, err := s.dropStale(batch)
+	batch, err := s.dropStale(batch, epochTimeBound(s.lastTS))
 	if err != nil {
 		s.cfg.Logf("directory: checking the batch against the map: %v", err)
 	}

@@ -66,6 +66,12 @@ type shared struct {
 	// benchmarks: points per statement)
 	batchStmts, batchPoints atomic.Uint64
 
+	// tilesWarm: the tile cache held every tile of the map of epoch
+	// warmEpoch (warmLoop keeps it so, as far as the cache's
+	// bound allows), so a lookup expects its whole path in memory.
+	tilesWarm atomic.Bool
+	warmEpoch atomic.Uint64
+
 	memLookups atomic.Uint64 // lookups served from memory (monitoring, benchmarks)
 	dbLookups  atomic.Uint64 // lookups that read the database
 
@@ -200,6 +206,10 @@ func (s *Server) openShared(ctx context.Context) (err error) {
 	wg.Add(2 + pointReaders)
 	go func() { defer wg.Done(); s.followLoop() }()
 	go func() { defer wg.Done(); s.waiterLoop() }()
+	if c.Role != RoleSequencer {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.warmLoop() }()
+	}
 	sh.batch = make(chan *pointReq, maxPointBatch)
 	for range pointReaders {
 		go func() { defer wg.Done(); s.pointReader() }()
@@ -265,6 +275,67 @@ func (s *Server) followLoop() {
 		s.follow(ctx)
 		cancel()
 	}
+}
+
+// warmLoop runs warmTiles after every poll until the server closes (on its
+// own goroutine: loading the tiles of a large map must not hold back
+// installing new epochs).
+func (s *Server) warmLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(s.sh.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		s.warmTiles(ctx)
+	}
+}
+
+// warmTiles brings the tile cache up to the latest published epoch of the
+// database when a new epoch was installed: it reads, in one snapshot, the
+// tiles that epoch rewrote (all of them the first time, or while the cache
+// did not hold every tile), so that lookups of the installed view find
+// their whole path in memory when the map's tiles fit the cache's bound
+// (tileCacheBytes). Cached tiles are checked against the refs leading to
+// them on every proof; this only decides what is in memory.
+func (s *Server) warmTiles(ctx context.Context) {
+	if v := s.view.Load(); v == nil || v.epoch == s.sh.warmEpoch.Load() {
+		return
+	}
+	sn, err := s.sh.st.Snapshot(ctx)
+	if err != nil {
+		return
+	}
+	defer sn.Close()
+	e, err := sn.Latest()
+	if err != nil || e == nil || e.Checkpoint == nil {
+		return
+	}
+	full := !s.sh.tilesWarm.Load()
+	st, err := s.sh.m.warm(sn, e.MapRoot, full)
+	if err != nil {
+		s.sh.tilesWarm.Store(false)
+		if ctx.Err() == nil {
+			// Try again at the next epoch (lookups read their
+			// tiles meanwhile, and report what is wrong).
+			s.sh.warmEpoch.Store(e.Epoch)
+			s.cfg.Logf("directory: loading the map tiles of epoch %d into memory: %v", e.Epoch, err)
+		}
+		return
+	}
+	s.sh.warmEpoch.Store(e.Epoch)
+	s.sh.tilesWarm.Store(st.Complete)
 }
 
 // sharedView returns the view of epoch row e (which must have a
@@ -362,6 +433,9 @@ type sharedMap interface {
 	apply(tx *sqlstate.Tx, ups []vmap.Update) (vmap.Hash, error)
 	// prove returns index's proof in the map in r, whose root must be root.
 	prove(r sqlstate.MapReader, root vmap.Hash, index vmap.Index) (*vmap.Proof, error)
+	// warm loads the tiles of the map in r under root into the cache,
+	// as far as its bound allows (vmap.TiledMap.Warm).
+	warm(r sqlstate.MapReader, root vmap.Hash, full bool) (vmap.WarmStats, error)
 	// pathDepths are the depths (multiples of 8) of the tiles on a path
 	// that a lookup reads from the database: those below the cached top
 	// levels, down to the deepest level proofs have needed so far.
@@ -425,14 +499,17 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 
 // lookupShared is Lookup on the shared state for a canonical user id.
 //
-// From memory when it can: the VRF proof from the VRF cache, the installed
-// view, the path's tiles from the tile cache (keyed by hash and checked
-// from the view's root down) and the account record from the account cache
+// For the installed view (lookupShort): the path's tiles from the tile
+// cache (keyed by hash and checked from the view's root down), the VRF
+// proof from the VRF cache and the account record from the account cache
 // (checked against the map value the proof gives), so nothing stale can be
-// served. A client that knows a larger checkpoint than the installed view
-// goes to the database.
+// served; what is not in memory of the VRF proof and the account record is
+// read in one batched statement of primary-key reads (the users row with
+// its account record, or the account record). A client that knows a larger
+// checkpoint than the installed view, or a path whose tiles are not all
+// cached, goes to the database for the tiles too:
 //
-// Else one round trip (sqlstate.ReadPoint, one statement, one read view):
+// one round trip (sqlstate.ReadPoint, one statement, one read view):
 // the account record and the path's tiles below the cached levels, keyed by
 // the VRF index, or by the user id when its VRF proof is not in memory (the
 // users row gives the proof and index, and the statement computes the tile
@@ -444,20 +521,10 @@ func (s *Server) pointView(ctx context.Context, e *sqlstate.Epoch, try int) (v *
 // read, the lookup reads in a snapshot transaction.
 func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64) (*verifier.LookupBundle, error) {
 	pi, index, known := s.vrf.cached(uid)
-	if v := s.view.Load(); known && v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
-		acct := func() (*sqlstate.Account, error) {
-			if a := s.sh.accounts.get(index); a != nil {
-				return a, nil
-			}
-			return nil, errNotPrefetched
-		}
-		b, err := s.lookupBundle(ctx, v, prefetched{}, acct, pi, index, knownSize)
-		if err == nil {
-			s.sh.memLookups.Add(1)
-			return b, nil
-		}
-		if !errors.Is(err, errNotPrefetched) && !errors.Is(err, errStaleRecords) {
-			return nil, err
+	if v := s.view.Load(); v != nil && knownSize <= v.size && !s.sh.noMemory.Load() {
+		b, err := s.lookupShort(ctx, v, uid, knownSize, &pi, &index, &known)
+		if err == nil || !errors.Is(err, errNotPrefetched) && !errors.Is(err, errStaleRecords) {
+			return b, err
 		}
 	}
 	s.sh.dbLookups.Add(1)
@@ -525,6 +592,82 @@ func (s *Server) lookupShared(ctx context.Context, uid string, knownSize uint64)
 	}
 }
 
+// lookupShort serves a lookup of the installed view v with the map's
+// tiles from the tile cache and at most one batched database read of
+// primary keys: the users row and its account record when the user's VRF
+// proof is not in memory, else the account record when it is not in the
+// account cache and the proof is an inclusion (none for an absent user or
+// a cached record). It updates *pi, *index and *known with what it learns.
+// errNotPrefetched (a tile not in the cache) or errStaleRecords (a record
+// that does not match v's map value) mean the caller reads the database.
+func (s *Server) lookupShort(ctx context.Context, v *epochView, uid string, knownSize uint64, pi *[]byte, index *[32]byte, known *bool) (*verifier.LookupBundle, error) {
+	fromDB := false
+	var read *sqlstate.Account // the account record read with the users row
+	if !*known {
+		if !s.sh.tilesWarm.Load() {
+			// The path's tiles are likely not all in memory: read
+			// them with the users row (the caller's statement).
+			return nil, errNotPrefetched
+		}
+		p, err := s.readPoint(ctx, sqlstate.PointQuery{ByUser: true, UserID: uid, NoEpoch: true})
+		if err != nil {
+			return nil, s.readErr(ctx, err)
+		}
+		fromDB = true
+		if p.User {
+			// The users row is written by the sequencer with the
+			// account (the same trust as the embedded users bucket;
+			// clients verify the VRF proof).
+			*pi, *index, read = p.VRFProof, p.Index, p.Account
+			s.vrf.put(uid, vrfEntry{pi: *pi, index: *index})
+		} else if *pi, *index, err = s.vrf.get(nil, uid); err != nil {
+			// No account of uid in the latest epoch, so none in v: the
+			// non-inclusion proof needs the index.
+			return nil, s.internal(err)
+		}
+		*known = true
+	}
+	var readErr error
+	acct := func() (*sqlstate.Account, error) {
+		if read != nil {
+			return read, nil
+		}
+		if a := s.sh.accounts.get(*index); a != nil {
+			return a, nil
+		}
+		fromDB = true
+		p, err := s.readPoint(ctx, sqlstate.PointQuery{Index: *index, NoEpoch: true})
+		if err != nil {
+			readErr = err
+			return nil, errNotPrefetched
+		}
+		if p.Account == nil {
+			return nil, errStaleRecords // read again with the epoch row
+		}
+		return p.Account, nil
+	}
+	b, err := s.lookupBundle(ctx, v, prefetched{}, acct, *pi, *index, knownSize)
+	if readErr != nil {
+		return nil, s.readErr(ctx, readErr)
+	}
+	if err == nil {
+		if fromDB {
+			s.sh.dbLookups.Add(1)
+		} else {
+			s.sh.memLookups.Add(1)
+		}
+	}
+	return b, err
+}
+
+// readErr is the API error of a failed read of a lookup's records.
+func (s *Server) readErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxError(ctx.Err(), "reading the lookup's records")
+	}
+	return s.stateErr(err)
+}
+
 // lookupSnapshot is lookupShared in a snapshot transaction.
 func (s *Server) lookupSnapshot(ctx context.Context, pi []byte, index [32]byte, knownSize uint64) (*verifier.LookupBundle, error) {
 	var out *verifier.LookupBundle
@@ -568,7 +711,7 @@ func (s *Server) lookupBundle(ctx context.Context, v *epochView, r sqlstate.MapR
 	b := &verifier.LookupBundle{VRFProof: pi, MapProof: mp}
 	if p.Kind == vmap.Inclusion {
 		rec, err := account()
-		if errors.Is(err, errNotPrefetched) {
+		if errors.Is(err, errNotPrefetched) || errors.Is(err, errStaleRecords) {
 			return nil, err
 		}
 		if err != nil {

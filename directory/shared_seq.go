@@ -203,6 +203,7 @@ func (s *Server) sharedBatch(ctx context.Context, rows []*sqlstate.Queued) ([]*e
 		return nil, nil, err
 	}
 	latest := map[[32]byte]*entry{}
+	ts := epochTimeBound(s.lastTS)
 	for _, q := range rows {
 		prev, ok := latest[q.Index]
 		if !ok {
@@ -210,8 +211,12 @@ func (s *Server) sharedBatch(ctx context.Context, rows []*sqlstate.Queued) ([]*e
 				if klog.EntryHash(a.Leaf) != a.EntryHash {
 					return nil, nil, fmt.Errorf("%w: account record entry hash mismatch", errCorrupt)
 				}
-				// checkChain needs the version and entry hash only.
+				// checkChain needs the version and entry hash only;
+				// lateCancellation the reset authorization.
 				prev = &entry{index: q.Index, version: a.Version, entryHash: a.EntryHash}
+				if u, err := klog.ParseAccountUpdate(a.Leaf); err == nil && u.Update == klog.UpdateReset {
+					_, prev.reset, _ = stateOf(u) // nil if it does not parse: no cancellation check
+				}
 			}
 		}
 		e := &entry{index: q.Index, userID: q.UserID, pi: q.VRFProof, version: q.Version, prevHash: q.PrevHash, entryHash: q.EntryHash, leaf: q.Leaf}
@@ -225,6 +230,12 @@ func (s *Server) sharedBatch(ctx context.Context, rows []*sqlstate.Queued) ([]*e
 			rejects = append(rejects, sqlstate.Rejection{ID: q.ID, Code: int(codes.Aborted), Reason: apierr.ConcurrentUpdate,
 				Message: fmt.Sprintf("another update of %q was published meanwhile; look it up and retry", q.UserID)})
 			continue
+		}
+		if prev != nil && prev.reset != nil {
+			if st, _, err := stateOf(u); err == nil && lateCancellation(prev.reset, st, ts) {
+				rejects = append(rejects, sqlstate.Rejection{ID: q.ID, Code: int(codes.FailedPrecondition), Reason: apierr.ResetWindow, Message: lateCancellationMsg(q.UserID)})
+				continue
+			}
 		}
 		latest[q.Index] = e
 		batch = append(batch, e)

@@ -461,7 +461,9 @@ func TestSharedStaleRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without the tile cache every tile of the path is read with the
-	// point, so the old view meets the new epoch's tiles.
+	// point, so the old view meets the new epoch's tiles. (Swapped once
+	// the warm loop, which reads seq.sh.m after each new epoch, is done.)
+	waitWarm(t, seq)
 	tm, err := vmap.NewTiledMap(mapdb.DefaultStride, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -608,6 +610,92 @@ func TestSharedLookupByUser(t *testing.T) {
 	}
 	if v := mustLookup(t, fe.Source(), trust, "nobody@example.com"); v.version != 0 {
 		t.Fatalf("unknown user: version %d", v.version)
+	}
+}
+
+// waitWarm waits until s's warm loop has brought its tile cache to the
+// latest epoch of the database, and returns that epoch.
+func waitWarm(t *testing.T, s *Server) uint64 {
+	t.Helper()
+	e, err := s.sh.st.Latest(context.Background())
+	if err != nil || e == nil {
+		t.Fatalf("latest epoch: %+v, %v", e, err)
+	}
+	for i := 0; s.sh.warmEpoch.Load() < e.Epoch; i++ {
+		if i > 500 {
+			t.Fatalf("tiles of epoch %d not loaded within 10s (loaded: epoch %d)", e.Epoch, s.sh.warmEpoch.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return e.Epoch
+}
+
+// TestSharedWarmTiles: a frontend keeps every tile of the published map
+// in memory (reading after an epoch only the tiles it rewrote), so a lookup
+// whose VRF proof or account record is not in memory reads them from the
+// database and no tile, and serves the new epoch's records after an
+// update.
+func TestSharedWarmTiles(t *testing.T) {
+	ctx := context.Background()
+	env := newSharedEnv(t)
+	seq := env.open(RoleAll, "seq", nil)
+	waitView(t, seq)
+	fe := env.open(RoleFrontend, "fe", nil)
+	waitView(t, fe)
+	trust := trustOf(t, fe)
+	var accts []*testAccount
+	for i := range 12 {
+		a := newTestAccount(t, fmt.Sprintf("warm%d@example.com", i))
+		if _, err := seq.Update(ctx, a.bytes(t)); err != nil {
+			t.Fatal(err)
+		}
+		accts = append(accts, a)
+	}
+	warm := func() {
+		t.Helper()
+		want := waitWarm(t, fe)
+		if !fe.sh.tilesWarm.Load() {
+			t.Fatalf("the tiles of epoch %d do not all fit the cache", want)
+		}
+		for fe.view.Load().epoch < want {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	warm()
+	cache := fe.sh.m.(tileMap).cache
+	misses, db := cache.Stats().Misses, fe.sh.dbLookups.Load()
+	for i, a := range accts {
+		if v := mustLookup(t, fe.Source(), trust, a.uid); v.version != 1 {
+			t.Fatalf("%s: version %d", a.uid, v.version)
+		}
+		if got := fe.sh.dbLookups.Load() - db; got != uint64(i+1) {
+			t.Fatalf("%d lookups read the database %d times", i+1, got)
+		}
+	}
+	if m := cache.Stats().Misses - misses; m != 0 {
+		t.Fatalf("lookups with every tile in memory missed the tile cache %d times", m)
+	}
+	mem := fe.sh.memLookups.Load()
+	mustLookup(t, fe.Source(), trust, accts[0].uid)
+	if fe.sh.memLookups.Load() != mem+1 {
+		t.Fatal("a second lookup of an account was not served from memory")
+	}
+	// A new epoch: the changed tiles are read once, then lookups of the
+	// changed account serve its new version without reading tiles.
+	next := accts[3].addDevice(t, "two")
+	if _, err := seq.Update(ctx, mustMarshal(t, next)); err != nil {
+		t.Fatal(err)
+	}
+	warm()
+	misses = cache.Stats().Misses
+	if v := mustLookup(t, fe.Source(), trust, accts[3].uid); v.version != 2 {
+		t.Fatalf("after the update: version %d", v.version)
+	}
+	if v := mustLookup(t, fe.Source(), trust, "nobody@example.com"); v.version != 0 {
+		t.Fatalf("unknown user: version %d", v.version)
+	}
+	if m := cache.Stats().Misses - misses; m != 0 {
+		t.Fatalf("lookups after the warmed epoch missed the tile cache %d times", m)
 	}
 }
 

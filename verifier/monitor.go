@@ -48,6 +48,13 @@ const (
 	// pending; it takes effect at the end of its window unless the owner
 	// cancels it (keyline account cancel-reset).
 	AlertResetPending
+	// AlertKeyRotated: a version the owner did not make switched the
+	// account to a newer signing key generation, which only the root key
+	// (the paper key) can certify: the owner rotated or recovered on
+	// another device, or someone holding the paper key did. This device
+	// cannot tell which, and the signing key it may hold (an older
+	// generation) no longer signs for the account.
+	AlertKeyRotated
 )
 
 // CutOffCommand is what the owner runs to cut off a device that signs
@@ -76,6 +83,8 @@ func (k AlertKind) String() string {
 		return "account missing"
 	case AlertResetPending:
 		return "reset pending"
+	case AlertKeyRotated:
+		return "signing key rotated"
 	}
 	return fmt.Sprintf("AlertKind(%d)", int(k))
 }
@@ -108,9 +117,14 @@ type Change struct {
 	// key authorized it).
 	SignerIK   [32]byte
 	ByResetKey bool
-	Added      []DeviceInfo
-	Removed    []DeviceInfo
-	State      *devices.AccountState
+	// Generation is the account signing key generation of the new state;
+	// PrevGeneration the one of the version before it (0 if the history
+	// does not reach back to it). Generation > PrevGeneration > 0 is a
+	// rotation, certified by the root key (AlertKeyRotated).
+	Generation, PrevGeneration uint32
+	Added                      []DeviceInfo
+	Removed                    []DeviceInfo
+	State                      *devices.AccountState
 }
 
 // MonitorReport is the result of one Monitor.Check.
@@ -428,6 +442,13 @@ func (m *Monitor) analyze(rep *MonitorReport, own OwnAccount, res *LookupResult,
 			kind = AlertReset
 			who = fmt.Sprintf("authorized by the DIRECTORY RESET KEY, new root key %x...", c.SignerIK[:8])
 			todo = "the reset took effect; your contacts see a new safety number"
+		case c.Rotated():
+			kind = AlertKeyRotated
+			who = fmt.Sprintf("it ROTATED the account signing key from generation %d to %d, certified by your root key %x..., which only your paper key derives", c.PrevGeneration, c.Generation, c.SignerIK[:8])
+			todo = fmt.Sprintf("this device cannot tell whether you did it (`keyline account rotate-key` or `keyline account recover` on another device) or someone holding your paper key did; a signing key of generation %d or older, as this device may hold, no longer signs for the account. If it was not you, your paper key is compromised: rotate again with it at once (`%s`) and ask the directory operator for a reset", c.PrevGeneration, CutOffCommand)
+			if e.cancels {
+				who += ", cancelling the pending reset before it"
+			}
 		case e.cancels:
 			who += ", cancelling the pending reset before it"
 		}
@@ -446,9 +467,24 @@ func (m *Monitor) analyze(rep *MonitorReport, own OwnAccount, res *LookupResult,
 	}
 }
 
+// Rotated reports whether c switched the account to a newer signing key
+// generation under the same root key (not a directory reset).
+func (c *Change) Rotated() bool {
+	return !c.ByResetKey && c.PrevGeneration > 0 && c.Generation > c.PrevGeneration
+}
+
 func describe(prev *historyEntry, e historyEntry) Change {
 	c := Change{Version: e.update.Version, LogIndex: e.LogIndex, Kind: e.update.Update, EntryHash: e.entryHash,
-		SignerIK: e.state.IdentityKey, ByResetKey: e.reset != nil, State: e.state}
+		SignerIK: e.state.IdentityKey, ByResetKey: e.reset != nil, Generation: e.state.Generation(), State: e.state}
+	switch {
+	case prev != nil && prev.reset != nil && e.cancels:
+		// A cancellation follows the state before the reset.
+		if ps := prev.reset.PreviousState(); ps != nil {
+			c.PrevGeneration = ps.Generation()
+		}
+	case prev != nil:
+		c.PrevGeneration = prev.state.Generation()
+	}
 	for _, d := range e.state.Devices {
 		if prev == nil || prev.state.Device(d.ID) == nil {
 			c.Added = append(c.Added, DeviceInfo{ID: d.ID, Name: d.Name})

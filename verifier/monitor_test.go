@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
 )
 
@@ -69,6 +71,52 @@ func TestMonitorDeviceAddedWithIK(t *testing.T) {
 	}
 	if rep, err = m.Check(context.Background()); err != nil || !rep.OK {
 		t.Fatalf("%v %+v", err, rep)
+	}
+}
+
+// TestMonitorKeyRotated: a version the owner did not make rotated the
+// account signing key (generation 1 -> 2, certified by the root key). The
+// monitor reports it as AlertKeyRotated, not as an update by a device
+// holding the signing key; an update after it with the new key is an
+// ordinary unexpected update.
+func TestMonitorKeyRotated(t *testing.T) {
+	d := world(t)
+	_, m := monitorFor(t, d)
+	a := d.accounts["alice"]
+	gen2, err := devices.NewAccountSigningKey(a.ik, "alice", 2, rand.Reader, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := devices.Rotate(a.state, gen2, devices.Rotation{Keep: []devices.DeviceID{a.state.Devices[0].ID}, Reason: devices.ReasonCompromised}, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ask, a.state = gen2, rot
+	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, rot.Version, enc(t, rot))})
+	rep, err := m.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || !hasAlert(rep, AlertKeyRotated) || hasAlert(rep, AlertUnexpectedUpdate) || len(rep.Changes) != 1 {
+		t.Fatalf("%+v", rep)
+	}
+	c := rep.Changes[0]
+	if !c.Rotated() || c.Generation != 2 || c.PrevGeneration != 1 || c.ByResetKey || c.SignerIK != a.ik.Public() {
+		t.Fatalf("change %+v", c)
+	}
+	if msg := rep.Alerts[0].Message; !strings.Contains(msg, "generation 1 to 2") || !strings.Contains(msg, "paper key") {
+		t.Fatalf("alert message %q", msg)
+	}
+	if err := m.Accept(rep); err != nil {
+		t.Fatal(err)
+	}
+	d.publish(d.addDevice("alice", "tablet"))
+	rep, err = m.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasAlert(rep, AlertUnexpectedUpdate) || hasAlert(rep, AlertKeyRotated) || len(rep.Changes) != 1 || rep.Changes[0].Rotated() || rep.Changes[0].Generation != 2 {
+		t.Fatalf("update after the rotation: %+v", rep)
 	}
 }
 

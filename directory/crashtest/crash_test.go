@@ -59,6 +59,7 @@ type crashRun struct {
 	stats    struct {
 		trials, startupKills, acks, creates, lookups, adopted, dropped uint64
 		failures                                                       map[string]int // refused or unanswered updates by apierr reason
+		lookupErrs                                                     map[string]int // failed lookups (not cancelled by the load's end) by error text
 	}
 }
 
@@ -148,6 +149,7 @@ var serveArgs = []string{"--epoch-interval", "5ms"}
 func newCrashRun(t *testing.T, dataDir string) (*crashRun, *Serve) {
 	r := &crashRun{t: t, dir: dataDir, auditDir: t.TempDir(), seen: map[uint64][]byte{}}
 	r.stats.failures = map[string]int{}
+	r.stats.lookupErrs = map[string]int{}
 	var err error
 	if r.bin, err = Build(t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -205,12 +207,7 @@ func (r *crashRun) worker(ctx context.Context, c *client.Client, rng *rand.Rand,
 			if n == 0 {
 				return
 			}
-			if b, err := c.Lookup(ctx, uid, 0); err == nil {
-				r.sawCheckpoint(b.Checkpoint)
-				r.mu.Lock()
-				r.stats.lookups++
-				r.mu.Unlock()
-			}
+			r.lookup(ctx, c, uid)
 			continue
 		}
 		switch x := rng.IntN(10); {
@@ -247,17 +244,28 @@ func (r *crashRun) worker(ctx context.Context, c *client.Client, rng *rand.Rand,
 			}
 			r.send(ctx, c, a, st)
 		default:
-			a := mine[rng.IntN(len(mine))]
-			b, err := c.Lookup(ctx, a.la.UserID, 0)
-			if err != nil {
-				continue // killed meanwhile
-			}
-			r.sawCheckpoint(b.Checkpoint)
-			r.mu.Lock()
-			r.stats.lookups++
-			r.mu.Unlock()
+			r.lookup(ctx, c, mine[rng.IntN(len(mine))].la.UserID)
 		}
 	}
+}
+
+// lookup looks uid up and counts the answer, or the error unless ctx
+// ended (the load stopped; a killed server's errors are counted too, and
+// only read by the fault tests, whose server is not killed under load).
+func (r *crashRun) lookup(ctx context.Context, c *client.Client, uid string) {
+	b, err := c.Lookup(ctx, uid, 0)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.mu.Lock()
+			r.stats.lookupErrs[err.Error()]++
+			r.mu.Unlock()
+		}
+		return
+	}
+	r.sawCheckpoint(b.Checkpoint)
+	r.mu.Lock()
+	r.stats.lookups++
+	r.mu.Unlock()
 }
 
 // send submits st for a and records the acknowledgement, or marks st as

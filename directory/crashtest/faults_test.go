@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -99,6 +100,7 @@ func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, 
 	stop()
 	before := r.stats.failures[apierr.StorageFailure]
 	lookupsBefore := r.stats.lookups
+	lookupErrsBefore := maps.Clone(r.stats.lookupErrs)
 	end := inject()
 	time.Sleep(100 * time.Millisecond) // an epoch that synced before the fault may still publish
 	sizeAt := func() uint64 {
@@ -115,20 +117,48 @@ func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, 
 		return vc.Size
 	}
 	sizeBefore := sizeAt()
+	// Load for at least 1.5 s, and until the fault has failed an epoch
+	// (an update was refused) and minLookups lookups were answered after
+	// that: lookups must go on while epochs fail, not only before the
+	// first failure. On a loaded machine this takes longer; if lookups
+	// stop, the deadline ends the load with fewer answered.
+	const minLookups = 20
 	stop = r.startLoad(c, rng)
-	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	var refusedAt time.Time
+	var lookupsAtRefusal uint64
+	for deadline := start.Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		r.mu.Lock()
+		refusedNow, lookupsNow := r.stats.failures[apierr.StorageFailure]-before, r.stats.lookups
+		r.mu.Unlock()
+		if refusedAt.IsZero() && refusedNow > 0 {
+			refusedAt, lookupsAtRefusal = time.Now(), lookupsNow
+		}
+		if time.Since(start) >= 1500*time.Millisecond && !refusedAt.IsZero() && lookupsNow-lookupsAtRefusal >= minLookups {
+			break
+		}
+	}
 	stop()
+	loaded := time.Since(start).Round(time.Millisecond)
 	if sizeAfter := sizeAt(); noSigning && sizeAfter != sizeBefore {
 		t.Fatalf("%s: the checkpoint grew from %d to %d while no log write could be synced", name, sizeBefore, sizeAfter)
 	}
 	refused := r.stats.failures[apierr.StorageFailure] - before
 	lookups := r.stats.lookups - lookupsBefore
 	end()
-	if refused == 0 {
-		t.Fatalf("%s: no update was refused with %s (failures %v); server stderr:\n%s", name, apierr.StorageFailure, r.stats.failures, tail(s.Stderr()))
+	if refused == 0 || refusedAt.IsZero() {
+		t.Fatalf("%s: no update was refused with %s in %v (failures %v); server stderr:\n%s", name, apierr.StorageFailure, loaded, r.stats.failures, tail(s.Stderr()))
 	}
-	if lookups == 0 {
-		t.Fatalf("%s: no lookup was answered during the fault", name)
+	lookupErrs := map[string]int{}
+	for e, n := range r.stats.lookupErrs {
+		if d := n - lookupErrsBefore[e]; d > 0 {
+			lookupErrs[e] = d
+		}
+	}
+	if after := r.stats.lookups - lookupsAtRefusal; after < minLookups {
+		t.Fatalf("%s: lookups stopped once epochs failed: %d answered in the %v of load after the first refused update, %d during the whole fault (failed lookups: %v); server stderr:\n%s",
+			name, after, start.Add(loaded).Sub(refusedAt).Round(time.Millisecond), lookups, lookupErrs, tail(s.Stderr()))
 	}
 	if !strings.Contains(s.Stderr(), wantLog) {
 		t.Fatalf("%s: server stderr does not name the fault (%q):\n%s", name, wantLog, tail(s.Stderr()))
@@ -144,7 +174,8 @@ func (r *crashRun) faultPhase(s *Serve, c *client.Client, rng *rand.Rand, name, 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("%s: %d updates refused with %s, %d lookups answered meanwhile; recovered without a restart", name, refused, apierr.StorageFailure, lookups)
+	t.Logf("%s: %d updates refused with %s in %v of load, %d lookups answered meanwhile (%d after the first refusal; failed: %v); recovered without a restart",
+		name, refused, apierr.StorageFailure, loaded, lookups, r.stats.lookups-lookupsAtRefusal, lookupErrs)
 }
 
 // restartAndCheck kills s with SIGKILL, restarts it and runs the restart

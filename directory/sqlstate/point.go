@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -201,8 +202,9 @@ type stmtCache struct {
 }
 
 // maxStmts bounds the cached statements (the shapes are few: two per
-// number of tile levels read).
-const maxStmts = 64
+// number of tile levels read, and ReadPoints' up to 7 x 7 per pair of tile
+// shapes, by index and by user id).
+const maxStmts = 256
 
 func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, error) {
 	c.mu.Lock()
@@ -233,45 +235,91 @@ func (c *stmtCache) close() {
 	c.m = nil
 }
 
-// ReadPoints reads, in one statement (one round trip), the account records
-// and path tiles of several indexes (by index, without the epoch row: each
-// is checked against the reader's view), one Point per query in order.
-// The statement is prepared per shape: the number of indexes is rounded up
-// to a power of two (the last index repeated) so the shapes stay few.
+// ReadPoints reads, in one statement (one round trip, one read view), the
+// Points of several queries, one per query in order. Every query leaves the
+// epoch row out (each Point is checked against the reader's view). A query
+// by index reads its account record and the path tiles of its Depths (the
+// same Depths for every query by index); a query by user id reads the users
+// row, the account record of the stored index and the path tiles of its
+// Depths (the same for every query by user id; the statement computes their
+// keys from the users row). The statement is UNION ALL parts of
+// primary-key reads (users joined to accounts, users joined to map_kv once
+// per user depth, accounts, map_kv), prepared per shape: each part's number
+// of keys is rounded up to a power of two (the last key repeated) so the
+// shapes stay few.
 func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, error) {
 	if len(qs) == 0 {
 		return nil, nil
 	}
-	depths := qs[0].Depths
-	for _, q := range qs {
-		if q.ByUser || !q.NoEpoch || !slicesEqual(q.Depths, depths) {
-			return nil, errors.New("sqlstate: ReadPoints reads by index without the epoch row, one tile shape")
+	var depths, userDepths []uint8
+	var byUser, byIndex []int
+	for i, q := range qs {
+		switch {
+		case !q.NoEpoch:
+			return nil, errors.New("sqlstate: ReadPoints reads without the epoch row")
+		case q.ByUser && len(byUser) > 0 && !slicesEqual(q.Depths, userDepths):
+			return nil, errors.New("sqlstate: ReadPoints reads one tile shape by user id")
+		case q.ByUser:
+			userDepths = q.Depths
+			byUser = append(byUser, i)
+		case len(byIndex) > 0 && !slicesEqual(q.Depths, depths):
+			return nil, errors.New("sqlstate: ReadPoints reads one tile shape")
+		default:
+			depths = q.Depths
+			byIndex = append(byIndex, i)
 		}
 	}
-	for _, d := range depths {
+	for _, d := range append(slices.Clone(depths), userDepths...) {
 		if d%8 != 0 {
 			return nil, fmt.Errorf("sqlstate: tile depth %d is not a multiple of 8", d)
 		}
 	}
-	n := 1
-	for n < len(qs) {
-		n *= 2
+	pow2 := func(k int) int {
+		n := 0
+		if k > 0 {
+			n = 1
+		}
+		for n < k {
+			n *= 2
+		}
+		return n
 	}
+	nu, ni := pow2(len(byUser)), pow2(len(byIndex))
 	var b strings.Builder
-	fmt.Fprintf(&b, "SELECT 0 AS kind, vrf_index AS k, version, log_index, entry_hash, leaf AS v FROM accounts WHERE vrf_index IN (%s)", placeholders(n))
-	if len(depths) > 0 {
-		fmt.Fprintf(&b, " UNION ALL SELECT 1, k, 0, 0, NULL, v FROM map_kv WHERE k IN (%s)", placeholders(n*len(depths)))
+	part := func(sel string, n int) {
+		if n == 0 {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		fmt.Fprintf(&b, sel, placeholders(n))
 	}
+	// Columns: kind (0 account, 1 tile, 2 user), key, vrf_index, vrf_proof,
+	// version, log_index, entry_hash, value (leaf or tile).
+	part("SELECT 2 AS kind, u.user_id AS k, u.vrf_index AS i, u.vrf_proof AS p, a.version, a.log_index, a.entry_hash, a.leaf AS v"+
+		" FROM users u LEFT JOIN accounts a ON a.vrf_index = u.vrf_index WHERE u.user_id IN (%s)", nu)
+	for _, d := range userDepths {
+		part(fmt.Sprintf("SELECT 1, t.k, NULL, NULL, NULL, NULL, NULL, t.v FROM users u JOIN map_kv t ON t.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", d/8, d)+
+			" WHERE u.user_id IN (%s)", nu)
+	}
+	part("SELECT 0, vrf_index, NULL, NULL, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (%s)", ni)
+	part("SELECT 1, k, NULL, NULL, NULL, NULL, NULL, v FROM map_kv WHERE k IN (%s)", ni*len(depths))
 	stmt, err := s.stmts.get(ctx, s.db, b.String())
 	if err != nil {
 		return nil, err
 	}
-	args := make([]any, 0, n*(1+len(depths)))
-	at := func(i int) *PointQuery { return &qs[min(i, len(qs)-1)] }
-	for i := range n {
+	args := make([]any, 0, nu*(1+len(userDepths))+ni*(1+len(depths)))
+	for range 1 + len(userDepths) {
+		for i := range nu {
+			args = append(args, []byte(qs[byUser[min(i, len(byUser)-1)]].UserID))
+		}
+	}
+	at := func(i int) *PointQuery { return &qs[byIndex[min(i, len(byIndex)-1)]] }
+	for i := range ni {
 		args = append(args, at(i).Index[:])
 	}
-	for i := range n {
+	for i := range ni {
 		for _, d := range depths {
 			args = append(args, TileKey(at(i).Index, d))
 		}
@@ -282,30 +330,64 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 	}
 	defer rows.Close()
 	accounts := map[[32]byte]*Account{}
+	users := map[string]*Point{}
 	tiles := map[string][]byte{}
 	for rows.Next() {
 		var kind int
-		var k, hash, v []byte
-		var version, li uint64
-		if err := rows.Scan(&kind, &k, &version, &li, &hash, &v); err != nil {
+		var k, uIndex, uProof, hash, v []byte
+		var version, li sql.NullInt64
+		if err := rows.Scan(&kind, &k, &uIndex, &uProof, &version, &li, &hash, &v); err != nil {
 			return nil, err
 		}
-		if kind == 1 {
+		var a *Account
+		if version.Valid {
+			if len(hash) != 32 {
+				return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(hash))
+			}
+			a = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: v}
+			copy(a.EntryHash[:], hash)
+		}
+		switch kind {
+		case 1:
 			tiles[string(k)] = v
-			continue
+		case 2:
+			if len(uIndex) != 32 || len(uProof) != 80 {
+				return nil, fmt.Errorf("%w: users row of %q", ErrCorrupt, k)
+			}
+			p := &Point{User: true, VRFProof: uProof, Account: a}
+			copy(p.Index[:], uIndex)
+			users[string(k)] = p
+		default:
+			if len(k) != 32 || a == nil {
+				return nil, fmt.Errorf("%w: account row", ErrCorrupt)
+			}
+			accounts[[32]byte(k)] = a
 		}
-		if len(k) != 32 || len(hash) != 32 {
-			return nil, fmt.Errorf("%w: account row", ErrCorrupt)
-		}
-		a := &Account{Version: version, LogIndex: li, Leaf: v}
-		copy(a.EntryHash[:], hash)
-		accounts[[32]byte(k)] = a
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	out := make([]*Point, len(qs))
-	for i, q := range qs {
+	for _, i := range byUser {
+		p := users[qs[i].UserID]
+		if p == nil {
+			out[i] = &Point{} // no such user
+			continue
+		}
+		if len(userDepths) > 0 {
+			// A copy per query: two queries of one user get one
+			// Point each.
+			c := *p
+			c.Records = make([][]byte, len(userDepths))
+			for j, d := range userDepths {
+				c.Records[j] = tiles[string(TileKey(c.Index, d))]
+			}
+			p = &c
+		}
+		out[i] = p
+	}
+	for _, i := range byIndex {
+		q := &qs[i]
 		p := &Point{Account: accounts[q.Index], Records: make([][]byte, len(depths))}
 		for j, d := range depths {
 			p.Records[j] = tiles[string(TileKey(q.Index, d))]

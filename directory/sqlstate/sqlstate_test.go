@@ -451,4 +451,56 @@ func TestReadPoint(t *testing.T) {
 	if _, err := s.ReadPoints(ctx, []PointQuery{{Index: idx(1), Depths: ds}}); err == nil {
 		t.Fatal("ReadPoints accepted a query with the epoch row")
 	}
+	// By user id and by index in one statement (users rounded up to 4,
+	// indexes to 2, tiles to 2 x 2).
+	ps, err = s.ReadPoints(ctx, []PointQuery{
+		{ByUser: true, UserID: "alice@example.com", NoEpoch: true},
+		{Index: idx(3), Depths: ds, NoEpoch: true},
+		{ByUser: true, UserID: "bob@example.com", NoEpoch: true},
+		{ByUser: true, UserID: "alice@example.com", NoEpoch: true},
+		{Index: idx(1), Depths: ds, NoEpoch: true},
+	})
+	if err != nil || len(ps) != 5 {
+		t.Fatalf("ReadPoints by user and index: %d points, %v", len(ps), err)
+	}
+	for _, i := range []int{0, 3} {
+		p := ps[i]
+		if !p.User || p.Index != idx(1) || !bytes.Equal(p.VRFProof, pi) || p.Account == nil || p.Account.Version != 2 || !bytes.Equal(p.Account.Leaf, []byte{2}) || len(p.Records) != 0 {
+			t.Fatalf("ReadPoints point %d (alice by user id): %+v", i, p)
+		}
+	}
+	if p := ps[2]; p.User || p.Account != nil {
+		t.Fatalf("ReadPoints of an unknown user: %+v", p)
+	}
+	if p := ps[1]; p.Account != nil || len(p.Records) != 2 || p.Records[0] != nil {
+		t.Fatalf("ReadPoints of an unknown index beside users: %+v", p)
+	}
+	if p := ps[4]; p.User || p.Account == nil || p.Account.Version != 2 || !bytes.Equal(p.Records[0], []byte{16, 2}) || !bytes.Equal(p.Records[1], []byte{24, 2}) {
+		t.Fatalf("ReadPoints by index beside users: %+v", p)
+	}
+	if ps, err = s.ReadPoints(ctx, []PointQuery{{ByUser: true, UserID: "alice@example.com", NoEpoch: true}}); err != nil || !ps[0].User || ps[0].Account == nil {
+		t.Fatalf("ReadPoints of one user: %+v, %v", ps, err)
+	}
+	// Tiles by user id (keys computed from the users row).
+	uq := PointQuery{ByUser: true, UserID: "alice@example.com", Depths: []uint8{16, 24, 32}, NoEpoch: true}
+	ps, err = s.ReadPoints(ctx, []PointQuery{uq, {ByUser: true, UserID: "bob@example.com", Depths: uq.Depths, NoEpoch: true}, uq, {Index: idx(1), NoEpoch: true}})
+	if err != nil || len(ps) != 4 {
+		t.Fatalf("ReadPoints with tiles by user id: %d points, %v", len(ps), err)
+	}
+	for _, i := range []int{0, 2} {
+		p := ps[i]
+		if !p.User || p.Index != idx(1) || p.Account == nil || p.Account.Version != 2 || len(p.Records) != 3 ||
+			!bytes.Equal(p.Records[0], []byte{16, 2}) || !bytes.Equal(p.Records[1], []byte{24, 2}) || p.Records[2] != nil {
+			t.Fatalf("ReadPoints point %d (alice with tiles): %+v", i, p)
+		}
+	}
+	if ps[1].User || ps[3].Account == nil || len(ps[3].Records) != 0 {
+		t.Fatalf("ReadPoints with tiles by user id: bob %+v, index %+v", ps[1], ps[3])
+	}
+	if _, err := s.ReadPoints(ctx, []PointQuery{uq, {ByUser: true, UserID: "bob@example.com", Depths: ds, NoEpoch: true}}); err == nil {
+		t.Fatal("ReadPoints accepted two tile shapes by user id")
+	}
+	if _, err := s.ReadPoints(ctx, []PointQuery{{Index: idx(1), Depths: ds, NoEpoch: true}, {Index: idx(3), Depths: ds[:1], NoEpoch: true}}); err == nil {
+		t.Fatal("ReadPoints accepted two tile shapes")
+	}
 }

@@ -20,6 +20,7 @@ type TileCache struct {
 	mu     sync.RWMutex
 	m      map[TileID]cacheEntry
 	bytes  int
+	full   bool // a new id was refused for the byte bound
 	hits   atomic.Uint64
 	misses atomic.Uint64
 }
@@ -71,17 +72,48 @@ func (c *TileCache) get(id TileID, h Hash) *tnode {
 	return nil
 }
 
-func (c *TileCache) put(id TileID, h Hash, top *tnode, enc []byte) {
+// peek returns the cached top of tile id for hash h, like get without
+// counting a hit or a miss.
+func (c *TileCache) peek(id TileID, h Hash) *tnode {
 	if c == nil || int(id.Depth) >= c.maxDepth {
-		return
+		return nil
+	}
+	c.mu.RLock()
+	e, ok := c.m[id]
+	c.mu.RUnlock()
+	if ok && e.hash == h {
+		return e.top
+	}
+	return nil
+}
+
+// has reports whether tile id is cached (for any hash), and whether the
+// cache refused a new tile for its byte bound.
+func (c *TileCache) has(id TileID) (held, full bool) {
+	if c == nil {
+		return false, true
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, held = c.m[id]
+	return held, c.full
+}
+
+// put caches tile id (top, encoding enc) for hash h and reports whether it
+// is held (false: not cacheable, or a new id past the byte bound).
+func (c *TileCache) put(id TileID, h Hash, top *tnode, enc []byte) bool {
+	if c == nil || int(id.Depth) >= c.maxDepth {
+		return false
 	}
 	size := countRefs(enc) * int(unsafe.Sizeof(tnode{}))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old, ok := c.m[id]
 	if !ok && c.bytes+size > c.maxBytes {
-		return
+		c.full = true
+		return false
 	}
 	c.bytes += size - old.size
 	c.m[id] = cacheEntry{hash: h, top: top, size: size}
+	return true
 }
