@@ -263,6 +263,15 @@ func (s *Server) follow(ctx context.Context) error {
 }
 
 func (s *Server) followLoop() {
+	s.everyPoll(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s.follow(ctx)
+		cancel()
+	})
+}
+
+// everyPoll calls f every poll interval until the server closes.
+func (s *Server) everyPoll(f func()) {
 	t := time.NewTicker(s.sh.poll)
 	defer t.Stop()
 	for {
@@ -271,9 +280,7 @@ func (s *Server) followLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s.follow(ctx)
-		cancel()
+		f()
 	}
 }
 
@@ -290,16 +297,7 @@ func (s *Server) warmLoop() {
 		case <-ctx.Done():
 		}
 	}()
-	t := time.NewTicker(s.sh.poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
-		}
-		s.warmTiles(ctx)
-	}
+	s.everyPoll(func() { s.warmTiles(ctx) })
 }
 
 // warmTiles brings the tile cache up to the latest published epoch of the

@@ -95,39 +95,36 @@ func (s *Server) enqueueShared(ctx context.Context, e *entry) (*UpdateResult, er
 // waiterLoop delivers the results of the queued updates this process
 // waits for, polling the queue table.
 func (s *Server) waiterLoop() {
-	t := time.NewTicker(s.sh.poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
+	s.everyPoll(s.deliverResults)
+}
+
+// deliverResults reads the results of the queued updates this process
+// waits for and hands each to its waiter.
+func (s *Server) deliverResults() {
+	s.sh.waitMu.Lock()
+	ids := make([]uint64, 0, len(s.sh.waiters))
+	for id := range s.sh.waiters {
+		ids = append(ids, id)
+	}
+	s.sh.waitMu.Unlock()
+	for start := 0; start < len(ids); start += 1000 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := s.sh.st.Results(ctx, ids[start:min(len(ids), start+1000)])
+		cancel()
+		if err != nil {
+			s.cfg.Logf("directory: reading queued update results: %v", err)
+			break
 		}
 		s.sh.waitMu.Lock()
-		ids := make([]uint64, 0, len(s.sh.waiters))
-		for id := range s.sh.waiters {
-			ids = append(ids, id)
-		}
-		s.sh.waitMu.Unlock()
-		for start := 0; start < len(ids); start += 1000 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			res, err := s.sh.st.Results(ctx, ids[start:min(len(ids), start+1000)])
-			cancel()
-			if err != nil {
-				s.cfg.Logf("directory: reading queued update results: %v", err)
-				break
-			}
-			s.sh.waitMu.Lock()
-			for id, r := range res {
-				if ch, ok := s.sh.waiters[id]; ok {
-					select {
-					case ch <- r:
-					default:
-					}
+		for id, r := range res {
+			if ch, ok := s.sh.waiters[id]; ok {
+				select {
+				case ch <- r:
+				default:
 				}
 			}
-			s.sh.waitMu.Unlock()
 		}
+		s.sh.waitMu.Unlock()
 	}
 }
 
