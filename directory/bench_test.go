@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,46 +110,28 @@ func bulkLoad(s *Server, n int, progress func(added int)) error {
 		return err
 	}
 	acks := make(chan result, 1024)
-	var next, queued atomic.Int64
-	var firstErr atomic.Pointer[error]
-	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
+	var queued atomic.Int64
 	now := time.Now()
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for firstErr.Load() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if e, err := s.committedHead(fmt.Sprintf("%s-%d", benchPrefix, i)); err != nil || e != nil {
-					if err != nil {
-						fail(err)
-					}
-					continue // an earlier, interrupted build made it
-				}
-				e, err := bulkEntry(s, bulk, i, now, acks)
-				if err != nil {
-					fail(err)
-					return
-				}
-				queued.Add(1)
-				s.mu.Lock()
-				s.queuedBytes += int64(len(e.leaf))
-				s.mu.Unlock()
-				s.queue <- e
-				if len(s.queue) >= s.cfg.MaxBatch {
-					s.kickSequencer()
-				}
-			}
-		}()
-	}
-	generated := make(chan struct{})
+	generated := make(chan error, 1)
 	go func() {
-		wg.Wait()
-		close(generated)
+		generated <- loadgen.ForEach(context.Background(), runtime.GOMAXPROCS(0), n, func(i int) error {
+			if e, err := s.committedHead(fmt.Sprintf("%s-%d", benchPrefix, i)); err != nil || e != nil {
+				return err // e != nil: an earlier, interrupted build made it
+			}
+			e, err := bulkEntry(s, bulk, i, now, acks)
+			if err != nil {
+				return err
+			}
+			queued.Add(1)
+			s.mu.Lock()
+			s.queuedBytes += int64(len(e.leaf))
+			s.mu.Unlock()
+			s.queue <- e
+			if len(s.queue) >= s.cfg.MaxBatch {
+				s.kickSequencer()
+			}
+			return nil
+		})
 	}()
 	step := max(n/20, 1)
 	for done := 0; generated != nil || done < int(queued.Load()); {
@@ -163,9 +144,9 @@ func bulkLoad(s *Server, n int, progress func(added int)) error {
 			if done%step == 0 {
 				progress(done)
 			}
-		case <-generated:
-			if p := firstErr.Load(); p != nil {
-				return *p
+		case err := <-generated:
+			if err != nil {
+				return err
 			}
 			generated = nil
 			s.kickSequencer() // the last, partial epoch
@@ -282,37 +263,18 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 	total := accounts * per
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 1)
 	b.ResetTimer()
-	for range min(2048, accounts) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= accounts {
-					return
-				}
-				for _, u := range work[k] {
-					if _, err := s.Update(ctx, u); err != nil {
-						select {
-						case errs <- err:
-						default:
-						}
-						return
-					}
-				}
+	err = loadgen.ForEach(ctx, min(2048, accounts), accounts, func(k int) error {
+		for _, u := range work[k] {
+			if _, err := s.Update(ctx, u); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	b.StopTimer()
-	select {
-	case err := <-errs:
+	if err != nil {
 		b.Fatal(err)
-	default:
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "updates/s")
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,44 +51,25 @@ func BenchmarkCreate(b *testing.B) {
 		ref, verify, prove := ed25519Rate(), loadgen.Ed25519CPU(300*time.Millisecond), vrfProveCPU()
 		reqs := pregenerateCreates(b, b.N)
 		ctx := context.Background()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		errs := make(chan error, 1)
 		runtime.GC()
 		b.ReportAllocs()
 		b.ResetTimer()
 		cpu0 := loadgen.SelfCPU()
-		for range min(conc, b.N) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(reqs) {
-						return
-					}
-					err := update(ctx, reqs[i])
-					for attempt := 0; apierr.Code(err) == codes.ResourceExhausted && attempt < 100; attempt++ {
-						time.Sleep(10 * time.Millisecond)
-						err = update(ctx, reqs[i])
-					}
-					if err != nil {
-						select {
-						case errs <- fmt.Errorf("create %d: %w", i, err):
-						default:
-						}
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		err := loadgen.ForEach(ctx, min(conc, b.N), len(reqs), func(i int) error {
+			err := update(ctx, reqs[i])
+			for attempt := 0; apierr.Code(err) == codes.ResourceExhausted && attempt < 100; attempt++ {
+				time.Sleep(10 * time.Millisecond)
+				err = update(ctx, reqs[i])
+			}
+			if err != nil {
+				return fmt.Errorf("create %d: %w", i, err)
+			}
+			return nil
+		})
 		cpu := loadgen.SelfCPU() - cpu0
 		b.StopTimer()
-		select {
-		case err := <-errs:
+		if err != nil {
 			b.Fatal(err)
-		default:
 		}
 		rate := float64(b.N) / b.Elapsed().Seconds()
 		perCreate := cpu / time.Duration(b.N)

@@ -100,19 +100,11 @@ func benchUsers(b *testing.B, n int) []benchUser {
 		return out
 	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range runtime.NumCPU() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				beta, pi := sk.Prove([]byte(benchUID(i)))
-				out[i] = benchUser{pi: pi, index: vrf.Index(beta)}
-			}
-		}()
-	}
-	wg.Wait()
+	loadgen.ForEach(context.Background(), runtime.NumCPU(), n, func(i int) error {
+		beta, pi := sk.Prove([]byte(benchUID(i)))
+		out[i] = benchUser{pi: pi, index: vrf.Index(beta)}
+		return nil
+	})
 	raw := make([]byte, 0, n*112)
 	for _, u := range out {
 		raw = append(append(raw, u.pi...), u.index[:]...)

@@ -216,77 +216,80 @@ func create(ctx context.Context, c *client.Client, o Options, r *Report, sample 
 // synthetic accounts first..end-1 under prefix, generated on all cores.
 func GenerateCreates(ctx context.Context, prefix string, first, end int) ([][]byte, error) {
 	reqs := make([][]byte, end-first)
+	now := time.Now()
+	err := ForEach(ctx, runtime.GOMAXPROCS(0), len(reqs), func(i int) error {
+		a, err := NewAccount(prefix, first+i)
+		var st *devices.AccountState
+		if err == nil {
+			st, err = a.Create(now)
+		}
+		if err == nil {
+			reqs[i], err = st.MarshalBinary()
+		}
+		if err != nil {
+			return fmt.Errorf("generating account %d: %w", first+i, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = ctx.Err()
+	}
+	return reqs, err
+}
+
+// ForEach calls f(i) for every i in [0, n) on workers goroutines, each
+// taking the next index in turn. Once f has returned an error, or ctx is
+// done, no further index is handed out; ForEach waits for the calls in
+// progress and returns f's first error (nil if there was none: ctx's
+// error is the caller's to check).
+func ForEach(ctx context.Context, workers, n int, f func(i int) error) error {
 	var next atomic.Int64
+	var failed atomic.Bool
 	var firstErr error
 	var once sync.Once
-	now := time.Now()
 	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && !failed.Load() {
 				i := int(next.Add(1) - 1)
-				if i >= len(reqs) {
+				if i >= n {
 					return
 				}
-				a, err := NewAccount(prefix, first+i)
-				var st *devices.AccountState
-				if err == nil {
-					st, err = a.Create(now)
-				}
-				if err == nil {
-					reqs[i], err = st.MarshalBinary()
-				}
-				if err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("generating account %d: %w", first+i, err) })
+				if err := f(i); err != nil {
+					once.Do(func() { firstErr = err; failed.Store(true) })
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return reqs, firstErr
+	return firstErr
 }
 
 // submitCreates submits reqs (accounts first, first+1, ...) and returns
 // how many were created; accounts that already exist are skipped. done is
 // the number of accounts handled before, for Options.Progress.
 func submitCreates(ctx context.Context, c *client.Client, o Options, first int, reqs [][]byte, done int) (int, error) {
-	var next, handled, created atomic.Int64
-	var firstErr error
-	var once sync.Once
+	var handled, created atomic.Int64
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	for range o.CreateConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(reqs) || ctx.Err() != nil {
-					return
-				}
-				err := submitCreate(ctx, c, reqs[i])
-				if err == nil {
-					created.Add(1)
-				} else if apierr.Reason(err) != apierr.AccountExists {
-					once.Do(func() { firstErr = fmt.Errorf("creating account %d: %w", first+i, err); cancel() })
-					return
-				}
-				d := done + int(handled.Add(1))
-				if o.Progress != nil && (d%1000 == 0 || d == o.Accounts) {
-					o.Progress(d, o.Accounts)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return int(created.Load()), firstErr
+	err := ForEach(ctx, o.CreateConcurrency, len(reqs), func(i int) error {
+		err := submitCreate(ctx, c, reqs[i])
+		if err == nil {
+			created.Add(1)
+		} else if apierr.Reason(err) != apierr.AccountExists {
+			cancel() // the submissions in flight end too
+			return fmt.Errorf("creating account %d: %w", first+i, err)
+		}
+		d := done + int(handled.Add(1))
+		if o.Progress != nil && (d%1000 == 0 || d == o.Accounts) {
+			o.Progress(d, o.Accounts)
+		}
+		return nil
+	})
+	return int(created.Load()), err
 }
 
 // submitCreate sends one create request, retrying (up to 100 times, after
