@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/keyline/keyline/internal/atomicfile"
 )
 
 // suffixConverting names the file the conversion to layout 3 writes next
@@ -62,7 +64,7 @@ func (s *Server) convertLayout2() error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("directory: converting %s to layout %d: %w", FileDirDB, layoutVersion, err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		return err
 	}
 	if s.db, err = openBolt(path, s.cfg.NoSync); err != nil {
@@ -75,19 +77,6 @@ func (s *Server) convertLayout2() error {
 	s.cfg.Logf("directory: converted %d accounts to layout %d in %v; %s: %d -> %d bytes", users, layoutVersion,
 		time.Since(start).Round(time.Millisecond), FileDirDB, before.Size(), after.Size())
 	return nil
-}
-
-// syncDir fsyncs the directory dir, making a rename in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // compactDirDB writes every bucket of the database src into a new bbolt
