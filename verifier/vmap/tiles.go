@@ -412,15 +412,26 @@ func (t *TiledMap) lower(r TileReader, n *tnode, pre map[TileID][]byte) (*tnode,
 			return nil, err
 		}
 	}
+	top, err := t.decodeLower(id, n, b)
+	if err != nil {
+		return nil, err
+	}
+	if pre == nil {
+		t.cache.put(id, n.val, top, b)
+	}
+	return top, nil
+}
+
+// decodeLower decodes b, the encoding of tile id, which the lower-tile ref
+// n leads to, and checks that its top is n (depth, prefix and hash):
+// ErrCorruptStore if it is not.
+func (t *TiledMap) decodeLower(id TileID, n *tnode, b []byte) (*tnode, error) {
 	top, err := decodeTile(id, t.stride, b)
 	if err != nil {
 		return nil, err
 	}
 	if top.kind != refNode || top.depth != n.depth || top.key != n.key || top.val != n.val {
 		return nil, fmt.Errorf("%w: tile (depth %d, prefix %x) does not match its parent's ref", ErrCorruptStore, id.Depth, id.Prefix[:4])
-	}
-	if pre == nil {
-		t.cache.put(id, n.val, top, b)
 	}
 	return top, nil
 }
