@@ -172,6 +172,9 @@ func (m mapped) Value(key []byte) (Value, error) {
 	return bytesValue(v), nil
 }
 
+// Bytes returns b as a Value, aliasing b.
+func Bytes(b []byte) Value { return bytesValue(b) }
+
 // bytesValue is a Value held in memory.
 type bytesValue []byte
 
