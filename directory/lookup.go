@@ -101,7 +101,7 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
 		// An existing account's user record holds its VRF proof; only
 		// unknown user ids need the VRF cache (or a proof computed now).
-		rec, err := getUser(tx, uid)
+		rec, err := readUser(s.users(tx), uid)
 		if err != nil {
 			return s.internal(err)
 		}
