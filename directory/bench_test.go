@@ -17,7 +17,9 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/loadgen"
+	"github.com/keyline/keyline/internal/boltread"
 	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vrf"
 )
@@ -310,7 +312,7 @@ func BenchmarkLookup(b *testing.B) {
 		var proofBytes, payloadBytes atomic.Int64
 		b.SetParallelism(8)
 		resetPeakRSS()
-		ru0 := rusage()
+		ru0, pr0 := rusage(), preadStats(s)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			var pr, pl int64
@@ -327,7 +329,9 @@ func BenchmarkLookup(b *testing.B) {
 			payloadBytes.Add(pl)
 		})
 		b.StopTimer()
-		ru1 := rusage()
+		ru1, pr1 := rusage(), preadStats(s)
+		b.ReportMetric(float64(pr1.Reads-pr0.Reads)/float64(b.N), "preads/lookup")
+		b.ReportMetric(float64(pr1.CacheHits-pr0.CacheHits)/float64(b.N), "cached-pages/lookup")
 		b.ReportMetric(float64(ru1.Minflt-ru0.Minflt)/float64(b.N), "minflt/lookup")
 		b.ReportMetric(float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e3/float64(b.N), "sys-µs/lookup")
 		b.ReportMetric(float64(procStatusKB("VmHWM"))/1024, "VmHWM-MiB")
@@ -372,4 +376,19 @@ func procStatusKB(field string) int64 {
 		}
 	}
 	return -1
+}
+
+// preadStats returns the counters of the readers of directory.db and
+// log.db, summed (zero without pread).
+func preadStats(s *Server) boltread.Stats {
+	var st boltread.Stats
+	if s.pread != nil {
+		st = s.pread.Stats()
+	}
+	if l, ok := s.backend.(*embedded.Log); ok {
+		ls := l.PreadStats()
+		st.Reads += ls.Reads
+		st.CacheHits += ls.CacheHits
+	}
+	return st
 }

@@ -143,11 +143,19 @@ func searchBranch(p []byte, h header, key []byte) (uint64, error) {
 }
 
 // leafPage reads bytes of one leaf page: at(off, n) returns bytes [off,
-// off+n) of the page or an error. Bounds are checked by searchLeaf
-// against the page's size.
+// off+n) of the page or an error; prefetch(off, need, n) says that bytes
+// [off, off+need) are about to be read, and perhaps up to off+n: a file
+// page that does not hold the first reads them all in one pread.
+// Bounds are checked by searchLeaf against the page's size.
 type leafPage interface {
 	at(off, n int) ([]byte, error)
+	prefetch(off, need, n int) error
 }
+
+// prefetchValue is how much of a value searchLeaf reads together with its
+// key: all of a value up to this size (a map tile, read whole next), else
+// its first page (the header of a log bundle, of which one leaf is read).
+const prefetchValue = 32 << 10
 
 // leafMatch is where a key's value lies in its leaf page.
 type leafMatch struct {
@@ -171,14 +179,29 @@ func searchLeaf(p leafPage, h header, size int, key []byte) (leafMatch, error) {
 		}
 		return flags, int(start), int(ks), int(vs), nil
 	}
+	// key reads element i's key, with a prefix of its value: in a page
+	// spanning several (large values), keys lie far apart, each before
+	// its value, and the value read next is then at hand.
+	keyAt := func(koff, klen, vlen int) ([]byte, error) {
+		if vlen > prefetchValue {
+			vlen = 4096
+		}
+		if koff+klen+vlen > size {
+			return nil, fmt.Errorf("%w: leaf page %d: key at %d outside its %d bytes", ErrCorrupt, h.id, koff, size)
+		}
+		if err := p.prefetch(koff, klen, klen+vlen); err != nil {
+			return nil, err
+		}
+		return p.at(koff, klen)
+	}
 	lo, hi := 0, int(h.count)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		_, koff, klen, _, err := elem(mid)
+		_, koff, klen, vlen, err := elem(mid)
 		if err != nil {
 			return leafMatch{}, err
 		}
-		k, err := p.at(koff, klen)
+		k, err := keyAt(koff, klen, vlen)
 		if err != nil {
 			return leafMatch{}, err
 		}
@@ -195,7 +218,7 @@ func searchLeaf(p leafPage, h header, size int, key []byte) (leafMatch, error) {
 	if err != nil {
 		return leafMatch{}, err
 	}
-	k, err := p.at(koff, klen)
+	k, err := keyAt(koff, klen, vlen)
 	if err != nil {
 		return leafMatch{}, err
 	}
@@ -207,6 +230,8 @@ func searchLeaf(p leafPage, h header, size int, key []byte) (leafMatch, error) {
 
 // bytesPage is a leafPage held in memory.
 type bytesPage []byte
+
+func (b bytesPage) prefetch(off, need, n int) error { return nil }
 
 func (b bytesPage) at(off, n int) ([]byte, error) {
 	if off < 0 || n < 0 {

@@ -320,20 +320,63 @@ func (r *Reader) readAt(p []byte, off int64) error {
 }
 
 // filePage is a leaf page of size bytes at file offset off, of which buf
-// holds the first bytes; at reads the others with pread.
+// holds the first bytes; at reads the others with pread, from the spans
+// prefetch read if they hold them.
 type filePage struct {
-	r    *Reader
-	off  int64
-	size int
-	buf  []byte
+	r     *Reader
+	off   int64
+	size  int
+	buf   []byte
+	spans []pageSpan
+}
+
+// pageSpan is bytes [off, off+len(b)) of a page.
+type pageSpan struct {
+	off int
+	b   []byte
+}
+
+func (p *filePage) check(off, n int) error {
+	if off < 0 || n < 0 || off > p.size-n {
+		return fmt.Errorf("%w: leaf page at %d: bytes [%d, +%d) outside its %d bytes", ErrCorrupt, p.off, off, n, p.size)
+	}
+	return nil
+}
+
+// held returns bytes [off, off+n) if buf or a span holds them.
+func (p *filePage) held(off, n int) []byte {
+	if off+n <= len(p.buf) {
+		return p.buf[off : off+n : off+n]
+	}
+	for _, s := range p.spans {
+		if off >= s.off && off+n <= s.off+len(s.b) {
+			return s.b[off-s.off : off-s.off+n : off-s.off+n]
+		}
+	}
+	return nil
+}
+
+func (p *filePage) prefetch(off, need, n int) error {
+	if err := p.check(off, n); err != nil {
+		return err
+	}
+	if p.held(off, need) != nil {
+		return nil
+	}
+	b := make([]byte, n)
+	if err := p.r.readAt(b, p.off+int64(off)); err != nil {
+		return fmt.Errorf("%w: leaf page at %d: %v", ErrCorrupt, p.off, err)
+	}
+	p.spans = append(p.spans, pageSpan{off, b})
+	return nil
 }
 
 func (p *filePage) at(off, n int) ([]byte, error) {
-	if off < 0 || n < 0 || off > p.size-n {
-		return nil, fmt.Errorf("%w: leaf page at %d: bytes [%d, +%d) outside its %d bytes", ErrCorrupt, p.off, off, n, p.size)
+	if err := p.check(off, n); err != nil {
+		return nil, err
 	}
-	if off+n <= len(p.buf) {
-		return p.buf[off : off+n : off+n], nil
+	if b := p.held(off, n); b != nil {
+		return b, nil
 	}
 	b := make([]byte, n)
 	if err := p.r.readAt(b, p.off+int64(off)); err != nil {

@@ -209,6 +209,15 @@ func (l *Log) Close() error {
 	return err
 }
 
+// PreadStats returns the counters of the reader SetPread turned on (zero
+// if off).
+func (l *Log) PreadStats() boltread.Stats {
+	if r := l.pread.Load(); r != nil {
+		return r.Stats()
+	}
+	return boltread.Stats{}
+}
+
 // SetPread sets whether Entries reads bundled leaves with pread
 // (internal/boltread) instead of through bbolt's memory map: only the
 // pages of the bundle's B+tree path, its header and the leaf are read,
