@@ -257,7 +257,7 @@ func (r *Reader) page(txid int, id uint64) ([]byte, header, int, error) {
 	}
 	p := make([]byte, r.pageSize)
 	if err := r.readAt(p, off); err != nil {
-		return nil, header{}, 0, fmt.Errorf("%w: page %d: %v", ErrCorrupt, id, err)
+		return nil, header{}, 0, fmt.Errorf("page %d: %w", id, err)
 	}
 	h, size, err := parseHeader(p, id, r.pageSize)
 	if err != nil {
@@ -269,7 +269,7 @@ func (r *Reader) page(txid int, id uint64) ([]byte, header, int, error) {
 	if size > len(p) {
 		p = append(p, make([]byte, size-len(p))...)
 		if err := r.readAt(p[r.pageSize:], off+int64(r.pageSize)); err != nil {
-			return nil, h, 0, fmt.Errorf("%w: branch page %d: %v", ErrCorrupt, id, err)
+			return nil, h, 0, fmt.Errorf("branch page %d: %w", id, err)
 		}
 	}
 	if g != nil {
@@ -306,17 +306,20 @@ func (r *Reader) generation(txid int) *generation {
 	}
 }
 
-// readAt fills p from file offset off.
+// readAt fills p from file offset off. Bytes past the end of the file
+// are ErrCorrupt (a page id beyond the file); other read errors are
+// returned as they are, prefixed with "boltread".
 func (r *Reader) readAt(p []byte, off int64) error {
 	r.reads.Add(1)
 	n, err := r.f.ReadAt(p, off)
-	if n == len(p) {
+	switch {
+	case n == len(p):
 		return nil
+	case err == nil || err == io.EOF:
+		return fmt.Errorf("%w: bytes [%d, +%d) past the end of the file", ErrCorrupt, off, len(p))
+	default:
+		return fmt.Errorf("boltread: %w", err)
 	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // filePage is a leaf page of size bytes at file offset off, of which buf
@@ -365,7 +368,7 @@ func (p *filePage) prefetch(off, need, n int) error {
 	}
 	b := make([]byte, n)
 	if err := p.r.readAt(b, p.off+int64(off)); err != nil {
-		return fmt.Errorf("%w: leaf page at %d: %v", ErrCorrupt, p.off, err)
+		return fmt.Errorf("leaf page at %d: %w", p.off, err)
 	}
 	p.spans = append(p.spans, pageSpan{off, b})
 	return nil
@@ -380,7 +383,7 @@ func (p *filePage) at(off, n int) ([]byte, error) {
 	}
 	b := make([]byte, n)
 	if err := p.r.readAt(b, p.off+int64(off)); err != nil {
-		return nil, fmt.Errorf("%w: leaf page at %d: %v", ErrCorrupt, p.off, err)
+		return nil, fmt.Errorf("leaf page at %d: %w", p.off, err)
 	}
 	return b, nil
 }

@@ -51,6 +51,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,9 @@ type Log struct {
 	db    *bolt.DB
 	cache nodeCache
 	pread atomic.Pointer[boltread.Reader] // set by SetPread
+
+	mu       sync.Mutex
+	oldPread []*boltread.Reader // replaced by SetPread, closed by Close
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -203,9 +207,12 @@ func storedFormat(db *bolt.DB) (uint64, error) {
 // Close closes the file.
 func (l *Log) Close() error {
 	err := l.db.Close()
-	if r := l.pread.Swap(nil); r != nil {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range append(l.oldPread, l.pread.Swap(nil)) {
 		err = errors.Join(err, r.Close())
 	}
+	l.oldPread = nil
 	return err
 }
 
@@ -233,8 +240,11 @@ func (l *Log) SetPread(on bool) error {
 			return fmt.Errorf("embedded: %w", err)
 		}
 	}
+	// A reader replaced may be in use by an Entries call: Close closes it.
 	if old := l.pread.Swap(r); old != nil {
-		return old.Close()
+		l.mu.Lock()
+		l.oldPread = append(l.oldPread, old)
+		l.mu.Unlock()
 	}
 	return nil
 }
