@@ -69,6 +69,11 @@ type Reader struct {
 // so while it runs every page reachable in t holds the bytes cached for t.
 // A reader with another ID neither reads nor fills this generation; a
 // newer one replaces it.
+//
+// The price is a cold cache after every commit: the next lookups read
+// their branch pages again, once each (~4,700 pages at 10M accounts in
+// directory.db, ~10 ms of preads per epoch). Keeping pages across ids
+// would need to know which pages the commit freed.
 type generation struct {
 	txid  int
 	mu    sync.RWMutex
