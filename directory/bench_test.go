@@ -289,7 +289,7 @@ func BenchmarkUpdate(b *testing.B) {
 // loopback, with the bundle size (without the AccountUpdate payload) and
 // the payload size. A sample of bundles is fully verified first. It also
 // reports, for the whole process (client included) during each run, the
-// minor page faults and system CPU per lookup and the peak RSS (VmHWM,
+// minor page faults, CPU and system CPU per lookup and the peak RSS (VmHWM,
 // reset before the run) with its file-backed part at the end (RssFile).
 func BenchmarkLookup(b *testing.B) {
 	s := openBench(b)
@@ -334,6 +334,7 @@ func BenchmarkLookup(b *testing.B) {
 		b.ReportMetric(float64(pr1.CacheHits-pr0.CacheHits)/float64(b.N), "cached-pages/lookup")
 		b.ReportMetric(float64(ru1.Minflt-ru0.Minflt)/float64(b.N), "minflt/lookup")
 		b.ReportMetric(float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e3/float64(b.N), "sys-µs/lookup")
+		b.ReportMetric(float64(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())/1e3/float64(b.N), "cpu-µs/lookup")
 		b.ReportMetric(float64(procStatusKB("VmHWM"))/1024, "VmHWM-MiB")
 		b.ReportMetric(float64(procStatusKB("RssFile"))/1024, "RssFile-MiB")
 		ref := ed25519PerSec()

@@ -351,8 +351,11 @@ func (m *Map) ProveTx(tx *bbolt.Tx, index vmap.Index) (*Lookup, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The tiled map checks tile 0 hashes to root (vmap.ErrCorruptStore).
-	p, err := m.tm.Prove(tileSource{m.pread.Load().Bucket(tx, b.tiles)}, root, index)
+	// The tiled map checks tile 0 hashes to root (vmap.ErrCorruptStore)
+	// and copies what it keeps of the tiles it read (vmap.TileReader).
+	src := m.pread.Load().Bucket(tx, b.tiles)
+	p, err := m.tm.Prove(tileSource{src}, root, index)
+	boltread.Release(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: epoch %d: %w", ErrCorrupt, epoch, err)
 	}

@@ -55,8 +55,15 @@ type Reader struct {
 
 	gen atomic.Pointer[generation]
 
+	// bufs are read buffers of 4 KiB << i bytes, returned by Release.
+	bufs [bufClasses]sync.Pool
+
 	reads, hits atomic.Int64
 }
+
+// bufClasses is the number of pooled buffer sizes: 4 KiB to 64 KiB. A
+// larger read gets a buffer of its own.
+const bufClasses = 5
 
 // generation is the branch page cache of one bbolt transaction id.
 //
@@ -139,9 +146,42 @@ func (r *Reader) Bucket(tx *bbolt.Tx, b *bbolt.Bucket) Source {
 	return &preadBucket{r: r, txid: tx.ID(), root: uint64(b.Root())}
 }
 
+// Release ends the use of src's results: a Source of Reader.Bucket takes
+// the buffers of its reads back for later reads (of any Source of the
+// Reader), so every slice src returned before must no longer be used.
+// src may read again afterwards. Nothing for Mapped. Lookups release
+// their Source once they have decoded or copied what they read, which
+// saves allocating and collecting ~30 KB of buffers per lookup.
+func Release(src Source) {
+	b, ok := src.(*preadBucket)
+	if !ok {
+		return
+	}
+	for _, bp := range b.bufs {
+		if c := bufClass(cap(*bp)); c >= 0 && 4096<<c == cap(*bp) {
+			b.r.bufs[c].Put(bp)
+		}
+	}
+	clear(b.bufs)
+	b.bufs = b.bufs[:0]
+}
+
+// bufClass returns the class of the smallest pooled buffer holding n
+// bytes, -1 if n is larger than every class.
+func bufClass(n int) int {
+	for c := range bufClasses {
+		if n <= 4096<<c {
+			return c
+		}
+	}
+	return -1
+}
+
 // Source is how a lookup reads one bucket's values: through bbolt's memory
 // map (Mapped) or with pread (Reader.Bucket). Both are valid only while
-// the transaction the bucket was opened in is open.
+// the transaction the bucket was opened in is open, the values a Source of
+// Reader.Bucket returned only until Release, and such a Source is for one
+// goroutine at a time.
 type Source interface {
 	// Get returns key's value, or nil if key is absent or a nested
 	// bucket. The result may alias the map or a buffer of the Source:
@@ -196,6 +236,23 @@ type preadBucket struct {
 	r    *Reader
 	txid int
 	root uint64
+	bufs []*[]byte // taken from r.bufs by alloc, returned by Release
+}
+
+// alloc returns a buffer of n bytes (not zeroed: reads fill it), pooled
+// if n fits a class.
+func (b *preadBucket) alloc(n int) []byte {
+	c := bufClass(n)
+	if c < 0 {
+		return make([]byte, n)
+	}
+	bp, _ := b.r.bufs[c].Get().(*[]byte)
+	if bp == nil {
+		buf := make([]byte, 4096<<c)
+		bp = &buf
+	}
+	b.bufs = append(b.bufs, bp)
+	return (*bp)[:n]
 }
 
 func (b *preadBucket) Get(key []byte) ([]byte, error) {
@@ -222,7 +279,7 @@ func (b *preadBucket) value(key []byte) (*leafValue, error) {
 		if depth == maxDepth {
 			return nil, fmt.Errorf("%w: more than %d pages from root %d to a leaf (a cycle?)", ErrCorrupt, maxDepth, b.root)
 		}
-		p, h, size, err := b.r.page(b.txid, id)
+		p, h, size, err := b.r.page(b.txid, id, b.alloc)
 		if err != nil {
 			return nil, err
 		}
@@ -232,7 +289,7 @@ func (b *preadBucket) value(key []byte) (*leafValue, error) {
 			}
 			continue
 		}
-		lp := &filePage{r: b.r, off: int64(id) * int64(b.r.pageSize), size: size, buf: p}
+		lp := &filePage{b: b, off: int64(id) * int64(b.r.pageSize), size: size, buf: p}
 		m, err := searchLeaf(lp, h, size, key)
 		if err != nil || !m.found {
 			return nil, err
@@ -243,8 +300,9 @@ func (b *preadBucket) value(key []byte) (*leafValue, error) {
 
 // page returns page id as seen by read transaction txid: a branch page
 // whole (from the cache if there), a leaf page's first page only (filePage
-// reads the rest on demand), with its header and size.
-func (r *Reader) page(txid int, id uint64) ([]byte, header, int, error) {
+// reads the rest on demand; in a buffer from alloc), with its header and
+// size.
+func (r *Reader) page(txid int, id uint64, alloc func(int) []byte) ([]byte, header, int, error) {
 	g := r.generation(txid)
 	if g != nil {
 		g.mu.RLock()
@@ -260,7 +318,7 @@ func (r *Reader) page(txid int, id uint64) ([]byte, header, int, error) {
 	if id > uint64(1<<62)/uint64(r.pageSize) {
 		return nil, header{}, 0, fmt.Errorf("%w: page id %d beyond any file", ErrCorrupt, id)
 	}
-	p := make([]byte, r.pageSize)
+	p := alloc(r.pageSize)
 	if err := r.readAt(p, off); err != nil {
 		return nil, header{}, 0, fmt.Errorf("page %d: %w", id, err)
 	}
@@ -271,6 +329,8 @@ func (r *Reader) page(txid int, id uint64) ([]byte, header, int, error) {
 	if h.flags != branchFlag {
 		return p, h, size, nil
 	}
+	// A branch page outlives the read in the cache: a buffer of its own.
+	p = append(make([]byte, 0, size), p...)
 	if size > len(p) {
 		p = append(p, make([]byte, size-len(p))...)
 		if err := r.readAt(p[r.pageSize:], off+int64(r.pageSize)); err != nil {
@@ -331,7 +391,7 @@ func (r *Reader) readAt(p []byte, off int64) error {
 // holds the first bytes; at reads the others with pread, from the spans
 // prefetch read if they hold them.
 type filePage struct {
-	r     *Reader
+	b     *preadBucket
 	off   int64
 	size  int
 	buf   []byte
@@ -371,8 +431,8 @@ func (p *filePage) prefetch(off, need, n int) error {
 	if p.held(off, need) != nil {
 		return nil
 	}
-	b := make([]byte, n)
-	if err := p.r.readAt(b, p.off+int64(off)); err != nil {
+	b := p.b.alloc(n)
+	if err := p.b.r.readAt(b, p.off+int64(off)); err != nil {
 		return fmt.Errorf("leaf page at %d: %w", p.off, err)
 	}
 	p.spans = append(p.spans, pageSpan{off, b})
@@ -386,8 +446,8 @@ func (p *filePage) at(off, n int) ([]byte, error) {
 	if b := p.held(off, n); b != nil {
 		return b, nil
 	}
-	b := make([]byte, n)
-	if err := p.r.readAt(b, p.off+int64(off)); err != nil {
+	b := p.b.alloc(n)
+	if err := p.b.r.readAt(b, p.off+int64(off)); err != nil {
 		return nil, fmt.Errorf("leaf page at %d: %w", p.off, err)
 	}
 	return b, nil

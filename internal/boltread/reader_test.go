@@ -87,6 +87,9 @@ func compare(t *testing.T, db *bbolt.DB, r *Reader, path [][]byte, keys [][]byte
 			if _, err := v.Slice(off, len(want)-off+1); err == nil {
 				return fmt.Errorf("key %x: Slice past the end succeeded", k)
 			}
+			if rand.IntN(2) == 0 { // the next reads reuse the buffers
+				Release(src)
+			}
 		}
 		return nil
 	})
@@ -213,6 +216,7 @@ func TestAcrossWrites(t *testing.T) {
 						if want := b.Get(k); !bytes.Equal(got, want) || (got == nil) != (want == nil) {
 							return fmt.Errorf("tx %d key %x: got %d bytes, bbolt %d", tx.ID(), k, len(got), len(want))
 						}
+						Release(src)
 					}
 					return nil
 				})

@@ -420,6 +420,9 @@ func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) 
 			}
 			out = append(out, bytes.Clone(leaf))
 		}
+		if v.src != nil {
+			boltread.Release(v.src)
+		}
 		return nil
 	})
 	if err != nil {
