@@ -451,6 +451,12 @@ func Resign(prev *AccountState, ask *AccountSigningKey, now time.Time) (*Account
 // It is sound only for a verified prev: with a prev from an untrusted
 // source use VerifyTransition, which re-verifies every cert.
 func VerifyTransitionFrom(prev, next *AccountState) error {
+	return groupVerified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next) })
+}
+
+// verifyTransitionFrom is VerifyTransitionFrom with its signatures checked
+// through g (verifySignature).
+func verifyTransitionFrom(g *sigGroup, prev, next *AccountState) error {
 	if err := checkHead(prev, next); err != nil {
 		return err
 	}
@@ -463,16 +469,16 @@ func VerifyTransitionFrom(prev, next *AccountState) error {
 		// The SigningKeyCert prev was accepted with, for the same user id
 		// and root key (checkHead): VerifySigningKeyCert, a function of
 		// those and the cert's bytes, passed then.
-		err = verifyStateSignatureOnly(next, b)
+		err = verifyStateSignatureOnly(g, next, b)
 	} else {
-		err = verifyStateSignature(next, b)
+		err = verifyStateSignature(g, next, b)
 	}
 	if err != nil {
 		return err
 	}
 	for _, c := range next.Devices {
 		if !sameASK || !sameCert(prev.Device(c.ID), c) {
-			if err := VerifyDeviceCert(next.IdentityKey, next.SigningKey.Key, c); err != nil {
+			if err := verifyDeviceCert(g, &next.IdentityKey, &next.SigningKey.Key, c); err != nil {
 				return err
 			}
 		}
