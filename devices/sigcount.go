@@ -18,10 +18,13 @@ var signaturesVerified atomic.Uint64
 // verifySignature is ed25519.Verify, counted: every Ed25519 signature this
 // package checks goes through it, or is recorded in a sigGroup (g not
 // nil), which then accepts it for now and verifies it later with the
-// others (sigGroup.verify).
+// others (sigGroup.verify); a signature g's memo holds is accepted and
+// not recorded.
 func verifySignature(g *sigGroup, pub, msg, sig []byte) bool {
 	if g != nil {
-		g.checks = append(g.checks, sigCheck{pub: pub, msg: msg, sig: sig})
+		if !g.memo.holds(pub, msg, sig) {
+			g.checks = append(g.checks, sigCheck{pub: pub, msg: msg, sig: sig})
+		}
 		return true
 	}
 	signaturesVerified.Add(1)
@@ -48,24 +51,99 @@ type sigCheck struct{ pub, msg, sig []byte }
 // compared as bytes, and the group fails if any one fails.
 type sigGroup struct {
 	checks []sigCheck
+	memo   *SignatureMemo // signatures known to verify (nil: none)
 	buf    [8]sigCheck
 }
 
-// groupVerified runs verify, a verification that checks signatures with
-// verifySignature(g, ...), with a sigGroup, then verifies the group. If
-// verify fails or a signature does not verify, it runs verify again
-// without a group, one ed25519.Verify per signature, so the error is
-// exactly the one that path gives (and the work is wasted only on
-// failures). Running verify with a group is sound because verify's
-// result with every recorded signature valid is its result without a
-// group, and any invalid one makes the group fail.
+// groupVerified is (*SignatureMemo)(nil).verified: verify with a sigGroup
+// and no memo.
 func groupVerified(verify func(g *sigGroup) error) error {
+	var m *SignatureMemo
+	return m.verified(verify)
+}
+
+// verified runs verify, a verification that checks signatures with
+// verifySignature(g, ...), with a sigGroup whose memo is m, then verifies
+// the group and adds its signatures to m. If verify fails or a signature
+// does not verify, it runs verify again without a group, one
+// ed25519.Verify per signature, so the error is exactly the one that path
+// gives (and the work is wasted only on failures). Running verify with a
+// group is sound because verify's result with every recorded signature
+// valid is its result without a group, and any invalid one makes the
+// group fail; a signature m holds was verified before.
+func (m *SignatureMemo) verified(verify func(g *sigGroup) error) error {
 	var g sigGroup
-	g.checks = g.buf[:0]
+	g.checks, g.memo = g.buf[:0], m
 	if err := verify(&g); err == nil && g.verify() {
+		m.add(g.checks)
 		return nil
 	}
 	return verify(nil)
+}
+
+// A SignatureMemo holds Ed25519 signatures known to verify, each as its
+// exact public key, signed message and signature bytes, so that one
+// operation verifying related states (a client's lookup and the account
+// history behind it, whose first version carries the same signing key
+// cert and device certs) verifies each signature once. Its methods are the
+// package functions of the same names, except that a signature the memo
+// holds is not verified again and every signature they verify is added.
+// Whether a signature verifies is a function of those bytes only, so the
+// results are the package functions' results. A nil *SignatureMemo holds
+// nothing. It is not safe for concurrent use; keep one for one operation.
+type SignatureMemo struct {
+	known []sigCheck
+}
+
+// NewSignatureMemo returns a memo of the signatures of the given states
+// (their signing key certs, their own signatures, their device certs),
+// each of which VerifyAccountState, VerifyCreate, VerifyTransition,
+// VerifyTransitionFrom or VerifyReset has accepted in this process: they
+// are not verified again. Like VerifyTransitionOfVerified, it is sound
+// only for such states; never pass a state from an untrusted source.
+func NewSignatureMemo(verified ...*AccountState) *SignatureMemo {
+	m := new(SignatureMemo)
+	for _, s := range verified {
+		var g sigGroup // records every signature check, verifies none
+		_ = verifyAccountState(&g, s)
+		m.known = append(m.known, g.checks...)
+	}
+	return m
+}
+
+// VerifyAccountState is the package's VerifyAccountState with m.
+func (m *SignatureMemo) VerifyAccountState(s *AccountState) error {
+	return m.verified(func(g *sigGroup) error { return verifyAccountState(g, s) })
+}
+
+// VerifyCreate is the package's VerifyCreate with m.
+func (m *SignatureMemo) VerifyCreate(next *AccountState) error {
+	return m.verified(func(g *sigGroup) error { return verifyCreate(g, next) })
+}
+
+// VerifyTransitionFrom is the package's VerifyTransitionFrom with m.
+func (m *SignatureMemo) VerifyTransitionFrom(prev, next *AccountState) error {
+	return m.verified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next) })
+}
+
+// holds reports whether m holds the signature sig by pub over msg.
+func (m *SignatureMemo) holds(pub, msg, sig []byte) bool {
+	if m == nil {
+		return false
+	}
+	for _, k := range m.known {
+		if bytes.Equal(k.sig, sig) && bytes.Equal(k.pub, pub) && bytes.Equal(k.msg, msg) {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds verified signatures to m (none if m is nil).
+func (m *SignatureMemo) add(checks []sigCheck) {
+	if m != nil {
+		m.known = append(m.known, checks...)
+	}
 }
 
 // maxGroupKeys bounds the decoded public keys verify keeps for reuse.

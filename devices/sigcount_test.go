@@ -185,3 +185,55 @@ func TestSigGroupMatchesEd25519(t *testing.T) {
 	}
 	t.Logf("%d checks (%d accepted by crypto/ed25519) and 400 groups agree", len(checks), accepted)
 }
+
+// TestSignatureMemo checks that a memo seeded with a verified state skips
+// exactly the signatures that state carries, byte for byte, and still
+// rejects whatever it does not hold, with the package functions' errors.
+func TestSignatureMemo(t *testing.T) {
+	c := newChain(t)
+	if err := VerifyAccountState(c.v2); err != nil {
+		t.Fatal(err)
+	}
+	count := func(f func() error) (int, error) {
+		n := SignaturesVerified()
+		err := f()
+		return int(SignaturesVerified() - n), err
+	}
+	// v1 carries v2's signing key cert and phone cert: only its own
+	// signature is verified.
+	m := NewSignatureMemo(c.v2)
+	if n, err := count(func() error { return m.VerifyCreate(c.v1) }); err != nil || n != 1 {
+		t.Fatalf("VerifyCreate(v1) with v2's memo: %d signatures, %v; want 1, nil", n, err)
+	}
+	// Now v1's signature is held too: nothing left to verify.
+	if n, err := count(func() error { return m.VerifyAccountState(c.v1) }); err != nil || n != 0 {
+		t.Fatalf("VerifyAccountState(v1) again: %d signatures, %v; want 0, nil", n, err)
+	}
+	if n, err := count(func() error { return m.VerifyTransitionFrom(c.v1, c.v2) }); err != nil || n != 0 {
+		t.Fatalf("VerifyTransitionFrom(v1, v2): %d signatures, %v; want 0, nil", n, err)
+	}
+	// Altered signatures are not held: the memo gives the plain errors.
+	for name, alter := range map[string]func(s *AccountState){
+		"state signature": func(s *AccountState) { s.Signature[5] ^= 1 },
+		"cert signature":  func(s *AccountState) { s.SigningKey.Signature[5] ^= 1 },
+		"device cert":     func(s *AccountState) { s.Devices[0].Signature[5] ^= 1 },
+		"back-signature":  func(s *AccountState) { s.Devices[0].BackSignature[5] ^= 1 },
+	} {
+		bad := clone(t, c.v1)
+		alter(bad)
+		want := VerifyCreate(bad)
+		if want == nil {
+			t.Fatalf("%s: altered v1 verifies", name)
+		}
+		for _, memo := range []*SignatureMemo{NewSignatureMemo(c.v2), m, nil} {
+			if err := memo.VerifyCreate(bad); err == nil || err.Error() != want.Error() {
+				t.Fatalf("%s: memo VerifyCreate = %v, want %v", name, err, want)
+			}
+		}
+	}
+	// A nil memo is the package functions.
+	var none *SignatureMemo
+	if n, err := count(func() error { return none.VerifyCreate(c.v1) }); err != nil || n != 4 {
+		t.Fatalf("nil memo: %d signatures, %v; want 4, nil", n, err)
+	}
+}

@@ -11,6 +11,12 @@ import (
 // revocations, signing key generation 1, and self-consistent
 // (VerifyAccountState).
 func VerifyCreate(next *AccountState) error {
+	return groupVerified(func(g *sigGroup) error { return verifyCreate(g, next) })
+}
+
+// verifyCreate is VerifyCreate with its signatures checked through g
+// (verifySignature).
+func verifyCreate(g *sigGroup, next *AccountState) error {
 	if next == nil {
 		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
@@ -23,10 +29,10 @@ func VerifyCreate(next *AccountState) error {
 	if len(next.Revocations) != 0 {
 		return fmt.Errorf("%w: create revokes %d devices of no previous state", ErrRevocation, len(next.Revocations))
 	}
-	if g := next.Generation(); g != 1 {
-		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, g)
+	if gen := next.Generation(); gen != 1 {
+		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, gen)
 	}
-	return VerifyAccountState(next)
+	return verifyAccountState(g, next)
 }
 
 // VerifyTransition checks that next is a valid normal update of prev:
