@@ -244,3 +244,39 @@ func TestKeyTableBuiltAtSecondVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyTableConcurrent verifies with one fresh key from several
+// goroutines at once (run with -race): the table may be built more than
+// once, every verification gives the same beta.
+func TestKeyTableConcurrent(t *testing.T) {
+	sk, _ := GenerateKey(rand.Reader)
+	pk, err := NewPublicKey(sk.Public().Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, pi := sk.Prove([]byte("a"))
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 4 {
+				beta, err := pk.Verify([]byte("a"), pi)
+				if err == nil && !bytes.Equal(beta, want) {
+					err = fmt.Errorf("beta %x, want %x", beta, want)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pk.table.Load() == nil {
+		t.Fatal("no table after 32 verifications")
+	}
+}
