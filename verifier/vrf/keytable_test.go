@@ -226,20 +226,20 @@ func TestMulChallenge(t *testing.T) {
 	}
 }
 
-// TestKeyTableBuiltAtSecondVerify checks that a key's first verification
-// builds no table and the second does.
-func TestKeyTableBuiltAtSecondVerify(t *testing.T) {
+// TestKeyTableBuiltAfterPlainVerifies checks that a key's first
+// plainVerifies verifications build no table and the next one does.
+func TestKeyTableBuiltAfterPlainVerifies(t *testing.T) {
 	sk, _ := GenerateKey(rand.Reader)
 	pk, err := NewPublicKey(sk.Public().Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, pi := sk.Prove([]byte("a"))
-	for i := range 3 {
+	for i := range plainVerifies + 2 {
 		if _, err := pk.Verify([]byte("a"), pi); err != nil {
 			t.Fatal(err)
 		}
-		if built := pk.table.Load() != nil; built != (i >= 1) {
+		if built := pk.table.Load() != nil; built != (i >= plainVerifies) {
 			t.Fatalf("after %d verifications: table built %v", i+1, built)
 		}
 	}
