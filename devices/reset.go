@@ -376,7 +376,7 @@ func VerifyResetSignature(a *ResetAuthorization, resetKeyPub ed25519.PublicKey) 
 	if err != nil {
 		return err
 	}
-	if !verifySignature(resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
+	if !verifySignature(nil, resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
 		return fmt.Errorf("%w: %s v%d: signature by the directory reset key does not verify", ErrReset, a.UserID, a.Version)
 	}
 	return nil
