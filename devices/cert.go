@@ -72,7 +72,7 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 	if err != nil {
 		return err
 	}
-	if !verifySignature(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
+	if !verifySignature(nil, c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
 		return fmt.Errorf("%w: device %s: back-signature does not verify for this root key", ErrDeviceCert, c.ID)
 	}
 	c.Signature = a.sign(signedMessage(ctxDeviceCert, body))
@@ -85,20 +85,26 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 // device back-signed (rkPub, body). Errors wrap ErrDeviceCert (or
 // ErrDeviceName).
 func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
+	return groupVerified(func(g *sigGroup) error { return verifyDeviceCert(g, &rkPub, &askPub, c) })
+}
+
+// verifyDeviceCert is VerifyDeviceCert with its signatures checked through
+// g (verifySignature).
+func verifyDeviceCert(g *sigGroup, rkPub, askPub *[32]byte, c *DeviceCert) error {
 	if c == nil {
 		return fmt.Errorf("%w: nil cert", ErrDeviceCert)
 	}
-	if err := c.checkKeys(rkPub, askPub); err != nil {
+	if err := c.checkKeys(*rkPub, *askPub); err != nil {
 		return err
 	}
 	body, err := c.body()
 	if err != nil {
 		return err
 	}
-	if !verifySignature(askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
+	if !verifySignature(g, askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
 		return fmt.Errorf("%w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
 	}
-	if !verifySignature(c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
+	if !verifySignature(g, c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {
 		return fmt.Errorf("%w: device %s: back-signature does not verify", ErrDeviceCert, c.ID)
 	}
 	return nil

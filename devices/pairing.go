@@ -269,7 +269,7 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 	if now.After(req.Expires) {
 		return nil, fmt.Errorf("%w: it expired at %s (now %s); make a new request on the new device", ErrPairingExpired, req.Expires.Format(time.RFC3339), now.UTC().Truncate(time.Second).Format(time.RFC3339))
 	}
-	if !verifySignature(req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
+	if !verifySignature(nil, req.Cert.SigningKey[:], signedMessage(ctxPairingRequest, body), req.Signature[:]) {
 		return nil, fmt.Errorf("%w: pairing request signature does not verify", ErrDeviceCert)
 	}
 	want, err := req.Fingerprint()
@@ -284,7 +284,7 @@ func ApprovePairing(prev *AccountState, ask *AccountSigningKey, req *PairingRequ
 	if err != nil {
 		return nil, err
 	}
-	if !verifySignature(req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
+	if !verifySignature(nil, req.Cert.SigningKey[:], signedMessage(ctxDeviceBacksig, prev.IdentityKey[:], cbody), req.Cert.BackSignature[:]) {
 		return nil, fmt.Errorf("%w: pairing request back-signature does not verify", ErrDeviceCert)
 	}
 	return addDevice(prev, ask, req.Cert, trusted, now)

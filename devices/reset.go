@@ -14,6 +14,13 @@ const resetFormat = 0x02
 // trust.json names the window clients require (reset_window_seconds).
 const DefaultResetWindow = 72 * time.Hour
 
+// CancelLogSlack is how many seconds after a reset's EffectiveAt the epoch
+// holding its cancellation may be timestamped: a directory accepts a
+// cancellation until EffectiveAt and cuts the epoch holding it shortly
+// after; auditors report a later one (docs/protocol.md, rule
+// reset-log-time).
+const CancelLogSlack = 60
+
 // ResetReason says why the directory reset an account's root key.
 type ResetReason uint8
 
@@ -369,7 +376,7 @@ func VerifyResetSignature(a *ResetAuthorization, resetKeyPub ed25519.PublicKey) 
 	if err != nil {
 		return err
 	}
-	if !verifySignature(resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
+	if !verifySignature(nil, resetKeyPub, signedMessage(ctxReset, b), a.Signature[:]) {
 		return fmt.Errorf("%w: %s v%d: signature by the directory reset key does not verify", ErrReset, a.UserID, a.Version)
 	}
 	return nil

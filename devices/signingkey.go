@@ -96,6 +96,12 @@ func readSigningKeyCert(r *reader) *SigningKeyCert {
 // signed by the root key rkPub, and that the ASK is not RK itself. Errors
 // wrap ErrSigningKeyCert (or ErrMalformed, ErrUserMismatch).
 func VerifySigningKeyCert(rkPub [32]byte, userID string, c *SigningKeyCert) error {
+	return verifySigningKeyCert(nil, &rkPub, userID, c)
+}
+
+// verifySigningKeyCert is VerifySigningKeyCert with its signature checked
+// through g (verifySignature).
+func verifySigningKeyCert(g *sigGroup, rkPub *[32]byte, userID string, c *SigningKeyCert) error {
 	if c == nil {
 		return fmt.Errorf("%w: no signing key cert", ErrSigningKeyCert)
 	}
@@ -106,10 +112,10 @@ func VerifySigningKeyCert(rkPub [32]byte, userID string, c *SigningKeyCert) erro
 	if c.UserID != userID {
 		return fmt.Errorf("%w: signing key cert is for %q, the account is %q", ErrUserMismatch, c.UserID, userID)
 	}
-	if c.Key == rkPub {
+	if c.Key == *rkPub {
 		return fmt.Errorf("%w: generation %d: the signing key is the root key", ErrSigningKeyCert, c.Generation)
 	}
-	if !verifySignature(rkPub[:], signedMessage(ctxSigningKeyCert, b), c.Signature[:]) {
+	if !verifySignature(g, rkPub[:], signedMessage(ctxSigningKeyCert, b), c.Signature[:]) {
 		return fmt.Errorf("%w: generation %d: root key signature does not verify", ErrSigningKeyCert, c.Generation)
 	}
 	return nil

@@ -253,6 +253,12 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 // revoked. It does not check s against any previous state; see
 // VerifyCreate, VerifyTransition and VerifyReset.
 func VerifyAccountState(s *AccountState) error {
+	return groupVerified(func(g *sigGroup) error { return verifyAccountState(g, s) })
+}
+
+// verifyAccountState is VerifyAccountState with its signatures checked
+// through g (verifySignature).
+func verifyAccountState(g *sigGroup, s *AccountState) error {
 	if s == nil {
 		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
@@ -260,30 +266,31 @@ func VerifyAccountState(s *AccountState) error {
 	if err != nil {
 		return err
 	}
-	if err := verifyStateSignature(s, b); err != nil {
+	if err := verifyStateSignature(g, s, b); err != nil {
 		return err
 	}
 	for _, c := range s.Devices {
-		if err := VerifyDeviceCert(s.IdentityKey, s.SigningKey.Key, c); err != nil {
+		if err := verifyDeviceCert(g, &s.IdentityKey, &s.SigningKey.Key, c); err != nil {
 			return err
 		}
 	}
 	return checkDeviceList(s)
 }
 
-// verifyStateSignature checks s's SigningKeyCert and s's signature by it;
-// b is s's body.
-func verifyStateSignature(s *AccountState, b []byte) error {
-	if err := VerifySigningKeyCert(s.IdentityKey, s.UserID, s.SigningKey); err != nil {
+// verifyStateSignature checks s's SigningKeyCert and s's signature by it,
+// through g (verifySignature); b is s's body.
+func verifyStateSignature(g *sigGroup, s *AccountState, b []byte) error {
+	if err := verifySigningKeyCert(g, &s.IdentityKey, s.UserID, s.SigningKey); err != nil {
 		return err
 	}
-	return verifyStateSignatureOnly(s, b)
+	return verifyStateSignatureOnly(g, s, b)
 }
 
 // verifyStateSignatureOnly checks s's signature by its signing key, whose
-// SigningKeyCert the caller has verified; b is s's body.
-func verifyStateSignatureOnly(s *AccountState, b []byte) error {
-	if !verifySignature(s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
+// SigningKeyCert the caller has verified, through g (verifySignature); b
+// is s's body.
+func verifyStateSignatureOnly(g *sigGroup, s *AccountState, b []byte) error {
+	if !verifySignature(g, s.SigningKey.Key[:], signedMessage(ctxAccountState, b), s.Signature[:]) {
 		return fmt.Errorf("%w: AccountState %s v%d: signature by its generation %d signing key does not verify", ErrSigner, s.UserID, s.Version, s.SigningKey.Generation)
 	}
 	return nil

@@ -11,6 +11,12 @@ import (
 // revocations, signing key generation 1, and self-consistent
 // (VerifyAccountState).
 func VerifyCreate(next *AccountState) error {
+	return groupVerified(func(g *sigGroup) error { return verifyCreate(g, next) })
+}
+
+// verifyCreate is VerifyCreate with its signatures checked through g
+// (verifySignature).
+func verifyCreate(g *sigGroup, next *AccountState) error {
 	if next == nil {
 		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
@@ -23,10 +29,10 @@ func VerifyCreate(next *AccountState) error {
 	if len(next.Revocations) != 0 {
 		return fmt.Errorf("%w: create revokes %d devices of no previous state", ErrRevocation, len(next.Revocations))
 	}
-	if g := next.Generation(); g != 1 {
-		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, g)
+	if gen := next.Generation(); gen != 1 {
+		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, gen)
 	}
-	return VerifyAccountState(next)
+	return verifyAccountState(g, next)
 }
 
 // VerifyTransition checks that next is a valid normal update of prev:
@@ -451,6 +457,12 @@ func Resign(prev *AccountState, ask *AccountSigningKey, now time.Time) (*Account
 // It is sound only for a verified prev: with a prev from an untrusted
 // source use VerifyTransition, which re-verifies every cert.
 func VerifyTransitionFrom(prev, next *AccountState) error {
+	return groupVerified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next) })
+}
+
+// verifyTransitionFrom is VerifyTransitionFrom with its signatures checked
+// through g (verifySignature).
+func verifyTransitionFrom(g *sigGroup, prev, next *AccountState) error {
 	if err := checkHead(prev, next); err != nil {
 		return err
 	}
@@ -463,16 +475,16 @@ func VerifyTransitionFrom(prev, next *AccountState) error {
 		// The SigningKeyCert prev was accepted with, for the same user id
 		// and root key (checkHead): VerifySigningKeyCert, a function of
 		// those and the cert's bytes, passed then.
-		err = verifyStateSignatureOnly(next, b)
+		err = verifyStateSignatureOnly(g, next, b)
 	} else {
-		err = verifyStateSignature(next, b)
+		err = verifyStateSignature(g, next, b)
 	}
 	if err != nil {
 		return err
 	}
 	for _, c := range next.Devices {
 		if !sameASK || !sameCert(prev.Device(c.ID), c) {
-			if err := VerifyDeviceCert(next.IdentityKey, next.SigningKey.Key, c); err != nil {
+			if err := verifyDeviceCert(g, &next.IdentityKey, &next.SigningKey.Key, c); err != nil {
 				return err
 			}
 		}

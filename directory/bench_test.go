@@ -9,13 +9,17 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/loadgen"
+	"github.com/keyline/keyline/internal/boltread"
 	klog "github.com/keyline/keyline/log"
+	"github.com/keyline/keyline/log/embedded"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vrf"
 )
@@ -209,9 +213,11 @@ func openBench(b *testing.B) *Server {
 	// KEYLINE_DIR_BENCH_MAX_RESIDENT sets Config.MaxResident (bytes; -1
 	// off; default DefaultMaxResident); the bound is on the RSS of the
 	// whole benchmark process, client included.
+	// KEYLINE_DIR_BENCH_PREAD sets Config.Pread (auto, on, off).
 	maxRes, _ := strconv.ParseInt(os.Getenv("KEYLINE_DIR_BENCH_MAX_RESIDENT"), 10, 64)
 	s, err := Open(Config{DataDir: dir, EpochInterval: 100 * time.Millisecond, MaxBatch: 10000, QueueSize: 200000, Logf: benchLogf,
-		NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1", Limits: Limits{Rate: 1e9, PeerRate: 1e9}, MaxResident: maxRes})
+		NoSync: os.Getenv("KEYLINE_DIR_BENCH_NOSYNC") == "1", Limits: Limits{Rate: 1e9, PeerRate: 1e9}, MaxResident: maxRes,
+		Pread: os.Getenv("KEYLINE_DIR_BENCH_PREAD")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -281,9 +287,13 @@ func BenchmarkUpdate(b *testing.B) {
 
 // BenchmarkLookup measures lookups served in process and over gRPC on
 // loopback, with the bundle size (without the AccountUpdate payload) and
-// the payload size. A sample of bundles is fully verified first.
+// the payload size. A sample of bundles is fully verified first. It also
+// reports, for the whole process (client included) during each run, the
+// minor page faults, CPU and system CPU per lookup and the peak RSS (VmHWM,
+// reset before the run) with its file-backed part at the end (RssFile).
 func BenchmarkLookup(b *testing.B) {
 	s := openBench(b)
+	b.Logf("pread: %v (Config.Pread %s, MaxResident %d MiB)", s.pread != nil, s.cfg.Pread, s.cfg.MaxResident>>20)
 	n := benchN()
 	trust := trustOf(b, s)
 	ctx := context.Background()
@@ -301,6 +311,8 @@ func BenchmarkLookup(b *testing.B) {
 	run := func(b *testing.B, lookup func(uid string) (*verifier.LookupBundle, error)) {
 		var proofBytes, payloadBytes atomic.Int64
 		b.SetParallelism(8)
+		resetPeakRSS()
+		ru0, pr0 := rusage(), preadStats(s)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			var pr, pl int64
@@ -317,6 +329,14 @@ func BenchmarkLookup(b *testing.B) {
 			payloadBytes.Add(pl)
 		})
 		b.StopTimer()
+		ru1, pr1 := rusage(), preadStats(s)
+		b.ReportMetric(float64(pr1.Reads-pr0.Reads)/float64(b.N), "preads/lookup")
+		b.ReportMetric(float64(pr1.CacheHits-pr0.CacheHits)/float64(b.N), "cached-pages/lookup")
+		b.ReportMetric(float64(ru1.Minflt-ru0.Minflt)/float64(b.N), "minflt/lookup")
+		b.ReportMetric(float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e3/float64(b.N), "sys-µs/lookup")
+		b.ReportMetric(float64(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())/1e3/float64(b.N), "cpu-µs/lookup")
+		b.ReportMetric(float64(procStatusKB("VmHWM"))/1024, "VmHWM-MiB")
+		b.ReportMetric(float64(procStatusKB("RssFile"))/1024, "RssFile-MiB")
 		ref := ed25519PerSec()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/ref, "lookups/ed25519-verify")
@@ -329,4 +349,47 @@ func BenchmarkLookup(b *testing.B) {
 	b.Run("grpc", func(b *testing.B) {
 		run(b, func(uid string) (*verifier.LookupBundle, error) { return c.Lookup(ctx, uid, 0) })
 	})
+}
+
+// rusage returns this process's resource usage (zero if unavailable).
+func rusage() syscall.Rusage {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru
+}
+
+// resetPeakRSS resets this process's VmHWM to its current RSS (Linux
+// /proc/self/clear_refs; nothing elsewhere).
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// procStatusKB returns field (like "VmHWM") of /proc/self/status in KiB,
+// -1 if unavailable.
+func procStatusKB(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == field+":" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				return kb
+			}
+		}
+	}
+	return -1
+}
+
+// preadStats returns the counters of the readers of directory.db and
+// log.db, summed (zero without pread).
+func preadStats(s *Server) boltread.Stats {
+	var st boltread.Stats
+	if s.pread != nil {
+		st = s.pread.Stats()
+	}
+	if l, ok := s.backend.(*embedded.Log); ok {
+		ls := l.PreadStats()
+		st.Reads += ls.Reads
+		st.CacheHits += ls.CacheHits
+	}
+	return st
 }

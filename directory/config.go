@@ -26,6 +26,13 @@ const (
 	DefaultMaxResident        = 768 << 20
 )
 
+// Page read modes of lookups (Config.Pread).
+const (
+	PreadAuto = "auto" // pread when MaxResident is set and below the files' size
+	PreadOn   = "on"   // always pread
+	PreadOff  = "off"  // read through bbolt's memory maps
+)
+
 // State backends (Config.StateBackend).
 const (
 	StateBolt  = "bolt"  // embedded: directory.db in DataDir, one process
@@ -153,6 +160,17 @@ type Config struct {
 	// that alone is above the bound, it is logged. Linux only; elsewhere
 	// ignored.
 	MaxResident int64
+
+	// Pread is how lookups read directory.db and log.db: PreadAuto (the
+	// default, ""), PreadOn or PreadOff. With pread a lookup copies the
+	// pages it needs (the users record, the map tiles, the AccountUpdate
+	// leaf) into the process's memory instead of touching bbolt's memory
+	// maps, so they add nothing to the RSS and take no page fault
+	// (internal/boltread). PreadAuto turns it on when MaxResident bounds
+	// the RSS and the two files are larger than the bound at Open: then
+	// nearly every page a mapped read touched would have to be faulted
+	// back in after a trim. Writes and other reads use the maps.
+	Pread string
 
 	// NoSync disables fsync of the databases. Only for tests and
 	// benchmarks: acknowledged updates may be lost on power failure.
@@ -304,6 +322,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxResident == 0 {
 		cfg.MaxResident = DefaultMaxResident
+	}
+	switch cfg.Pread {
+	case "":
+		cfg.Pread = PreadAuto
+	case PreadAuto, PreadOn, PreadOff:
+	default:
+		return cfg, bad("unknown Pread %q (want %q, %q or %q)", cfg.Pread, PreadAuto, PreadOn, PreadOff)
 	}
 	if strings.ContainsAny(cfg.AdminToken, " \t\r\n") {
 		return cfg, bad("AdminToken must not contain whitespace")

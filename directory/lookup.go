@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
+	"github.com/keyline/keyline/internal/boltread"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vmap"
@@ -101,7 +102,9 @@ func (s *Server) Lookup(ctx context.Context, userID string, knownSize uint64) (*
 	err = s.snapshot(ctx, func(v *epochView, tx *bbolt.Tx) error {
 		// An existing account's user record holds its VRF proof; only
 		// unknown user ids need the VRF cache (or a proof computed now).
-		rec, err := getUser(tx, uid)
+		users := s.users(tx)
+		rec, err := readUser(users, uid) // does not alias what it read
+		boltread.Release(users)
 		if err != nil {
 			return s.internal(err)
 		}

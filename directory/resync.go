@@ -11,7 +11,6 @@ import (
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/apierr"
 	klog "github.com/keyline/keyline/log"
-	"github.com/keyline/keyline/verifier/auditor"
 )
 
 // Bounds of the retry loop that brings the sequencer back in line with the
@@ -200,7 +199,7 @@ func epochTimeBound(lastTS uint64) uint64 {
 // lateCancellation reports whether next, the version after the reset
 // entry with authorization reset (nil: the previous entry is no reset),
 // cancels it (it keeps the previous root key) and would be logged in an
-// epoch timestamped ts, auditor.CancelLogSlack or more after the reset
+// epoch timestamped ts, devices.CancelLogSlack or more after the reset
 // took effect. Update accepts a cancellation until effective_at; one that
 // waited in the queue (or behind a witness quorum) past the slack is
 // refused instead of being logged, since auditors would report an honest
@@ -209,7 +208,7 @@ func lateCancellation(reset *devices.ResetAuthorization, next *devices.AccountSt
 	if reset == nil || reset.NewState == nil || next == nil || next.IdentityKey == reset.NewState.IdentityKey {
 		return false
 	}
-	return int64(ts) >= reset.EffectiveAt.Unix()+auditor.CancelLogSlack
+	return int64(ts) >= reset.EffectiveAt.Unix()+devices.CancelLogSlack
 }
 
 // lateCancellationMsg is the message a late cancellation is refused with

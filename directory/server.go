@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory/mapdb"
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/keyline/keyline/internal/resident"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
@@ -36,6 +37,9 @@ type Server struct {
 	db      *bbolt.DB
 	m       *mapdb.Map
 	vrf     *vrfCache
+	// pread reads directory.db for lookups when Config.Pread is on
+	// (startPread); nil: through bbolt's map.
+	pread *boltread.Reader
 
 	view atomic.Pointer[epochView]
 	// signed is the newest checkpoint the log has signed. It is ahead of
@@ -238,6 +242,9 @@ func Open(cfg Config) (*Server, error) {
 	if s.m, err = mapdb.Open(s.db, bucketMap); err != nil {
 		return nil, err
 	}
+	if err := s.startPread(); err != nil {
+		return nil, err
+	}
 	if s.witnesses, err = newWitnesses(c.Witnesses); err != nil {
 		return nil, err
 	}
@@ -285,6 +292,46 @@ func (s *Server) startTrimmer() {
 		defer close(s.trimDone)
 		t.Run(s.trimStop)
 	}()
+}
+
+// startPread turns pread on for lookups (Config.Pread): of directory.db
+// for the users records and map tiles, and of log.db (embedded) for the
+// AccountUpdate leaves.
+func (s *Server) startPread() error {
+	on := s.cfg.Pread == PreadOn
+	l, embeddedLog := s.backend.(*embedded.Log)
+	if s.cfg.Pread == PreadAuto && s.cfg.MaxResident > 0 {
+		files := fileSize(s.db.Path())
+		if embeddedLog {
+			files += fileSize(l.DB().Path())
+		}
+		on = files > s.cfg.MaxResident
+		if on {
+			s.cfg.Logf("directory: lookups read the databases with pread: %d MiB of files, above the resident bound of %d MiB", files>>20, s.cfg.MaxResident>>20)
+		}
+	}
+	if !on {
+		return nil
+	}
+	r, err := boltread.Open(s.db, 0)
+	if err != nil {
+		return fmt.Errorf("directory: %w", err)
+	}
+	s.pread = r
+	s.m.SetPread(r)
+	if embeddedLog {
+		return l.SetPread(true)
+	}
+	return nil
+}
+
+// fileSize returns the size of the file at path, 0 if it cannot be read.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // Trust returns the client trust configuration (the contents of
@@ -341,6 +388,7 @@ func (s *Server) closeStores() error {
 		if s.db != nil {
 			errs = append(errs, s.db.Close())
 		}
+		errs = append(errs, s.pread.Close())
 		if s.backend != nil {
 			errs = append(errs, s.backend.Close())
 		}

@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/keyline/keyline/internal/boltread"
 	klog "github.com/keyline/keyline/log"
 )
 
@@ -274,11 +275,26 @@ func (s *Server) committed(ctx context.Context, userID string) (*entry, error) {
 
 // getUser returns the user record of userID in tx, or nil.
 func getUser(tx *bbolt.Tx, userID string) (*userRecord, error) {
-	b := tx.Bucket(bucketUsers).Get([]byte(userID))
+	return readUser(boltread.Mapped(tx.Bucket(bucketUsers)), userID)
+}
+
+// readUser reads userID's record from the users bucket through src
+// (bbolt's map or pread; see Server.users).
+func readUser(src boltread.Source, userID string) (*userRecord, error) {
+	b, err := src.Get([]byte(userID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: users bucket: %w", errCorrupt, err)
+	}
 	if b == nil {
 		return nil, nil
 	}
 	return parseUserRecord(b)
+}
+
+// users returns the users bucket of tx as lookups read it: with pread if
+// it is on (Config.Pread), else through bbolt's map.
+func (s *Server) users(tx *bbolt.Tx) boltread.Source {
+	return s.pread.Bucket(tx, tx.Bucket(bucketUsers))
 }
 
 // recordLeaf returns the AccountUpdate leaf rec points to: its own copy

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/keyline/keyline/devices"
 )
 
 // CheckHistory applies Client.Lookup's history rules to a lookup that
@@ -157,8 +159,14 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 // back empty (the caller then sees the history end early). Every page must
 // make progress, so it makes at most res.Version-from+1 calls. c (nil: no
 // cache) is the cache the lookup res was verified with.
+//
+// The pages share one devices.SignatureMemo, seeded with the signatures of
+// the state the lookup verified (lookupMemo): a signature the history
+// repeats (the signing key cert and device certs of v1 that the served
+// version still carries) is verified once per call.
 func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, from uint64) ([]historyEntry, error) {
 	var out []historyEntry
+	memo := lookupMemo(res)
 	next := from
 	for {
 		h, err := src.History(ctx, res.UserID, next)
@@ -169,7 +177,7 @@ func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *Looku
 		if len(out) > 0 {
 			prev = &out[len(out)-1]
 		}
-		page, err := verifyHistory(ctx, t, src, c, res, h, next, prev)
+		page, err := verifyHistory(ctx, t, src, c, memo, res, h, next, prev)
 		if err != nil {
 			return nil, err
 		}
@@ -183,4 +191,16 @@ func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *Looku
 		}
 		next = last + 1
 	}
+}
+
+// lookupMemo returns a signature memo holding the signatures of res.State
+// if VerifyLookup verified it with devices.VerifyAccountState (a create or
+// update, or the new state of a reset in effect, as isLookupAnswer
+// requires); during a pending reset res.State is the unsigned previous
+// state and the memo is empty.
+func lookupMemo(res *LookupResult) *devices.SignatureMemo {
+	if !res.Found || res.State == nil || res.Reset != nil || res.ResetPending != nil {
+		return devices.NewSignatureMemo()
+	}
+	return devices.NewSignatureMemo(res.State)
 }

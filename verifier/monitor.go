@@ -262,7 +262,7 @@ type historyEntry struct {
 // on the previous page), with devices.VerifyTransitionFrom: the result of
 // devices.VerifyTransition, without verifying again the device certs the
 // predecessor already carried under the same root and signing keys.
-func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
+func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, memo *devices.SignatureMemo, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
 	cp, err := c.openCheckpoint(t, h.Checkpoint)
 	if err != nil {
 		return nil, fail(ErrCheckpoint, err, "history of %s", res.UserID)
@@ -364,11 +364,11 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, res *Loo
 			case p != nil:
 				// p.state was verified: by this loop, or on the previous
 				// page (prev).
-				err = devices.VerifyTransitionFrom(p.state, s)
+				err = memo.VerifyTransitionFrom(p.state, s)
 			case up.Update == klog.UpdateCreate:
-				err = devices.VerifyCreate(s)
+				err = memo.VerifyCreate(s)
 			default:
-				err = devices.VerifyAccountState(s)
+				err = memo.VerifyAccountState(s)
 			}
 			if err != nil {
 				target := ErrHistory

@@ -26,7 +26,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/keyline/keyline/verifier/vmap"
 	"github.com/keyline/keyline/verifier/vmap/boltstore"
 	"go.etcd.io/bbolt"
@@ -78,7 +80,16 @@ type Map struct {
 	bucket []byte
 	tm     *vmap.TiledMap
 	cache  *vmap.TileCache
+	pread  atomic.Pointer[boltread.Reader] // set by SetPread
 }
+
+// SetPread sets the reader of db's file with which Prove and ProveTx read
+// the tiles (nil: through bbolt's memory map, the default): a process
+// that bounds its resident memory while the map is much larger than the
+// bound reads them with pread instead of faulting pages into its map
+// (internal/boltread). The caller owns r and closes it after the Map's
+// last use. Writes always go through bbolt.
+func (m *Map) SetPread(r *boltread.Reader) { m.pread.Store(r) }
 
 // Open returns the map stored in the top-level bucket named bucket of db,
 // creating the buckets if needed, with the default Options.
@@ -340,10 +351,30 @@ func (m *Map) ProveTx(tx *bbolt.Tx, index vmap.Index) (*Lookup, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The tiled map checks tile 0 hashes to root (vmap.ErrCorruptStore).
-	p, err := m.tm.Prove(boltstore.NewTiles(b.tiles), root, index)
+	// The tiled map checks tile 0 hashes to root (vmap.ErrCorruptStore)
+	// and copies what it keeps of the tiles it read (vmap.TileReader).
+	src := m.pread.Load().Bucket(tx, b.tiles)
+	p, err := m.tm.Prove(tileSource{src}, root, index)
+	boltread.Release(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: epoch %d: %w", ErrCorrupt, epoch, err)
 	}
 	return &Lookup{Epoch: epoch, Root: root, Found: p.Kind == vmap.Inclusion, Value: p.Value, Proof: p}, nil
+}
+
+// tileSource reads tiles from the tiles bucket through a boltread.Source:
+// bbolt's map or pread.
+type tileSource struct{ src boltread.Source }
+
+func (t tileSource) ReadTiles(ids []vmap.TileID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var k [vmap.HashSize + 1]byte
+	for i, id := range ids {
+		v, err := t.src.Get(id.AppendKey(k[:0]))
+		if err != nil {
+			return nil, fmt.Errorf("%w: tile %x: %w", ErrCorrupt, id.AppendKey(k[:0]), err)
+		}
+		out[i] = v
+	}
+	return out, nil
 }

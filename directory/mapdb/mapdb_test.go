@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/keyline/keyline/verifier/vmap"
 	"go.etcd.io/bbolt"
 )
@@ -216,5 +218,47 @@ func TestSnapshotConsistency(t *testing.T) {
 	case err := <-errc:
 		t.Fatal(err)
 	default:
+	}
+}
+
+// TestProvePread checks that proofs read with pread (SetPread) equal those
+// read through bbolt's map, across epochs that rewrite tiles, with and
+// without the top-tile cache.
+func TestProvePread(t *testing.T) {
+	for _, depth := range []int{-1, 0} {
+		db, _ := openTemp(t)
+		m, err := OpenOptions(db, "map", Options{CacheDepth: depth})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := boltread.Open(db, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for e := 1; e <= 5; e++ {
+			if _, err := m.ApplyEpoch(uint64(e), batch((e-1)*1500, e*1500+300, e)); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < e*1500+600; i += 37 {
+				m.SetPread(nil)
+				want, err := m.Prove(idx(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.SetPread(r)
+				got, err := m.Prove(idx(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("epoch %d index %d: pread proof differs from the map's", e, i)
+				}
+			}
+		}
+		if r.Stats().Reads == 0 {
+			t.Fatal("no page read with pread")
+		}
+		r.Close()
+		db.Close()
 	}
 }

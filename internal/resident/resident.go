@@ -169,13 +169,8 @@ func (t *Trimmer) step() (before, after Usage, err error) {
 	}
 	t.trims++
 	low := t.Budget / 2
-	if a := u.Anon(); a > low {
-		if !t.warnedAnon && t.Logf != nil {
-			t.Logf("resident: anonymous memory (heap, stacks) alone is %d MiB, above half the budget of %d MiB: releasing map pages cannot bring the RSS below it", a>>20, t.Budget>>20)
-		}
-		t.warnedAnon = true
-	} else {
-		t.warnedAnon = false
+	if t.heapAboveLine(u.Anon(), low) && t.Logf != nil {
+		t.Logf("resident: anonymous memory (heap, stacks) alone is %d MiB, above half the budget of %d MiB: releasing map pages cannot bring the RSS below it", u.Anon()>>20, t.Budget>>20)
 	}
 	var usageErr error
 	more := func() bool {
@@ -200,6 +195,22 @@ func (t *Trimmer) step() (before, after Usage, err error) {
 		}
 	}
 	return before, u, usageErr
+}
+
+// heapAboveLine records anonymous memory anon against the line low (half
+// the budget) and reports whether to warn: the first time anon is above
+// the line, and again only after it fell below half the line, so an RSS
+// hovering around the line does not repeat the warning on every step.
+func (t *Trimmer) heapAboveLine(anon, low int64) bool {
+	switch {
+	case anon > low:
+		warn := !t.warnedAnon
+		t.warnedAnon = true
+		return warn
+	case anon < low/2:
+		t.warnedAnon = false
+	}
+	return false
 }
 
 // Release releases the pages of db's map in [off, off+n), clipped to the

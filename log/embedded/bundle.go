@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/transparency-dev/merkle/rfc6962"
 )
 
@@ -95,26 +96,46 @@ func BundleGroup(b []byte, g int) ([]byte, error) {
 
 // BundleLeaf returns leaf j of the stored bundle b, aliasing b. It checks
 // the header entries it uses and that the last offset ends the bundle.
-func BundleLeaf(b []byte, j int) ([]byte, error) {
+func BundleLeaf(b []byte, j int) ([]byte, error) { return bundleLeaf(boltread.Bytes(b), j) }
+
+// bundleLeaf is BundleLeaf on a stored bundle read in parts: from memory
+// (the map) or with pread (boltread), which then reads the header entries
+// it needs and the leaf, not the whole bundle.
+func bundleLeaf(b boltread.Value, j int) ([]byte, error) {
 	if j < 0 || j >= BundleWidth {
 		return nil, fmt.Errorf("%w: leaf %d of a bundle of %d", ErrBundle, j, BundleWidth)
 	}
-	if len(b) < bundleHeader {
-		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrBundle, len(b), bundleHeader)
+	if b.Len() < bundleHeader {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrBundle, b.Len(), bundleHeader)
 	}
-	offs, data := b[bundleHashes:bundleHeader], b[bundleHeader:]
-	if last := binary.BigEndian.Uint32(offs[4*(BundleWidth-1):]); uint64(last) != uint64(len(data)) {
-		return nil, fmt.Errorf("%w: last leaf ends at %d, the bundle holds %d bytes of leaves", ErrBundle, last, len(data))
+	dataLen := uint64(b.Len() - bundleHeader)
+	// The offsets of leaves j-1, j and the last.
+	from := bundleHashes + 4*max(j-1, 0)
+	offs, err := b.Slice(from, 8)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
 	}
-	var start uint32
+	lastB, err := b.Slice(bundleHashes+4*(BundleWidth-1), 4)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+	}
+	if last := binary.BigEndian.Uint32(lastB); uint64(last) != dataLen {
+		return nil, fmt.Errorf("%w: last leaf ends at %d, the bundle holds %d bytes of leaves", ErrBundle, last, dataLen)
+	}
+	var start, end uint32
 	if j > 0 {
-		start = binary.BigEndian.Uint32(offs[4*(j-1):])
+		start, end = binary.BigEndian.Uint32(offs), binary.BigEndian.Uint32(offs[4:])
+	} else {
+		end = binary.BigEndian.Uint32(offs)
 	}
-	end := binary.BigEndian.Uint32(offs[4*j:])
-	if start > end || uint64(end) > uint64(len(data)) {
-		return nil, fmt.Errorf("%w: leaf %d spans [%d, %d) of %d bytes", ErrBundle, j, start, end, len(data))
+	if start > end || uint64(end) > dataLen {
+		return nil, fmt.Errorf("%w: leaf %d spans [%d, %d) of %d bytes", ErrBundle, j, start, end, dataLen)
 	}
-	return data[start:end:end], nil
+	l, err := b.Slice(bundleHeader+int(start), int(end-start))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+	}
+	return l, nil
 }
 
 // ParseBundle decodes a stored bundle into its 16 group hashes and its

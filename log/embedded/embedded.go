@@ -51,8 +51,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/keyline/keyline/log"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -93,6 +96,10 @@ type Options struct {
 type Log struct {
 	db    *bolt.DB
 	cache nodeCache
+	pread atomic.Pointer[boltread.Reader] // set by SetPread
+
+	mu       sync.Mutex
+	oldPread []*boltread.Reader // replaced by SetPread, closed by Close
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -198,7 +205,49 @@ func storedFormat(db *bolt.DB) (uint64, error) {
 }
 
 // Close closes the file.
-func (l *Log) Close() error { return l.db.Close() }
+func (l *Log) Close() error {
+	err := l.db.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range append(l.oldPread, l.pread.Swap(nil)) {
+		err = errors.Join(err, r.Close())
+	}
+	l.oldPread = nil
+	return err
+}
+
+// PreadStats returns the counters of the reader SetPread turned on (zero
+// if off).
+func (l *Log) PreadStats() boltread.Stats {
+	if r := l.pread.Load(); r != nil {
+		return r.Stats()
+	}
+	return boltread.Stats{}
+}
+
+// SetPread sets whether Entries reads bundled leaves with pread
+// (internal/boltread) instead of through bbolt's memory map: only the
+// pages of the bundle's B+tree path, its header and the leaf are read,
+// into the process's memory, and nothing is mapped. A process that bounds
+// its resident memory while reading a log much larger than the bound
+// turns it on (the directory does, see directory.Config.Pread); the map
+// stays in use for everything else.
+func (l *Log) SetPread(on bool) error {
+	var r *boltread.Reader
+	if on {
+		var err error
+		if r, err = boltread.Open(l.db, 0); err != nil {
+			return fmt.Errorf("embedded: %w", err)
+		}
+	}
+	// A reader replaced may be in use by an Entries call: Close closes it.
+	if old := l.pread.Swap(r); old != nil {
+		l.mu.Lock()
+		l.oldPread = append(l.oldPread, old)
+		l.mu.Unlock()
+	}
+	return nil
+}
 
 // DB returns the underlying bbolt database, for tests and tools that need
 // to inspect the stored values, and for the directory's bound on resident
@@ -357,6 +406,9 @@ func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) 
 			return err
 		}
 		v := newView(tx, size, nil)
+		if r := l.pread.Load(); r != nil {
+			v.src = r.Bucket(tx, v.bundles)
+		}
 		if start > end || end > v.size {
 			return fmt.Errorf("%w: entries [%d, %d) of a log of size %d", log.ErrRange, start, end, v.size)
 		}
@@ -367,6 +419,9 @@ func (l *Log) Entries(ctx context.Context, start, end uint64) ([][]byte, error) 
 				return err
 			}
 			out = append(out, bytes.Clone(leaf))
+		}
+		if v.src != nil {
+			boltread.Release(v.src)
 		}
 		return nil
 	})

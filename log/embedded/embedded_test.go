@@ -45,3 +45,15 @@ func TestAppendRejectsOversizedLeaf(t *testing.T) {
 		t.Fatalf("a failed Append changed the size to %d", n)
 	}
 }
+
+// TestConformancePread runs the backend conformance suite with bundled
+// leaves read by pread.
+func TestConformancePread(t *testing.T) {
+	logtest.RunConformance(t, func(t *testing.T) log.Backend {
+		l := openTemp(t)
+		if err := l.SetPread(true); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	})
+}

@@ -124,7 +124,18 @@ func TestBundles(t *testing.T) {
 		if err := l.Append(t.Context(), from, leaves[from:]); err != nil {
 			t.Fatal(err)
 		}
+		// Half the batches read the leaves with pread (SetPread).
+		if err := l.SetPread(rng.IntN(2) == 0); err != nil {
+			t.Fatal(err)
+		}
 		checkTree(t, l, leaves, roots(t, leaves), rng)
+		for range 20 {
+			i := rng.Uint64N(uint64(len(leaves)))
+			got, err := l.Entries(t.Context(), i, i+1)
+			if err != nil || len(got) != 1 || !bytes.Equal(got[0], leaves[i]) {
+				t.Fatalf("Entries(%d, %d): %v", i, i+1, err)
+			}
+		}
 	}
 	l.Close()
 	l = open(t, path)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/keyline/keyline/internal/boltread"
 	"github.com/keyline/keyline/log"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -20,10 +21,13 @@ import (
 type view struct {
 	size                 uint64
 	bundles, tail, nodes *bolt.Bucket
-	cache                *nodeCache // nodes of levels 1-7 already computed; may be nil
-	bundleN              uint64     // index of bundle, if bundle != nil
-	bundle               []byte     // the last bundle read
-	buf                  []byte     // for hashing a leaf
+	cache                *nodeCache      // nodes of levels 1-7 already computed; may be nil
+	bundleN              uint64          // index of bundle, if bundle != nil
+	bundle               []byte          // the last bundle read
+	src                  boltread.Source // if set, bundled leaves are read from it (pread) instead of the map
+	srcN                 uint64          // index of srcBundle, if srcBundle != nil
+	srcBundle            boltread.Value  // the last bundle read from src
+	buf                  []byte          // for hashing a leaf
 }
 
 // cachedBundles is how many of the newest bundles (the tail included) have
@@ -64,11 +68,27 @@ func (v *view) leaf(i uint64) ([]byte, error) {
 		}
 		return t[32:], nil
 	}
-	b, err := v.bundleOf(i)
-	if err != nil {
-		return nil, err
+	var b boltread.Value
+	if n := i / BundleWidth; v.src != nil {
+		if v.srcBundle == nil || v.srcN != n {
+			val, err := v.src.Value(bundleKey(n))
+			if err != nil {
+				return nil, fmt.Errorf("%w: bundle %d (leaf %d): %v", log.ErrCorrupt, n, i, err)
+			}
+			if val == nil {
+				return nil, fmt.Errorf("%w: bundle %d (leaf %d) missing", log.ErrCorrupt, n, i)
+			}
+			v.srcBundle, v.srcN = val, n
+		}
+		b = v.srcBundle
+	} else {
+		bundle, err := v.bundleOf(i)
+		if err != nil {
+			return nil, err
+		}
+		b = boltread.Bytes(bundle)
 	}
-	l, err := BundleLeaf(b, int(i%BundleWidth))
+	l, err := bundleLeaf(b, int(i%BundleWidth))
 	if err != nil {
 		return nil, fmt.Errorf("%w: bundle %d: %v", log.ErrCorrupt, i/BundleWidth, err)
 	}

@@ -266,11 +266,10 @@ func checkEntry(t *verifier.Trust, prev, x *entry) (Rule, string) {
 	return "", ""
 }
 
-// CancelLogSlack is how long after a reset's effective_at the epoch
-// holding its cancellation may be timestamped: a directory accepts a
-// cancellation until effective_at, and cuts the epoch holding it shortly
-// after.
-const CancelLogSlack = 60
+// CancelLogSlack is how long (seconds) after a reset's effective_at the
+// epoch holding its cancellation may be timestamped
+// (devices.CancelLogSlack).
+const CancelLogSlack = devices.CancelLogSlack
 
 // checkResetLogTime checks the version after a reset (cancelled: signed
 // with the previous keys) against the timestamp of the epoch record that
