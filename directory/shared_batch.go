@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/keyline/keyline/directory/sqlstate"
@@ -23,6 +24,10 @@ import (
 const (
 	pointReaders  = 1
 	maxPointBatch = 32
+	// pointGatherRounds bounds how often the reader yields (to let
+	// lookups that are ready to run join the statement) before sending
+	// it.
+	pointGatherRounds = 2
 )
 
 type pointReq struct {
@@ -84,20 +89,30 @@ func (s *Server) pointReader() {
 		case <-s.closing:
 			return
 		}
-	more:
-		for len(batch) < maxPointBatch {
-			select {
-			case r := <-s.sh.batch:
-				if !fits(&r.q) {
-					// Another tile shape (the levels grew): on its own.
-					p, err := s.sh.st.ReadPoint(context.Background(), r.q)
-					r.done <- pointRes{p, err}
-					continue
+		for round := 0; ; round++ {
+			n := len(batch)
+		more:
+			for len(batch) < maxPointBatch {
+				select {
+				case r := <-s.sh.batch:
+					if !fits(&r.q) {
+						// Another tile shape (the levels grew): on its own.
+						p, err := s.sh.st.ReadPoint(context.Background(), r.q)
+						r.done <- pointRes{p, err}
+						continue
+					}
+					batch = append(batch, r)
+				default:
+					break more
 				}
-				batch = append(batch, r)
-			default:
-				break more
 			}
+			if round == pointGatherRounds || len(batch) == maxPointBatch || round > 0 && len(batch) == n {
+				break
+			}
+			// Let the goroutines that are ready to run (lookups on
+			// their way here) run first: under load some of them join
+			// this statement; when none is ready this returns at once.
+			runtime.Gosched()
 		}
 		for _, r := range batch {
 			qs = append(qs, r.q)

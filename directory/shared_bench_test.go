@@ -10,8 +10,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,6 +309,62 @@ func mysqldCPU(dsn string) func() (time.Duration, error) {
 	return f
 }
 
+// mysqldPid returns the database server's pid if it is a local process
+// (from its pid file), else 0.
+func mysqldPid(dsn string) int {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return 0
+	}
+	defer db.Close()
+	var pidFile string
+	if err := db.QueryRow("SELECT @@pid_file").Scan(&pidFile); err != nil {
+		return 0
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return pid
+}
+
+// benchProfile, when KEYLINE_BENCH_PROFILE names a directory, writes a CPU
+// profile of this process for the timed part of benchmark b there
+// (<name>.pprof) and, when dbPid is a local database server and perf is
+// installed, perf's samples of that server (<name>.mysqld.perf); it returns
+// the function that stops them.
+func benchProfile(b *testing.B, dbPid int) func() {
+	dir := os.Getenv("KEYLINE_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	name := filepath.Join(dir, strings.NewReplacer("/", "_", "^", "", "$", "").Replace(b.Name()))
+	f, err := os.Create(name + ".pprof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	var perf *exec.Cmd
+	if dbPid > 0 {
+		perf = exec.Command("perf", "record", "-g", "-F", "499", "-p", strconv.Itoa(dbPid), "-o", name+".mysqld.perf")
+		if err := perf.Start(); err != nil {
+			b.Logf("not sampling the database server: %v", err)
+			perf = nil
+		}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if perf != nil {
+			perf.Process.Signal(os.Interrupt)
+			perf.Wait()
+		}
+	}
+}
+
 // processCPU returns this process's cumulative CPU time.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -329,6 +387,7 @@ func BenchmarkSharedLookup(b *testing.B) {
 	b.ReportMetric(float64(bolt.size())/float64(n), "bolt-state-B/account")
 	b.ReportMetric(float64(my.size())/float64(n), "mysql-state-B/account")
 	dbCPU := mysqldCPU(os.Getenv("KEYLINE_MYSQL_DSN"))
+	dbPid := mysqldPid(os.Getenv("KEYLINE_MYSQL_DSN"))
 	addrs := map[*Server]string{}
 	addr := func(s *Server) string {
 		if a, ok := addrs[s]; ok {
@@ -363,6 +422,12 @@ func BenchmarkSharedLookup(b *testing.B) {
 					for _, s := range my.servers {
 						s.sh.noMemory.Store(c.noMemory)
 					}
+					if via == "grpc" {
+						// Warm up (untimed): the connections, the
+						// servers' goroutines, what each store keeps
+						// in memory.
+						benchLookupsGRPC(b, c.servers, addr, n, wl.zipf, benchWarmup)
+					}
 					var mem0, db0, st0, pt0 uint64
 					for _, s := range c.servers {
 						if s.sh != nil {
@@ -376,13 +441,15 @@ func BenchmarkSharedLookup(b *testing.B) {
 						dbStart, _ = dbCPU()
 					}
 					procStart := processCPU()
+					stopProfile := benchProfile(b, dbPid)
 					b.ResetTimer()
 					if via == "inproc" {
 						benchLookupsInProcess(b, c.servers, n, wl.zipf)
 					} else {
-						benchLookupsGRPC(b, c.servers, addr, n, wl.zipf)
+						benchLookupsGRPC(b, c.servers, addr, n, wl.zipf, b.N)
 					}
 					b.StopTimer()
+					stopProfile()
 					rate := float64(b.N) / b.Elapsed().Seconds()
 					b.ReportMetric(rate, "lookups/s")
 					b.ReportMetric(rate/ref, "lookups/ed25519-verify")
@@ -447,16 +514,19 @@ func benchLookupsInProcess(b *testing.B, servers []*Server, n int, zipf float64)
 	})
 }
 
-// benchLookupsGRPC runs b.N lookups over gRPC on loopback with the load
+// benchWarmup is how many lookups warm up a gRPC case before it is timed.
+const benchWarmup = 2000
+
+// benchLookupsGRPC runs total lookups over gRPC on loopback with the load
 // generator, one per server (16 concurrent lookups in all).
-func benchLookupsGRPC(b *testing.B, servers []*Server, addr func(*Server) string, n int, zipf float64) {
+func benchLookupsGRPC(b *testing.B, servers []*Server, addr func(*Server) string, n int, zipf float64, total int) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(servers))
 	for i, s := range servers {
 		a := addr(s)
-		k := b.N / len(servers)
+		k := total / len(servers)
 		if i == 0 {
-			k += b.N % len(servers)
+			k += total % len(servers)
 		}
 		if k == 0 {
 			continue // (loadgen's Lookups 0 means no bound)

@@ -1,6 +1,7 @@
 package sqlstate
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -285,34 +286,14 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 		return n
 	}
 	nu, ni := pow2(len(byUser)), pow2(len(byIndex))
-	var b strings.Builder
-	part := func(sel string, n int) {
-		if n == 0 {
-			return
-		}
-		if b.Len() > 0 {
-			b.WriteString(" UNION ALL ")
-		}
-		fmt.Fprintf(&b, sel, placeholders(n))
-	}
-	// Columns: kind (0 account, 1 tile, 2 user), key, vrf_index, vrf_proof,
-	// version, log_index, entry_hash, value (leaf or tile).
-	part("SELECT 2 AS kind, u.user_id AS k, u.vrf_index AS i, u.vrf_proof AS p, a.version, a.log_index, a.entry_hash, a.leaf AS v"+
-		" FROM users u LEFT JOIN accounts a ON a.vrf_index = u.vrf_index WHERE u.user_id IN (%s)", nu)
-	for _, d := range userDepths {
-		part(fmt.Sprintf("SELECT 1, t.k, NULL, NULL, NULL, NULL, NULL, t.v FROM users u JOIN map_kv t ON t.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", d/8, d)+
-			" WHERE u.user_id IN (%s)", nu)
-	}
-	part("SELECT 0, vrf_index, NULL, NULL, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (%s)", ni)
-	part("SELECT 1, k, NULL, NULL, NULL, NULL, NULL, v FROM map_kv WHERE k IN (%s)", ni*len(depths))
-	stmt, err := s.stmts.get(ctx, s.db, b.String())
+	stmt, err := s.stmts.get(ctx, s.db, s.points.text(nu, ni, userDepths, depths))
 	if err != nil {
 		return nil, err
 	}
 	args := make([]any, 0, nu*(1+len(userDepths))+ni*(1+len(depths)))
 	for range 1 + len(userDepths) {
 		for i := range nu {
-			args = append(args, []byte(qs[byUser[min(i, len(byUser)-1)]].UserID))
+			args = append(args, qs[byUser[min(i, len(byUser)-1)]].UserID)
 		}
 	}
 	at := func(i int) *PointQuery { return &qs[byIndex[min(i, len(byIndex)-1)]] }
@@ -329,14 +310,17 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 		return nil, err
 	}
 	defer rows.Close()
-	accounts := map[[32]byte]*Account{}
-	users := map[string]*Point{}
-	tiles := map[string][]byte{}
+	accounts := make(map[[32]byte]*Account, len(byIndex))
+	users := make(map[string]*Point, len(byUser))
+	var tiles map[string][]byte
+	// RawBytes: the driver's buffer, valid until the next row; what a
+	// Point keeps (the leaf, the VRF proof, a tile) is copied once.
+	var kind int64
+	var k, uIndex, uProof, hash, v sql.RawBytes
+	var version, li sql.NullInt64
+	dest := []any{&kind, &k, &uIndex, &uProof, &version, &li, &hash, &v}
 	for rows.Next() {
-		var kind int
-		var k, uIndex, uProof, hash, v []byte
-		var version, li sql.NullInt64
-		if err := rows.Scan(&kind, &k, &uIndex, &uProof, &version, &li, &hash, &v); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		var a *Account
@@ -344,19 +328,19 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 			if len(hash) != 32 {
 				return nil, fmt.Errorf("%w: entry hash of %d bytes", ErrCorrupt, len(hash))
 			}
-			a = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: v}
-			copy(a.EntryHash[:], hash)
+			a = &Account{Version: uint64(version.Int64), LogIndex: uint64(li.Int64), Leaf: bytes.Clone(v), EntryHash: [32]byte(hash)}
 		}
 		switch kind {
 		case 1:
-			tiles[string(k)] = v
+			if tiles == nil {
+				tiles = map[string][]byte{}
+			}
+			tiles[string(k)] = bytes.Clone(v)
 		case 2:
 			if len(uIndex) != 32 || len(uProof) != 80 {
 				return nil, fmt.Errorf("%w: users row of %q", ErrCorrupt, k)
 			}
-			p := &Point{User: true, VRFProof: uProof, Account: a}
-			copy(p.Index[:], uIndex)
-			users[string(k)] = p
+			users[string(k)] = &Point{User: true, VRFProof: bytes.Clone(uProof), Account: a, Index: [32]byte(uIndex)}
 		default:
 			if len(k) != 32 || a == nil {
 				return nil, fmt.Errorf("%w: account row", ErrCorrupt)
@@ -398,3 +382,53 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 }
 
 func slicesEqual(a, b []uint8) bool { return string(a) == string(b) }
+
+// pointsShape is a ReadPoints statement's shape: keys per part (powers
+// of two) and tile depths, by user id and by index.
+type pointsShape struct {
+	nu, ni            int
+	userDepths, depth string
+}
+
+// pointsText remembers ReadPoints' statement text by shape (built once,
+// not on every read).
+type pointsText struct {
+	mu sync.Mutex
+	m  map[pointsShape]string
+}
+
+// text returns the statement of a shape: UNION ALL parts of primary-key
+// reads (see ReadPoints). Columns: kind (0 account, 1 tile, 2 user), key,
+// vrf_index, vrf_proof, version, log_index, entry_hash, value (leaf or
+// tile).
+func (t *pointsText) text(nu, ni int, userDepths, depths []uint8) string {
+	sh := pointsShape{nu, ni, string(userDepths), string(depths)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if q, ok := t.m[sh]; ok {
+		return q
+	}
+	var b strings.Builder
+	part := func(sel string, n int) {
+		if n == 0 {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		fmt.Fprintf(&b, sel, placeholders(n))
+	}
+	part("SELECT 2 AS kind, u.user_id AS k, u.vrf_index AS i, u.vrf_proof AS p, a.version, a.log_index, a.entry_hash, a.leaf AS v"+
+		" FROM users u LEFT JOIN accounts a ON a.vrf_index = u.vrf_index WHERE u.user_id IN (%s)", nu)
+	for _, d := range userDepths {
+		part(fmt.Sprintf("SELECT 1, t.k, NULL, NULL, NULL, NULL, NULL, t.v FROM users u JOIN map_kv t ON t.k = CONCAT(LEFT(u.vrf_index, %d), X'%02x')", d/8, d)+
+			" WHERE u.user_id IN (%s)", nu)
+	}
+	part("SELECT 0, vrf_index, NULL, NULL, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (%s)", ni)
+	part("SELECT 1, k, NULL, NULL, NULL, NULL, NULL, v FROM map_kv WHERE k IN (%s)", ni*len(depths))
+	if t.m == nil || len(t.m) >= maxStmts {
+		t.m = map[pointsShape]string{}
+	}
+	t.m[sh] = b.String()
+	return t.m[sh]
+}
