@@ -25,7 +25,7 @@ func addServeLimitFlags(cmd *cobra.Command, cfg *directory.Config) {
 		return nil
 	}
 	f.Int64Var(&cfg.MaxResident, "max-resident", 0, "resident memory (RSS) of the process in bytes above which pages of the databases' memory maps are released from it; they stay in the kernel's page cache (Linux; default 768 MiB; -1: no bound)")
-	f.StringVar(&cfg.Pread, "pread", "auto", "how lookups read the databases: on (pread into the process's memory, nothing mapped), off (through bbolt's memory maps) or auto (on when --max-resident is below the size of directory.db and log.db)")
+	f.StringVar(&cfg.Pread, "pread", "auto", "how lookups read the databases: on (pread into the process's memory, nothing mapped), off (through bbolt's memory maps) or auto (on once --max-resident is below the size of directory.db and log.db, at start or after an epoch)")
 	l := &cfg.Limits
 	f.IntVar(&l.MaxReads, "max-reads", 0, "reads (lookups, log reads) in progress, all clients; fair per address (default 256; -1: no limit)")
 	f.IntVar(&l.MaxStreamsPerPeer, "max-streams-per-peer", 0, "requests in progress from one IP address (default 256)")

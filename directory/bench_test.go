@@ -293,7 +293,7 @@ func BenchmarkUpdate(b *testing.B) {
 // reset before the run) with its file-backed part at the end (RssFile).
 func BenchmarkLookup(b *testing.B) {
 	s := openBench(b)
-	b.Logf("pread: %v (Config.Pread %s, MaxResident %d MiB)", s.pread != nil, s.cfg.Pread, s.cfg.MaxResident>>20)
+	b.Logf("pread: %v (Config.Pread %s, MaxResident %d MiB)", s.pread.Load() != nil, s.cfg.Pread, s.cfg.MaxResident>>20)
 	n := benchN()
 	trust := trustOf(b, s)
 	ctx := context.Background()
@@ -383,8 +383,8 @@ func procStatusKB(field string) int64 {
 // log.db, summed (zero without pread).
 func preadStats(s *Server) boltread.Stats {
 	var st boltread.Stats
-	if s.pread != nil {
-		st = s.pread.Stats()
+	if s.pread.Load() != nil {
+		st = s.pread.Load().Stats()
 	}
 	if l, ok := s.backend.(*embedded.Log); ok {
 		ls := l.PreadStats()

@@ -167,7 +167,8 @@ type Config struct {
 	// leaf) into the process's memory instead of touching bbolt's memory
 	// maps, so they add nothing to the RSS and take no page fault
 	// (internal/boltread). PreadAuto turns it on when MaxResident bounds
-	// the RSS and the two files are larger than the bound at Open: then
+	// the RSS and the two files are larger than the bound, at Open or
+	// after the epoch that grows them past it: then
 	// nearly every page a mapped read touched would have to be faulted
 	// back in after a trim. Writes and other reads use the maps.
 	Pread string

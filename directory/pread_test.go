@@ -3,9 +3,11 @@ package directory
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyline/keyline/log/embedded"
 )
@@ -16,7 +18,7 @@ import (
 // for unknown users.
 func TestLookupPread(t *testing.T) {
 	s := openTest(t, t.TempDir(), func(c *Config) { c.Pread = PreadOn })
-	if s.pread == nil {
+	if s.pread.Load() == nil {
 		t.Fatal("Pread on, but no reader")
 	}
 	ctx := context.Background()
@@ -51,12 +53,12 @@ func TestLookupPread(t *testing.T) {
 	}
 	l := s.backend.(*embedded.Log)
 	lookupMapped := func(uid string) any {
-		r := s.pread
-		s.pread = nil
+		r := s.pread.Load()
+		s.pread.Store(nil)
 		s.m.SetPread(nil)
 		l.SetPread(false)
 		defer func() {
-			s.pread = r
+			s.pread.Store(r)
 			s.m.SetPread(r)
 			l.SetPread(true)
 		}()
@@ -66,7 +68,7 @@ func TestLookupPread(t *testing.T) {
 		}
 		return b
 	}
-	before := s.pread.Stats()
+	before := s.pread.Load().Stats()
 	for i, uid := range append(uids, "nobody@example.com", "nobody2@example.com") {
 		if i%7 != 0 && i < n {
 			continue
@@ -80,7 +82,7 @@ func TestLookupPread(t *testing.T) {
 			t.Fatalf("%s: the bundle read with pread differs from the one read through the maps", uid)
 		}
 	}
-	if s.pread.Stats().Reads == before.Reads {
+	if s.pread.Load().Stats().Reads == before.Reads {
 		t.Fatal("lookups read nothing with pread")
 	}
 }
@@ -94,12 +96,73 @@ func TestPreadAuto(t *testing.T) {
 		want   bool
 	}{{1, PreadAuto, true}, {-1, PreadAuto, false}, {1 << 40, "", false}, {1, PreadOff, false}, {-1, PreadOn, true}} {
 		s := openTest(t, t.TempDir(), func(cfg *Config) { cfg.MaxResident, cfg.Pread = c.maxRes, c.pread })
-		if got := s.pread != nil; got != c.want {
+		if got := s.pread.Load() != nil; got != c.want {
 			t.Errorf("MaxResident %d, Pread %q: pread on %v, want %v", c.maxRes, c.pread, got, c.want)
 		}
 		s.Close()
 	}
 	if _, err := Open(Config{DataDir: t.TempDir(), Pread: "sometimes"}); err == nil {
 		t.Error("Pread \"sometimes\" accepted")
+	}
+}
+
+// TestPreadAutoWhenFilesGrow checks that with Config.Pread auto a directory
+// that outgrows its resident bound while it runs turns pread on after the
+// epoch that took the files above it, and that lookups then read with
+// pread and still verify.
+func TestPreadAutoWhenFilesGrow(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, nil).Close()
+	files := func() int64 {
+		return fileSize(filepath.Join(dir, "directory.db")) + fileSize(filepath.Join(dir, "log.db"))
+	}
+	bound := files()
+	s := openTest(t, dir, func(c *Config) { c.MaxResident = bound })
+	if s.pread.Load() != nil {
+		t.Fatalf("files of %d bytes, bound %d: pread on at Open", files(), bound)
+	}
+	ctx := context.Background()
+	trust := trustOf(t, s)
+	// Enough accounts that the users and map buckets are no longer inline
+	// and the log has a complete bundle (pread reads neither inline
+	// buckets nor the log's tail).
+	uids := make([]string, 300)
+	for i := range uids {
+		uids[i] = fmt.Sprintf("grow%d@example.com", i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(uids))
+	for _, uid := range uids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Update(ctx, newTestAccount(t, uid).bytes(t)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if files() <= bound {
+		t.Fatalf("files still %d bytes after %d accounts", files(), len(uids))
+	}
+	// The epochs that grew the files have been installed (Update returns
+	// after them), and checkPread runs right after installing each.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.pread.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("files of %d bytes above the bound of %d, but pread is still off", files(), bound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := s.pread.Load().Stats()
+	for _, uid := range uids {
+		mustLookup(t, s, trust, uid)
+	}
+	if s.pread.Load().Stats().Reads == before.Reads {
+		t.Error("lookups after the switch read nothing with pread")
 	}
 }

@@ -182,6 +182,9 @@ func (s *Server) runEpoch(ctx context.Context, batch []*entry, preAppended bool)
 		return nil, err
 	}
 	s.install(v)
+	if err := s.checkPread(); err != nil {
+		s.cfg.Logf("directory: %v (lookups keep reading through the memory maps)", err)
+	}
 	return v, nil
 }
 

@@ -38,8 +38,8 @@ type Server struct {
 	m       *mapdb.Map
 	vrf     *vrfCache
 	// pread reads directory.db for lookups when Config.Pread is on
-	// (startPread); nil: through bbolt's map.
-	pread *boltread.Reader
+	// (startPread, checkPread); nil: through bbolt's map.
+	pread atomic.Pointer[boltread.Reader]
 
 	view atomic.Pointer[epochView]
 	// signed is the newest checkpoint the log has signed. It is ahead of
@@ -294,34 +294,52 @@ func (s *Server) startTrimmer() {
 	}()
 }
 
-// startPread turns pread on for lookups (Config.Pread): of directory.db
-// for the users records and map tiles, and of log.db (embedded) for the
-// AccountUpdate leaves.
+// startPread turns pread on for lookups if Config.Pread asks for it
+// (checkPread): of directory.db for the users records and map tiles, and
+// of log.db (embedded) for the AccountUpdate leaves.
 func (s *Server) startPread() error {
-	on := s.cfg.Pread == PreadOn
-	l, embeddedLog := s.backend.(*embedded.Log)
-	if s.cfg.Pread == PreadAuto && s.cfg.MaxResident > 0 {
-		files := fileSize(s.db.Path())
-		if embeddedLog {
-			files += fileSize(l.DB().Path())
-		}
-		on = files > s.cfg.MaxResident
-		if on {
-			s.cfg.Logf("directory: lookups read the databases with pread: %d MiB of files, above the resident bound of %d MiB", files>>20, s.cfg.MaxResident>>20)
-		}
+	if s.cfg.Pread == PreadOn {
+		return s.enablePread("Config.Pread is on")
 	}
-	if !on {
+	return s.checkPread()
+}
+
+// checkPread turns pread on, with Config.Pread auto and a resident bound,
+// once directory.db and log.db together are larger than the bound: at
+// Open, and after every epoch the sequencer installs, so a directory that
+// outgrows the bound while it runs switches without a restart. It never
+// turns pread off (the files do not shrink).
+func (s *Server) checkPread() error {
+	if s.cfg.Pread != PreadAuto || s.cfg.MaxResident <= 0 || s.pread.Load() != nil || s.db == nil {
 		return nil
 	}
+	files := fileSize(s.db.Path())
+	if l, ok := s.backend.(*embedded.Log); ok {
+		files += fileSize(l.DB().Path())
+	}
+	if files <= s.cfg.MaxResident {
+		return nil
+	}
+	return s.enablePread(fmt.Sprintf("%d MiB of files, above the resident bound of %d MiB", files>>20, s.cfg.MaxResident>>20))
+}
+
+// enablePread opens the pread reader of directory.db and hands it to the
+// map and the embedded log; why is logged.
+func (s *Server) enablePread(why string) error {
 	r, err := boltread.Open(s.db, 0)
 	if err != nil {
 		return fmt.Errorf("directory: %w", err)
 	}
-	s.pread = r
-	s.m.SetPread(r)
-	if embeddedLog {
-		return l.SetPread(true)
+	if !s.pread.CompareAndSwap(nil, r) {
+		return r.Close()
 	}
+	s.m.SetPread(r)
+	if l, ok := s.backend.(*embedded.Log); ok {
+		if err := l.SetPread(true); err != nil {
+			return err
+		}
+	}
+	s.cfg.Logf("directory: lookups read the databases with pread: %s", why)
 	return nil
 }
 
@@ -388,7 +406,7 @@ func (s *Server) closeStores() error {
 		if s.db != nil {
 			errs = append(errs, s.db.Close())
 		}
-		errs = append(errs, s.pread.Close())
+		errs = append(errs, s.pread.Load().Close())
 		if s.backend != nil {
 			errs = append(errs, s.backend.Close())
 		}

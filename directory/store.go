@@ -294,7 +294,7 @@ func readUser(src boltread.Source, userID string) (*userRecord, error) {
 // users returns the users bucket of tx as lookups read it: with pread if
 // it is on (Config.Pread), else through bbolt's map.
 func (s *Server) users(tx *bbolt.Tx) boltread.Source {
-	return s.pread.Bucket(tx, tx.Bucket(bucketUsers))
+	return s.pread.Load().Bucket(tx, tx.Bucket(bucketUsers))
 }
 
 // recordLeaf returns the AccountUpdate leaf rec points to: its own copy
