@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -117,19 +115,9 @@ func TestCloseSyncsFreelist(t *testing.T) {
 // rssFile returns RssFile from /proc/self/status, in bytes.
 func rssFile(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
+	kb := procStatusKB("RssFile")
+	if kb < 0 {
+		t.Fatal("no RssFile in /proc/self/status")
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "RssFile:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no RssFile in /proc/self/status")
-	return 0
+	return kb << 10
 }
