@@ -440,17 +440,10 @@ func (p *filePage) prefetch(off, need, n int) error {
 }
 
 func (p *filePage) at(off, n int) ([]byte, error) {
-	if err := p.check(off, n); err != nil {
+	if err := p.prefetch(off, n, n); err != nil {
 		return nil, err
 	}
-	if b := p.held(off, n); b != nil {
-		return b, nil
-	}
-	b := p.b.alloc(n)
-	if err := p.b.r.readAt(b, p.off+int64(off)); err != nil {
-		return nil, fmt.Errorf("leaf page at %d: %w", p.off, err)
-	}
-	return b, nil
+	return p.held(off, n), nil
 }
 
 // leafValue is a value in a leaf page read with pread.
