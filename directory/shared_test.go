@@ -22,6 +22,7 @@ import (
 	"github.com/keyline/keyline/directory/sqlstate"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/log/embedded"
+	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/vmap"
 )
 
@@ -85,6 +86,18 @@ func newSharedEnv(t *testing.T) *sharedEnv {
 	}
 	t.Cleanup(func() { l.Close() })
 	return &sharedEnv{t: t, dir: dir, dsn: dsn, db: db, log: l}
+}
+
+// seqAndFrontend opens a sequencer (RoleAll, holder "seq") and a
+// frontend ("fe") on e, waits for each one's first view, and returns them
+// with the frontend's trust.
+func (e *sharedEnv) seqAndFrontend() (seq, fe *Server, trust *verifier.Trust) {
+	e.t.Helper()
+	seq = e.open(RoleAll, "seq", nil)
+	waitView(e.t, seq)
+	fe = e.open(RoleFrontend, "fe", nil)
+	waitView(e.t, fe)
+	return seq, fe, trustOf(e.t, fe)
 }
 
 func (e *sharedEnv) open(role, holder string, mod func(*Config)) *Server {
@@ -577,11 +590,7 @@ func TestSharedDatabaseDown(t *testing.T) {
 func TestSharedLookupByUser(t *testing.T) {
 	ctx := context.Background()
 	env := newSharedEnv(t)
-	seq := env.open(RoleAll, "seq", nil)
-	waitView(t, seq)
-	fe := env.open(RoleFrontend, "fe", nil)
-	waitView(t, fe)
-	trust := trustOf(t, fe)
+	seq, fe, trust := env.seqAndFrontend()
 	if _, err := seq.Update(ctx, newTestAccount(t, "ann@example.com").bytes(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -638,11 +647,7 @@ func waitWarm(t *testing.T, s *Server) uint64 {
 func TestSharedWarmTiles(t *testing.T) {
 	ctx := context.Background()
 	env := newSharedEnv(t)
-	seq := env.open(RoleAll, "seq", nil)
-	waitView(t, seq)
-	fe := env.open(RoleFrontend, "fe", nil)
-	waitView(t, fe)
-	trust := trustOf(t, fe)
+	seq, fe, trust := env.seqAndFrontend()
 	var accts []*testAccount
 	for i := range 12 {
 		a := newTestAccount(t, fmt.Sprintf("warm%d@example.com", i))
@@ -737,11 +742,7 @@ func TestAccountCacheBound(t *testing.T) {
 func TestSharedConcurrentLookups(t *testing.T) {
 	ctx := context.Background()
 	env := newSharedEnv(t)
-	seq := env.open(RoleAll, "seq", nil)
-	waitView(t, seq)
-	fe := env.open(RoleFrontend, "fe", nil)
-	waitView(t, fe)
-	trust := trustOf(t, fe)
+	seq, fe, trust := env.seqAndFrontend()
 	const users = 12
 	for i := range users {
 		if _, err := seq.Update(ctx, newTestAccount(t, fmt.Sprintf("c%d@example.com", i)).bytes(t)); err != nil {
