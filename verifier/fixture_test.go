@@ -263,6 +263,24 @@ func (d *testDir) addDevice(uid, name string) entry {
 	return entry{uid, d.updateLeaf(a, klog.UpdateUpdate, st.Version, enc(t, st))}
 }
 
+// rotate rotates the account's signing key to the next generation, as a
+// compromise of a trusted device would (keeping only its first device).
+func (d *testDir) rotate(uid string) entry {
+	t := d.t
+	t.Helper()
+	a := d.accounts[uid]
+	next, err := devices.NewAccountSigningKey(a.ik, uid, a.ask.Generation()+1, rand.Reader, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := devices.Rotate(a.state, next, devices.Rotation{Keep: []devices.DeviceID{a.state.Devices[0].ID}, Reason: devices.ReasonCompromised}, d.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ask, a.state = next, st
+	return entry{uid, d.updateLeaf(a, klog.UpdateUpdate, st.Version, enc(t, st))}
+}
+
 // revoke revokes the account's first device.
 func (d *testDir) revoke(uid string) (entry, *devices.DeviceCert) {
 	t := d.t

@@ -530,16 +530,8 @@ func TestLookupStaleGeneration(t *testing.T) {
 	d := world(t)
 	a := d.accounts["alice"]
 	gen1 := a.ask
-	gen2, err := devices.NewAccountSigningKey(a.ik, "alice", 2, rand.Reader, d.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rot, err := devices.Rotate(a.state, gen2, devices.Rotation{Keep: []devices.DeviceID{a.state.Devices[0].ID}, Reason: devices.ReasonCompromised}, d.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.ask, a.state = gen2, rot
-	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, rot.Version, enc(t, rot))})
+	d.publish(d.rotate("alice"))
+	rot := a.state
 	st := &ClientState{}
 	res, err := verify(d, st, "alice", d.bundle("alice", 0))
 	if err != nil || res.Generation != 2 {

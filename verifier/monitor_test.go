@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
 )
 
@@ -83,16 +81,7 @@ func TestMonitorKeyRotated(t *testing.T) {
 	d := world(t)
 	_, m := monitorFor(t, d)
 	a := d.accounts["alice"]
-	gen2, err := devices.NewAccountSigningKey(a.ik, "alice", 2, rand.Reader, d.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rot, err := devices.Rotate(a.state, gen2, devices.Rotation{Keep: []devices.DeviceID{a.state.Devices[0].ID}, Reason: devices.ReasonCompromised}, d.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.ask, a.state = gen2, rot
-	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, rot.Version, enc(t, rot))})
+	d.publish(d.rotate("alice"))
 	rep, err := m.Check(context.Background())
 	if err != nil {
 		t.Fatal(err)
