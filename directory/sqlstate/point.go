@@ -54,6 +54,12 @@ func TileKey(index [32]byte, depth uint8) []byte {
 	return append(append(make([]byte, 0, depth/8+1), index[:depth/8]...), depth)
 }
 
+// pointShape is what ReadPoint's statement depends on (pointSQL).
+type pointShape struct {
+	byUser, noEpoch bool
+	depths          string
+}
+
 // pointSQL builds ReadPoint's statement for a query shape: one SELECT of
 // at most one row of primary-key reads joined on constant keys (or keys
 // computed from the users row), which the server runs as a handful of
@@ -135,7 +141,7 @@ func (s *Store) ReadPoint(ctx context.Context, q PointQuery) (*Point, error) {
 			return nil, fmt.Errorf("sqlstate: tile depth %d is not a multiple of 8", d)
 		}
 	}
-	stmt, err := s.stmts.get(ctx, s.db, pointSQL(q))
+	stmt, err := s.stmts.get(ctx, s.db, pointShape{q.ByUser, q.NoEpoch, string(q.Depths)}, func() string { return pointSQL(q) })
 	if err != nil {
 		return nil, err
 	}
@@ -193,13 +199,15 @@ func (s *Store) ReadPoint(ctx context.Context, q PointQuery) (*Point, error) {
 	return p, nil
 }
 
-// stmtCache holds prepared statements by text. database/sql prepares a
-// Stmt once on each connection that runs it and reuses it there, so a
-// lookup is one COM_STMT_EXECUTE round trip (no prepare, no client-side
-// interpolation, no server-side parse).
+// stmtCache holds prepared statements by shape: a comparable key from
+// which the statement's text follows (pointShape, pointsShape), so a read
+// neither builds nor hashes the text. database/sql prepares a Stmt once on
+// each connection that runs it and reuses it there, so a lookup is one
+// COM_STMT_EXECUTE round trip (no prepare, no client-side interpolation,
+// no server-side parse).
 type stmtCache struct {
 	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	m  map[any]*sql.Stmt
 }
 
 // maxStmts bounds the cached statements (the shapes are few: two per
@@ -207,13 +215,15 @@ type stmtCache struct {
 // shapes, by index and by user id).
 const maxStmts = 256
 
-func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, error) {
+// get returns the prepared statement of shape key, preparing text() the
+// first time.
+func (c *stmtCache) get(ctx context.Context, db *sql.DB, key any, text func() string) (*sql.Stmt, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st, ok := c.m[q]; ok {
+	if st, ok := c.m[key]; ok {
 		return st, nil
 	}
-	st, err := db.PrepareContext(ctx, q)
+	st, err := db.PrepareContext(ctx, text())
 	if err != nil {
 		return nil, err
 	}
@@ -221,9 +231,9 @@ func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, e
 		for _, old := range c.m {
 			old.Close()
 		}
-		c.m = map[string]*sql.Stmt{}
+		c.m = map[any]*sql.Stmt{}
 	}
-	c.m[q] = st
+	c.m[key] = st
 	return st, nil
 }
 
@@ -286,7 +296,7 @@ func (s *Store) ReadPoints(ctx context.Context, qs []PointQuery) ([]*Point, erro
 		return n
 	}
 	nu, ni := pow2(len(byUser)), pow2(len(byIndex))
-	stmt, err := s.stmts.get(ctx, s.db, s.points.text(nu, ni, userDepths, depths))
+	stmt, err := s.stmts.get(ctx, s.db, pointsShape{nu, ni, string(userDepths), string(depths)}, func() string { return pointsSQL(nu, ni, userDepths, depths) })
 	if err != nil {
 		return nil, err
 	}
@@ -390,24 +400,11 @@ type pointsShape struct {
 	userDepths, depth string
 }
 
-// pointsText remembers ReadPoints' statement text by shape (built once,
-// not on every read).
-type pointsText struct {
-	mu sync.Mutex
-	m  map[pointsShape]string
-}
-
-// text returns the statement of a shape: UNION ALL parts of primary-key
-// reads (see ReadPoints). Columns: kind (0 account, 1 tile, 2 user), key,
-// vrf_index, vrf_proof, version, log_index, entry_hash, value (leaf or
-// tile).
-func (t *pointsText) text(nu, ni int, userDepths, depths []uint8) string {
-	sh := pointsShape{nu, ni, string(userDepths), string(depths)}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if q, ok := t.m[sh]; ok {
-		return q
-	}
+// pointsSQL builds the ReadPoints statement of a shape: UNION ALL parts
+// of primary-key reads (see ReadPoints). Columns: kind (0 account, 1 tile,
+// 2 user), key, vrf_index, vrf_proof, version, log_index, entry_hash,
+// value (leaf or tile).
+func pointsSQL(nu, ni int, userDepths, depths []uint8) string {
 	var b strings.Builder
 	part := func(sel string, n int) {
 		if n == 0 {
@@ -426,9 +423,5 @@ func (t *pointsText) text(nu, ni int, userDepths, depths []uint8) string {
 	}
 	part("SELECT 0, vrf_index, NULL, NULL, version, log_index, entry_hash, leaf FROM accounts WHERE vrf_index IN (%s)", ni)
 	part("SELECT 1, k, NULL, NULL, NULL, NULL, NULL, v FROM map_kv WHERE k IN (%s)", ni*len(depths))
-	if t.m == nil || len(t.m) >= maxStmts {
-		t.m = map[pointsShape]string{}
-	}
-	t.m[sh] = b.String()
-	return t.m[sh]
+	return b.String()
 }

@@ -64,9 +64,8 @@ const SequencerLease = "sequencer"
 
 // Store is a directory state database. It is safe for concurrent use.
 type Store struct {
-	db     *sql.DB
-	stmts  stmtCache  // the lookup path's prepared statements
-	points pointsText // ReadPoints' statement texts by shape
+	db    *sql.DB
+	stmts stmtCache // the lookup path's prepared statements, by shape
 }
 
 // Open connects to the database named in dsn (go-sql-driver/mysql DSN,
