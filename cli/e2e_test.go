@@ -142,21 +142,34 @@ func startServer(t *testing.T, dataDir string) (string, func()) {
 	return startServerOn(t, dataDir, "127.0.0.1:0")
 }
 
-// stablePort returns a free loopback address whose port lies below Linux's
-// ephemeral range (32768-60999), for a test that stops a server and starts
-// it again on the same address: no outgoing connection can take such a port
-// in between, as one can an ephemeral port from "127.0.0.1:0".
+// stablePort returns a free loopback address for a test that stops a
+// server and starts it again on the same address (restartablePort): no
+// outgoing connection can take its port in between, as one can an
+// ephemeral port from "127.0.0.1:0".
 func stablePort(t *testing.T) string {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
+	addr, err := restartablePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// restartablePort returns a free loopback address whose port a test can
+// bind, release and bind again: in 10000-19999, below Linux's ephemeral
+// range (32768-60999, where outgoing connections take ports) and outside
+// the 20000-31999 from which scripts/integration-*.sh pick their servers'
+// ports while `make test` runs them beside these tests.
+func restartablePort() (string, error) {
+	var err error
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 10000+mrand.IntN(10000))
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			return addr, l.Close()
 		}
 	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
+	return "", fmt.Errorf("no free port in 10000-19999: %v", err)
 }
 
 // startServerOn is startServer listening on listen.

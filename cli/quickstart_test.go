@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,26 +38,16 @@ func TestQuickstart(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"pairing": scriptPairing,
-			// freeport VAR sets VAR to a free loopback address with a port
-			// below Linux's ephemeral range (32768-60999), so that no
-			// outgoing connection takes it while the script restarts the
-			// server on it.
+			// freeport VAR sets VAR to a free loopback address whose port
+			// the script can bind again when it restarts the server on
+			// it (restartablePort).
 			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 1 {
 					ts.Fatalf("usage: freeport VAR")
 				}
-				for i := 0; ; i++ {
-					addr := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000))
-					l, err := net.Listen("tcp", addr)
-					if err == nil {
-						ts.Check(l.Close())
-						ts.Setenv(args[0], addr)
-						return
-					}
-					if i == 100 {
-						ts.Fatalf("no free port: %v", err)
-					}
-				}
+				addr, err := restartablePort()
+				ts.Check(err)
+				ts.Setenv(args[0], addr)
 			},
 			// waitport ADDR waits (up to 60 s) until ADDR accepts connections.
 			"waitport": func(ts *testscript.TestScript, neg bool, args []string) {
