@@ -142,5 +142,3 @@ func (a *app) linkAfterPendingReset(res *verifier.LookupResult, next *devices.Ac
 	a.info("Note: this update cancels the directory reset pending since %s.\n", fmtTime(res.ResetPending.Time))
 	return linked, nil
 }
-
-func shortID(id devices.DeviceID) string { return fmt.Sprintf("%x", id[:4]) }

@@ -287,10 +287,6 @@ func mustLookup(t testing.TB, s verifier.Source, trust *verifier.Trust, uid stri
 	return v
 }
 
-type randReader struct{}
-
-func (randReader) Read(p []byte) (int, error) { return rand.Read(p) }
-
 func verifyInclusion(index, size uint64, leaf []byte, p [][]byte, root []byte) error {
 	return proof.VerifyInclusion(rfc6962.DefaultHasher, index, size, rfc6962.DefaultHasher.HashLeaf(leaf), p, root)
 }

@@ -144,15 +144,6 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-func mustDeviceKey(t testing.TB) *devices.DeviceKey {
-	t.Helper()
-	dk, err := devices.NewDeviceKey(randReader{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dk
-}
-
 // checkHistory verifies a history bundle: every entry included in the
 // checkpoint, versions 1..n chained by entry hash.
 func checkHistory(t *testing.T, trust *verifier.Trust, h *verifier.HistoryBundle, n int) {

@@ -336,11 +336,6 @@ func TestTilesMatchMemory(t *testing.T) {
 	}
 }
 
-type memStore map[string][]byte
-
-func (m memStore) Get(k []byte) ([]byte, error) { return m[string(k)], nil }
-func (m memStore) Put(k, v []byte) error        { m[string(k)] = bytes.Clone(v); return nil }
-
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
