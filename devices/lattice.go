@@ -113,16 +113,18 @@ type euclid struct {
 // rows it reaches are x_j = (-1)^j (α_j x_0 - β_j x_1), with α_0 = 1,
 // β_0 = 0, α_1 = 0, β_1 = 1 and α_{j+1} = α_{j-1} + q_j·α_j (β alike),
 // while the true rows, divided by 2^sh, are Y_j = (-1)^j (α_j R0 -
-// β_j R1) with R0 - x_0 and R1 - x_1 in [0, 1). So Y_j - x_j lies in
-// (-β_j, α_j) for even j and (-α_j, β_j) for odd j, and the single
-// precision quotient q_j = floor(x_{j-1}/x_j) is the true one when
-// Y_{j+1} = Y_{j-1} - q_j·Y_j is in [0, Y_j) (Jebelean's condition):
+// β_j R1) with R0 - x_0 and R1 - x_1 in [0, 1). So Y_j - x_j >= -β_j for
+// even j and >= -α_j for odd j (strictly if that is not 0), and the
+// single precision quotient q_j = floor(x_{j-1}/x_j) is the true one,
+// given true rows j-1 and j, when Y_{j+1} = Y_{j-1} - q_j·Y_j is in
+// [0, Y_j), which holds if (Jebelean's condition)
 //
 //	x_{j+1} >= (β_{j+1} if j+1 is even, else α_{j+1}), and
-//	x_j - x_{j+1} >= (β_j + β_{j+1} if j is even, else α_j + α_{j+1}).
+//	x_j - x_{j+1} >= (β_j + β_{j+1} if j is even, else α_j + α_{j+1})
 //
-// The row is also taken only if x_{j+1} minus that bound is at least
-// 2^(128-sh) (1 if sh >= 128), so that the true row is at least 2^128.
+// (that sum is >= 1 for j >= 1). The row is also taken only if x_{j+1}
+// minus the first bound is at least 2^(128-sh) (1 if sh >= 128), so that
+// the true row, 2^sh·Y_{j+1}, is at least 2^128.
 // α and β stay below 2^64: α_{j+1}·x_j + α_j·x_{j+1} = x_1 and
 // β_{j+1}·x_j + β_j·x_{j+1} = x_0.
 func (e *euclid) lehmerStep() bool {
