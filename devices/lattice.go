@@ -8,8 +8,8 @@ import (
 // challengeBits bounds the scalars reduceChallenge returns: when it
 // reports ok, c0 < 2^challengeBits and |c1| < 2^challengeBits. For a
 // random k the result is below 2^128 in about 83% of cases, below 2^130
-// in 99%, and 2^132 or more in under 0.1% (2^136 or more: about 1 in
-// 100000, refused). A longer result costs the verifier one doubling per
+// in 99%, and 2^132 or more in under 0.1% (2^136 or more, refused: 10
+// of 2.2 million). A longer result costs the verifier one doubling per
 // bit, a refusal (ok false) a full crypto/ed25519.Verify.
 const challengeBits = 136
 
