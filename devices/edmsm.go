@@ -1,0 +1,187 @@
+package devices
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"filippo.io/edwards25519"
+)
+
+// The 4-point multi-scalar multiplication of the fast signature check
+// (edverify.go): [s0]B + [s1](2^128·B) + [c0](-A) + [c1](-R) with scalars
+// of about 128 bits, computed with one chain of doublings as long as the
+// longest scalar, each scalar in width-w non-adjacent form over a table of
+// odd multiples of its point.
+
+// edNAFLen is the length of an edNAF: a width-w NAF of an integer below
+// 2^256 has at most 257 digits.
+const edNAFLen = 257
+
+// An edNAF is a width-w non-adjacent form: sum of n[i]·2^i, each n[i]
+// zero or odd with |n[i]| < 2^(w-1), at most one nonzero digit in any w
+// consecutive ones.
+type edNAF [edNAFLen]int8
+
+// set sets n to the width-w NAF (2 <= w <= 8) of the little-endian integer
+// k and returns the number of digits up to the highest nonzero one (0 for
+// k = 0). It reads k a window at a time: with V = (k >> pos) + carry the
+// part of k not yet written, an even V has digit 0 at pos; an odd one has
+// digit d = V mod 2^w, taken in (-2^(w-1), 2^(w-1)), and V - d is a
+// multiple of 2^w, so the next w-1 digits are 0 and carry is (V mod
+// 2^w - d) / 2^w.
+func (n *edNAF) set(k *[32]byte, w uint) int {
+	var l [5]uint64 // k's limbs, with a zero limb for windows past bit 255
+	for i := range 4 {
+		l[i] = binary.LittleEndian.Uint64(k[8*i:])
+	}
+	*n = edNAF{}
+	mask, half := uint64(1)<<w-1, uint64(1)<<(w-1)
+	top, carry := 0, uint64(0)
+	for pos := uint(0); pos < edNAFLen; {
+		i, s := pos/64, pos%64
+		bits := l[i] >> s
+		if s+w > 64 && i < 4 {
+			bits |= l[i+1] << (64 - s)
+		}
+		window := carry + bits&mask
+		if window&1 == 0 {
+			pos++
+			continue
+		}
+		if window < half {
+			n[pos], carry = int8(window), 0
+		} else {
+			n[pos], carry = int8(int64(window)-int64(1)<<w), 1
+		}
+		top = int(pos) + 1
+		pos += w
+	}
+	return top
+}
+
+// negate negates every digit of n: the NAF of -k from the NAF of k.
+func (n *edNAF) negate() {
+	for i := range n {
+		n[i] = -n[i]
+	}
+}
+
+// edOddMultiples holds P, 3P, 5P, ..., 15P: the points a width-5 NAF's
+// digits select.
+type edOddMultiples [8]edCached
+
+// set fills t from p: t[i] = (2i+1)P.
+func (t *edOddMultiples) set(p *edExtended) {
+	edEachOddMultiple(p, len(t), func(i int, q *edExtended) { t[i].fromExtended(q) })
+}
+
+// edBaseOddMultiples holds the odd multiples P, 3P, ..., 127P of a fixed
+// point in affine cached form: the points a width-8 NAF's digits select.
+type edBaseOddMultiples [64]edAffineCached
+
+// set fills t from p: t[i] = (2i+1)P (one inversion per entry: built
+// once).
+func (t *edBaseOddMultiples) set(p *edExtended) {
+	edEachOddMultiple(p, len(t), func(i int, q *edExtended) { t[i].fromExtended(q) })
+}
+
+// edEachOddMultiple calls f(i, (2i+1)P) for i = 0, ..., n-1, each
+// multiple the previous plus 2P.
+func edEachOddMultiple(p *edExtended, n int, f func(i int, q *edExtended)) {
+	var pp edProjective
+	pp.X.Set(&p.X)
+	pp.Y.Set(&p.Y)
+	pp.Z.Set(&p.Z)
+	var c edCompleted
+	var p2, cur edExtended
+	var p2c edCached
+	p2c.fromExtended(p2.fromCompleted(c.double(&pp)))
+	cur = *p
+	f(0, &cur)
+	for i := 1; i < n; i++ {
+		cur.fromCompleted(c.add(&cur, &p2c))
+		f(i, &cur)
+	}
+}
+
+// edBaseTables are the fixed tables of the base point B and of 2^128·B.
+type edBaseTables struct {
+	b, b128 edBaseOddMultiples
+}
+
+// edBase returns the fixed tables, built on first use (2^128·B by 128
+// doublings of B with this file's arithmetic; TestEdBaseTables checks
+// every entry against edwards25519.ScalarBaseMult).
+var edBase = sync.OnceValue(func() *edBaseTables {
+	t := new(edBaseTables)
+	var b edExtended
+	b.setPoint(edwards25519.NewGeneratorPoint())
+	t.b.set(&b)
+	var r edProjective
+	r.X.Set(&b.X)
+	r.Y.Set(&b.Y)
+	r.Z.Set(&b.Z)
+	var c edCompleted
+	for range 127 {
+		r.fromCompleted(c.double(&r))
+	}
+	var b128 edExtended
+	b128.fromCompleted(c.double(&r))
+	t.b128.set(&b128)
+	return t
+})
+
+// edStep sets t to u + d·P for a NAF digit d of P's table tab.
+func edStep(t *edCompleted, u *edExtended, d int8, tab *edOddMultiples) {
+	if d > 0 {
+		t.add(u, &tab[d/2])
+	} else {
+		t.sub(u, &tab[-d/2])
+	}
+}
+
+// edStepBase is edStep for a fixed point's affine table.
+func edStepBase(t *edCompleted, u *edExtended, d int8, tab *edBaseOddMultiples) {
+	if d > 0 {
+		t.addAffine(u, &tab[d/2])
+	} else {
+		t.subAffine(u, &tab[-d/2])
+	}
+}
+
+// edMSM sets v to
+//
+//	[s0]B + [s1](2^128·B) + [a]P + [r]Q
+//
+// given s0 and s1 as width-8 NAFs, a and r as width-5
+// NAFs over pTab and qTab (the odd multiples of P and Q), and top, the
+// largest length of the four (edNAF.set's result). Horner's rule from
+// the top digit down: one doubling per digit, one addition per nonzero
+// digit.
+func edMSM(v *edProjective, s0, s1, a, r *edNAF, top int, pTab, qTab *edOddMultiples) *edProjective {
+	base := edBase()
+	var t edCompleted
+	var u edExtended
+	v.identity()
+	for i := top - 1; i >= 0; i-- {
+		t.double(v)
+		if d := s0[i]; d != 0 {
+			u.fromCompleted(&t)
+			edStepBase(&t, &u, d, &base.b)
+		}
+		if d := s1[i]; d != 0 {
+			u.fromCompleted(&t)
+			edStepBase(&t, &u, d, &base.b128)
+		}
+		if d := a[i]; d != 0 {
+			u.fromCompleted(&t)
+			edStep(&t, &u, d, pTab)
+		}
+		if d := r[i]; d != 0 {
+			u.fromCompleted(&t)
+			edStep(&t, &u, d, qTab)
+		}
+		v.fromCompleted(&t)
+	}
+	return v
+}
