@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
 )
 
 // The 4-point multi-scalar multiplication of the fast signature check
@@ -72,35 +73,54 @@ type edOddMultiples [8]edCached
 
 // set fills t from p: t[i] = (2i+1)P.
 func (t *edOddMultiples) set(p *edExtended) {
-	edEachOddMultiple(p, len(t), func(i int, q *edExtended) { t[i].fromExtended(q) })
+	var ms [len(edOddMultiples{})]edExtended
+	edOddMultiplesOf(p, ms[:])
+	for i := range t {
+		t[i].fromExtended(&ms[i])
+	}
 }
 
 // edBaseOddMultiples holds the odd multiples P, 3P, ..., 127P of a fixed
 // point in affine cached form: the points a width-8 NAF's digits select.
 type edBaseOddMultiples [64]edAffineCached
 
-// set fills t from p: t[i] = (2i+1)P (one inversion per entry: built
-// once).
+// set fills t from p: t[i] = (2i+1)P, made affine with one field
+// inversion for all entries (Montgomery's trick: invert the product of
+// the Z coordinates, then peel each 1/Z off it).
 func (t *edBaseOddMultiples) set(p *edExtended) {
-	edEachOddMultiple(p, len(t), func(i int, q *edExtended) { t[i].fromExtended(q) })
+	var ms [len(edBaseOddMultiples{})]edExtended
+	edOddMultiplesOf(p, ms[:])
+	var below [len(ms)]field.Element // below[i] = Z_0 ... Z_(i-1)
+	var acc, inv field.Element
+	acc.One()
+	for i := range ms {
+		below[i].Set(&acc)
+		acc.Multiply(&acc, &ms[i].Z)
+	}
+	inv.Invert(&acc) // 1 / (Z_0 ... Z_(n-1))
+	for i := len(ms) - 1; i >= 0; i-- {
+		var zInv, x, y field.Element
+		zInv.Multiply(&inv, &below[i]) // 1 / Z_i
+		inv.Multiply(&inv, &ms[i].Z)   // 1 / (Z_0 ... Z_(i-1))
+		x.Multiply(&ms[i].X, &zInv)
+		y.Multiply(&ms[i].Y, &zInv)
+		t[i].fromAffine(&x, &y)
+	}
 }
 
-// edEachOddMultiple calls f(i, (2i+1)P) for i = 0, ..., n-1, each
-// multiple the previous plus 2P.
-func edEachOddMultiple(p *edExtended, n int, f func(i int, q *edExtended)) {
+// edOddMultiplesOf sets out[i] to (2i+1)P, each the previous plus 2P.
+func edOddMultiplesOf(p *edExtended, out []edExtended) {
 	var pp edProjective
 	pp.X.Set(&p.X)
 	pp.Y.Set(&p.Y)
 	pp.Z.Set(&p.Z)
 	var c edCompleted
-	var p2, cur edExtended
+	var p2 edExtended
 	var p2c edCached
 	p2c.fromExtended(p2.fromCompleted(c.double(&pp)))
-	cur = *p
-	f(0, &cur)
-	for i := 1; i < n; i++ {
-		cur.fromCompleted(c.add(&cur, &p2c))
-		f(i, &cur)
+	out[0] = *p
+	for i := 1; i < len(out); i++ {
+		out[i].fromCompleted(c.add(&out[i-1], &p2c))
 	}
 }
 

@@ -35,15 +35,16 @@ type edCached struct{ YplusX, YminusX, Z, T2d field.Element }
 // An edAffineCached is an edCached with Z = 1: y+x, y-x and 2d·x·y.
 type edAffineCached struct{ YplusX, YminusX, T2d field.Element }
 
-// edD2 is 2d = -2·121665/121666 mod p, computed at package init (one
-// field inversion); TestEdD2 checks it against the known value.
+// edD2 is 2d = -2·121665/121666 mod p (TestEdD2 checks it), little-endian.
 var edD2 = func() field.Element {
-	var num, den, d field.Element
-	num.Mult32(num.One(), 121665)
-	num.Negate(&num)
-	den.Mult32(den.One(), 121666)
-	d.Multiply(&num, den.Invert(&den))
-	return *d.Add(&d, &d)
+	var d2 field.Element
+	if _, err := d2.SetBytes([]byte{
+		0x59, 0xf1, 0xb2, 0x26, 0x94, 0x9b, 0xd6, 0xeb, 0x56, 0xb1, 0x83, 0x82, 0x9a, 0x14, 0xe0, 0x00,
+		0x30, 0xd1, 0xf3, 0xee, 0xf2, 0x80, 0x8e, 0x19, 0xe7, 0xfc, 0xdf, 0x56, 0xdc, 0xd9, 0x06, 0x24,
+	}); err != nil {
+		panic(err)
+	}
+	return d2
 }()
 
 // setPoint sets v to the coordinates of an edwards25519.Point.
@@ -97,15 +98,11 @@ func (v *edCached) fromExtended(p *edExtended) *edCached {
 	return v
 }
 
-// fromExtended sets v to p in affine cached form (one field inversion).
-func (v *edAffineCached) fromExtended(p *edExtended) *edAffineCached {
-	var zInv, x, y field.Element
-	zInv.Invert(&p.Z)
-	x.Multiply(&p.X, &zInv)
-	y.Multiply(&p.Y, &zInv)
-	v.YplusX.Add(&y, &x)
-	v.YminusX.Subtract(&y, &x)
-	v.T2d.Multiply(&x, &y)
+// fromAffine sets v to the point (x, y).
+func (v *edAffineCached) fromAffine(x, y *field.Element) *edAffineCached {
+	v.YplusX.Add(y, x)
+	v.YminusX.Subtract(y, x)
+	v.T2d.Multiply(x, y)
 	v.T2d.Multiply(&v.T2d, &edD2)
 	return v
 }

@@ -69,6 +69,14 @@ func edExtendedOfProjective(v *edProjective) *edExtended {
 	return &e
 }
 
+// edAffineOf returns p's affine coordinates x, y.
+func edAffineOf(p *edwards25519.Point) (x, y *field.Element) {
+	X, Y, Z, _ := p.ExtendedCoordinates()
+	var zInv field.Element
+	zInv.Invert(Z)
+	return new(field.Element).Multiply(X, &zInv), new(field.Element).Multiply(Y, &zInv)
+}
+
 func edProjectiveOf(p *edwards25519.Point) *edProjective {
 	var e edExtended
 	e.setPoint(p)
@@ -121,7 +129,7 @@ func TestEdArithmetic(t *testing.T) {
 		var qc edCached
 		var qa edAffineCached
 		qc.fromExtended(&qe)
-		qa.fromExtended(&qe)
+		qa.fromAffine(edAffineOf(q))
 		sum := new(edwards25519.Point).Add(p, q)
 		diff := new(edwards25519.Point).Subtract(p, q)
 		for name, tc := range map[string]struct {
