@@ -129,10 +129,13 @@ type edBaseTables struct {
 	b, b128 edBaseOddMultiples
 }
 
-// edBase returns the fixed tables, built on first use (2^128·B by 128
-// doublings of B with this file's arithmetic; TestEdBaseTables checks
-// every entry against edwards25519.ScalarBaseMult).
-var edBase = sync.OnceValue(func() *edBaseTables {
+// edBase returns the fixed tables, built on first use.
+var edBase = sync.OnceValue(newEdBaseTables)
+
+// newEdBaseTables builds the fixed tables, 2^128·B by 128 doublings of B
+// with this file's arithmetic (TestEdBaseTables checks every entry
+// against edwards25519.ScalarBaseMult; BenchmarkEdBaseTables times it).
+func newEdBaseTables() *edBaseTables {
 	t := new(edBaseTables)
 	var b edExtended
 	b.setPoint(edwards25519.NewGeneratorPoint())
@@ -149,7 +152,7 @@ var edBase = sync.OnceValue(func() *edBaseTables {
 	b128.fromCompleted(c.double(&r))
 	t.b128.set(&b128)
 	return t
-})
+}
 
 // edStep sets t to u + d·P for a NAF digit d of P's table tab.
 func edStep(t *edCompleted, u *edExtended, d int8, tab *edOddMultiples) {

@@ -618,3 +618,11 @@ func BenchmarkVerifyEd25519(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(4*b.N), "ns/sig")
 	})
 }
+
+// BenchmarkEdBaseTables measures building the fixed tables of B and
+// 2^128·B, which the first fast verification in a process pays.
+func BenchmarkEdBaseTables(b *testing.B) {
+	for b.Loop() {
+		newEdBaseTables()
+	}
+}
