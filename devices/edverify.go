@@ -101,29 +101,11 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 	var kb [32]byte
 	copy(kb[:], k.Bytes())
 	c0, c1, c1neg, ok := reduceChallenge(&kb)
-	if !ok || c1[0]&1 == 0 {
+	if !ok {
 		return false
 	}
-	// The relation guard, c0 ≡ c1·k (mod 8L) with c1 negative if c1neg:
-	// mod 8 on the low bytes, mod L with scalars (c0 and |c1| below L).
-	lo := c1[0] * kb[0]
-	if c1neg {
-		lo = -lo
-	}
-	if (c0[0]-lo)&7 != 0 {
-		return false
-	}
-	var c0s, c1s, t edwards25519.Scalar
-	if _, err := c0s.SetCanonicalBytes(c0[:]); err != nil {
-		return false
-	}
-	if _, err := c1s.SetCanonicalBytes(c1[:]); err != nil {
-		return false
-	}
-	if c1neg {
-		c1s.Negate(&c1s)
-	}
-	if t.Multiply(&c1s, &k).Equal(&c0s) != 1 {
+	var c1s, t edwards25519.Scalar
+	if !edRelationHolds(&c0, &c1, c1neg, &kb, &k, &c1s) {
 		return false
 	}
 	// Q = [s0]B + [s1](2^128·B) + [c0](-A) + [c1](-R), c1·S mod L = s0 + 2^128·s1.
@@ -150,6 +132,35 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 	}
 	edFastAccepted.Add(1)
 	return true
+}
+
+// edRelationHolds is the fast path's guard on reduceChallenge's result:
+// it reports whether c1 is odd, c0 < L, |c1| < L and c0 ≡ c1·k (mod 8L),
+// c1 negative if neg, checked mod 8 on the low bytes and mod L with
+// scalars (k is kb as a Scalar). Then c1 is prime to 8L. It sets c1s to
+// c1 mod L.
+func edRelationHolds(c0, c1 *[32]byte, neg bool, kb *[32]byte, k, c1s *edwards25519.Scalar) bool {
+	if c1[0]&1 == 0 {
+		return false
+	}
+	lo := c1[0] * kb[0]
+	if neg {
+		lo = -lo
+	}
+	if (c0[0]-lo)&7 != 0 {
+		return false
+	}
+	var c0s, t edwards25519.Scalar
+	if _, err := c0s.SetCanonicalBytes(c0[:]); err != nil {
+		return false
+	}
+	if _, err := c1s.SetCanonicalBytes(c1[:]); err != nil {
+		return false
+	}
+	if neg {
+		c1s.Negate(c1s)
+	}
+	return t.Multiply(c1s, k).Equal(&c0s) == 1
 }
 
 // edCanonical reports whether enc, which decodes as p, is p's canonical

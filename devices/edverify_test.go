@@ -626,3 +626,98 @@ func BenchmarkEdBaseTables(b *testing.B) {
 		newEdBaseTables()
 	}
 }
+
+// TestEdRelationGuard checks the fast path's guard on reduceChallenge's
+// output against math/big: on reduceChallenge's results for random k and
+// on the same with a flipped bit of c0 or c1 or the sign, edRelationHolds
+// must report exactly whether c1 is odd, c0 and |c1| are below L and
+// c0 ≡ c1·k (mod 8L).
+func TestEdRelationGuard(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(17, 18))
+	L := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(1), 252), edBig("27742317777372353535851937790883648493"))
+	eightL := new(big.Int).Lsh(L, 3)
+	le := func(b []byte) *big.Int {
+		r := make([]byte, len(b))
+		for i := range b {
+			r[len(b)-1-i] = b[i]
+		}
+		return new(big.Int).SetBytes(r)
+	}
+	holds, refused, mod8 := 0, 0, 0
+	for i := range 3000 {
+		var ub [64]byte
+		for j := range ub {
+			ub[j] = byte(rng.Uint32())
+		}
+		k, _ := new(edwards25519.Scalar).SetUniformBytes(ub[:])
+		var kb [32]byte
+		copy(kb[:], k.Bytes())
+		c0, c1, neg, ok := reduceChallenge(&kb)
+		if !ok {
+			t.Fatalf("reduceChallenge(%x) refused", kb)
+		}
+		if i%2 == 1 { // perturb
+			switch bit := rng.IntN(4); bit {
+			case 3: // c1 + 2 and c0 + ±2k mod L: the relation mod L only
+				v := le(c0[:])
+				d := new(big.Int).Lsh(le(kb[:]), 1)
+				if neg {
+					d.Neg(d)
+				}
+				v.Add(v, d).Mod(v, L)
+				c0 = [32]byte{}
+				v.FillBytes(c0[:])
+				for a, b := 0, 31; a < b; a, b = a+1, b-1 {
+					c0[a], c0[b] = c0[b], c0[a]
+				}
+				w := new(big.Int).Add(le(c1[:]), big.NewInt(2))
+				w.FillBytes(c1[:])
+				for a, b := 0, 31; a < b; a, b = a+1, b-1 {
+					c1[a], c1[b] = c1[b], c1[a]
+				}
+			case 0:
+				b := rng.IntN(256)
+				c0[b/8] ^= 1 << (b % 8)
+			case 1:
+				b := rng.IntN(256)
+				c1[b/8] ^= 1 << (b % 8)
+			case 2:
+				neg = !neg
+			}
+		}
+		c1v := le(c1[:])
+		if neg {
+			c1v.Neg(c1v)
+		}
+		diff := new(big.Int).Sub(le(c0[:]), new(big.Int).Mul(c1v, le(kb[:])))
+		want := c1[0]&1 == 1 && le(c0[:]).Cmp(L) < 0 && le(c1[:]).Cmp(L) < 0 && diff.Mod(diff, eightL).Sign() == 0
+		var c1s edwards25519.Scalar
+		if got := edRelationHolds(&c0, &c1, neg, &kb, k, &c1s); got != want {
+			t.Fatalf("k %x c0 %x c1 %x neg %v: guard %v, want %v", kb, c0, c1, neg, got, want)
+		}
+		if want {
+			holds++
+		} else {
+			refused++
+		}
+		c0s, err0 := new(edwards25519.Scalar).SetCanonicalBytes(c0[:])
+		c1m, err1 := new(edwards25519.Scalar).SetCanonicalBytes(c1[:])
+		if err0 == nil && err1 == nil && neg {
+			c1m.Negate(c1m)
+		}
+		if !want && err0 == nil && err1 == nil && c1[0]&1 == 1 && new(edwards25519.Scalar).Multiply(c1m, k).Equal(c0s) == 1 {
+			mod8++ // refused on the mod 8 check alone
+		}
+	}
+	if holds < 1500 || refused < 1200 || mod8 < 100 {
+		t.Fatalf("%d held, %d refused, %d by the mod 8 check alone", holds, refused, mod8)
+	}
+}
+
+func edBig(s string) *big.Int {
+	v, ok := new(big.Int).SetString(s, 10)
+	if !ok {
+		panic(s)
+	}
+	return v
+}

@@ -47,9 +47,13 @@ func edgeSignature(t *testing.T, rng *mrand.Rand, pub []byte, a *edwards25519.Sc
 // flipped bit of R, S, the message or the key; S + q; the top bits of S),
 // and the edge cases on which Ed25519 verifiers disagree and
 // crypto/ed25519 accepts: public keys and R with a small-order component,
-// small-order and non-canonical public key encodings. Each check alone,
-// and groups of several (sharing keys) must give what crypto/ed25519
-// gives for each (a group: all of them).
+// small-order and non-canonical public key encodings; R encoded
+// non-canonically on a signature whose equation holds (edNonCanonicalR),
+// a bit flipped in every byte of a signature, key and message
+// (edByteFlips), and the "Taming the many EdDSAs" vectors
+// (edSpeccheckCases). Each check alone, and groups of several (sharing
+// keys) must give what crypto/ed25519 gives for each (a group: all of
+// them).
 func TestSigGroupMatchesEd25519(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(3, 4))
 	checks := ed25519TestChecks(t, rng)
