@@ -2,6 +2,7 @@ package devices
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync"
 
 	"filippo.io/edwards25519"
@@ -25,13 +26,13 @@ type edNAF [edNAFLen]int8
 
 // set sets n to the width-w NAF (2 <= w <= 8) of the little-endian integer
 // k and returns the number of digits up to the highest nonzero one (0 for
-// k = 0). It reads k a window at a time: with V = (k >> pos) + carry the
-// part of k not yet written, an even V has digit 0 at pos; an odd one has
-// digit d = V mod 2^w, taken in (-2^(w-1), 2^(w-1)), and V - d is a
-// multiple of 2^w, so the next w-1 digits are 0 and carry is (V mod
-// 2^w - d) / 2^w.
+// k = 0). With V = (k >> pos) + carry the part of k not yet written, an
+// even V has digit 0 at pos (a run of them is skipped at once: the
+// trailing zeros of V's low 64 bits); an odd one has digit d = V mod 2^w,
+// taken in (-2^(w-1), 2^(w-1)), and V - d is a multiple of 2^w, so the
+// next w-1 digits are 0 and carry is (V mod 2^w - d) / 2^w.
 func (n *edNAF) set(k *[32]byte, w uint) int {
-	var l [5]uint64 // k's limbs, with a zero limb for windows past bit 255
+	var l [6]uint64 // k's limbs, and zero limbs for windows past bit 255
 	for i := range 4 {
 		l[i] = binary.LittleEndian.Uint64(k[8*i:])
 	}
@@ -40,16 +41,24 @@ func (n *edNAF) set(k *[32]byte, w uint) int {
 	top, carry := 0, uint64(0)
 	for pos := uint(0); pos < edNAFLen; {
 		i, s := pos/64, pos%64
-		bits := l[i] >> s
-		if s+w > 64 && i < 4 {
-			bits |= l[i+1] << (64 - s)
+		chunk := l[i] >> s // bits pos .. pos+63 of k
+		if s != 0 {
+			chunk |= l[i+1] << (64 - s)
 		}
-		window := carry + bits&mask
-		if window&1 == 0 {
-			pos++
+		if chunk == ^uint64(0) && carry == 1 {
+			pos += 64 // V's low 64 bits are 0 and the carry goes on
 			continue
 		}
-		if window < half {
+		chunk += carry // V's low 64 bits; carry is in them now
+		if chunk == 0 {
+			pos += 64
+			continue
+		}
+		if z := uint(bits.TrailingZeros64(chunk)); z > 0 {
+			pos += z // carry is unchanged over a run of zero digits
+			continue
+		}
+		if window := chunk & mask; window < half {
 			n[pos], carry = int8(window), 0
 		} else {
 			n[pos], carry = int8(int64(window)-int64(1)<<w), 1
