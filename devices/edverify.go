@@ -21,7 +21,7 @@ import (
 // point sig[:32] encodes, that is: P = [S]B - [k]A - R is the identity
 // and sig[:32] is R's canonical encoding.
 //
-// reduceChallenge gives c0 >= 0 and an odd c1, both about 2^128 in size,
+// reduceChallenge gives c0 >= 0 and an odd c1, both about 2^127 in size,
 // with c0 ≡ c1·k (mod 8L). Every point's order divides 8L, so
 // [c1·k]A = [c0]A for any A (torsion included), and
 //
@@ -34,7 +34,11 @@ import (
 //
 // The fast path only ever accepts: whenever one of its conditions fails
 // (R does not decode or is not canonical, no reduction, the relation does
-// not hold, Q is not the identity) crypto/ed25519.Verify decides.
+// not hold, Q is not the identity) crypto/ed25519.Verify decides. It
+// accepts exactly what the rules above accept, so it stays exact only as
+// long as crypto/ed25519 keeps them (Go 1.26's do; a toolchain that
+// changed them, e.g. to refuse small-order or non-canonical keys, would
+// fail TestVerifyEd25519MatchesEd25519 and TestSigGroupMatchesEd25519).
 
 // edFastAccepted counts the signatures edFastAccept accepted, so that a
 // test can tell the fast path from a silent fallback to ed25519.Verify.
@@ -43,9 +47,11 @@ var edFastAccepted atomic.Uint64
 // VerifyEd25519 reports whether sig is a valid signature of msg by pub,
 // exactly as ed25519.Verify(pub, msg, sig) does (including its panic if
 // len(pub) != ed25519.PublicKeySize). A valid signature costs about 0.75
-// of ed25519.Verify (BenchmarkVerifyEd25519); one the fast path does not
-// accept, an invalid one in particular, costs the fast path plus
-// ed25519.Verify (about 1.8 of it). It is counted in SignaturesVerified.
+// to 0.8 of ed25519.Verify's time (BenchmarkVerifyEd25519; the first one
+// in a process also builds the fixed tables, BenchmarkEdBaseTables); one
+// the fast path does not accept, an invalid one in particular, costs the
+// fast path plus ed25519.Verify (about 1.8 of it). It is counted in
+// SignaturesVerified.
 func VerifyEd25519(pub ed25519.PublicKey, msg, sig []byte) bool {
 	signaturesVerified.Add(1)
 	var k edKey
@@ -118,9 +124,9 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 	top := n0.set(&lowHalf, 8)
 	top = max(top, n1.set(&highHalf, 8))
 	top = max(top, na.set(&c0, 5))
-	na.negate()
+	na.negate() // -[c0]A
 	top = max(top, nr.set(&c1, 5))
-	if !c1neg { // -[c1]R = -[|c1|]R
+	if !c1neg { // -[c1]R is -[|c1|]R for c1 > 0, [|c1|]R for c1 < 0
 		nr.negate()
 	}
 	var r edExtended
