@@ -13,10 +13,10 @@ import (
 var signaturesVerified atomic.Uint64
 
 // verifySignature is ed25519.Verify's result, counted (VerifyEd25519):
-// every Ed25519 signature this package checks goes through it, or is recorded in a sigGroup (g not
-// nil), which then accepts it for now and verifies it later with the
-// others (sigGroup.verify); a signature g's memo holds is accepted and
-// not recorded.
+// every Ed25519 signature this package checks goes through it, or is
+// recorded in a sigGroup (g not nil), which then accepts it for now and
+// verifies it later with the others (sigGroup.verify); a signature g's
+// memo holds is accepted and not recorded.
 func verifySignature(g *sigGroup, pub, msg, sig []byte) bool {
 	if g != nil {
 		if !g.memo.holds(pub, msg, sig) {
