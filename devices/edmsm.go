@@ -185,11 +185,11 @@ func edStepBase(t *edCompleted, u *edExtended, d int8, tab *edBaseOddMultiples) 
 //
 //	[s0]B + [s1](2^128·B) + [a]P + [r]Q
 //
-// given s0 and s1 as width-8 NAFs, a and r as width-5
-// NAFs over pTab and qTab (the odd multiples of P and Q), and top, the
-// largest length of the four (edNAF.set's result). Horner's rule from
-// the top digit down: one doubling per digit, one addition per nonzero
-// digit.
+// given s0 and s1 as width-8 NAFs (over the fixed tables, edBase), a and
+// r as width-5 NAFs over pTab and qTab (the odd multiples of P and Q),
+// and top, the largest length of the four (edNAF.set's result). Horner's
+// rule from the top digit down: one doubling per digit, one addition per
+// nonzero digit.
 func edMSM(v *edProjective, s0, s1, a, r *edNAF, top int, pTab, qTab *edOddMultiples) *edProjective {
 	base := edBase()
 	var t edCompleted
