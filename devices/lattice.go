@@ -8,8 +8,8 @@ import (
 // challengeBits bounds the scalars reduceChallenge returns: when it
 // reports ok, c0 < 2^challengeBits and |c1| < 2^challengeBits. For a
 // random k the result is below 2^128 in about 83% of cases, below 2^130
-// in 99%, and 2^132 or more in under 0.1% (2^136 or more: about 1 in
-// 100000, refused). A longer result costs the verifier one doubling per
+// in 99%, and 2^132 or more in under 0.1% (2^136 or more, refused: 10
+// of 2.2 million). A longer result costs the verifier one doubling per
 // bit, a refusal (ok false) a full crypto/ed25519.Verify.
 const challengeBits = 136
 
@@ -113,16 +113,18 @@ type euclid struct {
 // rows it reaches are x_j = (-1)^j (α_j x_0 - β_j x_1), with α_0 = 1,
 // β_0 = 0, α_1 = 0, β_1 = 1 and α_{j+1} = α_{j-1} + q_j·α_j (β alike),
 // while the true rows, divided by 2^sh, are Y_j = (-1)^j (α_j R0 -
-// β_j R1) with R0 - x_0 and R1 - x_1 in [0, 1). So Y_j - x_j lies in
-// (-β_j, α_j) for even j and (-α_j, β_j) for odd j, and the single
-// precision quotient q_j = floor(x_{j-1}/x_j) is the true one when
-// Y_{j+1} = Y_{j-1} - q_j·Y_j is in [0, Y_j) (Jebelean's condition):
+// β_j R1) with R0 - x_0 and R1 - x_1 in [0, 1). So Y_j - x_j >= -β_j for
+// even j and >= -α_j for odd j (strictly if that is not 0), and the
+// single precision quotient q_j = floor(x_{j-1}/x_j) is the true one,
+// given true rows j-1 and j, when Y_{j+1} = Y_{j-1} - q_j·Y_j is in
+// [0, Y_j), which holds if (Jebelean's condition)
 //
 //	x_{j+1} >= (β_{j+1} if j+1 is even, else α_{j+1}), and
-//	x_j - x_{j+1} >= (β_j + β_{j+1} if j is even, else α_j + α_{j+1}).
+//	x_j - x_{j+1} >= (β_j + β_{j+1} if j is even, else α_j + α_{j+1})
 //
-// The row is also taken only if x_{j+1} less that bound is at least
-// 2^(128-sh) (1 if sh >= 128), so that the true row is at least 2^128.
+// (that sum is >= 1 for j >= 1). The row is also taken only if x_{j+1}
+// minus the first bound is at least 2^(128-sh) (1 if sh >= 128), so that
+// the true row, 2^sh·Y_{j+1}, is at least 2^128.
 // α and β stay below 2^64: α_{j+1}·x_j + α_j·x_{j+1} = x_1 and
 // β_{j+1}·x_j + β_j·x_{j+1} = x_0.
 func (e *euclid) lehmerStep() bool {
@@ -136,7 +138,7 @@ func (e *euclid) lehmerStep() bool {
 	jOdd := true // parity of j, the index of xc
 	m := 0
 	for xc != 0 {
-		q := xp / xc
+		q := xp / xc // a plain division: faster here than branching on small q
 		xn := xp - q*xc
 		an, bn := ap+q*ac, bp+q*bc
 		bound, d1, d2 := an, ac, an // j+1 even: β_{j+1}; j odd: α_j + α_{j+1}
@@ -168,8 +170,11 @@ func (e *euclid) lehmerStep() bool {
 		r1 = mulSubLimbs(ac, &e.r0, bc, &e.r1)
 	}
 	e.r0, e.r1 = r0, r1
-	e.t0, e.t1 = mulAddLimbs(ap, &e.t0, bp, &e.t1), mulAddLimbs(ac, &e.t0, bc, &e.t1)
-	e.s0, e.s1 = mulAddLimbs(ap, &e.s0, bp, &e.s1), mulAddLimbs(ac, &e.s0, bc, &e.s1)
+	// Rows m and m+1 are above 2^128, so |t| <= 8L/2^128 and |s| <= k/2^128
+	// stay below 2^128 in the rows this step reaches (r_{j-1}·|t_j| +
+	// r_j·|t_{j-1}| = 8L, and = k for s).
+	e.t0, e.t1 = mulAdd128(ap, &e.t0, bp, &e.t1), mulAdd128(ac, &e.t0, bc, &e.t1)
+	e.s0, e.s1 = mulAdd128(ap, &e.s0, bp, &e.s1), mulAdd128(ac, &e.s0, bc, &e.s1)
 	if m&1 == 1 {
 		e.odd1 = !e.odd1
 	}
@@ -201,8 +206,12 @@ func (e *euclid) exactStep() {
 // integers, with the row's signs (t > 0 >= s for an odd row, t <= 0 < s
 // for an even one), which implies r ≡ t·k (mod 8L) whatever computed the
 // row. It checks r + |s|·8L == |t|·k (odd) or r + |t|·k == |s|·8L (even)
-// on 512-bit products.
+// on 448-bit products; t and s must be below 2^192 (they are below
+// 2^challengeBits + 1 where it is called).
 func rowHolds(k, r, t, s *limbs4, odd bool) bool {
+	if t[3]|s[3] != 0 {
+		return false
+	}
 	tk, s8L := mulWide(t, k), mulWide(s, &order8L)
 	lhs, rhs := &s8L, &tk
 	if !odd {
@@ -219,10 +228,10 @@ func rowHolds(k, r, t, s *limbs4, odd bool) bool {
 	return c == 0 && *lhs == *rhs
 }
 
-// mulWide returns the 512-bit product a·b.
-func mulWide(a, b *limbs4) [8]uint64 {
-	var p [8]uint64
-	for i := range a {
+// mulWide returns the 448-bit product a·b for a < 2^192.
+func mulWide(a, b *limbs4) [7]uint64 {
+	var p [7]uint64
+	for i := range 3 {
 		var c uint64
 		for j := range b {
 			hi, lo := bits.Mul64(a[i], b[j])
@@ -256,22 +265,13 @@ func mulSubLimbs(a uint64, x *limbs4, b uint64, y *limbs4) limbs4 {
 	return z
 }
 
-// mulAddLimbs returns a·x + b·y modulo 2^256: the exact value when it is
-// below 2^256, as cofactor magnitudes (at most 8L) are.
-func mulAddLimbs(a uint64, x *limbs4, b uint64, y *limbs4) limbs4 {
-	var z limbs4
-	var ca, cb, carry uint64
-	for i := range z {
-		ha, la := bits.Mul64(a, x[i])
-		hb, lb := bits.Mul64(b, y[i])
-		var c uint64
-		la, c = bits.Add64(la, ca, 0)
-		ca = ha + c
-		lb, c = bits.Add64(lb, cb, 0)
-		cb = hb + c
-		z[i], carry = bits.Add64(la, lb, carry)
-	}
-	return z
+// mulAdd128 returns a·x + b·y modulo 2^128, from the low two limbs of x
+// and y: the exact value when it is below 2^128.
+func mulAdd128(a uint64, x *limbs4, b uint64, y *limbs4) limbs4 {
+	ha, la := bits.Mul64(a, x[0])
+	hb, lb := bits.Mul64(b, y[0])
+	lo, c := bits.Add64(la, lb, 0)
+	return limbs4{lo, ha + hb + c + a*x[1] + b*y[1]}
 }
 
 // addLimbs sets x to x + y modulo 2^256.
