@@ -505,6 +505,45 @@ func TestVerifyEd25519MatchesEd25519(t *testing.T) {
 	}
 }
 
+// TestVerifyEd25519MixedOrder compares VerifyEd25519 with crypto/ed25519
+// on signatures by keys A = [a]B + T with R = [r]B + T2 and S = r + k·a,
+// T and T2 random points of small order: crypto/ed25519 accepts exactly
+// when [k](-T) = T2, about one in eight, so both answers occur often.
+func TestVerifyEd25519MixedOrder(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(19, 20))
+	torsion := edTorsion(t)
+	accepted := 0
+	for i := range 400 {
+		var ab, rb [64]byte
+		for j := range ab {
+			ab[j], rb[j] = byte(rng.Uint32()), byte(rng.Uint32())
+		}
+		a, _ := new(edwards25519.Scalar).SetUniformBytes(ab[:])
+		r, _ := new(edwards25519.Scalar).SetUniformBytes(rb[:])
+		A := new(edwards25519.Point).ScalarBaseMult(a)
+		A.Add(A, torsion[rng.IntN(8)])
+		R := new(edwards25519.Point).ScalarBaseMult(r)
+		R.Add(R, torsion[rng.IntN(8)])
+		pub, msg := A.Bytes(), fmt.Appendf(nil, "mixed %d", i)
+		h := sha512.New()
+		h.Write(R.Bytes())
+		h.Write(pub)
+		h.Write(msg)
+		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		sig := append(R.Bytes(), new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
+		want := ed25519.Verify(pub, msg, sig)
+		if got := VerifyEd25519(pub, msg, sig); got != want {
+			t.Fatalf("pub %x msg %x sig %x: VerifyEd25519 %v, crypto/ed25519 %v", pub, msg, sig, got, want)
+		}
+		if want {
+			accepted++
+		}
+	}
+	if accepted < 20 || accepted > 150 {
+		t.Fatalf("crypto/ed25519 accepted %d of 400", accepted)
+	}
+}
+
 // TestEdFastPathTaken checks that valid signatures are accepted by the
 // fast path itself, not by the fallback: every check of ed25519TestChecks
 // that crypto/ed25519 accepts (mixed-order keys and R included), 300
