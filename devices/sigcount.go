@@ -6,20 +6,17 @@ import (
 	"crypto/sha512"
 	"hash"
 	"sync/atomic"
-
-	"filippo.io/edwards25519"
-	"filippo.io/edwards25519/field"
 )
 
 // signaturesVerified counts the Ed25519 signatures verified by
 // verifySignature and sigGroup.verify.
 var signaturesVerified atomic.Uint64
 
-// verifySignature is ed25519.Verify, counted: every Ed25519 signature this
-// package checks goes through it, or is recorded in a sigGroup (g not
-// nil), which then accepts it for now and verifies it later with the
-// others (sigGroup.verify); a signature g's memo holds is accepted and
-// not recorded.
+// verifySignature is ed25519.Verify's result, counted (VerifyEd25519):
+// every Ed25519 signature this package checks goes through it, or is
+// recorded in a sigGroup (g not nil), which then accepts it for now and
+// verifies it later with the others (sigGroup.verify); a signature g's
+// memo holds is accepted and not recorded.
 func verifySignature(g *sigGroup, pub, msg, sig []byte) bool {
 	if g != nil {
 		if !g.memo.holds(pub, msg, sig) {
@@ -27,8 +24,7 @@ func verifySignature(g *sigGroup, pub, msg, sig []byte) bool {
 		}
 		return true
 	}
-	signaturesVerified.Add(1)
-	return ed25519.Verify(pub, msg, sig)
+	return VerifyEd25519(pub, msg, sig)
 }
 
 // SignaturesVerified returns how many Ed25519 signatures this package has
@@ -44,11 +40,9 @@ type sigCheck struct{ pub, msg, sig []byte }
 // cert) so that they are verified together by verify, each exactly as
 // crypto/ed25519.Verify verifies it, with the work two checks share done
 // once: a public key used by several (the account signing key signs the
-// state and every device cert) is decoded once, and the points R' the
-// checks compare with their signatures' R are encoded with one field
-// inversion for all instead of one each. This is not batch verification:
-// every signature is checked on its own equation, [S]B - [k]A == R with R
-// compared as bytes, and the group fails if any one fails.
+// state and every device cert) is decoded once. This is not batch
+// verification: every signature is checked on its own equation, and the
+// group fails if any one fails.
 type sigGroup struct {
 	checks []sigCheck
 	memo   *SignatureMemo // signatures known to verify (nil: none)
@@ -149,14 +143,14 @@ func (m *SignatureMemo) add(checks []sigCheck) {
 // maxGroupKeys bounds the decoded public keys verify keeps for reuse.
 const maxGroupKeys = 8
 
-// verify reports whether every recorded signature verifies, by the checks
-// of crypto/ed25519.Verify (Go's crypto/internal/fips140/ed25519
-// verifyWithDom for pure Ed25519, on the same edwards25519 arithmetic):
-// a 64-byte signature whose top three bits are clear, a public key that
-// decodes as a point (non-canonical encodings accepted, as SetBytes
-// does), S < q, k = SHA-512(R || A || M) mod q, and the encoding of
-// [k](-A) + [S]B equal to R's bytes. TestSigGroupMatchesEd25519 checks it
-// against crypto/ed25519 on valid, altered and edge-case signatures.
+// verify reports whether every recorded signature verifies, each exactly
+// as crypto/ed25519.Verify decides: by edFastAccept (the lattice-reduced
+// check of edverify.go, which only ever accepts), and by ed25519.Verify
+// for any signature it does not accept. A public key used by several
+// checks is decoded, with its table of odd multiples, once. A check whose
+// key or signature has the wrong length fails (ed25519.Verify would
+// panic on the key's). TestSigGroupMatchesEd25519 checks it against
+// crypto/ed25519 on valid, altered and edge-case signatures.
 func (g *sigGroup) verify() bool {
 	n := len(g.checks)
 	if n == 0 {
@@ -164,98 +158,45 @@ func (g *sigGroup) verify() bool {
 	}
 	signaturesVerified.Add(uint64(n))
 	type key struct {
-		enc    []byte
-		minusA edwards25519.Point
+		enc []byte
+		ok  bool // enc decodes as a point
+		ed  edKey
 	}
 	var keyBuf [maxGroupKeys]key
 	keys := keyBuf[:0]
-	var rBuf [8]edwards25519.Point
-	var encBuf [8][32]byte
-	rs, encs := rBuf[:0], encBuf[:0]
-	if n > len(rBuf) {
-		rs, encs = make([]edwards25519.Point, 0, n), make([][32]byte, 0, n)
-	}
+	var tmp key
 	var kh hash.Hash
-	var digest [sha512.Size]byte
 	for _, c := range g.checks {
-		if len(c.pub) != ed25519.PublicKeySize || len(c.sig) != ed25519.SignatureSize || c.sig[63]&224 != 0 {
+		if len(c.pub) != ed25519.PublicKeySize || len(c.sig) != ed25519.SignatureSize {
 			return false
 		}
-		var minusA *edwards25519.Point
+		var k *key
 		for i := range keys {
 			if bytes.Equal(keys[i].enc, c.pub) {
-				minusA = &keys[i].minusA
+				k = &keys[i]
 				break
 			}
 		}
-		if minusA == nil {
-			var a, tmp edwards25519.Point
-			if _, err := a.SetBytes(c.pub); err != nil {
-				return false
-			}
+		if k == nil {
+			k = &tmp
 			if len(keys) < maxGroupKeys {
-				keys = append(keys, key{enc: c.pub})
-				minusA = keys[len(keys)-1].minusA.Negate(&a)
-			} else {
-				minusA = tmp.Negate(&a)
+				keys = append(keys, key{})
+				k = &keys[len(keys)-1]
+			}
+			k.enc = c.pub
+			k.ok = k.ed.set(c.pub)
+		}
+		if k.ok {
+			if kh == nil {
+				kh = sha512.New()
+			}
+			if edFastAccept(&k.ed, kh, c.pub, c.msg, c.sig) {
+				continue
 			}
 		}
-		S, err := new(edwards25519.Scalar).SetCanonicalBytes(c.sig[32:])
-		if err != nil {
-			return false
-		}
-		if kh == nil {
-			kh = sha512.New()
-		} else {
-			kh.Reset()
-		}
-		kh.Write(c.sig[:32])
-		kh.Write(c.pub)
-		kh.Write(c.msg)
-		k, err := new(edwards25519.Scalar).SetUniformBytes(kh.Sum(digest[:0]))
-		if err != nil {
-			panic("devices: SetUniformBytes rejected 64 bytes") // unreachable
-		}
-		rs = append(rs, edwards25519.Point{})
-		rs[len(rs)-1].VarTimeDoubleScalarBaseMult(k, minusA, S)
-		encs = append(encs, [32]byte{})
-	}
-	encodePoints(encs, rs)
-	for i, c := range g.checks {
-		if !bytes.Equal(c.sig[:32], encs[i][:]) {
+		if !ed25519.Verify(c.pub, c.msg, c.sig) {
 			return false
 		}
 	}
 	return true
-}
-
-// encodePoints sets out[i] to the RFC 8032 encoding of ps[i], as
-// Point.Bytes would, with one field inversion for all of them instead of
-// one each (Montgomery's trick: invert the product of the Z coordinates,
-// then peel each 1/Z off it). No Z of a point is 0.
-func encodePoints(out [][32]byte, ps []edwards25519.Point) {
-	var buf [8]field.Element
-	below := buf[:]
-	if len(ps) > len(buf) {
-		below = make([]field.Element, len(ps))
-	}
-	var acc field.Element
-	acc.One()
-	for i := range ps {
-		_, _, Z, _ := ps[i].ExtendedCoordinates()
-		below[i].Set(&acc) // Z_0 * ... * Z_(i-1)
-		acc.Multiply(&acc, Z)
-	}
-	var inv field.Element
-	inv.Invert(&acc)
-	for i := len(ps) - 1; i >= 0; i-- {
-		X, Y, Z, _ := ps[i].ExtendedCoordinates()
-		var zInv, x, y field.Element
-		zInv.Multiply(&inv, &below[i]) // 1 / Z_i
-		inv.Multiply(&inv, Z)          // 1 / (Z_0 * ... * Z_(i-1))
-		x.Multiply(X, &zInv)
-		y.Multiply(Y, &zInv)
-		copy(out[i][:], y.Bytes())
-		out[i][31] |= byte(x.IsNegative() << 7)
-	}
 }

@@ -47,11 +47,54 @@ func edgeSignature(t *testing.T, rng *mrand.Rand, pub []byte, a *edwards25519.Sc
 // flipped bit of R, S, the message or the key; S + q; the top bits of S),
 // and the edge cases on which Ed25519 verifiers disagree and
 // crypto/ed25519 accepts: public keys and R with a small-order component,
-// small-order and non-canonical public key encodings. Each check alone,
-// and groups of several (sharing keys) must give what crypto/ed25519
-// gives for each (a group: all of them).
+// small-order and non-canonical public key encodings; R encoded
+// non-canonically on a signature whose equation holds (edNonCanonicalR),
+// a bit flipped in every byte of a signature, key and message
+// (edByteFlips), and the "Taming the many EdDSAs" vectors
+// (edSpeccheckCases). Each check alone, and groups of several (sharing
+// keys) must give what crypto/ed25519 gives for each (a group: all of
+// them).
 func TestSigGroupMatchesEd25519(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(3, 4))
+	checks := ed25519TestChecks(t, rng)
+	accepted := 0
+	for _, c := range checks {
+		want := ed25519.Verify(c.pub, c.msg, c.sig)
+		g := &sigGroup{checks: []sigCheck{c}}
+		if got := g.verify(); got != want {
+			t.Fatalf("pub %x msg %x sig %x: sigGroup %v, crypto/ed25519 %v", c.pub, c.msg, c.sig, got, want)
+		}
+		if want {
+			accepted++
+		}
+	}
+	// Groups of up to 12 checks (more than the stack buffers), keys shared.
+	for range 400 {
+		n := 1 + rng.IntN(12)
+		g := &sigGroup{}
+		want := true
+		for range n {
+			c := checks[rng.IntN(len(checks))]
+			if rng.IntN(3) > 0 && !ed25519.Verify(c.pub, c.msg, c.sig) {
+				continue // mostly valid groups
+			}
+			g.checks = append(g.checks, c)
+			want = want && ed25519.Verify(c.pub, c.msg, c.sig)
+		}
+		if got := g.verify(); got != want {
+			t.Fatalf("group of %d: sigGroup %v, crypto/ed25519 %v", len(g.checks), got, want)
+		}
+	}
+	t.Logf("%d checks (%d accepted by crypto/ed25519) and 400 groups agree", len(checks), accepted)
+}
+
+// ed25519TestChecks returns the signature checks of the differential
+// tests against crypto/ed25519 (TestSigGroupMatchesEd25519,
+// TestVerifyEd25519MatchesEd25519): valid signatures and the same
+// altered, small-order and mixed-order keys and R, non-canonical key and
+// R encodings (see the test's doc comment and edNonCanonicalR).
+func ed25519TestChecks(t *testing.T, rng *mrand.Rand) []sigCheck {
+	t.Helper()
 	var checks []sigCheck
 	add := func(pub, msg, sig []byte) { checks = append(checks, sigCheck{pub: pub, msg: msg, sig: sig}) }
 	// Valid signatures, some keys signing several messages, and alterations.
@@ -155,35 +198,10 @@ func TestSigGroupMatchesEd25519(t *testing.T) {
 		copy(s, R.Add(R, order8).Bytes())
 		add(A.Bytes(), msg, s)
 	}
-	accepted := 0
-	for _, c := range checks {
-		want := ed25519.Verify(c.pub, c.msg, c.sig)
-		g := &sigGroup{checks: []sigCheck{c}}
-		if got := g.verify(); got != want {
-			t.Fatalf("pub %x msg %x sig %x: sigGroup %v, crypto/ed25519 %v", c.pub, c.msg, c.sig, got, want)
-		}
-		if want {
-			accepted++
-		}
-	}
-	// Groups of up to 12 checks (more than the stack buffers), keys shared.
-	for range 400 {
-		n := 1 + rng.IntN(12)
-		g := &sigGroup{}
-		want := true
-		for range n {
-			c := checks[rng.IntN(len(checks))]
-			if rng.IntN(3) > 0 && !ed25519.Verify(c.pub, c.msg, c.sig) {
-				continue // mostly valid groups
-			}
-			g.checks = append(g.checks, c)
-			want = want && ed25519.Verify(c.pub, c.msg, c.sig)
-		}
-		if got := g.verify(); got != want {
-			t.Fatalf("group of %d: sigGroup %v, crypto/ed25519 %v", len(g.checks), got, want)
-		}
-	}
-	t.Logf("%d checks (%d accepted by crypto/ed25519) and 400 groups agree", len(checks), accepted)
+	checks = append(checks, edNonCanonicalR(t, rng, torsion)...)
+	checks = append(checks, edByteFlips(rng)...)
+	checks = append(checks, edSpeccheckCases(t)...)
+	return checks
 }
 
 // TestSignatureMemo checks that a memo seeded with a verified state skips
