@@ -488,8 +488,12 @@ func TestVerifyEd25519MatchesEd25519(t *testing.T) {
 	}
 	n := SignaturesVerified()
 	VerifyEd25519(checks[0].pub, checks[0].msg, checks[0].sig)
+	if SignaturesVerified() != n {
+		t.Fatal("VerifyEd25519 is counted in SignaturesVerified, which counts account signatures only")
+	}
+	verifySignature(nil, checks[0].pub, checks[0].msg, checks[0].sig)
 	if SignaturesVerified() != n+1 {
-		t.Fatal("VerifyEd25519 is not counted in SignaturesVerified")
+		t.Fatal("verifySignature is not counted in SignaturesVerified")
 	}
 	// A key of the wrong length panics, as in crypto/ed25519.
 	func() {

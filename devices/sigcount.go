@@ -12,7 +12,7 @@ import (
 // verifySignature and sigGroup.verify.
 var signaturesVerified atomic.Uint64
 
-// verifySignature is ed25519.Verify's result, counted (VerifyEd25519):
+// verifySignature is ed25519.Verify's result (VerifyEd25519), counted:
 // every Ed25519 signature this package checks goes through it, or is
 // recorded in a sigGroup (g not nil), which then accepts it for now and
 // verifies it later with the others (sigGroup.verify); a signature g's
@@ -24,6 +24,7 @@ func verifySignature(g *sigGroup, pub, msg, sig []byte) bool {
 		}
 		return true
 	}
+	signaturesVerified.Add(1)
 	return VerifyEd25519(pub, msg, sig)
 }
 

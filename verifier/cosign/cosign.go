@@ -34,6 +34,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keyline/keyline/devices"
 )
 
 // AlgCosignatureV1 is the signed-note signature type of Ed25519 cosignatures.
@@ -161,13 +163,14 @@ func (v *Verifier) KeyHash() uint32 { return v.id }
 func (v *Verifier) PublicKey() ed25519.PublicKey { return v.pub }
 
 // Verify reports whether sig is a valid cosignature of msg. Timestamps of 2^63
-// or more are rejected, as the specification requires.
+// or more are rejected, as the specification requires. The Ed25519
+// signature is checked by devices.VerifyEd25519: ed25519.Verify's result.
 func (v *Verifier) Verify(msg, sig []byte) bool {
 	ts, err := Timestamp(sig)
 	if err != nil {
 		return false
 	}
-	return ed25519.Verify(v.pub, Message(msg, ts), sig[8:])
+	return devices.VerifyEd25519(v.pub, Message(msg, ts), sig[8:])
 }
 
 // Timestamp returns the timestamp of a cosignature (the bytes after the key
