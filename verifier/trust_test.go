@@ -125,3 +125,51 @@ func TestOpenCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEd25519NoteVerifier: the log key's verifier from TrustFile.Trust
+// checks signatures with devices.VerifyEd25519 and accepts exactly what
+// note's own Ed25519 verifier accepts, valid and altered signatures alike;
+// a key of another algorithm keeps note's verifier.
+func TestEd25519NoteVerifier(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "log.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := ed25519NoteVerifier(plain, vkey)
+	if _, ok := fast.(*fastNoteVerifier); !ok {
+		t.Fatalf("verifier of an Ed25519 key is %T, want *fastNoteVerifier", fast)
+	}
+	if fast.Name() != plain.Name() || fast.KeyHash() != plain.KeyHash() {
+		t.Fatalf("name/hash %q %08x, want %q %08x", fast.Name(), fast.KeyHash(), plain.Name(), plain.KeyHash())
+	}
+	msg := []byte("log.test\n7\nAAAA\n")
+	sig, err := signer.Sign(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fast.Verify(msg, sig) {
+		t.Fatal("valid signature rejected")
+	}
+	for i := range len(sig) * 8 {
+		bad := bytes.Clone(sig)
+		bad[i/8] ^= 1 << (i % 8)
+		if got, want := fast.Verify(msg, bad), plain.Verify(msg, bad); got != want {
+			t.Fatalf("bit %d flipped: fast %v, note %v", i, got, want)
+		}
+	}
+	if fast.Verify(append(bytes.Clone(msg), 'x'), sig) {
+		t.Fatal("signature of another message accepted")
+	}
+	// A cosigner key (algorithm 4) is not a plain Ed25519 note key.
+	if v := ed25519NoteVerifier(plain, "w.test+01020304+"+base64.StdEncoding.EncodeToString(append([]byte{4}, make([]byte, 32)...))); v != plain {
+		t.Fatalf("non-Ed25519 key: got %T, want note's verifier", v)
+	}
+}
