@@ -251,7 +251,10 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 // s signed by that account signing key, every DeviceCert doubly signed
 // (VerifyDeviceCert), device names unique, and no device both present and
 // revoked. It does not check s against any previous state; see
-// VerifyCreate, VerifyTransition and VerifyReset.
+// VerifyCreate, VerifyTransition and VerifyReset. A lookup client checks
+// the lookup rule instead (VerifyAccountStateForLookup), which leaves out
+// the DeviceCerts' account signing key signatures that s's signature
+// covers.
 func VerifyAccountState(s *AccountState) error {
 	return groupVerified(func(g *sigGroup) error { return verifyAccountState(g, s, fullRule) })
 }
