@@ -166,6 +166,44 @@ func TestStolenLaptopEndToEnd(t *testing.T) {
 // of laptopDir, appended after the honest latest version. It returns its
 // address.
 func serveStaleState(t *testing.T, w *world, srvDir, addr, laptopDir, user string) string {
+	return serveForgedState(t, w, srvDir, addr, laptopDir, user, func(latest *devices.AccountState, ask *devices.AccountSigningKey) *devices.AccountState {
+		t.Helper()
+		// Everything the laptop can sign: the current devices re-signed with
+		// its (rotated-out) key, plus the thief's device.
+		rk := latest.IdentityKey
+		h, _ := latest.Hash()
+		st := &devices.AccountState{UserID: user, Version: latest.Version + 1, PrevHash: h, IdentityKey: rk, SigningKey: ask.Cert,
+			Revocations: latest.Revocations, Timestamp: latest.Timestamp.Add(time.Second)}
+		for _, d := range latest.Devices {
+			c := *d
+			if err := ask.IssueCert(rk, &c); err != nil {
+				t.Fatal(err)
+			}
+			st.Devices = append(st.Devices, &c)
+		}
+		dk, _ := devices.NewDeviceKey(rand.Reader)
+		evil, err := dk.NewCert("thief", rk, st.Timestamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ask.IssueCert(rk, evil); err != nil {
+			t.Fatal(err)
+		}
+		st.Devices = append(st.Devices, evil)
+		slices.SortFunc(st.Devices, func(a, b *devices.DeviceCert) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+		if err := st.Sign(ask); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	})
+}
+
+// serveForgedState starts a malicious directory (the honest one's keys and
+// log, served by an adversary.Forgery over gRPC) whose latest version of
+// user is build's state (given the honest latest state and the account
+// signing key held in the keystore of laptopDir), appended after the
+// honest latest version. It returns its address.
+func serveForgedState(t *testing.T, w *world, srvDir, addr, laptopDir, user string, build func(latest *devices.AccountState, ask *devices.AccountSigningKey) *devices.AccountState) string {
 	t.Helper()
 	ctx := context.Background()
 	ks, err := devices.LoadKeystore(filepath.Join(laptopDir, keystoreFile), []byte(testEnv("KEYLINE_PASSPHRASE")))
@@ -213,32 +251,7 @@ func serveStaleState(t *testing.T, w *world, srvDir, addr, laptopDir, user strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Everything the laptop can sign: the current devices re-signed with
-	// its (rotated-out) key, plus the thief's device.
-	ask, rk := ks.Signing, latest.IdentityKey
-	h, _ := latest.Hash()
-	st := &devices.AccountState{UserID: user, Version: latest.Version + 1, PrevHash: h, IdentityKey: rk, SigningKey: ask.Cert,
-		Revocations: latest.Revocations, Timestamp: latest.Timestamp.Add(time.Second)}
-	for _, d := range latest.Devices {
-		c := *d
-		if err := ask.IssueCert(rk, &c); err != nil {
-			t.Fatal(err)
-		}
-		st.Devices = append(st.Devices, &c)
-	}
-	dk, _ := devices.NewDeviceKey(rand.Reader)
-	evil, err := dk.NewCert("thief", rk, st.Timestamp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ask.IssueCert(rk, evil); err != nil {
-		t.Fatal(err)
-	}
-	st.Devices = append(st.Devices, evil)
-	slices.SortFunc(st.Devices, func(a, b *devices.DeviceCert) int { return strings.Compare(a.ID.String(), b.ID.String()) })
-	if err := st.Sign(ask); err != nil {
-		t.Fatal(err)
-	}
+	st := build(latest, ks.Signing)
 	payload, _ := st.MarshalBinary()
 	leaf, err := (&klog.AccountUpdate{Index: up.Index, Version: st.Version, PrevHash: klog.EntryHash(b.AccountUpdate), Update: klog.UpdateUpdate, Payload: payload}).Marshal()
 	if err != nil {

@@ -137,8 +137,9 @@ func (s *session) verifyPublished(ctx context.Context, state *devices.AccountSta
 }
 
 // ownState returns the verified current state of the keystore's account,
-// checking it is under the keystore's identity key and not older than the
-// state the keystore knows.
+// checking it is under the keystore's identity key, not older than the
+// state the keystore knows, and valid by every signature
+// (devices.VerifyAccountState).
 func (s *session) ownState(ctx context.Context, ks *devices.Keystore) (*verifier.LookupResult, error) {
 	res, err := s.lookup(ctx, ks.UserID)
 	if err != nil {
@@ -165,6 +166,18 @@ func (s *session) ownState(ctx context.Context, ks *devices.Keystore) (*verifier
 	}
 	if ks.State != nil && res.Version < ks.State.Version {
 		return nil, verificationErr(fmt.Sprintf("the directory serves %s v%d, older than v%d which this device published", ks.UserID, res.Version, ks.State.Version), "the directory rolled your account back; keep this output", nil)
+	}
+	// The lookup checked the state by a lookup client's rule, which does
+	// not verify the device certs' account signing key signatures (the
+	// state's signature covers them; docs/protocol.md §7.1.7). The owner's
+	// device flows build on this state, so they check every signature, as
+	// the directory and auditors do. During a pending reset res.State is
+	// the unsigned previous state, whose certs the lookup verified in full
+	// (devices.VerifyResetEntry).
+	if res.State != nil && res.ResetPending == nil {
+		if err := devices.VerifyAccountState(res.State); err != nil {
+			return nil, verificationErr(fmt.Sprintf("the directory serves your account %s v%d, which does not verify", ks.UserID, res.Version), "the directory and auditors refuse such a state; keep this output and report it", err)
+		}
 	}
 	return res, nil
 }

@@ -85,12 +85,17 @@ func (a *AccountSigningKey) IssueCert(rkPub [32]byte, c *DeviceCert) error {
 // device back-signed (rkPub, body). Errors wrap ErrDeviceCert (or
 // ErrDeviceName).
 func VerifyDeviceCert(rkPub, askPub [32]byte, c *DeviceCert) error {
-	return groupVerified(func(g *sigGroup) error { return verifyDeviceCert(g, &rkPub, &askPub, c) })
+	return groupVerified(func(g *sigGroup) error { return verifyDeviceCert(g, &rkPub, &askPub, c, false) })
 }
 
 // verifyDeviceCert is VerifyDeviceCert with its signatures checked through
-// g (verifySignature).
-func verifyDeviceCert(g *sigGroup, rkPub, askPub *[32]byte, c *DeviceCert) error {
+// g (verifySignature). If covered is true, c's ASK signature is not
+// verified: the caller must verify, in the same check (through the same g),
+// a signature by askPub over a message containing c's whole encoding with
+// that signature (appendTo), as verifyAccountState does under lookupRule
+// with the state's own signature (see lookupRule for why that is sound).
+// Every other check, the back-signature included, is made either way.
+func verifyDeviceCert(g *sigGroup, rkPub, askPub *[32]byte, c *DeviceCert, covered bool) error {
 	if c == nil {
 		return fmt.Errorf("%w: nil cert", ErrDeviceCert)
 	}
@@ -101,7 +106,7 @@ func verifyDeviceCert(g *sigGroup, rkPub, askPub *[32]byte, c *DeviceCert) error
 	if err != nil {
 		return err
 	}
-	if !verifySignature(g, askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
+	if !covered && !verifySignature(g, askPub[:], signedMessage(ctxDeviceCert, body), c.Signature[:]) {
 		return fmt.Errorf("%w: device %s: account signing key signature does not verify", ErrDeviceCert, c.ID)
 	}
 	if !verifySignature(g, c.SigningKey[:], signedMessage(ctxDeviceBacksig, rkPub[:], body), c.BackSignature[:]) {

@@ -584,7 +584,7 @@ func TestEdFastPathTaken(t *testing.T) {
 	// A sigGroup: every signature of a state on the fast path.
 	c := newChain(t)
 	var g sigGroup
-	if err := verifyAccountState(&g, c.v3); err != nil { // records the checks
+	if err := verifyAccountState(&g, c.v3, fullRule); err != nil { // records the checks
 		t.Fatal(err)
 	}
 	want := 0

@@ -82,12 +82,17 @@ func (m *SignatureMemo) verified(verify func(g *sigGroup) error) error {
 // history behind it, whose first version carries the same signing key
 // cert and device certs) verifies each signature once. Its methods are the
 // package functions of the same names, except that a signature the memo
-// holds is not verified again and every signature they verify is added.
-// Whether a signature verifies is a function of those bytes only, so the
-// results are the package functions' results. A nil *SignatureMemo holds
-// nothing. It is not safe for concurrent use; keep one for one operation.
+// holds is not verified again and every signature they verify is added;
+// a lookup memo's (NewLookupMemo) check the lookup rule instead
+// (VerifyAccountStateForLookup). Whether a signature verifies is a
+// function of those bytes only, so the results are the package functions'
+// results. A memo only ever holds signatures that were verified: one the
+// lookup rule does not check is never added. A nil *SignatureMemo holds
+// nothing and checks every signature. It is not safe for concurrent use;
+// keep one for one operation.
 type SignatureMemo struct {
 	known []sigCheck
+	rule  checkRule // fullRule, or lookupRule for NewLookupMemo's
 }
 
 // NewSignatureMemo returns a memo of the signatures of the given states
@@ -95,30 +100,54 @@ type SignatureMemo struct {
 // each of which VerifyAccountState, VerifyCreate, VerifyTransition,
 // VerifyTransitionFrom or VerifyReset has accepted in this process: they
 // are not verified again. Like VerifyTransitionOfVerified, it is sound
-// only for such states; never pass a state from an untrusted source.
+// only for such states; never pass a state from an untrusted source, nor
+// one only VerifyAccountStateForLookup accepted (use NewLookupMemo).
 func NewSignatureMemo(verified ...*AccountState) *SignatureMemo {
-	m := new(SignatureMemo)
+	return newMemo(fullRule, verified)
+}
+
+// newMemo returns a memo checking rule that holds the signatures rule
+// checks in the verified states.
+func newMemo(rule checkRule, verified []*AccountState) *SignatureMemo {
+	m := &SignatureMemo{rule: rule}
 	for _, s := range verified {
 		var g sigGroup // records every signature check, verifies none
-		_ = verifyAccountState(&g, s)
+		_ = verifyAccountState(&g, s, rule)
 		m.known = append(m.known, g.checks...)
 	}
 	return m
 }
 
-// VerifyAccountState is the package's VerifyAccountState with m.
+// checkRule returns the rule m's methods check (fullRule for a nil m).
+func (m *SignatureMemo) checkRule() checkRule {
+	if m == nil {
+		return fullRule
+	}
+	return m.rule
+}
+
+// VerifyAccountState is the package's VerifyAccountState with m; for a
+// lookup memo, VerifyAccountStateForLookup with m.
 func (m *SignatureMemo) VerifyAccountState(s *AccountState) error {
-	return m.verified(func(g *sigGroup) error { return verifyAccountState(g, s) })
+	rule := m.checkRule()
+	return m.verified(func(g *sigGroup) error { return verifyAccountState(g, s, rule) })
 }
 
-// VerifyCreate is the package's VerifyCreate with m.
+// VerifyCreate is the package's VerifyCreate with m; for a lookup memo,
+// its rules with next's signatures checked as VerifyAccountStateForLookup
+// checks them.
 func (m *SignatureMemo) VerifyCreate(next *AccountState) error {
-	return m.verified(func(g *sigGroup) error { return verifyCreate(g, next) })
+	rule := m.checkRule()
+	return m.verified(func(g *sigGroup) error { return verifyCreate(g, next, rule) })
 }
 
-// VerifyTransitionFrom is the package's VerifyTransitionFrom with m.
+// VerifyTransitionFrom is the package's VerifyTransitionFrom with m; for a
+// lookup memo, its rules with next's signatures checked as
+// VerifyAccountStateForLookup checks them, and prev may be a state a
+// lookup memo or VerifyAccountStateForLookup accepted.
 func (m *SignatureMemo) VerifyTransitionFrom(prev, next *AccountState) error {
-	return m.verified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next) })
+	rule := m.checkRule()
+	return m.verified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next, rule) })
 }
 
 // holds reports whether m holds the signature sig by pub over msg.

@@ -251,14 +251,18 @@ func (s *AccountState) Revoked(id DeviceID) *Revocation {
 // s signed by that account signing key, every DeviceCert doubly signed
 // (VerifyDeviceCert), device names unique, and no device both present and
 // revoked. It does not check s against any previous state; see
-// VerifyCreate, VerifyTransition and VerifyReset.
+// VerifyCreate, VerifyTransition and VerifyReset. A lookup client checks
+// the lookup rule instead (VerifyAccountStateForLookup), which leaves out
+// the DeviceCerts' account signing key signatures that s's signature
+// covers.
 func VerifyAccountState(s *AccountState) error {
-	return groupVerified(func(g *sigGroup) error { return verifyAccountState(g, s) })
+	return groupVerified(func(g *sigGroup) error { return verifyAccountState(g, s, fullRule) })
 }
 
-// verifyAccountState is VerifyAccountState with its signatures checked
+// verifyAccountState is VerifyAccountState (rule fullRule) or
+// VerifyAccountStateForLookup (lookupRule) with its signatures checked
 // through g (verifySignature).
-func verifyAccountState(g *sigGroup, s *AccountState) error {
+func verifyAccountState(g *sigGroup, s *AccountState, rule checkRule) error {
 	if s == nil {
 		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
@@ -269,8 +273,11 @@ func verifyAccountState(g *sigGroup, s *AccountState) error {
 	if err := verifyStateSignature(g, s, b); err != nil {
 		return err
 	}
+	// s's signature by s.SigningKey.Key, just checked through g, covers
+	// every cert's encoding (appendBody), and the certs are checked
+	// against that same key.
 	for _, c := range s.Devices {
-		if err := verifyDeviceCert(g, &s.IdentityKey, &s.SigningKey.Key, c); err != nil {
+		if err := verifyDeviceCert(g, &s.IdentityKey, &s.SigningKey.Key, c, rule == lookupRule); err != nil {
 			return err
 		}
 	}

@@ -11,12 +11,12 @@ import (
 // revocations, signing key generation 1, and self-consistent
 // (VerifyAccountState).
 func VerifyCreate(next *AccountState) error {
-	return groupVerified(func(g *sigGroup) error { return verifyCreate(g, next) })
+	return groupVerified(func(g *sigGroup) error { return verifyCreate(g, next, fullRule) })
 }
 
 // verifyCreate is VerifyCreate with its signatures checked through g
-// (verifySignature).
-func verifyCreate(g *sigGroup, next *AccountState) error {
+// (verifySignature), next's under rule (verifyAccountState).
+func verifyCreate(g *sigGroup, next *AccountState, rule checkRule) error {
 	if next == nil {
 		return fmt.Errorf("%w: nil AccountState", ErrMalformed)
 	}
@@ -32,7 +32,7 @@ func verifyCreate(g *sigGroup, next *AccountState) error {
 	if gen := next.Generation(); gen != 1 {
 		return fmt.Errorf("%w: create has signing key generation %d, want 1", ErrSigningKeyCert, gen)
 	}
-	return verifyAccountState(g, next)
+	return verifyAccountState(g, next, rule)
 }
 
 // VerifyTransition checks that next is a valid normal update of prev:
@@ -71,7 +71,10 @@ func VerifyTransition(prev, next *AccountState) error {
 // VerifyTransition between prev and next except next's self-consistency
 // (its signatures, certs and device list), which VerifyTransition would
 // only check again. A client uses it for the history entry it has just
-// verified as a lookup's answer. With any other next use VerifyTransition.
+// verified as a lookup's answer. A next that VerifyAccountStateForLookup
+// (or a lookup memo, NewLookupMemo) accepted gives the lookup rule's
+// result: the transition rules and the signatures a lookup checks. With
+// any other next use VerifyTransition.
 func VerifyTransitionOfVerified(prev, next *AccountState) error {
 	if err := checkHead(prev, next); err != nil {
 		return err
@@ -457,12 +460,14 @@ func Resign(prev *AccountState, ask *AccountSigningKey, now time.Time) (*Account
 // It is sound only for a verified prev: with a prev from an untrusted
 // source use VerifyTransition, which re-verifies every cert.
 func VerifyTransitionFrom(prev, next *AccountState) error {
-	return groupVerified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next) })
+	return groupVerified(func(g *sigGroup) error { return verifyTransitionFrom(g, prev, next, fullRule) })
 }
 
 // verifyTransitionFrom is VerifyTransitionFrom with its signatures checked
-// through g (verifySignature).
-func verifyTransitionFrom(g *sigGroup, prev, next *AccountState) error {
+// through g (verifySignature), next's under rule: with lookupRule no
+// cert's ASK signature is verified, as next's signature by that same key,
+// checked here through g, covers every cert (verifyAccountState).
+func verifyTransitionFrom(g *sigGroup, prev, next *AccountState, rule checkRule) error {
 	if err := checkHead(prev, next); err != nil {
 		return err
 	}
@@ -484,7 +489,7 @@ func verifyTransitionFrom(g *sigGroup, prev, next *AccountState) error {
 	}
 	for _, c := range next.Devices {
 		if !sameASK || !sameCert(prev.Device(c.ID), c) {
-			if err := verifyDeviceCert(g, &next.IdentityKey, &next.SigningKey.Key, c); err != nil {
+			if err := verifyDeviceCert(g, &next.IdentityKey, &next.SigningKey.Key, c, rule == lookupRule); err != nil {
 				return err
 			}
 		}

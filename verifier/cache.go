@@ -228,7 +228,8 @@ func (c *Cache) verifyIndex(t *Trust, uid string, pi []byte) ([32]byte, error) {
 }
 
 // payloadVerified reports whether the payload (with its update kind tag)
-// verified before under t. c may be nil.
+// verified before under t, by a lookup's checks (verifyPayload: an
+// AccountState by the lookup rule). c may be nil.
 func (c *Cache) payloadVerified(t *Trust, kind byte, payload []byte) (bool, [32]byte) {
 	if c == nil {
 		return false, [32]byte{}

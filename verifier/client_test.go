@@ -370,9 +370,14 @@ func (v *countingVerifier) Verify(msg, sig []byte) bool {
 // verifies the history from v1 under the same checkpoint. The checkpoint
 // note is verified once (the history's is the lookup's, from the cache),
 // and v2's state, which the lookup verified, is not verified again in the
-// history: 6 account signatures for v2 in the lookup (signing key cert,
-// state, 2 per device), 4 for v1's create, none for the transition to v2
-// (its link, version, generation and revocation rules are checked).
+// history. A lookup checks 2 + n signatures per state (the lookup rule,
+// devices.VerifyAccountStateForLookup): 4 for v2 in the lookup (signing
+// key cert, state, each device's back-signature; not the certs' account
+// signing key signatures, which v2's signature covers); for v1's create
+// only v1's own signature (its signing key cert and its device's
+// back-signature are v2's, held by the lookup memo); none for the
+// transition to v2 (its link, version, generation and revocation rules are
+// checked).
 func TestLookupNewContactVerifiesOnce(t *testing.T) {
 	d := newTestDir(t)
 	d.publish(d.create("carol"))
@@ -392,9 +397,9 @@ func TestLookupNewContactVerifiesOnce(t *testing.T) {
 		t.Errorf("the log signature of the checkpoint was verified %d times, want 1", n)
 	}
 	// v1 carries v2's signing key cert and first device cert: the history
-	// verifies only v1's own signature (devices.SignatureMemo).
-	if n := devices.SignaturesVerified() - sigs; n != 7 {
-		t.Errorf("%d account signatures verified, want 7 (6 lookup + v1's state signature)", n)
+	// verifies only v1's own signature (devices.NewLookupMemo).
+	if n := devices.SignaturesVerified() - sigs; n != 5 {
+		t.Errorf("%d account signatures verified, want 5 (2 + 2 devices in the lookup + v1's state signature)", n)
 	}
 
 	// Again, as a chat client does: the client's known size and the held

@@ -53,7 +53,7 @@ func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid stri
 	if res.Version == from {
 		return res, nil
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, lookupMemo(res), res, from)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 	if from > res.Version {
 		return unexplained(fail(ErrHistory, nil, "the directory serves v%d of %s, the pinned key was seen at v%d", res.Version, uid, from))
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, lookupMemo(res), res, from)
 	if err != nil {
 		return unexplained(err)
 	}
@@ -160,13 +160,14 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 // make progress, so it makes at most res.Version-from+1 calls. c (nil: no
 // cache) is the cache the lookup res was verified with.
 //
-// The pages share one devices.SignatureMemo, seeded with the signatures of
-// the state the lookup verified (lookupMemo): a signature the history
+// The pages share memo, which holds the signatures of res.State and says
+// which rule the states are checked by: a lookup client's memo
+// (lookupMemo, the lookup rule of devices.VerifyAccountStateForLookup), or
+// the monitor's (ownMemo, every signature). A signature the history
 // repeats (the signing key cert and device certs of v1 that the served
 // version still carries) is verified once per call.
-func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *LookupResult, from uint64) ([]historyEntry, error) {
+func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, memo *devices.SignatureMemo, res *LookupResult, from uint64) ([]historyEntry, error) {
 	var out []historyEntry
-	memo := lookupMemo(res)
 	next := from
 	for {
 		h, err := src.History(ctx, res.UserID, next)
@@ -193,14 +194,16 @@ func historyFrom(ctx context.Context, t *Trust, src Source, c *Cache, res *Looku
 	}
 }
 
-// lookupMemo returns a signature memo holding the signatures of res.State
-// if VerifyLookup verified it with devices.VerifyAccountState (a create or
-// update, or the new state of a reset in effect, as isLookupAnswer
-// requires); during a pending reset res.State is the unsigned previous
-// state and the memo is empty.
+// lookupMemo returns a lookup memo (devices.NewLookupMemo: the lookup
+// rule, a DeviceCert's ASK signature covered by its state's signature is
+// not verified) holding the signatures of res.State that VerifyLookup
+// verified with devices.VerifyAccountStateForLookup (a create or update,
+// or the new state of a reset in effect, as isLookupAnswer requires);
+// during a pending reset res.State is the unsigned previous state and the
+// memo holds nothing.
 func lookupMemo(res *LookupResult) *devices.SignatureMemo {
 	if !res.Found || res.State == nil || res.Reset != nil || res.ResetPending != nil {
-		return devices.NewSignatureMemo()
+		return devices.NewLookupMemo()
 	}
-	return devices.NewSignatureMemo(res.State)
+	return devices.NewLookupMemo(res.State)
 }

@@ -349,8 +349,11 @@ func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {
 }
 
 // verifyPayload checks the AccountUpdate's payload and fills res.State,
-// res.Reset and res.IdentityKey. The signature checks (VerifyResetEntry,
-// VerifyAccountState: functions of the payload bytes and the trust's reset
+// res.Reset and res.IdentityKey. An AccountState is checked by the lookup
+// rule (devices.VerifyAccountStateForLookup: 2 + n signatures, not the
+// DeviceCerts' ASK signatures, which the state's signature by that same
+// key covers; docs/protocol.md §7.1); a reset by VerifyResetEntry. The
+// signature checks (functions of the payload bytes and the trust's reset
 // key and window) are skipped if c holds the payload as verified; it is
 // recorded only once every check has passed.
 func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache) error {
@@ -393,7 +396,7 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache
 		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
 	}
 	if !cached {
-		if err := devices.VerifyAccountState(st); err != nil {
+		if err := devices.VerifyAccountStateForLookup(st); err != nil {
 			if errors.Is(err, devices.ErrRevokedDevice) {
 				return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
 			}

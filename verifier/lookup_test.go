@@ -358,9 +358,12 @@ func TestLookupAccountUpdate(t *testing.T) {
 func TestLookupPayload(t *testing.T) {
 	d := world(t)
 	a := d.accounts["alice"]
-	// Key substitution: a device cert not issued by alice's IK, in a state
-	// alice's IK never signed but the directory could forge: here the state
-	// is signed (the directory cannot), so the cert is the failing check.
+	// A device cert whose account signing key signature is another
+	// ASK's (mallory's), in a state alice's ASK signed: that state
+	// signature covers the cert's bytes, signature included, so the
+	// lookup rule does not verify the cert's own (docs/protocol.md §7.1)
+	// and accepts; the full rule of the directory, auditors and monitor
+	// refuses it (devices.ErrDeviceCert).
 	evil := *a.state
 	evil.Version++
 	evil.PrevHash, _ = a.state.Hash()
@@ -368,12 +371,46 @@ func TestLookupPayload(t *testing.T) {
 	mallory := &account{uid: "alice", ik: devices.DeriveRootKey(s)}
 	mask, _ := devices.NewAccountSigningKey(mallory.ik, "alice", 1, rand.Reader, d.now)
 	c := d.newDevice(a, "mallory")
-	mask.IssueCert(a.ik.Public(), c) // issued by the wrong ASK
+	if err := mask.IssueCert(a.ik.Public(), c); err != nil { // issued by the wrong ASK
+		t.Fatal(err)
+	}
 	evil.Devices = append(append([]*devices.DeviceCert(nil), a.state.Devices...), c)
 	payload := resign(t, a, &evil)
 	d.publish(entry{"alice", d.updateLeaf(a, klog.UpdateUpdate, evil.Version, payload)})
-	_, err := verify(d, nil, "alice", d.bundle("alice", 0))
+	res, err := verify(d, nil, "alice", d.bundle("alice", 0))
+	if err != nil {
+		t.Fatalf("lookup of a state whose signature covers a cert signed by another ASK: %v", err)
+	}
+	if res.State.Device(c.ID) == nil {
+		t.Fatalf("lookup result lacks device %s", c.ID)
+	}
+	if err := devices.VerifyAccountState(res.State); !errors.Is(err, devices.ErrDeviceCert) {
+		t.Fatalf("full check of the looked-up state: %v, want %v", err, devices.ErrDeviceCert)
+	}
+
+	// Key substitution: a device that back-signed for another root key
+	// (mallory's), its cert signed by alice's ASK, in a state alice's ASK
+	// signed. The back-signature is checked by every rule.
+	d1 := world(t)
+	a1 := d1.accounts["alice"]
+	sub := *a1.state
+	sub.Version++
+	sub.PrevHash, _ = a1.state.Hash()
+	dk, _ := devices.NewDeviceKey(rand.Reader)
+	mc, err := dk.NewCert("mallory", mallory.ik.Public(), d1.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.ask.IssueCert(mallory.ik.Public(), mc); err != nil {
+		t.Fatal(err)
+	}
+	sub.Devices = append(append([]*devices.DeviceCert(nil), a1.state.Devices...), mc)
+	d1.publish(entry{"alice", d1.updateLeaf(a1, klog.UpdateUpdate, sub.Version, resign(t, a1, &sub))})
+	_, err = verify(d1, nil, "alice", d1.bundle("alice", 0))
 	wantErr(t, err, ErrAccountState, devices.ErrDeviceCert)
+	if !strings.Contains(err.Error(), "back-signature does not verify") {
+		t.Fatalf("error %q does not name the back-signature", err)
+	}
 
 	// State signature by another key.
 	d2 := world(t)

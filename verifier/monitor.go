@@ -150,7 +150,9 @@ type Monitor struct {
 // NewMonitor returns a Monitor using c (its state's Own account).
 func NewMonitor(c *Client) *Monitor { return &Monitor{Client: c} }
 
-// Check looks up the own account (verified like any lookup) and compares
+// Check looks up the own account (verified like any lookup, then its state
+// by every signature rule as the directory and auditors check it: ownMemo;
+// a state that fails is an error) and compares
 // the map's value with the expected own version and entry hash. Because
 // auditors check that the map is exactly what the log implies, equality
 // under a verified checkpoint means nobody else changed the account. If
@@ -191,6 +193,10 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 			Message: fmt.Sprintf("%s is proven absent in epoch %d; the owner published v%d", own.UserID, res.Epoch.Epoch, own.Version)})
 		return rep, nil
 	}
+	memo, err := ownMemo(res)
+	if err != nil {
+		return nil, err
+	}
 	if matchesOwn(own, res.Version, res.EntryHash, res.State) {
 		rep.OK = true
 		return rep, nil
@@ -205,12 +211,32 @@ func (m *Monitor) Check(ctx context.Context) (*MonitorReport, error) {
 	if from > 1 {
 		from--
 	}
-	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, m.Client.Cache, res, from)
+	entries, err := historyFrom(ctx, m.Client.Trust, m.Client.Source, m.Client.Cache, memo, res, from)
 	if err != nil {
 		return nil, err
 	}
 	m.analyze(rep, own, res, entries)
 	return rep, nil
+}
+
+// ownMemo checks the own account's served state by every rule, signatures
+// included: the lookup verified it by the lookup rule
+// (devices.VerifyAccountStateForLookup), which does not verify the device
+// certs' account signing key signatures, but the owner's devices must see
+// everything the directory and auditors check (docs/protocol.md §7.1). It
+// returns a memo of its signatures for the history walk, which then checks
+// every state by the full rules too (with an empty memo during a pending
+// reset, when res.State is the unsigned previous state, whose certs
+// devices.VerifyResetEntry verified in full).
+func ownMemo(res *LookupResult) (*devices.SignatureMemo, error) {
+	memo := devices.NewSignatureMemo()
+	if res.State == nil || res.ResetPending != nil {
+		return memo, nil
+	}
+	if err := memo.VerifyAccountState(res.State); err != nil {
+		return nil, fail(ErrAccountState, err, "own account %s v%d", res.UserID, res.Version)
+	}
+	return memo, nil
 }
 
 // Accept makes the latest verified version in rep the expected own
@@ -261,7 +287,11 @@ type historyEntry struct {
 // its predecessor, which this function verified (or prev, which it verified
 // on the previous page), with devices.VerifyTransitionFrom: the result of
 // devices.VerifyTransition, without verifying again the device certs the
-// predecessor already carried under the same root and signing keys.
+// predecessor already carried under the same root and signing keys. States
+// are checked by memo's rule: a lookup client's lookup memo does not verify
+// a DeviceCert's account signing key signature that its state's signature
+// covers (devices.NewLookupMemo), the monitor's memo verifies every
+// signature.
 func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, memo *devices.SignatureMemo, res *LookupResult, h *HistoryBundle, from uint64, prev *historyEntry) ([]historyEntry, error) {
 	cp, err := c.openCheckpoint(t, h.Checkpoint)
 	if err != nil {
@@ -358,7 +388,8 @@ func verifyHistory(ctx context.Context, t *Trust, src Source, c *Cache, memo *de
 				// after it.
 				he.cancels, err = devices.VerifyAfterReset(nil, p.reset, s) // as the directory and auditors: PreviousState()
 			case p != nil && answer:
-				// The lookup verified s (VerifyAccountState): only the
+				// The lookup verified s (by the memo's rule: the lookup
+				// rule, or in full for the monitor, ownMemo): only the
 				// rules between p.state and s are left to check.
 				err = devices.VerifyTransitionOfVerified(p.state, s)
 			case p != nil:

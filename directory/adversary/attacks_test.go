@@ -5,11 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyline/keyline/devices"
 	"github.com/keyline/keyline/directory"
+	"github.com/keyline/keyline/directory/apierr"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier"
 	"github.com/keyline/keyline/verifier/auditor"
@@ -69,14 +71,60 @@ func TestAttackKeySubstitution(t *testing.T) {
 		expectViolation(t, e.trust, err, auditor.RuleSignature)
 	})
 	t.Run("cert-not-issued-by-IK", func(t *testing.T) {
-		// Even with a state signature by the IK (a device tricked into
-		// signing), the cert's missing IK signature is caught.
+		// A state signed by alice's ASK (a device holding it tricked into
+		// signing) carrying the attacker's cert, not issued by that ASK.
+		// The state signature covers the cert's bytes, so a lookup, which
+		// does not verify a cert's own ASK signature there
+		// (devices.VerifyAccountStateForLookup, docs/protocol.md §7.1),
+		// accepts it: whoever signed the state could as well have issued
+		// the cert. The directory refuses it as an update and the auditor
+		// flags the log entry (devices.ErrDeviceCert, RuleDeviceCert).
 		st := build()
 		if err := st.Sign(alice.ik.ask); err != nil {
 			t.Fatal(err)
 		}
+		_, err := e.srv.Update(e.ctx, marshal(t, st))
+		if apierr.Reason(err) != apierr.BadDeviceCert || !strings.Contains(err.Error(), "account signing key signature does not verify") {
+			t.Fatalf("honest directory: update got %v, want %s for the cert's signature", err, apierr.BadDeviceCert)
+		}
 		f := e.forge(0)
 		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st))
+		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.src.ServeOther(f)
+		defer e.src.SetMode(Honest)
+		res, err := e.client(nil).Lookup(e.ctx, "alice")
+		if err != nil {
+			t.Fatalf("client: got %v, want the state its ASK signed", err)
+		}
+		if res.State.Device(c.ID) == nil {
+			t.Fatalf("client: the looked-up state lacks the attacker's device")
+		}
+		_, err = e.auditor().Run(e.ctx, nil)
+		expectViolation(t, e.trust, err, auditor.RuleDeviceCert)
+	})
+	t.Run("device-not-back-signed-for-IK", func(t *testing.T) {
+		// The attacker's device back-signed for the attacker's root key,
+		// its cert issued by alice's ASK, in a state alice's ASK signed: the
+		// back-signature, which binds the device to alice's root key, is
+		// checked by lookups too.
+		_, c2 := newDevice(t, evil, "evil-2")
+		if err := alice.ik.ask.IssueCert(evil.Public(), c2); err != nil {
+			t.Fatal(err)
+		}
+		st := *alice.state
+		st.Version, st.PrevHash, st.Timestamp = 2, prevHash, alice.state.Timestamp.Add(time.Second)
+		st.Devices = append(append([]*devices.DeviceCert(nil), alice.state.Devices...), c2)
+		sortDevices(st.Devices)
+		if err := st.Sign(alice.ik.ask); err != nil {
+			t.Fatal(err)
+		}
+		f := e.forge(0)
+		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, &st))
 		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,10 @@ import (
 // checkpoint signature and witness quorum, the EpochRecord as the
 // checkpoint's last leaf, the VRF proof and index, the map proof under the
 // epoch's map root, and for a present account the AccountUpdate's index
-// and map value and its AccountState's signatures. It returns the
+// and map value and its AccountState's signatures by a lookup client's
+// rule (devices.VerifyAccountStateForLookup: 2 + n signatures, not the
+// DeviceCerts' account signing key signatures, which the state's
+// signature covers; docs/protocol.md §7.1.7). It returns the
 // account's state, or nil for an absent account. (The client library in
 // verifier/ does more: held bundles, freshness, consistency, pinning;
 // `keyline bench --verify` uses it.)
@@ -92,5 +95,5 @@ func VerifyLookup(trust *verifier.Trust, uid string, b *verifier.LookupBundle) (
 	if st.UserID != uid || st.Version != u.Version {
 		return nil, fmt.Errorf("state is %s v%d, want %s v%d", st.UserID, st.Version, uid, u.Version)
 	}
-	return st, devices.VerifyAccountState(st)
+	return st, devices.VerifyAccountStateForLookup(st)
 }

@@ -312,6 +312,12 @@ func TestRules(t *testing.T) {
 		sortCerts(next.Devices)
 		next.Timestamp = d.Time.Add(5e9)
 		must(t, next.Sign(a.ASK))
+		// The state's signature by a's ASK covers the cert, so a lookup
+		// client accepts it (docs/protocol.md §7.1.7): the auditor is
+		// where the cert's own signature is enforced on the log.
+		if err := devices.VerifyAccountStateForLookup(&next); err != nil {
+			t.Fatalf("lookup rule: %v", err)
+		}
 		must(t, d.Update(a, &next))
 		closeEpoch(t, d)
 		expect(t, d, auditor.RuleDeviceCert)

@@ -346,7 +346,7 @@ func describe(r *Result, t *verifier.Trust, st *verifier.ClientState, res *verif
 	r.Checks = append(r.Checks,
 		fmt.Sprintf("map proof: version %d at log entry %d", res.Version, res.LogIndex),
 		fmt.Sprintf("account update is the one the map value binds (log entry %d; auditors check the map against the log)", res.LogIndex),
-		fmt.Sprintf("account state signed by its identity key, %d device certificates verified", len(res.State.Devices)))
+		fmt.Sprintf("account state signed by its account signing key, which its identity key certifies; %d device certificates, each back-signed by its device and covered by the state's signature (docs/protocol.md §7.1.7)", len(res.State.Devices)))
 	r.Version, r.LogIndex = res.Version, res.LogIndex
 	r.IdentityKey = hex.EncodeToString(res.IdentityKey[:])
 	if res.Reset != nil && len(res.Warnings) > 0 {
