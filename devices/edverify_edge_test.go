@@ -523,3 +523,137 @@ func TestVerifyEd25519RefusedChallenge(t *testing.T) {
 		}
 	}
 }
+
+// TestEdRelationGuardDegenerate checks that edRelationHolds refuses the
+// pairs (c0, c1) that satisfy c0 ≡ c1·k (mod 8L) but break the rest of
+// its contract, some of which would make the fast path accept forgeries:
+// an even c1 (2c0, 2c1: Q = [2]P misses a P of order 2), c1 = ±L or 3L
+// with c0 = c1·k mod 8L (Q = [L]P misses every P of order L: any R would
+// do), c1 = 0, and c0 or |c1| raised by 8L (harmless, but outside the
+// documented bounds).
+func TestEdRelationGuardDegenerate(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(31, 32))
+	le32 := func(x *big.Int) [32]byte {
+		var b [32]byte
+		if x.BitLen() > 256 || x.Sign() < 0 {
+			t.Fatalf("%v does not fit", x)
+		}
+		putLEInt(&b, x)
+		return b
+	}
+	for i := range 200 {
+		kk := randBelow(rng, bigL)
+		if i < 8 {
+			kk = big.NewInt(int64(i)) // k = 0 included
+		}
+		kb := le32(kk)
+		k := edScalarOfBig(kk)
+		c0, c1, neg, ok := reduceChallenge(&kb)
+		if !ok {
+			continue
+		}
+		var c1s edwards25519.Scalar
+		if !edRelationHolds(&c0, &c1, neg, &kb, k, &c1s) {
+			t.Fatalf("k=%v: reduceChallenge's own result refused", kk)
+		}
+		a, b := leInt(c0[:]), leInt(c1[:])
+		type pair struct {
+			name   string
+			c0, c1 *big.Int
+			neg    bool
+		}
+		// c0 = c1·k mod 8L for a signed c1.
+		rel := func(c1 *big.Int, neg bool) *big.Int {
+			v := new(big.Int).Mul(c1, kk)
+			if neg {
+				v.Neg(v)
+			}
+			return v.Mod(v, big8L)
+		}
+		three := new(big.Int).Mul(big.NewInt(3), bigL)
+		pairs := []pair{
+			{"2c0, 2c1 (c1 even)", new(big.Int).Lsh(a, 1), new(big.Int).Lsh(b, 1), neg},
+			{"c1 = L", rel(bigL, false), bigL, false},
+			{"c1 = -L", rel(bigL, true), bigL, true},
+			{"c1 = 3L", rel(three, false), three, false},
+			{"c1 = 0", big.NewInt(0), big.NewInt(0), false},
+			{"c0 + 8L", new(big.Int).Add(a, big8L), b, neg},
+			{"|c1| + 8L", a, new(big.Int).Add(b, big8L), neg},
+		}
+		for _, p := range pairs {
+			// The congruence holds: only the guard's other conditions can
+			// refuse the pair.
+			c1v := new(big.Int).Set(p.c1)
+			if p.neg {
+				c1v.Neg(c1v)
+			}
+			if d := new(big.Int).Sub(p.c0, c1v.Mul(c1v, kk)); d.Mod(d, big8L).Sign() != 0 {
+				t.Fatalf("%s: test pair does not satisfy the congruence", p.name)
+			}
+			x0, x1 := le32(p.c0), le32(p.c1)
+			if edRelationHolds(&x0, &x1, p.neg, &kb, k, &c1s) {
+				t.Fatalf("k=%v: %s (c0=%v, c1=%v) passes the guard", kk, p.name, p.c0, p.c1)
+			}
+		}
+	}
+}
+
+// TestSigGroupNeighbourKeys checks that sigGroup.verify tells apart keys
+// whose encodings differ in one byte only (A and -A, which differ in the
+// sign bit; A and a point whose encoding differs from A's in byte 0 or
+// byte 15): a group with a valid signature by A and a "crossed" one for
+// the neighbour key N (made with A's secret, challenge hashed over N's
+// bytes, which A's table would accept) must fail in either order, and a
+// group with A's valid signatures alone must pass.
+func TestSigGroupNeighbourKeys(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(33, 34))
+	sign := func(a *edwards25519.Scalar, pub, msg []byte) []byte {
+		r := edRandomScalar(rng)
+		R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+		h := sha512.New()
+		h.Write(R)
+		h.Write(pub)
+		h.Write(msg)
+		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		return append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
+	}
+	tested := 0
+	for range 20 {
+		a := edRandomScalar(rng)
+		pub := new(edwards25519.Point).ScalarBaseMult(a).Bytes()
+		var neighbours [][]byte
+		flip := bytes.Clone(pub)
+		flip[31] ^= 0x80 // -A
+		neighbours = append(neighbours, flip)
+		for _, pos := range []int{0, 15} {
+			for d := 1; d < 256; d++ {
+				n := bytes.Clone(pub)
+				n[pos] ^= byte(d)
+				if _, err := new(edwards25519.Point).SetBytes(n); err == nil {
+					neighbours = append(neighbours, n)
+					break
+				}
+			}
+		}
+		valid := sigCheck{pub: pub, msg: []byte("by A"), sig: sign(a, pub, []byte("by A"))}
+		valid2 := sigCheck{pub: pub, msg: []byte("by A again"), sig: sign(a, pub, []byte("by A again"))}
+		if !(&sigGroup{checks: []sigCheck{valid, valid2}}).verify() {
+			t.Fatal("valid group rejected")
+		}
+		for _, n := range neighbours {
+			crossed := sigCheck{pub: n, msg: []byte("crossed"), sig: sign(a, n, []byte("crossed"))}
+			if ed25519.Verify(crossed.pub, crossed.msg, crossed.sig) {
+				t.Fatal("crossed signature verifies")
+			}
+			for _, g := range [][]sigCheck{{valid, crossed}, {crossed, valid}, {valid, crossed, valid2}} {
+				if (&sigGroup{checks: g}).verify() {
+					t.Fatalf("A = %x, neighbour %x: group with the crossed signature accepted", pub, n)
+				}
+			}
+			tested++
+		}
+	}
+	if tested < 50 {
+		t.Fatalf("only %d neighbour keys", tested)
+	}
+}
