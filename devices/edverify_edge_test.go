@@ -657,3 +657,85 @@ func TestSigGroupNeighbourKeys(t *testing.T) {
 		t.Fatalf("only %d neighbour keys", tested)
 	}
 }
+
+// TestEdArithmeticExceptional checks the addition formulas on the inputs
+// where incomplete formulas fail: P + P, P - P, P + (-P), P - (-P) and
+// the identity as either operand, in cached and affine form, for the
+// points of small order, B, 2^128·B and random points with torsion.
+func TestEdArithmeticExceptional(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(35, 36))
+	var k128 [32]byte
+	k128[16] = 1
+	points := append(edTorsion(t), edwards25519.NewGeneratorPoint(),
+		new(edwards25519.Point).ScalarBaseMult(edScalarOf(t, &k128)))
+	for range 8 {
+		points = append(points, edRandomPoint(t, rng))
+	}
+	id := edwards25519.NewIdentityPoint()
+	for i, p := range points {
+		for _, q := range []*edwards25519.Point{p, new(edwards25519.Point).Negate(p), id} {
+			for _, first := range []*edwards25519.Point{p, id} {
+				var fe, qe, got edExtended
+				fe.setPoint(first)
+				qe.setPoint(q)
+				var qc edCached
+				var qa edAffineCached
+				qc.fromExtended(&qe)
+				qa.fromAffine(edAffineOf(q))
+				sum := new(edwards25519.Point).Add(first, q)
+				diff := new(edwards25519.Point).Subtract(first, q)
+				for name, tc := range map[string]struct {
+					c    *edCompleted
+					want *edwards25519.Point
+				}{
+					"add":       {new(edCompleted).add(&fe, &qc), sum},
+					"sub":       {new(edCompleted).sub(&fe, &qc), diff},
+					"addAffine": {new(edCompleted).addAffine(&fe, &qa), sum},
+					"subAffine": {new(edCompleted).subAffine(&fe, &qa), diff},
+				} {
+					if edPointOf(t, got.fromCompleted(tc.c)).Equal(tc.want) != 1 {
+						t.Fatalf("point %d: %s wrong on an exceptional pair", i, name)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestVerifyEd25519StructuredKeys checks signatures whose secret key and
+// nonce are structured so that the multi-scalar multiplication meets
+// equal or opposite points (A = ±B, A = 2^128·B, the point the second
+// fixed table is built on, R = identity, R = ±B, R = A): each valid one
+// must be accepted by the fast path, and each with S + 1 rejected by
+// VerifyEd25519 and a sigGroup.
+func TestVerifyEd25519StructuredKeys(t *testing.T) {
+	one := big.NewInt(1)
+	p128 := new(big.Int).Lsh(one, 128)
+	Lm1 := new(big.Int).Sub(bigL, one)
+	secrets := []*big.Int{one, Lm1, big.NewInt(2), p128, new(big.Int).Add(p128, one), new(big.Int).Sub(p128, one), new(big.Int).Mul(big.NewInt(3), p128)}
+	nonces := []*big.Int{big.NewInt(0), one, Lm1, p128}
+	h := sha512.New()
+	for i, av := range secrets {
+		a := edScalarOfBig(av)
+		A := new(edwards25519.Point).ScalarBaseMult(a)
+		pub := A.Bytes()
+		for j, rv := range append(nonces, av) {
+			r := edScalarOfBig(rv)
+			R := new(edwards25519.Point).ScalarBaseMult(r)
+			msg := fmt.Appendf(nil, "structured %d %d", i, j)
+			h.Reset()
+			h.Write(R.Bytes())
+			h.Write(pub)
+			h.Write(msg)
+			k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+			S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
+			sig := append(R.Bytes(), S.Bytes()...)
+			if !ed25519.Verify(pub, msg, sig) {
+				t.Fatalf("secret %v nonce %v: crypto/ed25519 rejects", av, rv)
+			}
+			edAgree(t, pub, msg, sig, true)
+			S1 := new(edwards25519.Scalar).Add(S, scalarOne())
+			edAgree(t, pub, msg, append(R.Bytes(), S1.Bytes()...), false)
+		}
+	}
+}
