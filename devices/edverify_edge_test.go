@@ -390,7 +390,9 @@ func TestVerifyEd25519EdgeScalarsSmallOrderKeys(t *testing.T) {
 				S1 := new(edwards25519.Scalar).Add(S, scalarOne())
 				edAgree(t, pub, msg, append(R.Bytes(), S1.Bytes()...), false)
 				RB := new(edwards25519.Point).Add(R, edwards25519.NewGeneratorPoint())
-				edAgree(t, pub, msg, append(RB.Bytes(), S.Bytes()...), ed25519.Verify(pub, msg, append(RB.Bytes(), S.Bytes()...)))
+				// [S]B - [k']A = R + B would need [k']A = -T2 - B: A is of
+				// small order and -T2 - B is not.
+				edAgree(t, pub, msg, append(RB.Bytes(), S.Bytes()...), false)
 				found, n = true, n+1
 				break
 			}
@@ -738,4 +740,51 @@ func TestVerifyEd25519StructuredKeys(t *testing.T) {
 			edAgree(t, pub, msg, append(R.Bytes(), S1.Bytes()...), false)
 		}
 	}
+}
+
+// FuzzEdFastCheck compares edFastCheck with the reference equation on a
+// challenge k the fuzzer picks directly (any 32 bytes, reduced mod L, or
+// taken as they are if below L, so that structured k reach
+// reduceChallenge), a key A = [a]B + T_A and R = [S]B - [k]A + T_R + [e]B
+// with T_A, T_R points of small order and e small: it must accept exactly
+// when the equation holds (T_R and e zero) and k is not refused.
+func FuzzEdFastCheck(f *testing.F) {
+	f.Add(make([]byte, 32), []byte("a"), []byte("s"), uint8(0), uint8(0), uint8(0))
+	f.Add(bytes.Repeat([]byte{0xff}, 32), []byte("a"), []byte("s"), uint8(3), uint8(0), uint8(0))
+	f.Add(leKey(new(big.Int).Rsh(big8L, 115))[:], []byte("a"), []byte("s"), uint8(1), uint8(0), uint8(0))
+	f.Add(leKey(new(big.Int).Add(big2to128, big.NewInt(1)))[:], []byte("b"), []byte("t"), uint8(5), uint8(4), uint8(0))
+	torsion := edTorsion(f)
+	f.Fuzz(func(t *testing.T, kraw, aseed, sseed []byte, tA, tR, e uint8) {
+		if len(kraw) != 32 {
+			return
+		}
+		var k edwards25519.Scalar
+		if _, err := k.SetCanonicalBytes(kraw); err != nil {
+			var wide [64]byte
+			copy(wide[:], kraw)
+			k.SetUniformBytes(wide[:])
+		}
+		ha, hs := sha512.Sum512(aseed), sha512.Sum512(sseed)
+		a, _ := new(edwards25519.Scalar).SetUniformBytes(ha[:])
+		S, _ := new(edwards25519.Scalar).SetUniformBytes(hs[:])
+		A := new(edwards25519.Point).ScalarBaseMult(a)
+		A.Add(A, torsion[tA%8])
+		R := new(edwards25519.Point).VarTimeDoubleScalarBaseMult(&k, new(edwards25519.Point).Negate(A), S)
+		R.Add(R, torsion[tR%8])
+		R.Add(R, new(edwards25519.Point).ScalarBaseMult(edScalarOfBig(big.NewInt(int64(e%4)))))
+		var key edKey
+		if !key.set(A.Bytes()) {
+			t.Fatal("A does not decode")
+		}
+		var kb [32]byte
+		copy(kb[:], k.Bytes())
+		_, _, _, ok := reduceChallenge(&kb)
+		want := edReferenceHolds(A, R, S, &k)
+		if want != (tR%8 == 0 && e%4 == 0) {
+			t.Fatal("reference equation wrong")
+		}
+		if got := edFastCheck(&key, R, S, &k); got != (want && ok) {
+			t.Fatalf("k=%x tA=%d tR=%d e=%d: edFastCheck %v, equation %v, reduceChallenge ok %v", kb, tA%8, tR%8, e%4, got, want, ok)
+		}
+	})
 }
