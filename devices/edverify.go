@@ -19,7 +19,10 @@ import (
 // accepted), S = sig[32:] < L, and the encoding of [S]B - [k]A equals
 // sig[:32], where k = SHA-512(sig[:32] || pub || msg) mod L. With R the
 // point sig[:32] encodes, that is: P = [S]B - [k]A - R is the identity
-// and sig[:32] is R's canonical encoding.
+// and sig[:32] is R's canonical encoding. The fast path decodes A and R
+// with filippo.io/edwards25519 (v1.2.0), whose Point.SetBytes, field and
+// scalar code are those of Go 1.26's crypto/internal/fips140/edwards25519:
+// the same points crypto/ed25519 uses.
 //
 // reduceChallenge gives c0 >= 0 and an odd c1, both about 2^127 in size,
 // with c0 ≡ c1·k (mod 8L). Every point's order divides 8L, so
