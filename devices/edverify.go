@@ -19,7 +19,10 @@ import (
 // accepted), S = sig[32:] < L, and the encoding of [S]B - [k]A equals
 // sig[:32], where k = SHA-512(sig[:32] || pub || msg) mod L. With R the
 // point sig[:32] encodes, that is: P = [S]B - [k]A - R is the identity
-// and sig[:32] is R's canonical encoding.
+// and sig[:32] is R's canonical encoding. The fast path decodes A and R
+// with filippo.io/edwards25519 (v1.2.0), whose Point.SetBytes, field and
+// scalar code are those of Go 1.26's crypto/internal/fips140/edwards25519:
+// the same points crypto/ed25519 uses.
 //
 // reduceChallenge gives c0 >= 0 and an odd c1, both about 2^127 in size,
 // with c0 ≡ c1·k (mod 8L). Every point's order divides 8L, so
@@ -105,6 +108,22 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 	if _, err := k.SetUniformBytes(h.Sum(digest[:0])); err != nil {
 		return false // unreachable: 64 bytes
 	}
+	if !edFastCheck(key, &R, &S, &k) {
+		return false
+	}
+	edFastAccepted.Add(1)
+	return true
+}
+
+// edFastCheck reports whether the fast path proves P = [S]B - [k]A - R to
+// be the identity, for A the key's point, R any curve point, and S and k
+// the integers below L that the scalars stand for (as in ed25519.Verify,
+// A's torsion is multiplied by the integer k). It checks Q = [c1]P with
+// reduceChallenge's short (c0, c1) (see the comment at the top of this
+// file); false means that Q is not the identity or that k was refused,
+// not necessarily that P is not the identity. TestEdFastCheckEdgeChallenges
+// checks it against edwards25519 on edge challenges.
+func edFastCheck(key *edKey, R *edwards25519.Point, S, k *edwards25519.Scalar) bool {
 	var kb [32]byte
 	copy(kb[:], k.Bytes())
 	c0, c1, c1neg, ok := reduceChallenge(&kb)
@@ -112,12 +131,12 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 		return false
 	}
 	var c1s, t edwards25519.Scalar
-	if !edRelationHolds(&c0, &c1, c1neg, &kb, &k, &c1s) {
+	if !edRelationHolds(&c0, &c1, c1neg, &kb, k, &c1s) {
 		return false
 	}
 	// Q = [s0]B + [s1](2^128·B) + [c0](-A) + [c1](-R), c1·S mod L = s0 + 2^128·s1.
 	var cs [32]byte
-	copy(cs[:], t.Multiply(&c1s, &S).Bytes())
+	copy(cs[:], t.Multiply(&c1s, S).Bytes())
 	var lowHalf, highHalf [32]byte
 	copy(lowHalf[:16], cs[:16])
 	copy(highHalf[:16], cs[16:])
@@ -132,13 +151,9 @@ func edFastAccept(key *edKey, h hash.Hash, pub, msg, sig []byte) bool {
 	}
 	var r edExtended
 	var rTab edOddMultiples
-	rTab.set(r.setPoint(&R))
+	rTab.set(r.setPoint(R))
 	var q edProjective
-	if !edMSM(&q, &n0, &n1, &na, &nr, top, &key.tab, &rTab).isIdentity() {
-		return false
-	}
-	edFastAccepted.Add(1)
-	return true
+	return edMSM(&q, &n0, &n1, &na, &nr, top, &key.tab, &rTab).isIdentity()
 }
 
 // edRelationHolds is the fast path's guard on reduceChallenge's result:
