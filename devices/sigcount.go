@@ -113,7 +113,7 @@ func newMemo(rule checkRule, verified []*AccountState) *SignatureMemo {
 	for _, s := range verified {
 		var g sigGroup // records every signature check, verifies none
 		_ = verifyAccountState(&g, s, rule)
-		m.known = append(m.known, g.checks...)
+		m.add(g.checks)
 	}
 	return m
 }
@@ -164,9 +164,19 @@ func (m *SignatureMemo) holds(pub, msg, sig []byte) bool {
 }
 
 // add adds verified signatures to m (none if m is nil).
+//
+// It keeps copies of the bytes: a check's key and signature are slices of
+// the verified state's fields, and a state changed in place after it was
+// verified must be verified again, not found in m.
 func (m *SignatureMemo) add(checks []sigCheck) {
-	if m != nil {
-		m.known = append(m.known, checks...)
+	if m == nil {
+		return
+	}
+	for _, c := range checks {
+		b := make([]byte, 0, len(c.pub)+len(c.msg)+len(c.sig))
+		b = append(append(append(b, c.pub...), c.msg...), c.sig...)
+		p, ms := len(c.pub), len(c.pub)+len(c.msg)
+		m.known = append(m.known, sigCheck{pub: b[:p:p], msg: b[p:ms:ms], sig: b[ms:]})
 	}
 }
 

@@ -255,3 +255,36 @@ func TestSignatureMemo(t *testing.T) {
 		t.Fatalf("nil memo: %d signatures, %v; want 4, nil", n, err)
 	}
 }
+
+// TestSignatureMemoCopies: a memo keeps its own copies of the verified
+// bytes, so a state changed in place after it was verified (its
+// signatures altered in the very arrays the memo saw) is verified again
+// and refused, not found in the memo.
+func TestSignatureMemoCopies(t *testing.T) {
+	for _, rule := range []checkRule{fullRule, lookupRule} {
+		c := newChain(t)
+		s := clone(t, c.v1)
+		if err := VerifyCreate(s); err != nil {
+			t.Fatal(err)
+		}
+		m := newMemo(rule, []*AccountState{s})
+		if err := m.VerifyCreate(s); err != nil {
+			t.Fatalf("rule %d: memo refuses the state it holds: %v", rule, err)
+		}
+		s.Signature[5] ^= 1
+		s.SigningKey.Signature[7] ^= 1
+		if err := m.VerifyCreate(s); err == nil {
+			t.Fatalf("rule %d: a state altered in place after the memo was made verifies", rule)
+		}
+		// And a memo that learnt the state by verifying it.
+		s2 := clone(t, c.v1)
+		m2 := newMemo(rule, nil)
+		if err := m2.VerifyCreate(s2); err != nil {
+			t.Fatal(err)
+		}
+		s2.Signature[5] ^= 1
+		if err := m2.VerifyCreate(s2); err == nil {
+			t.Fatalf("rule %d: a state altered in place after the memo verified it verifies", rule)
+		}
+	}
+}
