@@ -225,8 +225,8 @@ func (t *Trust) OpenCheckpoint(signed []byte) (*VerifiedCheckpoint, error) {
 // ed25519NoteVerifier returns v, the note.Verifier of the verifier key
 // vkey, with its Verify replaced by devices.VerifyEd25519 if vkey is an
 // Ed25519 key (algorithm byte 1 and a 32-byte key, as note.NewVerifier
-// parses it): the same result as note's ed25519.Verify, at about 0.8 of
-// its cost. Any other key's v is returned as it is.
+// parses it), through a devices.Ed25519Verifier: the same result as
+// note's ed25519.Verify, at about 0.7 of its cost. Any other key's v is returned as it is.
 func ed25519NoteVerifier(v note.Verifier, vkey string) note.Verifier {
 	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
@@ -236,17 +236,21 @@ func ed25519NoteVerifier(v note.Verifier, vkey string) note.Verifier {
 	if err != nil || len(key) != 1+ed25519.PublicKeySize || key[0] != 1 {
 		return v
 	}
-	return &fastNoteVerifier{Verifier: v, pub: ed25519.PublicKey(key[1:])}
+	ev, err := devices.NewEd25519Verifier(key[1:])
+	if err != nil {
+		return v
+	}
+	return &fastNoteVerifier{Verifier: v, ed: ev}
 }
 
 // A fastNoteVerifier is a note.Verifier whose Ed25519 signatures are
-// checked by devices.VerifyEd25519.
+// checked by a devices.Ed25519Verifier (the key decoded once).
 type fastNoteVerifier struct {
 	note.Verifier
-	pub ed25519.PublicKey
+	ed *devices.Ed25519Verifier
 }
 
-// Verify reports whether sig is pub's signature of msg.
+// Verify reports whether sig is the key's signature of msg.
 func (v *fastNoteVerifier) Verify(msg, sig []byte) bool {
-	return devices.VerifyEd25519(v.pub, msg, sig)
+	return v.ed.Verify(msg, sig)
 }

@@ -140,6 +140,7 @@ type Verifier struct {
 	name string
 	id   uint32
 	pub  ed25519.PublicKey
+	ed   *devices.Ed25519Verifier // pub, decoded once
 }
 
 // NewVerifier returns a Verifier for the cosigner key named name.
@@ -150,7 +151,11 @@ func NewVerifier(name string, pub ed25519.PublicKey) (*Verifier, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("%w: public key is %d bytes, want %d", ErrMalformedKey, len(pub), ed25519.PublicKeySize)
 	}
-	return &Verifier{name: name, id: KeyID(name, pub), pub: pub}, nil
+	ed, err := devices.NewEd25519Verifier(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedKey, err)
+	}
+	return &Verifier{name: name, id: KeyID(name, pub), pub: pub, ed: ed}, nil
 }
 
 // Name returns the key name.
@@ -164,13 +169,14 @@ func (v *Verifier) PublicKey() ed25519.PublicKey { return v.pub }
 
 // Verify reports whether sig is a valid cosignature of msg. Timestamps of 2^63
 // or more are rejected, as the specification requires. The Ed25519
-// signature is checked by devices.VerifyEd25519: ed25519.Verify's result.
+// signature is checked by a devices.Ed25519Verifier: ed25519.Verify's
+// result.
 func (v *Verifier) Verify(msg, sig []byte) bool {
 	ts, err := Timestamp(sig)
 	if err != nil {
 		return false
 	}
-	return devices.VerifyEd25519(v.pub, Message(msg, ts), sig[8:])
+	return v.ed.Verify(Message(msg, ts), sig[8:])
 }
 
 // Timestamp returns the timestamp of a cosignature (the bytes after the key
