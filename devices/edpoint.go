@@ -129,67 +129,52 @@ func (v *edCompleted) double(p *edProjective) *edCompleted {
 // A = (Y1-X1)(Y2-X2), B = (Y1+X1)(Y2+X2), C = T1·2d·T2, D = 2·Z1·Z2,
 // E = B - A, F = D - C, G = D + C, H = B + A, p + q = (E/G, H/F).
 func (v *edCompleted) add(p *edExtended, q *edCached) *edCompleted {
-	var ypx, ymx, a, b, c, d field.Element
-	ypx.Add(&p.Y, &p.X)
-	ymx.Subtract(&p.Y, &p.X)
-	b.Multiply(&ypx, &q.YplusX)
-	a.Multiply(&ymx, &q.YminusX)
-	c.Multiply(&p.T, &q.T2d)
+	var d field.Element
 	d.Multiply(&p.Z, &q.Z)
-	d.Add(&d, &d)
-	v.X.Subtract(&b, &a)
-	v.Y.Add(&b, &a)
-	v.Z.Add(&d, &c)
-	v.T.Subtract(&d, &c)
-	return v
+	return v.addParts(p, &q.YplusX, &q.YminusX, &q.T2d, d.Add(&d, &d), false)
 }
 
 // sub sets v to p - q: add with -q = (-x, y), whose cached form swaps
 // Y+X with Y-X and negates 2dT (so F and G swap their signs of C).
 func (v *edCompleted) sub(p *edExtended, q *edCached) *edCompleted {
-	var ypx, ymx, a, b, c, d field.Element
-	ypx.Add(&p.Y, &p.X)
-	ymx.Subtract(&p.Y, &p.X)
-	b.Multiply(&ypx, &q.YminusX)
-	a.Multiply(&ymx, &q.YplusX)
-	c.Multiply(&p.T, &q.T2d)
+	var d field.Element
 	d.Multiply(&p.Z, &q.Z)
-	d.Add(&d, &d)
-	v.X.Subtract(&b, &a)
-	v.Y.Add(&b, &a)
-	v.Z.Subtract(&d, &c)
-	v.T.Add(&d, &c)
-	return v
+	return v.addParts(p, &q.YplusX, &q.YminusX, &q.T2d, d.Add(&d, &d), true)
 }
 
 // addAffine sets v to p + q, add with Z2 = 1 (D = 2·Z1).
 func (v *edCompleted) addAffine(p *edExtended, q *edAffineCached) *edCompleted {
-	var ypx, ymx, a, b, c, d field.Element
-	ypx.Add(&p.Y, &p.X)
-	ymx.Subtract(&p.Y, &p.X)
-	b.Multiply(&ypx, &q.YplusX)
-	a.Multiply(&ymx, &q.YminusX)
-	c.Multiply(&p.T, &q.T2d)
-	d.Add(&p.Z, &p.Z)
-	v.X.Subtract(&b, &a)
-	v.Y.Add(&b, &a)
-	v.Z.Add(&d, &c)
-	v.T.Subtract(&d, &c)
-	return v
+	var d field.Element
+	return v.addParts(p, &q.YplusX, &q.YminusX, &q.T2d, d.Add(&p.Z, &p.Z), false)
 }
 
 // subAffine sets v to p - q, sub with Z2 = 1.
 func (v *edCompleted) subAffine(p *edExtended, q *edAffineCached) *edCompleted {
-	var ypx, ymx, a, b, c, d field.Element
+	var d field.Element
+	return v.addParts(p, &q.YplusX, &q.YminusX, &q.T2d, d.Add(&p.Z, &p.Z), true)
+}
+
+// addParts is the formula of add for q given by its Y+X, Y-X and 2d·T and
+// D = 2·Z1·Z2, or of sub (neg): with -q, Y+X and Y-X swap and C changes
+// sign, so F and G swap.
+func (v *edCompleted) addParts(p *edExtended, qYplusX, qYminusX, qT2d, d *field.Element, neg bool) *edCompleted {
+	if neg {
+		qYplusX, qYminusX = qYminusX, qYplusX
+	}
+	var ypx, ymx, a, b, c field.Element
 	ypx.Add(&p.Y, &p.X)
 	ymx.Subtract(&p.Y, &p.X)
-	b.Multiply(&ypx, &q.YminusX)
-	a.Multiply(&ymx, &q.YplusX)
-	c.Multiply(&p.T, &q.T2d)
-	d.Add(&p.Z, &p.Z)
+	b.Multiply(&ypx, qYplusX)
+	a.Multiply(&ymx, qYminusX)
+	c.Multiply(&p.T, qT2d)
 	v.X.Subtract(&b, &a)
 	v.Y.Add(&b, &a)
-	v.Z.Subtract(&d, &c)
-	v.T.Add(&d, &c)
+	if neg {
+		v.Z.Subtract(d, &c)
+		v.T.Add(d, &c)
+	} else {
+		v.Z.Add(d, &c)
+		v.T.Subtract(d, &c)
+	}
 	return v
 }

@@ -677,28 +677,7 @@ func TestEdArithmeticExceptional(t *testing.T) {
 	for i, p := range points {
 		for _, q := range []*edwards25519.Point{p, new(edwards25519.Point).Negate(p), id} {
 			for _, first := range []*edwards25519.Point{p, id} {
-				var fe, qe, got edExtended
-				fe.setPoint(first)
-				qe.setPoint(q)
-				var qc edCached
-				var qa edAffineCached
-				qc.fromExtended(&qe)
-				qa.fromAffine(edAffineOf(q))
-				sum := new(edwards25519.Point).Add(first, q)
-				diff := new(edwards25519.Point).Subtract(first, q)
-				for name, tc := range map[string]struct {
-					c    *edCompleted
-					want *edwards25519.Point
-				}{
-					"add":       {new(edCompleted).add(&fe, &qc), sum},
-					"sub":       {new(edCompleted).sub(&fe, &qc), diff},
-					"addAffine": {new(edCompleted).addAffine(&fe, &qa), sum},
-					"subAffine": {new(edCompleted).subAffine(&fe, &qa), diff},
-				} {
-					if edPointOf(t, got.fromCompleted(tc.c)).Equal(tc.want) != 1 {
-						t.Fatalf("point %d: %s wrong on an exceptional pair", i, name)
-					}
-				}
+				edCheckAdditions(t, first, q, fmt.Sprintf("point %d, an exceptional pair", i))
 			}
 		}
 	}

@@ -101,6 +101,34 @@ func TestEdD2(t *testing.T) {
 	}
 }
 
+// edCheckAdditions checks p + q and p - q in every form of the addition
+// (q cached or affine) against edwards25519's Add and Subtract.
+func edCheckAdditions(t *testing.T, p, q *edwards25519.Point, what string) {
+	t.Helper()
+	var pe, qe, got edExtended
+	pe.setPoint(p)
+	qe.setPoint(q)
+	var qc edCached
+	var qa edAffineCached
+	qc.fromExtended(&qe)
+	qa.fromAffine(edAffineOf(q))
+	sum := new(edwards25519.Point).Add(p, q)
+	diff := new(edwards25519.Point).Subtract(p, q)
+	for name, tc := range map[string]struct {
+		c    *edCompleted
+		want *edwards25519.Point
+	}{
+		"add":       {new(edCompleted).add(&pe, &qc), sum},
+		"sub":       {new(edCompleted).sub(&pe, &qc), diff},
+		"addAffine": {new(edCompleted).addAffine(&pe, &qa), sum},
+		"subAffine": {new(edCompleted).subAffine(&pe, &qa), diff},
+	} {
+		if edPointOf(t, got.fromCompleted(tc.c)).Equal(tc.want) != 1 {
+			t.Fatalf("%s: %s wrong", what, name)
+		}
+	}
+}
+
 // TestEdArithmetic checks doubling, addition and subtraction in every
 // form against edwards25519 on random points, points with a small-order
 // component, the points of small order and the identity.
@@ -111,8 +139,6 @@ func TestEdArithmetic(t *testing.T) {
 		points = append(points, edRandomPoint(t, rng))
 	}
 	for i, p := range points {
-		var pe edExtended
-		pe.setPoint(p)
 		var c edCompleted
 		var got edExtended
 		got.fromCompleted(c.double(edProjectiveOf(p)))
@@ -124,28 +150,7 @@ func TestEdArithmetic(t *testing.T) {
 		if edPointOf(t, edExtendedOfProjective(&proj)).Equal(new(edwards25519.Point).Add(p, p)) != 1 {
 			t.Fatalf("point %d: double to projective wrong", i)
 		}
-		q := points[rng.IntN(len(points))]
-		var qe edExtended
-		qe.setPoint(q)
-		var qc edCached
-		var qa edAffineCached
-		qc.fromExtended(&qe)
-		qa.fromAffine(edAffineOf(q))
-		sum := new(edwards25519.Point).Add(p, q)
-		diff := new(edwards25519.Point).Subtract(p, q)
-		for name, tc := range map[string]struct {
-			c    *edCompleted
-			want *edwards25519.Point
-		}{
-			"add":       {new(edCompleted).add(&pe, &qc), sum},
-			"sub":       {new(edCompleted).sub(&pe, &qc), diff},
-			"addAffine": {new(edCompleted).addAffine(&pe, &qa), sum},
-			"subAffine": {new(edCompleted).subAffine(&pe, &qa), diff},
-		} {
-			if edPointOf(t, got.fromCompleted(tc.c)).Equal(tc.want) != 1 {
-				t.Fatalf("point %d: %s wrong", i, name)
-			}
-		}
+		edCheckAdditions(t, p, points[rng.IntN(len(points))], fmt.Sprintf("point %d", i))
 	}
 	var id edProjective
 	if !id.identity().isIdentity() || edProjectiveOf(points[1]).isIdentity() || edProjectiveOf(points[9]).isIdentity() {
