@@ -652,6 +652,19 @@ func TestSigGroupNeighbourKeys(t *testing.T) {
 					t.Fatalf("A = %x, neighbour %x: group with the crossed signature accepted", pub, n)
 				}
 			}
+			// A memo keeps the keys its groups decoded for its later
+			// groups: A decoded by one group must not serve the
+			// neighbour's check in the next, nor the other way round.
+			m := new(SignatureMemo)
+			if !(&sigGroup{checks: []sigCheck{valid}, memo: m}).verify() || len(m.keys) != 1 {
+				t.Fatalf("memo group: valid signature rejected or key not kept (%d keys)", len(m.keys))
+			}
+			if (&sigGroup{checks: []sigCheck{crossed}, memo: m}).verify() {
+				t.Fatalf("A = %x, neighbour %x: the memo's decoded A served the neighbour's check", pub, n)
+			}
+			if !(&sigGroup{checks: []sigCheck{valid2}, memo: m}).verify() || len(m.keys) != 2 {
+				t.Fatalf("memo group: A's second signature rejected after the neighbour's (%d keys)", len(m.keys))
+			}
 			tested++
 		}
 	}

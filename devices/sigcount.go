@@ -92,7 +92,8 @@ func (m *SignatureMemo) verified(verify func(g *sigGroup) error) error {
 // keep one for one operation.
 type SignatureMemo struct {
 	known []sigCheck
-	rule  checkRule // fullRule, or lookupRule for NewLookupMemo's
+	rule  checkRule  // fullRule, or lookupRule for NewLookupMemo's
+	keys  []groupKey // public keys its groups decoded (at most maxGroupKeys)
 }
 
 // NewSignatureMemo returns a memo of the signatures of the given states
@@ -180,14 +181,25 @@ func (m *SignatureMemo) add(checks []sigCheck) {
 	}
 }
 
-// maxGroupKeys bounds the decoded public keys verify keeps for reuse.
+// maxGroupKeys bounds the decoded public keys verify keeps for reuse, in
+// one group or in a memo's groups.
 const maxGroupKeys = 8
+
+// A groupKey is a public key as verify decoded it: a function of its 32
+// bytes only, so a memo keeps it for its later groups (the signing key of
+// a lookup's state signs the history's states too).
+type groupKey struct {
+	enc [32]byte
+	ok  bool // enc decodes as a point
+	ed  edKey
+}
 
 // verify reports whether every recorded signature verifies, each exactly
 // as crypto/ed25519.Verify decides: by edFastAccept (the lattice-reduced
 // check of edverify.go, which only ever accepts), and by ed25519.Verify
 // for any signature it does not accept. A public key used by several
-// checks is decoded, with its table of odd multiples, once. A check whose
+// checks is decoded, with its table of odd multiples, once (once per
+// memo, with a memo: its later groups reuse it). A check whose
 // key or signature has the wrong length fails (ed25519.Verify would
 // panic on the key's). TestSigGroupMatchesEd25519 checks it against
 // crypto/ed25519 on valid, altered and edge-case signatures.
@@ -197,22 +209,21 @@ func (g *sigGroup) verify() bool {
 		return true
 	}
 	signaturesVerified.Add(uint64(n))
-	type key struct {
-		enc []byte
-		ok  bool // enc decodes as a point
-		ed  edKey
-	}
-	var keyBuf [maxGroupKeys]key
+	var keyBuf [maxGroupKeys]groupKey
 	keys := keyBuf[:0]
-	var tmp key
+	if g.memo != nil {
+		keys = g.memo.keys
+		defer func() { g.memo.keys = keys }()
+	}
+	var tmp groupKey
 	var kh hash.Hash
 	for _, c := range g.checks {
 		if len(c.pub) != ed25519.PublicKeySize || len(c.sig) != ed25519.SignatureSize {
 			return false
 		}
-		var k *key
+		var k *groupKey
 		for i := range keys {
-			if bytes.Equal(keys[i].enc, c.pub) {
+			if bytes.Equal(keys[i].enc[:], c.pub) {
 				k = &keys[i]
 				break
 			}
@@ -220,10 +231,10 @@ func (g *sigGroup) verify() bool {
 		if k == nil {
 			k = &tmp
 			if len(keys) < maxGroupKeys {
-				keys = append(keys, key{})
+				keys = append(keys, groupKey{})
 				k = &keys[len(keys)-1]
 			}
-			k.enc = c.pub
+			copy(k.enc[:], c.pub)
 			k.ok = k.ed.set(c.pub)
 		}
 		if k.ok {
