@@ -129,7 +129,11 @@ func (a *app) lookupOutput(s *session, res *verifier.LookupResult) lookupOutput 
 		return out
 	}
 	check("map_proof", "value binds log entry %d (version %d) and its hash; auditors check the map against the log", res.LogIndex, res.Version)
-	check("signatures", "signing key generation %d certified by the root key; account state signed by it, covering its %d device certs (protocol §7.1.7); devices back-signed", res.Generation, len(res.State.Devices))
+	certs := "device certs"
+	if len(res.State.Devices) == 1 {
+		certs = "device cert"
+	}
+	check("signatures", "signing key generation %d certified by the root key; account state signed by it, covering its %d %s (protocol §7.1.7); devices back-signed", res.Generation, len(res.State.Devices), certs)
 	check("revocations", "%d revoked devices, none served", len(res.State.Revocations))
 	check("identity_key", "%s", pinLine(res))
 	v, li, ik, pin := res.Version, res.LogIndex, hex.EncodeToString(res.IdentityKey[:]), pinName(res.Pin)
