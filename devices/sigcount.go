@@ -93,7 +93,7 @@ func (m *SignatureMemo) verified(verify func(g *sigGroup) error) error {
 type SignatureMemo struct {
 	known []sigCheck
 	rule  checkRule  // fullRule, or lookupRule for NewLookupMemo's
-	keys  []groupKey // public keys its groups decoded (at most maxGroupKeys)
+	keys  []*groupKey // public keys its groups decoded (at most maxGroupKeys)
 }
 
 // NewSignatureMemo returns a memo of the signatures of the given states
@@ -185,6 +185,24 @@ func (m *SignatureMemo) add(checks []sigCheck) {
 // one group or in a memo's groups.
 const maxGroupKeys = 8
 
+// key returns m's decoded key pub, decoding it and keeping it if m has
+// room; nil if m does not hold it and is full.
+func (m *SignatureMemo) key(pub []byte) *groupKey {
+	for _, k := range m.keys {
+		if bytes.Equal(k.enc[:], pub) {
+			return k
+		}
+	}
+	if len(m.keys) >= maxGroupKeys {
+		return nil
+	}
+	k := new(groupKey)
+	copy(k.enc[:], pub)
+	k.ok = k.ed.set(pub)
+	m.keys = append(m.keys, k)
+	return k
+}
+
 // A groupKey is a public key as verify decoded it: a function of its 32
 // bytes only, so a memo keeps it for its later groups (the signing key of
 // a lookup's state signs the history's states too).
@@ -209,12 +227,8 @@ func (g *sigGroup) verify() bool {
 		return true
 	}
 	signaturesVerified.Add(uint64(n))
-	var keyBuf [maxGroupKeys]groupKey
+	var keyBuf [maxGroupKeys]groupKey // the group's keys, without a memo
 	keys := keyBuf[:0]
-	if g.memo != nil {
-		keys = g.memo.keys
-		defer func() { g.memo.keys = keys }()
-	}
 	var tmp groupKey
 	var kh hash.Hash
 	for _, c := range g.checks {
@@ -222,18 +236,24 @@ func (g *sigGroup) verify() bool {
 			return false
 		}
 		var k *groupKey
-		for i := range keys {
-			if bytes.Equal(keys[i].enc[:], c.pub) {
-				k = &keys[i]
-				break
+		if g.memo != nil {
+			k = g.memo.key(c.pub)
+		} else {
+			for i := range keys {
+				if bytes.Equal(keys[i].enc[:], c.pub) {
+					k = &keys[i]
+					break
+				}
+			}
+			if k == nil && len(keys) < maxGroupKeys {
+				keys = append(keys, groupKey{})
+				k = &keys[len(keys)-1]
+				copy(k.enc[:], c.pub)
+				k.ok = k.ed.set(c.pub)
 			}
 		}
 		if k == nil {
 			k = &tmp
-			if len(keys) < maxGroupKeys {
-				keys = append(keys, groupKey{})
-				k = &keys[len(keys)-1]
-			}
 			copy(k.enc[:], c.pub)
 			k.ok = k.ed.set(c.pub)
 		}
