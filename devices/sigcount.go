@@ -92,7 +92,7 @@ func (m *SignatureMemo) verified(verify func(g *sigGroup) error) error {
 // keep one for one operation.
 type SignatureMemo struct {
 	known []sigCheck
-	rule  checkRule  // fullRule, or lookupRule for NewLookupMemo's
+	rule  checkRule   // fullRule, or lookupRule for NewLookupMemo's
 	keys  []*groupKey // public keys its groups decoded (at most maxGroupKeys)
 }
 
@@ -107,15 +107,24 @@ func NewSignatureMemo(verified ...*AccountState) *SignatureMemo {
 	return newMemo(fullRule, verified)
 }
 
+// AddVerified adds to m the signatures of the given states that m's rule
+// checks, as NewSignatureMemo or NewLookupMemo seed a memo: each state must
+// have been accepted, in this process, by a check of at least m's rule
+// (for a lookup memo, VerifyAccountStateForLookup or VerifyAccountState).
+// Never pass a state from an untrusted source.
+func (m *SignatureMemo) AddVerified(verified ...*AccountState) {
+	for _, s := range verified {
+		var g sigGroup // records every signature check, verifies none
+		_ = verifyAccountState(&g, s, m.rule)
+		m.add(g.checks)
+	}
+}
+
 // newMemo returns a memo checking rule that holds the signatures rule
 // checks in the verified states.
 func newMemo(rule checkRule, verified []*AccountState) *SignatureMemo {
 	m := &SignatureMemo{rule: rule}
-	for _, s := range verified {
-		var g sigGroup // records every signature check, verifies none
-		_ = verifyAccountState(&g, s, rule)
-		m.add(g.checks)
-	}
+	m.AddVerified(verified...)
 	return m
 }
 

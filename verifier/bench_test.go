@@ -380,21 +380,30 @@ func benchNewContact(b *testing.B, devs int, history bool) {
 		cache.vrfs, cache.payloads = nil, nil
 		cache.mu.Unlock()
 	}
+	check := func(uid string, res *LookupResult, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !res.Held || !res.Found || len(res.State.Devices) != devs {
+			b.Fatalf("%s: held %v, found %v, %d devices", uid, res.Held, res.Found, len(res.State.Devices))
+		}
+	}
 	verifyOne := func(k int) {
 		j := k % contacts
 		if j == 0 {
 			forget()
 		}
-		res, err := cache.VerifyLookup(d.trust, st, uids[j], bundles[j], d.now)
-		if client != nil {
-			res, err = client.checkGenerations(context.Background(), st, uids[j], res, err)
+		if client == nil {
+			res, err := cache.VerifyLookup(d.trust, st, uids[j], bundles[j], d.now)
+			check(uids[j], res, err)
+			return
 		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !res.Held || !res.Found || len(res.State.Devices) != devs {
-			b.Fatalf("%s: held %v, found %v, %d devices", uids[j], res.Held, res.Found, len(res.State.Devices))
-		}
+		// As Client.Lookup: one lookup memo for the lookup and its
+		// history walk.
+		memo := devices.NewLookupMemo()
+		res, err := cache.verifyLookupMemo(d.trust, st, uids[j], bundles[j], d.now, memo)
+		res, err = client.checkGenerations(context.Background(), st, uids[j], res, err, memo)
+		check(uids[j], res, err)
 	}
 	for k := range contacts { // check every bundle; caches the held checkpoint
 		verifyOne(k)

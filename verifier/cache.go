@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keyline/keyline/devices"
 	klog "github.com/keyline/keyline/log"
 	"github.com/keyline/keyline/verifier/cosign"
 	"github.com/keyline/keyline/verifier/vrf"
@@ -98,7 +99,16 @@ func (c *Cache) forTrust(t *Trust) {
 
 // VerifyLookup is VerifyLookup using and filling the cache.
 func (c *Cache) VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
-	return verifyLookup(t, st, userID, b, now, c)
+	return verifyLookup(t, st, userID, b, now, c, nil)
+}
+
+// verifyLookupMemo is VerifyLookup verifying the account state through the
+// lookup memo memo (devices.NewLookupMemo), or adding it to memo if the
+// cache held it as verified, so that the history walk of the same lookup
+// (checkHistory with memo) verifies none of its signatures again and
+// reuses the public keys it decoded. The result is VerifyLookup's.
+func (c *Cache) verifyLookupMemo(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time, memo *devices.SignatureMemo) (*LookupResult, error) {
+	return verifyLookup(t, st, userID, b, now, c, memo)
 }
 
 // cacheKey hashes a domain tag and length-prefixed parts.

@@ -130,7 +130,9 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 		return nil, false, err
 	}
 	now := c.now()
-	res, verr := c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
+	// One lookup memo for the lookup and its history walk (checkHistory).
+	memo := devices.NewLookupMemo()
+	res, verr := c.Cache.verifyLookupMemo(c.Trust, st, uid, b, now, memo)
 	if verr != nil && b.Held() && st.EpochRecord != nil {
 		// A held bundle is verified against the held checkpoint alone, so
 		// a directory on another view of the same size (a split view)
@@ -142,9 +144,9 @@ func (c *Client) lookupOnce(ctx context.Context, uid string, locked bool) (res *
 			return nil, false, err
 		}
 		b = fb
-		res, verr = c.Cache.VerifyLookup(c.Trust, st, uid, b, now)
+		res, verr = c.Cache.verifyLookupMemo(c.Trust, st, uid, b, now, memo)
 	}
-	res, verr = CheckHistory(ctx, c.Trust, c.Source, c.Cache, st, uid, res, verr)
+	res, verr = checkHistory(ctx, c.Trust, c.Source, c.Cache, st, uid, res, verr, memo)
 	if !locked {
 		unlock, err := lockStateFile(c.StatePath)
 		if err != nil {

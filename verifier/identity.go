@@ -19,9 +19,17 @@ import (
 // too. c is the cache res was verified with (nil: none). Its results
 // replace res and verr.
 func CheckHistory(ctx context.Context, t *Trust, src Source, c *Cache, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+	return checkHistory(ctx, t, src, c, st, uid, res, verr, nil)
+}
+
+// checkHistory is CheckHistory whose history walks share memo, the lookup
+// memo res was verified with (Cache.verifyLookupMemo), so that they verify
+// none of res.State's signatures again and reuse the public keys it
+// decoded; nil: a memo of res.State (lookupMemo).
+func checkHistory(ctx context.Context, t *Trust, src Source, c *Cache, st *ClientState, uid string, res *LookupResult, verr error, memo *devices.SignatureMemo) (*LookupResult, error) {
 	cl := &Client{Trust: t, Source: src, Cache: c}
-	res, verr = cl.checkIdentityChange(ctx, st, uid, res, verr)
-	return cl.checkGenerations(ctx, st, uid, res, verr)
+	res, verr = cl.checkIdentityChange(ctx, st, uid, res, verr, memo)
+	return cl.checkGenerations(ctx, st, uid, res, verr, memo)
 }
 
 // checkGenerations applies the signing key generation rule across
@@ -36,7 +44,7 @@ func CheckHistory(ctx context.Context, t *Trust, src Source, c *Cache, st *Clien
 // served version older than the one already verified is refused
 // (ErrHistory). res and verr are the lookup's results; they pass through
 // when the rule does not apply.
-func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error, memo *devices.SignatureMemo) (*LookupResult, error) {
 	if verr != nil || res == nil || !res.Found {
 		return res, verr
 	}
@@ -53,7 +61,7 @@ func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid stri
 	if res.Version == from {
 		return res, nil
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, lookupMemo(res), res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, memoFor(res, memo), res, from)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +89,7 @@ func (c *Client) checkGenerations(ctx context.Context, st *ClientState, uid stri
 // *SafetyNumberChangedError with Unexplained set (ErrIdentityChanged).
 //
 // res and verr are VerifyLookup's results; other errors pass through.
-func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error) (*LookupResult, error) {
+func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid string, res *LookupResult, verr error, memo *devices.SignatureMemo) (*LookupResult, error) {
 	if verr != nil {
 		var snc *SafetyNumberChangedError
 		if !errors.As(verr, &snc) || snc.Result == nil {
@@ -100,7 +108,7 @@ func (c *Client) checkIdentityChange(ctx context.Context, st *ClientState, uid s
 	if from > res.Version {
 		return unexplained(fail(ErrHistory, nil, "the directory serves v%d of %s, the pinned key was seen at v%d", res.Version, uid, from))
 	}
-	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, lookupMemo(res), res, from)
+	entries, err := historyFrom(ctx, c.Trust, c.Source, c.Cache, memoFor(res, memo), res, from)
 	if err != nil {
 		return unexplained(err)
 	}
@@ -206,4 +214,13 @@ func lookupMemo(res *LookupResult) *devices.SignatureMemo {
 		return devices.NewLookupMemo()
 	}
 	return devices.NewLookupMemo(res.State)
+}
+
+// memoFor returns memo, the lookup memo res was verified with, or if nil
+// lookupMemo(res).
+func memoFor(res *LookupResult, memo *devices.SignatureMemo) *devices.SignatureMemo {
+	if memo != nil {
+		return memo
+	}
+	return lookupMemo(res)
 }

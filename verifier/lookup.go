@@ -155,11 +155,12 @@ type LookupResult struct {
 //     with the pinned key, the signing key generation must not be older
 //     than the newest one seen for the contact (ErrStaleSigningKey).
 func VerifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time) (*LookupResult, error) {
-	return verifyLookup(t, st, userID, b, now, nil)
+	return verifyLookup(t, st, userID, b, now, nil, nil)
 }
 
-// verifyLookup is VerifyLookup with an optional cache of verifications.
-func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time, c *Cache) (*LookupResult, error) {
+// verifyLookup is VerifyLookup with an optional cache of verifications
+// and an optional lookup memo (Cache.verifyLookupMemo).
+func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now time.Time, c *Cache, memo *devices.SignatureMemo) (*LookupResult, error) {
 	if t == nil || b == nil {
 		return nil, errors.New("verifier: VerifyLookup: nil trust or bundle")
 	}
@@ -287,7 +288,7 @@ func verifyLookup(t *Trust, st *ClientState, userID string, b *LookupBundle, now
 	res.Found, res.Version, res.LogIndex, res.Leaf, res.EntryHash, res.Update = true, up.Version, b.AccountUpdateIndex, b.AccountUpdate, eh, up
 
 	// 7. Payload.
-	if err := verifyPayload(t, res, up, c); err != nil {
+	if err := verifyPayload(t, res, up, c, memo); err != nil {
 		return nil, err
 	}
 
@@ -355,8 +356,10 @@ func checkFresh(t *Trust, er *klog.EpochRecord, now time.Time) error {
 // key covers; docs/protocol.md §7.1); a reset by VerifyResetEntry. The
 // signature checks (functions of the payload bytes and the trust's reset
 // key and window) are skipped if c holds the payload as verified; it is
-// recorded only once every check has passed.
-func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache) error {
+// recorded only once every check has passed. With a lookup memo, the
+// state is verified through it (the same result), or added to it if c
+// held the payload.
+func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache, memo *devices.SignatureMemo) error {
 	cached, key := c.payloadVerified(t, byte(up.Update), up.Payload)
 	var st *devices.AccountState
 	switch up.Update {
@@ -396,7 +399,11 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache
 		return fail(ErrAccountUpdate, nil, "unknown update kind %d", up.Update)
 	}
 	if !cached {
-		if err := devices.VerifyAccountStateForLookup(st); err != nil {
+		verify := devices.VerifyAccountStateForLookup
+		if memo != nil {
+			verify = memo.VerifyAccountState
+		}
+		if err := verify(st); err != nil {
 			if errors.Is(err, devices.ErrRevokedDevice) {
 				return fail(ErrRevokedDevice, err, "%s v%d", res.UserID, up.Version)
 			}
@@ -413,6 +420,9 @@ func verifyPayload(t *Trust, res *LookupResult, up *klog.AccountUpdate, c *Cache
 		return fail(ErrVersionMismatch, nil, "%s: create with state v%d", res.UserID, st.Version)
 	}
 	res.State, res.IdentityKey, res.Generation = st, st.IdentityKey, st.Generation()
+	if cached && memo != nil {
+		memo.AddVerified(st)
+	}
 	if !cached {
 		c.payloadOK(t, key)
 	}
