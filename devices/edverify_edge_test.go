@@ -426,18 +426,7 @@ func TestSigGroupKeyOverflow(t *testing.T) {
 		a := edRandomScalar(rng)
 		signers[i] = signer{a, new(edwards25519.Point).ScalarBaseMult(a).Bytes()}
 	}
-	// sign returns a signature over msg, challenge hashed with pub, by
-	// secret a.
-	sign := func(a *edwards25519.Scalar, pub, msg []byte) []byte {
-		r := edRandomScalar(rng)
-		R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
-		h := sha512.New()
-		h.Write(R)
-		h.Write(pub)
-		h.Write(msg)
-		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
-		return append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
-	}
+	sign := func(a *edwards25519.Scalar, pub, msg []byte) []byte { return edSignWith(rng, a, pub, msg) }
 	var order []int
 	for i := range nk {
 		order = append(order, i)
@@ -609,16 +598,7 @@ func TestEdRelationGuardDegenerate(t *testing.T) {
 // group with A's valid signatures alone must pass.
 func TestSigGroupNeighbourKeys(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(33, 34))
-	sign := func(a *edwards25519.Scalar, pub, msg []byte) []byte {
-		r := edRandomScalar(rng)
-		R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
-		h := sha512.New()
-		h.Write(R)
-		h.Write(pub)
-		h.Write(msg)
-		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
-		return append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
-	}
+	sign := func(a *edwards25519.Scalar, pub, msg []byte) []byte { return edSignWith(rng, a, pub, msg) }
 	tested := 0
 	for range 20 {
 		a := edRandomScalar(rng)
@@ -779,4 +759,18 @@ func FuzzEdFastCheck(f *testing.F) {
 			t.Fatalf("k=%x tA=%d tR=%d e=%d: edFastCheck %v, equation %v, reduceChallenge ok %v", kb, tA%8, tR%8, e%4, got, want, ok)
 		}
 	})
+}
+
+// edSignWith returns an Ed25519 signature over msg by the secret scalar a,
+// its challenge hashed with pub (which need not be a's public key: a
+// signature "crossed" to another key), with a nonce from rng.
+func edSignWith(rng *mrand.Rand, a *edwards25519.Scalar, pub, msg []byte) []byte {
+	r := edRandomScalar(rng)
+	R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+	h := sha512.New()
+	h.Write(R)
+	h.Write(pub)
+	h.Write(msg)
+	k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	return append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
 }
