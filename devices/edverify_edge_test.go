@@ -250,7 +250,6 @@ func TestEdFastCheckEdgeScalars(t *testing.T) {
 func TestVerifyEd25519TorsionGrid(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(27, 28))
 	torsion := edTorsion(t)
-	h := sha512.New()
 	pairs := 0
 	for ia, TA := range torsion {
 		multiples := map[string]bool{}
@@ -270,11 +269,7 @@ func TestVerifyEd25519TorsionGrid(t *testing.T) {
 				R := new(edwards25519.Point).ScalarBaseMult(r)
 				R.Add(R, TR)
 				pub, msg := A.Bytes(), fmt.Appendf(nil, "grid %d %d %d", ia, ir, try)
-				h.Reset()
-				h.Write(R.Bytes())
-				h.Write(pub)
-				h.Write(msg)
-				k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+				k := edChallenge(R.Bytes(), pub, msg)
 				S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
 				sig := append(R.Bytes(), S.Bytes()...)
 				want := ed25519.Verify(pub, msg, sig)
@@ -360,7 +355,6 @@ func TestVerifyEd25519EdgeScalarsSmallOrderKeys(t *testing.T) {
 		encs = append(encs, e)
 	}
 	edges := []*edwards25519.Scalar{edwards25519.NewScalar(), scalarOne(), edScalarOfBig(new(big.Int).Sub(bigL, big.NewInt(1)))}
-	h := sha512.New()
 	n := 0
 	for _, pub := range encs {
 		A, err := new(edwards25519.Point).SetBytes(pub)
@@ -374,11 +368,7 @@ func TestVerifyEd25519EdgeScalarsSmallOrderKeys(t *testing.T) {
 				R := new(edwards25519.Point).ScalarBaseMult(S)
 				R.Add(R, T2)
 				msg := fmt.Appendf(nil, "small-order key, S edge %d, try %d", si, try)
-				h.Reset()
-				h.Write(R.Bytes())
-				h.Write(pub)
-				h.Write(msg)
-				k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+				k := edChallenge(R.Bytes(), pub, msg)
 				if !edReferenceHolds(A, R, S, k) {
 					continue
 				}
@@ -490,11 +480,7 @@ func TestVerifyEd25519RefusedChallenge(t *testing.T) {
 		R := new(edwards25519.Point).ScalarBaseMult(r)
 		R.Add(R, torsion[tc.tR])
 		pub, msg := A.Bytes(), fmt.Appendf(nil, "refused challenge %d", tc.i)
-		h := sha512.New()
-		h.Write(R.Bytes())
-		h.Write(pub)
-		h.Write(msg)
-		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		k := edChallenge(R.Bytes(), pub, msg)
 		sig := append(R.Bytes(), new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
 		c := sigCheck{pub: pub, msg: msg, sig: sig}
 		if !edRefused(c) {
@@ -688,7 +674,6 @@ func TestVerifyEd25519StructuredKeys(t *testing.T) {
 	Lm1 := new(big.Int).Sub(bigL, one)
 	secrets := []*big.Int{one, Lm1, big.NewInt(2), p128, new(big.Int).Add(p128, one), new(big.Int).Sub(p128, one), new(big.Int).Mul(big.NewInt(3), p128)}
 	nonces := []*big.Int{big.NewInt(0), one, Lm1, p128}
-	h := sha512.New()
 	for i, av := range secrets {
 		a := edScalarOfBig(av)
 		A := new(edwards25519.Point).ScalarBaseMult(a)
@@ -697,11 +682,7 @@ func TestVerifyEd25519StructuredKeys(t *testing.T) {
 			r := edScalarOfBig(rv)
 			R := new(edwards25519.Point).ScalarBaseMult(r)
 			msg := fmt.Appendf(nil, "structured %d %d", i, j)
-			h.Reset()
-			h.Write(R.Bytes())
-			h.Write(pub)
-			h.Write(msg)
-			k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+			k := edChallenge(R.Bytes(), pub, msg)
 			S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
 			sig := append(R.Bytes(), S.Bytes()...)
 			if !ed25519.Verify(pub, msg, sig) {
@@ -767,10 +748,6 @@ func FuzzEdFastCheck(f *testing.F) {
 func edSignWith(rng *mrand.Rand, a *edwards25519.Scalar, pub, msg []byte) []byte {
 	r := edRandomScalar(rng)
 	R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
-	h := sha512.New()
-	h.Write(R)
-	h.Write(pub)
-	h.Write(msg)
-	k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	k := edChallenge(R, pub, msg)
 	return append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
 }

@@ -404,11 +404,7 @@ func edNonCanonicalR(t *testing.T, rng *mrand.Rand, torsion []*edwards25519.Poin
 			found := false
 			for range 1024 {
 				msg := fmt.Appendf(nil, "non-canonical R %d", rng.Uint64())
-				h := sha512.New()
-				h.Write(enc)
-				h.Write(pub)
-				h.Write(msg)
-				k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+				k := edChallenge(enc, pub, msg)
 				S := new(edwards25519.Scalar).Multiply(k, a)
 				if new(edwards25519.Point).VarTimeDoubleScalarBaseMult(k, minusA, S).Equal(R) == 1 {
 					out = append(out, sigCheck{pub: pub, msg: msg, sig: append(bytes.Clone(enc), S.Bytes()...)})
@@ -534,11 +530,7 @@ func TestVerifyEd25519MixedOrder(t *testing.T) {
 		R := new(edwards25519.Point).ScalarBaseMult(r)
 		R.Add(R, torsion[rng.IntN(8)])
 		pub, msg := A.Bytes(), fmt.Appendf(nil, "mixed %d", i)
-		h := sha512.New()
-		h.Write(R.Bytes())
-		h.Write(pub)
-		h.Write(msg)
-		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		k := edChallenge(R.Bytes(), pub, msg)
 		sig := append(R.Bytes(), new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
 		want := ed25519.Verify(pub, msg, sig)
 		if got := VerifyEd25519(pub, msg, sig); got != want {
@@ -610,11 +602,7 @@ func TestEdFastPathTaken(t *testing.T) {
 // edRefused reports whether reduceChallenge refuses the challenge k of c
 // (then the fast path leaves c to ed25519.Verify).
 func edRefused(c sigCheck) bool {
-	h := sha512.New()
-	h.Write(c.sig[:32])
-	h.Write(c.pub)
-	h.Write(c.msg)
-	k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	k := edChallenge(c.sig[:32], c.pub, c.msg)
 	var kb [32]byte
 	copy(kb[:], k.Bytes())
 	_, _, _, ok := reduceChallenge(&kb)
@@ -831,4 +819,18 @@ func edBig(s string) *big.Int {
 		panic(s)
 	}
 	return v
+}
+
+// edChallenge is the Ed25519 challenge k = SHA-512(R || A || M) mod L of a
+// signature with R's encoding r by the key encoded as pub over msg.
+func edChallenge(r, pub, msg []byte) *edwards25519.Scalar {
+	h := sha512.New()
+	h.Write(r)
+	h.Write(pub)
+	h.Write(msg)
+	k, err := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	if err != nil {
+		panic(err) // unreachable: 64 bytes
+	}
+	return k
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha512"
 	"fmt"
 	mrand "math/rand/v2"
 	"testing"
@@ -27,11 +26,7 @@ func edgeSignature(t *testing.T, rng *mrand.Rand, pub []byte, a *edwards25519.Sc
 		r, _ := new(edwards25519.Scalar).SetUniformBytes(rb[:])
 		R := new(edwards25519.Point).ScalarBaseMult(r)
 		R.Add(R, t2)
-		h := sha512.New()
-		h.Write(R.Bytes())
-		h.Write(pub)
-		h.Write(msg)
-		k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		k := edChallenge(R.Bytes(), pub, msg)
 		S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
 		sig = append(R.Bytes(), S.Bytes()...)
 		if ed25519.Verify(pub, msg, sig) {
