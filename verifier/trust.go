@@ -223,10 +223,10 @@ func (t *Trust) OpenCheckpoint(signed []byte) (*VerifiedCheckpoint, error) {
 }
 
 // ed25519NoteVerifier returns v, the note.Verifier of the verifier key
-// vkey, with its Verify replaced by devices.VerifyEd25519 if vkey is an
+// vkey, with its Verify done by a devices.Ed25519Verifier if vkey is an
 // Ed25519 key (algorithm byte 1 and a 32-byte key, as note.NewVerifier
-// parses it), through a devices.Ed25519Verifier: the same result as
-// note's ed25519.Verify, at about 0.7 of its cost. Any other key's v is returned as it is.
+// parses it): the same result as note's ed25519.Verify, at about 0.7 of
+// its cost. Any other key's v is returned as it is.
 func ed25519NoteVerifier(v note.Verifier, vkey string) note.Verifier {
 	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
