@@ -54,15 +54,7 @@ func TestAttackKeySubstitution(t *testing.T) {
 		// The directory cannot sign as alice: the state signature is
 		// alice's old one.
 		st := build()
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st)))
 		defer e.src.SetMode(Honest)
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrAccountState) {
 			t.Fatalf("client: got %v, want ErrAccountState", err)
@@ -87,15 +79,7 @@ func TestAttackKeySubstitution(t *testing.T) {
 		if apierr.Reason(err) != apierr.BadDeviceCert || !strings.Contains(err.Error(), "account signing key signature does not verify") {
 			t.Fatalf("honest directory: update got %v, want %s for the cert's signature", err, apierr.BadDeviceCert)
 		}
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st)))
 		defer e.src.SetMode(Honest)
 		res, err := e.client(nil).Lookup(e.ctx, "alice")
 		if err != nil {
@@ -123,15 +107,7 @@ func TestAttackKeySubstitution(t *testing.T) {
 		if err := st.Sign(alice.ik.ask); err != nil {
 			t.Fatal(err)
 		}
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, &st))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, &st)))
 		defer e.src.SetMode(Honest)
 		_, err := e.client(nil).Lookup(e.ctx, "alice")
 		if !errors.Is(err, verifier.ErrAccountState) {
@@ -256,15 +232,7 @@ func TestAttackVersionSkip(t *testing.T) {
 	fake := *bob.state
 	fake.Version = 2 // a version 2 that was never logged
 	payload, _ := resetPayload(t, e.keys.ResetKey, &fake)
-	f := e.forge(0)
-	leaf := updateLeaf(t, e.index("bob"), 3, klog.EntryHash(bob.leaf), klog.UpdateReset, payload)
-	if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e.src.ServeOther(f)
+	e.serveForged(t, updateLeaf(t, e.index("bob"), 3, klog.EntryHash(bob.leaf), klog.UpdateReset, payload))
 
 	// VerifyLookup alone cannot see the gap (the reset is pending and
 	// loud); Client.Lookup verifies the history of a new contact and
@@ -305,15 +273,7 @@ func TestAttackVersionRewrite(t *testing.T) {
 	e.auditHonest(e.auditor())
 
 	payload, _ := resetPayload(t, e.keys.ResetKey, v1)
-	f := e.forge(0)
-	leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(v1leaf), klog.UpdateReset, payload)
-	if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e.src.ServeOther(f)
+	e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(v1leaf), klog.UpdateReset, payload))
 
 	// The owner's monitor: the history holds v2 twice.
 	if rep, err := verifier.NewMonitor(own).Check(e.ctx); !errors.Is(err, verifier.ErrHistory) {
@@ -748,15 +708,7 @@ func TestAttackRevokedDeviceReplay(t *testing.T) {
 		if err := st.Sign(alice.ik.ask); err != nil {
 			t.Fatal(err)
 		}
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 4, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, &st))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 4, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, &st)))
 		defer e.src.SetMode(Honest)
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrRevokedDevice) {
 			t.Fatalf("client: got %v, want ErrRevokedDevice", err)
@@ -950,15 +902,7 @@ func TestAttackSilentReset(t *testing.T) {
 		if err := st.Sign(evil.ask); err != nil {
 			t.Fatal(err)
 		}
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, st)))
 		defer e.src.SetMode(Honest)
 		_, err := contact.Lookup(e.ctx, "alice")
 		var snc *verifier.SafetyNumberChangedError
@@ -975,15 +919,7 @@ func TestAttackSilentReset(t *testing.T) {
 	t.Run("reset-not-signed-by-reset-key", func(t *testing.T) {
 		_, other, _ := ed25519.GenerateKey(rand.Reader)
 		payload, _ := resetPayload(t, other, alice.state)
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateReset, payload)
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), 2, klog.EntryHash(alice.leaf), klog.UpdateReset, payload))
 		defer e.src.SetMode(Honest)
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrReset) {
 			t.Fatalf("client: got %v, want ErrReset", err)

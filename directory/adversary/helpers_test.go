@@ -190,6 +190,22 @@ func (e *env) size() uint64 {
 	return c.Size
 }
 
+// serveForged forges the honest log plus leaf, closes an epoch over it and
+// makes the clients' source serve the forgery (the caller restores
+// e.src.SetMode(Honest)). It returns the forgery.
+func (e *env) serveForged(t *testing.T, leaf []byte) *Forgery {
+	t.Helper()
+	f := e.forge(0)
+	if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.src.ServeOther(f)
+	return f
+}
+
 // forge copies the honest log's first size leaves (0: all) into a Forgery.
 func (e *env) forge(size uint64) *Forgery {
 	e.t.Helper()

@@ -133,15 +133,7 @@ func TestAttackStolenDeviceAfterRecovery(t *testing.T) {
 	})
 
 	t.Run("malicious-directory-serves-it", func(t *testing.T) {
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), stale.Version, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, stale))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), stale.Version, klog.EntryHash(alice.leaf), klog.UpdateUpdate, marshal(t, stale)))
 		defer e.src.SetMode(Honest)
 		// The lookup alone verifies (the state is self-consistent): only
 		// what the client knows about the account's generations stops it.
@@ -266,15 +258,7 @@ func TestAttackResetDuringWindow(t *testing.T) {
 		if err := x.Sign(rs.keys.ask); err != nil {
 			t.Fatal(err)
 		}
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), x.Version, klog.EntryHash(latestLeaf(t, e, "alice")), klog.UpdateUpdate, marshal(t, &x))
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), x.Version, klog.EntryHash(latestLeaf(t, e, "alice")), klog.UpdateUpdate, marshal(t, &x)))
 		defer e.src.SetMode(Honest)
 		if _, err := bob.Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrIdentityChanged) {
 			t.Fatalf("verified contact: got %v, want ErrIdentityChanged", err)
@@ -382,15 +366,7 @@ func TestAttackResetDuringWindow(t *testing.T) {
 			t.Fatal(err)
 		}
 		payload, _ := a.MarshalBinary()
-		f := e.forge(0)
-		leaf := updateLeaf(t, e.index("alice"), a.Version, klog.EntryHash(latestLeaf(t, e, "alice")), klog.UpdateReset, payload)
-		if _, err := f.AppendUpdate(e.ctx, leaf, true); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.CloseEpoch(e.ctx, EpochOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		e.src.ServeOther(f)
+		e.serveForged(t, updateLeaf(t, e.index("alice"), a.Version, klog.EntryHash(latestLeaf(t, e, "alice")), klog.UpdateReset, payload))
 		defer e.src.SetMode(Honest)
 		if _, err := e.client(nil).Lookup(e.ctx, "alice"); !errors.Is(err, verifier.ErrResetWindow) {
 			t.Fatalf("client: got %v, want ErrResetWindow", err)
